@@ -1,0 +1,28 @@
+"""agentos: a microkernel operating system for LLM agents.
+
+An agent is a process that reaches the world only through capability-checked, metered,
+policy-checked, journaled syscalls. This module re-exports the public API; everything
+else is internal. Importing it pulls in no optional dependency.
+"""
+from .abi import (
+    ABI_VERSION, AgentOSError, Budget, CapError, CapRef, Cost, Down, Driver, DriverError,
+    DriverResult, ExitKind, ExitReason, InternalError, Interrupted, KernelError, Message,
+    NameTaken, NoSuchDevice, NondeterminismError, OutOfMemory, Pid, PolicyDenied, ProcState,
+    Quota, QuotaExceeded, Right, Segment, SegmentKind, Signal, SignalMessage, SyscallError,
+    ToolError,
+)
+from .kernel import (
+    Decision, Kernel, KernelConfig, ProcessImage, RealClock, RunResult, Sys, VirtualClock,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ABI_VERSION", "AgentOSError", "Budget", "CapError", "CapRef", "Cost", "Decision", "Down",
+    "Driver", "DriverError", "DriverResult", "ExitKind", "ExitReason", "InternalError",
+    "Interrupted", "Kernel", "KernelConfig", "KernelError", "Message", "NameTaken",
+    "NoSuchDevice", "NondeterminismError", "OutOfMemory", "Pid", "PolicyDenied", "ProcState",
+    "ProcessImage", "Quota", "QuotaExceeded", "RealClock", "Right", "RunResult", "Segment",
+    "SegmentKind", "Signal", "SignalMessage", "Sys", "SyscallError", "ToolError",
+    "VirtualClock", "__version__",
+]

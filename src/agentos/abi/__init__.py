@@ -1,0 +1,21 @@
+"""The agentos ABI: types, errors, the driver protocol and the syscall table. No logic."""
+from .driver import Driver, DriverHandle, DriverResult
+from .errors import (
+    ABIMismatch, AgentOSError, BadHandle, CapError, DriverError, InternalError, Interrupted,
+    KernelError, MailboxFull, NameTaken, NoSuchDevice, NondeterminismError, OutOfMemory,
+    PolicyDenied, QuotaExceeded, SyscallError, ToolError,
+)
+from .syscalls import SYSCALLS, SyscallSpec
+from .types import (
+    ABI_VERSION, KERNEL_PID, Budget, CapRef, Cost, Down, ExitKind, ExitReason, Message, Pid,
+    ProcState, Quota, Right, Segment, SegmentKind, Signal, SignalMessage,
+)
+
+__all__ = [
+    "ABI_VERSION", "KERNEL_PID", "ABIMismatch", "AgentOSError", "BadHandle", "Budget", "CapError",
+    "CapRef", "Cost", "Down", "Driver", "DriverError", "DriverHandle", "DriverResult", "ExitKind",
+    "ExitReason", "InternalError", "Interrupted", "KernelError", "MailboxFull", "Message",
+    "NameTaken", "NoSuchDevice", "NondeterminismError", "OutOfMemory", "Pid", "PolicyDenied",
+    "ProcState", "Quota", "QuotaExceeded", "Right", "SYSCALLS", "Segment", "SegmentKind", "Signal",
+    "SignalMessage", "SyscallError", "SyscallSpec", "ToolError",
+]

@@ -1,0 +1,82 @@
+"""The error classes a process, a driver or a kernel user can see.
+
+Each error says what was wrong in its message; the kernel raises them into the one
+process at fault and keeps running.
+"""
+from __future__ import annotations
+
+
+class AgentOSError(Exception):
+    """Base of every error agentos raises on purpose."""
+
+
+class KernelError(AgentOSError):
+    """Misuse of the kernel API, or a process that broke the syscall contract."""
+
+
+class InternalError(KernelError):
+    """Something escaped the kernel's dispatch loop. This is a bug in agentos."""
+
+
+class SyscallError(AgentOSError):
+    """A syscall was refused; raised inside the calling process, which may catch it."""
+
+
+class CapError(SyscallError):
+    """A capability is not held, lacks a right, has expired or was revoked."""
+
+
+class QuotaExceeded(SyscallError):
+    """A charge would overdraw an account. Normally the kernel kills instead of raising."""
+
+    def __init__(self, resource: str, message: str) -> None:
+        super().__init__(message)
+        self.resource = resource
+
+
+class NoSuchDevice(SyscallError):
+    """The device name is not registered with this kernel."""
+
+
+class BadHandle(SyscallError):
+    """The handle is not open in this process."""
+
+
+class DriverError(SyscallError):
+    """A driver operation failed; the message is the driver's own description."""
+
+
+class ToolError(DriverError):
+    """A tool call failed: unknown tool, bad arguments, or the tool raised."""
+
+
+class PolicyDenied(SyscallError):
+    """Policy refused an action (permissive kernels raise this instead of killing)."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+
+
+class Interrupted(SyscallError):
+    """SIGINT arrived: raised at the process's pending or next syscall."""
+
+
+class NameTaken(SyscallError):
+    """`register(name)` for a name another live process holds."""
+
+
+class MailboxFull(SyscallError):
+    """Only for `send_nowait`-style callers; `send` itself parks instead."""
+
+
+class NondeterminismError(KernelError):
+    """A replayed run asked for something the recorded run did not do."""
+
+
+class ABIMismatch(KernelError):
+    """A snapshot from a kernel with another ABI_VERSION was offered for restore."""
+
+
+class OutOfMemory(SyscallError):
+    """Pinned segments alone exceed the `mem` quota."""

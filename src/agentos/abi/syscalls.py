@@ -1,0 +1,382 @@
+"""The syscall table: one typed request class per call, in one registry.
+
+A process yields one of these to the kernel's trampoline; the kernel finds its handler
+by type. Requests are slotted dataclasses treated as immutable (the kernel never writes
+to one). They are not `frozen=True` because a frozen dataclass's `__init__` costs about
+four times as much, and a request is built on every syscall.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+from .types import CapRef, Pid, Quota, Signal
+
+
+@dataclass(frozen=True, slots=True)
+class SyscallSpec:
+    name: str
+    group: str
+    reductions: int
+    request: type
+    doc: str
+    owner: str = "kernel"
+    """Issue area that implements it; a call whose handler is missing raises
+    NotImplementedError naming this."""
+
+
+SYSCALLS: dict[type, SyscallSpec] = {}
+
+
+def syscall(group: str, reductions: int = 1, owner: str = "kernel") -> Callable[[type], type]:
+    def register(cls: type) -> type:
+        name = getattr(cls, "syscall_name", cls.__name__.lower())
+        SYSCALLS[cls] = SyscallSpec(name, group, reductions, cls, (cls.__doc__ or "").strip(), owner)
+        return cls
+
+    return register
+
+
+# -- identity -------------------------------------------------------------------------
+
+@syscall("identity")
+@dataclass(slots=True)
+class GetPid:
+    """Your own pid."""
+    syscall_name: ClassVar[str] = "pid"
+
+
+@syscall("identity")
+@dataclass(slots=True)
+class SelfCap:
+    """A send+monitor capability to yourself, to hand to others for replies."""
+    syscall_name: ClassVar[str] = "self_cap"
+
+
+@syscall("identity")
+@dataclass(slots=True)
+class Now:
+    """The kernel clock, in milliseconds since boot."""
+
+
+@syscall("identity")
+@dataclass(slots=True)
+class GetBudget:
+    """Your account: limits, remaining and used per resource."""
+    syscall_name: ClassVar[str] = "budget"
+
+
+@syscall("identity")
+@dataclass(slots=True)
+class Log:
+    """Append a structured log event to the event stream."""
+    level: str
+    msg: str
+    fields: dict[str, Any]
+
+
+# -- IPC ----------------------------------------------------------------------------
+
+@syscall("ipc")
+@dataclass(slots=True)
+class Send:
+    """Send `body` through a capability with the send right; parks while the mailbox is full."""
+    cap: CapRef
+    body: Any
+    caps: tuple[CapRef, ...] = ()
+    corr: Any = None
+    deadline: float | None = None
+
+
+@syscall("ipc")
+@dataclass(slots=True)
+class Recv:
+    """Take the first message (matching `match`, if given); waits up to `timeout` ms, then None."""
+    timeout: float | None = None
+    match: Callable[[Any], bool] | None = None
+
+
+# -- names --------------------------------------------------------------------------
+
+@syscall("names")
+@dataclass(slots=True)
+class Register:
+    """Bind a name to yourself until you exit or unregister."""
+    name: str
+
+
+@syscall("names")
+@dataclass(slots=True)
+class Unregister:
+    """Drop a name you hold."""
+    name: str
+
+
+@syscall("names")
+@dataclass(slots=True)
+class Lookup:
+    """A send-only capability to the named process, or None."""
+    name: str
+
+
+# -- processes ----------------------------------------------------------------------
+
+@syscall("processes", reductions=10)
+@dataclass(slots=True)
+class Spawn:
+    """Start a child; its quota is carved from yours. Returns (pid, cap with send+monitor+kill)."""
+    image: Any
+    args: Any = None
+    caps: tuple[Any, ...] = ()
+    quota: Quota | None = None
+    link: bool = False
+    priority: int | None = None
+    deadline: float | None = None
+    name: str | None = None
+
+
+@syscall("processes")
+@dataclass(slots=True)
+class Exit:
+    """End yourself with a reason (normal by default)."""
+    reason: Any = None
+
+
+@syscall("processes")
+@dataclass(slots=True)
+class Monitor:
+    """Receive a Down message when the process behind `cap` ends."""
+    cap: CapRef
+
+
+@syscall("processes")
+@dataclass(slots=True)
+class Waitpid:
+    """Wait for the process behind `cap` to end; returns its ExitReason."""
+    cap: CapRef
+
+
+@syscall("processes")
+@dataclass(slots=True)
+class OnCleanup:
+    """Run `fn(reason)` in the kernel when you end, whatever the reason."""
+    fn: Callable[[Any], None]
+    syscall_name: ClassVar[str] = "on_cleanup"
+
+
+# -- signals ------------------------------------------------------------------------
+
+@syscall("signals")
+@dataclass(slots=True)
+class SendSignal:
+    """Deliver a signal; needs the kill right on the target capability."""
+    cap: CapRef
+    signal: Signal
+    syscall_name: ClassVar[str] = "signal"
+
+
+@syscall("signals")
+@dataclass(slots=True)
+class Sigmask:
+    """Block or unblock maskable signals; returns the resulting mask."""
+    block: tuple[Signal, ...] = ()
+    unblock: tuple[Signal, ...] = ()
+
+
+# -- capabilities -------------------------------------------------------------------
+
+@syscall("capabilities")
+@dataclass(slots=True)
+class Derive:
+    """A new capability, derived from one you hold, with at most its rights."""
+    cap: CapRef
+    rights: Any
+
+
+@syscall("capabilities")
+@dataclass(slots=True)
+class Attenuate:
+    """Like derive, and may add an expiry (`expires_in` ms) that narrows any inherited one."""
+    cap: CapRef
+    rights: Any = None
+    expires_in: float | None = None
+
+
+@syscall("capabilities")
+@dataclass(slots=True)
+class Revoke:
+    """Revoke a capability and, transitively, everything derived from it."""
+    cap: CapRef
+
+
+@syscall("capabilities")
+@dataclass(slots=True)
+class CapInfo:
+    """What a held capability designates and which rights it carries."""
+    cap: CapRef
+    syscall_name: ClassVar[str] = "cap_info"
+
+
+# -- devices ------------------------------------------------------------------------
+
+@syscall("devices", reductions=2)
+@dataclass(slots=True)
+class Open:
+    """Open a device (a capability with the open right, or the name of one you hold)."""
+    device: Any
+    params: Any = None
+
+
+@syscall("devices", reductions=2)
+@dataclass(slots=True)
+class Read:
+    """One metered, journaled request to an open device."""
+    handle: int
+    req: Any
+
+
+@syscall("devices", reductions=2)
+@dataclass(slots=True)
+class ReadAll:
+    """Several requests issued concurrently under one park; results in order."""
+    handle: int
+    reqs: tuple[Any, ...]
+    syscall_name: ClassVar[str] = "read_all"
+
+
+@syscall("devices", reductions=2)
+@dataclass(slots=True)
+class Write:
+    """One metered, journaled write to an open device."""
+    handle: int
+    data: Any
+
+
+@syscall("devices")
+@dataclass(slots=True)
+class Close:
+    """Close a handle."""
+    handle: int
+
+
+# -- memory -------------------------------------------------------------------------
+
+@syscall("memory")
+@dataclass(slots=True)
+class Remember:
+    """Add a segment to your context window; pages out past the `mem` watermark."""
+    body: Any
+    tokens: int | None = None
+    pin: bool = False
+
+
+@syscall("memory")
+@dataclass(slots=True)
+class WorkingSet:
+    """The resident segments, oldest first."""
+    syscall_name: ClassVar[str] = "working_set"
+
+
+@syscall("memory", reductions=3)
+@dataclass(slots=True)
+class Recall:
+    """The k segments (resident or swapped) most relevant to `query`; swapped ones page back in."""
+    query: str
+    k: int = 5
+
+
+@syscall("memory")
+@dataclass(slots=True)
+class Forget:
+    """Drop a segment from memory and swap."""
+    segment_id: int
+
+
+@syscall("memory")
+@dataclass(slots=True)
+class Pin:
+    """Pin (or unpin) a segment so the pager never evicts it."""
+    segment_id: int
+    on: bool = True
+
+
+# -- policy -------------------------------------------------------------------------
+
+@syscall("policy")
+@dataclass(slots=True)
+class CheckPolicy:
+    """What policy would decide for an action, with no side effect."""
+    action: str
+    args: Any = None
+    syscall_name: ClassVar[str] = "check_policy"
+
+
+# -- VFS (the safety issue area owns the implementation) -----------------------------
+
+@syscall("vfs", owner="safety: VFS")
+@dataclass(slots=True)
+class VfsRead:
+    path: str
+    syscall_name: ClassVar[str] = "vfs_read"
+
+
+@syscall("vfs", owner="safety: VFS")
+@dataclass(slots=True)
+class VfsWrite:
+    path: str
+    data: Any
+    syscall_name: ClassVar[str] = "vfs_write"
+
+
+@syscall("vfs", owner="safety: VFS")
+@dataclass(slots=True)
+class VfsList:
+    path: str
+    syscall_name: ClassVar[str] = "vfs_list"
+
+
+# -- scheduling ---------------------------------------------------------------------
+
+@syscall("scheduling")
+@dataclass(slots=True)
+class Sleep:
+    """Wait `ms` milliseconds of kernel clock."""
+    ms: float
+
+
+@syscall("scheduling")
+@dataclass(slots=True)
+class Yield:
+    """Go to the back of your run queue."""
+    syscall_name: ClassVar[str] = "yield_"
+
+
+@syscall("scheduling")
+@dataclass(slots=True)
+class Sched:
+    """Change your own priority and/or deadline (ms from now)."""
+    priority: int | None = None
+    deadline: float | None = None
+
+
+# -- distribution (the distribution issue area owns the implementation) -------------
+
+@syscall("distribution", owner="distribution: NATS cluster")
+@dataclass(slots=True)
+class Dial:
+    node: str
+    pid: Pid
+
+
+@syscall("distribution", owner="distribution: NATS cluster")
+@dataclass(slots=True)
+class SpawnRemote:
+    node: str
+    image_name: str
+    args: Any = None
+    syscall_name: ClassVar[str] = "spawn_remote"
+
+
+def table() -> list[SyscallSpec]:
+    """The syscall table, in declaration order (for docs, tests and `agentctl syscalls`)."""
+    return list(SYSCALLS.values())

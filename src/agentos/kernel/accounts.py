@@ -1,0 +1,208 @@
+"""Hierarchical accounts: budgets carved from the parent at spawn, returned at exit.
+
+Pooled resources (tokens, tool_calls, usd, children, mem) live in a *bank*: the nearest
+account on the path to the root that set a limit for that resource. A process whose quota
+leaves a resource unset draws on its parent's bank. Charges are atomic: every resource is
+checked before any is taken. USD is kept in integer nano-dollars, so conservation is exact:
+for every pooled resource, the root's initial limit equals the sum of the balances of open
+accounts plus everything used.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..abi.errors import QuotaExceeded
+from ..abi.types import POOLED_RESOURCES, USD_SCALE, Quota
+
+TOKENS, TOOL_CALLS, USD, CHILDREN, MEM = range(5)
+N_POOLED = len(POOLED_RESOURCES)
+
+
+class Account:
+    __slots__ = ("pid", "limit", "balance", "used", "bank", "source", "closed", "forward")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.limit: list[int | None] = [None] * N_POOLED
+        self.balance: list[int] = [0] * N_POOLED
+        self.used: list[int] = [0] * N_POOLED
+        # bank[i]: the account whose balance pays for resource i (None: unlimited)
+        self.bank: list[Account | None] = [None] * N_POOLED
+        # source[i]: the account this one's own balance was carved from
+        self.source: list[Account | None] = [None] * N_POOLED
+        self.closed = False
+        self.forward: list[Account | None] = [None] * N_POOLED
+
+
+class Accounts:
+    """Opens, charges and closes accounts; keeps the totals the conservation test reads."""
+
+    __slots__ = ("open_count",)
+
+    def __init__(self) -> None:
+        self.open_count = 0
+
+    def open_root(self, pid: int, quota: Quota) -> Account:
+        acct = Account(pid)
+        units = quota.as_units()
+        for i, name in enumerate(POOLED_RESOURCES):
+            v = units[name]
+            if v is not None:
+                acct.limit[i] = int(v)
+                acct.balance[i] = int(v)
+                acct.bank[i] = acct
+        self.open_count += 1
+        return acct
+
+    def open_child(self, pid: int, parent: Account, quota: Quota | None) -> Account:
+        """Carve the child's limits out of the parent's banks, all or nothing."""
+        units = quota.as_units() if quota is not None else {}
+        want: list[int | None] = [None] * N_POOLED
+        for i, name in enumerate(POOLED_RESOURCES):
+            v = units.get(name)
+            if v is not None:
+                want[i] = int(v)
+        # the spawn itself uses one `children` slot of the parent
+        need = [0] * N_POOLED
+        need[CHILDREN] = 1
+        for i in range(N_POOLED):
+            if want[i] is not None:
+                need[i] += want[i]  # type: ignore[operator]
+        short = self.shortfall(parent, need)
+        if short is not None:
+            name = POOLED_RESOURCES[short]
+            bank = parent.bank[short]
+            have = bank.balance[short] if bank is not None else 0
+            raise QuotaExceeded(name, f"spawn needs {_fmt(short, need[short])} {name} "
+                                      f"but the parent has {_fmt(short, have)} left")
+        self._take(parent, need)
+        acct = Account(pid)
+        for i in range(N_POOLED):
+            w = want[i]
+            if w is None:
+                acct.bank[i] = parent.bank[i]
+            else:
+                acct.limit[i] = w
+                acct.balance[i] = w
+                acct.bank[i] = acct
+                acct.source[i] = parent.bank[i]
+        self.open_count += 1
+        return acct
+
+    @staticmethod
+    def shortfall(acct: Account, need: list[int]) -> int | None:
+        """Index of the first resource `acct` cannot pay for, else None. No side effects."""
+        bank = acct.bank
+        for i in range(N_POOLED):
+            n = need[i]
+            if n:
+                b = bank[i]
+                if b is not None and b.balance[i] < n:
+                    return i
+        return None
+
+    @staticmethod
+    def _take(acct: Account, need: list[int]) -> None:
+        bank = acct.bank
+        for i in range(N_POOLED):
+            n = need[i]
+            if n:
+                b = bank[i]
+                if b is not None:
+                    b.balance[i] -= n
+
+    def charge(self, acct: Account, tokens: int, tool_calls: int, usd_nano: int) -> str | None:
+        """Charge a driver cost atomically. Returns the exhausted resource's name, or None."""
+        bank = acct.bank
+        if tokens:
+            b = bank[TOKENS]
+            if b is not None and b.balance[TOKENS] < tokens:
+                return "tokens"
+        if tool_calls:
+            b = bank[TOOL_CALLS]
+            if b is not None and b.balance[TOOL_CALLS] < tool_calls:
+                return "tool_calls"
+        if usd_nano:
+            b = bank[USD]
+            if b is not None and b.balance[USD] < usd_nano:
+                return "usd"
+        used = acct.used
+        if tokens:
+            used[TOKENS] += tokens
+            b = bank[TOKENS]
+            if b is not None:
+                b.balance[TOKENS] -= tokens
+        if tool_calls:
+            used[TOOL_CALLS] += tool_calls
+            b = bank[TOOL_CALLS]
+            if b is not None:
+                b.balance[TOOL_CALLS] -= tool_calls
+        if usd_nano:
+            used[USD] += usd_nano
+            b = bank[USD]
+            if b is not None:
+                b.balance[USD] -= usd_nano
+        return None
+
+    def mem_take(self, acct: Account, tokens: int) -> bool:
+        b = acct.bank[MEM]
+        if b is not None:
+            if b.balance[MEM] < tokens:
+                return False
+            b.balance[MEM] -= tokens
+        acct.used[MEM] += tokens
+        return True
+
+    def mem_give(self, acct: Account, tokens: int) -> None:
+        b = acct.bank[MEM]
+        while b is not None and b.closed:
+            b = b.forward[MEM]
+        if b is not None:
+            b.balance[MEM] += tokens
+        acct.used[MEM] -= tokens
+
+    def close(self, acct: Account, parent: Account | None) -> None:
+        """Return unused balances to where they came from; free the parent's children slot."""
+        if acct.closed:
+            return
+        acct.closed = True
+        for i in range(N_POOLED):
+            if acct.bank[i] is acct:
+                dest = acct.source[i]
+                while dest is not None and dest.closed:
+                    dest = dest.forward[i]
+                acct.forward[i] = dest
+                if dest is not None:
+                    dest.balance[i] += acct.balance[i]
+                acct.balance[i] = 0
+        if parent is not None:
+            b = parent.bank[CHILDREN]
+            while b is not None and b.closed:
+                b = b.forward[CHILDREN]
+            if b is not None:
+                b.balance[CHILDREN] += 1
+        self.open_count -= 1
+
+    @staticmethod
+    def view(acct: Account) -> dict[str, Any]:
+        """Limits, remaining and used in user units (usd in dollars)."""
+        limits: dict[str, Any] = {}
+        remaining: dict[str, Any] = {}
+        used: dict[str, Any] = {}
+        for i, name in enumerate(POOLED_RESOURCES):
+            bank = acct.bank[i]
+            lim = acct.limit[i]
+            rem = bank.balance[i] if bank is not None else None
+            u = acct.used[i]
+            if name == "usd":
+                lim = None if lim is None else lim / USD_SCALE
+                rem = None if rem is None else rem / USD_SCALE
+                u = u / USD_SCALE
+            limits[name] = lim
+            remaining[name] = rem
+            used[name] = u
+        return {"limits": limits, "remaining": remaining, "used": used}
+
+
+def _fmt(i: int, v: int) -> str:
+    return f"${v / USD_SCALE:.6f}" if i == USD else str(v)

@@ -1,0 +1,126 @@
+"""The event log: the one stamped stream that audit, metrics, ps, replay and provenance read.
+
+The hot path only appends a `(time, pid, kind, data)` tuple to a buffer. Sequence numbers,
+encoding and fan-out to sinks (metrics, the bounded in-memory ring, stores) happen in
+batches at `flush()`, off the syscall path. An event's `data` is the syscall request or a
+small tuple; `encode_event` turns it into canonical JSON bytes, so two runs of the same
+program under a `VirtualClock` compare byte for byte.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+from collections import deque
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
+
+
+class Event(NamedTuple):
+    seq: int
+    time: float
+    pid: int
+    kind: str
+    data: Any
+
+
+Sink = Callable[[list[Event]], None]
+
+
+def canonical(obj: Any) -> Any:
+    """A JSON-ready, deterministic rendering of anything that rides in an event."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, enum.Enum):
+        return obj.name if isinstance(obj, enum.IntEnum) else obj.value
+    if isinstance(obj, int):
+        return obj
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else repr(obj)
+    if isinstance(obj, (list, tuple)):
+        return [canonical(x) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (set, frozenset)):
+        return sorted((canonical(x) for x in obj), key=repr)
+    if isinstance(obj, bytes):
+        return {"bytes": obj.hex()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {"@": type(obj).__name__}
+        for f in dataclasses.fields(obj):
+            out[f.name] = canonical(getattr(obj, f.name))
+        return out
+    if callable(obj):
+        return {"callable": getattr(obj, "__qualname__", type(obj).__name__)}
+    if hasattr(obj, "_asdict"):
+        return canonical(obj._asdict())
+    s = str(obj)
+    if " at 0x" in s:  # default object repr carries an address: not reproducible
+        return {"object": type(obj).__qualname__}
+    return {"object": type(obj).__qualname__, "str": s}
+
+
+def encode_event(ev: Event) -> bytes:
+    return json.dumps(
+        [ev.seq, round(ev.time, 6), ev.pid, ev.kind, canonical(ev.data)],
+        separators=(",", ":"), sort_keys=True, ensure_ascii=False,
+    ).encode()
+
+
+class EventLog:
+    """Buffered, batched event stream with a bounded ring for `events()` and sinks."""
+
+    __slots__ = ("buf", "seq", "ring", "sinks", "batch", "_now", "dropped_from_ring")
+
+    def __init__(self, now: Callable[[], float], ring_size: int = 65536, batch: int = 4096) -> None:
+        self.buf: list[tuple[float, int, str, Any]] = []
+        self.seq = 0
+        self.ring: deque[Event] = deque(maxlen=ring_size)
+        self.sinks: list[Sink] = []
+        self.batch = batch
+        self._now = now
+        self.dropped_from_ring = 0
+
+    def emit(self, pid: int, kind: str, data: Any = None) -> None:
+        buf = self.buf
+        buf.append((self._now(), pid, kind, data))
+        if len(buf) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        buf = self.buf
+        if not buf:
+            return
+        self.buf = []
+        seq = self.seq
+        batch = [Event(seq + i, t, pid, kind, data) for i, (t, pid, kind, data) in enumerate(buf, 1)]
+        self.seq = seq + len(batch)
+        ring = self.ring
+        if ring.maxlen is not None:
+            overflow = len(ring) + len(batch) - ring.maxlen
+            if overflow > 0:
+                self.dropped_from_ring += overflow
+        ring.extend(batch)
+        for sink in self.sinks:
+            sink(batch)
+
+    def add_sink(self, sink: Sink) -> None:
+        self.flush()
+        self.sinks.append(sink)
+
+    def events(self, *, pid: int | None = None, kind: str | None = None) -> list[Event]:
+        self.flush()
+        return [e for e in self.ring if (pid is None or e.pid == pid) and (kind is None or e.kind == kind)]
+
+    def __iter__(self) -> Iterator[Event]:
+        self.flush()
+        return iter(list(self.ring))
+
+
+def digest(events: Iterable[Event]) -> str:
+    """SHA-256 over the canonical encoding of a stream: equal digests, identical logs."""
+    h = hashlib.sha256()
+    for ev in events:
+        h.update(encode_event(ev))
+        h.update(b"\n")
+    return h.hexdigest()

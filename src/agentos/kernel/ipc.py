@@ -1,0 +1,213 @@
+"""Mailboxes: send, recv (timeout, match), message deadlines, backpressure.
+
+Invariants: a message is either in exactly one mailbox, handed straight to a waiting
+receiver, or parked with its blocked sender; none is ever dropped for space. A sender
+to a full mailbox (`max_mailbox`) parks, FIFO with other blocked senders, and is released
+one message at a time as the receiver drains, so per-sender order is kept. Only a message
+whose own `deadline` has passed is dropped, and that is counted.
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..abi.errors import SyscallError
+from ..abi.syscalls import Recv, Send
+from ..abi.types import KERNEL_PID, Message
+from .caps import PROC, R_ANY, R_SEND
+from .process import EXITED, PARK, READY, SUSPENDED, WAITING, Process
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+
+class IPC:
+    __slots__ = ("k", "late_dropped", "dead_letters", "delivered")
+
+    def __init__(self, kernel: "Kernel") -> None:
+        self.k = kernel
+        self.late_dropped = 0
+        self.dead_letters = 0
+        self.delivered = 0
+
+    def handlers(self) -> dict[type, Callable[..., Any]]:
+        return {Send: self.sys_send, Recv: self.sys_recv}
+
+    # -- send -----------------------------------------------------------------------
+    def sys_send(self, proc: Process, req: Send) -> Any:
+        cap = proc.caps.get(req.cap)
+        if cap is None or not cap.rights & R_SEND or cap.expires is not None:
+            cap = self.k.caps.resolve(proc, req.cap, R_SEND, "send")
+        if cap.kind != PROC:
+            return self.k.send_other(proc, cap, req)
+        target: Process = cap.target
+        if target.state is EXITED:
+            self.dead_letters += 1
+            return None
+        caps = self._carry_caps(proc, req.caps, target) if req.caps else ()
+        deadline = req.deadline
+        if deadline is not None:
+            deadline = self.k.clock.now() + deadline
+        msg = Message(proc.pid, req.body, caps, req.corr, deadline)
+        limit = target.max_mailbox
+        if limit is not None:
+            mb = target.mailbox
+            if target.blocked_senders or (mb is not None and len(mb) >= limit) or limit == 0:
+                match = target.recv_match
+                if (target.blocked_senders or match is None
+                        or not (match is True or self._matches(match, msg, target))):
+                    # full: park the sender with its message, behind earlier blocked senders
+                    bs = target.blocked_senders
+                    if bs is None:
+                        bs = target.blocked_senders = deque()
+                    bs.append((proc, msg))
+                    proc.blocked_on = target
+                    proc.state = WAITING
+                    proc.wait_kind = "send"
+                    return PARK
+        self.deliver(target, msg)
+        return None
+
+    def _carry_caps(self, proc: Process, refs: tuple[Any, ...], target: Process) -> tuple[int, ...]:
+        resolve = self.k.caps.resolve
+        srcs = [resolve(proc, r, R_ANY, "send caps") for r in refs]
+        transfer = self.k.caps.transfer
+        return tuple(transfer(src, target).ref for src in srcs)
+
+    def deliver(self, target: Process, msg: Message) -> None:
+        """Put `msg` in `target`'s mailbox, or hand it over if target waits for it."""
+        self.delivered += 1
+        match = target.recv_match
+        if match is not None and (match is True or self._matches(match, msg, target)):
+            if msg.deadline is not None and self.k.clock.now() > msg.deadline:
+                self.late_dropped += 1
+                self.k.events.emit(target.pid, "drop_late", msg.sender)
+                return
+            target.recv_match = None
+            self.k.timers.cancel(target.timer)
+            target.timer = None
+            self.k.wake(target, msg)
+            return
+        mb = target.mailbox
+        if mb is None:
+            mb = target.mailbox = deque()
+        mb.append(msg)
+
+    def _matches(self, match: Callable[[Message], bool], msg: Message, target: Process) -> bool:
+        try:
+            return bool(match(msg))
+        except Exception as e:  # a broken matcher is the receiver's fault
+            self.k.events.emit(target.pid, "match_error", repr(e))
+            return False
+
+    def deliver_kernel(self, target: Process, body: Any) -> None:
+        """Kernel messages (Down, signals) skip backpressure: the kernel never parks."""
+        if target.state is EXITED:
+            return
+        self.deliver(target, Message(KERNEL_PID, body))
+
+    # -- recv -----------------------------------------------------------------------
+    def sys_recv(self, proc: Process, req: Recv) -> Any:
+        mb = proc.mailbox
+        match = req.match
+        if not mb and proc.blocked_senders:  # a zero-size mailbox: take straight from a sender
+            self._refill(proc)
+            mb = proc.mailbox
+        if mb:
+            msg = self._take(proc, mb, match)
+            if msg is not None:
+                return msg
+        timeout = req.timeout
+        if timeout is not None and timeout <= 0:
+            return None
+        proc.recv_match = True if match is None else match
+        proc.state = WAITING
+        proc.wait_kind = "recv"
+        if timeout is not None:
+            proc.timer = self.k.timers.add(self.k.clock.now() + timeout, self._recv_timeout, proc)
+        return PARK
+
+    def _take(self, proc: Process, mb: deque[Message], match: Any) -> Message | None:
+        now = None
+        if match is None:
+            while mb:
+                msg = mb.popleft()
+                self._refill(proc)
+                if msg.deadline is not None:
+                    now = self.k.clock.now() if now is None else now
+                    if now > msg.deadline:
+                        self._late(proc, msg)
+                        continue
+                return msg
+            return None
+        for i, msg in enumerate(mb):
+            if self._matches(match, msg, proc):
+                del mb[i]
+                self._refill(proc)
+                if msg.deadline is not None and self.k.clock.now() > msg.deadline:
+                    self._late(proc, msg)
+                    return self._take(proc, mb, match)
+                return msg
+        return None
+
+    def _late(self, proc: Process, msg: Message) -> None:
+        self.late_dropped += 1
+        self.k.events.emit(proc.pid, "drop_late", msg.sender)
+
+    def _refill(self, proc: Process) -> None:
+        """A slot freed: admit the first blocked sender's message and release it."""
+        bs = proc.blocked_senders
+        if not bs:
+            return
+        sender, msg = bs.popleft()
+        sender.blocked_on = None
+        mb = proc.mailbox
+        if mb is None:
+            mb = proc.mailbox = deque()
+        mb.append(msg)
+        self.k.wake(sender, None)
+
+    def _recv_timeout(self, proc: Process) -> None:
+        proc.timer = None
+        if proc.state is EXITED or proc.recv_match is None:
+            return
+        proc.recv_match = None
+        self.k.wake(proc, None)
+
+    # -- teardown -------------------------------------------------------------------
+    def release(self, proc: Process) -> None:
+        """`proc` is exiting: unpark whoever was blocked on its mailbox, drop its own send."""
+        bs = proc.blocked_senders
+        proc.blocked_senders = None
+        if bs:
+            for sender, _ in bs:
+                sender.blocked_on = None
+                self.dead_letters += 1
+                self.k.wake(sender, None)
+        target = proc.blocked_on
+        if target is not None:
+            proc.blocked_on = None
+            tbs = target.blocked_senders
+            if tbs:
+                target.blocked_senders = deque(e for e in tbs if e[0] is not proc)
+        proc.mailbox = None
+        proc.recv_match = None
+
+    def cancel_wait(self, proc: Process) -> bool:
+        """Abandon a pending recv or blocked send (for SIGINT). True if one was pending."""
+        if proc.recv_match is not None:
+            proc.recv_match = None
+            self.k.timers.cancel(proc.timer)
+            proc.timer = None
+            return True
+        target = proc.blocked_on
+        if target is not None:
+            proc.blocked_on = None
+            tbs = target.blocked_senders
+            if tbs:
+                target.blocked_senders = deque(e for e in tbs if e[0] is not proc)
+            return True
+        return False
+
+
+__all__ = ["IPC", "READY", "SUSPENDED"]

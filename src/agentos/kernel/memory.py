@@ -1,0 +1,227 @@
+"""The MMU: a process's context window as a paged address space of segments.
+
+Resident segments are charged to the `mem` resource (in tokens). When a `remember` would
+pass the process's `mem` limit, the `Pager` chooses victims (by default the oldest
+unpinned segments) and may leave one summary segment in their place; victims go to swap
+and come back through `recall`. If pinned segments alone cannot fit, the process is
+killed with `quota(mem)` (OOM). The recaller indexes resident and swapped segments alike.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+from ..abi.errors import SyscallError
+from ..abi.syscalls import Forget, Pin, Recall, Remember, WorkingSet
+from ..abi.types import Segment, SegmentKind, quota
+from .process import PARK
+from .recall import KeywordRecaller, Recaller, terms
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+    from .process import Process
+
+
+
+def estimate_tokens(body: Any) -> int:
+    """About four characters a token, never zero: a cheap stand-in for a tokenizer."""
+    text = body if isinstance(body, str) else str(body)
+    return len(text) // 4 + 1
+
+
+class Pager(Protocol):
+    def victims(self, space: "MemorySpace", need: int) -> list[Segment]:
+        """Resident, unpinned segments to evict, oldest first."""
+        ...
+
+    def summarize(self, evicted: list[Segment]) -> tuple[Any, int] | None:
+        """(body, tokens) of a summary segment to leave behind, or None."""
+        ...
+
+
+class DropOldestPager:
+    """Evicts the oldest unpinned segments and leaves a short extractive summary."""
+
+    def __init__(self, summary: bool = True, summary_tokens: int = 16, words_each: int = 4) -> None:
+        self.summary = summary
+        self.summary_tokens = summary_tokens
+        self.words_each = words_each
+
+    def victims(self, space: "MemorySpace", need: int) -> list[Segment]:
+        out: list[Segment] = []
+        freed = 0
+        target = need + (self.summary_tokens if self.summary else 0)
+        for seg in space.resident.values():
+            if seg.kind is SegmentKind.PINNED:
+                continue
+            out.append(seg)
+            freed += seg.tokens
+            if freed >= target:
+                break
+        return out
+
+    def summarize(self, evicted: list[Segment]) -> tuple[Any, int] | None:
+        if not self.summary or not evicted:
+            return None
+        freed = sum(s.tokens for s in evicted)
+        if freed <= self.summary_tokens:
+            return None
+        parts = [" ".join(terms(s.body)[: self.words_each]) for s in evicted]
+        body = f"[summary of {len(evicted)} segments] " + " | ".join(parts)
+        return body[: self.summary_tokens * 4 - 4], self.summary_tokens
+
+
+class MemorySpace:
+    __slots__ = ("resident", "swap", "next_id", "recaller", "resident_tokens")
+
+    def __init__(self, recaller: Recaller) -> None:
+        self.resident: dict[int, Segment] = {}
+        self.swap: dict[int, Segment] = {}
+        self.next_id = 1
+        self.recaller = recaller
+        self.resident_tokens = 0
+
+
+class MemoryManager:
+    """Syscall handlers for the memory group."""
+
+    def __init__(self, kernel: "Kernel", pager: Pager | None = None,
+                 recaller_factory: Callable[[], Recaller] | None = None) -> None:
+        self.k = kernel
+        self.pager: Pager = pager or DropOldestPager()
+        self.recaller_factory: Callable[[], Recaller] = recaller_factory or KeywordRecaller
+        self.evictions = 0
+
+    def handlers(self) -> dict[type, Callable[..., Any]]:
+        return {Remember: self.sys_remember, WorkingSet: self.sys_working_set,
+                Recall: self.sys_recall, Forget: self.sys_forget, Pin: self.sys_pin}
+
+    def space(self, proc: "Process") -> MemorySpace:
+        sp = proc.memory
+        if sp is None:
+            sp = proc.memory = MemorySpace(self.recaller_factory())
+        return sp
+
+    # -- handlers -------------------------------------------------------------------
+    def sys_remember(self, proc: "Process", req: Remember) -> Any:
+        tokens = req.tokens if req.tokens is not None else estimate_tokens(req.body)
+        if tokens < 0:
+            raise SyscallError(f"remember: tokens must be >= 0, got {tokens}")
+        sp = self.space(proc)
+        sid = sp.next_id
+        sp.next_id = sid + 1
+        seg = Segment(sid, req.body, tokens, SegmentKind.PINNED if req.pin else SegmentKind.TOKENS,
+                      self.k.clock.now())
+        if not self._make_room(proc, sp, tokens):
+            return self._oom(proc, sp, tokens)
+        sp.resident[sid] = seg
+        sp.resident_tokens += tokens
+        sp.recaller.add(sid, req.body)
+        return sid
+
+    def sys_working_set(self, proc: "Process", req: WorkingSet) -> list[Segment]:
+        sp = proc.memory
+        if sp is None:
+            return []
+        return [dataclasses.replace(s) for s in sp.resident.values()]
+
+    def sys_recall(self, proc: "Process", req: Recall) -> list[Segment]:
+        sp = proc.memory
+        if sp is None or req.k <= 0:
+            return []
+        ids = sp.recaller.search(req.query, req.k)
+        out: list[Segment] = []
+        wanted = set(ids)
+        for sid in ids:
+            seg = sp.resident.get(sid)
+            if seg is None:
+                seg = sp.swap.get(sid)
+                if seg is None:
+                    continue
+                if self._make_room(proc, sp, seg.tokens, keep=wanted):
+                    del sp.swap[sid]
+                    sp.resident[sid] = seg
+                    sp.resident_tokens += seg.tokens
+                    self.k.events.emit(proc.pid, "page_in", (sid, seg.tokens))
+            out.append(dataclasses.replace(seg))
+        return out
+
+    def sys_forget(self, proc: "Process", req: Forget) -> bool:
+        sp = proc.memory
+        sid = req.segment_id
+        if sp is None:
+            raise SyscallError(f"forget: pid {proc.pid} has no segment {sid}")
+        seg = sp.resident.pop(sid, None)
+        if seg is not None:
+            sp.resident_tokens -= seg.tokens
+            self.k.accounts.mem_give(proc.account, seg.tokens)  # type: ignore[arg-type]
+        elif sp.swap.pop(sid, None) is None:
+            raise SyscallError(f"forget: pid {proc.pid} has no segment {sid}")
+        sp.recaller.remove(sid)
+        return True
+
+    def sys_pin(self, proc: "Process", req: Pin) -> bool:
+        sp = proc.memory
+        seg = sp.resident.get(req.segment_id) if sp is not None else None
+        if seg is None:
+            raise SyscallError(f"pin: segment {req.segment_id} is not resident in pid {proc.pid} "
+                               f"(recall it first)")
+        seg.kind = SegmentKind.PINNED if req.on else SegmentKind.TOKENS
+        return True
+
+    # -- paging ---------------------------------------------------------------------
+    def _make_room(self, proc: "Process", sp: MemorySpace, tokens: int,
+                   keep: set[int] | None = None) -> bool:
+        accounts = self.k.accounts
+        acct = proc.account
+        if accounts.mem_take(acct, tokens):  # type: ignore[arg-type]
+            return True
+        for _ in range(64):
+            victims = self.pager.victims(sp, tokens)
+            if keep:
+                victims = [v for v in victims if v.id not in keep]
+            if not victims:
+                return False
+            self._evict(proc, sp, victims)
+            if accounts.mem_take(acct, tokens):  # type: ignore[arg-type]
+                return True
+        return False
+
+    def _evict(self, proc: "Process", sp: MemorySpace, victims: list[Segment]) -> None:
+        accounts = self.k.accounts
+        acct = proc.account
+        freed = 0
+        for seg in victims:
+            del sp.resident[seg.id]
+            sp.swap[seg.id] = seg
+            freed += seg.tokens
+        sp.resident_tokens -= freed
+        accounts.mem_give(acct, freed)  # type: ignore[arg-type]
+        self.evictions += len(victims)
+        summary = self.pager.summarize(victims)
+        covered = tuple(v.id for v in victims)
+        self.k.events.emit(proc.pid, "page_out", (covered, freed))
+        if summary is not None:
+            body, stokens = summary
+            if accounts.mem_take(acct, stokens):  # type: ignore[arg-type]
+                sid = sp.next_id
+                sp.next_id = sid + 1
+                seg = Segment(sid, body, stokens, SegmentKind.SUMMARY, self.k.clock.now(), covered)
+                sp.resident[sid] = seg
+                sp.resident_tokens += stokens
+                sp.recaller.add(sid, body)
+
+    def _oom(self, proc: "Process", sp: MemorySpace, tokens: int) -> Any:
+        pinned = sum(s.tokens for s in sp.resident.values() if s.kind is SegmentKind.PINNED)
+        self.k.events.emit(proc.pid, "oom", (pinned, tokens))
+        self.k.terminate(proc, quota("mem"))
+        return PARK
+
+    def release(self, proc: "Process") -> None:
+        """The process is exiting: give its resident tokens back."""
+        sp = proc.memory
+        if sp is None:
+            return
+        if sp.resident_tokens:
+            self.k.accounts.mem_give(proc.account, sp.resident_tokens)  # type: ignore[arg-type]
+        proc.memory = None

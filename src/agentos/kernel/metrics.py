@@ -1,0 +1,104 @@
+"""Metrics folded from the event stream, and their Prometheus exposition.
+
+The folder is an event sink: it sees every batch the log flushes and keeps counters, so
+metrics cost nothing on the syscall path and always agree with the log.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from ..abi.syscalls import SYSCALLS
+from ..abi.types import USD_SCALE
+from .events import Event
+
+_SYSCALL_NAMES = {cls: spec.name for cls, spec in SYSCALLS.items()}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.kinds: Counter[str] = Counter()
+        self.syscalls: Counter[str] = Counter()
+        self.exits: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.tokens = 0
+        self.tool_calls = 0
+        self.usd_nano = 0
+        self.spawned = 0
+
+    def observe(self, batch: list[Event]) -> None:
+        kinds = self.kinds
+        sysc = self.syscalls
+        names = _SYSCALL_NAMES
+        for ev in batch:
+            kind = ev.kind
+            kinds[kind] += 1
+            if kind == "sys":
+                sysc[names.get(type(ev.data), "unknown")] += 1
+            elif kind == "charge":
+                _, t, c, u = ev.data
+                self.tokens += t
+                self.tool_calls += c
+                self.usd_nano += u
+            elif kind == "exit":
+                self.exits[str(ev.data).split("(", 1)[0]] += 1
+            elif kind == "spawn":
+                self.spawned += 1
+            elif kind == "error":
+                self.errors[ev.data[0]] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "events": dict(self.kinds),
+            "syscalls": dict(self.syscalls),
+            "syscalls_total": sum(self.syscalls.values()),
+            "exits": dict(self.exits),
+            "errors": dict(self.errors),
+            "spawned": self.spawned,
+            "tokens": self.tokens,
+            "tool_calls": self.tool_calls,
+            "usd": self.usd_nano / USD_SCALE,
+        }
+
+    def exposition(self, snap: dict[str, Any]) -> str:
+        """Prometheus text format, built with prometheus_client when it is installed."""
+        try:
+            from prometheus_client import CollectorRegistry, generate_latest
+            from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        except ImportError:  # the exporter is optional: fall back to the same text by hand
+            return _by_hand(snap)
+
+        class _Collector:
+            def collect(self) -> Any:
+                c = CounterMetricFamily("agentos_syscalls", "Syscalls handled", labels=["syscall"])
+                for name, n in sorted(snap["syscalls"].items()):
+                    c.add_metric([name], n)
+                yield c
+                e = CounterMetricFamily("agentos_exits", "Process exits by reason", labels=["reason"])
+                for name, n in sorted(snap["exits"].items()):
+                    e.add_metric([name], n)
+                yield e
+                for key, help_ in (("tokens", "LLM tokens charged"), ("tool_calls", "Tool calls charged"),
+                                   ("usd", "US dollars charged"), ("spawned", "Processes spawned")):
+                    yield CounterMetricFamily(f"agentos_{key}", help_, value=snap[key])
+                for key, help_ in (("processes", "Live processes"), ("caps_live", "Live capabilities"),
+                                   ("accounts_open", "Open accounts")):
+                    yield GaugeMetricFamily(f"agentos_{key}", help_, value=snap[key])
+
+        reg = CollectorRegistry()
+        reg.register(_Collector())  # type: ignore[arg-type]
+        return generate_latest(reg).decode()
+
+
+def _by_hand(snap: dict[str, Any]) -> str:
+    lines = ["# HELP agentos_syscalls_total Syscalls handled", "# TYPE agentos_syscalls_total counter"]
+    for name, n in sorted(snap["syscalls"].items()):
+        lines.append(f'agentos_syscalls_total{{syscall="{name}"}} {n}')
+    lines += ["# HELP agentos_exits_total Process exits by reason", "# TYPE agentos_exits_total counter"]
+    for name, n in sorted(snap["exits"].items()):
+        lines.append(f'agentos_exits_total{{reason="{name}"}} {n}')
+    for key in ("tokens", "tool_calls", "usd", "spawned"):
+        lines += [f"# TYPE agentos_{key}_total counter", f"agentos_{key}_total {snap[key]}"]
+    for key in ("processes", "caps_live", "accounts_open"):
+        lines += [f"# TYPE agentos_{key} gauge", f"agentos_{key} {snap[key]}"]
+    return "\n".join(lines) + "\n"

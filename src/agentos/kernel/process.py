@@ -1,0 +1,124 @@
+"""The process control block, and the images processes are started from.
+
+A PCB is a slotted object the kernel owns; user code never sees it, only `Sys`. Fields
+that most processes never use (memory, links, cleanups) stay None until first needed,
+which keeps an idle process small enough for a million of them.
+"""
+from __future__ import annotations
+
+import inspect
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
+
+from ..abi.types import ExitReason, Message, ProcState
+
+if TYPE_CHECKING:
+    from .accounts import Account
+    from .caps import Cap
+    from .memory import MemorySpace
+    from ..sys import Sys
+
+ProcessMain = Callable[..., Awaitable[Any]]
+
+
+class _Park:
+    """Returned by a syscall handler that has parked, requeued or ended the caller."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PARK"
+
+
+PARK: Any = _Park()
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessImage:
+    """A named program: what remote spawn, restore and supervisor restarts start again."""
+
+    name: str
+    main: ProcessMain
+
+    def __post_init__(self) -> None:
+        if not inspect.iscoroutinefunction(self.main):
+            raise TypeError(f"image {self.name!r}: main must be an async function taking (sys, args)")
+
+    @staticmethod
+    def of(image: "ProcessImage | ProcessMain") -> "ProcessImage":
+        if isinstance(image, ProcessImage):
+            return image
+        if inspect.iscoroutinefunction(image):
+            return ProcessImage(getattr(image, "__name__", "anonymous"), image)
+        raise TypeError(f"cannot run {image!r}: expected a ProcessImage or an async function (sys, args)")
+
+
+READY = ProcState.READY
+RUNNING = ProcState.RUNNING
+WAITING = ProcState.WAITING
+SUSPENDED = ProcState.SUSPENDED
+EXITED = ProcState.EXITED
+
+
+class Process:
+    __slots__ = (
+        "pid", "name", "image", "coro", "state", "parent", "account", "caps", "devices",
+        "handles", "mailbox", "recv_match", "blocked_senders", "blocked_on", "priority",
+        "deadline", "wall_deadline", "max_mailbox", "resume_value", "resume_exc", "in_queue",
+        "stopped", "handlers", "timer", "waiters", "watchers", "links", "children",
+        "cleanups", "names", "sigmask", "pending_signals", "memory", "op_index", "io",
+        "exit_reason", "result", "started", "reductions", "syscalls", "sys", "self_ref",
+        "spawn_caps", "wait_kind", "args", "dl_timer",
+    )
+
+    def __init__(self, pid: int, name: str, image: ProcessImage, parent: "Process | None") -> None:
+        self.pid = pid
+        self.name = name
+        self.image = image
+        self.coro: Coroutine[Any, Any, Any] | None = None
+        self.state = READY
+        self.parent = parent
+        self.account: Account | None = None
+        self.caps: dict[int, Cap] = {}
+        self.devices: dict[str, int] | None = None       # device name → held cap ref
+        self.handles: dict[int, tuple[Any, Any]] | None = None  # handle → (driver, driver handle)
+        self.mailbox: deque[Message] | None = None         # made on first queued message
+        self.recv_match: Any = None                        # waiting in recv: matcher or True
+        self.blocked_senders: deque[tuple[Process, Message]] | None = None
+        self.blocked_on: Process | None = None             # parked sending to this full mailbox
+        self.priority = 5
+        self.deadline: float | None = None
+        self.wall_deadline: float | None = None
+        self.max_mailbox: int | None = None
+        self.resume_value: Any = None
+        self.resume_exc: BaseException | None = None
+        self.in_queue = False
+        self.stopped = False
+        self.handlers: Any = None
+        self.timer: list[Any] | None = None
+        self.waiters: list[Process] | None = None          # parked in waitpid on me
+        self.watchers: list[Process] | None = None         # monitors: get Down
+        self.links: set[Process] | None = None
+        self.children: set[Process] | None = None
+        self.cleanups: list[Callable[[ExitReason], Any]] | None = None
+        self.names: set[str] | None = None
+        self.sigmask = 0
+        self.pending_signals: list[tuple[Any, int]] | None = None
+        self.memory: MemorySpace | None = None
+        self.op_index = 0
+        self.io: Any = None                                 # in-flight asyncio task(s)
+        self.exit_reason: ExitReason | None = None
+        self.result: Any = None
+        self.started = 0.0
+        self.reductions = 0
+        self.syscalls = 0
+        self.sys: Sys | None = None
+        self.self_ref: int | None = None
+        self.spawn_caps: tuple[int, ...] = ()
+        self.wait_kind: str | None = None
+        self.args: Any = None
+        self.dl_timer: list[Any] | None = None              # deadline / wall_ms timer
+
+    def __repr__(self) -> str:
+        return f"<Process {self.pid} {self.name} {self.state.value}>"

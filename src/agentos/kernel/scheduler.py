@@ -1,0 +1,101 @@
+"""Run queues and timers.
+
+Ready processes sit in one bucket per priority level (higher runs first). Within a level,
+processes with a deadline run first, earliest deadline first (a heap); the rest are FIFO
+(a deque), so the common case (no deadlines) is O(1). Entries are removed lazily: `pop`
+skips any process that is no longer READY (stopped, exited).
+"""
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from itertools import count
+from typing import Any, Callable
+
+from .process import READY, Process
+
+LEVELS = 16
+MAX_BASE_PRIORITY = 9
+
+
+class RunQueue:
+    __slots__ = ("levels", "edf", "top", "_seq")
+
+    def __init__(self) -> None:
+        self.levels: list[deque[Process]] = [deque() for _ in range(LEVELS)]
+        self.edf: list[list[tuple[float, int, Process]]] = [[] for _ in range(LEVELS)]
+        self.top = -1
+        self._seq = count()
+
+    def push(self, proc: Process) -> None:
+        if proc.in_queue:
+            return
+        proc.in_queue = True
+        lvl = proc.priority
+        if proc.deadline is None:
+            self.levels[lvl].append(proc)
+        else:
+            heapq.heappush(self.edf[lvl], (proc.deadline, next(self._seq), proc))
+        if lvl > self.top:
+            self.top = lvl
+
+    def pop(self) -> Process | None:
+        top = self.top
+        levels = self.levels
+        edf = self.edf
+        while top >= 0:
+            h = edf[top]
+            if h:
+                proc = heapq.heappop(h)[2]
+            else:
+                q = levels[top]
+                if not q:
+                    top -= 1
+                    continue
+                proc = q.popleft()
+            proc.in_queue = False
+            if proc.state is READY:
+                self.top = top
+                return proc
+        self.top = -1
+        return None
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self.levels) + sum(len(h) for h in self.edf)
+
+
+class Timers:
+    """A heap of `[when, seq, fn, arg]`; cancel by setting fn to None."""
+
+    __slots__ = ("heap", "_seq")
+
+    def __init__(self) -> None:
+        self.heap: list[list[Any]] = []
+        self._seq = count()
+
+    def add(self, when: float, fn: Callable[[Any], None], arg: Any) -> list[Any]:
+        entry = [when, next(self._seq), fn, arg]
+        heapq.heappush(self.heap, entry)
+        return entry
+
+    @staticmethod
+    def cancel(entry: list[Any] | None) -> None:
+        if entry is not None:
+            entry[2] = None
+            entry[3] = None
+
+    def next_due(self) -> float | None:
+        heap = self.heap
+        while heap and heap[0][2] is None:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def fire_due(self, now: float) -> int:
+        heap = self.heap
+        fired = 0
+        while heap and heap[0][0] <= now:
+            when, _, fn, arg = heapq.heappop(heap)
+            if fn is not None:
+                fn(arg)
+                fired += 1
+        return fired

@@ -1,0 +1,135 @@
+"""Signals, delivered by the kernel, never requested of the process.
+
+SIGKILL, SIGPOLICY and SIGTRUST can be neither masked nor caught: the kernel closes the
+coroutine itself. SIGSTOP/SIGCONT suspend and resume scheduling. SIGINT raises
+`Interrupted` at the pending syscall (or the next one). SIGTERM and SIGUSR1 arrive as
+`SignalMessage`s; SIGUSR1 also asks the kernel to write a checkpoint. A masked signal
+waits in the pending list until it is unmasked.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..abi.errors import Interrupted, SyscallError
+from ..abi.syscalls import SendSignal, Sigmask
+from ..abi.types import ExitKind, ExitReason, Signal, SignalMessage, killed, policy
+from .caps import PROC, R_KILL
+from .process import EXITED, PARK, READY, RUNNING, SUSPENDED, WAITING, Process
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+
+class _InterruptNext:
+    """Handler table swapped in when SIGINT must hit a process's next syscall."""
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Callable[[Process, Any], Any]) -> None:
+        self.handler = (handler, 0)
+
+    def get(self, _t: type) -> tuple[Callable[[Process, Any], Any], int]:
+        return self.handler
+
+
+class Signals:
+    def __init__(self, kernel: "Kernel") -> None:
+        self.k = kernel
+        self._interrupt_next = _InterruptNext(self._raise_interrupt)
+
+    def handlers(self) -> dict[type, Callable[..., Any]]:
+        return {SendSignal: self.sys_signal, Sigmask: self.sys_sigmask}
+
+    def sys_signal(self, proc: Process, req: SendSignal) -> Any:
+        try:
+            sig = Signal(req.signal)
+        except ValueError:
+            raise SyscallError(f"signal: {req.signal!r} is not a signal; "
+                               f"known: {', '.join(s.name for s in Signal)}") from None
+        cap = self.k.caps.resolve(proc, req.cap, R_KILL, f"signal {sig.name}")
+        if cap.kind != PROC:
+            raise SyscallError(f"signal {sig.name}: the capability designates a {cap.describe()['kind']}, "
+                               f"not a process")
+        target: Process = cap.target
+        self.deliver(target, sig, proc.pid)
+        if target is proc:
+            # signalled itself: end this quantum so a kill, stop or SIGINT takes effect now
+            if proc.state is RUNNING:
+                self.k.requeue(proc, None)
+            return PARK
+        return None
+
+    def sys_sigmask(self, proc: Process, req: Sigmask) -> frozenset[Signal]:
+        for s in req.block:
+            sig = Signal(s)
+            if not sig.maskable:
+                raise SyscallError(f"sigmask: {sig.name} cannot be masked")
+            proc.sigmask |= 1 << sig
+        for s in req.unblock:
+            proc.sigmask &= ~(1 << Signal(s))
+        pending = proc.pending_signals
+        if pending:
+            proc.pending_signals = None
+            for sig, sender in pending:
+                self.deliver(proc, sig, sender)
+        return frozenset(s for s in Signal if proc.sigmask & (1 << s))
+
+    # -- delivery ---------------------------------------------------------------------
+    def deliver(self, target: Process, sig: Signal, sender: int, detail: str | None = None) -> None:
+        if target.state is EXITED:
+            return
+        k = self.k
+        k.events.emit(target.pid, "signal", (sig.name, sender))
+        if sig is Signal.SIGKILL:
+            k.terminate(target, killed(sender))
+            return
+        if sig is Signal.SIGPOLICY:
+            k.terminate(target, policy(detail or f"SIGPOLICY from {sender}"))
+            return
+        if sig is Signal.SIGTRUST:
+            k.terminate(target, ExitReason(ExitKind.KILLED, f"{sender}:SIGTRUST"))
+            return
+        if target.sigmask & (1 << sig):
+            pend = target.pending_signals
+            if pend is None:
+                pend = target.pending_signals = []
+            pend.append((sig, sender))
+            return
+        if sig is Signal.SIGSTOP:
+            self._stop(target)
+        elif sig is Signal.SIGCONT:
+            self._cont(target)
+        elif sig is Signal.SIGINT:
+            self._interrupt(target)
+        elif sig is Signal.SIGTERM:
+            k.ipc.deliver_kernel(target, SignalMessage(sig, sender))
+        elif sig is Signal.SIGUSR1:
+            k.checkpoint(target)
+            k.ipc.deliver_kernel(target, SignalMessage(sig, sender))
+
+    def _stop(self, p: Process) -> None:
+        if p.stopped:
+            return
+        p.stopped = True
+        if p.state is READY or p.state is RUNNING:
+            p.state = SUSPENDED
+        # a waiting process stays WAITING; `wake` will park it as SUSPENDED
+
+    def _cont(self, p: Process) -> None:
+        if not p.stopped:
+            return
+        p.stopped = False
+        if p.state is SUSPENDED:
+            p.state = READY
+            self.k.runq.push(p)
+
+    def _interrupt(self, p: Process) -> None:
+        if p.state is WAITING and self.k.cancel_wait(p):
+            self.k.wake(p, None, Interrupted("SIGINT: interrupted while waiting"))
+            return
+        p.handlers = self._interrupt_next
+
+    def _raise_interrupt(self, proc: Process, req: Any) -> Any:
+        proc.handlers = None
+        raise Interrupted(f"SIGINT: interrupted before {type(req).__name__.lower()}")
+
