@@ -1,0 +1,61 @@
+"""The `kv` driver: a namespaced key-value device.
+
+`open(params={"ns": "name"})` picks a namespace (default: the opener's pid, so processes
+do not see each other's keys unless they share a namespace on purpose). Reads are
+`{"op": "get"|"keys"|"has", "key": ...}`; writes are `{"op": "set"|"delete", ...}`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..abi.driver import Driver, DriverResult
+from ..abi.errors import DriverError
+from ..abi.types import Cost
+
+_READ_OPS = ("get", "keys", "has")
+_WRITE_OPS = ("set", "delete")
+
+
+class KVDriver(Driver):
+    name = "kv"
+
+    def __init__(self, name: str = "kv") -> None:
+        self.name = name
+        self.spaces: dict[str, dict[str, Any]] = {}
+
+    def open(self, owner: int, params: Any) -> dict[str, Any]:
+        ns = (params or {}).get("ns", f"pid:{owner}") if isinstance(params, dict) or params is None else None
+        if not isinstance(ns, str):
+            raise DriverError(f"{self.name}: open params are {{'ns': str}}, got {params!r}")
+        return self.spaces.setdefault(ns, {})
+
+    def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any]:
+        kind = req.get("op", "get") if isinstance(req, dict) else "?"
+        return (f"{self.name}.{kind}", req)
+
+    def read(self, handle: dict[str, Any], req: Any) -> DriverResult:
+        if not isinstance(req, dict):
+            raise DriverError(f"{self.name}: a read is {{'op': 'get', 'key': k}}, got {type(req).__name__}")
+        op = req.get("op", "get")
+        if op == "get":
+            return DriverResult(handle.get(req.get("key"), req.get("default")), Cost(reductions=1))
+        if op == "has":
+            return DriverResult(req.get("key") in handle, Cost(reductions=1))
+        if op == "keys":
+            prefix = req.get("prefix", "")
+            return DriverResult(sorted(k for k in handle if k.startswith(prefix)), Cost(reductions=1))
+        raise DriverError(f"{self.name}: unknown read op {op!r} (reads: {', '.join(_READ_OPS)})")
+
+    def write(self, handle: dict[str, Any], data: Any) -> DriverResult:
+        if not isinstance(data, dict):
+            raise DriverError(f"{self.name}: a write is {{'op': 'set', 'key': k, 'value': v}}")
+        op = data.get("op", "set")
+        key = data.get("key")
+        if not isinstance(key, str):
+            raise DriverError(f"{self.name}: keys are strings, got {key!r}")
+        if op == "set":
+            handle[key] = data.get("value")
+            return DriverResult(True, Cost(reductions=1))
+        if op == "delete":
+            return DriverResult(handle.pop(key, None) is not None, Cost(reductions=1))
+        raise DriverError(f"{self.name}: unknown write op {op!r} (writes: {', '.join(_WRITE_OPS)})")

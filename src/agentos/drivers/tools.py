@@ -1,0 +1,165 @@
+"""The `tools` driver: plain Python functions as a metered device.
+
+Arguments are checked against each tool's JSON schema (with `jsonschema`, validators
+compiled once at registration) before the function runs. Each call costs one tool call.
+Every tool declares its effect on the world, `read_only` or `read_write`, or gives a
+classifier that decides per call (e.g. a SQL parser); policy's `mode: read_only` uses it.
+The action a call performs is `tools.<name>`, which is what policies match.
+"""
+from __future__ import annotations
+
+import inspect
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from ..abi.driver import Driver, DriverResult
+from ..abi.errors import ToolError
+from ..abi.types import Cost
+
+Effect = str  # "read_only" | "read_write" | "unknown"
+EFFECTS = ("read_only", "read_write", "unknown")
+
+_JSON_TYPES: dict[Any, str] = {int: "integer", float: "number", str: "string", bool: "boolean",
+                               list: "array", dict: "object"}
+
+
+def schema_from_signature(fn: Callable[..., Any]) -> dict[str, Any]:
+    """A JSON schema for `fn`'s keyword arguments, from its annotations."""
+    sig = inspect.signature(fn)
+    hints = typing.get_type_hints(fn)
+    props: dict[str, Any] = {}
+    required = []
+    for name, p in sig.parameters.items():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        t = hints.get(name, Any)
+        origin = typing.get_origin(t) or t
+        js = _JSON_TYPES.get(origin)
+        props[name] = {"type": js} if js else {}
+        if p.default is p.empty:
+            required.append(name)
+    return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
+
+
+@dataclass
+class Tool:
+    name: str
+    fn: Callable[..., Any]
+    schema: dict[str, Any] | None = None
+    description: str = ""
+    effect: Effect | Callable[[dict[str, Any]], Effect] = "read_write"
+    cost: Cost | None = None
+    ontology_class: str | None = None
+    _validator: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError("a tool needs a non-empty name")
+        if self.schema is None:
+            self.schema = schema_from_signature(self.fn)
+        if not self.description:
+            self.description = (inspect.getdoc(self.fn) or "").strip().split("\n")[0]
+        if isinstance(self.effect, str) and self.effect not in EFFECTS:
+            raise ValueError(f"tool {self.name!r}: effect must be one of {EFFECTS} or a callable")
+        from jsonschema import validators  # lazy: only drivers need it
+
+        cls = validators.validator_for(self.schema)
+        cls.check_schema(self.schema)
+        self._validator = cls(self.schema)
+
+    def classify(self, args: dict[str, Any]) -> Effect:
+        eff = self.effect
+        if callable(eff):
+            try:
+                out = eff(args)
+            except Exception:
+                return "unknown"
+            return out if out in EFFECTS else "unknown"
+        return eff
+
+    def spec(self) -> dict[str, Any]:
+        """OpenAI-style function description, for LLM tool calling."""
+        return {"type": "function",
+                "function": {"name": self.name, "description": self.description, "parameters": self.schema}}
+
+
+def tool(name: str | None = None, *, schema: dict[str, Any] | None = None, effect: Any = "read_write",
+         description: str = "", ontology_class: str | None = None) -> Callable[[Callable[..., Any]], Tool]:
+    """Decorator: turn a function into a `Tool` (schema inferred from annotations if not given)."""
+    def wrap(fn: Callable[..., Any]) -> Tool:
+        return Tool(name or fn.__name__, fn, schema, description, effect, ontology_class=ontology_class)
+    return wrap
+
+
+class ToolsDriver(Driver):
+    """Requests are `{"tool": name, "args": {...}}` (or a `(name, args)` pair)."""
+
+    name = "tools"
+
+    def __init__(self, tools: list[Tool | Callable[..., Any]] = (), name: str = "tools") -> None:  # type: ignore[assignment]
+        self.name = name
+        self.tools: dict[str, Tool] = {}
+        for t in tools:
+            self.add(t)
+
+    def add(self, t: Tool | Callable[..., Any]) -> Tool:
+        if not isinstance(t, Tool):
+            t = Tool(getattr(t, "__name__", "tool"), t)
+        if t.name in self.tools:
+            raise ValueError(f"tool {t.name!r} is registered twice")
+        self.tools[t.name] = t
+        return t
+
+    def specs(self) -> list[dict[str, Any]]:
+        return [t.spec() for t in self.tools.values()]
+
+    def _parse(self, req: Any) -> tuple[Tool, dict[str, Any]]:
+        if isinstance(req, dict):
+            name, args = req.get("tool"), req.get("args", {})
+        elif isinstance(req, (tuple, list)) and len(req) == 2:
+            name, args = req
+        else:
+            raise ToolError(f"{self.name}: a request is {{'tool': name, 'args': {{...}}}}, got {type(req).__name__}")
+        t = self.tools.get(name)  # type: ignore[arg-type]
+        if t is None:
+            known = ", ".join(sorted(self.tools)) or "none"
+            raise ToolError(f"{self.name}: unknown tool {name!r} (known: {known})")
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise ToolError(f"tool {name!r}: arguments must be an object, got {type(args).__name__}")
+        return t, args
+
+    def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any]:
+        if op == "read" and isinstance(req, dict) and req.get("op") == "list":
+            return (f"{self.name}.list", {})
+        t, args = self._parse(req)
+        return (f"{self.name}.{t.name}", args)
+
+    def read(self, handle: Any, req: Any) -> DriverResult | Awaitable[DriverResult]:
+        if isinstance(req, dict) and req.get("op") == "list":
+            return DriverResult(self.specs())
+        t, args = self._parse(req)
+        errors = sorted(t._validator.iter_errors(args), key=lambda e: list(e.path))
+        if errors:
+            detail = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:3])
+            raise ToolError(f"tool {t.name!r}: bad arguments: {detail}")
+        cost = t.cost or Cost(tool_calls=1)
+        try:
+            out = t.fn(**args)
+        except Exception as e:
+            raise ToolError(f"tool {t.name!r} failed: {type(e).__name__}: {e}") from e
+        if inspect.isawaitable(out):
+            return _await_tool(t, out, cost)
+        return DriverResult(out, cost)
+
+    write = read
+
+
+async def _await_tool(t: Tool, aw: Awaitable[Any], cost: Cost) -> DriverResult:
+    try:
+        out = await aw
+    except Exception as e:
+        raise ToolError(f"tool {t.name!r} failed: {type(e).__name__}: {e}") from e
+    return DriverResult(out, cost)
