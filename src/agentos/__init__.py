@@ -12,16 +12,17 @@ from .abi import (
     ToolError,
 )
 from .kernel import (
-    Decision, Kernel, KernelConfig, ProcessImage, RealClock, RunResult, Sys, VirtualClock,
+    AllowAll, Decision, Kernel, KernelConfig, NoPolicy, ProcessImage, RealClock, RunResult, Sys,
+    VirtualClock,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ABI_VERSION", "AgentOSError", "Budget", "CapError", "CapRef", "Cost", "Decision", "Down",
+    "ABI_VERSION", "AgentOSError", "AllowAll", "Budget", "CapError", "CapRef", "Cost", "Decision", "Down",
     "Driver", "DriverError", "DriverResult", "ExitKind", "ExitReason", "InternalError",
     "Interrupted", "Kernel", "KernelConfig", "KernelError", "Message", "NameTaken",
-    "NoSuchDevice", "NondeterminismError", "OutOfMemory", "Pid", "PolicyDenied", "ProcState",
+    "NoPolicy", "NoSuchDevice", "NondeterminismError", "OutOfMemory", "Pid", "PolicyDenied", "ProcState",
     "ProcessImage", "Quota", "QuotaExceeded", "RealClock", "Right", "RunResult", "Segment",
     "SegmentKind", "Signal", "SignalMessage", "Sys", "SyscallError", "ToolError",
     "VirtualClock", "__version__",

@@ -1,8 +1,8 @@
 """Ring 0. Users import from `agentos`, not from here."""
 from .clock import Clock, RealClock, VirtualClock
-from .kernel import AllowAll, Decision, Kernel, KernelConfig, RunResult
+from .kernel import AllowAll, Decision, Kernel, KernelConfig, NoPolicy, RunResult
 from .process import ProcessImage
 from .trap import Sys
 
-__all__ = ["AllowAll", "Clock", "Decision", "Kernel", "KernelConfig", "ProcessImage", "RealClock",
+__all__ = ["AllowAll", "Clock", "Decision", "Kernel", "KernelConfig", "NoPolicy", "ProcessImage", "RealClock",
            "RunResult", "Sys", "VirtualClock"]

@@ -58,6 +58,8 @@ class KernelConfig:
     mode: str = "live"                 # live | replay
     journal: Journal | None = None
     record: bool = True                # journal driver results in live mode
+    policy: Any = None                 # an object with check(pid, action, args, dry_run=) -> Decision;
+                                       # None: strict default deny (no actions on the world)
     pager: Pager | None = None
     recaller: Callable[[], Recaller] | None = None
     switch_batch: int = 512            # process switches between looks at asyncio
@@ -75,10 +77,20 @@ class Decision:
 
 
 class AllowAll:
-    """The policy hook before a policy engine is installed: allows, and says so."""
+    """Explicitly allow every action (tests, trusted scripts). Never the default."""
 
     def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> Decision:
-        return Decision(True, "no-policy", "no policy engine installed")
+        return Decision(True, "allow-all", "AllowAll policy installed")
+
+
+class NoPolicy:
+    """Strict default deny: with no policy loaded, no action on the world runs."""
+
+    def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> Decision:
+        return Decision(False, "no-policy",
+                        f"strict kernel with no policy loaded refuses {action}: load a policy "
+                        f"(.agents/security.md) or pass policy=AllowAll() deliberately",
+                        effect="raise")
 
 
 @dataclass(frozen=True)
@@ -114,7 +126,7 @@ class Kernel:
         self.drivers: dict[str, Driver] = {}
         self.replaying = cfg.mode == "replay"
         self.journal: Journal | None = cfg.journal if (cfg.journal is not None or not cfg.record) else Journal()
-        self.policy: Any = AllowAll()
+        self.policy: Any = cfg.policy if cfg.policy is not None else NoPolicy()
         self.checkpointer: Callable[[Process], Any] | None = None
         self.ipc = IPC(self)
         self.signals = Signals(self)
@@ -813,4 +825,4 @@ def _rights(spec: Any) -> int:
         raise CapError(f"bad rights {spec!r}: {e}") from None
 
 
-__all__ = ["AgentOSError", "AllowAll", "Decision", "Kernel", "KernelConfig", "RunResult"]
+__all__ = ["AgentOSError", "AllowAll", "Decision", "Kernel", "KernelConfig", "NoPolicy", "RunResult"]
