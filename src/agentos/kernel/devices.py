@@ -260,12 +260,12 @@ class Devices:
         self.reads += 1
         if e.tokens or e.tool_calls or e.usd:
             usd_nano = round(e.usd * USD_SCALE)
-            k.events.emit(proc.pid, "charge", (e.index, e.tokens, e.tool_calls, usd_nano))
             short = k.accounts.charge(proc.account, e.tokens, e.tool_calls, usd_nano)  # type: ignore[arg-type]
-            if short is not None:
-                k.events.emit(proc.pid, "quota", (short, e.index))
+            if short is not None:  # atomic: nothing was charged
+                k.events.emit(proc.pid, "quota", (short, e.index, e.tokens, e.tool_calls, usd_nano))
                 k.terminate(proc, quota(short))
                 return PARK
+            k.events.emit(proc.pid, "charge", (e.index, e.tokens, e.tool_calls, usd_nano))
         if e.reductions:
             proc.reductions += e.reductions
         if not e.ok:

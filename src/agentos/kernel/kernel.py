@@ -44,6 +44,10 @@ from .signals import Signals
 from .trap import Sys
 
 
+_FROZEN: list[Any] = []
+"""Coroutines that refused to close. Held, never resumed: a kill is final."""
+
+
 @dataclass
 class KernelConfig:
     """Everything a kernel can be booted with. Defaults suit a live, single-node run."""
@@ -559,8 +563,11 @@ class Kernel:
         proc.coro = None
         if coro is not None:
             try:
-                coro.close()  # GeneratorExit inside; a process that swallows it is dropped anyway
+                coro.close()  # GeneratorExit inside; `finally` blocks run, syscalls cannot
             except BaseException as e:
+                # It swallowed GeneratorExit and yielded again. It will never be resumed; keep
+                # it frozen forever so that garbage collection cannot run its code again.
+                _FROZEN.append(coro)
                 self.events.emit(proc.pid, "close_error", f"{type(e).__name__}: {e}")
         self.timers.cancel(proc.timer)
         self.timers.cancel(proc.dl_timer)
