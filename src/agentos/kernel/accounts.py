@@ -15,11 +15,31 @@ from ..abi.errors import QuotaExceeded
 from ..abi.types import POOLED_RESOURCES, USD_SCALE, Quota
 
 TOKENS, TOOL_CALLS, USD, CHILDREN, MEM = range(5)
+_NO_QUOTA = Quota()
 N_POOLED = len(POOLED_RESOURCES)
+
+
+_NONES: tuple[None, ...] = (None,) * N_POOLED
+_ZEROS: tuple[int, ...] = (0,) * N_POOLED
 
 
 class Account:
     __slots__ = ("pid", "limit", "balance", "used", "bank", "source", "closed", "forward")
+
+    @classmethod
+    def thin(cls, pid: int, bank: list["Account | None"]) -> "Account":
+        """An account with no limits of its own: it draws on `bank` (shared, never mutated).
+        Its limit/balance/source/forward are shared immutable tuples: it is never a bank."""
+        a = cls.__new__(cls)
+        a.pid = pid
+        a.limit = _NONES  # type: ignore[assignment]
+        a.balance = _ZEROS  # type: ignore[assignment]
+        a.used = [0, 0, 0, 0, 0]
+        a.bank = bank
+        a.source = _NONES  # type: ignore[assignment]
+        a.closed = False
+        a.forward = _NONES  # type: ignore[assignment]
+        return a
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -56,7 +76,17 @@ class Accounts:
 
     def open_child(self, pid: int, parent: Account, quota: Quota | None) -> Account:
         """Carve the child's limits out of the parent's banks, all or nothing."""
-        units = quota.as_units() if quota is not None else {}
+        if quota is None or quota == _NO_QUOTA:
+            # the common case: no limits of its own, only the parent's children slot
+            bank = parent.bank
+            b = bank[CHILDREN]
+            if b is not None:
+                if b.balance[CHILDREN] < 1:
+                    raise QuotaExceeded("children", "spawn needs 1 children but the parent has 0 left")
+                b.balance[CHILDREN] -= 1
+            self.open_count += 1
+            return Account.thin(pid, bank)
+        units = quota.as_units()
         want: list[int | None] = [None] * N_POOLED
         for i, name in enumerate(POOLED_RESOURCES):
             v = units.get(name)
@@ -166,7 +196,7 @@ class Accounts:
         if acct.closed:
             return
         acct.closed = True
-        for i in range(N_POOLED):
+        for i in range(N_POOLED) if acct.source is not _NONES else ():
             if acct.bank[i] is acct:
                 dest = acct.source[i]
                 while dest is not None and dest.closed:

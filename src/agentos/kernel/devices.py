@@ -66,7 +66,10 @@ class Devices:
         h = len(handles) + 1
         while h in handles:
             h += 1
-        handles[h] = (driver, dh, cap, name)
+        # drivers that keep the default action naming get it precomputed: no f-string per call
+        fixed = (f"{name}.read", f"{name}.write") \
+            if driver is None or type(driver).action is Driver.action else None
+        handles[h] = (driver, dh, cap, name, fixed)
         return h
 
     def sys_close(self, proc: Process, req: Close) -> None:
@@ -117,15 +120,22 @@ class Devices:
         return entry
 
     def sys_read(self, proc: Process, req: Read) -> Any:
-        return self._op(proc, self._handle(proc, req.handle, R_READ, "read"), "read", req.req)
+        handles = proc.handles
+        entry = handles.get(req.handle) if handles else None
+        if entry is None or entry[2].holder is not proc or not entry[2].rights & R_READ:
+            entry = self._handle(proc, req.handle, R_READ, "read")  # raises the precise error
+        return self._op(proc, entry, "read", req.req)
 
     def sys_write(self, proc: Process, req: Write) -> Any:
         return self._op(proc, self._handle(proc, req.handle, R_WRITE, "write"), "write", req.data)
 
     def _op(self, proc: Process, entry: tuple[Any, ...], op: str, payload: Any) -> Any:
-        driver, dh, _cap, name = entry
+        driver, dh, _cap, name, fixed = entry
         k = self.k
-        action = self._action(driver, name, op, dh, payload)
+        if fixed is not None:
+            action: tuple[str, Any] | None = (fixed[0] if op == "read" else fixed[1], payload)
+        else:
+            action = self._action(driver, name, op, dh, payload)
         if action is not None and not k.authorize(proc, action[0], action[1]):
             return PARK
         idx = proc.op_index
@@ -150,7 +160,7 @@ class Devices:
         return PARK
 
     def sys_read_all(self, proc: Process, req: ReadAll) -> Any:
-        driver, dh, _cap, name = self._handle(proc, req.handle, R_READ, "read_all")
+        driver, dh, _cap, name, _fixed = self._handle(proc, req.handle, R_READ, "read_all")
         k = self.k
         payloads = list(req.reqs)
         actions = [self._action(driver, name, "read", dh, p) for p in payloads]

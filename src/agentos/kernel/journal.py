@@ -73,22 +73,21 @@ class Journal:
 
     def extend(self, entries: Iterable[JournalEntry]) -> None:
         for e in entries:
-            r = e.row()
-            self._rows.append(r)
-            self._by_key[(r[0], r[1])] = r
+            self._rows.append(e.row())
 
     def record(self, entry: JournalEntry) -> None:
         self.record_row(entry.row())
 
     def record_row(self, row: tuple[Any, ...]) -> None:
-        self._rows.append(row)
-        self._by_key[(row[0], row[1])] = row
+        self._rows.append(row)  # the replay index is built on first lookup, off the hot path
         if self.sinks:
             entry = JournalEntry(*row)
             for sink in self.sinks:
                 sink(entry)
 
     def replay(self, pid: int, index: int, op: str, device: str, request: Any) -> JournalEntry:
+        if len(self._by_key) != len(self._rows):
+            self._by_key = {(r[0], r[1]): r for r in self._rows}
         r = self._by_key.get((pid, index))
         if r is None:
             raise NondeterminismError(

@@ -45,8 +45,13 @@ from .trap import Sys
 
 
 _NO_QUOTA = Quota()
-_FROZEN: list[Any] = []
-"""Coroutines that refused to close. Held, never resumed: a kill is final."""
+
+
+def _pin_forever(obj: Any) -> None:
+    """Take one permanent reference: the object is never deallocated, so never finalized."""
+    import ctypes
+
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
 
 
 @dataclass
@@ -502,7 +507,7 @@ class Kernel:
         proc = Process(pid, name or img.name, img, parent)
         proc.account = account
         proc.priority = priority
-        now = self.clock.now()
+        now = self._now()
         proc.started = now
         q = quota_ or _NO_QUOTA
         wall = now + q.wall_ms if q.wall_ms is not None else None
@@ -532,15 +537,12 @@ class Kernel:
         proc.coro = img.main(sys, args)
         self.procs[pid] = proc
         if parent is not None:
-            if parent.children is None:
-                parent.children = set()
-            parent.children.add(proc)
             if link:
                 for a, b in ((parent, proc), (proc, parent)):
                     if a.links is None:
                         a.links = set()
                     a.links.add(b)
-        self.events.emit(pid, "spawn", (parent.pid if parent else 0, proc.name, q))
+        self._append((now, pid, "spawn", (parent.pid if parent else 0, proc.name, q)))
         self.runq.push(proc)
         return proc
 
@@ -571,13 +573,15 @@ class Kernel:
         """End `proc` for good. Safe to call from anywhere in the kernel, any number of times."""
         if proc.state is EXITED:
             return
-        self._dying.append((proc, reason, result))
-        if self._draining:
+        if self._draining:  # a teardown in progress queued this one (a link): do it after
+            self._dying.append((proc, reason, result))
             return
         self._draining = True
         try:
-            while self._dying:
-                p, r, v = self._dying.pop(0)
+            self._teardown(proc, reason, result)
+            dying = self._dying
+            while dying:
+                p, r, v = dying.pop(0)
                 self._teardown(p, r, v)
         finally:
             self._draining = False
@@ -594,16 +598,21 @@ class Kernel:
             try:
                 coro.close()  # GeneratorExit inside; `finally` blocks run, syscalls cannot
             except BaseException as e:
-                # It swallowed GeneratorExit and yielded again. It will never be resumed; keep
-                # it frozen forever so that garbage collection cannot run its code again.
-                _FROZEN.append(coro)
+                # It swallowed GeneratorExit and yielded again. It will never be resumed, and
+                # it must never be finalized either (finalizing runs its code again).
+                _pin_forever(coro)
                 self.events.emit(proc.pid, "close_error", f"{type(e).__name__}: {e}")
-        self.timers.cancel(proc.timer)
-        self.timers.cancel(proc.dl_timer)
-        proc.timer = proc.dl_timer = None
-        self.devices.release(proc)
-        self.ipc.release(proc)
-        self.memory.release(proc)
+        if proc.timer is not None or proc.dl_timer is not None:
+            self.timers.cancel(proc.timer)
+            self.timers.cancel(proc.dl_timer)
+            proc.timer = proc.dl_timer = None
+        if proc.io is not None or proc.handles:
+            self.devices.release(proc)
+        if proc.mailbox is not None or proc.blocked_senders or proc.blocked_on is not None \
+                or proc.recv_match is not None:
+            self.ipc.release(proc)
+        if proc.memory is not None:
+            self.memory.release(proc)
         if proc.cleanups:
             for fn in proc.cleanups:
                 try:
@@ -616,18 +625,17 @@ class Kernel:
                 if self.names.get(n) is proc:
                     del self.names[n]
             proc.names = None
-        self.caps.drop_all(proc)
+        if proc.caps:
+            self.caps.drop_all(proc)
         parent = proc.parent
         self.accounts.close(proc.account, parent.account if parent else None)  # type: ignore[arg-type]
-        self.events.emit(proc.pid, "exit", str(reason))
-        if parent is not None and parent.children is not None:
-            parent.children.discard(proc)
+        self._append((self._now(), proc.pid, "exit", str(reason)))
         if proc.waiters:
             for w in proc.waiters:
                 if w.state is WAITING and w.wait_kind == "waitpid":
                     self.wake(w, reason)
             proc.waiters = None
-        down = Down(proc.pid, reason, proc.name)
+        down = Down(proc.pid, reason, proc.name) if (proc.watchers or proc.links) else None
         if proc.watchers:
             for w in proc.watchers:
                 self.ipc.deliver_kernel(w, down)

@@ -66,7 +66,7 @@ class Process:
         "pid", "name", "image", "coro", "state", "parent", "account", "caps", "devices",
         "handles", "mailbox", "recv_match", "blocked_senders", "blocked_on", "priority",
         "deadline", "wall_deadline", "max_mailbox", "resume_value", "resume_exc", "in_queue",
-        "stopped", "handlers", "timer", "waiters", "watchers", "links", "children",
+        "stopped", "handlers", "timer", "waiters", "watchers", "links",
         "cleanups", "names", "sigmask", "pending_signals", "memory", "op_index", "io",
         "exit_reason", "result", "started", "reductions", "syscalls", "sys", "self_ref",
         "spawn_caps", "wait_kind", "args", "dl_timer",
@@ -100,7 +100,6 @@ class Process:
         self.waiters: list[Process] | None = None          # parked in waitpid on me
         self.watchers: list[Process] | None = None         # monitors: get Down
         self.links: set[Process] | None = None
-        self.children: set[Process] | None = None
         self.cleanups: list[Callable[[ExitReason], Any]] | None = None
         self.names: set[str] | None = None
         self.sigmask = 0
