@@ -146,6 +146,17 @@ class Devices:
             res = driver.read(dh, payload) if op == "read" else driver.write(dh, payload)
         except Exception as e:
             return self._apply(proc, self._error_entry(proc, idx, op, name, action, payload, e))
+        if type(res) is DriverResult:
+            c = res.cost
+            row = (proc.pid, idx, op, name, action[0] if action else None, payload, True,
+                   res.value, None, c.tokens, c.tool_calls, c.usd, c.reductions)
+            if c.tokens or c.tool_calls or c.usd or self._record is None:
+                return self._apply(proc, row)
+            # fast path: nothing to charge but reductions
+            self._record(row)
+            if c.reductions:
+                proc.reductions += c.reductions
+            return res.value
         if isinstance(res, DriverResult):
             return self._apply(proc, self._entry(proc, idx, op, name, action, payload, res))
         if not inspect.isawaitable(res):

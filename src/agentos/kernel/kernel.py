@@ -163,6 +163,7 @@ class Kernel:
         self._now = self.clock.now
         self._virtual = self.clock.virtual
         self._quantum = cfg.quantum
+        self._push = self.runq.push
 
     @property
     def journal(self) -> Journal | None:
@@ -335,6 +336,7 @@ class Kernel:
         append = self._append
         now = self._now
         real = not self._virtual
+        clock: Any = self.clock
         quantum = self._quantum
         default_table = self._table
         terminate = self.terminate
@@ -353,7 +355,7 @@ class Kernel:
             proc.resume_exc = None
             proc.state = RUNNING
             table = proc.handlers or default_table
-            t = now()  # a virtual clock cannot move while a process runs: one stamp serves
+            t = now() if real else clock._now  # virtual time cannot move while a process runs
             pid = proc.pid
             budget = quantum
             while True:
@@ -813,7 +815,11 @@ class Kernel:
             self.wake(proc, None)
 
     def _sys_yield(self, proc: Process, req: Any) -> Any:
-        self.requeue(proc, None)
+        if proc.stopped:
+            proc.state = SUSPENDED
+        else:
+            proc.state = READY
+            self._push(proc)
         return PARK
 
     def _sys_sched(self, proc: Process, req: S.Sched) -> None:
