@@ -16,7 +16,7 @@ from ..drivers.tools import ToolsDriver, tool
 from ..userland.rpc import CallTimeout, call, reply
 from ..userland.supervisor import ChildSpec, SupervisorSpec, supervisor
 
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+_OPS: dict[type, Any] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
         ast.Pow: operator.pow, ast.USub: operator.neg}
 
 

@@ -97,12 +97,12 @@ class Accounts:
         need[CHILDREN] = 1
         for i in range(N_POOLED):
             if want[i] is not None:
-                need[i] += want[i]  # type: ignore[operator]
+                need[i] += want[i] or 0
         short = self.shortfall(parent, need)
         if short is not None:
             name = POOLED_RESOURCES[short]
-            bank = parent.bank[short]
-            have = bank.balance[short] if bank is not None else 0
+            short_bank = parent.bank[short]
+            have = short_bank.balance[short] if short_bank is not None else 0
             raise QuotaExceeded(name, f"spawn needs {_fmt(short, need[short])} {name} "
                                       f"but the parent has {_fmt(short, have)} left")
         self._take(parent, need)
@@ -221,9 +221,9 @@ class Accounts:
         used: dict[str, Any] = {}
         for i, name in enumerate(POOLED_RESOURCES):
             bank = acct.bank[i]
-            lim = acct.limit[i]
-            rem = bank.balance[i] if bank is not None else None
-            u = acct.used[i]
+            lim: Any = acct.limit[i]
+            rem: Any = bank.balance[i] if bank is not None else None
+            u: Any = acct.used[i]
             if name == "usd":
                 lim = None if lim is None else lim / USD_SCALE
                 rem = None if rem is None else rem / USD_SCALE

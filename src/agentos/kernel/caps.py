@@ -55,7 +55,7 @@ class Cap:
 
 
 def rights_text(bits: int) -> str:
-    names = [r.name.lower() for r in Right if r not in (Right.NONE, Right.ALL) and bits & r]
+    names = [(r.name or "").lower() for r in Right if r not in (Right.NONE, Right.ALL) and bits & r]
     return ",".join(names) or "none"
 
 

@@ -141,6 +141,7 @@ class Devices:
         idx = proc.op_index
         proc.op_index = idx + 1
         if k.replaying:
+            assert k.journal is not None  # replay mode requires one (checked at boot)
             return self._apply(proc, k.journal.replay(proc.pid, idx, op, name, payload).row())
         try:
             res = driver.read(dh, payload) if op == "read" else driver.write(dh, payload)
@@ -183,6 +184,7 @@ class Devices:
             idx = proc.op_index
             proc.op_index = idx + 1
             if k.replaying:
+                assert k.journal is not None
                 pending.append((idx, "read", name, action, payload,
                                 k.journal.replay(proc.pid, idx, "read", name, payload)))
                 continue

@@ -361,9 +361,9 @@ class Kernel:
             while True:
                 try:
                     if exc is None:
-                        req = coro.send(value)  # type: ignore[union-attr]
+                        req = coro.send(value)
                     else:
-                        req = coro.throw(exc)  # type: ignore[union-attr]
+                        req = coro.throw(exc)
                         exc = None
                 except StopIteration as stop:
                     terminate(proc, NORMAL, stop.value)

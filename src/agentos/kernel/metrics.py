@@ -93,7 +93,7 @@ class Metrics:
                     yield GaugeMetricFamily(f"agentos_{key}", help_, value=snap[key])
 
         reg = CollectorRegistry()
-        reg.register(_Collector())  # type: ignore[arg-type]
+        reg.register(_Collector())
         return generate_latest(reg).decode()
 
 

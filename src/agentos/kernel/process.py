@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .accounts import Account
     from .caps import Cap
     from .memory import MemorySpace
-    from ..sys import Sys
+    from .trap import Sys
 
 ProcessMain = Callable[..., Awaitable[Any]]
 
@@ -76,13 +76,13 @@ class Process:
         self.pid = pid
         self.name = name
         self.image = image
-        self.coro: Coroutine[Any, Any, Any] | None = None
+        self.coro: Any = None  # the process body's coroutine
         self.state = READY
         self.parent = parent
         self.account: Account | None = None
         self.caps: dict[int, Cap] = {}
         self.devices: dict[str, int] | None = None       # device name → held cap ref
-        self.handles: dict[int, tuple[Any, Any]] | None = None  # handle → (driver, driver handle)
+        self.handles: dict[int, tuple[Any, ...]] | None = None  # handle → (driver, dh, cap, name, actions)
         self.mailbox: deque[Message] | None = None         # made on first queued message
         self.recv_match: Any = None                        # waiting in recv: matcher or True
         self.blocked_senders: deque[tuple[Process, Message]] | None = None

@@ -88,6 +88,7 @@ async def supervisor(sys: Sys, spec: SupervisorSpec) -> str:
 
     while True:
         msg = await sys.recv()
+        assert msg is not None  # no timeout: recv only returns with a message
         body = msg.body
         if isinstance(body, SignalMessage) and body.signal is Signal.SIGTERM:
             for r in reversed(running):
