@@ -180,3 +180,33 @@ def test_sigusr1_asks_the_kernel_for_a_checkpoint():
 
     k, _ = boot(init)
     assert [e.pid for e in k.events.events() if e.kind == "checkpoint"] == [2]
+
+
+def test_interrupted_waitpid_does_not_leave_a_stale_wakeup():
+    from agentos import Interrupted
+
+    seen = []
+
+    async def slow(sys, args):
+        await sys.sleep(args)
+
+    async def waiter(sys, args):
+        b, c = sys.caps
+        try:
+            await sys.waitpid(b)
+        except Interrupted:
+            seen.append("interrupted")
+        seen.append(str(await sys.waitpid(c)))   # B's exit must not wake this one
+
+    async def init(sys, args):
+        _, b = await sys.spawn(slow, args=10)
+        _, c = await sys.spawn(slow, args=50)
+        _, w = await sys.spawn(waiter, caps=[b, c])
+        await sys.sleep(1)
+        await sys.signal(w, Signal.SIGINT)
+        await sys.waitpid(w)
+        return await sys.now()
+
+    _, res = boot(init)
+    assert seen == ["interrupted", "normal"]
+    assert res.value == 50.0

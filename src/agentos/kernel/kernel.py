@@ -454,6 +454,7 @@ class Kernel:
         if proc.wait_kind in ("sleep", "waitpid"):
             self.timers.cancel(proc.timer)
             proc.timer = None
+            proc.wait_target = None
             return True
         if proc.wait_kind == "io":
             self.devices.release_io(proc)
@@ -634,7 +635,8 @@ class Kernel:
         self._append((self._now(), proc.pid, "exit", str(reason)))
         if proc.waiters:
             for w in proc.waiters:
-                if w.state is WAITING and w.wait_kind == "waitpid":
+                if w.wait_target is proc and w.wait_kind == "waitpid":
+                    w.wait_target = None
                     self.wake(w, reason)
             proc.waiters = None
         down = Down(proc.pid, reason, proc.name) if (proc.watchers or proc.links) else None
@@ -780,6 +782,7 @@ class Kernel:
         target.waiters.append(proc)
         proc.state = WAITING
         proc.wait_kind = "waitpid"
+        proc.wait_target = target
         return PARK
 
     def _sys_on_cleanup(self, proc: Process, req: S.OnCleanup) -> None:

@@ -69,7 +69,7 @@ class Process:
         "stopped", "handlers", "timer", "waiters", "watchers", "links",
         "cleanups", "names", "sigmask", "pending_signals", "memory", "op_index", "io",
         "exit_reason", "result", "started", "reductions", "syscalls", "sys", "self_ref",
-        "spawn_caps", "wait_kind", "args", "dl_timer",
+        "spawn_caps", "wait_kind", "args", "dl_timer", "wait_target",
     )
 
     def __init__(self, pid: int, name: str, image: ProcessImage, parent: "Process | None") -> None:
@@ -118,6 +118,7 @@ class Process:
         self.wait_kind: str | None = None
         self.args: Any = None
         self.dl_timer: list[Any] | None = None              # deadline / wall_ms timer
+        self.wait_target: Process | None = None             # parked in waitpid on this one
 
     def __repr__(self) -> str:
         return f"<Process {self.pid} {self.name} {self.state.value}>"
