@@ -326,8 +326,11 @@ class Kernel:
         """Run up to `max_switches` process quanta. True if there may be more to run.
 
         This is the trampoline, and the hot path: everything it touches is a local."""
-        pop = self.runq.pop
-        push = self.runq.push
+        runq = self.runq
+        pop = runq.pop
+        push = runq.push
+        levels = runq.levels
+        edf = runq.edf
         timers = self.timers
         heap = timers.heap
         events = self.events
@@ -341,7 +344,14 @@ class Kernel:
         default_table = self._table
         terminate = self.terminate
         for _ in range(max_switches):
-            proc = pop()
+            # RunQueue.pop, inlined for the common case (a FIFO level with a READY head)
+            top = runq.top
+            q = levels[top] if top >= 0 else None
+            if q and not edf[top] and q[0].state is READY:
+                proc = q.popleft()
+                proc.in_queue = False
+            else:
+                proc = pop()
             if proc is None:
                 if heap and heap[0][0] <= now():
                     timers.fire_due(now())
@@ -820,8 +830,17 @@ class Kernel:
     def _sys_yield(self, proc: Process, req: Any) -> Any:
         if proc.stopped:
             proc.state = SUSPENDED
+            return PARK
+        proc.state = READY
+        if proc.deadline is None and not proc.in_queue:
+            # RunQueue.push, inlined: yield_ is the context-switch hot path
+            proc.in_queue = True
+            runq = self.runq
+            lvl = proc.priority
+            runq.levels[lvl].append(proc)
+            if lvl > runq.top:
+                runq.top = lvl
         else:
-            proc.state = READY
             self._push(proc)
         return PARK
 
