@@ -14,7 +14,9 @@ import inspect
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..abi.driver import Driver, DriverResult
-from ..abi.errors import AgentOSError, BadHandle, CapError, DriverError, NoSuchDevice, SyscallError
+from ..abi.errors import (
+    AgentOSError, BadHandle, CapError, DriverError, NondeterminismError, NoSuchDevice, SyscallError,
+)
 from ..abi.syscalls import Close, Open, Read, ReadAll, Write
 from ..abi.types import USD_SCALE, quota
 from .caps import DEVICE, R_OPEN, R_READ, R_WRITE
@@ -47,18 +49,30 @@ class Devices:
         if cap.kind != DEVICE:
             raise CapError("open: the capability designates a process, not a device")
         name = cap.target
-        driver = self.k.drivers.get(name)
-        if self.k.replaying:
+        k = self.k
+        driver = k.drivers.get(name)
+        idx = proc.op_index
+        proc.op_index = idx + 1
+        if k.replaying:  # an open is an input too: it may fail, and the journal says how
             dh = None
+            e = k.journal.replay(proc.pid, idx, "open", name, req.params)  # type: ignore[union-attr]
+            if not e.ok:
+                raise _rebuild_error(e)
         else:
             if driver is None:
                 raise NoSuchDevice(f"open: device {name!r} is not registered with this kernel")
             try:
                 dh = driver.open(proc.pid, req.params)
-            except AgentOSError:
-                raise
-            except Exception as e:
-                raise DriverError(f"{name}.open failed: {type(e).__name__}: {e}") from e
+            except Exception as exc:
+                err = exc if isinstance(exc, AgentOSError) else \
+                    DriverError(f"{name}.open failed: {type(exc).__name__}: {exc}")
+                if k.journal is not None:
+                    k.journal.record(self._error_entry(proc, idx, "open", name, None, req.params, err))
+                if err is exc:
+                    raise
+                raise err from exc
+            if k.journal is not None:
+                k.journal.record(JournalEntry(proc.pid, idx, "open", name, None, req.params, True, None))
         handles = proc.handles
         if handles is None:
             handles = proc.handles = {}
@@ -124,6 +138,8 @@ class Devices:
     def _op(self, proc: Process, entry: tuple[Any, ...], op: str, payload: Any) -> Any:
         driver, dh, _cap, name = entry
         k = self.k
+        if k.replaying:
+            return self._replay_op(proc, name, op, payload)
         action = self._action(driver, name, op, dh, payload)
         if action is not None and not k.authorize(proc, action[0], action[1]):
             return PARK
@@ -153,6 +169,8 @@ class Devices:
         driver, dh, _cap, name = self._handle(proc, req.handle, R_READ, "read_all")
         k = self.k
         payloads = list(req.reqs)
+        if k.replaying:
+            return self._replay_read_all(proc, name, payloads)
         actions = [self._action(driver, name, "read", dh, p) for p in payloads]
         for a in actions:  # authorize all before running any
             if a is not None and not k.authorize(proc, a[0], a[1]):
@@ -194,10 +212,14 @@ class Devices:
         k = self.k
         k.io_finished()
         if proc.state is EXITED or proc.io is not io:
-            return  # the process died or abandoned this operation
+            # the process died or abandoned this operation; replay must free the slot here too
+            if k.journal is not None:
+                k.journal.record(JournalEntry(proc.pid, -1, "io_cancel", "", None, None, True, None,
+                                              at=k.io_tick))
+            return
         proc.io = None
         if many:
-            value = self._finish_all(proc, pending)
+            value = self._finish_all(proc, pending, k.io_tick)
             if value is not PARK:
                 k.wake(proc, value)
             return
@@ -206,6 +228,7 @@ class Devices:
             entry = self._entry(proc, idx, op, name, action, payload, _task_result(task, name, op))
         except BaseException as e:
             entry = self._error_entry(proc, idx, op, name, action, payload, e)
+        entry.at = k.io_tick
         try:
             value = self._apply(proc, entry)
         except SyscallError as e:
@@ -214,7 +237,7 @@ class Devices:
         if value is not PARK:
             k.wake(proc, value)
 
-    def _finish_all(self, proc: Process, pending: list[tuple[Any, ...]]) -> Any:
+    def _finish_all(self, proc: Process, pending: list[tuple[Any, ...]], at: int | None = None) -> Any:
         values: list[Any] = []
         for idx, op, name, action, payload, res in pending:
             if isinstance(res, JournalEntry):
@@ -230,6 +253,7 @@ class Devices:
                     entry = self._entry(proc, idx, op, name, action, payload, res)
                 except BaseException as e:
                     entry = self._error_entry(proc, idx, op, name, action, payload, e)
+                entry.at = at
             try:
                 v = self._apply(proc, entry)
             except SyscallError as e:
@@ -271,6 +295,79 @@ class Devices:
         if not e.ok:
             raise _rebuild_error(e)
         return e.value
+
+    # -- replay ---------------------------------------------------------------------
+    def _replay_action(self, proc: Process, idx: int, op: str, name: str, payload: Any,
+                       ahead: int) -> str | None:
+        """The action the live run authorized for this op, without asking any driver."""
+        journal = self.k.journal
+        e = journal.lookup(proc.pid, idx)  # type: ignore[union-attr]
+        if journal.matches(e, op, name, payload):  # type: ignore[union-attr]
+            return e.action  # type: ignore[union-attr]
+        # no result recorded: the live run must have been refused by policy here
+        peek = getattr(self.k.policy, "peek_action", None)
+        action = peek(proc.pid, ahead) if peek is not None else None
+        if action is None:
+            journal.replay(proc.pid, idx, op, name, payload)  # type: ignore[union-attr]  # raises
+        return action
+
+    def _replay_op(self, proc: Process, name: str, op: str, payload: Any) -> Any:
+        k = self.k
+        idx = proc.op_index
+        action = self._replay_action(proc, idx, op, name, payload, 0)
+        if action is not None and not k.authorize(proc, action, payload):
+            return PARK
+        proc.op_index = idx + 1
+        e = k.journal.replay(proc.pid, idx, op, name, payload)  # type: ignore[union-attr]
+        if e.at is not None:
+            k.replay_io.park(proc, [e], False)  # type: ignore[union-attr]
+            return PARK
+        return self._apply(proc, e)
+
+    def _replay_read_all(self, proc: Process, name: str, payloads: list[Any]) -> Any:
+        k = self.k
+        base = proc.op_index
+        actions: list[str | None] = []
+        ahead = 0
+        for i, p in enumerate(payloads):
+            a = self._replay_action(proc, base + i, "read", name, p, ahead)
+            if a is not None:
+                ahead += 1
+            actions.append(a)
+        for a, p in zip(actions, payloads):
+            if a is not None and not k.authorize(proc, a, p):
+                return PARK
+        entries = []
+        for p in payloads:
+            idx = proc.op_index
+            proc.op_index = idx + 1
+            entries.append(k.journal.replay(proc.pid, idx, "read", name, p))  # type: ignore[union-attr]
+        if any(e.at is not None for e in entries):
+            k.replay_io.park(proc, entries, True)  # type: ignore[union-attr]
+            return PARK
+        return self._finish_all(proc, [(e.index, "read", name, None, e.request, e) for e in entries])
+
+    def replay_done(self, pending: Any) -> None:
+        """A replayed asynchronous result reaches its recorded tick: finish like `_done`."""
+        k = self.k
+        proc = pending.proc
+        k.io_finished()
+        if proc.state is EXITED or proc.io is not pending:
+            raise NondeterminismError(
+                f"replay diverged at pid {proc.pid}: a result recorded as delivered at I/O tick "
+                f"{pending.at} has no waiting process in the replay")
+        proc.io = None
+        if pending.many:
+            value = self._finish_all(proc, [(e.index, "read", e.device, None, e.request, e)
+                                            for e in pending.entries])
+        else:
+            try:
+                value = self._apply(proc, pending.entries[0])
+            except SyscallError as err:
+                k.wake(proc, None, err)
+                return
+        if value is not PARK:
+            k.wake(proc, value)
 
     @staticmethod
     def _action(driver: Driver | None, name: str, op: str, dh: Any, payload: Any) -> tuple[str, Any] | None:

@@ -4,6 +4,11 @@ In record mode the kernel appends one entry per device operation, in the order t
 results were applied. In replay mode the kernel answers each operation from the journal
 and never calls a driver; asking for an operation the journal does not hold, or a
 different one, raises `NondeterminismError` naming where the runs diverged.
+
+Besides driver results the journal holds the run's other inputs from outside the
+program: policy decisions (op "policy", per-pid sequence in `index`; approvals and rate
+limits depend on people and wall time) and the scheduler tick at which an asynchronous
+completion was applied (`at`), with "io_cancel" marks for completions that were dropped.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ class JournalEntry:
     tool_calls: int = 0
     usd: float = 0.0
     reductions: int = 0
+    at: int | None = None   # kernel I/O tick of an asynchronous completion; None: inline
 
     @property
     def cost(self) -> Cost:
@@ -42,6 +48,7 @@ class JournalEntry:
             "action": self.action, "request": canonical(self.request), "ok": self.ok,
             "value": canonical(self.value), "error_type": self.error_type, "tokens": self.tokens,
             "tool_calls": self.tool_calls, "usd": self.usd, "reductions": self.reductions,
+            "at": self.at,
         }, sort_keys=True, separators=(",", ":"))
 
     @staticmethod
@@ -55,19 +62,35 @@ class Journal:
     def __init__(self, entries: Iterable[JournalEntry] = ()) -> None:
         self.entries: list[JournalEntry] = []
         self._by_key: dict[tuple[int, int], JournalEntry] = {}
+        self.decisions: dict[int, list[JournalEntry]] = {}   # pid -> policy decisions in order
+        self.io_marks: list[JournalEntry] = []                # asynchronous completions dropped
         self.sinks: list[Callable[[JournalEntry], None]] = []
         self.extend(entries)
 
-    def extend(self, entries: Iterable[JournalEntry]) -> None:
-        for e in entries:
-            self.entries.append(e)
+    def _index(self, e: JournalEntry) -> None:
+        self.entries.append(e)
+        if e.op == "policy":
+            self.decisions.setdefault(e.pid, []).append(e)
+        elif e.op == "io_cancel":
+            self.io_marks.append(e)
+        else:
             self._by_key[(e.pid, e.index)] = e
 
+    def extend(self, entries: Iterable[JournalEntry]) -> None:
+        for e in entries:
+            self._index(e)
+
     def record(self, entry: JournalEntry) -> None:
-        self.entries.append(entry)
-        self._by_key[(entry.pid, entry.index)] = entry
+        self._index(entry)
         for sink in self.sinks:
             sink(entry)
+
+    def lookup(self, pid: int, index: int) -> JournalEntry | None:
+        return self._by_key.get((pid, index))
+
+    def matches(self, e: JournalEntry | None, op: str, device: str, request: Any) -> bool:
+        return (e is not None and e.op == op and e.device == device
+                and canonical(e.request) == canonical(request))
 
     def replay(self, pid: int, index: int, op: str, device: str, request: Any) -> JournalEntry:
         e = self._by_key.get((pid, index))
