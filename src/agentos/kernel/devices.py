@@ -31,6 +31,7 @@ class Devices:
     def __init__(self, kernel: "Kernel") -> None:
         self.k = kernel
         self.reads = 0
+        self._inflight: dict[int, tuple[int, int]] = {}  # pid -> (first op index, count) parked on I/O
 
     def handlers(self) -> dict[type, Callable[..., Any]]:
         return {Open: self.sys_open, Read: self.sys_read, ReadAll: self.sys_read_all,
@@ -98,11 +99,7 @@ class Devices:
 
     def release(self, proc: Process) -> None:
         """`proc` is exiting: cancel its in-flight I/O and close its handles."""
-        io = proc.io
-        proc.io = None
-        if io is not None:
-            for task in io if isinstance(io, list) else (io,):
-                task.cancel()
+        self._abandon(proc)
         handles = proc.handles
         proc.handles = None
         if handles:
@@ -111,11 +108,22 @@ class Devices:
 
     def release_io(self, proc: Process) -> None:
         """Abandon `proc`'s in-flight operation (SIGINT); its completion is then ignored."""
+        self._abandon(proc)
+
+    def _abandon(self, proc: Process) -> None:
+        """Cancel in-flight I/O. The slot is freed now, not when asyncio gets round to the
+        cancelled task, so the kernel's I/O ticks stay a function of the program (replay)."""
         io = proc.io
         proc.io = None
-        if io is not None:
-            for task in io if isinstance(io, list) else (io,):
-                task.cancel()
+        if io is None:
+            return
+        for task in io if isinstance(io, list) else (io,):
+            task.cancel()
+        k = self.k
+        k.io_finished()
+        first, n = self._inflight.pop(proc.pid, (proc.op_index - 1, 1))
+        if not k.replaying and k.journal is not None:  # replay: "this op never completed"
+            k.journal.record(JournalEntry(proc.pid, first, "io_cancel", "", None, None, True, n))
 
     # -- read / write ----------------------------------------------------------------
     def _handle(self, proc: Process, h: int, right: int, op: str) -> tuple[Any, ...]:
@@ -158,6 +166,7 @@ class Devices:
             e2 = DriverError(f"{name}.{op} returned {type(res).__name__}, not a DriverResult")
             return self._apply(proc, self._error_entry(proc, idx, op, name, action, payload, e2))
         task = asyncio.ensure_future(res)
+        self._inflight[proc.pid] = (idx, 1)
         proc.io = task
         proc.state = WAITING
         proc.wait_kind = "io"
@@ -192,6 +201,7 @@ class Devices:
         tasks = [p[5] for p in pending if isinstance(p[5], asyncio.Future)]
         if not tasks:
             return self._finish_all(proc, pending)
+        self._inflight[proc.pid] = (pending[0][0], len(pending))
         proc.io = tasks
         proc.state = WAITING
         proc.wait_kind = "io"
@@ -210,13 +220,10 @@ class Devices:
     # -- completion -----------------------------------------------------------------
     def _done(self, proc: Process, io: Any, pending: list[tuple[Any, ...]], many: bool) -> None:
         k = self.k
-        k.io_finished()
         if proc.state is EXITED or proc.io is not io:
-            # the process died or abandoned this operation; replay must free the slot here too
-            if k.journal is not None:
-                k.journal.record(JournalEntry(proc.pid, -1, "io_cancel", "", None, None, True, None,
-                                              at=k.io_tick))
-            return
+            return  # the process died or abandoned this operation: `_abandon` freed the slot
+        k.io_finished()
+        self._inflight.pop(proc.pid, None)
         proc.io = None
         if many:
             value = self._finish_all(proc, pending, k.io_tick)
@@ -318,6 +325,9 @@ class Devices:
         if action is not None and not k.authorize(proc, action, payload):
             return PARK
         proc.op_index = idx + 1
+        if k.journal.lookup(proc.pid, idx) is None and (proc.pid, idx) in k.journal.cancelled:  # type: ignore[union-attr]
+            k.replay_io.park_unfinished(proc)  # type: ignore[union-attr]
+            return PARK
         e = k.journal.replay(proc.pid, idx, op, name, payload)  # type: ignore[union-attr]
         if e.at is not None:
             k.replay_io.park(proc, [e], False)  # type: ignore[union-attr]
@@ -327,16 +337,14 @@ class Devices:
     def _replay_read_all(self, proc: Process, name: str, payloads: list[Any]) -> Any:
         k = self.k
         base = proc.op_index
-        actions: list[str | None] = []
-        ahead = 0
-        for i, p in enumerate(payloads):
-            a = self._replay_action(proc, base + i, "read", name, p, ahead)
-            if a is not None:
-                ahead += 1
-            actions.append(a)
-        for a, p in zip(actions, payloads):
+        for i, p in enumerate(payloads):  # the live run authorized these in order, stopping at a deny
+            a = self._replay_action(proc, base + i, "read", name, p, 0)
             if a is not None and not k.authorize(proc, a, p):
                 return PARK
+        if k.journal.lookup(proc.pid, base) is None and (proc.pid, base) in k.journal.cancelled:  # type: ignore[union-attr]
+            proc.op_index = base + len(payloads)
+            k.replay_io.park_unfinished(proc)  # type: ignore[union-attr]
+            return PARK
         entries = []
         for p in payloads:
             idx = proc.op_index

@@ -7,8 +7,9 @@ different one, raises `NondeterminismError` naming where the runs diverged.
 
 Besides driver results the journal holds the run's other inputs from outside the
 program: policy decisions (op "policy", per-pid sequence in `index`; approvals and rate
-limits depend on people and wall time) and the scheduler tick at which an asynchronous
-completion was applied (`at`), with "io_cancel" marks for completions that were dropped.
+limits depend on people and wall time), the kernel I/O tick at which an asynchronous
+completion was applied (`at`), and "io_cancel" marks for operations that were started
+but never completed (the process died or was interrupted while they were in flight).
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ class Journal:
         self.entries: list[JournalEntry] = []
         self._by_key: dict[tuple[int, int], JournalEntry] = {}
         self.decisions: dict[int, list[JournalEntry]] = {}   # pid -> policy decisions in order
-        self.io_marks: list[JournalEntry] = []                # asynchronous completions dropped
+        self.cancelled: set[tuple[int, int]] = set()           # (pid, op) in flight, never completed
         self.sinks: list[Callable[[JournalEntry], None]] = []
         self.extend(entries)
 
@@ -72,7 +73,8 @@ class Journal:
         if e.op == "policy":
             self.decisions.setdefault(e.pid, []).append(e)
         elif e.op == "io_cancel":
-            self.io_marks.append(e)
+            for i in range(e.index, e.index + int(e.value or 1)):
+                self.cancelled.add((e.pid, i))
         else:
             self._by_key[(e.pid, e.index)] = e
 

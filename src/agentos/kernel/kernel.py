@@ -277,7 +277,7 @@ class Kernel:
                 if self._io_inflight:
                     self.io_tick += 1
                     if self.replay_io is not None:
-                        self.replay_io.tick(self.io_tick)
+                        self.replay_io.tick(self.io_tick, idle=False)
                     else:
                         await asyncio.sleep(0)
                 continue
@@ -294,7 +294,7 @@ class Kernel:
                 if timeout != 0.0:
                     self.io_tick += 1
                     if self.replay_io is not None and self._io_inflight:
-                        self.replay_io.tick(self.io_tick)
+                        self.replay_io.tick(self.io_tick, idle=True)
                     else:
                         try:
                             await asyncio.wait_for(wakeup.wait(), timeout)

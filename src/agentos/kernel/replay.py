@@ -113,7 +113,7 @@ class ReplayPending:
         self.cancelled = False
 
     def cancel(self) -> None:
-        self.cancelled = True  # the recorded "io_cancel" mark frees the in-flight slot
+        self.cancelled = True  # `Devices._abandon` frees the in-flight slot
 
 
 class ReplayIO:
@@ -121,12 +121,9 @@ class ReplayIO:
 
     def __init__(self, kernel: "Kernel") -> None:
         self.k = kernel
-        self.pending: dict[int, list[Any]] = {}
+        self.pending: dict[int, list[ReplayPending]] = {}
         assert kernel.journal is not None
         self.order = {id(e): i for i, e in enumerate(kernel.journal.entries)}
-        for m in kernel.journal.io_marks:
-            if m.at is not None:
-                self.pending.setdefault(m.at, []).append(m)
 
     def park(self, proc: "Process", entries: list[JournalEntry], many: bool) -> None:
         from .process import WAITING
@@ -143,7 +140,16 @@ class ReplayIO:
         proc.wait_kind = "io"
         self.k.io_started()
 
-    def tick(self, tick: int) -> None:
+    def park_unfinished(self, proc: "Process") -> None:
+        """An op the live run started but never saw complete: wait until the process dies."""
+        from .process import WAITING
+
+        proc.io = ReplayPending(proc, [], False, -1)
+        proc.state = WAITING
+        proc.wait_kind = "io"
+        self.k.io_started()
+
+    def tick(self, tick: int, idle: bool) -> None:
         """Apply, in recorded order, the completions the live run saw at this tick."""
         items = self.pending.pop(tick, None)
         stale = [t for t in self.pending if t < tick]
@@ -151,21 +157,12 @@ class ReplayIO:
             raise NondeterminismError(f"replay diverged: results recorded at I/O tick {min(stale)} "
                                       f"were never delivered (the replay is at tick {tick})")
         if not items:
-            if self.k._io_inflight and not self.pending:
+            if idle and not self.pending:
                 raise NondeterminismError(f"replay diverged at I/O tick {tick}: the replay waits for "
                                           f"I/O that the recorded run never completed")
             return
-        # live order is the order results were journaled; pending ops sort by their first entry
-        order = self.order
-
-        def key(item: Any) -> int:
-            first = item if isinstance(item, JournalEntry) else item.entries[0]
-            return order.get(id(first), 0)
-
-        for item in sorted(items, key=key):
-            if isinstance(item, JournalEntry):  # an io_cancel mark
-                self.k.io_finished()
-                continue
+        order = self.order  # live order is the order results were journaled
+        for item in sorted(items, key=lambda p: order.get(id(p.entries[0]), 0)):
             self.k.devices.replay_done(item)
 
 
