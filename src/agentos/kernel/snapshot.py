@@ -22,7 +22,7 @@ from ..abi.errors import ABIMismatch, KernelError
 from ..abi.types import ABI_VERSION, POOLED_RESOURCES, Message, Quota, Segment, SegmentKind
 from .caps import DEVICE
 from .events import canonical
-from .process import EXITED, ProcessImage
+from .process import EXITED, RUNNING, ProcessImage
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -49,10 +49,13 @@ def snapshot(kernel: "Kernel", proc: "Process") -> dict[str, Any]:
         d = cap.describe()
         d["ref"] = ref
         caps.append(canonical(d))
+    queued = list(proc.mailbox or ())
+    if isinstance(proc.resume_value, Message) and proc.state is not RUNNING:
+        queued.insert(0, proc.resume_value)  # handed over by recv but not yet seen by the process
     mailbox = [{"sender": m.sender, "body": canonical(m.body), "corr": canonical(m.corr),
                 "deadline": m.deadline, "caps": [canonical(proc.caps[r].describe()) if r in proc.caps
                                                  else {"ref": r} for r in m.caps]}
-               for m in (proc.mailbox or ())]
+               for m in queued]
     snap = {
         "format": SNAPSHOT_FORMAT, "abi_version": ABI_VERSION, "pid": proc.pid, "name": proc.name,
         "image": image_entry(proc.image), "args": canonical(proc.args), "priority": proc.priority,
