@@ -145,3 +145,16 @@ def test_golden_runs_keep_replaying(path: Path) -> None:
 
 def test_golden_runs_exist() -> None:
     assert len(list(GOLDEN.glob("*.jsonl"))) >= 2
+
+
+def test_no_event_is_lost_when_a_flush_lands_mid_quantum() -> None:
+    async def chatty(sys: Any, args: Any) -> None:
+        for i in range(50):
+            await sys.log("info", f"m{i}")   # emits: with a small batch, flushes mid-quantum
+            await sys.now()
+
+    k = Kernel(deterministic=True, event_batch=8)
+    k.run(chatty)
+    evs = list(k.events)
+    assert sum(1 for e in evs if e.kind == "sys") == 100
+    assert [e.seq for e in evs] == list(range(1, len(evs) + 1))

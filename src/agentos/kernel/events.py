@@ -91,9 +91,12 @@ class EventLog:
         buf = self.buf
         if not buf:
             return
-        self.buf = []
+        # clear in place: the trampoline holds `buf.append` for a whole quantum, so a flush
+        # in the middle of one (an emit reaching `batch`) must not swap the list under it
+        items = buf[:]
+        buf.clear()
         seq = self.seq
-        batch = [Event(seq + i, t, pid, kind, data) for i, (t, pid, kind, data) in enumerate(buf, 1)]
+        batch = [Event(seq + i, t, pid, kind, data) for i, (t, pid, kind, data) in enumerate(items, 1)]
         self.seq = seq + len(batch)
         ring = self.ring
         if ring.maxlen is not None:

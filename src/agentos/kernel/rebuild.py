@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 import sys as _sys
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..abi.errors import KernelError, NondeterminismError
 from ..abi.types import ABI_VERSION, Quota
@@ -76,8 +76,12 @@ def load_image(entry: dict[str, Any]) -> ProcessImage:
     return obj if isinstance(obj, ProcessImage) else ProcessImage(entry.get("name") or qual, obj)
 
 
-def replay_from(store: Any, run_id: str, *, image: Any = None,
-                images: dict[str, Any] | None = None) -> ReplayReport:
+def replay_from(store: Any, run_id: str, *, image: Any = None, images: dict[str, Any] | None = None,
+                probe: Callable[[Any, Event], bool] | None = None) -> ReplayReport:
+    """Replay a stored run. `probe(kernel, event)` sees each matched event; True stops the replay.
+
+    With a probe, events are flushed one at a time, so the probe sees the kernel as it was
+    just after the event (give or take the rest of the syscall that emitted it)."""
     from .kernel import Kernel
 
     info = store.get_run(run_id)
@@ -93,7 +97,8 @@ def replay_from(store: Any, run_id: str, *, image: Any = None,
     journal = Journal(store.journal(run_id))
     k = Kernel(deterministic=True, seed=meta["seed"], mode="replay", journal=journal,
                quantum=meta.get("quantum", 2000), default_priority=meta.get("default_priority", 5),
-               switch_batch=meta.get("switch_batch", 512), event_batch=meta.get("event_batch", 4096))
+               switch_batch=meta.get("switch_batch", 512),
+               event_batch=1 if probe is not None else meta.get("event_batch", 4096))
     for name, entry in (meta.get("images") or {}).items():
         if images and name in images:
             continue
@@ -120,6 +125,9 @@ def replay_from(store: Any, run_id: str, *, image: Any = None,
                 report.divergence = {"seq": ev.seq, "recorded": rec.raw.decode(), "replayed": mine.decode()}
                 raise _Stop()
             report.matched += 1
+            if probe is not None and probe(k, ev):
+                report.notes.append(f"stopped by probe at event seq {ev.seq}")
+                raise _Stop()
             if not report.complete and report.matched == report.recorded:
                 raise _Stop()
 
@@ -141,7 +149,9 @@ def replay_from(store: Any, run_id: str, *, image: Any = None,
         else:  # a cut run: the journal ends where the crash cut it, after the committed events
             report.notes.append(f"the journal ends with the committed prefix: {e}")
     if report.error is None and report.divergence is None:
-        if report.complete and next(stored, None) is not None:
+        if any(n.startswith("stopped by probe") for n in report.notes):
+            report.identical = True  # identical as far as it went
+        elif report.complete and next(stored, None) is not None:
             report.divergence = {"seq": report.matched + 1, "recorded": "more events",
                                  "replayed": "the replay ended"}
         else:
