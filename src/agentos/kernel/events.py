@@ -27,8 +27,28 @@ class Event(NamedTuple):
 Sink = Callable[[list[Event]], None]
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}   # dataclass type -> field names (fields() is slow)
+
+
 def canonical(obj: Any) -> Any:
     """A JSON-ready, deterministic rendering of anything that rides in an event."""
+    t = type(obj)  # exact-type fast paths first: this runs for every recorded event
+    if t is str or t is int or t is bool or obj is None:
+        return obj
+    if t is dict:
+        return {k if type(k) is str else str(k): canonical(v) for k, v in obj.items()}
+    if t is list or t is tuple:
+        return [canonical(x) for x in obj]
+    names = _FIELDS.get(t)
+    if names is not None:
+        out: dict[str, Any] = {"@": t.__name__}
+        for n in names:
+            out[n] = canonical(getattr(obj, n))
+        return out
+    return _canonical_slow(obj)
+
+
+def _canonical_slow(obj: Any) -> Any:
     if obj is None or isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, enum.Enum):
@@ -46,9 +66,11 @@ def canonical(obj: Any) -> Any:
     if isinstance(obj, bytes):
         return {"bytes": obj.hex()}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        names = tuple(f.name for f in dataclasses.fields(obj))
+        _FIELDS[type(obj)] = names
         out: dict[str, Any] = {"@": type(obj).__name__}
-        for f in dataclasses.fields(obj):
-            out[f.name] = canonical(getattr(obj, f.name))
+        for n in names:
+            out[n] = canonical(getattr(obj, n))
         return out
     if callable(obj):
         return {"callable": getattr(obj, "__qualname__", type(obj).__name__)}

@@ -98,9 +98,9 @@ def _steps(store: Any, run_id: str) -> Iterator[InteractionRecord]:
             continue
         if op not in _DEVICE_OPS:
             continue
-        reqs = req.get("reqs") if op == "ReadAll" else [req.get("req" if op == "Read" else "data")]
+        reqs: list[Any] = (req.get("reqs") or []) if op == "ReadAll" else [req.get("req" if op == "Read" else "data")]
         idx = next_op.get(pid, 0)
-        entries = [journal.get((pid, idx + j)) for j in range(len(reqs or ()))]
+        entries = [journal.get((pid, idx + j)) for j in range(len(reqs))]
         if not entries or any(e is None or e.op == "open" or canonical(e.request) != canonical(r)
                               for e, r in zip(entries, reqs)):
             continue  # refused before it ran (policy, a bad handle): no step
