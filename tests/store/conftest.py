@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from typing import Any, Iterator
 
 import pytest
@@ -26,16 +25,6 @@ def pg_dsn() -> Iterator[str]:
         server.stop()
 
 
-def _pg_fresh(dsn: str) -> str:
-    """A new database per test, so stores start empty."""
-    import psycopg
-
-    name = "t_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name}")
-    return dsn.rsplit("/", 1)[0] + "/" + name
-
-
 @pytest.fixture(params=["memory", "sqlite-fsync", "sqlite-group", "sqlite-off", "postgres"])
 def store(request: Any, tmp_path: Any) -> Iterator[Any]:
     from agentos.store import MemoryStore
@@ -51,7 +40,7 @@ def store(request: Any, tmp_path: Any) -> Iterator[Any]:
         from agentos.store.postgres import PostgresStore
 
         dsn = request.getfixturevalue("pg_dsn")
-        s = PostgresStore(_pg_fresh(dsn), "group", group_ms=5)
+        s = PostgresStore(pgserver.fresh_db(dsn), "group", group_ms=5)
     try:
         yield s
     finally:

@@ -45,6 +45,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def fresh_db(dsn: str) -> str:
+    """A new, empty database on the server; returns its DSN."""
+    import uuid
+
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    return dsn.rsplit("/", 1)[0] + "/" + name
+
+
 def start() -> tuple[PgServer | None, str]:
     bindir = _bindir()
     if bindir is None:

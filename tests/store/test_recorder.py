@@ -54,11 +54,11 @@ def test_default_store_follows_agentos_home(tmp_path: Any, monkeypatch: pytest.M
 
 
 def test_several_kernels_share_one_postgres(pg_dsn: str) -> None:
-    from conftest import _pg_fresh
+    from pgserver import fresh_db
 
     from agentos.store.postgres import PostgresStore
 
-    dsn = _pg_fresh(pg_dsn)
+    dsn = fresh_db(pg_dsn)
     ids: dict[int, str] = {}
     errors: list[BaseException] = []
 
@@ -85,3 +85,24 @@ def test_several_kernels_share_one_postgres(pg_dsn: str) -> None:
             assert Kernel.replay_from(reader, rid).identical
     finally:
         reader.close()
+
+
+def test_recorded_context_marks_failures(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentos.store import recorded
+
+    monkeypatch.setenv("AGENTOS_STORE", f"sqlite://{tmp_path}/r.db")
+
+    async def boom(sys_: Any, args: Any) -> None:
+        await sys_.now()
+
+    k = live_kernel(3)
+    with pytest.raises(RuntimeError, match="host gave up"):
+        with recorded(k, "fails") as rid:
+            k.run(boom)
+            raise RuntimeError("host gave up")
+    st = open_default_store()
+    try:
+        info = st.get_run(rid)
+        assert info.status == "failed" and "host gave up" in info.summary["error"]
+    finally:
+        st.close()

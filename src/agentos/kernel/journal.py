@@ -14,7 +14,7 @@ but never completed (the process died or was interrupted while they were in flig
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ..abi.errors import NondeterminismError
@@ -38,12 +38,15 @@ class JournalEntry:
     usd: float = 0.0
     reductions: int = 0
     at: int | None = None   # kernel I/O tick of an asynchronous completion; None: inline
+    raw: str | None = field(default=None, compare=False, repr=False)  # to_json, when built already
 
     @property
     def cost(self) -> Cost:
         return Cost(self.tokens, self.tool_calls, self.usd, self.reductions)
 
     def to_json(self) -> str:
+        if self.raw is not None:
+            return self.raw
         return json.dumps({
             "pid": self.pid, "index": self.index, "op": self.op, "device": self.device,
             "action": self.action, "request": canonical(self.request), "ok": self.ok,

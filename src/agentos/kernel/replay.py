@@ -12,6 +12,7 @@ asks that the recorded run did not do raises `NondeterminismError` saying where.
 """
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from ..abi.errors import NondeterminismError
@@ -23,24 +24,44 @@ if TYPE_CHECKING:
     from .process import Process
 
 
+_DECISION_JSON = ('{"action":%s,"at":null,"device":"","error_type":null,"index":%d,"ok":%s,'
+                  '"op":"policy","pid":%d,"reductions":0,"request":null,"tokens":0,"tool_calls":0,'
+                  '"usd":0.0,"value":%s}')  # JournalEntry.to_json's layout, prebuilt: one per policy check
+
+
 class DecisionRecorder:
     """Wraps a live policy: every answer is journaled as an op "policy" entry."""
 
-    __slots__ = ("inner", "journal", "_count")
+    __slots__ = ("inner", "journal", "_count", "_values", "_actions")
 
     def __init__(self, inner: Any, journal: Journal) -> None:
         self.inner = inner
         self.journal = journal
         self._count: dict[int, int] = {}
+        self._values: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
+        self._actions: dict[str, str] = {}
 
     def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> "Decision":
         d = self.inner.check(pid, action, args, dry_run=dry_run)
         n = self._count.get(pid, 0)
         self._count[pid] = n + 1
+        key = (d.rule, d.reason, d.effect, dry_run) if not d.extra else None
+        cached = self._values.get(key) if key is not None else None  # type: ignore[arg-type]
+        if cached is None:
+            value = {"rule": d.rule, "reason": d.reason, "effect": d.effect, "dry_run": dry_run,
+                     "extra": canonical(d.extra)}
+            cached = (value, json.dumps(canonical(value), sort_keys=True, separators=(",", ":")))
+            if key is not None and len(self._values) < 4096:
+                self._values[key] = cached
+        aj = self._actions.get(action)
+        if aj is None:
+            aj = json.dumps(canonical(action), separators=(",", ":"))
+            if len(self._actions) < 4096:
+                self._actions[action] = aj
+        ok = bool(d.allowed)
         self.journal.record(JournalEntry(
-            pid, n, "policy", "", action, None, bool(d.allowed),
-            {"rule": d.rule, "reason": d.reason, "effect": d.effect, "dry_run": dry_run,
-             "extra": canonical(d.extra)}))
+            pid, n, "policy", "", action, None, ok, cached[0],
+            raw=_DECISION_JSON % (aj, n, "true" if ok else "false", pid, cached[1])))
         return d
 
     def __getattr__(self, name: str) -> Any:  # approvals, rules, ... of the real engine

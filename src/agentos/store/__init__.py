@@ -8,8 +8,9 @@ Backends import their libraries on first use.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .base import DURABILITY_MODES, RunInfo, Store, StoredEvent, StoreError, resolve
 from .memory import MemoryStore
@@ -48,6 +49,24 @@ def open_default_store(durability: str | None = None) -> Any:
     return open_store(str(agentos_home() / "store.db"), mode)
 
 
+@contextmanager
+def recorded(kernel: Any, name: str, store: Any = None) -> Iterator[str]:
+    """`with recorded(kernel, "demo") as run_id: kernel.run(...)`: record into `store` (the
+    default store when None, opened and closed here); a run that raises is marked failed."""
+    own = store is None
+    st = open_default_store() if own else store
+    try:
+        run_id = record_run(kernel, st, name)
+        try:
+            yield run_id
+        except BaseException as e:
+            st.update_run(run_id, status="failed", summary={"error": f"{type(e).__name__}: {e}"})
+            raise
+    finally:
+        if own:
+            st.close()
+
+
 def __getattr__(name: str) -> Any:  # the SQL backends load lazily
     if name == "SqliteStore":
         from .sqlite import SqliteStore
@@ -62,4 +81,4 @@ def __getattr__(name: str) -> Any:  # the SQL backends load lazily
 
 __all__ = ["DURABILITY_MODES", "MemoryStore", "PostgresStore", "Recording", "RunInfo", "SqliteStore", "Store",
            "StoreError", "StoredEvent", "agentos_home", "open_default_store", "open_store", "record_run",
-           "resolve"]
+           "recorded", "resolve"]
