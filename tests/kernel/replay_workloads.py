@@ -133,3 +133,17 @@ def replay_kernel(seed: int, journal: Any, **kw: Any) -> Kernel:
 
 
 BOOT = {"grant": ["kv", "echo"], "quota": Quota(tokens=400, usd=1.0)}
+
+
+async def tools_agent(sys: Any, args: Any) -> Any:
+    """Tool calls that succeed, fail validation, raise, and run concurrently (async tools)."""
+    h = await sys.open("tools")
+    out: list[Any] = [await sys.read(h, {"tool": "add", "args": {"a": 2, "b": 3}})]
+    for bad in ({"tool": "add", "args": {"a": "x"}}, {"tool": "nope", "args": {}}, {"tool": "boom", "args": {}}):
+        try:
+            out.append(await sys.read(h, bad))
+        except SyscallError as e:
+            out.append(f"{type(e).__name__}: {e}")
+    out.append(await sys.read_all(h, [{"tool": "slow", "args": {"x": i}} for i in range(4)]))
+    out.append((await sys.budget()).used["tool_calls"])
+    return out

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 sys.path.insert(0, os.path.dirname(__file__))
 from replay_workloads import BOOT, CoinPolicy, interp, live_kernel, replay_kernel  # noqa: E402
 
-from agentos import AllowAll, Kernel, KernelError, NondeterminismError  # noqa: E402
+from agentos import AllowAll, Kernel, KernelError, NondeterminismError, Quota  # noqa: E402
 from agentos.kernel.events import digest, encode_event  # noqa: E402
 from agentos.kernel.journal import Journal  # noqa: E402
 from agentos.store import MemoryStore, record_run  # noqa: E402
@@ -158,3 +158,34 @@ def test_no_event_is_lost_when_a_flush_lands_mid_quantum() -> None:
     evs = list(k.events)
     assert sum(1 for e in evs if e.kind == "sys") == 100
     assert [e.seq for e in evs] == list(range(1, len(evs) + 1))
+
+
+def test_tool_calls_and_their_errors_replay_identically() -> None:
+    import asyncio
+
+    from agentos.drivers.tools import ToolsDriver, tool
+    from replay_workloads import Exploding, tools_agent
+
+    @tool()
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @tool()
+    def boom() -> int:
+        raise RuntimeError("the tool broke")
+
+    @tool()
+    async def slow(x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 2
+
+    k1 = Kernel(deterministic=True, seed=8, policy=AllowAll())
+    k1.register_driver(ToolsDriver([add, boom, slow]))
+    r1 = k1.run(tools_agent, grant=["tools"], quota=Quota(tool_calls=20))
+    assert r1.value[0] == 5 and r1.value[4] == [0, 2, 4, 6]
+    assert r1.value[1].startswith("ToolError") and "the tool broke" in r1.value[3]
+    k2 = Kernel(deterministic=True, seed=8, mode="replay", journal=Journal(k1.journal.entries))  # type: ignore[union-attr]
+    k2.register_driver(Exploding("tools"))
+    r2 = k2.run(tools_agent, grant=["tools"], quota=Quota(tool_calls=20))
+    assert r2.value == r1.value
+    assert_identical(k1, k2)

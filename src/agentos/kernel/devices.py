@@ -148,7 +148,11 @@ class Devices:
         k = self.k
         if k.replaying:
             return self._replay_op(proc, name, op, payload)
-        action = self._action(driver, name, op, dh, payload)
+        try:
+            action = self._action(driver, name, op, dh, payload)
+        except DriverError as err:  # the request is malformed: journaled, as replay has no driver
+            self._journal_refusal(proc, op, name, payload, err)
+            raise
         if action is not None and not k.authorize(proc, action[0], action[1]):
             return PARK
         idx = proc.op_index
@@ -180,7 +184,11 @@ class Devices:
         payloads = list(req.reqs)
         if k.replaying:
             return self._replay_read_all(proc, name, payloads)
-        actions = [self._action(driver, name, "read", dh, p) for p in payloads]
+        try:
+            actions = [self._action(driver, name, "read", dh, p) for p in payloads]
+        except DriverError as err:
+            self._journal_refusal(proc, "read_all", name, payloads, err)
+            raise
         for a in actions:  # authorize all before running any
             if a is not None and not k.authorize(proc, a[0], a[1]):
                 return PARK
@@ -303,6 +311,12 @@ class Devices:
             raise _rebuild_error(e)
         return e.value
 
+    def _journal_refusal(self, proc: Process, op: str, name: str, payload: Any, err: BaseException) -> None:
+        idx = proc.op_index
+        proc.op_index = idx + 1
+        if self.k.journal is not None:
+            self.k.journal.record(self._error_entry(proc, idx, op, name, None, payload, err))
+
     # -- replay ---------------------------------------------------------------------
     def _replay_action(self, proc: Process, idx: int, op: str, name: str, payload: Any,
                        ahead: int) -> str | None:
@@ -337,6 +351,10 @@ class Devices:
     def _replay_read_all(self, proc: Process, name: str, payloads: list[Any]) -> Any:
         k = self.k
         base = proc.op_index
+        first = k.journal.lookup(proc.pid, base)  # type: ignore[union-attr]
+        if k.journal.matches(first, "read_all", name, payloads):  # type: ignore[union-attr]
+            proc.op_index = base + 1  # the live driver could not classify one of these requests
+            return self._apply(proc, first)  # type: ignore[arg-type]  # raises its error
         for i, p in enumerate(payloads):  # the live run authorized these in order, stopping at a deny
             a = self._replay_action(proc, base + i, "read", name, p, 0)
             if a is not None and not k.authorize(proc, a, p):

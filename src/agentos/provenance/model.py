@@ -100,6 +100,10 @@ def _steps(store: Any, run_id: str) -> Iterator[InteractionRecord]:
             continue
         reqs: list[Any] = (req.get("reqs") or []) if op == "ReadAll" else [req.get("req" if op == "Read" else "data")]
         idx = next_op.get(pid, 0)
+        head = journal.get((pid, idx))
+        if op == "ReadAll" and head is not None and head.op == "read_all":
+            next_op[pid] = idx + 1  # refused as a whole: the driver could not classify a request
+            continue
         entries = [journal.get((pid, idx + j)) for j in range(len(reqs))]
         if not entries or any(e is None or e.op == "open" or canonical(e.request) != canonical(r)
                               for e, r in zip(entries, reqs)):
