@@ -82,11 +82,24 @@ def _canonical_slow(obj: Any) -> Any:
     return {"object": type(obj).__qualname__, "str": s}
 
 
+def _make_dumps() -> Callable[[Any], str]:
+    """json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False), with the C
+    encoder built once instead of per call (canonical output is acyclic: no marker checks)."""
+    from json import encoder as _enc
+
+    make = getattr(_enc, "c_make_encoder", None)
+    if make is None:
+        return lambda obj: json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    c = make(None, None, _enc.encode_basestring, None, ":", ",", True, False, True)
+    join = "".join
+    return lambda obj: join(c(obj, 0))
+
+
+dumps_canonical = _make_dumps()
+
+
 def encode_event(ev: Event) -> bytes:
-    return json.dumps(
-        [ev.seq, round(ev.time, 6), ev.pid, ev.kind, canonical(ev.data)],
-        separators=(",", ":"), sort_keys=True, ensure_ascii=False,
-    ).encode()
+    return dumps_canonical([ev.seq, round(ev.time, 6), ev.pid, ev.kind, canonical(ev.data)]).encode()
 
 
 class EventLog:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 
 from ..abi.errors import NondeterminismError
 from ..abi.types import Cost
-from .events import canonical
+from .events import canonical, dumps_canonical
 
 
 @dataclass(slots=True)
@@ -47,13 +47,13 @@ class JournalEntry:
     def to_json(self) -> str:
         if self.raw is not None:
             return self.raw
-        return json.dumps({
+        return dumps_canonical({
             "pid": self.pid, "index": self.index, "op": self.op, "device": self.device,
             "action": self.action, "request": canonical(self.request), "ok": self.ok,
             "value": canonical(self.value), "error_type": self.error_type, "tokens": self.tokens,
             "tool_calls": self.tool_calls, "usd": self.usd, "reductions": self.reductions,
             "at": self.at,
-        }, sort_keys=True, separators=(",", ":"))
+        })
 
     @staticmethod
     def from_json(text: str) -> "JournalEntry":

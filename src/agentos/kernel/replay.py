@@ -12,11 +12,10 @@ asks that the recorded run did not do raises `NondeterminismError` saying where.
 """
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from ..abi.errors import NondeterminismError
-from .events import canonical
+from .events import canonical, dumps_canonical
 from .journal import Journal, JournalEntry
 
 if TYPE_CHECKING:
@@ -50,12 +49,12 @@ class DecisionRecorder:
         if cached is None:
             value = {"rule": d.rule, "reason": d.reason, "effect": d.effect, "dry_run": dry_run,
                      "extra": canonical(d.extra)}
-            cached = (value, json.dumps(canonical(value), sort_keys=True, separators=(",", ":")))
+            cached = (value, dumps_canonical(canonical(value)))
             if key is not None and len(self._values) < 4096:
                 self._values[key] = cached
         aj = self._actions.get(action)
         if aj is None:
-            aj = json.dumps(canonical(action), separators=(",", ":"))
+            aj = dumps_canonical(canonical(action))
             if len(self._actions) < 4096:
                 self._actions[action] = aj
         ok = bool(d.allowed)
