@@ -111,3 +111,16 @@ def test_snapshot_by_replay_then_restore(home: tuple[Path, str]) -> None:
     out.write_text(json.dumps(snap))
     r = runner.invoke(app, ["restore", str(out), "--no-record"])
     assert r.exit_code == 1 and "ABI version 999" in r.output
+
+
+def test_replay_of_a_run_whose_code_is_gone_is_a_clear_error(home: tuple[Path, str]) -> None:
+    st = open_default_store()
+    try:
+        info = st.get_run(home[1])
+        meta = dict(info.meta)
+        meta["init"] = {"name": "ghost", "module": "no_such_module_anywhere", "qualname": "ghost", "file": None}
+        st.update_run(home[1], meta=meta)
+    finally:
+        st.close()
+    r = runner.invoke(app, ["replay", home[1]])
+    assert r.exit_code == 2 and "cannot replay run" in r.output and "no_such_module_anywhere" in r.output

@@ -77,12 +77,17 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def replay(run: str, store: Optional[str] = StoreOpt) -> None:
         """Replay a run from its journal (no live calls); report identical or the first divergence."""
+        from ..abi.errors import AgentOSError
         from ..kernel.kernel import Kernel
 
         st = _open(store)
         try:
             info = _run(st, run)
-            rep = Kernel.replay_from(st, info.run_id)
+            try:
+                rep = Kernel.replay_from(st, info.run_id)
+            except AgentOSError as e:  # e.g. the program's code cannot be found any more
+                typer.echo(f"error: cannot replay run {info.run_id}: {e}", err=True)
+                raise typer.Exit(2)
             typer.echo(str(rep))
             for note in rep.notes:
                 typer.echo(f"  note: {note}")
@@ -121,6 +126,7 @@ def register(app: typer.Typer) -> None:
                  store: Optional[str] = StoreOpt) -> None:
         """Snapshot process PID of a run: its latest SIGUSR1 checkpoint, or (with --at, or when it
         has none) its state at an event, rebuilt by replaying the run with no live calls."""
+        from ..abi.errors import AgentOSError
         from ..kernel.kernel import Kernel
 
         st = _open(store)
@@ -148,7 +154,11 @@ def register(app: typer.Typer) -> None:
                         return True
                     return ev.seq >= target
 
-                Kernel.replay_from(st, info.run_id, probe=probe)
+                try:
+                    Kernel.replay_from(st, info.run_id, probe=probe)
+                except AgentOSError as e:
+                    typer.echo(f"error: cannot rebuild run {info.run_id}: {e}", err=True)
+                    raise typer.Exit(2)
                 snap = taken.get("snap")
                 if snap is None:
                     typer.echo(f"error: pid {pid} was not alive at event {target} of run {info.run_id}", err=True)
@@ -183,6 +193,13 @@ def register(app: typer.Typer) -> None:
         except (OSError, ValueError) as e:
             typer.echo(f"error: cannot read snapshot {file}: {e}", err=True)
             raise typer.Exit(2)
+        from ..abi.types import ABI_VERSION
+
+        if not isinstance(snap, dict) or snap.get("abi_version") != ABI_VERSION:
+            v = snap.get("abi_version") if isinstance(snap, dict) else None
+            typer.echo(f"error: the snapshot was taken under ABI version {v}; this kernel speaks "
+                       f"version {ABI_VERSION}", err=True)
+            raise typer.Exit(1)
         try:
             image = load_image(snap.get("image") or {})
         except Exception as e:
