@@ -67,3 +67,9 @@ def _one_round(tmp: Path, seed: int) -> tuple[int, int]:
 @pytest.mark.parametrize("seed", range(ROUNDS))
 def test_kill9_loses_nothing_acknowledged(tmp_path: Path, seed: int) -> None:
     _one_round(tmp_path, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(ROUNDS, ROUNDS + 40))
+def test_kill9_many_more_rounds(tmp_path: Path, seed: int) -> None:
+    _one_round(tmp_path, seed)
