@@ -22,7 +22,8 @@ from typing import Any, Callable, Iterable
 from ..abi import syscalls as S
 from ..abi.driver import Driver
 from ..abi.errors import (
-    AgentOSError, CapError, InternalError, KernelError, NameTaken, PolicyDenied, SyscallError,
+    AgentOSError, CapError, InternalError, KernelError, NameTaken, NondeterminismError, PolicyDenied,
+    SyscallError,
 )
 from ..abi.types import (
     KERNEL_PID, NORMAL, SHUTDOWN, Budget, Down, ExitKind, ExitReason, Quota, Right, Signal,
@@ -39,6 +40,7 @@ from .memory import MemoryManager, Pager
 from .metrics import Metrics
 from .process import EXITED, PARK, READY, RUNNING, SUSPENDED, WAITING, Process, ProcessImage
 from .recall import Recaller
+from .replay import ReplayIO, wrap_policy
 from .scheduler import MAX_BASE_PRIORITY, RunQueue, Timers
 from .signals import Signals
 from .trap import Sys
@@ -126,6 +128,7 @@ class Kernel:
         self.config = cfg
         self.clock: Clock = cfg.clock or (VirtualClock() if cfg.deterministic else RealClock())
         seed = cfg.seed if cfg.deterministic else int.from_bytes(os.urandom(16), "big")
+        self.seed = seed                   # recorded with a run so replay rebuilds the same refs
         self.rng = random.Random(seed)
         self.events = EventLog(self.clock.now, cfg.event_ring, cfg.event_batch)
         self.caps = CapTable(random.Random(self.rng.getrandbits(64)), self.clock.now)
@@ -138,9 +141,12 @@ class Kernel:
         self._image_cache: dict[Any, ProcessImage] = {}
         self.drivers: dict[str, Driver] = {}
         self.replaying = cfg.mode == "replay"
-        self._journal: Journal | None = cfg.journal if (cfg.journal is not None or not cfg.record) else Journal()
-        self.policy: Any = cfg.policy if cfg.policy is not None else NoPolicy()
+        self.journal: Journal | None = cfg.journal if (cfg.journal is not None or not cfg.record) else Journal()
+        self.policy = cfg.policy if cfg.policy is not None else NoPolicy()
         self.checkpointer: Callable[[Process], Any] | None = None
+        self.boot_hooks: list[Callable[[Process, dict[str, Any]], None]] = []  # record_run
+        self.io_tick = 0                   # await points with I/O in flight (replay timing)
+        self.replay_io = ReplayIO(self) if self.replaying else None
         self.ipc = IPC(self)
         self.signals = Signals(self)
         self.devices = Devices(self)
@@ -166,13 +172,13 @@ class Kernel:
         self._push = self.runq.push
 
     @property
-    def journal(self) -> Journal | None:
-        return self._journal
+    def policy(self) -> Any:
+        """The policy consulted by `authorize`; decisions are journaled (replayed in replay mode)."""
+        return self._policy
 
-    @journal.setter
-    def journal(self, journal: Journal | None) -> None:
-        self._journal = journal
-        self.devices._record = journal.record_row if (journal is not None and not self.replaying) else None
+    @policy.setter
+    def policy(self, value: Any) -> None:
+        self._policy = wrap_policy(self, value)
 
     # -- handler table ----------------------------------------------------------------
     def _build_table(self) -> None:
@@ -254,6 +260,9 @@ class Kernel:
             for dev in grants:
                 self.grant_device(proc, dev)
             self.init = proc
+            for hook in self.boot_hooks:
+                hook(proc, {"args": args, "grant": grants, "quota": quota, "name": name,
+                            "priority": priority})
             await self._loop()
             self.shutdown()
             self.events.flush()
@@ -285,7 +294,11 @@ class Kernel:
                 break
             if busy:
                 if self._io_inflight:
-                    await asyncio.sleep(0)
+                    self.io_tick += 1
+                    if self.replay_io is not None:
+                        self.replay_io.tick(self.io_tick, idle=False)
+                    else:
+                        await asyncio.sleep(0)
                 continue
             # idle: nothing runnable
             due = self.timers.next_due()
@@ -298,10 +311,14 @@ class Kernel:
                     else:
                         timeout = max(0.0, (due - self.clock.now()) / 1000.0)
                 if timeout != 0.0:
-                    try:
-                        await asyncio.wait_for(wakeup.wait(), timeout)
-                    except asyncio.TimeoutError:
-                        pass
+                    self.io_tick += 1
+                    if self.replay_io is not None and self._io_inflight:
+                        self.replay_io.tick(self.io_tick, idle=True)
+                    else:
+                        try:
+                            await asyncio.wait_for(wakeup.wait(), timeout)
+                        except asyncio.TimeoutError:
+                            pass
                 if self.runq.top >= 0 or self._io_inflight:
                     continue
             if due is None:
@@ -396,6 +413,8 @@ class Kernel:
                     value = None
                     exc = e
                     append((now(), pid, "error", (type(e).__name__, str(e))))
+                except NondeterminismError:
+                    raise  # a replay that left the recorded path: the replayer must hear it
                 except (NotImplementedError, TypeError, ValueError) as e:
                     # misuse of a syscall's arguments: the caller's error, raised in the caller
                     value = None
@@ -672,6 +691,29 @@ class Kernel:
         for proc in sorted(self.procs.values(), key=lambda p: -p.pid):
             self.terminate(proc, SHUTDOWN)
         self.events.flush()
+
+    # -- durability (the work lives in snapshot.py and rebuild.py) ----------------------
+    def snapshot(self, pid: int) -> dict[str, Any]:
+        """Process `pid` as a portable, JSON-ready description (see kernel/snapshot.py)."""
+        from .snapshot import snapshot
+
+        proc = self.procs.get(pid)
+        if proc is None:
+            raise KernelError(f"snapshot: no live process {pid}")
+        return snapshot(self, proc)
+
+    def restore(self, snap: dict[str, Any], image: Any) -> int:
+        """Start `image` again with the state in `snap`; refuses another ABI version. Returns the pid."""
+        from .snapshot import restore
+
+        return restore(self, snap, image)
+
+    @staticmethod
+    def replay_from(store: Any, run_id: str, **kw: Any) -> Any:
+        """Rebuild a stored run and replay it from its journal; returns a ReplayReport."""
+        from .rebuild import replay_from
+
+        return replay_from(store, run_id, **kw)
 
     def checkpoint(self, proc: Process) -> None:
         if self.checkpointer is not None:
