@@ -116,16 +116,16 @@ class Devices:
         return entry
 
     def sys_read(self, proc: Process, req: Read) -> Any:
-        return self._op(proc, self._handle(proc, req.handle, R_READ, "read"), "read", req.req)
+        return self._op(proc, self._handle(proc, req.handle, R_READ, "read"), "read", req.req, req)
 
     def sys_write(self, proc: Process, req: Write) -> Any:
-        return self._op(proc, self._handle(proc, req.handle, R_WRITE, "write"), "write", req.data)
+        return self._op(proc, self._handle(proc, req.handle, R_WRITE, "write"), "write", req.data, req)
 
-    def _op(self, proc: Process, entry: tuple[Any, ...], op: str, payload: Any) -> Any:
+    def _op(self, proc: Process, entry: tuple[Any, ...], op: str, payload: Any, req: Any = None) -> Any:
         driver, dh, _cap, name = entry
         k = self.k
         action = self._action(driver, name, op, dh, payload)
-        if action is not None and not k.authorize(proc, action[0], action[1]):
+        if action is not None and not k.authorize(proc, action[0], action[1], req):
             return PARK
         idx = proc.op_index
         proc.op_index = idx + 1
@@ -155,7 +155,7 @@ class Devices:
         payloads = list(req.reqs)
         actions = [self._action(driver, name, "read", dh, p) for p in payloads]
         for a in actions:  # authorize all before running any
-            if a is not None and not k.authorize(proc, a[0], a[1]):
+            if a is not None and not k.authorize(proc, a[0], a[1], req):
                 return PARK
         pending: list[tuple[Any, ...]] = []
         for payload, action in zip(payloads, actions):
