@@ -19,6 +19,7 @@ import time as _time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from ..abi.errors import SyscallError
 from ..kernel.events import canonical
 from .backend import AuditBackend, MemoryAuditBackend, SqliteAuditBackend
 from .chain import GENESIS, AuditRecord, VerifyReport, make_anchor, make_record, verify
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 
 # event kinds the recorder copies from the kernel's event stream
 AUDITED_EVENTS = frozenset({"signal"})
+
+
+class AuditUnavailable(SyscallError):
+    """The record of an action could not be made durable, so the action was refused."""
 
 
 def _json(obj: Any) -> str:
@@ -121,7 +126,11 @@ class FlightRecorder:
             data["approved"] = True  # an approval-gated action that the channel approved
         self.append(pid, "action" if before_action else "decision", data)
         if before_action:
-            self.commit()
+            try:
+                self.commit()
+            except Exception as e:  # fail closed: no durable record, no action
+                raise AuditUnavailable(f"{action} refused: the flight recorder cannot make its record "
+                                       f"durable ({type(e).__name__}: {e})") from e
 
     def close(self) -> None:
         self.commit()

@@ -623,7 +623,10 @@ class Kernel:
             self.terminate(proc, SHUTDOWN)
         self.events.flush()
         if self.audit is not None:
-            self.audit.commit()
+            try:
+                self.audit.commit()
+            except Exception as e:  # the records stay pending in the recorder; say so
+                self.events.emit(KERNEL_PID, "audit_error", f"{type(e).__name__}: {e}")
 
     def checkpoint(self, proc: Process) -> None:
         if self.checkpointer is not None:

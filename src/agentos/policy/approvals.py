@@ -55,7 +55,7 @@ class ApprovalRequest:
 
     def view(self, now: float) -> dict[str, Any]:
         return {"id": self.id, "pid": self.pid, "process": self.name, "action": self.action,
-                "args": canonical(self.args), "rule": self.rule, "reason": self.reason,
+                "args": self.args, "rule": self.rule, "reason": self.reason,
                 "expires_in_ms": max(0.0, self.deadline - now)}
 
 
@@ -100,7 +100,9 @@ class ApprovalChannel:
         timeout = (decision.extra or {}).get("timeout_ms") or self.timeout_ms
         # seeded in deterministic kernels so the event log replays byte for byte
         rid = f"{k.rng.getrandbits(96):024x}" if k.config.deterministic else secrets.token_hex(12)
-        r = ApprovalRequest(rid, proc.pid, proc.name, action, args, decision.rule, decision.reason,
+        # the person sees a snapshot: the caller's live objects may change while it waits,
+        # and then the rerun's arguments no longer match the grant
+        r = ApprovalRequest(rid, proc.pid, proc.name, action, canonical(args), decision.rule, decision.reason,
                             now + timeout, key, req, decision, timeout_ms=timeout)
         self._audit(proc.pid, "approval_request", {"id": rid, "action": action, "args": args,
                                                    "rule": decision.rule, "timeout_ms": timeout})
