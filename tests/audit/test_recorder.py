@@ -39,6 +39,10 @@ def _db(d: Path) -> sqlite3.Connection:
     return sqlite3.connect(str(d / "audit.db"), isolation_level=None)
 
 
+def _adb(d: Path) -> sqlite3.Connection:
+    return sqlite3.connect(str(d / "audit-anchor.db"), isolation_level=None)
+
+
 def _report(d: Path):  # type: ignore[no-untyped-def]
     b = SqliteAuditBackend(d, "os")
     try:
@@ -100,7 +104,8 @@ def test_detects_truncation_of_the_tail(logdir: Path) -> None:
 
 
 def test_detects_a_deleted_anchor(logdir: Path) -> None:
-    (logdir / "audit.anchor").unlink()
+    with _adb(logdir) as adb:
+        adb.execute("DELETE FROM anchor")
     r = _report(logdir)
     assert not r.ok and "no anchor" in r.reason
 
@@ -121,7 +126,8 @@ def test_detects_a_forged_anchor_hiding_truncation(logdir: Path) -> None:
     with _db(logdir) as db:
         db.execute("DELETE FROM audit WHERE seq = 6")
         last = db.execute("SELECT mac FROM audit WHERE seq = 5").fetchone()[0]
-    (logdir / "audit.anchor").write_text(json.dumps({"count": 5, "last_mac": last, "mac": "0" * 64}))
+    with _adb(logdir) as adb:
+        adb.execute("UPDATE anchor SET count = 5, last_mac = ?, mac = ?", (last, "0" * 64))
     r = _report(logdir)
     assert not r.ok and "anchor" in r.reason
 
@@ -143,11 +149,13 @@ def test_reopened_recorder_continues_the_chain(logdir: Path) -> None:
 
 def test_records_past_the_anchor_still_verify(logdir: Path) -> None:
     # a crash between the records' commit and the anchor's move leaves a valid tail
-    old = (logdir / "audit.anchor").read_text()
+    with _adb(logdir) as adb:
+        old = adb.execute("SELECT count, last_mac, mac FROM anchor").fetchone()
     rec = FlightRecorder.open(logdir, key=KEY)
     rec.write_ahead(1, "action", {"n": 1})
     rec.close()
-    (logdir / "audit.anchor").write_text(old)
+    with _adb(logdir) as adb:
+        adb.execute("UPDATE anchor SET count = ?, last_mac = ?, mac = ?", old)
     r = _report(logdir)
     assert r.ok and r.unanchored == 1
     rec2 = FlightRecorder.open(logdir, key=KEY)
@@ -186,3 +194,67 @@ def test_agentctl_audit_verify(logdir: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert bad.exit_code == 1 and "record 5" in bad.output
     none = runner.invoke(app, ["audit", "verify", "--dir", str(logdir / "nowhere")])
     assert none.exit_code == 2
+
+
+# -- group commit on a live kernel ------------------------------------------------------
+
+def _live_kernel(tmp_path: Path, peek_log: list[tuple[int, set[int]]] | None = None):  # type: ignore[no-untyped-def]
+    from agentos import Kernel
+    from agentos.drivers.tools import ToolsDriver, tool
+    from agentos.policy import PolicyEngine
+
+    @tool()
+    def work(n: int) -> int:
+        if peek_log is not None:   # what a reader recovering after a crash would find, right now
+            b = SqliteAuditBackend(tmp_path, "os")
+            seen = {json.loads(r.data)["args"]["n"] for r in b.audit_records() if r.kind == "action"}
+            b.close()
+            peek_log.append((n, seen))
+        return n
+
+    pol = "```yaml\nkernel: {version: '1.0', mode: strict}\npolicies:\n  - {action: work, effect: allow}\n```\n"
+    rec = FlightRecorder.open(tmp_path, key=KEY)
+    k = Kernel(policy=PolicyEngine.from_text(pol, path="s.md"), audit=rec)   # live: group commit
+    k.register_driver(ToolsDriver([work]))
+    return k, rec
+
+
+def test_group_commit_parks_callers_and_shares_commits(tmp_path: Path) -> None:
+    peeks: list[tuple[int, set[int]]] = []
+    k, rec = _live_kernel(tmp_path, peeks)
+
+    async def worker(sys, base):  # type: ignore[no-untyped-def]
+        h = await sys.open("tools")
+        return [await sys.read(h, {"tool": "work", "args": {"n": base + i}}) for i in range(5)]
+
+    async def init(sys, args):  # type: ignore[no-untyped-def]
+        caps = [(await sys.spawn(worker, args=100 * j, caps=["tools"]))[1] for j in range(1, 9)]
+        for c in caps:
+            await sys.waitpid(c)
+        return "done"
+    assert k.run(init, grant=["tools"]).value == "done"
+    assert rec.group_commit is True
+    assert len(peeks) == 40
+    assert all(n in seen for n, seen in peeks)      # each action's record was durable before it ran
+    assert rec.commits < 40                          # several callers shared a commit
+    rec.close()
+    r = _report(tmp_path)
+    assert r.ok and r.count == 40
+
+
+def test_group_commit_failure_refuses_the_action(tmp_path: Path) -> None:
+    from agentos.audit import AuditUnavailable
+
+    k, rec = _live_kernel(tmp_path)
+
+    def broken(records):  # type: ignore[no-untyped-def]
+        raise OSError("disk on fire")
+    rec.backend.append_audit = broken  # type: ignore[method-assign]
+
+    async def main(sys, args):  # type: ignore[no-untyped-def]
+        h = await sys.open("tools")
+        try:
+            return await sys.read(h, {"tool": "work", "args": {"n": 1}})
+        except AuditUnavailable as e:
+            return str(e)
+    assert "disk on fire" in k.run(main, grant=["tools"]).value

@@ -4,14 +4,14 @@ The interface is four calls, named as the kernel store offers them, so a `Store`
 `append_audit`/`audit_records` and an anchor slot can stand in for these backends:
 `append_audit(records)` returns only once the records are durable; `audit_records(start)`
 yields them in stored order; `read_anchor()`/`write_anchor(a)` keep the anchor, which must
-live apart from the records (here: its own file, replaced atomically).
+live apart from the records (here: its own SQLite database, one row, so that editing or
+truncating the records file cannot also move the anchor).
 
-Durability: "fsync" (SQLite synchronous=FULL and an fsynced anchor: survives power loss)
-or "os" (handed to the OS before returning: survives a killed kernel, not a power cut).
+Durability: "fsync" (SQLite synchronous=FULL for both files: survives power loss) or "os"
+(handed to the OS before returning: survives a killed kernel, not a power cut).
 """
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from pathlib import Path
@@ -53,7 +53,7 @@ class MemoryAuditBackend:
 
 
 class SqliteAuditBackend:
-    """Records in `<dir>/audit.db` (SQLite, WAL); the anchor in `<dir>/audit.anchor`."""
+    """Records in `<dir>/audit.db`, the anchor in `<dir>/audit-anchor.db` (SQLite, WAL)."""
 
     def __init__(self, directory: str | os.PathLike[str], durability: str = "fsync") -> None:
         if durability not in DURABILITY:
@@ -62,12 +62,19 @@ class SqliteAuditBackend:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.durability = durability
         self.db_path = self.dir / "audit.db"
-        self.anchor_path = self.dir / "audit.anchor"
-        self.db = sqlite3.connect(str(self.db_path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}")
+        self.anchor_path = self.dir / "audit-anchor.db"
+        self.db = self._connect(self.db_path)
         self.db.execute("CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, time REAL, wall REAL, "
                         "pid INTEGER, kind TEXT, data TEXT, prev TEXT, mac TEXT)")
+        self.adb = self._connect(self.anchor_path)
+        self.adb.execute("CREATE TABLE IF NOT EXISTS anchor (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                         "count INTEGER, last_mac TEXT, mac TEXT)")
+
+    def _connect(self, path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'fsync' else 'NORMAL'}")
+        return db
 
     def append_audit(self, records: Sequence[AuditRecord]) -> None:
         db = self.db
@@ -88,33 +95,18 @@ class SqliteAuditBackend:
             yield AuditRecord(*row)
 
     def read_anchor(self) -> Anchor | None:
-        try:
-            raw = self.anchor_path.read_text()
-        except FileNotFoundError:
+        row = self.adb.execute("SELECT count, last_mac, mac FROM anchor WHERE id = 1").fetchone()
+        if row is None:
             return None
         try:
-            d = json.loads(raw)
-            return Anchor(int(d["count"]), str(d["last_mac"]), str(d["mac"]))
-        except (ValueError, KeyError, TypeError):
+            return Anchor(int(row[0]), str(row[1]), str(row[2]))
+        except (TypeError, ValueError):
             return Anchor(-1, "", "unreadable")
 
     def write_anchor(self, anchor: Anchor) -> None:
-        tmp = self.anchor_path.with_suffix(".tmp")
-        data = json.dumps({"count": anchor.count, "last_mac": anchor.last_mac, "mac": anchor.mac}).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            if self.durability == "fsync":
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.anchor_path)
-        if self.durability == "fsync":
-            dfd = os.open(self.dir, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        self.adb.execute("INSERT OR REPLACE INTO anchor VALUES (1, ?, ?, ?)",
+                         (anchor.count, anchor.last_mac, anchor.mac))
 
     def close(self) -> None:
         self.db.close()
+        self.adb.close()

@@ -639,11 +639,14 @@ class Kernel:
 
         True: go ahead; with a flight recorder, the action's record is already durable
         (write-ahead). False: not now: the process was killed (SIGPOLICY, naming the rule)
-        or parked until the approval channel answers, when `req` is run again.
+        or parked until the approval channel answers or its record is durable (group
+        commit); then `req` runs again and finds its clearance.
         """
+        audit = self.audit
+        if audit is not None and audit.passes and audit.cleared(proc.pid, action, args):
+            return True  # decided and recorded before it parked for the group commit
         decision = self.policy.check(proc.pid, action, args)
         self.events.emit(proc.pid, "policy", (action, decision.allowed, decision.rule))
-        audit = self.audit
         if not decision.allowed:
             if decision.effect == "approve" and self.approvals is not None and req is not None:
                 if audit is not None:
@@ -661,11 +664,12 @@ class Kernel:
                 self.signals.deliver(proc, Signal.SIGPOLICY, KERNEL_PID, decision.rule)
                 return False
         if audit is not None:
-            audit.decision(proc.pid, action, args, decision, before_action=True)
+            return audit.decision(proc.pid, action, args, decision, before_action=True, proc=proc, req=req)
         return True
 
     def retry_syscall(self, proc: Process, req: Any) -> None:
-        """Run a parked process's syscall again (an approval came) and wake it with the result."""
+        """Run a parked process's syscall again (an approval came, a record became durable)
+        and wake it with the result."""
         if proc.state is EXITED:
             return
         entry = self._table.get(type(req))
