@@ -51,7 +51,7 @@ class Cap:
         target = self.target
         tname = getattr(target, "pid", target)
         return {"kind": _KIND_NAMES[self.kind], "target": tname,
-                "rights": str(Right(self.rights)).removeprefix("Right."), "expires": self.expires}
+                "rights": rights_text(self.rights), "expires": self.expires}
 
 
 def rights_text(bits: int) -> str:

@@ -44,6 +44,11 @@ from .signals import Signals
 from .trap import Sys
 
 
+_NO_QUOTA = Quota()
+_FROZEN: list[Any] = []
+"""Coroutines that refused to close. Held, never resumed: a kill is final."""
+
+
 @dataclass
 class KernelConfig:
     """Everything a kernel can be booted with. Defaults suit a live, single-node run."""
@@ -81,8 +86,10 @@ class Decision:
 class AllowAll:
     """Explicitly allow every action (tests, trusted scripts). Never the default."""
 
+    _YES = Decision(True, "allow-all", "AllowAll policy installed")
+
     def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> Decision:
-        return Decision(True, "allow-all", "AllowAll policy installed")
+        return self._YES
 
 
 class NoPolicy:
@@ -125,9 +132,10 @@ class Kernel:
         self.procs: dict[int, Process] = {}
         self.names: dict[str, Process] = {}
         self.images: dict[str, ProcessImage] = {}
+        self._image_cache: dict[Any, ProcessImage] = {}
         self.drivers: dict[str, Driver] = {}
         self.replaying = cfg.mode == "replay"
-        self.journal: Journal | None = cfg.journal if (cfg.journal is not None or not cfg.record) else Journal()
+        self._journal: Journal | None = cfg.journal if (cfg.journal is not None or not cfg.record) else Journal()
         self.policy: Any = cfg.policy if cfg.policy is not None else NoPolicy()
         self.audit: Any = cfg.audit
         self.approvals: Any = cfg.approvals
@@ -137,7 +145,7 @@ class Kernel:
         self.devices = Devices(self)
         self.memory = MemoryManager(self, cfg.pager, cfg.recaller)
         self.metrics_folder = Metrics()
-        self.events.add_sink(self.metrics_folder.observe)
+        self.events.add_raw_sink(self.metrics_folder.observe)
         self.current: Process | None = None
         self.init: Process | None = None
         self.next_pid = 1
@@ -149,10 +157,24 @@ class Kernel:
         self._external_sources = 0
         self._table: dict[type, tuple[Callable[[Process, Any], Any], int]] = {}
         self._build_table()
+        # cached for the dispatch loop (the event buffer list is never replaced)
+        self._append = self.events.buf.append
+        self._now = self.clock.now
+        self._virtual = self.clock.virtual
+        self._quantum = cfg.quantum
         for part in (self.policy, self.audit, self.approvals):  # give them the clock, drivers, events
             attach = getattr(part, "attach", None)
             if attach is not None:
                 attach(self)
+
+    @property
+    def journal(self) -> Journal | None:
+        return self._journal
+
+    @journal.setter
+    def journal(self, journal: Journal | None) -> None:
+        self._journal = journal
+        self.devices._record = journal.record_row if (journal is not None and not self.replaying) else None
 
     # -- handler table ----------------------------------------------------------------
     def _build_table(self) -> None:
@@ -303,89 +325,95 @@ class Kernel:
             self.timers.fire_due(self.clock.now())
 
     def _run_ready(self, max_switches: int) -> bool:
-        """Run up to `max_switches` process quanta. True if there may be more to run."""
+        """Run up to `max_switches` process quanta. True if there may be more to run.
+
+        This is the trampoline, and the hot path: everything it touches is a local."""
         pop = self.runq.pop
+        push = self.runq.push
         timers = self.timers
-        now = self.clock.now
+        heap = timers.heap
         events = self.events
+        buf = events.buf
+        batch = events.batch
+        append = self._append
+        now = self._now
+        real = not self._virtual
+        quantum = self._quantum
+        default_table = self._table
+        terminate = self.terminate
         for _ in range(max_switches):
             proc = pop()
             if proc is None:
-                heap = timers.heap
                 if heap and heap[0][0] <= now():
                     timers.fire_due(now())
                     continue
                 return False
-            self._run_proc(proc)
-            heap = timers.heap
+            # -- run one quantum of `proc` --
+            coro = proc.coro
+            value = proc.resume_value
+            exc = proc.resume_exc
+            proc.resume_value = None
+            proc.resume_exc = None
+            proc.state = RUNNING
+            table = proc.handlers or default_table
+            t = now()  # a virtual clock cannot move while a process runs: one stamp serves
+            pid = proc.pid
+            budget = quantum
+            while True:
+                try:
+                    if exc is None:
+                        req = coro.send(value)  # type: ignore[union-attr]
+                    else:
+                        req = coro.throw(exc)  # type: ignore[union-attr]
+                        exc = None
+                except StopIteration as stop:
+                    terminate(proc, NORMAL, stop.value)
+                    break
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as e:
+                    terminate(proc, fault(e))
+                    break
+                entry = table.get(type(req))
+                if entry is None:
+                    self._bad_await(proc, req)
+                    break
+                if real:
+                    t = now()
+                append((t, pid, "sys", req))
+                try:
+                    value = entry[0](proc, req)
+                except SyscallError as e:
+                    value = None
+                    exc = e
+                    append((now(), pid, "error", (type(e).__name__, str(e))))
+                except (NotImplementedError, TypeError, ValueError) as e:
+                    # misuse of a syscall's arguments: the caller's error, raised in the caller
+                    value = None
+                    exc = e
+                    append((now(), pid, "error", (type(e).__name__, str(e))))
+                except Exception as e:
+                    bug = InternalError(f"kernel bug handling {type(req).__name__} for pid {pid}: "
+                                        f"{type(e).__name__}: {e} (this is a bug in agentos)")
+                    append((now(), pid, "internal_error", str(bug)))
+                    terminate(proc, fault(bug))
+                    break
+                if value is PARK or proc.state is not RUNNING:
+                    break
+                budget -= entry[1]
+                if budget <= 0:
+                    proc.resume_value = value
+                    proc.resume_exc = exc
+                    proc.state = READY
+                    push(proc)
+                    break
+            proc.reductions += quantum - budget
+            # -- between quanta: due timers, and a full event buffer --
             if heap and heap[0][0] <= now():
                 timers.fire_due(now())
-            if len(events.buf) >= events.batch:
+            if len(buf) >= batch:
                 events.flush()
         return True
-
-    def _run_proc(self, proc: Process) -> None:
-        coro = proc.coro
-        value = proc.resume_value
-        exc = proc.resume_exc
-        proc.resume_value = None
-        proc.resume_exc = None
-        proc.state = RUNNING
-        self.current = proc
-        table = proc.handlers or self._table
-        append = self.events.buf.append
-        now = self.clock.now
-        pid = proc.pid
-        budget = self.config.quantum
-        while True:
-            try:
-                if exc is None:
-                    req = coro.send(value)  # type: ignore[union-attr]
-                else:
-                    req = coro.throw(exc)  # type: ignore[union-attr]
-                    exc = None
-            except StopIteration as stop:
-                self.terminate(proc, NORMAL, stop.value)
-                break
-            except KeyboardInterrupt:
-                raise
-            except BaseException as e:
-                self.terminate(proc, fault(e))
-                break
-            entry = table.get(type(req))
-            if entry is None:
-                self._bad_await(proc, req)
-                break
-            fn, cost = entry
-            append((now(), pid, "sys", req))
-            try:
-                value = fn(proc, req)
-            except SyscallError as e:
-                value = None
-                exc = e
-                append((now(), pid, "error", (type(e).__name__, str(e))))
-            except (NotImplementedError, TypeError, ValueError) as e:
-                # misuse of a syscall's arguments: the caller's error, raised in the caller
-                value = None
-                exc = e
-                append((now(), pid, "error", (type(e).__name__, str(e))))
-            except Exception as e:
-                bug = InternalError(f"kernel bug handling {type(req).__name__} for pid {pid}: "
-                                    f"{type(e).__name__}: {e} (this is a bug in agentos)")
-                append((now(), pid, "internal_error", str(bug)))
-                self.terminate(proc, fault(bug))
-                break
-            if value is PARK or proc.state is not RUNNING:
-                break
-            budget -= cost
-            if budget <= 0:
-                proc.resume_value = value
-                proc.resume_exc = exc
-                proc.state = READY
-                self.runq.push(proc)
-                break
-        proc.reductions += self.config.quantum - budget
-        self.current = None
 
     def _bad_await(self, proc: Process, req: Any) -> None:
         what = type(req).__name__ if req is not None else "a bare yield (asyncio.sleep(0)?)"
@@ -449,10 +477,14 @@ class Kernel:
     def _create(self, parent: Process | None, image: Any, args: Any, caps: tuple[Any, ...],
                 quota_: Quota | None, link: bool, priority: int | None, deadline: float | None,
                 name: str | None) -> Process:
-        try:
-            img = ProcessImage.of(image) if not isinstance(image, str) else self._image_named(image)
-        except TypeError as e:
-            raise SyscallError(f"spawn: {e}") from None
+        img = self._image_cache.get(image) if not isinstance(image, (str, ProcessImage)) else None
+        if img is None:
+            try:
+                img = ProcessImage.of(image) if not isinstance(image, str) else self._image_named(image)
+            except TypeError as e:
+                raise SyscallError(f"spawn: {e}") from None
+            if not isinstance(image, (str, ProcessImage)):
+                self._image_cache[image] = img
         if quota_ is not None and not isinstance(quota_, Quota):
             raise SyscallError(f"spawn: quota must be a Quota, got {type(quota_).__name__}")
         if priority is None:
@@ -471,7 +503,7 @@ class Kernel:
                 srcs.append(self.caps.resolve(parent, c, 0x7F, "spawn caps"))
         pid = self.next_pid
         if parent is None:
-            account = self.accounts.open_root(pid, quota_ or Quota())
+            account = self.accounts.open_root(pid, quota_ or _NO_QUOTA)
         else:
             account = self.accounts.open_child(pid, parent.account, quota_)  # type: ignore[arg-type]
         self.next_pid = pid + 1
@@ -480,7 +512,7 @@ class Kernel:
         proc.priority = priority
         now = self.clock.now()
         proc.started = now
-        q = quota_ or Quota()
+        q = quota_ or _NO_QUOTA
         wall = now + q.wall_ms if q.wall_ms is not None else None
         if parent is not None and parent.wall_deadline is not None:
             wall = parent.wall_deadline if wall is None else min(wall, parent.wall_deadline)
@@ -491,7 +523,8 @@ class Kernel:
         proc.max_mailbox = mm
         if deadline is not None:
             proc.deadline = now + deadline
-        self._arm_deadline(proc)
+        if proc.deadline is not None or wall is not None:
+            self._arm_deadline(proc)
         child_caps = []
         for src in srcs:
             cap = self.caps.transfer(src, proc)
@@ -567,8 +600,11 @@ class Kernel:
         proc.coro = None
         if coro is not None:
             try:
-                coro.close()  # GeneratorExit inside; a process that swallows it is dropped anyway
+                coro.close()  # GeneratorExit inside; `finally` blocks run, syscalls cannot
             except BaseException as e:
+                # It swallowed GeneratorExit and yielded again. It will never be resumed; keep
+                # it frozen forever so that garbage collection cannot run its code again.
+                _FROZEN.append(coro)
                 self.events.emit(proc.pid, "close_error", f"{type(e).__name__}: {e}")
         self.timers.cancel(proc.timer)
         self.timers.cancel(proc.dl_timer)
@@ -646,7 +682,7 @@ class Kernel:
         if audit is not None and audit.passes and audit.cleared(proc.pid, action, args):
             return True  # decided and recorded before it parked for the group commit
         decision = self.policy.check(proc.pid, action, args)
-        self.events.emit(proc.pid, "policy", (action, decision.allowed, decision.rule))
+        self._append((self._now(), proc.pid, "policy", (action, decision.allowed, decision.rule)))
         if not decision.allowed:
             if decision.effect == "approve" and self.approvals is not None and req is not None:
                 if audit is not None:
