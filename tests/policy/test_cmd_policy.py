@@ -61,3 +61,65 @@ def test_policy_test_cases(tmp_path: Path) -> None:
     cases.write_text("- {action: calc, args: {x: 30}, expect: allow}\n")
     r = CliRunner().invoke(app, ["policy", "test", str(p), str(cases)])
     assert r.exit_code == 1 and "FAIL" in r.output and "1 case(s) failed" in r.output
+
+
+PROGRAM = '''
+from agentos.drivers.tools import ToolsDriver, tool
+from agentos.abi.errors import PolicyDenied
+
+@tool()
+def calc(x: int) -> int:
+    return x * 2
+
+@tool()
+def pay(amount: int) -> str:
+    return f"paid {amount}"
+
+GRANT = ["tools"]
+
+def setup(k):
+    k.register_driver(ToolsDriver([calc, pay]))
+
+async def init(sys, args):
+    h = await sys.open("tools")
+    a = await sys.read(h, {"tool": "calc", "args": {"x": 2}})
+    try:
+        b = await sys.read(h, {"tool": "pay", "args": {"amount": 3}})
+    except PolicyDenied as e:
+        b = "refused"
+    return a, b
+'''
+
+
+def _run(tmp_path: Path, approve: str, stdin: str = "") -> tuple[int, str]:
+    pol = tmp_path / "security.md"
+    pol.write_text(md(POLICY))
+    prog = tmp_path / "prog.py"
+    prog.write_text(PROGRAM)
+    r = CliRunner().invoke(app, ["policy", "run", str(pol), str(prog), "--approve", approve,
+                                 "--audit-dir", str(tmp_path / "audit"), "--durability", "os"], input=stdin)
+    return r.exit_code, r.output
+
+
+def test_policy_run_with_interactive_prompt(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("AGENTOS_AUDIT_KEY", "ab" * 32)
+    code, out = _run(tmp_path, "prompt", "y\n")
+    assert code == 0 and "(4, 'paid 3')" in out and "wants tools.pay" in out
+    v = CliRunner().invoke(app, ["audit", "verify", "--dir", str(tmp_path / "audit")])
+    assert v.exit_code == 0 and "ok:" in v.output
+
+
+def test_policy_run_denies_without_an_approver(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("AGENTOS_AUDIT_KEY", "ab" * 32)
+    code, out = _run(tmp_path, "deny")
+    assert code == 0 and "(4, 'refused')" in out
+
+
+def test_policy_run_refuses_rules_for_tools_the_kernel_lacks(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("AGENTOS_AUDIT_KEY", "ab" * 32)
+    pol = tmp_path / "security.md"
+    pol.write_text(md(POLICY + "  - {action: rm_rf, effect: allow}\n"))
+    prog = tmp_path / "prog.py"
+    prog.write_text(PROGRAM)
+    r = CliRunner().invoke(app, ["policy", "run", str(pol), str(prog), "--audit-dir", str(tmp_path / "a")])
+    assert r.exit_code == 1 and "unknown tool 'rm_rf'" in r.output

@@ -13,7 +13,7 @@ def _tool_names(spec: Optional[str]) -> list[str] | None:
 
 
 def _load_cases(path: Path) -> list[dict[str, Any]]:
-    import yaml
+    import yaml  # type: ignore[import-untyped]
 
     from ..policy.loader import extract_yaml
 
@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
     audit_app = typer.Typer(help="The flight recorder: verify the keyed audit chain.", no_args_is_help=True)
     app.add_typer(policy_app, name="policy")
     app.add_typer(audit_app, name="audit")
+    register_run(policy_app)
 
     @policy_app.command("validate")
     def validate(file: Path = typer.Argument(..., help="policy file (.md with a yaml block, or .yaml)"),
@@ -115,3 +116,64 @@ def register(app: typer.Typer) -> None:
         typer.echo(report.summary(), err=not report.ok)
         if not report.ok:
             raise typer.Exit(1)
+
+
+def register_run(policy_app: typer.Typer) -> None:
+    @policy_app.command("run")
+    def run(policy_file: Path = typer.Argument(..., help="policy file (.agents/security.md)"),
+            program: Path = typer.Argument(..., help="a Python file defining `async def init(sys, args)`"),
+            approve: str = typer.Option("prompt", help="who answers approvals: prompt (ask here), http "
+                                                       "(loopback endpoint, token printed), deny"),
+            timeout: float = typer.Option(60.0, help="seconds an approval may wait before it is denied"),
+            audit_dir: Optional[Path] = typer.Option(None, help="flight recorder directory "
+                                                                 "(default $AGENTOS_HOME/audit)"),
+            durability: str = typer.Option("fsync", help="fsync or os")) -> None:
+        """Run PROGRAM under a policy, with approvals and the flight recorder on."""
+        import asyncio
+
+        from ..audit import FlightRecorder
+        from ..kernel import Kernel
+        from ..policy import ApprovalChannel, PolicyEngine, PolicyLoadError
+        from ..policy.approval_io import ApprovalServer, PromptApprover
+        from .cmd_core import load_program
+
+        if approve not in ("prompt", "http", "deny"):
+            raise typer.BadParameter("--approve is prompt, http or deny")
+        try:
+            engine = PolicyEngine.load(policy_file)
+        except PolicyLoadError as e:
+            typer.echo(f"invalid: {e}", err=True)
+            raise typer.Exit(1)
+        module = load_program(program)
+        d = audit_dir or Path(os.environ.get("AGENTOS_HOME", ".agentos")) / "audit"
+        rec = FlightRecorder.open(d, durability=durability)
+        callback = PromptApprover() if approve == "prompt" else (lambda r: False) if approve == "deny" else None
+        chan = ApprovalChannel(callback, timeout_ms=timeout * 1000)
+        k = Kernel(policy=engine, audit=rec, approvals=chan)
+        if hasattr(module, "setup"):
+            module.setup(k)
+        for name, drv in k.drivers.items():
+            tools = getattr(drv, "tools", None)
+            if isinstance(tools, dict):
+                try:
+                    engine.validate_tools(tools, family=name)
+                except PolicyLoadError as e:
+                    typer.echo(f"invalid: {e}", err=True)
+                    raise typer.Exit(1)
+
+        async def main() -> object:
+            server = None
+            if approve == "http":
+                server = await ApprovalServer(chan).start()
+                typer.echo(f"approvals: {server.url}/approvals  (Authorization: Bearer {server.token})", err=True)
+            try:
+                return await k.boot(module.init, grant=list(getattr(module, "GRANT", [])),
+                                    quota=getattr(module, "QUOTA", None), args=getattr(module, "ARGS", None))
+            finally:
+                if server is not None:
+                    await server.close()
+                rec.close()
+        res = asyncio.run(main())
+        typer.echo(f"init ended {res.reason}" + ("" if res.value is None else f" -> {res.value!r:.200}"))  # type: ignore[attr-defined]
+        typer.echo(f"audit: {d} ({rec.seq} records)")
+        raise typer.Exit(0 if res.reason.normal else 1)  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ waits on a person: a callback that returns an awaitable runs as a task, like dev
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import secrets
@@ -130,12 +131,12 @@ class ApprovalChannel:
         r.timer = k.timers.add(r.deadline, self._timed_out, rid)
         if proc.cleanups is None:
             proc.cleanups = []
-        proc.cleanups.append(lambda _reason, rid=rid: self._drop(rid))
+        proc.cleanups.append(functools.partial(self._drop_on_exit, rid))
         if inspect.isawaitable(answer):
             r.outside = True
             k.io_started()
             task = asyncio.ensure_future(answer)
-            task.add_done_callback(lambda t, rid=rid: self._callback_done(rid, t))
+            task.add_done_callback(functools.partial(self._callback_done, rid))
         elif self.outside:
             r.outside = True
             k.io_started()       # a person may answer: keep the kernel loop listening
@@ -191,6 +192,9 @@ class ApprovalChannel:
             self.answer(rid, False, "callback (failed)")
             return
         self.answer(rid, task.result() is True, "callback")
+
+    def _drop_on_exit(self, rid: str, _reason: Any) -> None:
+        self._drop(rid)
 
     def _drop(self, rid: str) -> None:
         """The waiting process ended: forget its request."""

@@ -143,7 +143,8 @@ class PolicyEngine:
             self._plans.clear()
             self._ndrivers = len(k.drivers)
         classes = self.classes_of(action) if self.ontology is not None else frozenset()
-        denies, allows = [], []
+        denies: list[Rule] = []
+        allows: list[Rule] = []
         for r in self.rules:
             if r.matches_action(action) or (classes and any(c in classes for c in r.classes)):
                 (denies if r.effect == "deny" else allows).append(r)
@@ -234,6 +235,16 @@ class PolicyEngine:
                             {"violation": d.rule, "would": d.effect})
         return Decision(True, d.rule, f"audit: would {'ask approval' if d.effect == 'approve' else 'deny'}: "
                         f"{d.reason}", "log", {"violation": d.rule, "would": d.effect})
+
+    def validate_tools(self, tools: Iterable[str], family: str = "tools") -> None:
+        """Refuse rules naming a tool the kernel does not have (once its drivers are known)."""
+        known = set(tools)
+        for r in self.rules:
+            for a in r.actions:
+                fam, _, op = a.partition(".")
+                if fam == family and op not in ("*", "list") and op not in known:
+                    raise PolicyLoadError(f"rule {r.name} names unknown tool {op!r} (this kernel's tools: "
+                                          f"{', '.join(sorted(known)) or 'none'})", r.line, self.spec.path)
 
     def describe(self) -> dict[str, Any]:
         return {"mode": self.mode, "version": self.spec.version, "rules": len(self.rules),

@@ -44,19 +44,19 @@ _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 
 
-class LDict(dict):  # type: ignore[type-arg]
+class LDict(dict):
     """A mapping that remembers the line of each key."""
     line = 0
     lines: dict[Any, int]
 
 
-class LList(list):  # type: ignore[type-arg]
+class LList(list):
     line = 0
     lines: list[int]
 
 
 def _yaml_loader() -> Any:
-    import yaml
+    import yaml  # type: ignore[import-untyped]
 
     class Loader(yaml.SafeLoader):
         pass
