@@ -4,7 +4,7 @@ Latency percentiles (p50/p99/p99.9, microseconds, wall clock per call) of:
   * `check` alone (constraints + rate limit, no recorder);
   * `check` + the write-ahead audit record, durable before returning: what the kernel's
     chokepoint does before every allowed action. Durability "fsync" (survives power
-    loss; SQLite synchronous=FULL plus an fsynced anchor) and "os" (survives a killed
+    loss; SQLite synchronous=FULL for records and anchor) and "os" (survives a killed
     kernel); the log lives on the disk under AGENTOS_BENCH_DIR (default: a temp dir);
   * a tool call through a live kernel with the fsync recorder, 16 processes at once,
     with group commit (callers park, one writer thread commits for all) and without;
@@ -113,7 +113,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             ok = rec.verify().ok
             rec.close()
             rows.append(_row(f"policy_check_durable_{durability}", stats,
-                             f"check + write-ahead HMAC record, SQLite WAL ({durability}), anchor file; "
+                             f"check + write-ahead HMAC record, SQLite WAL ({durability}) + anchor db; "
                              f"{m} calls, chain verified={ok}", durability=durability))
         finally:
             shutil.rmtree(d, ignore_errors=True)
