@@ -123,3 +123,15 @@ def test_policy_run_refuses_rules_for_tools_the_kernel_lacks(tmp_path: Path, mon
     prog.write_text(PROGRAM)
     r = CliRunner().invoke(app, ["policy", "run", str(pol), str(prog), "--audit-dir", str(tmp_path / "a")])
     assert r.exit_code == 1 and "unknown tool 'rm_rf'" in r.output
+
+
+def test_policy_run_takes_audit_settings_from_the_policy(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("AGENTOS_AUDIT_KEY", "ab" * 32)
+    pol = tmp_path / "security.md"
+    pol.write_text(md(POLICY + "observability:\n  flight_recorder: true\n  audit_dir: logs/audit\n"
+                               "  durability: os\n"))
+    prog = tmp_path / "prog.py"
+    prog.write_text(PROGRAM)
+    r = CliRunner().invoke(app, ["policy", "run", str(pol), str(prog), "--approve", "deny"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "logs" / "audit" / "audit.db").exists()

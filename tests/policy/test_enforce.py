@@ -166,3 +166,10 @@ def test_every_decision_is_in_the_event_log(mode: str) -> None:
     k = make_kernel(POLICY % mode)
     k.run(calls_calc, args=[1], grant=["tools"])
     assert [e.data for e in k.events.events(kind="policy")] == [("tools.calc", True, "calc-range")]
+
+
+def test_permissive_violation_is_an_event() -> None:
+    k = make_kernel(POLICY % "permissive")
+    k.run(calls_calc, args=[50], grant=["tools"])
+    [ev] = k.events.events(kind="policy_violation")
+    assert ev.data[0] == "tools.calc" and ev.data[1] == "calc-range" and "above the maximum" in ev.data[2]

@@ -125,9 +125,11 @@ def register_run(policy_app: typer.Typer) -> None:
             approve: str = typer.Option("prompt", help="who answers approvals: prompt (ask here), http "
                                                        "(loopback endpoint, token printed), deny"),
             timeout: float = typer.Option(60.0, help="seconds an approval may wait before it is denied"),
-            audit_dir: Optional[Path] = typer.Option(None, help="flight recorder directory "
-                                                                 "(default $AGENTOS_HOME/audit)"),
-            durability: str = typer.Option("fsync", help="fsync or os")) -> None:
+            audit_dir: Optional[Path] = typer.Option(None, help="flight recorder directory (default: the "
+                                                                 "policy's observability.audit_dir, "
+                                                                 "else $AGENTOS_HOME/audit)"),
+            durability: Optional[str] = typer.Option(None, help="fsync or os (default: the policy's "
+                                                                 "observability.durability, else fsync)")) -> None:
         """Run PROGRAM under a policy, with approvals and the flight recorder on."""
         import asyncio
 
@@ -145,8 +147,19 @@ def register_run(policy_app: typer.Typer) -> None:
             typer.echo(f"invalid: {e}", err=True)
             raise typer.Exit(1)
         module = load_program(program)
-        d = audit_dir or Path(os.environ.get("AGENTOS_HOME", ".agentos")) / "audit"
-        rec = FlightRecorder.open(d, durability=durability)
+        obs = engine.spec.observability
+        d = audit_dir
+        if d is None and obs.get("audit_dir"):
+            d = Path(obs["audit_dir"]) if Path(obs["audit_dir"]).is_absolute() else policy_file.parent / obs["audit_dir"]
+        d = d or Path(os.environ.get("AGENTOS_HOME", ".agentos")) / "audit"
+        dur = durability or obs.get("durability", "fsync")
+        if dur not in ("fsync", "os"):
+            raise typer.BadParameter("--durability is fsync or os")
+        if obs.get("flight_recorder") is False:
+            typer.echo("note: the policy sets observability.flight_recorder: false; the flight recorder "
+                       "stays on under agentctl policy run (it cannot be turned off from the policy file)",
+                       err=True)
+        rec = FlightRecorder.open(d, durability=dur)
         callback = PromptApprover() if approve == "prompt" else (lambda r: False) if approve == "deny" else None
         chan = ApprovalChannel(callback, timeout_ms=timeout * 1000)
         k = Kernel(policy=engine, audit=rec, approvals=chan)

@@ -683,6 +683,8 @@ class Kernel:
             return True  # decided and recorded before it parked for the group commit
         decision = self.policy.check(proc.pid, action, args)
         self._append((self._now(), proc.pid, "policy", (action, decision.allowed, decision.rule)))
+        if decision.effect == "log":  # permissive/audit: allowed, but strict would not have
+            self._append((self._now(), proc.pid, "policy_violation", (action, decision.rule, decision.reason)))
         if not decision.allowed:
             if decision.effect == "approve" and self.approvals is not None and req is not None:
                 if audit is not None:
