@@ -167,3 +167,21 @@ def test_path_under_never_admits_a_path_outside_the_root(parts: list[str]) -> No
     inside = norm == "/work/sandbox" or norm.startswith("/work/sandbox/")
     in_etc = norm == "/work/sandbox/etc" or norm.startswith("/work/sandbox/etc/")
     assert allowed == (inside and not in_etc)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0, 5_000, allow_nan=False), min_size=1, max_size=60))
+def test_rate_limit_never_grants_more_than_n_per_window(gaps: list[float]) -> None:
+    k = make_kernel("""
+kernel: {version: "1.0", mode: strict}
+policies:
+  - {name: rl, action: calc, effect: allow, rate_limit: "3/second"}
+""")
+    clock: VirtualClock = k.clock  # type: ignore[assignment]
+    granted: list[float] = []
+    for g in gaps:
+        clock.advance(g)
+        if k.policy.check(1, "tools.calc", {"x": 1}).allowed:
+            granted.append(clock.now())
+    for i, t in enumerate(granted):
+        assert sum(1 for u in granted[i:] if u - t < 1000.0) <= 3
