@@ -138,12 +138,12 @@ class Devices:
         return entry
 
     def sys_read(self, proc: Process, req: Read) -> Any:
-        return self._op(proc, self._handle(proc, req.handle, R_READ, "read"), "read", req.req)
+        return self._op(proc, self._handle(proc, req.handle, R_READ, "read"), "read", req.req, req)
 
     def sys_write(self, proc: Process, req: Write) -> Any:
-        return self._op(proc, self._handle(proc, req.handle, R_WRITE, "write"), "write", req.data)
+        return self._op(proc, self._handle(proc, req.handle, R_WRITE, "write"), "write", req.data, req)
 
-    def _op(self, proc: Process, entry: tuple[Any, ...], op: str, payload: Any) -> Any:
+    def _op(self, proc: Process, entry: tuple[Any, ...], op: str, payload: Any, req: Any = None) -> Any:
         driver, dh, _cap, name = entry
         k = self.k
         if k.replaying:
@@ -153,7 +153,7 @@ class Devices:
         except DriverError as err:  # the request is malformed: journaled, as replay has no driver
             self._journal_refusal(proc, op, name, payload, err)
             raise
-        if action is not None and not k.authorize(proc, action[0], action[1]):
+        if action is not None and not k.authorize(proc, action[0], action[1], req):
             return PARK
         idx = proc.op_index
         proc.op_index = idx + 1
@@ -190,7 +190,7 @@ class Devices:
             self._journal_refusal(proc, "read_all", name, payloads, err)
             raise
         for a in actions:  # authorize all before running any
-            if a is not None and not k.authorize(proc, a[0], a[1]):
+            if a is not None and not k.authorize(proc, a[0], a[1], req):
                 return PARK
         pending: list[tuple[Any, ...]] = []
         for payload, action in zip(payloads, actions):

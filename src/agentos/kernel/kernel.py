@@ -72,6 +72,8 @@ class KernelConfig:
     record: bool = True                # journal driver results in live mode
     policy: Any = None                 # an object with check(pid, action, args, dry_run=) -> Decision;
                                        # None: strict default deny (no actions on the world)
+    audit: Any = None                  # flight recorder: decision(...) write-ahead, append, commit
+    approvals: Any = None              # approval channel: ask(proc, action, args, decision, req)
     pager: Pager | None = None
     recaller: Callable[[], Recaller] | None = None
     switch_batch: int = 512            # process switches between looks at asyncio
@@ -143,6 +145,8 @@ class Kernel:
         self.replaying = cfg.mode == "replay"
         self.journal: Journal | None = cfg.journal if (cfg.journal is not None or not cfg.record) else Journal()
         self.policy = cfg.policy if cfg.policy is not None else NoPolicy()
+        self.audit: Any = cfg.audit
+        self.approvals: Any = cfg.approvals
         self.checkpointer: Callable[[Process], Any] | None = None
         self.boot_hooks: list[Callable[[Process, dict[str, Any]], None]] = []  # record_run
         self.io_tick = 0                   # await points with I/O in flight (replay timing)
@@ -170,6 +174,10 @@ class Kernel:
         self._virtual = self.clock.virtual
         self._quantum = cfg.quantum
         self._push = self.runq.push
+        for part in (self.policy, self.audit, self.approvals):  # give them the clock, drivers, events
+            attach = getattr(part, "attach", None)
+            if attach is not None:
+                attach(self)
 
     @property
     def policy(self) -> Any:
@@ -691,6 +699,11 @@ class Kernel:
         for proc in sorted(self.procs.values(), key=lambda p: -p.pid):
             self.terminate(proc, SHUTDOWN)
         self.events.flush()
+        if self.audit is not None:
+            try:
+                self.audit.commit()
+            except Exception as e:  # the records stay pending in the recorder; say so
+                self.events.emit(KERNEL_PID, "audit_error", f"{type(e).__name__}: {e}")
 
     # -- durability (the work lives in snapshot.py and rebuild.py) ----------------------
     def snapshot(self, pid: int) -> dict[str, Any]:
@@ -721,16 +734,60 @@ class Kernel:
         else:
             self.events.emit(proc.pid, "checkpoint", None)
 
-    def authorize(self, proc: Process, action: str, args: Any) -> bool:
-        """Ask policy about an action on the world. False: the process has been stopped."""
+    def authorize(self, proc: Process, action: str, args: Any, req: Any = None) -> bool:
+        """Ask policy about an action on the world, before the driver runs.
+
+        True: go ahead; with a flight recorder, the action's record is already durable
+        (write-ahead). False: not now: the process was killed (SIGPOLICY, naming the rule)
+        or parked until the approval channel answers or its record is durable (group
+        commit); then `req` runs again and finds its clearance.
+        """
+        audit = self.audit
+        if audit is not None and audit.passes and audit.cleared(proc.pid, action, args):
+            return True  # decided and recorded before it parked for the group commit
         decision = self.policy.check(proc.pid, action, args)
         self._append((self._now(), proc.pid, "policy", (action, decision.allowed, decision.rule)))
-        if decision.allowed:
-            return True
-        if decision.effect == "raise":
-            raise PolicyDenied(decision.rule, decision.reason or f"policy denies {action}")
-        self.signals.deliver(proc, Signal.SIGPOLICY, KERNEL_PID, decision.rule)
-        return False
+        if decision.effect == "log":  # permissive/audit: allowed, but strict would not have
+            self._append((self._now(), proc.pid, "policy_violation", (action, decision.rule, decision.reason)))
+        if not decision.allowed:
+            if decision.effect == "approve" and self.approvals is not None and req is not None:
+                if audit is not None:
+                    audit.decision(proc.pid, action, args, decision, before_action=False)
+                if not self.approvals.ask(proc, action, args, decision, req):  # a refusal raises
+                    return False
+            else:
+                if audit is not None:
+                    audit.decision(proc.pid, action, args, decision, before_action=False)
+                if decision.effect in ("raise", "approve"):
+                    why = decision.reason or f"policy denies {action}"
+                    if decision.effect == "approve":
+                        why += ": no approval channel can answer this call"
+                    raise PolicyDenied(decision.rule, why)
+                self.signals.deliver(proc, Signal.SIGPOLICY, KERNEL_PID, decision.rule)
+                return False
+        if audit is not None:
+            return audit.decision(proc.pid, action, args, decision, before_action=True, proc=proc, req=req)
+        return True
+
+    def retry_syscall(self, proc: Process, req: Any) -> None:
+        """Run a parked process's syscall again (an approval came, a record became durable)
+        and wake it with the result."""
+        if proc.state is EXITED:
+            return
+        entry = self._table.get(type(req))
+        if entry is None:
+            raise KernelError(f"retry_syscall: {type(req).__name__} is not a syscall")
+        try:
+            value = entry[0](proc, req)
+        except (SyscallError, NotImplementedError, TypeError, ValueError) as e:
+            self.wake(proc, None, e)
+            return
+        except Exception as e:
+            self.terminate(proc, fault(InternalError(f"kernel bug rerunning {type(req).__name__} for pid "
+                                                     f"{proc.pid}: {type(e).__name__}: {e}")))
+            return
+        if value is not PARK and proc.state is not EXITED:
+            self.wake(proc, value)
 
     def send_other(self, proc: Process, cap: Any, req: Any) -> Any:
         """A send on a non-process capability: remote proxies plug in here."""
