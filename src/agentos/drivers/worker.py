@@ -145,8 +145,13 @@ class WorkerDriver(Driver):
         return fname, fn, list(args), kwargs  # type: ignore[return-value]
 
     def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any]:
-        fname, _, args, kwargs = self._parse(req)
-        return (f"{self.name}.{fname}", {"args": args, "kwargs": kwargs})
+        """`<device>.<fn>`; a malformed job is still named (so policy sees it) and then
+        refused by `read` with a `ToolError` that says what is wrong."""
+        if not isinstance(req, dict):
+            return (f"{self.name}.invalid", {})
+        fname = req.get("fn")
+        return (f"{self.name}.{fname if isinstance(fname, str) else 'invalid'}",
+                {"args": req.get("args", []), "kwargs": req.get("kwargs", {})})
 
     def read(self, handle: int, req: Any) -> Any:
         fname, fn, args, kwargs = self._parse(req)
