@@ -147,6 +147,7 @@ def _echo(body: dict[str, Any]) -> Reply:
 class _Handler(BaseHTTPRequestHandler):
     srv: OpenAIServer
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         return

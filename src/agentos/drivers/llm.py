@@ -215,10 +215,13 @@ class LLMDriver(Driver):
         loop = asyncio.get_running_loop()
         c = self._clients.get(loop)
         if c is None:
-            from openai import AsyncOpenAI
+            from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
+            # our own HTTP pool: the SDK's default one schedules its close on whatever loop
+            # runs when it is collected, which fails once its own loop is gone
             c = AsyncOpenAI(base_url=self.base_url, api_key=self.api_key or "no-key-configured",
-                            timeout=self.timeout, max_retries=0, default_headers=self.headers or None)
+                            timeout=self.timeout, max_retries=0, default_headers=self.headers or None,
+                            http_client=DefaultAsyncHttpxClient(timeout=self.timeout))
             self._clients[loop] = c
         return c
 
