@@ -1,17 +1,20 @@
 """The `llm` driver against a real scripted OpenAI-compatible HTTP server on 127.0.0.1."""
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("openai")
 
 from agentos import AllowAll, Decision, DriverError, Kernel, PolicyDenied, Quota
 from agentos.abi.errors import BadRequest, DriverTimeout, RateLimited, UpstreamError
 from agentos.abi.types import USD_SCALE
-from agentos.drivers.chat import Price
+from agentos.drivers.chat import Price, parse_arguments, to_openai_messages
 from agentos.drivers.llm import Backoff, LLMDriver
 from agentos.kernel.journal import Journal
 from tests.support.openai_server import Fail, OpenAIServer, Reply
@@ -437,3 +440,38 @@ def test_price_table_validation_and_strict_mode(srv: OpenAIServer) -> None:
 
     _, res = run(driver(srv, prices=PriceTable({"test-model": (1, 1)}, strict=True)), init)
     assert "no price for model 'unpriced'" in res.value and not srv.log
+
+
+def test_importing_the_drivers_pulls_no_optional_library() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, agentos, agentos.drivers; "
+            "bad = [m for m in ('openai', 'mcp', 'httpx2', 'anyio') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                           max_leaves=8)
+
+
+@settings(max_examples=80, deadline=None)
+@given(args=st.dictionaries(st.text(min_size=1, max_size=6), json_values, max_size=4),
+       n_turns=st.integers(1, 4))
+def test_property_tool_calls_survive_the_wire(args: dict[str, Any], n_turns: int) -> None:
+    """An assistant tool call in agentos form goes out as OpenAI JSON text and parses back
+    to the same arguments; roles and order are kept."""
+    msgs: list[dict[str, Any]] = [{"role": "system", "content": "s"}]
+    for i in range(n_turns):
+        msgs += [{"role": "user", "content": f"u{i}"},
+                 {"role": "assistant", "content": None, "tool_calls": [{"id": f"c{i}", "name": "f", "arguments": args}]},
+                 {"role": "tool", "tool_call_id": f"c{i}", "content": args}]
+    wire = to_openai_messages(msgs, "llm")
+    assert [m["role"] for m in wire] == [m["role"] for m in msgs]
+    for w in wire:
+        if w["role"] == "assistant":
+            assert parse_arguments(w["tool_calls"][0]["function"]["arguments"]) == args
+        if w["role"] == "tool":
+            assert json.loads(w["content"]) == args

@@ -231,3 +231,38 @@ def test_unbounded_driver_lets_everyone_in() -> None:
 
         k.run(init, grant=["llm"])
         assert srv.max_active >= 4          # nothing held them back (the gate is what bounds)
+
+
+def test_a_process_killed_while_queued_never_reaches_the_endpoint() -> None:
+    pytest.importorskip("openai")
+    from agentos.drivers.llm import LLMDriver
+    from tests.support.openai_server import OpenAIServer, Reply
+
+    with OpenAIServer() as srv:
+        srv.script(Reply("hog", delay=0.4))
+        d = LLMDriver(base_url=srv.base_url, api_key="k", model="m", max_concurrent=1)
+        k = Kernel(policy=AllowAll())
+        k.register_driver(d)
+
+        async def caller(sys: Any, tag: str) -> Any:
+            return (await sys.read(await sys.open("llm"), {"messages": [{"role": "user", "content": tag}]}))["content"]
+
+        async def init(sys: Any, args: Any) -> Any:
+            _, hog = await sys.spawn(caller, args="hog", caps=["llm"])
+            for _ in range(2000):
+                if srv.active == 1:
+                    break
+                await sys.sleep(1)
+            _, victim = await sys.spawn(caller, args="victim", caps=["llm"], priority=9)
+            for _ in range(2000):
+                if d.gate.statistics().waiting == 1:
+                    break
+                await sys.sleep(1)
+            await sys.kill(victim)
+            return str(await sys.waitpid(victim)), str(await sys.waitpid(hog))
+
+        victim_reason, hog_reason = k.run(init, grant=["llm"]).value
+        assert victim_reason.startswith("killed") and hog_reason == "normal"
+        assert [e["body"]["messages"][0]["content"] for e in srv.log] == ["hog"]
+        s = d.gate.statistics()
+        assert s.in_use == 0 and s.waiting == 0

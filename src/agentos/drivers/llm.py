@@ -231,7 +231,7 @@ class LLMDriver(Driver):
             raise UpstreamError(f"{self.name}: the endpoint answered with no choices")
         choice = resp.choices[0]
         msg = choice.message
-        calls = []
+        calls: list[ToolCall] = []
         for tc in msg.tool_calls or ():
             fn = getattr(tc, "function", None)
             if fn is not None:
@@ -311,7 +311,7 @@ async def _notify(cb: Callable[[str], Any], text: str, device: str) -> Callable[
 
 def _tool_name(t: Any) -> str:
     if isinstance(t, dict):
-        fn = t.get("function") if isinstance(t.get("function"), dict) else t
+        fn = t["function"] if isinstance(t.get("function"), dict) else t
         return str(fn.get("name", "?"))
     return "?"
 

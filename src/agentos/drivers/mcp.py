@@ -110,7 +110,8 @@ class MCPDriver(Driver):
             raise ToolError(f"{self.name}.{req['tool']}: arguments must be an object, got {type(args).__name__}")
         return self._call(req["tool"], args)
 
-    write = read
+    def write(self, handle: Any, data: Any) -> Any:
+        return self.read(handle, data)
 
     # -- calls ----------------------------------------------------------------------------
     async def _list(self) -> DriverResult:

@@ -179,7 +179,8 @@ class WorkerDriver(Driver):
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=_worker_main, args=(child,), name=f"agentos-{self.name}", daemon=True)
+        proc = self._ctx.Process(  # type: ignore[attr-defined]
+            target=_worker_main, args=(child,), name=f"agentos-{self.name}", daemon=True)
         proc.start()
         child.close()
         return _Worker(proc, parent)
@@ -232,7 +233,11 @@ class WorkerDriver(Driver):
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = loop.create_future()
         fd = w.conn.fileno()
-        loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(fd, wake)
         try:
             if timeout is None:
                 await ready
@@ -245,7 +250,7 @@ class WorkerDriver(Driver):
         finally:
             loop.remove_reader(fd)
         try:
-            return w.conn.recv()  # type: ignore[no-any-return]
+            return w.conn.recv()
         except (EOFError, OSError):
             w.proc.join(1)
             self.crashed += 1
