@@ -17,7 +17,7 @@ from agentos.abi.types import USD_SCALE
 from agentos.drivers.chat import Price, parse_arguments, to_openai_messages
 from agentos.drivers.llm import Backoff, LLMDriver
 from agentos.kernel.journal import Journal
-from tests.support.openai_server import Fail, OpenAIServer, Reply
+from tests.support.openai_server import Fail, OpenAIServer, Raw, Reply
 
 PRICES = {"test-model": (2.5, 10.0), "big-*": (15.0, 60.0)}
 USER = [{"role": "user", "content": "hi"}]
@@ -475,3 +475,31 @@ def test_property_tool_calls_survive_the_wire(args: dict[str, Any], n_turns: int
             assert parse_arguments(w["tool_calls"][0]["function"]["arguments"]) == args
         if w["role"] == "tool":
             assert json.loads(w["content"]) == args
+
+
+@pytest.mark.parametrize("raw", [Raw(b"{not json"), Raw(b'{"choices": []}'), Raw(b"<html>oops</html>", 502, "text/html"),
+                                 Raw(b"data: {broken\n\n", 200, "text/event-stream")])
+def test_a_broken_endpoint_is_a_typed_error_not_a_crash(srv: OpenAIServer, raw: Raw) -> None:
+    srv.script(raw, raw, raw, raw)
+    seen: list[str] = []
+
+    async def victim(sys: Any, args: Any) -> Any:
+        try:
+            await sys.read(await sys.open("llm"), {"messages": USER})
+        except DriverError as e:
+            seen.append(f"{type(e).__name__}: {e}")
+            return
+        seen.append("no error")
+
+    async def init(sys: Any, args: Any) -> Any:
+        _, cap = await sys.spawn(victim, caps=["llm"])
+        await sys.waitpid(cap)
+        return "kernel still fine"
+
+    k = Kernel(policy=AllowAll())
+    k.register_driver(driver(srv, max_retries=1))
+    res = k.run(init, grant=["llm"])
+    assert res.value == "kernel still fine"
+    exits = [e.data for e in k.events.events() if e.kind == "exit" and e.pid == 2]
+    assert exits == ["normal"]
+    assert len(seen) == 1 and seen[0].startswith("UpstreamError: llm: "), seen

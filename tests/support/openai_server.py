@@ -53,6 +53,15 @@ class Fail:
     delay: float = 0.0
 
 
+@dataclass
+class Raw:
+    """Exactly these bytes as the response body (a broken or non-conforming endpoint)."""
+
+    body: bytes = b"not json"
+    status: int = 200
+    content_type: str = "application/json"
+
+
 class _ClientGone(Exception):
     pass
 
@@ -67,7 +76,7 @@ class OpenAIServer:
         self.capacity = capacity
         self.service_time = service_time
         self.log: list[dict[str, Any]] = []
-        self._script: list[Reply | Fail] = []
+        self._script: list[Reply | Fail | Raw] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.active = 0
@@ -111,7 +120,7 @@ class OpenAIServer:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
 
     # -- scripting ---------------------------------------------------------------------
-    def script(self, *replies: Reply | Fail) -> None:
+    def script(self, *replies: Reply | Fail | Raw) -> None:
         with self._lock:
             self._script.extend(replies)
 
@@ -121,7 +130,7 @@ class OpenAIServer:
             self.log.clear()
             self.max_active = self.refused = 0
 
-    def _next(self, body: dict[str, Any]) -> Reply | Fail:
+    def _next(self, body: dict[str, Any]) -> Reply | Fail | Raw:
         with self._lock:
             if self._script:
                 return self._script.pop(0)
@@ -201,6 +210,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, entry: dict[str, Any], body: dict[str, Any]) -> None:
         srv = self.srv
         r = srv._next(body)
+        if isinstance(r, Raw):
+            entry["status"] = r.status
+            self.send_response(r.status)
+            self.send_header("content-type", r.content_type)
+            self.send_header("content-length", str(len(r.body)))
+            self.end_headers()
+            self.wfile.write(r.body)
+            self.wfile.flush()
+            return
         self._wait(r.delay + srv.service_time)
         if isinstance(r, Fail):
             headers = {}
@@ -311,4 +329,4 @@ def _split(text: str, n: int = 4) -> list[str]:
     return [text[i:i + n] for i in range(0, len(text), n)] if text else []
 
 
-__all__ = ["Fail", "OpenAIServer", "Reply"]
+__all__ = ["Fail", "OpenAIServer", "Raw", "Reply"]

@@ -203,6 +203,9 @@ class LLMDriver(Driver):
                 retry_after = None
             except openai.OpenAIError as e:
                 raise UpstreamError(f"{self.name}: {type(e).__name__}: {e}") from None
+            except (ValueError, TypeError, AttributeError, KeyError) as e:  # a body that is not a completion
+                raise UpstreamError(f"{self.name}: the endpoint's answer is not a chat completion "
+                                    f"({type(e).__name__}: {str(e)[:200]})") from None
             if attempt >= self.max_retries:
                 raise err
             delay = self.backoff.delay(attempt, self._rng, retry_after)
