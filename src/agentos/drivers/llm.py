@@ -4,7 +4,9 @@ A read is one chat completion: the request and reply shapes are `drivers.chat`'s
 `local` driver speaks the same), the cost is the reported usage in tokens plus its USD
 price from a `PriceTable`. Open params may carry `on_delta`, a callback that sees each
 text delta as it streams; it is observational only (the syscall still returns one reply,
-so metering and the journal do not change).
+so metering and the journal do not change). It may be sync or async; one that raises is
+switched off for the rest of that call. If a stream breaks and the call is retried, the
+deltas of the new attempt follow those already seen; `read_all` streams interleave.
 
 What the driver adds on top of the SDK, and why:
 - a `PriorityGate` per device bounds concurrent requests; waiters go by the caller's
