@@ -503,3 +503,24 @@ def test_a_broken_endpoint_is_a_typed_error_not_a_crash(srv: OpenAIServer, raw: 
     exits = [e.data for e in k.events.events() if e.kind == "exit" and e.pid == 2]
     assert exits == ["normal"]
     assert len(seen) == 1 and seen[0].startswith("UpstreamError: llm: "), seen
+
+
+def test_an_unreachable_endpoint_is_retried_then_an_upstream_error() -> None:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()                                 # nothing listens there now
+    sleeps = Sleeps()
+    d = LLMDriver(base_url=f"http://127.0.0.1:{port}/v1", api_key="k", max_retries=2, sleep=sleeps,
+                  backoff=Backoff(base=0.1, jitter=0))
+
+    async def init(sys: Any, args: Any) -> Any:
+        try:
+            await sys.read(await sys.open("llm"), {"messages": USER})
+        except UpstreamError as e:
+            return str(e)
+
+    _, res = run(d, init)
+    assert "cannot reach" in res.value and sleeps.delays == [0.1, 0.2] and d.calls == 3
