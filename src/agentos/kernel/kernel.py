@@ -242,6 +242,9 @@ class Kernel:
             raise KernelError("a driver needs a non-empty name")
         if name in self.drivers:
             raise KernelError(f"a driver named {name!r} is already registered")
+        hook = getattr(driver, "on_register", None)
+        if hook is not None:
+            hook(self, name)
         self.drivers[name] = driver
 
     def register_image(self, image: ProcessImage | Callable[..., Any]) -> ProcessImage:
