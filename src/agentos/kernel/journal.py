@@ -66,31 +66,50 @@ class Journal:
     def __init__(self, entries: Iterable[JournalEntry] = ()) -> None:
         self.entries: list[JournalEntry] = []
         self._by_key: dict[tuple[int, int], JournalEntry] = {}
-        self.decisions: dict[int, list[JournalEntry]] = {}   # pid -> policy decisions in order
-        self.cancelled: set[tuple[int, int]] = set()           # (pid, op) in flight, never completed
+        self._decisions: dict[int, list[JournalEntry]] = {}   # pid -> policy decisions in order
+        self._cancelled: set[tuple[int, int]] = set()           # (pid, op) in flight, never completed
+        self._indexed = 0   # entries[:_indexed] are in the lookup indexes (built lazily)
         self.sinks: list[Callable[[JournalEntry], None]] = []
         self.extend(entries)
 
+    def _ensure_index(self) -> None:
+        """Recording only appends; the indexes replay needs are built on first lookup."""
+        entries = self.entries
+        for i in range(self._indexed, len(entries)):
+            self._index(entries[i])
+        self._indexed = len(entries)
+
+    @property
+    def decisions(self) -> dict[int, list[JournalEntry]]:
+        self._ensure_index()
+        return self._decisions
+
+    @property
+    def cancelled(self) -> set[tuple[int, int]]:
+        self._ensure_index()
+        return self._cancelled
+
     def _index(self, e: JournalEntry) -> None:
-        self.entries.append(e)
         if e.op == "policy":
-            self.decisions.setdefault(e.pid, []).append(e)
+            self._decisions.setdefault(e.pid, []).append(e)
         elif e.op == "io_cancel":
             for i in range(e.index, e.index + int(e.value or 1)):
-                self.cancelled.add((e.pid, i))
+                self._cancelled.add((e.pid, i))
         else:
             self._by_key[(e.pid, e.index)] = e
 
     def extend(self, entries: Iterable[JournalEntry]) -> None:
-        for e in entries:
-            self._index(e)
+        self.entries.extend(entries)
+        self._ensure_index()
 
     def record(self, entry: JournalEntry) -> None:
-        self._index(entry)
+        self.entries.append(entry)
         for sink in self.sinks:
             sink(entry)
 
     def lookup(self, pid: int, index: int) -> JournalEntry | None:
+        if self._indexed != len(self.entries):
+            self._ensure_index()
         return self._by_key.get((pid, index))
 
     def matches(self, e: JournalEntry | None, op: str, device: str, request: Any) -> bool:
@@ -98,6 +117,8 @@ class Journal:
                 and canonical(e.request) == canonical(request))
 
     def replay(self, pid: int, index: int, op: str, device: str, request: Any) -> JournalEntry:
+        if self._indexed != len(self.entries):
+            self._ensure_index()
         e = self._by_key.get((pid, index))
         if e is None:
             raise NondeterminismError(

@@ -58,9 +58,10 @@ class DecisionRecorder:
             if len(self._actions) < 4096:
                 self._actions[action] = aj
         ok = bool(d.allowed)
-        self.journal.record(JournalEntry(
-            pid, n, "policy", "", action, None, ok, cached[0],
-            raw=_DECISION_JSON % (aj, n, "true" if ok else "false", pid, cached[1])))
+        journal = self.journal
+        # the prebuilt JSON only matters to a sink (a store); to_json builds the same bytes
+        raw = _DECISION_JSON % (aj, n, "true" if ok else "false", pid, cached[1]) if journal.sinks else None
+        journal.record(JournalEntry(pid, n, "policy", "", action, None, ok, cached[0], raw=raw))
         return d
 
     def __getattr__(self, name: str) -> Any:  # approvals, rules, ... of the real engine
