@@ -274,7 +274,14 @@ class Kernel:
             for hook in self.boot_hooks:
                 hook(proc, {"args": args, "grant": grants, "quota": quota, "name": name,
                             "priority": priority})
-            await self._loop()
+            try:
+                await self._loop()
+            except BaseException:
+                try:  # no process outlives a kernel that stopped on an error
+                    self.shutdown()
+                except BaseException:  # noqa: BLE001 - the first error is the one to report
+                    pass
+                raise
             self.shutdown()
             self.events.flush()
             assert proc.exit_reason is not None
