@@ -1,0 +1,1 @@
+"""Ring 2: libraries built on syscalls only (supervisors, agents, ...)."""
