@@ -4,9 +4,8 @@
     python examples/demo.py --base-url URL        # any OpenAI-compatible endpoint
     AGENTOS_LLM_BASE_URL=URL agentctl demo        # the same, from the environment
 
-The team: a *planner* splits a goal into two tasks and spawns a ReAct *worker* for each
-(a calculator and a file reader are their tools), then writes the report from their
-answers; a *supervisor* restarts a flaky *sensor* worker that crashes until its sensor
+The team: a *planner* spawns a ReAct *worker* per task, each holding only the tool its
+task needs (a calculator, a file reader), and assembles the report from their answers; a *supervisor* restarts a flaky *sensor* worker that crashes until its sensor
 answers; a *budget* worker gets a token quota too small for its task and is stopped by
 the kernel when it runs out. Every LLM and tool call is a metered syscall; the narrative
 below is rendered from the kernel's event log as it happens, and the run ends with a
@@ -31,10 +30,10 @@ from agentos.drivers.tools import Tool, ToolsDriver
 from agentos.kernel.events import Event
 from agentos.userland.react import react_agent
 
-NOTES = """Project Aurora: status notes
-The launch date is 14 March 2027.
-The team has 6 engineers and a budget of 120000 EUR.
-Open risk: the supplier of the radio module is late.
+NOTES = """Launch date: 14 March 2027
+Team size: 6 engineers
+Budget: 120000 EUR
+Open risk: the radio module supplier is late
 """
 
 # -- tools: plain functions, schema-checked and metered by the tools driver ---------------
@@ -123,7 +122,7 @@ async def worker(sys: Any, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def planner(sys: Any, args: dict[str, Any]) -> str:
-    """Split the goal into tasks, run a worker per task in parallel, write the report."""
+    """Run a ReAct worker per task in parallel, each with only the tools its task needs; report."""
     await sys.register("planner")
     pending: dict[int, str] = {}
     for task, tools in args["tasks"]:
@@ -144,13 +143,9 @@ async def planner(sys: Any, args: dict[str, Any]) -> str:
         elif isinstance(body, Down) and body.pid in pending:
             task = pending.pop(body.pid)
             answers.setdefault(task, f"(worker ended: {body.reason})")
-    findings = "\n".join(f"- {t} -> {a}" for t, a in answers.items())
-    h = await sys.open(args["llm"], {"on_delta": args["on_delta"]} if args.get("on_delta") else None)
-    reply = await sys.read(h, {"messages": [
-        {"role": "system", "content": "You write one short status sentence from the findings."},
-        {"role": "user", "content": f"Goal: {args['goal']}\nFindings:\n{findings}\nStatus sentence:"}],
-        "max_tokens": 60, "temperature": 0.0})
-    report = (reply.get("content") or "").strip().split("\n")[0]
+    # The report is assembled here, not written by the model: a 270M base model cannot
+    # summarise (it answers "1000000…"); the workers' answers are the substance.
+    report = "; ".join(f"{t.split(' and ')[0].rstrip('.')} → {a}" for t, a in answers.items())
     await sys.log("info", "planner.report", report=report, findings=answers)
     return report
 
@@ -159,13 +154,17 @@ async def sensor(sys: Any, args: dict[str, Any]) -> dict[str, Any]:
     """Let it crash: no error handling; the supervisor restarts it until the sensor answers."""
     th = await sys.open("tools")
     reading = await sys.read(th, {"tool": "read_sensor", "args": {}})   # raises: a fault, the process ends
-    res = await react_agent(sys, f"The lab sensor reads {reading['celsius']} degrees Celsius. "
-                                 f"Is that within the normal range of 18 to 24 degrees? Answer yes or no.",
-                            [], llm=args["llm"], max_steps=1, max_tokens=24, on_delta=args.get("on_delta"))
+    h = await sys.open(args["llm"], {"on_delta": args["on_delta"]} if args.get("on_delta") else None)
+    reply = await sys.read(h, {"messages": [
+        {"role": "user", "content": f"The lab's normal range is 18 to 24 degrees Celsius. The sensor reads "
+                                    f"{reading['celsius']} degrees. Is the reading within the normal range?"}],
+        "response_format": VERDICT_FORMAT, "max_tokens": 24, "temperature": 0.0})
+    verdict = _json_field(reply.get("content"), "within_range")
+    await sys.log("info", "sensor.verdict", celsius=reading["celsius"], within_range=verdict)
     team = await sys.lookup("team")
     if team is not None:
-        await sys.send(team, {"sensor": reading, "verdict": res.answer})
-    return {"reading": reading, "verdict": res.answer}
+        await sys.send(team, {"sensor": reading, "within_range": verdict})
+    return {"reading": reading, "within_range": verdict}
 
 
 def _supervision() -> tuple[Any, Any, Any]:
@@ -230,6 +229,20 @@ async def _one_for_one(sys: Any, spec: Any) -> str:
         await start(c)
 
 
+VERDICT_FORMAT = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": {
+    "type": "object", "properties": {"within_range": {"type": "boolean"}},
+    "required": ["within_range"], "additionalProperties": False}}}
+
+
+def _json_field(text: Any, key: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text or "")[key]
+    except (ValueError, TypeError, KeyError):
+        return text   # an endpoint that ignored response_format: keep its words
+
+
 WORKER = ProcessImage("worker", worker)
 SENSOR = ProcessImage("sensor", sensor)
 
@@ -277,6 +290,7 @@ class Proc:
     tool_calls: int = 0
     usd_nano: int = 0
     llm_calls: int = 0
+    refused: int = 0          # tokens of the call the budget could not pay
     exit: str = "running"
 
 
@@ -291,7 +305,7 @@ class Narrator:
         self.stream = stream
         self.procs: dict[int, Proc] = {}
         self._streaming = False
-        self._actions: dict[tuple[int, int], str] = {}
+        self._last_charge: dict[int, tuple[int, int, int]] = {}
 
     def tag(self, pid: int) -> str:
         p = self.procs.get(pid)
@@ -306,10 +320,13 @@ class Narrator:
             self._streaming = True
         self.c.print(text.replace("\n", " "), end="", style="dim", markup=False, highlight=False)
 
-    def say(self, pid: int, text: str) -> None:
+    def end_stream(self) -> None:
         if self._streaming:
             self.c.print()
             self._streaming = False
+
+    def say(self, pid: int, text: str) -> None:
+        self.end_stream()
         self.c.print(f"{self.tag(pid)} {text}", highlight=False)
 
     def __call__(self, batch: list[Event]) -> None:
@@ -338,12 +355,21 @@ class Narrator:
                 p.tokens += tokens
                 p.tool_calls += tool_calls
                 p.usd_nano += usd
-                if tokens:
-                    p.llm_calls += 1
+                p.llm_calls += 1 if tokens else 0
+                self._last_charge[pid] = (tokens, tool_calls, usd)
             if tokens:
                 self.say(pid, f"[dim]llm call: {tokens} tokens (total {p.tokens if p else tokens})[/]")
         elif k == "quota":
-            self.say(pid, f"[bold red]out of budget: {d[0]}[/]")
+            # the kernel refused that charge (all or nothing) and ends the process: un-count it
+            p = self.procs.get(pid)
+            tokens, tool_calls, usd = self._last_charge.pop(pid, (0, 0, 0))
+            if p:
+                p.tokens -= tokens
+                p.tool_calls -= tool_calls
+                p.usd_nano -= usd
+                p.refused += tokens
+            self.say(pid, f"[bold red]out of budget: {d[0]}[/] — the kernel refuses that charge "
+                          f"and stops the process")
         elif k == "log":
             self.on_log(pid, d[1], d[2])
         elif k == "exit":
@@ -367,6 +393,11 @@ class Narrator:
             self.say(pid, f"[bold green]answer:[/] {f.get('answer')!s}")
         elif msg == "planner.report":
             self.say(pid, f"[bold]report:[/] {f.get('report')}")
+        elif msg == "sensor.verdict":
+            self.say(pid, f"sensor reads {f.get('celsius')} °C; within range: [bold]{f.get('within_range')}[/]")
+        elif msg == "react.repeat":
+            self.say(pid, f"[yellow]repeats an earlier call ({', '.join(f['tools'])}): not run again; "
+                          f"next step must answer[/]")
         elif msg.startswith("react."):
             self.say(pid, f"[yellow]{msg[6:]}[/] {f}")
         else:
@@ -376,11 +407,12 @@ class Narrator:
         from rich.table import Table
 
         t = Table(title="ps -a: every process of this run and what it cost")
-        for col in ("pid", "name", "parent", "exit", "llm calls", "tokens", "tool calls", "usd"):
-            t.add_column(col, justify="right" if col in ("pid", "parent", "llm calls", "tokens", "tool calls", "usd") else "left")
+        for col in ("pid", "name", "parent", "exit", "llm", "tokens", "tools", "usd"):
+            t.add_column(col, no_wrap=True,
+                         justify="left" if col in ("name", "exit") else "right")
         tot = Proc(0, "total", 0)
         for p in sorted(self.procs.values(), key=lambda p: p.pid):
-            t.add_row(str(p.pid), p.name, str(p.parent or "-"), p.exit, str(p.llm_calls), str(p.tokens),
+            t.add_row(str(p.pid), p.name, str(p.parent or "-"), _short(p.exit), str(p.llm_calls), str(p.tokens),
                       str(p.tool_calls), f"{p.usd_nano / USD_SCALE:.6f}")
             tot.tokens += p.tokens
             tot.tool_calls += p.tool_calls
@@ -389,6 +421,14 @@ class Narrator:
         t.add_row("", "[bold]total[/]", "", "", str(tot.llm_calls), str(tot.tokens), str(tot.tool_calls),
                   f"{tot.usd_nano / USD_SCALE:.6f}")
         return t
+
+
+def _short(reason: str, width: int = 28) -> str:
+    """`fault(ToolError: tool 'x' failed: ...)` → `fault(ToolError…)`: the table stays one line."""
+    if len(reason) <= width:
+        return reason
+    kind, _, detail = reason.partition("(")
+    return f"{kind}({detail.split(':')[0][: width - len(kind) - 3]}…)"
 
 
 # -- wiring ------------------------------------------------------------------------------------
@@ -401,7 +441,9 @@ def make_driver(base_url: str | None, model: str | None, api_key: str | None) ->
                          model=model)
     from agentos.drivers.local import LocalDriver
 
-    return LocalDriver(max_tokens=96, answer_chars=160)
+    # answers capped at 60 characters: a 270M model otherwise tends to run on ("3954444…")
+    # until max_tokens cuts its JSON short
+    return LocalDriver(max_tokens=96, answer_chars=60)
 
 
 @dataclass
@@ -431,7 +473,7 @@ def run_demo(driver: Any, console: Any, *, workdir: Path | None = None, stream: 
                 args={"llm": driver.name, "on_delta": narrator.delta, "budget_tokens": budget_tokens,
                       "timeout_ms": timeout_ms}, name="team")
     secs = time.perf_counter() - t0
-    narrator.say(0, "")  # end any streaming line
+    narrator.end_stream()
     if tmp is not None:
         tmp.cleanup()
     return DemoRun(k, res, narrator, secs)
@@ -448,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--api-key", default=None, help="API key (default: $OPENAI_API_KEY)")
     ap.add_argument("--no-stream", action="store_true", help="do not stream the model's tokens")
     a = ap.parse_args(argv)
-    console = Console()
+    console = Console() if Console().is_terminal else Console(width=110)
     console.print(Rule("[bold]agentos demo[/]: a team of agents, each a process under one kernel"))
     driver = make_driver(a.base_url, a.model, a.api_key)
     if a.base_url:

@@ -109,8 +109,9 @@ def test_a_repeated_call_is_not_run_again_and_the_next_step_must_answer():
     assert res.value == {"answer": "2", "stop": "answer", "steps": 3, "tool_calls": 1}
     assert [r["tool_choice"] for r in chat.requests] == ["auto", "auto", "none"]
     assert [e.data[0] for e in k.events.events(kind="policy")].count("tools.add") == 1
-    # the repeated call still got its (earlier) result in the transcript
-    assert [m["content"] for m in chat.requests[2]["messages"] if m["role"] == "tool"] == ["2", "2"]
+    # the repeated turn is left out of the context: the model sees one call and its result
+    assert [m["content"] for m in chat.requests[2]["messages"] if m["role"] == "tool"] == ["2"]
+    assert [e.data[1] for e in k.events.events(kind="log")].count("react.repeat") == 1
 
 
 def test_repeat_guard_off_runs_every_call():

@@ -37,7 +37,7 @@ def build_server(model: str | None, host: str, port: int, n_ctx: int, threads: i
     n_threads = threads or max(1, min(4, os.cpu_count() or 1))
     return create_app(
         server_settings=ServerSettings(host=host, port=port),
-        model_settings=[ModelSettings(model=path, model_alias=alias, n_ctx=n_ctx, n_threads=n_threads,
+        model_settings=[ModelSettings(model=path, model_alias=alias, n_ctx=n_ctx, n_threads=n_threads, chat_format="gemma",
                                       n_threads_batch=n_threads, seed=0, verbose=False)],
     )
 

@@ -96,7 +96,8 @@ class LocalDriver(Driver):
     def __init__(self, model_path: str | None = None, *, name: str = "local", n_ctx: int = 4096,
                  n_threads: int | None = None, max_tokens: int = 256, answer_chars: int | None = None,
                  price: Price | None = None, model_name: str = DEFAULT_MODEL_NAME,
-                 prefix_cache: bool = False, loader: Callable[..., Any] | None = None) -> None:
+                 prefix_cache: bool = False, repeat_penalty: float = 1.0,
+                 loader: Callable[..., Any] | None = None) -> None:
         self.name = name
         self.model_path = model_path
         self.model_name = model_name
@@ -108,6 +109,9 @@ class LocalDriver(Driver):
         # Reusing the KV cache across requests is faster, but a reply then depends slightly
         # on what the previous request was; off by default so a request alone fixes its reply.
         self.prefix_cache = prefix_cache
+        if repeat_penalty < 1.0:
+            raise ValueError(f"repeat_penalty must be >= 1.0, got {repeat_penalty}")
+        self.repeat_penalty = repeat_penalty   # >1: discourage the last 64 generated tokens
         self._loader = loader
         self._llm: Any = None
         self._load_lock = threading.Lock()
@@ -173,7 +177,8 @@ class LocalDriver(Driver):
         model = req.get("model")
         if model and model != self.model_name:
             raise DriverError(f"{self.name}: this device serves {self.model_name!r}, not {model!r}")
-        tool_names(req.get("tools"))  # typed error on a malformed tool list, before any work
+        tool_names(req.get("tools"))  # typed errors on malformed input, before any work
+        response_schema(req.get("response_format"))
         choice = req.get("tool_choice", "auto")
         if choice not in (None, "auto", "none", "required"):
             raise DriverError(f"{self.name}: tool_choice must be auto, none or required, got {choice!r}")
@@ -230,10 +235,11 @@ class LocalDriver(Driver):
         llm = self._llm
         tools = req.get("tools") or None
         choice = req.get("tool_choice", "auto")
+        rf_schema = response_schema(req.get("response_format"))   # the caller's own JSON shape wins
+        if rf_schema is not None:
+            tools = None
         prompt = render(req["messages"], tools, choice)
-        rf = req.get("response_format")
-        schema = rf.get("schema") if isinstance(rf, dict) and isinstance(rf.get("schema"), dict) else None
-        schema = schema or reply_schema(tools, choice, self.answer_chars)
+        schema = rf_schema or reply_schema(tools, choice, self.answer_chars)
         max_tokens = req.get("max_tokens", self.max_tokens)
         tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
         if len(tokens) + max_tokens > self.n_ctx:
@@ -257,7 +263,8 @@ class LocalDriver(Driver):
         t_first: float | None = None
         try:
             for tok in greedy_tokens(llm, tokens, grammar=grammar, stop_ids=stops, max_tokens=max_tokens,
-                                     should_stop=cancel.is_set, reuse_prefix=self.prefix_cache):
+                                     should_stop=cancel.is_set, reuse_prefix=self.prefix_cache,
+                                     repeat_penalty=self.repeat_penalty):
                 if t_first is None:
                     t_first = time.perf_counter()
                 out_ids.append(tok)
@@ -305,13 +312,34 @@ class LocalDriver(Driver):
         st.per_call.append((len(tokens), len(out_ids), first - t0, t1 - first))
         if len(st.per_call) > 1000:
             del st.per_call[:500]
-        reply = parse_reply("".join(text), schema is not None and bool(tools), finish, call_id)
-        if schema is not None and not tools:   # a response_format schema: the JSON is the content
-            reply.content = "".join(text).strip()
+        if rf_schema is not None:   # the JSON the caller asked for is the content
+            reply = ChatReply("".join(text).strip(), [], finish)
+        else:
+            reply = parse_reply("".join(text), schema is not None, finish, call_id)
         reply.prompt_tokens = len(tokens)
         reply.completion_tokens = len(out_ids)
         reply.model = self.model_name
         return reply
+
+
+def response_schema(rf: Any) -> dict[str, Any] | None:
+    """The JSON schema of an OpenAI `response_format` ({"type": "json_schema", "json_schema":
+    {"schema": ...}}), of llama.cpp's form ({"type": "json_object", "schema": ...}), or a bare
+    `{"type": "json_object"}` (any object)."""
+    if not isinstance(rf, dict):
+        return None
+    if rf.get("type") == "json_schema":
+        js = rf.get("json_schema")
+        schema = js.get("schema") if isinstance(js, dict) else None
+        if not isinstance(schema, dict):
+            raise DriverError("response_format json_schema needs {'json_schema': {'schema': {...}}}")
+        return schema
+    if rf.get("type") == "json_object":
+        schema = rf.get("schema")
+        return schema if isinstance(schema, dict) else {"type": "object"}
+    if rf.get("type") in (None, "text"):
+        return None
+    raise DriverError(f"response_format type must be text, json_object or json_schema, got {rf.get('type')!r}")
 
 
 def _complete_json(text: str) -> bool:

@@ -92,8 +92,13 @@ def common_prefix(a: Any, b: list[int]) -> int:
 
 
 def greedy_tokens(llm: Any, prompt: list[int], *, grammar: GrammarState | None, stop_ids: set[int],
-                  max_tokens: int, should_stop: Callable[[], bool], reuse_prefix: bool) -> Iterator[int]:
+                  max_tokens: int, should_stop: Callable[[], bool], reuse_prefix: bool,
+                  repeat_penalty: float = 1.0, penalty_last_n: int = 64) -> Iterator[int]:
     """Yield generated token ids (not the stop token). Evaluates the prompt first.
+
+    `repeat_penalty` > 1 lowers the logits of tokens generated in the last `penalty_last_n`
+    steps (divided when positive, multiplied when negative, as llama.cpp does) before the
+    argmax: still deterministic, and it stops a small model's runaway "44444…".
 
     With `reuse_prefix` the KV cache keeps whatever prefix the previous request shared with
     this one; otherwise the cache is cleared and the whole prompt evaluated afresh.
@@ -109,10 +114,15 @@ def greedy_tokens(llm: Any, prompt: list[int], *, grammar: GrammarState | None, 
     llm.n_tokens = keep
     llm.eval(prompt[keep:])
     produced = 0
+    recent: list[int] = []
     while produced < max_tokens:
         if should_stop():
             return
         logits = np.ctypeslib.as_array(C.llama_get_logits_ith(ctx, -1), shape=(n_vocab,))
+        if repeat_penalty != 1.0 and recent:
+            ids = np.fromiter(set(recent), dtype=np.int64)
+            vals = logits[ids]
+            logits[ids] = np.where(vals > 0, vals / repeat_penalty, vals * repeat_penalty)
         tok = int(logits.argmax())
         if grammar is not None:
             if not grammar.allows(tok, float(logits[tok])):
@@ -122,6 +132,10 @@ def greedy_tokens(llm: Any, prompt: list[int], *, grammar: GrammarState | None, 
             return
         yield tok
         produced += 1
+        if repeat_penalty != 1.0:
+            recent.append(tok)
+            if len(recent) > penalty_last_n:
+                del recent[0]
         if produced < max_tokens:
             llm.eval([tok])
 

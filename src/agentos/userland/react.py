@@ -49,8 +49,9 @@ async def react_agent(sys: Sys, task: str, tools: Sequence[str] | None = None, *
     `llm` and `tools_device` are device names this process holds capabilities for.
     A tool error is an observation the model sees, not a crash; an LLM device error ends
     the run with `stop="llm_error"` and the message as the answer. With `repeat_guard`, a
-    turn that only repeats earlier calls (same tool, same arguments) is not run again: the
-    earlier results are shown and the next step must answer (small models loop otherwise).
+    turn that only repeats earlier calls (same tool, same arguments) is not run and not
+    added to the context, and the next step must answer (small models loop otherwise); the
+    `react.repeat` event records it.
     """
     if not isinstance(task, str) or not task.strip():
         raise ValueError("react_agent: task must be a non-empty string")
@@ -92,6 +93,13 @@ async def react_agent(sys: Sys, task: str, tools: Sequence[str] | None = None, *
             return ReactResult(f"LLM error: {e}", "llm_error", step, n_calls, messages)
         calls = reply.get("tool_calls") or []
         content = reply.get("content") or ""
+        keys = [_call_key(c) for c in calls]
+        if repeat_guard and calls and not last and all(key in seen for key in keys):
+            # every call repeats an earlier one: run nothing, keep it out of the context (it
+            # adds nothing the model has not seen), and make the next step answer
+            await sys.log("info", "react.repeat", step=step, tools=[c["name"] for c in calls])
+            force_answer = True
+            continue
         messages.append({"role": "assistant", "content": content, "tool_calls": calls})
         if not calls or th is None:
             await sys.log("info", "react.answer", step=step, answer=content)
@@ -101,16 +109,7 @@ async def react_agent(sys: Sys, task: str, tools: Sequence[str] | None = None, *
             return ReactResult(content or None, "step_limit", step, n_calls, messages)
         if content:
             await sys.log("info", "react.thought", step=step, text=content)
-        keys = [_call_key(c) for c in calls]
         fresh = [c for c, key in zip(calls, keys) if key not in seen] if repeat_guard else list(calls)
-        if not fresh:
-            # every call repeats an earlier one: answer from what is known, spend no tool call
-            await sys.log("info", "react.repeat", step=step, tools=[c["name"] for c in calls])
-            for c, key in zip(calls, keys):
-                messages.append({"role": "tool", "tool_call_id": c.get("id", ""), "name": c["name"],
-                                 "content": seen[key]})
-            force_answer = True
-            continue
         for c in fresh:
             await sys.log("info", "react.call", step=step, tool=c["name"], arguments=c.get("arguments"))
         n_calls += len(fresh)
