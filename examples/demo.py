@@ -4,7 +4,7 @@
     python examples/demo.py --base-url URL        # any OpenAI-compatible endpoint
     AGENTOS_LLM_BASE_URL=URL agentctl demo        # the same, from the environment
 
-The team: a *planner* spawns a ReAct *worker* per task, each holding only the tool its
+The team: a *planner* spawns a ReAct *worker* per task, each offered only the tool its
 task needs (a calculator, a file reader), and assembles the report from their answers; a *supervisor* restarts a flaky *sensor* worker that crashes until its sensor
 answers; a *budget* worker gets a token quota too small for its task and is stopped by
 the kernel when it runs out. Every LLM and tool call is a metered syscall; the narrative
@@ -122,7 +122,7 @@ async def worker(sys: Any, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def planner(sys: Any, args: dict[str, Any]) -> str:
-    """Run a ReAct worker per task in parallel, each with only the tools its task needs; report."""
+    """Run a ReAct worker per task in parallel, each offered only the tool its task needs; report."""
     await sys.register("planner")
     pending: dict[int, str] = {}
     for task, tools in args["tasks"]:

