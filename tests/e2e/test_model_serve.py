@@ -97,3 +97,19 @@ def test_json_schema_response_format_is_enforced(server):
         model=ALIAS, messages=[{"role": "user", "content": "Which tool computes 2+2?"}], max_tokens=20,
         temperature=0.0, response_format={"type": "json_object", "schema": schema})
     assert json.loads(r.choices[0].message.content)["tool"] in ("calculator", "read_file")
+
+
+def test_demo_runs_against_the_served_model_through_the_llm_driver(server):
+    """`--base-url` path of the demo: the `llm` driver talking HTTP to `agentctl model serve`."""
+    pytest.importorskip("agentos.drivers.llm")
+    import importlib.util
+
+    _, _, port = server
+    path = Path(__file__).resolve().parents[2] / "examples" / "demo.py"
+    spec = importlib.util.spec_from_file_location("agentos_demo_http", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    code = mod.main(["--base-url", f"http://127.0.0.1:{port}/v1", "--model", ALIAS, "--api-key", "none",
+                     "--no-stream"])
+    assert code == 0

@@ -28,8 +28,8 @@ def _is_loopback(host: str) -> bool:
 def build_server(model: str | None, host: str, port: int, n_ctx: int, threads: int | None,
                  alias: str) -> object:
     """The ASGI app for `serve` (separate so tests and embedding programs can reuse it)."""
-    from llama_cpp.server.app import create_app
-    from llama_cpp.server.settings import ModelSettings, ServerSettings
+    from llama_cpp.server.app import create_app  # type: ignore[import-not-found, import-untyped, unused-ignore]
+    from llama_cpp.server.settings import ModelSettings, ServerSettings  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
     from ..drivers.local import default_model_path
 
@@ -71,7 +71,7 @@ def serve(host: str = typer.Option("127.0.0.1", help="Address to bind (loopback 
     except Exception as e:
         console.print(f"[red]cannot serve: {type(e).__name__}: {e}[/red]")
         raise typer.Exit(2) from None
-    import uvicorn
+    import uvicorn  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
     console.print(f"[green]serving {alias} at http://{host}:{port}/v1[/green] (Ctrl-C stops)")
     uvicorn.run(asgi, host=host, port=port, log_level="warning")  # type: ignore[arg-type]
@@ -92,6 +92,7 @@ def info(load: bool = typer.Option(True, help="Load the model and time a short g
 
     from rich.console import Console
 
+    from ..abi.types import Pid
     from ..drivers.local import LocalDriver, default_model_path
 
     console = Console()
@@ -105,7 +106,7 @@ def info(load: bool = typer.Option(True, help="Load the model and time a short g
     console.print(f"loaded in {secs:.2f} s")
 
     async def one() -> None:
-        await drv.read(drv.open(0, None), {"messages": [{"role": "user", "content": "Count from 1 to 20."}],
+        await drv.read(drv.open(Pid(0), None), {"messages": [{"role": "user", "content": "Count from 1 to 20."}],
                                            "max_tokens": 64})
 
     with console.status("generating …"):

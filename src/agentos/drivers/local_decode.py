@@ -21,7 +21,7 @@ class GrammarState:
     """A llama.cpp grammar sampler for one generation."""
 
     def __init__(self, llm: Any, gbnf: str) -> None:
-        import llama_cpp as C
+        import llama_cpp as C  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
         self._C = C
         self._n_vocab = llm.n_vocab()
@@ -35,7 +35,7 @@ class GrammarState:
 
     def allows(self, tok: int, logit: float) -> bool:
         one = self._one
-        one[0].id = tok
+        one[0].id = tok  # type: ignore[assignment]
         one[0].logit = logit
         one[0].p = 0.0
         self._one_arr.data = self._one
@@ -47,7 +47,7 @@ class GrammarState:
 
     def best_allowed(self, logits: Any) -> int:
         """Mask the whole vocabulary and take the highest allowed logit."""
-        import numpy as np
+        import numpy as np  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
         C = self._C
         n = self._n_vocab
@@ -103,8 +103,8 @@ def greedy_tokens(llm: Any, prompt: list[int], *, grammar: GrammarState | None, 
     With `reuse_prefix` the KV cache keeps whatever prefix the previous request shared with
     this one; otherwise the cache is cleared and the whole prompt evaluated afresh.
     """
-    import llama_cpp as C
-    import numpy as np
+    import llama_cpp as C  # type: ignore[import-not-found, import-untyped, unused-ignore]
+    import numpy as np  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
     n_vocab = llm.n_vocab()
     ctx = llm._ctx.ctx

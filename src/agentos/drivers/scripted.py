@@ -82,7 +82,8 @@ class ScriptedChat(Driver):
         usd = self.price.cost(out.prompt_tokens, out.completion_tokens) if self.price else 0.0
         return DriverResult(out.to_dict(), Cost(tokens=out.total_tokens, usd=usd))
 
-    write = read
+    def write(self, handle: Any, data: Any) -> DriverResult:
+        return self.read(handle, data)
 
 
 __all__ = ["ScriptedChat", "call", "reply_from"]

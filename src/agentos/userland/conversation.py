@@ -97,6 +97,8 @@ async def conversation_agent(sys: Sys, args: Any) -> dict[str, Any]:
     turns = 0
     while cfg.max_turns is None or turns < cfg.max_turns:
         msg = await sys.recv()
+        if msg is None:   # only a recv with a timeout returns None
+            continue
         body = msg.body
         if isinstance(body, SignalMessage):
             if body.signal is Signal.SIGTERM:
