@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 
 # Built once (several minutes): the stamp is order-only, so a pyproject edit does not rebuild it.
 $(LOCAL): | $(STAMP)
+	command -v c++ >/dev/null 2>&1 || bash scripts/setup-system.sh
 	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PIP) install -q --no-cache-dir 'llama-cpp-python[server]>=0.3'
 	$(PIP) install -q -e '.[local]'
 	touch $(LOCAL)
