@@ -166,3 +166,38 @@ def test_killing_the_caller_stops_generation_within_a_token(drv):
     assert drv.stats.cancelled == before + 1
     assert n > 0 and ms < 20_000   # the next request did not wait for 2000 tokens
     assert all(c[1] < 2000 for c in drv.stats.per_call)
+
+
+@pytest.mark.slow
+def test_two_live_runs_and_a_replay_give_byte_identical_event_logs(drv):
+    """Greedy decoding makes a live run reproducible; the journal replays it with no model."""
+    from agentos.drivers.tools import Tool, ToolsDriver
+    from agentos.kernel.events import digest
+    from agentos.userland.react import react_agent
+
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    async def agent(sys, args):
+        return (await react_agent(sys, "Add 2 and 40 with the add tool.", ["add"], llm="local",
+                                  max_steps=3, max_tokens=48)).to_dict()
+
+    def live():
+        k = Kernel(deterministic=True, policy=AllowAll())
+        k.register_driver(drv)
+        k.register_driver(ToolsDriver([Tool("add", add, effect="read_only")]))
+        return k, k.run(agent, grant=["local", "tools"])
+
+    k1, r1 = live()
+    k2, r2 = live()
+    assert r1.value == r2.value
+    assert digest(k1.events.events()) == digest(k2.events.events())
+    calls_before = drv.stats.calls
+    # drivers registered so actions are classified as live, but a replaying kernel never calls them
+    k3 = Kernel(deterministic=True, policy=AllowAll(), mode="replay", journal=k1.journal)
+    k3.register_driver(drv)
+    k3.register_driver(ToolsDriver([Tool("add", add, effect="read_only")]))
+    r3 = k3.run(agent, grant=["local", "tools"])
+    assert r3.value == r1.value and drv.stats.calls == calls_before   # the model was not asked
+    assert digest(k3.events.events()) == digest(k1.events.events())

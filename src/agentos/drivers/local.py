@@ -118,7 +118,6 @@ class LocalDriver(Driver):
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"agentos-{name}")
         self._grammars: dict[str, Any] = {}
         self.stats = LocalStats()
-        self._seq = 0
 
     # -- model lifecycle ---------------------------------------------------------------
     def load(self) -> float:
@@ -198,8 +197,10 @@ class LocalDriver(Driver):
         if on_delta is not None:
             def emit(text: str) -> None:
                 loop.call_soon_threadsafe(_safe_call, on_delta, text)
-        self._seq += 1
-        fut = loop.run_in_executor(self._pool, self._generate, req, cancel, emit, f"call_{self._seq}")
+        # ids come from the request alone (the calls already in it), so a reply is a pure
+        # function of its request and runs reproduce byte for byte
+        n_calls = sum(len(m.get("tool_calls") or ()) for m in req["messages"] if isinstance(m, dict))
+        fut = loop.run_in_executor(self._pool, self._generate, req, cancel, emit, f"call_{n_calls + 1}")
         try:
             reply = await fut
         except asyncio.CancelledError:
