@@ -386,7 +386,7 @@ class Narrator:
             args = ", ".join(f"{k}={v!r}" for k, v in (f.get("arguments") or {}).items())
             self.say(pid, f"→ [bold]{f['tool']}[/]({args})")
         elif msg == "react.observe":
-            text = str(f.get("result"))
+            text = " ⏎ ".join(str(f.get("result")).strip().splitlines())
             text = text if len(text) < 90 else text[:87] + "…"
             self.say(pid, f"← {f['tool']}: " + (text if f.get("ok") else f"[red]{text}[/]"))
         elif msg == "react.answer":
@@ -504,6 +504,10 @@ def main(argv: list[str] | None = None) -> int:
     run = run_demo(driver, console, stream=not a.no_stream)
     console.print(Rule("the end"))
     console.print(run.narrator.table())
+    for p in run.narrator.procs.values():
+        if p.refused:
+            console.print(f"{p.name}#{p.pid}: its last LLM call ({p.refused} tokens) would have passed its "
+                          f"token quota; the kernel refused the charge and ended it (not counted above)")
     console.print(f"init ended: {run.result.reason}; wall time {run.seconds:.1f} s")
     stats = getattr(driver, "stats", None)
     if stats is not None and getattr(stats, "calls", 0):
