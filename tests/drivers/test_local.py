@@ -201,3 +201,17 @@ def test_two_live_runs_and_a_replay_give_byte_identical_event_logs(drv):
     r3 = k3.run(agent, grant=["local", "tools"])
     assert r3.value == r1.value and drv.stats.calls == calls_before   # the model was not asked
     assert digest(k3.events.events()) == digest(k1.events.events())
+
+
+def test_a_missing_model_file_is_a_driver_error_in_the_process():
+    k = Kernel(policy=AllowAll())
+    k.register_driver(LocalDriver("/nonexistent/model.gguf"))
+
+    async def init(sys, args):
+        h = await sys.open("local")
+        try:
+            await sys.read(h, {"messages": [{"role": "user", "content": "hi"}]})
+        except DriverError as e:
+            return str(e)
+
+    assert "cannot load the model /nonexistent/model.gguf" in k.run(init, grant=["local"]).value

