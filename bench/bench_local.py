@@ -87,6 +87,22 @@ def run(quick: bool = True) -> list[dict[str, Any]]:
                  "ops_per_s": round(naive_gen, 1),
                  "notes": f"tokens/s for the same call masking all {llm.n_vocab()} tokens every step "
                           f"(llama-cpp-python's generate): {ours_gen / naive_gen:.1f}x slower than ours"})
+    # a ReAct-like second turn: same prefix plus a tool result; KV prefix reuse on vs off
+    turn1 = {"messages": [{"role": "user", "content": long_prompt}], "max_tokens": 4}
+    turn2 = {"messages": [{"role": "user", "content": long_prompt}, {"role": "assistant", "content": "ok"},
+                          {"role": "user", "content": "And item 3?"}], "max_tokens": 4}
+    for reuse in (False, True):
+        d.prefix_cache = reuse
+        asyncio.run(chat(turn1))
+        asyncio.run(chat(turn2))
+        p_tok, _g, p_s, _gs = d.stats.per_call[-1]
+        rows.append({"name": f"local.second_turn_prefix_{'reuse' if reuse else 'fresh'}", "tokens": p_tok,
+                     "seconds": round(p_s, 3), "ops_per_s": round(1 / p_s, 2),
+                     "notes": "time to first token of a follow-up turn " +
+                              ("reusing the KV cache of the shared prefix (prefix_cache=True)" if reuse else
+                               "evaluating the whole prompt again (the default: a reply depends on its "
+                               "request alone)")})
+    d.prefix_cache = False
     d.shutdown()
     return rows
 
