@@ -168,7 +168,7 @@ async def sensor(sys: Any, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _supervision() -> tuple[Any, Any, Any]:
-    """The userland supervisor; until it is merged here, a minimal one_for_one stand-in."""
+    """The userland supervisor, or a minimal one_for_one stand-in where this tree lacks it."""
     try:
         from agentos.userland.supervisor import ChildSpec, SupervisorSpec, supervisor
         return ChildSpec, SupervisorSpec, supervisor

@@ -1,7 +1,7 @@
 """End to end: `agentctl model serve` on 127.0.0.1, driven with the openai SDK over HTTP.
 
 Slow (it starts a real server process and loads the model); CI runs it. The server is
-stopped by the test. Once the `llm` driver is merged, the same server is its live target.
+stopped by the test. The last test runs the demo through the `llm` driver against it.
 """
 from __future__ import annotations
 
