@@ -90,7 +90,7 @@ def test_run_rejects_a_file_without_init(tmp_path):
 
 
 def test_demo_shows_restart_budget_kill_and_refusals():
-    res = runner.invoke(app, ["demo"])
+    res = runner.invoke(app, ["demo", "--kernel", "--no-record"])
     assert res.exit_code == 0, res.output
     out = res.output
     assert "restarting calculator after fault(RuntimeError: worker bug)" in out
@@ -122,5 +122,6 @@ def test_clean_venv_install_runs_the_cli(tmp_path):
     subprocess.run([str(pip), "install", "-q", str(ROOT)], check=True, env=env, timeout=600)
     out = subprocess.run([str(venv / "bin" / "agentctl"), "--help"], capture_output=True, text=True, check=True)
     assert "run" in out.stdout and "syscalls" in out.stdout
-    out = subprocess.run([str(venv / "bin" / "agentctl"), "demo"], capture_output=True, text=True, check=True)
+    out = subprocess.run([str(venv / "bin" / "agentctl"), "demo", "--kernel", "--no-record"], capture_output=True,
+                         text=True, check=True)
     assert "tour complete" in out.stdout
