@@ -105,7 +105,7 @@ def test_usage_is_charged_as_tokens_and_zero_usd(drv):
     assert used["tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
     assert used["usd"] == 0
     charges = [e.data for e in k.events.events(kind="charge")]
-    assert charges == [(0, usage["prompt_tokens"] + usage["completion_tokens"], 0, 0)]
+    assert charges == [(1, usage["prompt_tokens"] + usage["completion_tokens"], 0, 0)]  # op 0: the open
     assert [e.data[0] for e in k.events.events(kind="policy")] == ["local.chat"]
 
 
