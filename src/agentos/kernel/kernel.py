@@ -400,7 +400,7 @@ class Kernel:
             return
         proc.state = READY
         self.runq.push(proc)
-        if self._wakeup is not None and self._io_inflight:
+        if self._wakeup is not None and (self._io_inflight or self._external_sources):
             self._wakeup.set()
 
     def requeue(self, proc: Process, value: Any) -> None:

@@ -1,0 +1,254 @@
+"""The stub that runs inside a sandbox's child OS process (stdlib only, run with -I -S).
+
+Order matters, and every step happens before one byte of untrusted code is compiled:
+1. read the config line the kernel wrote on stdin; import a preload set of stdlib modules
+   (the interpreter's library may not be readable once the uid is dropped);
+2. private namespaces: network (only a down loopback: no route anywhere) and mount;
+3. in the private mount namespace, every mount becomes read-only, nosuid, except the
+   sandbox's own directory;
+4. drop to the sandbox's own uid/gid (root only), no_new_privs, die with the parent;
+5. rlimits: address space, CPU seconds, open files, processes, file size, no core;
+6. keep two private fds for the protocol, point fd 0 at /dev/null and fd 1 at stderr, so
+   a stray print() cannot forge a request (a deliberate one is checked by the monitor);
+7. report what was achieved ("hello"), then compile and run `main(sys, args)`.
+
+Protocol: one JSON object per line. Child → kernel: {"t":"call","name","args","kw"} and
+finally {"t":"exit",...}; kernel → child: {"ok":true,"value"} or {"ok":false,"error","msg"}.
+"""
+import ctypes
+import json
+import os
+import resource
+import signal
+import sys
+import traceback
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_BIND = 4096
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+SYS_MOUNT_SETATTR = {"x86_64": 442, "aarch64": 442}
+PR_SET_PDEATHSIG = 1
+PR_SET_NO_NEW_PRIVS = 38
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _check(rc, what):
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def _mount_setattr(path, attr_set, attr_clr):
+    nr = SYS_MOUNT_SETATTR.get(os.uname().machine)
+    if nr is None:
+        raise OSError(0, "mount_setattr: unknown syscall number on this architecture")
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    rc = _libc.syscall(ctypes.c_long(nr), ctypes.c_int(-100), ctypes.c_char_p(path.encode()),
+                       ctypes.c_uint(AT_RECURSIVE), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    _check(rc, f"mount_setattr({path})")
+
+
+def _isolate(cfg):
+    """Namespaces and a read-only view of the file system. Returns what was achieved."""
+    got = {"net": "shared", "fs": "shared", "uid": os.getuid()}
+    if not cfg.get("namespaces", True):
+        return got
+    root = os.geteuid() == 0
+    flags = CLONE_NEWNET | CLONE_NEWNS
+    try:
+        if root:
+            _check(_libc.unshare(flags), "unshare")
+        else:  # an unprivileged user namespace, where the OS allows one
+            uid, gid = os.getuid(), os.getgid()
+            _check(_libc.unshare(flags | CLONE_NEWUSER), "unshare(user)")
+            with open("/proc/self/setgroups", "w") as f:
+                f.write("deny")
+            with open("/proc/self/uid_map", "w") as f:
+                f.write(f"0 {uid} 1")
+            with open("/proc/self/gid_map", "w") as f:
+                f.write(f"0 {gid} 1")
+        got["net"] = "private"
+    except OSError as e:
+        got["net_error"] = str(e)
+        return got
+    try:
+        _check(_libc.mount(None, b"/", None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None), "mount(private)")
+        wd = cfg["workdir"].encode()
+        _check(_libc.mount(wd, wd, None, ctypes.c_ulong(MS_BIND | MS_REC), None), "bind(workdir)")
+        _mount_setattr("/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0)
+        _mount_setattr(cfg["workdir"], MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY)
+        got["fs"] = "read-only except workdir"
+    except OSError as e:
+        got["fs_error"] = str(e)
+    return got
+
+
+def _drop(cfg, got):
+    uid, gid = cfg.get("uid"), cfg.get("gid")
+    if os.geteuid() == 0 and uid is not None:
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+        got["uid"] = uid
+    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != cfg["ppid"]:  # the kernel died before the death signal was armed
+        os._exit(1)
+
+
+def _limits(cfg):
+    lim = cfg["limits"]
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over-size writes fail with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    table = (("fsize", resource.RLIMIT_FSIZE), ("nofile", resource.RLIMIT_NOFILE),
+             ("nproc", resource.RLIMIT_NPROC), ("as_bytes", resource.RLIMIT_AS))
+    for key, res in table:
+        v = lim.get(key)
+        if v is not None:
+            resource.setrlimit(res, (v, v))
+    cpu = lim.get("cpu_s")
+    if cpu is not None:  # SIGXCPU at the soft limit, SIGKILL one second later
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+
+
+class RemoteError(Exception):
+    """An error the kernel raised for a forwarded syscall; `.type` names its class."""
+
+    type = "SyscallError"
+
+
+_ERRORS = {}
+
+
+def _error(name, msg):
+    cls = _ERRORS.get(name)
+    if cls is None:
+        cls = _ERRORS[name] = type(name, (RemoteError,), {"type": name})
+    return cls(msg)
+
+
+class _Channel:
+    def __init__(self, rfd, wfd):
+        self.r = os.fdopen(rfd, "rb", buffering=65536)
+        self.w = wfd
+        self.owner = os.getpid()
+
+    def send(self, obj):
+        data = (json.dumps(obj, default=repr, separators=(",", ":")) + "\n").encode()
+        view = memoryview(data)
+        while view:
+            n = os.write(self.w, view)
+            view = view[n:]
+
+    def call(self, name, args, kw):
+        if os.getpid() != self.owner:
+            raise RuntimeError("a forked copy of a sandboxed process cannot make syscalls")
+        self.send({"t": "call", "name": name, "args": list(args), "kw": kw})
+        line = self.r.readline()
+        if not line:
+            os._exit(3)  # the kernel closed the pipe: nothing more to do
+        reply = json.loads(line)
+        if reply.get("ok"):
+            return reply.get("value")
+        raise _error(reply.get("error", "SyscallError"), reply.get("msg", ""))
+
+
+class SandboxSys:
+    """What untrusted code sees as `sys`: every call is an RPC to its reference monitor."""
+
+    def __init__(self, chan, caps):
+        self._chan = chan
+        self.caps = tuple(caps)  # the monitor's spawn capabilities, as refs it can name
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        chan = self._chan
+
+        async def call(*args, **kw):
+            return chan.call(name, args, kw)
+
+        call.__name__ = name
+        return call
+
+
+def _drive(coro):
+    """Run a coroutine that awaits only sys calls (which complete synchronously here)."""
+    try:
+        while True:
+            coro.send(None)
+            coro.throw(TypeError("a sandboxed process awaits only `sys` calls "
+                                 "(sys.sleep, not asyncio.sleep)"))
+    except StopIteration as stop:
+        return stop.value
+
+
+PRELOAD = ("asyncio", "base64", "collections", "dataclasses", "datetime", "functools", "hashlib",
+           "heapq", "itertools", "math", "random", "re", "socket", "statistics", "string", "struct",
+           "textwrap", "time", "typing", "unicodedata", "urllib.parse", "uuid")
+"""Imported before the uid drop: the interpreter's own library may not be readable by the
+sandbox uid (e.g. under /root), so what the code may import comes from here (plus `preload`)."""
+
+
+def _preload(names):
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
+def main():
+    cfg = json.loads(sys.stdin.buffer.readline())
+    _preload(PRELOAD + tuple(cfg.get("preload") or ()))
+    got = _isolate(cfg)
+    os.chdir(cfg["workdir"])
+    _drop(cfg, got)
+    _limits(cfg)
+    rfd, wfd = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    sys.stdin = open(os.devnull)
+    chan = _Channel(rfd, wfd)
+    chan.send({"t": "hello", "pid": os.getpid(), **got})
+    owner = os.getpid()
+    try:
+        ns = {"__name__": "__sandboxed__"}
+        exec(compile(cfg["code"], cfg.get("filename", "<sandboxed>"), "exec"), ns)
+        entry = ns.get(cfg.get("entry", "main"))
+        if entry is None:
+            raise NameError(f"the sandboxed code defines no {cfg.get('entry', 'main')!r}")
+        value = _drive(entry(SandboxSys(chan, cfg.get("caps") or ()), cfg.get("args")))
+        out = {"t": "exit", "ok": True, "value": value}
+    except BaseException as e:  # the agent's failure, reported; never the kernel's
+        if os.getpid() != owner:
+            os._exit(1)
+        tb = traceback.format_exc(limit=-8)
+        out = {"t": "exit", "ok": False, "error": type(e).__name__, "msg": str(e)[:2000], "tb": tb[-4000:]}
+    if os.getpid() != owner:
+        os._exit(0)
+    try:
+        chan.send(out)
+    except (TypeError, ValueError):
+        chan.send({"t": "exit", "ok": True, "value": repr(out.get("value"))})
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
