@@ -1,0 +1,36 @@
+"""Sandboxed code runs as its own uid: it cannot signal or inspect the kernel's OS process."""
+import os
+
+import pytest
+
+from sbx import ROOT, run_sandboxed
+
+ATTACK = '''
+import os, signal
+async def main(sys, args):
+    out = {}
+    try:
+        os.kill(args, signal.SIGKILL)
+        out["kill"] = "sent"
+    except OSError as e:
+        out["kill"] = type(e).__name__
+    try:
+        open(f"/proc/{args}/environ", "rb").read()
+        out["environ"] = "read"
+    except OSError as e:
+        out["environ"] = type(e).__name__
+    try:
+        os.kill(-1, signal.SIGKILL)   # reaches only processes of its own uid: itself excluded
+        out["kill_all"] = "sent"
+    except OSError as e:
+        out["kill_all"] = type(e).__name__
+    await sys.log("info", "result", **out)
+'''
+
+
+@pytest.mark.skipif(not ROOT, reason="a private uid needs root")
+def test_sandboxed_code_cannot_signal_or_inspect_the_kernel():
+    out = run_sandboxed(ATTACK, args=os.getpid())
+    assert out.result["kill"] == "PermissionError", out.result
+    assert out.result["environ"] == "PermissionError", out.result
+    assert out.reason == "normal" and out.sibling == "normal" and out.init == "normal"
