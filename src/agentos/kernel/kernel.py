@@ -145,6 +145,9 @@ class Kernel:
         self._external_sources = 0
         self._table: dict[type, tuple[Callable[[Process, Any], Any], int]] = {}
         self._build_table()
+        from ..vfs import install as install_vfs  # stdlib only; the /agent tree costs a dict
+
+        self.vfs = install_vfs(self, checkpoints=False)
 
     # -- handler table ----------------------------------------------------------------
     def _build_table(self) -> None:
