@@ -267,9 +267,11 @@ class WasmDriver(Driver):
             inp = inp.encode()
         if inp is not None and not isinstance(inp, (bytes, bytearray)):
             raise DriverError(f"{self.name}: input must be bytes or str, got {type(inp).__name__}")
-        return self._submit(handle, req["call"], list(args), inp)
+        return self._submit(handle, req["call"], list(args), bytes(inp) if inp is not None else None)
 
-    write = read
+    def write(self, handle: _Handle, data: Any) -> Any:
+        """Same as read: a call may change the instance's state either way."""
+        return self.read(handle, data)
 
     async def _submit(self, h: _Handle, func: str, args: list[Any], inp: bytes | None) -> DriverResult:
         loop = asyncio.get_running_loop()

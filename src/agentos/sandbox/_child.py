@@ -129,7 +129,7 @@ class RemoteError(Exception):
     type = "SyscallError"
 
 
-_ERRORS = {}
+_ERRORS: dict = {}
 
 
 def _error(name, msg):

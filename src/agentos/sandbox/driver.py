@@ -343,11 +343,9 @@ class SandboxDriver(Driver):
             raise DriverError(f"{self.name}: limits must be a SandboxLimits, got {type(limits).__name__}")
         root = os.geteuid() == 0
         uid = UID_BASE + secrets.randbelow(UID_SPAN) if root else None
-        workdir = params.get("workdir")
-        own = workdir is None
-        if own:
-            workdir = tempfile.mkdtemp(prefix=f"agentos-sbx-{owner}-")
-        workdir = os.path.realpath(workdir)
+        given = params.get("workdir")
+        own = given is None
+        workdir = os.path.realpath(tempfile.mkdtemp(prefix=f"agentos-sbx-{owner}-") if own else str(given))
         if not os.path.isdir(workdir):
             raise DriverError(f"{self.name}: workdir {workdir!r} is not a directory")
         if uid is not None:

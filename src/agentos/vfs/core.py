@@ -325,7 +325,7 @@ def install(kernel: "Kernel", *, mounts: dict[str, Backend] | None = None, longt
         vfs.mount(point, backend)
     if checkpoints and kernel.checkpointer is None:
         kernel.checkpointer = vfs.checkpointer
-    kernel.vfs = vfs  # type: ignore[attr-defined]
+    kernel.vfs = vfs
     return vfs
 
 
