@@ -195,11 +195,11 @@ def _drive(coro):
         return stop.value
 
 
-PRELOAD = ("asyncio", "base64", "collections", "dataclasses", "datetime", "functools", "hashlib",
-           "heapq", "itertools", "math", "random", "re", "socket", "statistics", "string", "struct",
-           "textwrap", "time", "typing", "unicodedata", "urllib.parse", "uuid")
+PRELOAD = ("base64", "collections", "functools", "heapq", "itertools", "math", "random", "re",
+           "socket", "string", "struct", "time")
 """Imported before the uid drop: the interpreter's own library may not be readable by the
-sandbox uid (e.g. under /root), so what the code may import comes from here (plus `preload`)."""
+sandbox uid (e.g. under /root), so what the code may import comes from here (plus `preload`).
+Kept small: each module costs start-up time (asyncio alone ~3x the interpreter's)."""
 
 
 def _preload(names):
