@@ -108,6 +108,57 @@ def _drop(cfg, got):
         os._exit(1)
 
 
+# -- seccomp: a second wall, independent of the namespaces --------------------------------
+# x86_64 syscall numbers refused with EPERM: namespace and mount changes, tracing, kernel
+# keyrings, bpf, perf, io_uring (whose IORING_OP_SOCKET would bypass a socket() check),
+# module loading; and socket() for any family but AF_UNIX. The x32 ABI is refused whole.
+_DENY_X86_64 = (101, 155, 161, 165, 166, 175, 246, 248, 249, 250, 272, 298, 308, 313, 321, 323,
+                425, 426, 427)
+_SYS_SOCKET_X86_64 = 41
+AUDIT_ARCH_X86_64 = 0xC000003E
+_RET_ALLOW = 0x7FFF0000
+_RET_EPERM = 0x00050000 | 1
+_RET_EACCES = 0x00050000 | 13
+_RET_KILL = 0x80000000
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _seccomp():
+    """Install the filter; returns a word for the hello line."""
+    if os.uname().machine != "x86_64":
+        return "unavailable (filter is written for x86_64)"
+    LD, JEQ, JGE, RET = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, JMP|JEQ|K, JMP|JGE|K, RET|K
+    n = len(_DENY_X86_64)
+    eperm = 6 + n + 6  # index of the final "return EPERM"
+    fixed = [(LD, 0, 0, 4),                          # 0: arch
+             (JEQ, 1, 0, AUDIT_ARCH_X86_64),         # 1: x86_64 → 3
+             (RET, 0, 0, _RET_KILL),                 # 2: any other ABI: kill
+             (LD, 0, 0, 0),                          # 3: syscall number
+             (JGE, 0, 1, 0x40000000),                # 4: x32 ABI → 5, else → 6
+             (RET, 0, 0, _RET_EPERM)]                # 5
+    for i, nr in enumerate(_DENY_X86_64):           # 6 .. 6+n-1: denied → eperm
+        fixed.append((JEQ, eperm - (6 + i) - 1, 0, nr))
+    fixed += [(JEQ, 1, 0, _SYS_SOCKET_X86_64),      # 6+n: socket → 6+n+2
+              (RET, 0, 0, _RET_ALLOW),               # 6+n+1: everything else
+              (LD, 0, 0, 16),                        # 6+n+2: args[0] (domain)
+              (JEQ, 0, 1, 1),                        # 6+n+3: AF_UNIX → allow, else → EACCES
+              (RET, 0, 0, _RET_ALLOW),               # 6+n+4
+              (RET, 0, 0, _RET_EACCES),              # 6+n+5
+              (RET, 0, 0, _RET_EPERM)]               # 6+n+6 = eperm
+    arr = (_SockFilter * len(fixed))(*[_SockFilter(c, jt, jf, k) for c, jt, jf, k in fixed])
+    fprog = _SockFprog(len(fixed), arr)
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(no_new_privs)")
+    _check(_libc.prctl(22, 2, ctypes.byref(fprog), 0, 0), "prctl(seccomp)")
+    return "on"
+
+
 def _limits(cfg):
     lim = cfg["limits"]
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over-size writes fail with EFBIG instead
@@ -218,6 +269,13 @@ def main():
     got = _isolate(cfg)
     os.chdir(cfg["workdir"])
     _drop(cfg, got)
+    if cfg.get("seccomp", True):
+        try:
+            got["seccomp"] = _seccomp()
+        except OSError as e:
+            got["seccomp"] = f"unavailable ({e})"
+    else:
+        got["seccomp"] = "off"
     _limits(cfg)
     rfd, wfd = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDONLY)

@@ -45,7 +45,7 @@ class SandboxViolation(SyscallError):
 def sandbox(code: str, *, entry: str = "main", limits: SandboxLimits | None = None,
             allow: Iterable[str] = DEFAULT_ALLOW, name: str = "sandboxed", device: str = "sandbox",
             workdir: str | None = None, require_isolation: bool = True,
-            namespaces: bool = True, preload: Iterable[str] = ()) -> ProcessImage:
+            namespaces: bool = True, seccomp: bool = True, preload: Iterable[str] = ()) -> ProcessImage:
     """An image whose process runs `code` (defining `async def main(sys, args)`) in a child
     OS process. Spawn it with the `sandbox` device among its caps, plus whatever it may use.
 
@@ -62,7 +62,7 @@ def sandbox(code: str, *, entry: str = "main", limits: SandboxLimits | None = No
         raise TypeError(f"sandbox: code must be Python source text, got {type(code).__name__}")
     compile(code, f"<sandboxed {name}>", "exec")  # a syntax error is the caller's, now
     params = {"code": code, "entry": entry, "limits": limits or SandboxLimits(), "workdir": workdir,
-              "namespaces": namespaces, "preload": tuple(preload)}
+              "namespaces": namespaces, "seccomp": seccomp, "preload": tuple(preload)}
 
     async def monitor(sys: Sys, args: Any) -> Any:
         return await _monitor(sys, args, params, allowed, device, require_isolation)
@@ -76,13 +76,14 @@ async def _monitor(sys: Sys, args: Any, params: dict[str, Any], allowed: frozens
     hello = await sys.read(h, "next")
     if hello.get("t") != "hello":
         return await _dead(sys, hello, "before it started")
-    if require_isolation and (hello.get("net") != "private" or hello.get("fs") == "shared"):
+    no_net = hello.get("net") == "private" or hello.get("seccomp") == "on"
+    if require_isolation and (not no_net or hello.get("fs") == "shared"):
         why = hello.get("net_error") or hello.get("fs_error") or "namespaces were not requested"
-        await sys.exit(fault(f"sandbox: the OS gave the child no private network namespace / read-only "
-                             f"file system ({why}); refusing to run it (require_isolation=False "
-                             f"runs it with the host's network and file permissions only)"))
+        await sys.exit(fault(f"sandbox: the OS gave the child no private network (namespace or seccomp) "
+                             f"or no read-only file system ({why}); refusing to run it "
+                             f"(require_isolation=False runs it with file permissions and rlimits only)"))
     await sys.log("info", "sandbox started", child=hello.get("pid"), net=hello.get("net"),
-                  fs=hello.get("fs"), uid=hello.get("uid"))
+                  fs=hello.get("fs"), uid=hello.get("uid"), seccomp=hello.get("seccomp"))
     while True:
         msg = await sys.read(h, "next")
         t = msg.get("t")
