@@ -274,3 +274,39 @@ def test_mount_device_api_reaches_the_same_files():
         return await sys.vfs_read("/shared/d/f"), await sys.read(h, {"op": "list", "path": "d"})
     _, _, res = run(body, mounts={"/shared": MemoryBackend()}, grant=["vfs:/shared"])
     assert res.value == ([1, 2], ["f"])
+
+
+def test_memory_mount_values_are_copied_not_shared():
+    async def body(sys, _):
+        v = {"n": [1]}
+        await sys.vfs_write("/m/x", v)
+        v["n"].append(2)                      # the writer's later mutation
+        got = await sys.vfs_read("/m/x")
+        got["n"].append(3)                    # a reader's mutation
+        return await sys.vfs_read("/m/x")
+    _, _, res = run(body, mounts={"/m": MemoryBackend()}, grant=["vfs:/m"])
+    assert res.value == {"n": [1]}
+
+
+def test_vfs_backend_reads_are_journaled_and_replayed(tmp_path):
+    from agentos.kernel.journal import Journal
+    (tmp_path / "f.txt").write_text("v1")
+
+    async def body(sys, _):
+        me = await sys.pid()
+        await sys.vfs_write(f"/agent/{me}/mem/semantic/k", "before")
+        a = await sys.vfs_read("/host/f.txt")
+        b = await sys.vfs_read(f"/agent/{me}/mem/semantic/k")
+        c = await err(sys.vfs_read("/host/missing"))
+        return a, b, c
+
+    k = Kernel(policy=AllowAll(), deterministic=True)
+    install(k, mounts={"/host": HostDirBackend(str(tmp_path))})
+    live = k.run(body, grant=["vfs:/host"]).value
+    assert live == (b"v1", "before", "NotFound")
+    (tmp_path / "f.txt").write_text("v2")     # the world changed since
+    k2 = Kernel(policy=AllowAll(), deterministic=True, mode="replay", journal=Journal(k.journal.entries))
+    install(k2, mounts={"/host": HostDirBackend(str(tmp_path))})
+    assert k2.run(body, grant=["vfs:/host"]).value == live
+    from agentos.kernel.events import digest
+    assert digest(k.events) == digest(k2.events)  # byte-identical event log

@@ -12,6 +12,7 @@ during the call) can lead it outside its root: there is no check-then-use window
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import stat
@@ -55,7 +56,7 @@ class MemoryBackend:
 
     def read(self, rel: Rel) -> Any:
         if rel in self.files:
-            return self.files[rel]
+            return _private(self.files[rel])
         if self._is_dir(rel):
             return self.list(rel)
         raise NotFound(f"no file {'/'.join(rel) or '/'}")
@@ -80,7 +81,7 @@ class MemoryBackend:
         new_total = self.total - self.sizes.get(rel, 0) + size
         if new_total > self.max_total:
             raise TooLarge(f"this mount is full ({self.max_total}-byte cap)")
-        self.files[rel] = data
+        self.files[rel] = _private(data)  # a reader's or writer's later mutation never leaks in
         self.sizes[rel] = size
         self.total = new_total
 
@@ -92,6 +93,10 @@ class MemoryBackend:
         if not names and n:
             raise NotFound(f"no directory {'/'.join(rel)}")
         return sorted(names)
+
+
+def _private(v: Any) -> Any:
+    return v if isinstance(v, (bytes, str, int, float, bool, type(None), frozenset)) else copy.deepcopy(v)
 
 
 class KVStore(Protocol):

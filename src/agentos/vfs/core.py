@@ -28,6 +28,7 @@ from ..abi.syscalls import VfsList, VfsRead, VfsWrite
 from ..abi.types import Cost
 from ..kernel.caps import DEVICE, PROC, R_KILL, R_MONITOR, R_READ, R_WRITE
 from ..kernel.events import canonical
+from ..kernel.journal import JournalEntry
 from ..kernel.process import EXITED, PARK, Process
 from .backends import Backend, MemoryBackend, StoreBackend
 from .errors import AccessDenied, NotFound, ReadOnly, VfsError
@@ -117,11 +118,37 @@ class Vfs:
                 raise ReadOnly(f"vfs: {join(point)} is mounted read-only")
             if not self.k.authorize(proc, "vfs.write", {"path": path}):
                 return PARK
-            backend.write(rel, data)
-            return None
+            return self._io(proc, op, path, data, lambda: backend.write(rel, data))
         if backend.world and not self.k.authorize(proc, "vfs.read", {"path": path}):
             return PARK
-        return backend.read(rel) if op == "read" else backend.list(rel)
+        return self._io(proc, op, path, None, lambda: backend.read(rel) if op == "read" else backend.list(rel))
+
+    def _io(self, proc: Process, op: str, path: str, data: Any, fn: Any) -> Any:
+        """Run a backend operation as one journaled op of `proc` (the same per-process op
+        index as device I/O): live, the result or error is recorded; in replay, the journal
+        answers and no backend is touched, so a replayed run sees what the recorded one saw."""
+        k = self.k
+        idx = proc.op_index
+        proc.op_index = idx + 1
+        req = {"path": path} if op != "write" else {"path": path, "data": data}
+        if k.replaying:
+            assert k.journal is not None
+            e = k.journal.replay(proc.pid, idx, op, "vfs", req)
+            if not e.ok:
+                raise _rebuild(e.error_type, e.value)
+            return e.value
+        try:
+            value = fn()
+        except VfsError as exc:
+            self._record(JournalEntry(proc.pid, idx, op, "vfs", f"vfs.{op}", req, False, str(exc),
+                                      type(exc).__name__))
+            raise
+        self._record(JournalEntry(proc.pid, idx, op, "vfs", f"vfs.{op}", req, True, value))
+        return value
+
+    def _record(self, e: JournalEntry) -> None:
+        if self.k.journal is not None:
+            self.k.journal.record(e)
 
     def _holds_device(self, proc: Process, name: str, right: int) -> bool:
         now = self.k.clock.now()
@@ -169,7 +196,7 @@ class Vfs:
             if len(rest) == 1:
                 return ["checkpoints"]
             if rest[1] == "checkpoints":
-                return self._checkpoints(pid, rest[2:], op)
+                return self._io(proc, op, join(parts), None, lambda: self._checkpoints(pid, rest[2:], op))
         elif view == "policy" and len(rest) == 1 and target is not None:
             return self._policy(target) if op == "read" else []
         elif view == "ipc" and len(rest) == 1 and target is not None:
@@ -195,19 +222,22 @@ class Vfs:
 
     def _semantic(self, proc: Process, pid: int, rel: tuple[str, ...], op: str, data: Any) -> Any:
         key = (str(pid), "semantic") + rel
+        path = f"/agent/{pid}/mem/semantic" + ("/" + "/".join(rel) if rel else "")
         if op == "write":
             if not rel:
                 raise VfsError("vfs: write to a file under mem/semantic, not the directory itself")
-            if not self.k.authorize(proc, "vfs.write", {"path": join(("agent",) + key)}):
+            if not self.k.authorize(proc, "vfs.write", {"path": path}):
                 return PARK
-            self.longterm.write(key, data)
-            return None
-        try:
-            return self.longterm.read(key) if op == "read" else self.longterm.list(key)
-        except NotFound:
-            if rel:
-                raise NotFound(f"vfs: no file /agent/{pid}/mem/semantic/{'/'.join(rel)}") from None
-            return []
+            return self._io(proc, op, path, data, lambda: self.longterm.write(key, data))
+
+        def get() -> Any:
+            try:
+                return self.longterm.read(key) if op == "read" else self.longterm.list(key)
+            except NotFound:
+                if rel:
+                    raise NotFound(f"vfs: no file {path}") from None
+                return []
+        return self._io(proc, op, path, None, get)
 
     def _working(self, target: Process, rel: tuple[str, ...], op: str) -> Any:
         sp = target.memory
@@ -267,6 +297,15 @@ class Vfs:
             "reductions": proc.reductions, "mailbox": len(proc.mailbox) if proc.mailbox else 0,
             "segments": [_segment(s) for s in sp.resident.values()] if sp is not None else []})
         self.k.events.emit(proc.pid, "checkpoint", str(n + 1))
+
+
+def _rebuild(etype: str | None, msg: Any) -> VfsError:
+    from . import errors
+
+    cls = getattr(errors, etype or "VfsError", VfsError)
+    if not (isinstance(cls, type) and issubclass(cls, VfsError)):
+        cls = VfsError
+    return cls(str(msg))
 
 
 def _segment(s: Any) -> dict[str, Any]:
