@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(VENV)/bin/agentctl demo
 
 test: $(STAMP) system
-	$(PY) -m pytest
+	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) bench/run.py

@@ -5,7 +5,7 @@ policy-checked, journaled syscalls. This module re-exports the public API; every
 else is internal. Importing it pulls in no optional dependency.
 """
 from .abi import (
-    ABI_VERSION, AgentOSError, Budget, CapError, CapRef, Cost, Down, Driver, DriverError,
+    ABI_VERSION, AgentOSError, BadHandle, Budget, CapError, CapRef, Cost, Down, Driver, DriverError,
     DriverResult, ExitKind, ExitReason, InternalError, Interrupted, KernelError, Message,
     NameTaken, NoSuchDevice, NondeterminismError, OutOfMemory, Pid, PolicyDenied, ProcState,
     Quota, QuotaExceeded, Right, Segment, SegmentKind, Signal, SignalMessage, SyscallError,
@@ -15,13 +15,14 @@ from .kernel import (
     AllowAll, Decision, Kernel, KernelConfig, NoPolicy, ProcessImage, RealClock, RunResult, Sys,
     VirtualClock,
 )
+from .kernel.journal import Journal, JournalEntry
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ABI_VERSION", "AgentOSError", "AllowAll", "Budget", "CapError", "CapRef", "Cost", "Decision", "Down",
+    "ABI_VERSION", "AgentOSError", "AllowAll", "BadHandle", "Budget", "CapError", "CapRef", "Cost", "Decision", "Down",
     "Driver", "DriverError", "DriverResult", "ExitKind", "ExitReason", "InternalError",
-    "Interrupted", "Kernel", "KernelConfig", "KernelError", "Message", "NameTaken",
+    "Interrupted", "Journal", "JournalEntry", "Kernel", "KernelConfig", "KernelError", "Message", "NameTaken",
     "NoPolicy", "NoSuchDevice", "NondeterminismError", "OutOfMemory", "Pid", "PolicyDenied", "ProcState",
     "ProcessImage", "Quota", "QuotaExceeded", "RealClock", "Right", "RunResult", "Segment",
     "SegmentKind", "Signal", "SignalMessage", "Sys", "SyscallError", "ToolError",

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, fields
-from typing import Any, NewType
+from typing import Any, TypeAlias
 
 ABI_VERSION = 1
 """Bumped whenever a snapshot's layout or a syscall's meaning changes."""
 
-Pid = NewType("Pid", int)
-CapRef = NewType("CapRef", int)
-KERNEL_PID = Pid(0)
+Pid: TypeAlias = int
+"""A process id, unique within one kernel for its lifetime."""
+CapRef: TypeAlias = int
+"""A capability reference: meaningful only in its holder's table."""
+KERNEL_PID: Pid = 0
 
 
 class Right(enum.IntFlag):

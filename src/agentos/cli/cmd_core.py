@@ -1,7 +1,30 @@
-"""Core commands: syscalls (more are added as the kernel grows)."""
+"""Core commands: run a program, list syscalls, run the benchmark suite."""
 from __future__ import annotations
 
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
+
+
+def load_program(path: Path) -> Any:
+    """Import a program file. It defines `init` (async def init(sys, args)); optionally
+    `setup(kernel)` to register drivers, `GRANT` (device names), `QUOTA`, `ARGS`, `POLICY`."""
+    if not path.exists():
+        raise typer.BadParameter(f"{path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"agentos_program_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise typer.BadParameter(f"{path} is not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    init = getattr(module, "init", None)
+    if init is None or not inspect.iscoroutinefunction(init):
+        raise typer.BadParameter(f"{path} must define `async def init(sys, args)`")
+    return module
 
 
 def register(app: typer.Typer) -> None:
@@ -19,3 +42,66 @@ def register(app: typer.Typer) -> None:
         for spec in table():
             t.add_row(spec.name, spec.group, str(spec.reductions), spec.doc.split("\n")[0])
         Console().print(t)
+
+    @app.command()
+    def run(file: Path = typer.Argument(..., help="a Python file defining `async def init(sys, args)`"),
+            allow_all: bool = typer.Option(False, "--allow-all", help="allow every action (no policy)"),
+            deterministic: bool = typer.Option(False, help="VirtualClock and seeded refs"),
+            seed: int = typer.Option(0, help="seed for deterministic mode"),
+            narrate: bool = typer.Option(True, help="print what processes do as they do it")) -> None:
+        """Boot a kernel with FILE's `init`, then print a process table and a summary."""
+        from rich.console import Console
+
+        from ..kernel import AllowAll, Kernel
+        from ..kernel.history import attach_history
+        from .render import Narrator, exit_style, history_table
+        from .render import console as render_console
+
+        console = render_console()
+        module = load_program(file)
+        policy = AllowAll() if allow_all else getattr(module, "POLICY", None)
+        k = Kernel(deterministic=deterministic, seed=seed, policy=policy,
+                   event_batch=1 if narrate else 4096)
+        history = attach_history(k)
+        if narrate:
+            k.events.add_raw_sink(Narrator(console).observe)
+        if hasattr(module, "setup"):
+            module.setup(k)
+        res = k.run(module.init, grant=list(getattr(module, "GRANT", [])), quota=getattr(module, "QUOTA", None),
+                    args=getattr(module, "ARGS", None))
+        console.print(history_table(history, title=f"processes of {file.name}"))
+        m = k.metrics()
+        console.print(f"[bold]init[/] ended [{exit_style(str(res.reason))}]{res.reason}[/]"
+                      f"{'' if res.value is None else f' → {res.value!r:.200}'}")
+        console.print(f"{m['spawned']} processes, {m['syscalls_total']} syscalls, {m['tokens']} tokens, "
+                      f"{m['tool_calls']} tool calls, ${m['usd']:.6f}; exits: {m['exits']}")
+        raise typer.Exit(0 if res.reason.normal else 1)
+
+    @app.command()
+    def bench(quick: bool = typer.Option(False, help="smaller loops, for a smoke run"),
+              only: Optional[list[str]] = typer.Option(None, help="benchmark modules, e.g. bench_kernel"),
+              out: Optional[Path] = typer.Option(None, help="JSON output path")) -> None:
+        """Run the benchmark suite (bench/run.py): ops/s beside the bare-trampoline ceiling."""
+        import runpy
+
+        runner = _find_bench()
+        argv = [str(runner)] + (["--quick"] if quick else []) + (["--only", *only] if only else []) \
+            + (["--out", str(out)] if out else [])
+        old = sys.argv
+        sys.argv = argv
+        try:
+            runpy.run_path(str(runner), run_name="__main__")
+        except SystemExit as e:
+            raise typer.Exit(int(e.code or 0))
+        finally:
+            sys.argv = old
+
+
+def _find_bench() -> Path:
+    here = Path.cwd().resolve()
+    candidates = [p / "bench" / "run.py" for p in (here, *here.parents)]
+    candidates.append(Path(__file__).resolve().parents[3] / "bench" / "run.py")
+    for c in candidates:
+        if c.exists():
+            return c
+    raise typer.BadParameter("bench/run.py not found: run `agentctl bench` from an agentos checkout")

@@ -20,6 +20,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """agentos control tool."""
+
+
 def _load_commands() -> None:
     from .. import cli as pkg
 

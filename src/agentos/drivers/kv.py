@@ -38,7 +38,8 @@ class KVDriver(Driver):
             raise DriverError(f"{self.name}: a read is {{'op': 'get', 'key': k}}, got {type(req).__name__}")
         op = req.get("op", "get")
         if op == "get":
-            return DriverResult(handle.get(req.get("key"), req.get("default")), Cost(reductions=1))
+            key: Any = req.get("key")
+            return DriverResult(handle.get(key, req.get("default")), Cost(reductions=1))
         if op == "has":
             return DriverResult(req.get("key") in handle, Cost(reductions=1))
         if op == "keys":

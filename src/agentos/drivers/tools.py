@@ -154,7 +154,8 @@ class ToolsDriver(Driver):
             return _await_tool(t, out, cost)
         return DriverResult(out, cost)
 
-    write = read
+    def write(self, handle: Any, data: Any) -> DriverResult | Awaitable[DriverResult]:
+        return self.read(handle, data)
 
 
 async def _await_tool(t: Tool, aw: Awaitable[Any], cost: Cost) -> DriverResult:

@@ -15,11 +15,31 @@ from ..abi.errors import QuotaExceeded
 from ..abi.types import POOLED_RESOURCES, USD_SCALE, Quota
 
 TOKENS, TOOL_CALLS, USD, CHILDREN, MEM = range(5)
+_NO_QUOTA = Quota()
 N_POOLED = len(POOLED_RESOURCES)
+
+
+_NONES: tuple[None, ...] = (None,) * N_POOLED
+_ZEROS: tuple[int, ...] = (0,) * N_POOLED
 
 
 class Account:
     __slots__ = ("pid", "limit", "balance", "used", "bank", "source", "closed", "forward")
+
+    @classmethod
+    def thin(cls, pid: int, bank: list["Account | None"]) -> "Account":
+        """An account with no limits of its own: it draws on `bank` (shared, never mutated).
+        Its limit/balance/source/forward are shared immutable tuples: it is never a bank."""
+        a = cls.__new__(cls)
+        a.pid = pid
+        a.limit = _NONES  # type: ignore[assignment]
+        a.balance = _ZEROS  # type: ignore[assignment]
+        a.used = [0, 0, 0, 0, 0]
+        a.bank = bank
+        a.source = _NONES  # type: ignore[assignment]
+        a.closed = False
+        a.forward = _NONES  # type: ignore[assignment]
+        return a
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -56,7 +76,17 @@ class Accounts:
 
     def open_child(self, pid: int, parent: Account, quota: Quota | None) -> Account:
         """Carve the child's limits out of the parent's banks, all or nothing."""
-        units = quota.as_units() if quota is not None else {}
+        if quota is None or quota == _NO_QUOTA:
+            # the common case: no limits of its own, only the parent's children slot
+            bank = parent.bank
+            b = bank[CHILDREN]
+            if b is not None:
+                if b.balance[CHILDREN] < 1:
+                    raise QuotaExceeded("children", "spawn needs 1 children but the parent has 0 left")
+                b.balance[CHILDREN] -= 1
+            self.open_count += 1
+            return Account.thin(pid, bank)
+        units = quota.as_units()
         want: list[int | None] = [None] * N_POOLED
         for i, name in enumerate(POOLED_RESOURCES):
             v = units.get(name)
@@ -67,12 +97,12 @@ class Accounts:
         need[CHILDREN] = 1
         for i in range(N_POOLED):
             if want[i] is not None:
-                need[i] += want[i]  # type: ignore[operator]
+                need[i] += want[i] or 0
         short = self.shortfall(parent, need)
         if short is not None:
             name = POOLED_RESOURCES[short]
-            bank = parent.bank[short]
-            have = bank.balance[short] if bank is not None else 0
+            short_bank = parent.bank[short]
+            have = short_bank.balance[short] if short_bank is not None else 0
             raise QuotaExceeded(name, f"spawn needs {_fmt(short, need[short])} {name} "
                                       f"but the parent has {_fmt(short, have)} left")
         self._take(parent, need)
@@ -166,7 +196,7 @@ class Accounts:
         if acct.closed:
             return
         acct.closed = True
-        for i in range(N_POOLED):
+        for i in range(N_POOLED) if acct.source is not _NONES else ():
             if acct.bank[i] is acct:
                 dest = acct.source[i]
                 while dest is not None and dest.closed:
@@ -191,9 +221,9 @@ class Accounts:
         used: dict[str, Any] = {}
         for i, name in enumerate(POOLED_RESOURCES):
             bank = acct.bank[i]
-            lim = acct.limit[i]
-            rem = bank.balance[i] if bank is not None else None
-            u = acct.used[i]
+            lim: Any = acct.limit[i]
+            rem: Any = bank.balance[i] if bank is not None else None
+            u: Any = acct.used[i]
             if name == "usd":
                 lim = None if lim is None else lim / USD_SCALE
                 rem = None if rem is None else rem / USD_SCALE

@@ -51,11 +51,11 @@ class Cap:
         target = self.target
         tname = getattr(target, "pid", target)
         return {"kind": _KIND_NAMES[self.kind], "target": tname,
-                "rights": str(Right(self.rights)).removeprefix("Right."), "expires": self.expires}
+                "rights": rights_text(self.rights), "expires": self.expires}
 
 
 def rights_text(bits: int) -> str:
-    names = [r.name.lower() for r in Right if r not in (Right.NONE, Right.ALL) and bits & r]
+    names = [(r.name or "").lower() for r in Right if r not in (Right.NONE, Right.ALL) and bits & r]
     return ",".join(names) or "none"
 
 

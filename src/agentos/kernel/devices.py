@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 class Devices:
     def __init__(self, kernel: "Kernel") -> None:
         self.k = kernel
-        self.reads = 0
+        j = kernel.journal
+        self._record = j.record_row if (j is not None and not kernel.replaying) else None
 
     def handlers(self) -> dict[type, Callable[..., Any]]:
         return {Open: self.sys_open, Read: self.sys_read, ReadAll: self.sys_read_all,
@@ -65,7 +66,10 @@ class Devices:
         h = len(handles) + 1
         while h in handles:
             h += 1
-        handles[h] = (driver, dh, cap, name)
+        # drivers that keep the default action naming get it precomputed: no f-string per call
+        fixed = (f"{name}.read", f"{name}.write") \
+            if driver is None or type(driver).action is Driver.action else None
+        handles[h] = (driver, dh, cap, name, fixed)
         return h
 
     def sys_close(self, proc: Process, req: Close) -> None:
@@ -116,26 +120,44 @@ class Devices:
         return entry
 
     def sys_read(self, proc: Process, req: Read) -> Any:
-        return self._op(proc, self._handle(proc, req.handle, R_READ, "read"), "read", req.req)
+        handles = proc.handles
+        entry = handles.get(req.handle) if handles else None
+        if entry is None or entry[2].holder is not proc or not entry[2].rights & R_READ:
+            entry = self._handle(proc, req.handle, R_READ, "read")  # raises the precise error
+        return self._op(proc, entry, "read", req.req)
 
     def sys_write(self, proc: Process, req: Write) -> Any:
         return self._op(proc, self._handle(proc, req.handle, R_WRITE, "write"), "write", req.data)
 
     def _op(self, proc: Process, entry: tuple[Any, ...], op: str, payload: Any) -> Any:
-        driver, dh, _cap, name = entry
+        driver, dh, _cap, name, fixed = entry
         k = self.k
-        action = self._action(driver, name, op, dh, payload)
+        if fixed is not None:
+            action: tuple[str, Any] | None = (fixed[0] if op == "read" else fixed[1], payload)
+        else:
+            action = self._action(driver, name, op, dh, payload)
         if action is not None and not k.authorize(proc, action[0], action[1]):
             return PARK
         idx = proc.op_index
         proc.op_index = idx + 1
         if k.replaying:
-            e = k.journal.replay(proc.pid, idx, op, name, payload)
-            return self._apply(proc, e)
+            assert k.journal is not None  # replay mode requires one (checked at boot)
+            return self._apply(proc, k.journal.replay(proc.pid, idx, op, name, payload).row())
         try:
             res = driver.read(dh, payload) if op == "read" else driver.write(dh, payload)
         except Exception as e:
             return self._apply(proc, self._error_entry(proc, idx, op, name, action, payload, e))
+        if type(res) is DriverResult:
+            c = res.cost
+            row = (proc.pid, idx, op, name, action[0] if action else None, payload, True,
+                   res.value, None, c.tokens, c.tool_calls, c.usd, c.reductions)
+            if c.tokens or c.tool_calls or c.usd or self._record is None:
+                return self._apply(proc, row)
+            # fast path: nothing to charge but reductions
+            self._record(row)
+            if c.reductions:
+                proc.reductions += c.reductions
+            return res.value
         if isinstance(res, DriverResult):
             return self._apply(proc, self._entry(proc, idx, op, name, action, payload, res))
         if not inspect.isawaitable(res):
@@ -150,7 +172,7 @@ class Devices:
         return PARK
 
     def sys_read_all(self, proc: Process, req: ReadAll) -> Any:
-        driver, dh, _cap, name = self._handle(proc, req.handle, R_READ, "read_all")
+        driver, dh, _cap, name, _fixed = self._handle(proc, req.handle, R_READ, "read_all")
         k = self.k
         payloads = list(req.reqs)
         actions = [self._action(driver, name, "read", dh, p) for p in payloads]
@@ -162,7 +184,9 @@ class Devices:
             idx = proc.op_index
             proc.op_index = idx + 1
             if k.replaying:
-                pending.append((idx, "read", name, action, payload, k.journal.replay(proc.pid, idx, "read", name, payload)))
+                assert k.journal is not None
+                pending.append((idx, "read", name, action, payload,
+                                k.journal.replay(proc.pid, idx, "read", name, payload)))
                 continue
             try:
                 res = driver.read(dh, payload)
@@ -218,7 +242,7 @@ class Devices:
         values: list[Any] = []
         for idx, op, name, action, payload, res in pending:
             if isinstance(res, JournalEntry):
-                entry = res
+                entry = res.row()
             else:
                 try:
                     if isinstance(res, asyncio.Future):
@@ -239,42 +263,47 @@ class Devices:
             values.append(v)
         return values
 
-    def _entry(self, proc: Process, idx: int, op: str, name: str, action: Any, payload: Any,
-               res: DriverResult) -> JournalEntry:
+    @staticmethod
+    def _entry(proc: Process, idx: int, op: str, name: str, action: Any, payload: Any,
+               res: DriverResult) -> tuple[Any, ...]:
         c = res.cost
-        return JournalEntry(proc.pid, idx, op, name, action[0] if action else None, payload, True,
-                            res.value, None, c.tokens, c.tool_calls, c.usd, c.reductions)
+        return (proc.pid, idx, op, name, action[0] if action else None, payload, True,
+                res.value, None, c.tokens, c.tool_calls, c.usd, c.reductions)
 
-    def _error_entry(self, proc: Process, idx: int, op: str, name: str, action: Any, payload: Any,
-                     e: BaseException) -> JournalEntry:
+    @staticmethod
+    def _error_entry(proc: Process, idx: int, op: str, name: str, action: Any, payload: Any,
+                     e: BaseException) -> tuple[Any, ...]:
         msg = str(e) if isinstance(e, AgentOSError) else f"{name}.{op} failed: {type(e).__name__}: {e}"
         etype = type(e).__name__ if isinstance(e, SyscallError) else "DriverError"
         c = getattr(e, "cost", None)  # work done before failing (e.g. wasm fuel) is still charged
         if isinstance(c, Cost):
-            return JournalEntry(proc.pid, idx, op, name, action[0] if action else None, payload, False,
-                                msg, etype, c.tokens, c.tool_calls, c.usd, c.reductions)
-        return JournalEntry(proc.pid, idx, op, name, action[0] if action else None, payload, False,
-                            msg, etype)
+            return (proc.pid, idx, op, name, action[0] if action else None, payload, False,
+                    msg, etype, c.tokens, c.tool_calls, c.usd, c.reductions)
+        return (proc.pid, idx, op, name, action[0] if action else None, payload, False,
+                msg, etype, 0, 0, 0.0, 0)
 
-    def _apply(self, proc: Process, e: JournalEntry) -> Any:
-        """Journal the result, charge its cost, and hand back the value (or raise the error)."""
+    def _apply(self, proc: Process, row: tuple[Any, ...]) -> Any:
+        """Journal the result row, charge its cost, and hand back the value (or raise the error).
+
+        row = (pid, index, op, device, action, request, ok, value, error_type,
+               tokens, tool_calls, usd, reductions)"""
         k = self.k
-        if not k.replaying and k.journal is not None:
-            k.journal.record(e)
-        self.reads += 1
-        if e.tokens or e.tool_calls or e.usd:
-            usd_nano = round(e.usd * USD_SCALE)
-            k.events.emit(proc.pid, "charge", (e.index, e.tokens, e.tool_calls, usd_nano))
-            short = k.accounts.charge(proc.account, e.tokens, e.tool_calls, usd_nano)  # type: ignore[arg-type]
-            if short is not None:
-                k.events.emit(proc.pid, "quota", (short, e.index))
+        if self._record is not None:
+            self._record(row)
+        _, index, _, _, _, _, ok, value, etype, tokens, calls, usd, reds = row
+        if tokens or calls or usd:
+            usd_nano = round(usd * USD_SCALE)
+            short = k.accounts.charge(proc.account, tokens, calls, usd_nano)  # type: ignore[arg-type]
+            if short is not None:  # atomic: nothing was charged
+                k.events.emit(proc.pid, "quota", (short, index, tokens, calls, usd_nano))
                 k.terminate(proc, quota(short))
                 return PARK
-        if e.reductions:
-            proc.reductions += e.reductions
-        if not e.ok:
-            raise _rebuild_error(e)
-        return e.value
+            k.events.emit(proc.pid, "charge", (index, tokens, calls, usd_nano))
+        if reds:
+            proc.reductions += reds
+        if not ok:
+            raise _rebuild_error(etype, value)
+        return value
 
     @staticmethod
     def _action(driver: Driver | None, name: str, op: str, dh: Any, payload: Any) -> tuple[str, Any] | None:
@@ -282,6 +311,8 @@ class Devices:
             return (f"{name}.{op}", payload)
         try:
             return driver.action(op, dh, payload)
+        except AgentOSError:
+            raise
         except Exception as e:
             raise DriverError(f"{name}: cannot classify the {op} request: {e}") from e
 
@@ -298,16 +329,16 @@ def _task_result(task: Any, name: str, op: str) -> DriverResult:
     return res
 
 
-def _rebuild_error(e: JournalEntry) -> SyscallError:
+def _rebuild_error(error_type: str | None, message: str) -> SyscallError:
     from ..abi import errors
 
-    cls = getattr(errors, e.error_type or "DriverError", DriverError)
+    cls = getattr(errors, error_type or "DriverError", DriverError)
     if not (isinstance(cls, type) and issubclass(cls, SyscallError)):
         cls = DriverError
     try:
-        return cls(e.value)
+        return cls(message)
     except TypeError:  # errors whose constructor takes more than a message
-        return DriverError(e.value)
+        return DriverError(message)
 
 
 __all__ = ["Devices", "EXITED"]

@@ -68,15 +68,22 @@ def encode_event(ev: Event) -> bytes:
 
 
 class EventLog:
-    """Buffered, batched event stream with a bounded ring for `events()` and sinks."""
+    """Buffered, batched event stream with a bounded ring for `events()` and sinks.
 
-    __slots__ = ("buf", "seq", "ring", "sinks", "batch", "_now", "dropped_from_ring")
+    `buf` holds raw `(time, pid, kind, data)` tuples; the kernel's dispatch loop appends to
+    it directly (the list object never changes, so a cached `buf.append` stays valid).
+    `raw_sinks` get `(batch, first_seq)` with the raw tuples; `sinks` get `Event` lists,
+    built only when some sink wants them.
+    """
+
+    __slots__ = ("buf", "seq", "ring", "sinks", "raw_sinks", "batch", "_now", "dropped_from_ring")
 
     def __init__(self, now: Callable[[], float], ring_size: int = 65536, batch: int = 4096) -> None:
         self.buf: list[tuple[float, int, str, Any]] = []
         self.seq = 0
-        self.ring: deque[Event] = deque(maxlen=ring_size)
+        self.ring: deque[tuple[float, int, str, Any]] = deque(maxlen=ring_size)
         self.sinks: list[Sink] = []
+        self.raw_sinks: list[Callable[[list[tuple[float, int, str, Any]], int], None]] = []
         self.batch = batch
         self._now = now
         self.dropped_from_ring = 0
@@ -91,30 +98,40 @@ class EventLog:
         buf = self.buf
         if not buf:
             return
-        self.buf = []
-        seq = self.seq
-        batch = [Event(seq + i, t, pid, kind, data) for i, (t, pid, kind, data) in enumerate(buf, 1)]
-        self.seq = seq + len(batch)
+        batch = buf.copy()
+        buf.clear()
+        first = self.seq + 1
+        self.seq += len(batch)
         ring = self.ring
         if ring.maxlen is not None:
             overflow = len(ring) + len(batch) - ring.maxlen
             if overflow > 0:
                 self.dropped_from_ring += overflow
         ring.extend(batch)
-        for sink in self.sinks:
-            sink(batch)
+        for raw in self.raw_sinks:
+            raw(batch, first)
+        if self.sinks:
+            events = [Event(first + i, t, pid, kind, data) for i, (t, pid, kind, data) in enumerate(batch)]
+            for sink in self.sinks:
+                sink(events)
 
     def add_sink(self, sink: Sink) -> None:
         self.flush()
         self.sinks.append(sink)
 
-    def events(self, *, pid: int | None = None, kind: str | None = None) -> list[Event]:
+    def add_raw_sink(self, sink: Callable[[list[tuple[float, int, str, Any]], int], None]) -> None:
         self.flush()
-        return [e for e in self.ring if (pid is None or e.pid == pid) and (kind is None or e.kind == kind)]
+        self.raw_sinks.append(sink)
+
+    def events(self, *, pid: int | None = None, kind: str | None = None) -> list[Event]:
+        """The events still in the ring (the most recent `ring_size`), oldest first."""
+        self.flush()
+        first = self.seq - len(self.ring) + 1
+        return [Event(first + i, t, p, k, d) for i, (t, p, k, d) in enumerate(self.ring)
+                if (pid is None or p == pid) and (kind is None or k == kind)]
 
     def __iter__(self) -> Iterator[Event]:
-        self.flush()
-        return iter(list(self.ring))
+        return iter(self.events())
 
 
 def digest(events: Iterable[Event]) -> str:

@@ -22,10 +22,11 @@ if TYPE_CHECKING:
 
 
 class IPC:
-    __slots__ = ("k", "late_dropped", "dead_letters", "delivered")
+    __slots__ = ("k", "late_dropped", "dead_letters", "delivered", "_push")
 
     def __init__(self, kernel: "Kernel") -> None:
         self.k = kernel
+        self._push = kernel.runq.push
         self.late_dropped = 0
         self.dead_letters = 0
         self.delivered = 0
@@ -84,9 +85,17 @@ class IPC:
                 self.k.events.emit(target.pid, "drop_late", msg.sender)
                 return
             target.recv_match = None
-            self.k.timers.cancel(target.timer)
-            target.timer = None
-            self.k.wake(target, msg)
+            if target.timer is not None:
+                self.k.timers.cancel(target.timer)
+                target.timer = None
+            # wake, inlined: this is the IPC hot path
+            target.resume_value = msg
+            target.wait_kind = None
+            if target.stopped:
+                target.state = SUSPENDED
+            else:
+                target.state = READY
+                self._push(target)
             return
         mb = target.mailbox
         if mb is None:

@@ -32,6 +32,10 @@ class JournalEntry:
     usd: float = 0.0
     reductions: int = 0
 
+    def row(self) -> tuple[Any, ...]:
+        return (self.pid, self.index, self.op, self.device, self.action, self.request, self.ok,
+                self.value, self.error_type, self.tokens, self.tool_calls, self.usd, self.reductions)
+
     @property
     def cost(self) -> Cost:
         return Cost(self.tokens, self.tool_calls, self.usd, self.reductions)
@@ -49,32 +53,47 @@ class JournalEntry:
         return JournalEntry(**json.loads(text))
 
 
+Row = tuple  # (pid, index, op, device, action, request, ok, value, error_type, tokens, tool_calls, usd, reductions)
+
+
 class Journal:
-    """In-memory journal; a store-backed one feeds `sinks` and loads with `extend`."""
+    """In-memory journal. Rows are plain tuples on the hot path; `entries` builds
+    `JournalEntry` objects on demand. Store-backed journals attach to `sinks`
+    (called with each `JournalEntry`) and load with `extend`."""
 
     def __init__(self, entries: Iterable[JournalEntry] = ()) -> None:
-        self.entries: list[JournalEntry] = []
-        self._by_key: dict[tuple[int, int], JournalEntry] = {}
+        self._rows: list[tuple[Any, ...]] = []
+        self._by_key: dict[tuple[int, int], tuple[Any, ...]] = {}
         self.sinks: list[Callable[[JournalEntry], None]] = []
         self.extend(entries)
 
+    @property
+    def entries(self) -> list[JournalEntry]:
+        return [JournalEntry(*r) for r in self._rows]
+
     def extend(self, entries: Iterable[JournalEntry]) -> None:
         for e in entries:
-            self.entries.append(e)
-            self._by_key[(e.pid, e.index)] = e
+            self._rows.append(e.row())
 
     def record(self, entry: JournalEntry) -> None:
-        self.entries.append(entry)
-        self._by_key[(entry.pid, entry.index)] = entry
-        for sink in self.sinks:
-            sink(entry)
+        self.record_row(entry.row())
+
+    def record_row(self, row: tuple[Any, ...]) -> None:
+        self._rows.append(row)  # the replay index is built on first lookup, off the hot path
+        if self.sinks:
+            entry = JournalEntry(*row)
+            for sink in self.sinks:
+                sink(entry)
 
     def replay(self, pid: int, index: int, op: str, device: str, request: Any) -> JournalEntry:
-        e = self._by_key.get((pid, index))
-        if e is None:
+        if len(self._by_key) != len(self._rows):
+            self._by_key = {(r[0], r[1]): r for r in self._rows}
+        r = self._by_key.get((pid, index))
+        if r is None:
             raise NondeterminismError(
                 f"replay diverged at pid {pid} op #{index}: the program asked for {op} on "
                 f"{device!r} with {_short(request)}, but the recorded run has no such operation")
+        e = JournalEntry(*r)
         if e.op != op or e.device != device or canonical(e.request) != canonical(request):
             raise NondeterminismError(
                 f"replay diverged at pid {pid} op #{index}: recorded {e.op} on {e.device!r} with "
@@ -82,7 +101,7 @@ class Journal:
         return e
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self._rows)
 
 
 def _short(obj: Any, limit: int = 120) -> str:

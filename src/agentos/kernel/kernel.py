@@ -44,6 +44,16 @@ from .signals import Signals
 from .trap import Sys
 
 
+_NO_QUOTA = Quota()
+
+
+def _pin_forever(obj: Any) -> None:
+    """Take one permanent reference: the object is never deallocated, so never finalized."""
+    import ctypes
+
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+
+
 @dataclass
 class KernelConfig:
     """Everything a kernel can be booted with. Defaults suit a live, single-node run."""
@@ -79,8 +89,10 @@ class Decision:
 class AllowAll:
     """Explicitly allow every action (tests, trusted scripts). Never the default."""
 
+    _YES = Decision(True, "allow-all", "AllowAll policy installed")
+
     def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> Decision:
-        return Decision(True, "allow-all", "AllowAll policy installed")
+        return self._YES
 
 
 class NoPolicy:
@@ -123,9 +135,10 @@ class Kernel:
         self.procs: dict[int, Process] = {}
         self.names: dict[str, Process] = {}
         self.images: dict[str, ProcessImage] = {}
+        self._image_cache: dict[Any, ProcessImage] = {}
         self.drivers: dict[str, Driver] = {}
         self.replaying = cfg.mode == "replay"
-        self.journal: Journal | None = cfg.journal if (cfg.journal is not None or not cfg.record) else Journal()
+        self._journal: Journal | None = cfg.journal if (cfg.journal is not None or not cfg.record) else Journal()
         self.policy: Any = cfg.policy if cfg.policy is not None else NoPolicy()
         self.checkpointer: Callable[[Process], Any] | None = None
         self.ipc = IPC(self)
@@ -133,7 +146,7 @@ class Kernel:
         self.devices = Devices(self)
         self.memory = MemoryManager(self, cfg.pager, cfg.recaller)
         self.metrics_folder = Metrics()
-        self.events.add_sink(self.metrics_folder.observe)
+        self.events.add_raw_sink(self.metrics_folder.observe)
         self.current: Process | None = None
         self.init: Process | None = None
         self.next_pid = 1
@@ -145,9 +158,24 @@ class Kernel:
         self._external_sources = 0
         self._table: dict[type, tuple[Callable[[Process, Any], Any], int]] = {}
         self._build_table()
+        # cached for the dispatch loop (the event buffer list is never replaced)
+        self._append = self.events.buf.append
+        self._now = self.clock.now
+        self._virtual = self.clock.virtual
+        self._quantum = cfg.quantum
+        self._push = self.runq.push
         from ..vfs import install as install_vfs  # stdlib only; the /agent tree costs a dict
 
         self.vfs = install_vfs(self, checkpoints=False)
+
+    @property
+    def journal(self) -> Journal | None:
+        return self._journal
+
+    @journal.setter
+    def journal(self, journal: Journal | None) -> None:
+        self._journal = journal
+        self.devices._record = journal.record_row if (journal is not None and not self.replaying) else None
 
     # -- handler table ----------------------------------------------------------------
     def _build_table(self) -> None:
@@ -298,89 +326,96 @@ class Kernel:
             self.timers.fire_due(self.clock.now())
 
     def _run_ready(self, max_switches: int) -> bool:
-        """Run up to `max_switches` process quanta. True if there may be more to run."""
+        """Run up to `max_switches` process quanta. True if there may be more to run.
+
+        This is the trampoline, and the hot path: everything it touches is a local."""
         pop = self.runq.pop
+        push = self.runq.push
         timers = self.timers
-        now = self.clock.now
+        heap = timers.heap
         events = self.events
+        buf = events.buf
+        batch = events.batch
+        append = self._append
+        now = self._now
+        real = not self._virtual
+        clock: Any = self.clock
+        quantum = self._quantum
+        default_table = self._table
+        terminate = self.terminate
         for _ in range(max_switches):
             proc = pop()
             if proc is None:
-                heap = timers.heap
                 if heap and heap[0][0] <= now():
                     timers.fire_due(now())
                     continue
                 return False
-            self._run_proc(proc)
-            heap = timers.heap
+            # -- run one quantum of `proc` --
+            coro = proc.coro
+            value = proc.resume_value
+            exc = proc.resume_exc
+            proc.resume_value = None
+            proc.resume_exc = None
+            proc.state = RUNNING
+            table = proc.handlers or default_table
+            t = now() if real else clock._now  # virtual time cannot move while a process runs
+            pid = proc.pid
+            budget = quantum
+            while True:
+                try:
+                    if exc is None:
+                        req = coro.send(value)
+                    else:
+                        req = coro.throw(exc)
+                        exc = None
+                except StopIteration as stop:
+                    terminate(proc, NORMAL, stop.value)
+                    break
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as e:
+                    terminate(proc, fault(e))
+                    break
+                entry = table.get(type(req))
+                if entry is None:
+                    self._bad_await(proc, req)
+                    break
+                if real:
+                    t = now()
+                append((t, pid, "sys", req))
+                try:
+                    value = entry[0](proc, req)
+                except SyscallError as e:
+                    value = None
+                    exc = e
+                    append((now(), pid, "error", (type(e).__name__, str(e))))
+                except (NotImplementedError, TypeError, ValueError) as e:
+                    # misuse of a syscall's arguments: the caller's error, raised in the caller
+                    value = None
+                    exc = e
+                    append((now(), pid, "error", (type(e).__name__, str(e))))
+                except Exception as e:
+                    bug = InternalError(f"kernel bug handling {type(req).__name__} for pid {pid}: "
+                                        f"{type(e).__name__}: {e} (this is a bug in agentos)")
+                    append((now(), pid, "internal_error", str(bug)))
+                    terminate(proc, fault(bug))
+                    break
+                if value is PARK or proc.state is not RUNNING:
+                    break
+                budget -= entry[1]
+                if budget <= 0:
+                    proc.resume_value = value
+                    proc.resume_exc = exc
+                    proc.state = READY
+                    push(proc)
+                    break
+            proc.reductions += quantum - budget
+            # -- between quanta: due timers, and a full event buffer --
             if heap and heap[0][0] <= now():
                 timers.fire_due(now())
-            if len(events.buf) >= events.batch:
+            if len(buf) >= batch:
                 events.flush()
         return True
-
-    def _run_proc(self, proc: Process) -> None:
-        coro = proc.coro
-        value = proc.resume_value
-        exc = proc.resume_exc
-        proc.resume_value = None
-        proc.resume_exc = None
-        proc.state = RUNNING
-        self.current = proc
-        table = proc.handlers or self._table
-        append = self.events.buf.append
-        now = self.clock.now
-        pid = proc.pid
-        budget = self.config.quantum
-        while True:
-            try:
-                if exc is None:
-                    req = coro.send(value)  # type: ignore[union-attr]
-                else:
-                    req = coro.throw(exc)  # type: ignore[union-attr]
-                    exc = None
-            except StopIteration as stop:
-                self.terminate(proc, NORMAL, stop.value)
-                break
-            except KeyboardInterrupt:
-                raise
-            except BaseException as e:
-                self.terminate(proc, fault(e))
-                break
-            entry = table.get(type(req))
-            if entry is None:
-                self._bad_await(proc, req)
-                break
-            fn, cost = entry
-            append((now(), pid, "sys", req))
-            try:
-                value = fn(proc, req)
-            except SyscallError as e:
-                value = None
-                exc = e
-                append((now(), pid, "error", (type(e).__name__, str(e))))
-            except (NotImplementedError, TypeError, ValueError) as e:
-                # misuse of a syscall's arguments: the caller's error, raised in the caller
-                value = None
-                exc = e
-                append((now(), pid, "error", (type(e).__name__, str(e))))
-            except Exception as e:
-                bug = InternalError(f"kernel bug handling {type(req).__name__} for pid {pid}: "
-                                    f"{type(e).__name__}: {e} (this is a bug in agentos)")
-                append((now(), pid, "internal_error", str(bug)))
-                self.terminate(proc, fault(bug))
-                break
-            if value is PARK or proc.state is not RUNNING:
-                break
-            budget -= cost
-            if budget <= 0:
-                proc.resume_value = value
-                proc.resume_exc = exc
-                proc.state = READY
-                self.runq.push(proc)
-                break
-        proc.reductions += self.config.quantum - budget
-        self.current = None
 
     def _bad_await(self, proc: Process, req: Any) -> None:
         what = type(req).__name__ if req is not None else "a bare yield (asyncio.sleep(0)?)"
@@ -422,6 +457,7 @@ class Kernel:
         if proc.wait_kind in ("sleep", "waitpid"):
             self.timers.cancel(proc.timer)
             proc.timer = None
+            proc.wait_target = None
             return True
         if proc.wait_kind == "io":
             self.devices.release_io(proc)
@@ -444,10 +480,14 @@ class Kernel:
     def _create(self, parent: Process | None, image: Any, args: Any, caps: tuple[Any, ...],
                 quota_: Quota | None, link: bool, priority: int | None, deadline: float | None,
                 name: str | None) -> Process:
-        try:
-            img = ProcessImage.of(image) if not isinstance(image, str) else self._image_named(image)
-        except TypeError as e:
-            raise SyscallError(f"spawn: {e}") from None
+        img = self._image_cache.get(image) if not isinstance(image, (str, ProcessImage)) else None
+        if img is None:
+            try:
+                img = ProcessImage.of(image) if not isinstance(image, str) else self._image_named(image)
+            except TypeError as e:
+                raise SyscallError(f"spawn: {e}") from None
+            if not isinstance(image, (str, ProcessImage)):
+                self._image_cache[image] = img
         if quota_ is not None and not isinstance(quota_, Quota):
             raise SyscallError(f"spawn: quota must be a Quota, got {type(quota_).__name__}")
         if priority is None:
@@ -466,16 +506,16 @@ class Kernel:
                 srcs.append(self.caps.resolve(parent, c, 0x7F, "spawn caps"))
         pid = self.next_pid
         if parent is None:
-            account = self.accounts.open_root(pid, quota_ or Quota())
+            account = self.accounts.open_root(pid, quota_ or _NO_QUOTA)
         else:
             account = self.accounts.open_child(pid, parent.account, quota_)  # type: ignore[arg-type]
         self.next_pid = pid + 1
         proc = Process(pid, name or img.name, img, parent)
         proc.account = account
         proc.priority = priority
-        now = self.clock.now()
+        now = self._now()
         proc.started = now
-        q = quota_ or Quota()
+        q = quota_ or _NO_QUOTA
         wall = now + q.wall_ms if q.wall_ms is not None else None
         if parent is not None and parent.wall_deadline is not None:
             wall = parent.wall_deadline if wall is None else min(wall, parent.wall_deadline)
@@ -486,7 +526,8 @@ class Kernel:
         proc.max_mailbox = mm
         if deadline is not None:
             proc.deadline = now + deadline
-        self._arm_deadline(proc)
+        if proc.deadline is not None or wall is not None:
+            self._arm_deadline(proc)
         child_caps = []
         for src in srcs:
             cap = self.caps.transfer(src, proc)
@@ -502,15 +543,12 @@ class Kernel:
         proc.coro = img.main(sys, args)
         self.procs[pid] = proc
         if parent is not None:
-            if parent.children is None:
-                parent.children = set()
-            parent.children.add(proc)
             if link:
                 for a, b in ((parent, proc), (proc, parent)):
                     if a.links is None:
                         a.links = set()
                     a.links.add(b)
-        self.events.emit(pid, "spawn", (parent.pid if parent else 0, proc.name, q))
+        self._append((now, pid, "spawn", (parent.pid if parent else 0, proc.name, q)))
         self.runq.push(proc)
         return proc
 
@@ -541,13 +579,15 @@ class Kernel:
         """End `proc` for good. Safe to call from anywhere in the kernel, any number of times."""
         if proc.state is EXITED:
             return
-        self._dying.append((proc, reason, result))
-        if self._draining:
+        if self._draining:  # a teardown in progress queued this one (a link): do it after
+            self._dying.append((proc, reason, result))
             return
         self._draining = True
         try:
-            while self._dying:
-                p, r, v = self._dying.pop(0)
+            self._teardown(proc, reason, result)
+            dying = self._dying
+            while dying:
+                p, r, v = dying.pop(0)
                 self._teardown(p, r, v)
         finally:
             self._draining = False
@@ -562,15 +602,23 @@ class Kernel:
         proc.coro = None
         if coro is not None:
             try:
-                coro.close()  # GeneratorExit inside; a process that swallows it is dropped anyway
+                coro.close()  # GeneratorExit inside; `finally` blocks run, syscalls cannot
             except BaseException as e:
+                # It swallowed GeneratorExit and yielded again. It will never be resumed, and
+                # it must never be finalized either (finalizing runs its code again).
+                _pin_forever(coro)
                 self.events.emit(proc.pid, "close_error", f"{type(e).__name__}: {e}")
-        self.timers.cancel(proc.timer)
-        self.timers.cancel(proc.dl_timer)
-        proc.timer = proc.dl_timer = None
-        self.devices.release(proc)
-        self.ipc.release(proc)
-        self.memory.release(proc)
+        if proc.timer is not None or proc.dl_timer is not None:
+            self.timers.cancel(proc.timer)
+            self.timers.cancel(proc.dl_timer)
+            proc.timer = proc.dl_timer = None
+        if proc.io is not None or proc.handles:
+            self.devices.release(proc)
+        if proc.mailbox is not None or proc.blocked_senders or proc.blocked_on is not None \
+                or proc.recv_match is not None:
+            self.ipc.release(proc)
+        if proc.memory is not None:
+            self.memory.release(proc)
         if proc.cleanups:
             for fn in proc.cleanups:
                 try:
@@ -583,18 +631,18 @@ class Kernel:
                 if self.names.get(n) is proc:
                     del self.names[n]
             proc.names = None
-        self.caps.drop_all(proc)
+        if proc.caps:
+            self.caps.drop_all(proc)
         parent = proc.parent
         self.accounts.close(proc.account, parent.account if parent else None)  # type: ignore[arg-type]
-        self.events.emit(proc.pid, "exit", str(reason))
-        if parent is not None and parent.children is not None:
-            parent.children.discard(proc)
+        self._append((self._now(), proc.pid, "exit", str(reason)))
         if proc.waiters:
             for w in proc.waiters:
-                if w.state is WAITING and w.wait_kind == "waitpid":
+                if w.wait_target is proc and w.wait_kind == "waitpid":
+                    w.wait_target = None
                     self.wake(w, reason)
             proc.waiters = None
-        down = Down(proc.pid, reason, proc.name)
+        down = Down(proc.pid, reason, proc.name) if (proc.watchers or proc.links) else None
         if proc.watchers:
             for w in proc.watchers:
                 self.ipc.deliver_kernel(w, down)
@@ -627,7 +675,7 @@ class Kernel:
     def authorize(self, proc: Process, action: str, args: Any) -> bool:
         """Ask policy about an action on the world. False: the process has been stopped."""
         decision = self.policy.check(proc.pid, action, args)
-        self.events.emit(proc.pid, "policy", (action, decision.allowed, decision.rule))
+        self._append((self._now(), proc.pid, "policy", (action, decision.allowed, decision.rule)))
         if decision.allowed:
             return True
         if decision.effect == "raise":
@@ -737,6 +785,7 @@ class Kernel:
         target.waiters.append(proc)
         proc.state = WAITING
         proc.wait_kind = "waitpid"
+        proc.wait_target = target
         return PARK
 
     def _sys_on_cleanup(self, proc: Process, req: S.OnCleanup) -> None:
@@ -772,7 +821,11 @@ class Kernel:
             self.wake(proc, None)
 
     def _sys_yield(self, proc: Process, req: Any) -> Any:
-        self.requeue(proc, None)
+        if proc.stopped:
+            proc.state = SUSPENDED
+        else:
+            proc.state = READY
+            self._push(proc)
         return PARK
 
     def _sys_sched(self, proc: Process, req: S.Sched) -> None:

@@ -129,7 +129,7 @@ class MemoryManager:
         sp = proc.memory
         if sp is None or req.k <= 0:
             return []
-        ids = sp.recaller.search(req.query, req.k)
+        ids = self._rank(sp, sp.recaller.search(req.query, 2 * req.k + 4), req.k)
         out: list[Segment] = []
         wanted = set(ids)
         for sid in ids:
@@ -145,6 +145,14 @@ class MemoryManager:
                     self.k.events.emit(proc.pid, "page_in", (sid, seg.tokens))
             out.append(dataclasses.replace(seg))
         return out
+
+    @staticmethod
+    def _rank(sp: MemorySpace, ids: list[int], k: int) -> list[int]:
+        """Originals before summaries: a summary is a lossy stand-in for what recall can fetch."""
+        def is_summary(sid: int) -> bool:
+            seg = sp.resident.get(sid) or sp.swap.get(sid)
+            return seg is not None and seg.kind is SegmentKind.SUMMARY
+        return sorted(ids, key=is_summary)[:k]
 
     def sys_forget(self, proc: "Process", req: Forget) -> bool:
         sp = proc.memory

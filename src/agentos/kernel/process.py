@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .accounts import Account
     from .caps import Cap
     from .memory import MemorySpace
-    from ..sys import Sys
+    from .trap import Sys
 
 ProcessMain = Callable[..., Awaitable[Any]]
 
@@ -66,23 +66,23 @@ class Process:
         "pid", "name", "image", "coro", "state", "parent", "account", "caps", "devices",
         "handles", "mailbox", "recv_match", "blocked_senders", "blocked_on", "priority",
         "deadline", "wall_deadline", "max_mailbox", "resume_value", "resume_exc", "in_queue",
-        "stopped", "handlers", "timer", "waiters", "watchers", "links", "children",
+        "stopped", "handlers", "timer", "waiters", "watchers", "links",
         "cleanups", "names", "sigmask", "pending_signals", "memory", "op_index", "io",
         "exit_reason", "result", "started", "reductions", "syscalls", "sys", "self_ref",
-        "spawn_caps", "wait_kind", "args", "dl_timer",
+        "spawn_caps", "wait_kind", "args", "dl_timer", "wait_target",
     )
 
     def __init__(self, pid: int, name: str, image: ProcessImage, parent: "Process | None") -> None:
         self.pid = pid
         self.name = name
         self.image = image
-        self.coro: Coroutine[Any, Any, Any] | None = None
+        self.coro: Any = None  # the process body's coroutine
         self.state = READY
         self.parent = parent
         self.account: Account | None = None
         self.caps: dict[int, Cap] = {}
         self.devices: dict[str, int] | None = None       # device name → held cap ref
-        self.handles: dict[int, tuple[Any, Any]] | None = None  # handle → (driver, driver handle)
+        self.handles: dict[int, tuple[Any, ...]] | None = None  # handle → (driver, dh, cap, name, actions)
         self.mailbox: deque[Message] | None = None         # made on first queued message
         self.recv_match: Any = None                        # waiting in recv: matcher or True
         self.blocked_senders: deque[tuple[Process, Message]] | None = None
@@ -100,7 +100,6 @@ class Process:
         self.waiters: list[Process] | None = None          # parked in waitpid on me
         self.watchers: list[Process] | None = None         # monitors: get Down
         self.links: set[Process] | None = None
-        self.children: set[Process] | None = None
         self.cleanups: list[Callable[[ExitReason], Any]] | None = None
         self.names: set[str] | None = None
         self.sigmask = 0
@@ -119,6 +118,7 @@ class Process:
         self.wait_kind: str | None = None
         self.args: Any = None
         self.dl_timer: list[Any] | None = None              # deadline / wall_ms timer
+        self.wait_target: Process | None = None             # parked in waitpid on this one
 
     def __repr__(self) -> str:
         return f"<Process {self.pid} {self.name} {self.state.value}>"

@@ -22,10 +22,16 @@ def trap(req: Any) -> Generator[Any, Any, Any]:
 class Sys:
     """A process's syscall interface. `caps` are the capabilities it was spawned with."""
 
-    __slots__ = ("caps",)
+    __slots__ = ("caps", "_seq")
 
     def __init__(self, caps: tuple[CapRef, ...] = ()) -> None:
         self.caps = caps
+        self._seq = 0
+
+    def next_corr(self) -> int:
+        """A correlation id unique within this process (deterministic across runs)."""
+        self._seq += 1
+        return self._seq
 
     # identity
     def pid(self) -> Awaitable[Pid]:

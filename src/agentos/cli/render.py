@@ -1,0 +1,84 @@
+"""Rendering shared by commands: process tables, run summaries, a live event narrator."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def console() -> Console:
+    """A console wide enough for our tables even when output is piped."""
+    c = Console()
+    return c if c.is_terminal else Console(width=120)
+
+_EXIT_STYLE = {"normal": "green", "shutdown": "dim", "killed": "red", "quota": "magenta",
+               "fault": "red", "deadline": "yellow", "policy": "bold red"}
+
+
+def exit_style(reason: str | None) -> str:
+    if not reason:
+        return "cyan"
+    return _EXIT_STYLE.get(reason.split("(", 1)[0], "white")
+
+
+def history_table(history: Any, title: str = "processes") -> Table:
+    t = Table(title=title)
+    for col in ("pid", "name", "parent", "exit", "syscalls", "tokens", "tool calls", "usd", "ms"):
+        t.add_column(col, justify="right" if col not in ("name", "exit") else "left")
+    for r in history.rows():
+        ms = "" if r.ended is None else f"{r.ended - r.started:.1f}"
+        t.add_row(str(r.pid), r.name, str(r.parent), f"[{exit_style(r.exit)}]{r.exit or 'running'}[/]",
+                  str(r.syscalls), str(r.tokens), str(r.tool_calls), f"{r.usd:.6f}", ms)
+    return t
+
+
+def ps_table(rows: list[dict[str, Any]], title: str = "ps") -> Table:
+    t = Table(title=title)
+    for col in ("pid", "name", "state", "parent", "prio", "reductions", "mailbox", "tokens", "tool calls", "usd"):
+        t.add_column(col)
+    for r in rows:
+        u = r["used"]
+        t.add_row(str(r["pid"]), r["name"], r["state"], str(r["parent"]), str(r["priority"]),
+                  str(r["reductions"]), str(r["mailbox"]), str(u["tokens"]), str(u["tool_calls"]),
+                  f"{u['usd']:.6f}")
+    return t
+
+
+class Narrator:
+    """Prints what processes do as the events flush: spawns, logs, charges, denials, exits."""
+
+    def __init__(self, console: Console, names: dict[int, str] | None = None) -> None:
+        self.console = console
+        self.names: dict[int, str] = names if names is not None else {}
+
+    def who(self, pid: int) -> str:
+        return f"[bold]{self.names.get(pid, '?')}[/]#{pid}" if pid else "[bold]kernel[/]"
+
+    def observe(self, batch: list[tuple[float, int, str, Any]], first_seq: int = 0) -> None:
+        out = self.console.print
+        for t, pid, kind, data in batch:
+            stamp = f"[dim]{t:9.1f}ms[/]"
+            if kind == "spawn":
+                self.names[pid] = data[1]
+                parent = f" by {self.who(data[0])}" if data[0] else ""
+                out(f"{stamp} [cyan]spawn[/]  {self.who(pid)}{parent}")
+            elif kind == "log":
+                level, msg, fields = data
+                style = {"error": "red", "warning": "yellow"}.get(level, "white")
+                out(f"{stamp} [{style}]{level:7}[/] {self.who(pid)}: {msg}")
+            elif kind == "charge":
+                _, tokens, calls, usd = data
+                parts = [p for p in (f"{tokens} tokens" if tokens else "", f"{calls} tool call(s)" if calls else "",
+                                     f"${usd / 1e9:.6f}" if usd else "") if p]
+                out(f"{stamp} [magenta]charge[/] {self.who(pid)}: {', '.join(parts)}")
+            elif kind == "quota":
+                out(f"{stamp} [bold magenta]budget[/] {self.who(pid)}: {data[0]} exhausted")
+            elif kind == "error":
+                out(f"{stamp} [red]refused[/] {self.who(pid)}: {data[0]}: {data[1]}")
+            elif kind == "policy" and not data[1]:
+                out(f"{stamp} [bold red]policy[/] {self.who(pid)}: {data[0]} denied by {data[2]}")
+            elif kind == "signal":
+                out(f"{stamp} [yellow]signal[/] {data[0]} → {self.who(pid)} (from {self.who(data[1])})")
+            elif kind == "exit":
+                out(f"{stamp} [{exit_style(str(data))}]exit[/]   {self.who(pid)}: {data}")

@@ -1,0 +1,47 @@
+"""The public API is pinned: changing it is a deliberate act that updates this test."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import agentos
+from agentos.abi.syscalls import SYSCALLS, table
+
+EXPECTED = {
+    "ABI_VERSION", "AgentOSError", "AllowAll", "BadHandle", "Budget", "CapError", "CapRef", "Cost",
+    "Decision", "Down", "Driver", "DriverError", "DriverResult", "ExitKind", "ExitReason",
+    "InternalError", "Interrupted", "Journal", "JournalEntry", "Kernel", "KernelConfig", "KernelError",
+    "Message", "NameTaken", "NoPolicy", "NoSuchDevice", "NondeterminismError", "OutOfMemory", "Pid",
+    "PolicyDenied", "ProcState", "ProcessImage", "Quota", "QuotaExceeded", "RealClock", "Right",
+    "RunResult", "Segment", "SegmentKind", "Signal", "SignalMessage", "Sys", "SyscallError",
+    "ToolError", "VirtualClock", "__version__",
+}
+
+
+def test_public_api_is_pinned():
+    assert set(agentos.__all__) >= EXPECTED
+    for name in agentos.__all__:
+        assert hasattr(agentos, name), name
+
+
+def test_syscall_table_covers_the_design_surface():
+    names = {spec.name for spec in table()}
+    design = {"pid", "self_cap", "now", "budget", "log", "send", "recv", "register", "unregister",
+              "lookup", "spawn", "exit", "monitor", "waitpid", "on_cleanup", "signal", "sigmask",
+              "derive", "attenuate", "revoke", "open", "read", "read_all", "write", "close",
+              "remember", "working_set", "recall", "forget", "pin", "check_policy", "vfs_read",
+              "vfs_write", "vfs_list", "sleep", "yield_", "sched", "dial", "spawn_remote"}
+    assert design <= names
+    for cls in SYSCALLS:
+        assert hasattr(cls, "__slots__"), f"{cls.__name__} must be slotted"
+    from agentos import Sys
+    for n in design - {"signal"}:
+        assert callable(getattr(Sys, n)), n
+
+
+def test_import_is_light():
+    code = ("import sys, agentos; heavy = [m for m in ('jsonschema', 'typer', 'rich', 'openai', "
+            "'wasmtime', 'owlready2', 'pyoxigraph', 'rustworkx', 'nats', 'psycopg', 'mcp', 'llama_cpp', "
+            "'prometheus_client', 'yaml') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
