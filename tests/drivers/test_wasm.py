@@ -221,3 +221,48 @@ def test_killed_caller_interrupts_the_running_module():
     _, res = run(body, d)
     assert res.value == ("killed(1)", 3)
     assert time.monotonic() - t0 < 20
+
+
+MIXED = """(module
+  (func (export "mix") (param i32 i64 f64) (result f64)
+    local.get 0 f64.convert_i32_s local.get 1 f64.convert_i64_s f64.add local.get 2 f64.add)
+  (func (export "neg") (result i32) i32.const -5)
+  (func (export "nothing")))"""
+
+
+def test_numeric_signatures_and_argument_checks():
+    async def body(sys, _):
+        h = await sys.open("wasm", {"wat": MIXED})
+        out = [await sys.read(h, {"call": "mix", "args": [1, 2**40, 0.5]}),
+               await sys.read(h, {"call": "neg"}),
+               await sys.read(h, {"call": "nothing"})]
+        for bad in ([1, 2], [2**32, 0, 0.0], [1.5, 0, 0.0]):
+            try:
+                await sys.read(h, {"call": "mix", "args": bad})
+            except DriverError as e:
+                out.append(str(e).split(":")[1].strip()[:14])
+        # the unsigned spelling of -1 is the same i32
+        out.append(await sys.read(h, {"call": "mix", "args": [2**32 - 1, 0, 0.0]}))
+        return out
+    _, res = run(body, WasmDriver())
+    assert res.value == [1 + 2**40 + 0.5, -5, None, "the export tak", "argument 0 mus", "argument 0 mus", -1.0]
+
+
+def test_inline_device_runs_on_the_kernel_thread_with_the_same_limits():
+    import threading
+    seen = []
+    hf = HostFunction("env", "now", [], ["i64"], lambda: seen.append(threading.current_thread().name) or 7)
+
+    async def body(sys, _):
+        h = await sys.open("wasm", {"wat": W.IMPORTS_CLOCK})
+        v = await sys.read(h, {"call": "now"})
+        s = await sys.open("wasm", {"wat": W.SPIN})
+        try:
+            await sys.read(s, {"call": "spin"})
+        except DriverError as e:
+            return v, str(e)
+    _, res = run(body, WasmDriver(inline=True, timeout_ms=5, fuel=10**12, host_functions=[hf]))
+    assert res.value[0] == 7 and "interrupted" in res.value[1]
+    assert seen == [threading.main_thread().name]
+    with pytest.raises(ValueError, match="must be <= 10"):
+        WasmDriver(inline=True, timeout_ms=1000)
