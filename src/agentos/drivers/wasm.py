@@ -432,7 +432,7 @@ def _fast_call(store: Any, func: Any) -> Callable[[Any, list[Any]], Any]:
                     raise DriverError(f"wasm: argument {i} must be an {t}, got {v!r}")
                 if v >= half:
                     v -= full  # unsigned spelling of a negative value
-            pv[i].kind = k
+            pv[i].kind = k  # type: ignore[assignment]  # ctypes field takes an int
             setattr(pv[i].of, t, v if bounds is not None else float(v))
         rv = (val_t * m)()
         trap = ctypes.POINTER(trap_t)()
@@ -441,9 +441,9 @@ def _fast_call(store: Any, func: Any) -> Callable[[Any, list[Any]], Any]:
             wfunc.maybe_raise_last_exn()
             raise wasmtime.WasmtimeError._from_ptr(err)
         if trap:
-            t = wasmtime.Trap._from_ptr(trap)
+            exc = wasmtime.Trap._from_ptr(trap)
             wfunc.maybe_raise_last_exn()
-            raise t
+            raise exc
         out = [getattr(rv[i].of, results[i]) for i in range(m)]
         return None if m == 0 else out[0] if m == 1 else out
     return fast
