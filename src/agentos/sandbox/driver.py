@@ -334,6 +334,8 @@ class SandboxDriver(Driver):
         self.python = python
         self.live: set[_Child] = set()
         self.started = 0
+        self.history: deque[tuple[int, int, int | None]] = deque(maxlen=1024)
+        """(owner pid, OS pid, uid) of the most recent children, for audits and tests."""
 
     def open(self, owner: Pid, params: Any) -> _Child:
         if not isinstance(params, dict) or not isinstance(params.get("code"), str):
@@ -369,6 +371,7 @@ class SandboxDriver(Driver):
         if self.kernel is not None:  # a live child can act (die) while every process waits
             self.kernel.external_source(1)
         self.started += 1
+        self.history.append((int(owner), popen.pid, uid))
         child.queue(cfg)
         return child
 
