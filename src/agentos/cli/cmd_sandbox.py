@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         install(k)
         out: dict[str, object] = {}
 
-        async def init(sys, _):  # type: ignore[no-untyped-def]
+        async def init(sys, _):
             _pid, cap = await sys.spawn(img, args=parsed, caps=["sandbox"])
             out["reason"] = str(await sys.waitpid(cap))
 
