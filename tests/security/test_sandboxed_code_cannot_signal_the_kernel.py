@@ -32,5 +32,11 @@ async def main(sys, args):
 def test_sandboxed_code_cannot_signal_or_inspect_the_kernel():
     out = run_sandboxed(ATTACK, args=os.getpid())
     assert out.result["kill"] == "PermissionError", out.result
-    assert out.result["environ"] == "PermissionError", out.result
+    assert out.result["environ"] == "FileNotFoundError", out.result  # no /proc in its root
     assert out.reason == "normal" and out.sibling == "normal" and out.init == "normal"
+
+
+@pytest.mark.skipif(not ROOT, reason="a private uid needs root")
+def test_with_the_host_view_its_uid_still_cannot_inspect_the_kernel():
+    out = run_sandboxed(ATTACK, args=os.getpid(), fs_view="host")
+    assert out.result["kill"] == "PermissionError" and out.result["environ"] == "PermissionError", out.result

@@ -4,8 +4,9 @@ Order matters, and every step happens before one byte of untrusted code is compi
 1. read the config line the kernel wrote on stdin; import a preload set of stdlib modules
    (the interpreter's library may not be readable once the uid is dropped);
 2. private namespaces: network (only a down loopback: no route anywhere) and mount;
-3. in the private mount namespace, every mount becomes read-only, nosuid, except the
-   sandbox's own directory;
+3. in the private mount namespace, a minimal root (tmpfs + read-only binds of the system
+   directories and the sandbox's own directory, then pivot_root); every mount becomes
+   read-only, nosuid, except the sandbox's own directory;
 4. drop to the sandbox's own uid/gid (root only), no_new_privs, die with the parent;
 5. rlimits: address space, CPU seconds, open files, processes, file size, no core;
 6. keep two private fds for the protocol, point fd 0 at /dev/null and fd 1 at stderr, so
@@ -85,14 +86,50 @@ def _isolate(cfg):
         return got
     try:
         _check(_libc.mount(None, b"/", None, ctypes.c_ulong(MS_REC | MS_PRIVATE), None), "mount(private)")
-        wd = cfg["workdir"].encode()
-        _check(_libc.mount(wd, wd, None, ctypes.c_ulong(MS_BIND | MS_REC), None), "bind(workdir)")
+        wd = cfg["workdir"]
+        if cfg.get("fs_view", "minimal") == "minimal":
+            try:
+                _minimal_root(wd)
+                got["fs"] = "minimal root, read-only except workdir"
+            except OSError as e:  # still private and read-only below, just not minimal
+                got["fs_minimal_error"] = str(e)
+        if got["fs"] == "shared":
+            _check(_libc.mount(wd.encode(), wd.encode(), None, ctypes.c_ulong(MS_BIND | MS_REC), None),
+                   "bind(workdir)")
+            got["fs"] = "read-only except workdir"
         _mount_setattr("/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0)
-        _mount_setattr(cfg["workdir"], MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY)
-        got["fs"] = "read-only except workdir"
+        _mount_setattr(wd, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY)
     except OSError as e:
+        got["fs"] = "shared"
         got["fs_error"] = str(e)
     return got
+
+
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/dev")
+"""What the minimal root shows of the host (read-only): enough for a running interpreter
+and the C library. Not /home, /root, /tmp, /var, /run, /proc, /sys, nor any project tree."""
+
+
+def _minimal_root(workdir):
+    """pivot_root into a tmpfs holding only SYSTEM_DIRS and the workdir (bind mounts)."""
+    base = next(d for d in ("/mnt", "/media", "/srv", "/tmp", "/opt")
+                if os.path.isdir(d) and not os.path.islink(d) and not workdir.startswith(d + "/"))
+    _check(_libc.mount(b"tmpfs", base.encode(), b"tmpfs", ctypes.c_ulong(0), b"size=1m,mode=755"), "mount(tmpfs)")
+    for d in SYSTEM_DIRS + (workdir,):
+        if not os.path.exists(d):
+            continue
+        target = base + d
+        if os.path.islink(d) and d != workdir:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.symlink(os.readlink(d), target)
+            continue
+        os.makedirs(target, exist_ok=True)
+        _check(_libc.mount(d.encode(), target.encode(), None, ctypes.c_ulong(MS_BIND | MS_REC), None),
+               f"bind({d})")
+    os.chdir(base)
+    _check(_libc.syscall(ctypes.c_long(155), b".", b"."), "pivot_root")  # SYS_pivot_root (x86_64)
+    _check(_libc.umount2(b".", 2), "umount(old root)")                   # MNT_DETACH
+    os.chdir("/")
 
 
 def _drop(cfg, got):

@@ -356,7 +356,8 @@ class SandboxDriver(Driver):
         cfg = {"code": params["code"], "entry": params.get("entry", "main"), "args": params.get("args"),
                "workdir": workdir, "uid": uid, "gid": uid, "ppid": os.getpid(),
                "namespaces": bool(params.get("namespaces", True)),
-               "seccomp": bool(params.get("seccomp", True)), "preload": list(params.get("preload", ())),
+               "seccomp": bool(params.get("seccomp", True)),
+               "fs_view": params.get("fs_view", "minimal"), "preload": list(params.get("preload", ())),
                "caps": [int(c) for c in params.get("caps", ())],
                "limits": {k: v for k, v in asdict(limits).items() if k != "max_line"}}
         env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}

@@ -45,24 +45,29 @@ class SandboxViolation(SyscallError):
 def sandbox(code: str, *, entry: str = "main", limits: SandboxLimits | None = None,
             allow: Iterable[str] = DEFAULT_ALLOW, name: str = "sandboxed", device: str = "sandbox",
             workdir: str | None = None, require_isolation: bool = True,
-            namespaces: bool = True, seccomp: bool = True, preload: Iterable[str] = ()) -> ProcessImage:
+            namespaces: bool = True, seccomp: bool = True, fs_view: str = "minimal",
+            preload: Iterable[str] = ()) -> ProcessImage:
     """An image whose process runs `code` (defining `async def main(sys, args)`) in a child
     OS process. Spawn it with the `sandbox` device among its caps, plus whatever it may use.
 
     `require_isolation`: refuse to run (fault) when the OS will not give the child a private
     network namespace and a read-only file system, instead of running it with less.
-    `preload`: extra modules to import before the uid drop (see `_child.PRELOAD`)."""
+    `preload`: extra modules to import before the uid drop (see `_child.PRELOAD`).
+    `fs_view`: "minimal" (default: only system directories and its own, read-only but its
+    own) or "host" (the whole host file system, read-only but its own)."""
     allowed = frozenset(allow)
     unknown = sorted(allowed - _SYS_METHODS)
     if unknown:
         raise ValueError(f"sandbox: unknown syscalls in allow-list: {unknown}")
     if "on_cleanup" in allowed:
         raise ValueError("sandbox: on_cleanup takes a callable, which cannot cross the pipe")
+    if fs_view not in ("minimal", "host"):
+        raise ValueError(f"sandbox: fs_view is 'minimal' or 'host', got {fs_view!r}")
     if not isinstance(code, str):
         raise TypeError(f"sandbox: code must be Python source text, got {type(code).__name__}")
     compile(code, f"<sandboxed {name}>", "exec")  # a syntax error is the caller's, now
     params = {"code": code, "entry": entry, "limits": limits or SandboxLimits(), "workdir": workdir,
-              "namespaces": namespaces, "seccomp": seccomp, "preload": tuple(preload)}
+              "namespaces": namespaces, "seccomp": seccomp, "fs_view": fs_view, "preload": tuple(preload)}
 
     async def monitor(sys: Sys, args: Any) -> Any:
         return await _monitor(sys, args, params, allowed, device, require_isolation)
