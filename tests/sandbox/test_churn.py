@@ -9,7 +9,7 @@ from agentos import Kernel
 from agentos.kernel.kernel import AllowAll
 from agentos.sandbox import SandboxLimits, install, sandbox
 
-from sbx import ROOT, alive, uid_processes
+from sbx import ROOT, alive, uid_processes, uid_processes_after
 
 BEHAVIOURS = {
     "normal": "async def main(sys, args):\n    return await sys.pid()\n",
@@ -55,4 +55,4 @@ def test_sandbox_churn_leaves_no_process_or_source_behind(seed):
     for _owner, pid, uid in drv.history:
         assert not alive(pid)
         if ROOT:
-            assert uid_processes(uid) == []
+            assert uid_processes_after(uid) == []

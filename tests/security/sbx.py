@@ -79,3 +79,16 @@ def alive(pid: int) -> bool:
 
 
 ROOT = os.geteuid() == 0
+
+
+def uid_processes_after(uid: int, timeout: float = 5.0) -> list[int]:
+    """`uid_processes`, once SIGKILLed processes have had time to finish dying (a kill
+    is delivered at once, but exit and a pid namespace's teardown take a moment)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    left = uid_processes(uid)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = uid_processes(uid)
+    return left

@@ -3,7 +3,7 @@ import pytest
 
 from agentos.sandbox import SandboxLimits
 
-from sbx import ROOT, run_sandboxed, uid_processes
+from sbx import ROOT, run_sandboxed, uid_processes, uid_processes_after
 
 BOMB = '''
 import os, time
@@ -37,4 +37,4 @@ def test_forked_children_that_escape_the_session_are_killed_with_the_sandbox():
     out = run_sandboxed(BOMB, limits=SandboxLimits(nproc=6, cpu_s=1))
     assert out.reason == "normal", out.reason
     assert out.uid is not None and out.result["made"] >= 1
-    assert uid_processes(out.uid) == []
+    assert uid_processes_after(out.uid) == []

@@ -27,6 +27,7 @@ import traceback
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWPID = 0x20000000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MS_BIND = 4096
@@ -68,12 +69,17 @@ def _isolate(cfg):
         return got
     root = os.geteuid() == 0
     flags = CLONE_NEWNET | CLONE_NEWNS
+    if cfg.get("pid_namespace", True):
+        flags |= CLONE_NEWPID
     try:
-        if root:
-            _check(_libc.unshare(flags), "unshare")
-        else:  # an unprivileged user namespace, where the OS allows one
-            uid, gid = os.getuid(), os.getgid()
-            _check(_libc.unshare(flags | CLONE_NEWUSER), "unshare(user)")
+        user = 0 if root else CLONE_NEWUSER  # unprivileged: a user namespace, where allowed
+        uid, gid = os.getuid(), os.getgid()
+        rc = _libc.unshare(flags | user)
+        if rc != 0 and flags & CLONE_NEWPID:
+            flags &= ~CLONE_NEWPID  # no pid namespace here: the rest still stands
+            rc = _libc.unshare(flags | user)
+        _check(rc, "unshare")
+        if not root:
             with open("/proc/self/setgroups", "w") as f:
                 f.write("deny")
             with open("/proc/self/uid_map", "w") as f:
@@ -81,6 +87,7 @@ def _isolate(cfg):
             with open("/proc/self/gid_map", "w") as f:
                 f.write(f"0 {gid} 1")
         got["net"] = "private"
+        got["pids"] = "private" if flags & CLONE_NEWPID else "shared"
     except OSError as e:
         got["net_error"] = str(e)
         return got
@@ -132,7 +139,7 @@ def _minimal_root(workdir):
     os.chdir("/")
 
 
-def _drop(cfg, got):
+def _drop(cfg, got, parent):
     uid, gid = cfg.get("uid"), cfg.get("gid")
     if os.geteuid() == 0 and uid is not None:
         os.setgroups([])
@@ -141,8 +148,48 @@ def _drop(cfg, got):
         got["uid"] = uid
     _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != cfg["ppid"]:  # the kernel died before the death signal was armed
+    if os.getppid() != parent:  # the parent died before the death signal was armed
         os._exit(1)
+
+
+def _pid_chain():
+    """Fork the namespace's init (pid 1), which forks the worker (pid 2) and waits for it.
+    When init ends, the OS SIGKILLs every process left in the namespace, so nothing the
+    code forked outlives it, even if the kernel itself is killed (death signals chain:
+    kernel → this stub → init → namespace). Returns in the worker only."""
+    init = os.fork()
+    if init:
+        _hold(init, reap_all=False)
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    worker = os.fork()
+    if worker:
+        _hold(worker, reap_all=True)
+
+
+def _hold(child, reap_all):
+    """Wait for `child`, then end the same way. The protocol fds are the worker's alone."""
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    while True:
+        try:
+            pid, status = os.wait() if reap_all else os.waitpid(child, 0)
+        except ChildProcessError:
+            os._exit(1)
+        if pid == child:
+            break
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+    code = 0 if sig else os.WEXITSTATUS(status)
+    if not sig and not reap_all and 128 < code < 128 + 65:
+        sig = code - 128  # init cannot die of a signal from inside: it passed the number on
+    if sig and not reap_all:
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL, SIGSTOP: no handler to reset
+            pass
+        os.kill(os.getpid(), sig)
+    os._exit(128 + sig if sig else code)
 
 
 # -- seccomp: a second wall, independent of the namespaces --------------------------------
@@ -302,10 +349,18 @@ def _preload(names):
 
 def main():
     cfg = json.loads(sys.stdin.buffer.readline())
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != cfg["ppid"]:
+        os._exit(1)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     _preload(PRELOAD + tuple(cfg.get("preload") or ()))
     got = _isolate(cfg)
+    parent = cfg["ppid"]
+    if got.get("pids") == "private":
+        _pid_chain()
+        parent = 1
     os.chdir(cfg["workdir"])
-    _drop(cfg, got)
+    _drop(cfg, got, parent)
     if cfg.get("seccomp", True):
         try:
             got["seccomp"] = _seccomp()

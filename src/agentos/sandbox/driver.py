@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
 
 STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
+EOF_GRACE_S = 0.5
+"""How long a child that closed its request pipe may take to exit before it is killed."""
 UID_BASE = 1_600_000
 UID_SPAN = 400_000
 """Sandbox uids are drawn at random from [UID_BASE, UID_BASE + UID_SPAN): no account uses
@@ -131,6 +133,12 @@ class _Child:
         except OSError:
             data = b""
         if not data:
+            if self.pidfd is not None and self.popen.poll() is None:
+                # it closed its end; its exit (and real status) normally follows at once
+                # through the pidfd. One that lives on without a pipe is ended shortly.
+                self.loop.remove_reader(self.rfd)
+                self.loop.call_later(EOF_GRACE_S, self._eof_grace)
+                return
             self._eof()
             return
         self.inbuf += data
@@ -154,9 +162,16 @@ class _Child:
                 return
             self._push(msg)
 
+    def _eof_grace(self) -> None:
+        if self.dead is None and not self.closed:
+            self._eof()
+
     def _push(self, msg: Any) -> None:
-        if msg.get("t") == "exit":
+        t = msg.get("t")
+        if t == "exit":
             self.said_exit = True
+        elif t == "hello":  # its own pid may be a namespace's: report the host's
+            msg["ns_pid"], msg["pid"] = msg.get("pid"), self.pid
         w = self.waiter
         if w is not None and not w.done():
             self.waiter = None
@@ -357,7 +372,8 @@ class SandboxDriver(Driver):
                "workdir": workdir, "uid": uid, "gid": uid, "ppid": os.getpid(),
                "namespaces": bool(params.get("namespaces", True)),
                "seccomp": bool(params.get("seccomp", True)),
-               "fs_view": params.get("fs_view", "minimal"), "preload": list(params.get("preload", ())),
+               "fs_view": params.get("fs_view", "minimal"),
+               "pid_namespace": bool(params.get("pid_namespace", True)), "preload": list(params.get("preload", ())),
                "caps": [int(c) for c in params.get("caps", ())],
                "limits": {k: v for k, v in asdict(limits).items() if k != "max_line"}}
         env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
@@ -401,8 +417,16 @@ class SandboxDriver(Driver):
         k = self.kernel
         proc = k.procs.get(child.owner) if k is not None else None
         if proc is not None:
-            k.events.emit(child.owner, "sandbox_dead", dead["status"])  # type: ignore[union-attr]
-            k.terminate(proc, fault(f"sandboxed child {dead['status']}"))  # type: ignore[union-attr]
+            assert k is not None
+            # this runs in an event-loop callback, outside the dispatch loop: count it as an
+            # I/O completion so that the processes it wakes (waitpid, Down) get the loop's
+            # attention even when nothing else is in flight
+            k.io_started()
+            try:
+                k.events.emit(child.owner, "sandbox_dead", dead["status"])
+                k.terminate(proc, fault(f"sandboxed child {dead['status']}"))
+            finally:
+                k.io_finished()
 
     def shutdown(self) -> None:
         for child in list(self.live):

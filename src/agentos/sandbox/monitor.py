@@ -46,7 +46,7 @@ def sandbox(code: str, *, entry: str = "main", limits: SandboxLimits | None = No
             allow: Iterable[str] = DEFAULT_ALLOW, name: str = "sandboxed", device: str = "sandbox",
             workdir: str | None = None, require_isolation: bool = True,
             namespaces: bool = True, seccomp: bool = True, fs_view: str = "minimal",
-            preload: Iterable[str] = ()) -> ProcessImage:
+            pid_namespace: bool = True, preload: Iterable[str] = ()) -> ProcessImage:
     """An image whose process runs `code` (defining `async def main(sys, args)`) in a child
     OS process. Spawn it with the `sandbox` device among its caps, plus whatever it may use.
 
@@ -67,7 +67,8 @@ def sandbox(code: str, *, entry: str = "main", limits: SandboxLimits | None = No
         raise TypeError(f"sandbox: code must be Python source text, got {type(code).__name__}")
     compile(code, f"<sandboxed {name}>", "exec")  # a syntax error is the caller's, now
     params = {"code": code, "entry": entry, "limits": limits or SandboxLimits(), "workdir": workdir,
-              "namespaces": namespaces, "seccomp": seccomp, "fs_view": fs_view, "preload": tuple(preload)}
+              "namespaces": namespaces, "seccomp": seccomp, "fs_view": fs_view,
+              "pid_namespace": pid_namespace, "preload": tuple(preload)}
 
     async def monitor(sys: Sys, args: Any) -> Any:
         return await _monitor(sys, args, params, allowed, device, require_isolation)
@@ -88,7 +89,8 @@ async def _monitor(sys: Sys, args: Any, params: dict[str, Any], allowed: frozens
                              f"or no read-only file system ({why}); refusing to run it "
                              f"(require_isolation=False runs it with file permissions and rlimits only)"))
     await sys.log("info", "sandbox started", child=hello.get("pid"), net=hello.get("net"),
-                  fs=hello.get("fs"), uid=hello.get("uid"), seccomp=hello.get("seccomp"))
+                  fs=hello.get("fs"), uid=hello.get("uid"), seccomp=hello.get("seccomp"),
+                  pids=hello.get("pids", "shared"))
     while True:
         msg = await sys.read(h, "next")
         t = msg.get("t")
