@@ -5,6 +5,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+LOCAL  := $(VENV)/.installed-local
+EMBED  := $(VENV)/.installed-embed
+# The embedded model's runtime is built from source: a portable CPU build (the native one
+# crashes on some CPUs), with --no-cache-dir so a natively built wheel is never reused.
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: demo test bench system clean typecheck
 
@@ -14,13 +19,26 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[all,dev]'
 	touch $(STAMP)
 
+# Built once (several minutes): the stamp is order-only, so a pyproject edit does not rebuild it.
+$(LOCAL): | $(STAMP)
+	command -v c++ >/dev/null 2>&1 || bash scripts/setup-system.sh
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PIP) install -q --no-cache-dir 'llama-cpp-python[server]>=0.3'
+	$(PIP) install -q -e '.[local]'
+	touch $(LOCAL)
+
+# Sentence embeddings (VectorRecaller): torch 2.13.0 first, so the CPU build is the one used.
+$(EMBED): | $(STAMP)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[embed]'
+	touch $(EMBED)
+
 system:
 	bash scripts/setup-system.sh
 
-demo: $(STAMP)
+demo: $(STAMP) $(LOCAL)
 	$(VENV)/bin/agentctl demo
 
-test: $(STAMP) system
+test: $(STAMP) $(LOCAL) $(EMBED) system
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

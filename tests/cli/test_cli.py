@@ -47,10 +47,15 @@ def test_run_boots_a_file_and_prints_a_table_and_summary(tmp_path):
         GRANT = ["tools"]
         QUOTA = Quota(tool_calls=5)
     '''))
-    res = runner.invoke(app, ["run", str(prog), "--allow-all", "--deterministic"])
+    res = runner.invoke(app, ["run", str(prog), "--allow-all"], env={"AGENTOS_HOME": str(tmp_path / "home")})
     assert res.exit_code == 0, res.output
     assert "doubler" in res.output and "normal" in res.output
     assert "1 tool calls" in res.output
+    import re
+    run_id = re.search(r"recorded as run (\S+)", res.output).group(1)
+    res = runner.invoke(app, ["replay", run_id], env={"AGENTOS_HOME": str(tmp_path / "home")})
+    assert res.exit_code == 0, res.output
+    assert "replay identical" in res.output
 
 
 def test_run_without_policy_is_refused_by_the_strict_kernel(tmp_path):
@@ -71,7 +76,7 @@ def test_run_without_policy_is_refused_by_the_strict_kernel(tmp_path):
 
         GRANT = ["tools"]
     '''))
-    res = runner.invoke(app, ["run", str(prog), "--deterministic"])
+    res = runner.invoke(app, ["run", str(prog), "--no-record"])
     assert res.exit_code == 1
     assert "strict kernel with no policy loaded refuses tools.ping" in res.output
 
@@ -85,7 +90,7 @@ def test_run_rejects_a_file_without_init(tmp_path):
 
 
 def test_demo_shows_restart_budget_kill_and_refusals():
-    res = runner.invoke(app, ["demo"])
+    res = runner.invoke(app, ["demo", "--kernel", "--no-record"])
     assert res.exit_code == 0, res.output
     out = res.output
     assert "restarting calculator after fault(RuntimeError: worker bug)" in out
@@ -117,5 +122,6 @@ def test_clean_venv_install_runs_the_cli(tmp_path):
     subprocess.run([str(pip), "install", "-q", str(ROOT)], check=True, env=env, timeout=600)
     out = subprocess.run([str(venv / "bin" / "agentctl"), "--help"], capture_output=True, text=True, check=True)
     assert "run" in out.stdout and "syscalls" in out.stdout
-    out = subprocess.run([str(venv / "bin" / "agentctl"), "demo"], capture_output=True, text=True, check=True)
+    out = subprocess.run([str(venv / "bin" / "agentctl"), "demo", "--kernel", "--no-record"], capture_output=True,
+                         text=True, check=True)
     assert "tour complete" in out.stdout

@@ -79,7 +79,7 @@ def test_event_log_records_syscalls_charges_and_lifecycle_with_stamps():
     kinds = {e.kind for e in evs}
     assert {"spawn", "sys", "charge", "exit", "policy"} <= kinds
     charges = [e for e in evs if e.kind == "charge"]
-    assert [c.data for c in charges] == [(0, 0, 1, 0), (1, 2, 1, 0)]  # (op index, tokens, calls, nano-usd)
+    assert [c.data for c in charges] == [(1, 0, 1, 0), (2, 2, 1, 0)]  # (op index, tokens, calls, nano-usd); op 0: open
 
 
 def test_ps_and_metrics_text():

@@ -1,9 +1,10 @@
 """The agentos ABI: types, errors, the driver protocol and the syscall table. No logic."""
 from .driver import Driver, DriverHandle, DriverResult
 from .errors import (
-    ABIMismatch, AgentOSError, BadHandle, CapError, DriverError, InternalError, Interrupted,
-    KernelError, MailboxFull, NameTaken, NoSuchDevice, NondeterminismError, OutOfMemory,
-    PolicyDenied, QuotaExceeded, SyscallError, ToolError,
+    ABIMismatch, AgentOSError, BadHandle, BadRequest, CapError, DriverError, DriverTimeout,
+    InternalError, Interrupted, KernelError, MailboxFull, NameTaken, NoSuchDevice,
+    NondeterminismError, OutOfMemory, PolicyDenied, QuotaExceeded, RateLimited, SyscallError,
+    ToolError, UpstreamError,
 )
 from .syscalls import SYSCALLS, SyscallSpec
 from .types import (
@@ -12,10 +13,11 @@ from .types import (
 )
 
 __all__ = [
-    "ABI_VERSION", "KERNEL_PID", "ABIMismatch", "AgentOSError", "BadHandle", "Budget", "CapError",
-    "CapRef", "Cost", "Down", "Driver", "DriverError", "DriverHandle", "DriverResult", "ExitKind",
+    "ABI_VERSION", "KERNEL_PID", "ABIMismatch", "AgentOSError", "BadHandle", "BadRequest", "Budget",
+    "CapError", "CapRef", "Cost", "Down", "Driver", "DriverError", "DriverHandle", "DriverResult",
+    "DriverTimeout", "ExitKind",
     "ExitReason", "InternalError", "Interrupted", "KernelError", "MailboxFull", "Message",
     "NameTaken", "NoSuchDevice", "NondeterminismError", "OutOfMemory", "Pid", "PolicyDenied",
-    "ProcState", "Quota", "QuotaExceeded", "Right", "SYSCALLS", "Segment", "SegmentKind", "Signal",
-    "SignalMessage", "SyscallError", "SyscallSpec", "ToolError",
+    "ProcState", "Quota", "QuotaExceeded", "RateLimited", "Right", "SYSCALLS", "Segment", "SegmentKind", "Signal",
+    "SignalMessage", "SyscallError", "SyscallSpec", "ToolError", "UpstreamError",
 ]

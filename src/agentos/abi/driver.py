@@ -32,6 +32,11 @@ class Driver:
 
     name: str = "driver"
 
+    def on_register(self, kernel: Any, name: str) -> None:
+        """Called by `Kernel.register_driver`: the name it is registered under, and the
+        kernel, for drivers that must read scheduling state (e.g. a caller's priority)."""
+        return None
+
     def open(self, owner: Pid, params: Any) -> Any:
         return params
 

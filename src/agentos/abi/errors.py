@@ -80,3 +80,19 @@ class ABIMismatch(KernelError):
 
 class OutOfMemory(SyscallError):
     """Pinned segments alone exceed the `mem` quota."""
+
+
+class DriverTimeout(DriverError):
+    """A driver operation ran past its time limit (after any retries the driver makes)."""
+
+
+class UpstreamError(DriverError):
+    """The remote service behind a driver failed (5xx, connection lost) after retries."""
+
+
+class RateLimited(UpstreamError):
+    """The remote service kept refusing for rate or capacity (HTTP 429) after retries."""
+
+
+class BadRequest(UpstreamError):
+    """The remote service refused the request itself (HTTP 4xx: bad model, too long, auth)."""

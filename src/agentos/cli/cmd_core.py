@@ -46,10 +46,19 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def run(file: Path = typer.Argument(..., help="a Python file defining `async def init(sys, args)`"),
             allow_all: bool = typer.Option(False, "--allow-all", help="allow every action (no policy)"),
-            deterministic: bool = typer.Option(False, help="VirtualClock and seeded refs"),
+            policy_file: Optional[Path] = typer.Option(
+                None, "--policy", help="policy file (default: .agents/security.md when it exists)"),
+            deterministic: bool = typer.Option(
+                True, "--deterministic/--real-clock",
+                help="VirtualClock and seeded refs (replays byte for byte), or the wall clock"),
             seed: int = typer.Option(0, help="seed for deterministic mode"),
+            record: bool = typer.Option(True, help="record the run in the default store ($AGENTOS_HOME)"),
             narrate: bool = typer.Option(True, help="print what processes do as they do it")) -> None:
-        """Boot a kernel with FILE's `init`, then print a process table and a summary."""
+        """Boot a kernel with FILE's `init`, then print a process table and a summary.
+
+        The policy is, in order: --allow-all, --policy FILE, the program's POLICY,
+        .agents/security.md in the current directory; with none, the kernel is strict and
+        refuses every action on the world."""
         from rich.console import Console
 
         from ..kernel import AllowAll, Kernel
@@ -59,7 +68,7 @@ def register(app: typer.Typer) -> None:
 
         console = render_console()
         module = load_program(file)
-        policy = AllowAll() if allow_all else getattr(module, "POLICY", None)
+        policy = AllowAll() if allow_all else _policy(policy_file, getattr(module, "POLICY", None))
         k = Kernel(deterministic=deterministic, seed=seed, policy=policy,
                    event_batch=1 if narrate else 4096)
         history = attach_history(k)
@@ -67,14 +76,24 @@ def register(app: typer.Typer) -> None:
             k.events.add_raw_sink(Narrator(console).observe)
         if hasattr(module, "setup"):
             module.setup(k)
-        res = k.run(module.init, grant=list(getattr(module, "GRANT", [])), quota=getattr(module, "QUOTA", None),
-                    args=getattr(module, "ARGS", None))
+        kw = dict(grant=list(getattr(module, "GRANT", [])), quota=getattr(module, "QUOTA", None),
+                  args=getattr(module, "ARGS", None))
+        run_id = None
+        if record:
+            from ..store import recorded
+
+            with recorded(k, file.stem) as run_id:
+                res = k.run(module.init, **kw)
+        else:
+            res = k.run(module.init, **kw)
         console.print(history_table(history, title=f"processes of {file.name}"))
         m = k.metrics()
         console.print(f"[bold]init[/] ended [{exit_style(str(res.reason))}]{res.reason}[/]"
                       f"{'' if res.value is None else f' → {res.value!r:.200}'}")
         console.print(f"{m['spawned']} processes, {m['syscalls_total']} syscalls, {m['tokens']} tokens, "
                       f"{m['tool_calls']} tool calls, ${m['usd']:.6f}; exits: {m['exits']}")
+        if run_id is not None:
+            console.print(f"recorded as run [bold]{run_id}[/] (agentctl events {run_id}; agentctl replay {run_id})")
         raise typer.Exit(0 if res.reason.normal else 1)
 
     @app.command()
@@ -95,6 +114,23 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(int(e.code or 0))
         finally:
             sys.argv = old
+
+
+def _policy(path: Path | None, from_program: Any) -> Any:
+    """The policy object for `run`: an explicit file, the program's own, or the project's."""
+    if path is None and from_program is not None:
+        return from_program
+    if path is None:
+        default = Path(".agents/security.md")
+        if not default.exists():
+            return None
+        path = default
+    from ..policy import PolicyLoadError, load_policy
+
+    try:
+        return load_policy(path)
+    except (PolicyLoadError, OSError) as e:
+        raise typer.BadParameter(f"policy {path}: {e}") from None
 
 
 def _find_bench() -> Path:

@@ -91,3 +91,142 @@ class Price:
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.prompt + completion_tokens * self.completion) / 1_000_000
+
+
+# -- the OpenAI wire form -------------------------------------------------------------
+# Both LLM drivers send OpenAI-style messages (llama-cpp-python takes the same form), so
+# the conversion from the agentos request lives here, once.
+
+REQUEST_KEYS = ("messages", "tools", "tool_choice", "max_tokens", "temperature", "model")
+_IMAGE_MIME = ("image/png", "image/jpeg", "image/gif", "image/webp")
+
+
+def check_request(req: Any, device: str) -> dict[str, Any]:
+    """`validate_request` plus the optional keys' types; an unknown key is an error (a typo
+    in `max_tokens` must not silently lift a limit)."""
+    validate_request(req, device)
+    extra = sorted(k for k in req if k not in REQUEST_KEYS)
+    if extra:
+        raise DriverError(f"{device}: unknown request key(s) {extra}; a chat request has {list(REQUEST_KEYS)}")
+    tc = req.get("tool_choice")
+    if tc is not None and tc not in ("auto", "none", "required") and not isinstance(tc, dict):
+        raise DriverError(f"{device}: tool_choice must be 'auto', 'none', 'required' or a dict, got {tc!r}")
+    mt = req.get("max_tokens")
+    if mt is not None and (not isinstance(mt, int) or isinstance(mt, bool) or mt <= 0):
+        raise DriverError(f"{device}: max_tokens must be a positive int, got {mt!r}")
+    t = req.get("temperature")
+    if t is not None and (not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 <= t <= 2):
+        raise DriverError(f"{device}: temperature must be a number in 0..2, got {t!r}")
+    m = req.get("model")
+    if m is not None and (not isinstance(m, str) or not m):
+        raise DriverError(f"{device}: model must be a non-empty string, got {m!r}")
+    return req
+
+
+def _image_part(part: dict[str, Any], where: str) -> dict[str, Any]:
+    """`{"type": "image", "data": b64|bytes, "mime": ...}` or `{"type": "image", "url": ...}`
+    → the OpenAI `image_url` part (inline data becomes a data: URL)."""
+    import base64
+
+    if "url" in part:
+        url = part["url"]
+        if not isinstance(url, str) or not url:
+            raise DriverError(f"{where}: an image part's url must be a non-empty string")
+    else:
+        data, mime = part.get("data"), part.get("mime", "image/png")
+        if mime not in _IMAGE_MIME:
+            raise DriverError(f"{where}: image mime {mime!r} is not one of {_IMAGE_MIME}")
+        if isinstance(data, (bytes, bytearray)):
+            data = base64.b64encode(bytes(data)).decode("ascii")
+        if not isinstance(data, str) or not data:
+            raise DriverError(f"{where}: an image part needs 'url' or 'data' (base64 text or bytes)")
+        url = f"data:{mime};base64,{data}"
+    out: dict[str, Any] = {"url": url}
+    if "detail" in part:
+        out["detail"] = part["detail"]
+    return {"type": "image_url", "image_url": out}
+
+
+def _content(content: Any, role: str, where: str) -> Any:
+    if content is None or isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise DriverError(f"{where}: content must be a string or a list of parts, got {type(content).__name__}")
+    parts = []
+    for j, p in enumerate(content):
+        w = f"{where} part {j}"
+        if isinstance(p, str):
+            parts.append({"type": "text", "text": p})
+            continue
+        kind = p.get("type") if isinstance(p, dict) else None
+        if kind == "text":
+            if not isinstance(p.get("text"), str):
+                raise DriverError(f"{w}: a text part needs 'text' (a string)")
+            parts.append({"type": "text", "text": p["text"]})
+        elif kind in ("image", "image_url"):
+            if role != "user":
+                raise DriverError(f"{w}: image parts are allowed only on user turns, not {role!r}")
+            parts.append(dict(p) if kind == "image_url" else _image_part(p, w))
+        else:
+            raise DriverError(f"{w}: unknown part type {kind!r} (text, image, image_url)")
+    return parts
+
+
+def _wire_tool_call(tc: Any, where: str) -> dict[str, Any]:
+    if not isinstance(tc, dict):
+        raise DriverError(f"{where}: a tool call is a dict, got {type(tc).__name__}")
+    if "function" in tc:  # already in the OpenAI form
+        return tc
+    name, args = tc.get("name"), tc.get("arguments", {})
+    if not isinstance(name, str) or not name:
+        raise DriverError(f"{where}: a tool call needs a 'name'")
+    return {"id": str(tc.get("id", "")), "type": "function",
+            "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)}}
+
+
+def to_openai_messages(messages: list[dict[str, Any]], device: str) -> list[dict[str, Any]]:
+    """The request's messages in the OpenAI chat form: tool calls as `function` objects with
+    JSON-text arguments, tool results as text, images as `image_url` parts (user turns only)."""
+    out = []
+    for i, m in enumerate(messages):
+        role = m["role"]
+        where = f"{device}: message {i}"
+        w: dict[str, Any] = {"role": role}
+        if role == "tool":
+            c = m.get("content")
+            w["content"] = c if isinstance(c, str) else json.dumps(c, default=str)
+            if not isinstance(m.get("tool_call_id"), str):
+                raise DriverError(f"{where}: a tool message needs 'tool_call_id' (the call it answers)")
+            w["tool_call_id"] = m["tool_call_id"]
+        else:
+            w["content"] = _content(m.get("content"), role, where)
+            if role == "assistant" and m.get("tool_calls"):
+                w["tool_calls"] = [_wire_tool_call(tc, f"{where} tool call {j}")
+                                   for j, tc in enumerate(m["tool_calls"])]
+                if w["content"] is None:
+                    w["content"] = ""
+            elif w["content"] is None:
+                raise DriverError(f"{where}: a {role} message needs 'content'")
+        if m.get("name"):
+            w["name"] = m["name"]
+        out.append(w)
+    return out
+
+
+def to_openai_tools(tools: list[Any], device: str) -> list[dict[str, Any]]:
+    """Accept OpenAI function specs or bare `{"name", "description", "parameters"}`."""
+    out = []
+    for i, t in enumerate(tools):
+        if not isinstance(t, dict):
+            raise DriverError(f"{device}: tool {i} must be a dict (an OpenAI function spec)")
+        if t.get("type") == "function" and isinstance(t.get("function"), dict):
+            fn = t["function"]
+        elif "name" in t:
+            fn = {k: t[k] for k in ("name", "description", "parameters") if k in t}
+        else:
+            raise DriverError(f"{device}: tool {i} is neither {{'type': 'function', 'function': ...}} "
+                              f"nor {{'name', 'parameters'}}")
+        if not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise DriverError(f"{device}: tool {i} needs a name")
+        out.append({"type": "function", "function": fn})
+    return out

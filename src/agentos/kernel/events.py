@@ -27,8 +27,28 @@ class Event(NamedTuple):
 Sink = Callable[[list[Event]], None]
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}   # dataclass type -> field names (fields() is slow)
+
+
 def canonical(obj: Any) -> Any:
     """A JSON-ready, deterministic rendering of anything that rides in an event."""
+    t = type(obj)  # exact-type fast paths first: this runs for every recorded event
+    if t is str or t is int or t is bool or obj is None:
+        return obj
+    if t is dict:
+        return {k if type(k) is str else str(k): canonical(v) for k, v in obj.items()}
+    if t is list or t is tuple:
+        return [canonical(x) for x in obj]
+    names = _FIELDS.get(t)
+    if names is not None:
+        out: dict[str, Any] = {"@": t.__name__}
+        for n in names:
+            out[n] = canonical(getattr(obj, n))
+        return out
+    return _canonical_slow(obj)
+
+
+def _canonical_slow(obj: Any) -> Any:
     if obj is None or isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, enum.Enum):
@@ -46,9 +66,11 @@ def canonical(obj: Any) -> Any:
     if isinstance(obj, bytes):
         return {"bytes": obj.hex()}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        names = tuple(f.name for f in dataclasses.fields(obj))
+        _FIELDS[type(obj)] = names
         out: dict[str, Any] = {"@": type(obj).__name__}
-        for f in dataclasses.fields(obj):
-            out[f.name] = canonical(getattr(obj, f.name))
+        for n in names:
+            out[n] = canonical(getattr(obj, n))
         return out
     if callable(obj):
         return {"callable": getattr(obj, "__qualname__", type(obj).__name__)}
@@ -60,11 +82,24 @@ def canonical(obj: Any) -> Any:
     return {"object": type(obj).__qualname__, "str": s}
 
 
+def _make_dumps() -> Callable[[Any], str]:
+    """json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False), with the C
+    encoder built once instead of per call (canonical output is acyclic: no marker checks)."""
+    from json import encoder as _enc
+
+    make = getattr(_enc, "c_make_encoder", None)
+    if make is None:
+        return lambda obj: json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    c = make(None, None, _enc.encode_basestring, None, ":", ",", True, False, True)
+    join = "".join
+    return lambda obj: join(c(obj, 0))
+
+
+dumps_canonical = _make_dumps()
+
+
 def encode_event(ev: Event) -> bytes:
-    return json.dumps(
-        [ev.seq, round(ev.time, 6), ev.pid, ev.kind, canonical(ev.data)],
-        separators=(",", ":"), sort_keys=True, ensure_ascii=False,
-    ).encode()
+    return dumps_canonical([ev.seq, round(ev.time, 6), ev.pid, ev.kind, canonical(ev.data)]).encode()
 
 
 class EventLog:

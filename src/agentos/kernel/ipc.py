@@ -193,14 +193,21 @@ class IPC:
                 sender.blocked_on = None
                 self.dead_letters += 1
                 self.k.wake(sender, None)
-        target = proc.blocked_on
-        if target is not None:
-            proc.blocked_on = None
-            tbs = target.blocked_senders
-            if tbs:
-                target.blocked_senders = deque(e for e in tbs if e[0] is not proc)
+        self._unpark_send(proc)
         proc.mailbox = None
         proc.recv_match = None
+
+    @staticmethod
+    def _unpark_send(proc: Process) -> bool:
+        """Withdraw `proc`'s parked send (its message is not delivered). True if there was one."""
+        target = proc.blocked_on
+        if target is None:
+            return False
+        proc.blocked_on = None
+        tbs = target.blocked_senders
+        if tbs:
+            target.blocked_senders = deque(e for e in tbs if e[0] is not proc)
+        return True
 
     def cancel_wait(self, proc: Process) -> bool:
         """Abandon a pending recv or blocked send (for SIGINT). True if one was pending."""
@@ -209,14 +216,7 @@ class IPC:
             self.k.timers.cancel(proc.timer)
             proc.timer = None
             return True
-        target = proc.blocked_on
-        if target is not None:
-            proc.blocked_on = None
-            tbs = target.blocked_senders
-            if tbs:
-                target.blocked_senders = deque(e for e in tbs if e[0] is not proc)
-            return True
-        return False
+        return self._unpark_send(proc)
 
 
-__all__ = ["IPC", "READY", "SUSPENDED"]
+__all__ = ["IPC"]

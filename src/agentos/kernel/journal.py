@@ -4,16 +4,22 @@ In record mode the kernel appends one entry per device operation, in the order t
 results were applied. In replay mode the kernel answers each operation from the journal
 and never calls a driver; asking for an operation the journal does not hold, or a
 different one, raises `NondeterminismError` naming where the runs diverged.
+
+Besides driver results the journal holds the run's other inputs from outside the
+program: policy decisions (op "policy", per-pid sequence in `index`; approvals and rate
+limits depend on people and wall time), the kernel I/O tick at which an asynchronous
+completion was applied (`at`), and "io_cancel" marks for operations that were started
+but never completed (the process died or was interrupted while they were in flight).
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ..abi.errors import NondeterminismError
 from ..abi.types import Cost
-from .events import canonical
+from .events import canonical, dumps_canonical
 
 
 @dataclass(slots=True)
@@ -31,69 +37,93 @@ class JournalEntry:
     tool_calls: int = 0
     usd: float = 0.0
     reductions: int = 0
-
-    def row(self) -> tuple[Any, ...]:
-        return (self.pid, self.index, self.op, self.device, self.action, self.request, self.ok,
-                self.value, self.error_type, self.tokens, self.tool_calls, self.usd, self.reductions)
+    at: int | None = None   # kernel I/O tick of an asynchronous completion; None: inline
+    raw: str | None = field(default=None, compare=False, repr=False)  # to_json, when built already
 
     @property
     def cost(self) -> Cost:
         return Cost(self.tokens, self.tool_calls, self.usd, self.reductions)
 
     def to_json(self) -> str:
-        return json.dumps({
+        if self.raw is not None:
+            return self.raw
+        return dumps_canonical({
             "pid": self.pid, "index": self.index, "op": self.op, "device": self.device,
             "action": self.action, "request": canonical(self.request), "ok": self.ok,
             "value": canonical(self.value), "error_type": self.error_type, "tokens": self.tokens,
             "tool_calls": self.tool_calls, "usd": self.usd, "reductions": self.reductions,
-        }, sort_keys=True, separators=(",", ":"))
+            "at": self.at,
+        })
 
     @staticmethod
     def from_json(text: str) -> "JournalEntry":
         return JournalEntry(**json.loads(text))
 
 
-Row = tuple  # (pid, index, op, device, action, request, ok, value, error_type, tokens, tool_calls, usd, reductions)
-
-
 class Journal:
-    """In-memory journal. Rows are plain tuples on the hot path; `entries` builds
-    `JournalEntry` objects on demand. Store-backed journals attach to `sinks`
-    (called with each `JournalEntry`) and load with `extend`."""
+    """In-memory journal; a store-backed one feeds `sinks` and loads with `extend`."""
 
     def __init__(self, entries: Iterable[JournalEntry] = ()) -> None:
-        self._rows: list[tuple[Any, ...]] = []
-        self._by_key: dict[tuple[int, int], tuple[Any, ...]] = {}
+        self.entries: list[JournalEntry] = []
+        self._by_key: dict[tuple[int, int], JournalEntry] = {}
+        self._decisions: dict[int, list[JournalEntry]] = {}   # pid -> policy decisions in order
+        self._cancelled: set[tuple[int, int]] = set()           # (pid, op) in flight, never completed
+        self._indexed = 0   # entries[:_indexed] are in the lookup indexes (built lazily)
         self.sinks: list[Callable[[JournalEntry], None]] = []
         self.extend(entries)
 
+    def _ensure_index(self) -> None:
+        """Recording only appends; the indexes replay needs are built on first lookup."""
+        entries = self.entries
+        for i in range(self._indexed, len(entries)):
+            self._index(entries[i])
+        self._indexed = len(entries)
+
     @property
-    def entries(self) -> list[JournalEntry]:
-        return [JournalEntry(*r) for r in self._rows]
+    def decisions(self) -> dict[int, list[JournalEntry]]:
+        self._ensure_index()
+        return self._decisions
+
+    @property
+    def cancelled(self) -> set[tuple[int, int]]:
+        self._ensure_index()
+        return self._cancelled
+
+    def _index(self, e: JournalEntry) -> None:
+        if e.op == "policy":
+            self._decisions.setdefault(e.pid, []).append(e)
+        elif e.op == "io_cancel":
+            for i in range(e.index, e.index + int(e.value or 1)):
+                self._cancelled.add((e.pid, i))
+        else:
+            self._by_key[(e.pid, e.index)] = e
 
     def extend(self, entries: Iterable[JournalEntry]) -> None:
-        for e in entries:
-            self._rows.append(e.row())
+        self.entries.extend(entries)
+        self._ensure_index()
 
     def record(self, entry: JournalEntry) -> None:
-        self.record_row(entry.row())
+        self.entries.append(entry)
+        for sink in self.sinks:
+            sink(entry)
 
-    def record_row(self, row: tuple[Any, ...]) -> None:
-        self._rows.append(row)  # the replay index is built on first lookup, off the hot path
-        if self.sinks:
-            entry = JournalEntry(*row)
-            for sink in self.sinks:
-                sink(entry)
+    def lookup(self, pid: int, index: int) -> JournalEntry | None:
+        if self._indexed != len(self.entries):
+            self._ensure_index()
+        return self._by_key.get((pid, index))
+
+    def matches(self, e: JournalEntry | None, op: str, device: str, request: Any) -> bool:
+        return (e is not None and e.op == op and e.device == device
+                and canonical(e.request) == canonical(request))
 
     def replay(self, pid: int, index: int, op: str, device: str, request: Any) -> JournalEntry:
-        if len(self._by_key) != len(self._rows):
-            self._by_key = {(r[0], r[1]): r for r in self._rows}
-        r = self._by_key.get((pid, index))
-        if r is None:
+        if self._indexed != len(self.entries):
+            self._ensure_index()
+        e = self._by_key.get((pid, index))
+        if e is None:
             raise NondeterminismError(
                 f"replay diverged at pid {pid} op #{index}: the program asked for {op} on "
                 f"{device!r} with {_short(request)}, but the recorded run has no such operation")
-        e = JournalEntry(*r)
         if e.op != op or e.device != device or canonical(e.request) != canonical(request):
             raise NondeterminismError(
                 f"replay diverged at pid {pid} op #{index}: recorded {e.op} on {e.device!r} with "
@@ -101,7 +131,7 @@ class Journal:
         return e
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self.entries)
 
 
 def _short(obj: Any, limit: int = 120) -> str:

@@ -22,7 +22,8 @@ from typing import Any, Callable, Iterable
 from ..abi import syscalls as S
 from ..abi.driver import Driver
 from ..abi.errors import (
-    AgentOSError, CapError, InternalError, KernelError, NameTaken, PolicyDenied, SyscallError,
+    AgentOSError, CapError, InternalError, KernelError, NameTaken, NondeterminismError, PolicyDenied,
+    SyscallError,
 )
 from ..abi.types import (
     KERNEL_PID, NORMAL, SHUTDOWN, Budget, Down, ExitKind, ExitReason, Quota, Right, Signal,
@@ -39,6 +40,7 @@ from .memory import MemoryManager, Pager
 from .metrics import Metrics
 from .process import EXITED, PARK, READY, RUNNING, SUSPENDED, WAITING, Process, ProcessImage
 from .recall import Recaller
+from .replay import ReplayIO, wrap_policy
 from .scheduler import MAX_BASE_PRIORITY, RunQueue, Timers
 from .signals import Signals
 from .trap import Sys
@@ -70,6 +72,8 @@ class KernelConfig:
     record: bool = True                # journal driver results in live mode
     policy: Any = None                 # an object with check(pid, action, args, dry_run=) -> Decision;
                                        # None: strict default deny (no actions on the world)
+    audit: Any = None                  # flight recorder: decision(...) write-ahead, append, commit
+    approvals: Any = None              # approval channel: ask(proc, action, args, decision, req)
     pager: Pager | None = None
     recaller: Callable[[], Recaller] | None = None
     switch_batch: int = 512            # process switches between looks at asyncio
@@ -126,6 +130,7 @@ class Kernel:
         self.config = cfg
         self.clock: Clock = cfg.clock or (VirtualClock() if cfg.deterministic else RealClock())
         seed = cfg.seed if cfg.deterministic else int.from_bytes(os.urandom(16), "big")
+        self.seed = seed                   # recorded with a run so replay rebuilds the same refs
         self.rng = random.Random(seed)
         self.events = EventLog(self.clock.now, cfg.event_ring, cfg.event_batch)
         self.caps = CapTable(random.Random(self.rng.getrandbits(64)), self.clock.now)
@@ -138,9 +143,14 @@ class Kernel:
         self._image_cache: dict[Any, ProcessImage] = {}
         self.drivers: dict[str, Driver] = {}
         self.replaying = cfg.mode == "replay"
-        self._journal: Journal | None = cfg.journal if (cfg.journal is not None or not cfg.record) else Journal()
-        self.policy: Any = cfg.policy if cfg.policy is not None else NoPolicy()
+        self.journal: Journal | None = cfg.journal if (cfg.journal is not None or not cfg.record) else Journal()
+        self.policy = cfg.policy if cfg.policy is not None else NoPolicy()
+        self.audit: Any = cfg.audit
+        self.approvals: Any = cfg.approvals
         self.checkpointer: Callable[[Process], Any] | None = None
+        self.boot_hooks: list[Callable[[Process, dict[str, Any]], None]] = []  # record_run
+        self.io_tick = 0                   # await points with I/O in flight (replay timing)
+        self.replay_io = ReplayIO(self) if self.replaying else None
         self.ipc = IPC(self)
         self.signals = Signals(self)
         self.devices = Devices(self)
@@ -164,18 +174,22 @@ class Kernel:
         self._virtual = self.clock.virtual
         self._quantum = cfg.quantum
         self._push = self.runq.push
+        for part in (self.policy, self.audit, self.approvals):  # give them the clock, drivers, events
+            attach = getattr(part, "attach", None)
+            if attach is not None:
+                attach(self)
         from ..vfs import install as install_vfs  # stdlib only; the /agent tree costs a dict
 
         self.vfs = install_vfs(self, checkpoints=False)
 
     @property
-    def journal(self) -> Journal | None:
-        return self._journal
+    def policy(self) -> Any:
+        """The policy consulted by `authorize`; decisions are journaled (replayed in replay mode)."""
+        return self._policy
 
-    @journal.setter
-    def journal(self, journal: Journal | None) -> None:
-        self._journal = journal
-        self.devices._record = journal.record_row if (journal is not None and not self.replaying) else None
+    @policy.setter
+    def policy(self, value: Any) -> None:
+        self._policy = wrap_policy(self, value)
 
     # -- handler table ----------------------------------------------------------------
     def _build_table(self) -> None:
@@ -231,6 +245,9 @@ class Kernel:
             raise KernelError("a driver needs a non-empty name")
         if name in self.drivers:
             raise KernelError(f"a driver named {name!r} is already registered")
+        hook = getattr(driver, "on_register", None)
+        if hook is not None:
+            hook(self, name)
         self.drivers[name] = driver
 
     def register_image(self, image: ProcessImage | Callable[..., Any]) -> ProcessImage:
@@ -257,7 +274,17 @@ class Kernel:
             for dev in grants:
                 self.grant_device(proc, dev)
             self.init = proc
-            await self._loop()
+            for hook in self.boot_hooks:
+                hook(proc, {"args": args, "grant": grants, "quota": quota, "name": name,
+                            "priority": priority})
+            try:
+                await self._loop()
+            except BaseException:
+                try:  # no process outlives a kernel that stopped on an error
+                    self.shutdown()
+                except BaseException:  # noqa: BLE001 - the first error is the one to report
+                    pass
+                raise
             self.shutdown()
             self.events.flush()
             assert proc.exit_reason is not None
@@ -288,7 +315,11 @@ class Kernel:
                 break
             if busy:
                 if self._io_inflight:
-                    await asyncio.sleep(0)
+                    self.io_tick += 1
+                    if self.replay_io is not None:
+                        self.replay_io.tick(self.io_tick, idle=False)
+                    else:
+                        await asyncio.sleep(0)
                 continue
             # idle: nothing runnable
             due = self.timers.next_due()
@@ -301,10 +332,14 @@ class Kernel:
                     else:
                         timeout = max(0.0, (due - self.clock.now()) / 1000.0)
                 if timeout != 0.0:
-                    try:
-                        await asyncio.wait_for(wakeup.wait(), timeout)
-                    except asyncio.TimeoutError:
-                        pass
+                    self.io_tick += 1
+                    if self.replay_io is not None and self._io_inflight:
+                        self.replay_io.tick(self.io_tick, idle=True)
+                    else:
+                        try:
+                            await asyncio.wait_for(wakeup.wait(), timeout)
+                        except asyncio.TimeoutError:
+                            pass
                 if self.runq.top >= 0 or self._io_inflight:
                     continue
             if due is None:
@@ -329,8 +364,11 @@ class Kernel:
         """Run up to `max_switches` process quanta. True if there may be more to run.
 
         This is the trampoline, and the hot path: everything it touches is a local."""
-        pop = self.runq.pop
-        push = self.runq.push
+        runq = self.runq
+        pop = runq.pop
+        push = runq.push
+        levels = runq.levels
+        edf = runq.edf
         timers = self.timers
         heap = timers.heap
         events = self.events
@@ -344,7 +382,14 @@ class Kernel:
         default_table = self._table
         terminate = self.terminate
         for _ in range(max_switches):
-            proc = pop()
+            # RunQueue.pop, inlined for the common case (a FIFO level with a READY head)
+            top = runq.top
+            q = levels[top] if top >= 0 else None
+            if q and not edf[top] and q[0].state is READY:
+                proc = q.popleft()
+                proc.in_queue = False
+            else:
+                proc = pop()
             if proc is None:
                 if heap and heap[0][0] <= now():
                     timers.fire_due(now())
@@ -389,6 +434,8 @@ class Kernel:
                     value = None
                     exc = e
                     append((now(), pid, "error", (type(e).__name__, str(e))))
+                except NondeterminismError:
+                    raise  # a replay that left the recorded path: the replayer must hear it
                 except (NotImplementedError, TypeError, ValueError) as e:
                     # misuse of a syscall's arguments: the caller's error, raised in the caller
                     value = None
@@ -665,6 +712,34 @@ class Kernel:
         for proc in sorted(self.procs.values(), key=lambda p: -p.pid):
             self.terminate(proc, SHUTDOWN)
         self.events.flush()
+        if self.audit is not None:
+            try:
+                self.audit.commit()
+            except Exception as e:  # the records stay pending in the recorder; say so
+                self.events.emit(KERNEL_PID, "audit_error", f"{type(e).__name__}: {e}")
+
+    # -- durability (the work lives in snapshot.py and rebuild.py) ----------------------
+    def snapshot(self, pid: int) -> dict[str, Any]:
+        """Process `pid` as a portable, JSON-ready description (see kernel/snapshot.py)."""
+        from .snapshot import snapshot
+
+        proc = self.procs.get(pid)
+        if proc is None:
+            raise KernelError(f"snapshot: no live process {pid}")
+        return snapshot(self, proc)
+
+    def restore(self, snap: dict[str, Any], image: Any) -> int:
+        """Start `image` again with the state in `snap`; refuses another ABI version. Returns the pid."""
+        from .snapshot import restore
+
+        return restore(self, snap, image)
+
+    @staticmethod
+    def replay_from(store: Any, run_id: str, **kw: Any) -> Any:
+        """Rebuild a stored run and replay it from its journal; returns a ReplayReport."""
+        from .rebuild import replay_from
+
+        return replay_from(store, run_id, **kw)
 
     def checkpoint(self, proc: Process) -> None:
         if self.checkpointer is not None:
@@ -672,16 +747,60 @@ class Kernel:
         else:
             self.events.emit(proc.pid, "checkpoint", None)
 
-    def authorize(self, proc: Process, action: str, args: Any) -> bool:
-        """Ask policy about an action on the world. False: the process has been stopped."""
+    def authorize(self, proc: Process, action: str, args: Any, req: Any = None) -> bool:
+        """Ask policy about an action on the world, before the driver runs.
+
+        True: go ahead; with a flight recorder, the action's record is already durable
+        (write-ahead). False: not now: the process was killed (SIGPOLICY, naming the rule)
+        or parked until the approval channel answers or its record is durable (group
+        commit); then `req` runs again and finds its clearance.
+        """
+        audit = self.audit
+        if audit is not None and audit.passes and audit.cleared(proc.pid, action, args):
+            return True  # decided and recorded before it parked for the group commit
         decision = self.policy.check(proc.pid, action, args)
         self._append((self._now(), proc.pid, "policy", (action, decision.allowed, decision.rule)))
-        if decision.allowed:
-            return True
-        if decision.effect == "raise":
-            raise PolicyDenied(decision.rule, decision.reason or f"policy denies {action}")
-        self.signals.deliver(proc, Signal.SIGPOLICY, KERNEL_PID, decision.rule)
-        return False
+        if decision.effect == "log":  # permissive/audit: allowed, but strict would not have
+            self._append((self._now(), proc.pid, "policy_violation", (action, decision.rule, decision.reason)))
+        if not decision.allowed:
+            if decision.effect == "approve" and self.approvals is not None and req is not None:
+                if audit is not None:
+                    audit.decision(proc.pid, action, args, decision, before_action=False)
+                if not self.approvals.ask(proc, action, args, decision, req):  # a refusal raises
+                    return False
+            else:
+                if audit is not None:
+                    audit.decision(proc.pid, action, args, decision, before_action=False)
+                if decision.effect in ("raise", "approve"):
+                    why = decision.reason or f"policy denies {action}"
+                    if decision.effect == "approve":
+                        why += ": no approval channel can answer this call"
+                    raise PolicyDenied(decision.rule, why)
+                self.signals.deliver(proc, Signal.SIGPOLICY, KERNEL_PID, decision.rule)
+                return False
+        if audit is not None:
+            return audit.decision(proc.pid, action, args, decision, before_action=True, proc=proc, req=req)
+        return True
+
+    def retry_syscall(self, proc: Process, req: Any) -> None:
+        """Run a parked process's syscall again (an approval came, a record became durable)
+        and wake it with the result."""
+        if proc.state is EXITED:
+            return
+        entry = self._table.get(type(req))
+        if entry is None:
+            raise KernelError(f"retry_syscall: {type(req).__name__} is not a syscall")
+        try:
+            value = entry[0](proc, req)
+        except (SyscallError, NotImplementedError, TypeError, ValueError) as e:
+            self.wake(proc, None, e)
+            return
+        except Exception as e:
+            self.terminate(proc, fault(InternalError(f"kernel bug rerunning {type(req).__name__} for pid "
+                                                     f"{proc.pid}: {type(e).__name__}: {e}")))
+            return
+        if value is not PARK and proc.state is not EXITED:
+            self.wake(proc, value)
 
     def send_other(self, proc: Process, cap: Any, req: Any) -> Any:
         """A send on a non-process capability: remote proxies plug in here."""
@@ -823,8 +942,17 @@ class Kernel:
     def _sys_yield(self, proc: Process, req: Any) -> Any:
         if proc.stopped:
             proc.state = SUSPENDED
+            return PARK
+        proc.state = READY
+        if proc.deadline is None and not proc.in_queue:
+            # RunQueue.push, inlined: yield_ is the context-switch hot path
+            proc.in_queue = True
+            runq = self.runq
+            lvl = proc.priority
+            runq.levels[lvl].append(proc)
+            if lvl > runq.top:
+                runq.top = lvl
         else:
-            proc.state = READY
             self._push(proc)
         return PARK
 

@@ -8,7 +8,6 @@ killed with `quota(mem)` (OOM). The recaller indexes resident and swapped segmen
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..abi.errors import SyscallError
@@ -71,10 +70,16 @@ class DropOldestPager:
         return body[: self.summary_tokens * 4 - 4], self.summary_tokens
 
 
+def _copy(s: Segment) -> Segment:
+    """What a process gets back: a copy, so it cannot edit the kernel's accounting."""
+    return Segment(s.id, s.body, s.tokens, s.kind, s.created, s.covers)
+
+
 class MemorySpace:
-    __slots__ = ("resident", "swap", "next_id", "recaller", "resident_tokens")
+    __slots__ = ("resident", "swap", "next_id", "recaller", "resident_tokens", "summaries")
 
     def __init__(self, recaller: Recaller) -> None:
+        self.summaries = 0  # summary segments ever made here (recall ranks only if any)
         self.resident: dict[int, Segment] = {}
         self.swap: dict[int, Segment] = {}
         self.next_id = 1
@@ -123,13 +128,16 @@ class MemoryManager:
         sp = proc.memory
         if sp is None:
             return []
-        return [dataclasses.replace(s) for s in sp.resident.values()]
+        return [_copy(s) for s in sp.resident.values()]
 
     def sys_recall(self, proc: "Process", req: Recall) -> list[Segment]:
         sp = proc.memory
         if sp is None or req.k <= 0:
             return []
-        ids = self._rank(sp, sp.recaller.search(req.query, 2 * req.k + 4), req.k)
+        if sp.summaries:
+            ids = self._rank(sp, sp.recaller.search(req.query, 2 * req.k + 4), req.k)
+        else:
+            ids = sp.recaller.search(req.query, req.k)
         out: list[Segment] = []
         wanted = set(ids)
         for sid in ids:
@@ -143,7 +151,7 @@ class MemoryManager:
                     sp.resident[sid] = seg
                     sp.resident_tokens += seg.tokens
                     self.k.events.emit(proc.pid, "page_in", (sid, seg.tokens))
-            out.append(dataclasses.replace(seg))
+            out.append(_copy(seg))
         return out
 
     @staticmethod
@@ -215,6 +223,7 @@ class MemoryManager:
                 sid = sp.next_id
                 sp.next_id = sid + 1
                 seg = Segment(sid, body, stokens, SegmentKind.SUMMARY, self.k.clock.now(), covered)
+                sp.summaries += 1
                 sp.resident[sid] = seg
                 sp.resident_tokens += stokens
                 sp.recaller.add(sid, body)

@@ -1,0 +1,237 @@
+"""Durability commands: runs, events, replay, export prov, snapshot, restore.
+
+All read the default store (`$AGENTOS_STORE`, else `$AGENTOS_HOME/store.db`, with
+AGENTOS_HOME defaulting to ./.agentos) unless `--store URL` names another. RUN is a run
+id, a unique prefix of one, or a run name (the latest run of that name).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Optional
+
+import typer
+
+StoreOpt = typer.Option(None, "--store", help="store URL (sqlite:///path, postgresql://..., a path)")
+
+
+def _open(url: Optional[str]) -> Any:
+    from ..store import open_default_store, open_store
+
+    return open_store(url) if url else open_default_store()
+
+
+def _run(store: Any, ref: str) -> Any:
+    from ..store import StoreError, resolve
+
+    try:
+        return resolve(store, ref)
+    except StoreError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def runs(store: Optional[str] = StoreOpt) -> None:
+        """List stored runs: id, name, status, events, start time."""
+        import datetime as dt
+
+        from rich.console import Console
+        from rich.table import Table
+
+        st = _open(store)
+        try:
+            t = Table(title="agentos runs")
+            for col in ("run", "name", "status", "events", "started (UTC)", "exit"):
+                t.add_column(col, no_wrap=col in ("run", "started (UTC)"))
+            for r in st.runs():
+                when = dt.datetime.fromtimestamp(r.created_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+                t.add_row(r.run_id, r.name, r.status, str(r.events), when, str(r.summary.get("exit", "")))
+            Console().print(t)
+        finally:
+            st.close()
+
+    @app.command()
+    def events(run: str, pid: Optional[int] = typer.Option(None, "--pid", help="only this process"),
+               kind: Optional[str] = typer.Option(None, "--kind", help="only this event kind (sys, exit, ...)"),
+               limit: int = typer.Option(0, "--limit", help="at most this many (0: all)"),
+               as_json: bool = typer.Option(False, "--json", help="one canonical JSON event per line"),
+               store: Optional[str] = StoreOpt) -> None:
+        """Print a run's events (seq, time, pid, kind, data)."""
+        st = _open(store)
+        try:
+            info = _run(st, run)
+            out = sys.stdout
+            for n, e in enumerate(st.events(info.run_id, pid=pid, kind=kind)):
+                if limit and n >= limit:
+                    break
+                if as_json:
+                    out.write(e.raw.decode() + "\n")
+                else:
+                    data = json.dumps(e.data, sort_keys=True, ensure_ascii=False)
+                    out.write(f"{e.seq:>8} {e.time:>12.3f} {e.pid:>6} {e.kind:<12} {data[:160]}\n")
+        finally:
+            st.close()
+
+    @app.command()
+    def replay(run: str, store: Optional[str] = StoreOpt) -> None:
+        """Replay a run from its journal (no live calls); report identical or the first divergence."""
+        from ..abi.errors import AgentOSError
+        from ..kernel.kernel import Kernel
+
+        st = _open(store)
+        try:
+            info = _run(st, run)
+            try:
+                rep = Kernel.replay_from(st, info.run_id)
+            except AgentOSError as e:  # e.g. the program's code cannot be found any more
+                typer.echo(f"error: cannot replay run {info.run_id}: {e}", err=True)
+                raise typer.Exit(2)
+            typer.echo(str(rep))
+            for note in rep.notes:
+                typer.echo(f"  note: {note}")
+            if not rep.identical:
+                raise typer.Exit(1)
+        finally:
+            st.close()
+
+    export_app = typer.Typer(help="Export runs in other formats.", no_args_is_help=True)
+    app.add_typer(export_app, name="export")
+
+    @export_app.command("prov")
+    def export_prov(run: str,
+                    format: str = typer.Option("turtle", "--format", "-f", help="turtle or jsonld"),
+                    output: Optional[str] = typer.Option(None, "-o", "--output", help="file (default: stdout)"),
+                    store: Optional[str] = StoreOpt) -> None:
+        """Export a run as PROV-O (streamed: constant memory however long the run)."""
+        from ..provenance import export
+
+        if format not in ("turtle", "jsonld"):
+            typer.echo(f"error: --format must be turtle or jsonld, not {format!r}", err=True)
+            raise typer.Exit(2)
+        st = _open(store)
+        try:
+            info = _run(st, run)
+            n = export((st, info.run_id), format, output or sys.stdout)
+            if output:
+                typer.echo(f"wrote {n} steps of run {info.run_id} to {output} ({format})")
+        finally:
+            st.close()
+
+    @app.command()
+    def snapshot(pid: int, run: str = typer.Option(..., "--run", help="the stored run the process belongs to"),
+                 at: Optional[int] = typer.Option(None, "--at", help="event seq to snapshot at (replays to it)"),
+                 output: Optional[str] = typer.Option(None, "-o", "--output", help="file (default: stdout)"),
+                 store: Optional[str] = StoreOpt) -> None:
+        """Snapshot process PID of a run: its latest SIGUSR1 checkpoint, or (with --at, or when it
+        has none) its state at an event, rebuilt by replaying the run with no live calls."""
+        from ..abi.errors import AgentOSError
+        from ..kernel.kernel import Kernel
+
+        st = _open(store)
+        try:
+            info = _run(st, run)
+            snap = None
+            if at is None:
+                cps = [c for c in st.snapshots(info.run_id) if c["pid"] == pid]
+                if cps:
+                    snap = st.get_snapshot(cps[-1]["snap_id"])
+            if snap is None:
+                target = at
+                if target is None:  # its last wait in recv: where a message loop is whole
+                    sys_events = list(st.events(info.run_id, pid=pid, kind="sys"))
+                    if not sys_events:
+                        typer.echo(f"error: run {info.run_id} has no syscalls of pid {pid}", err=True)
+                        raise typer.Exit(2)
+                    recvs = [e.seq for e in sys_events if isinstance(e.data, dict) and e.data.get("@") == "Recv"]
+                    target = recvs[-1] if recvs else sys_events[-1].seq
+                taken: dict[str, Any] = {}
+
+                def probe(k: Any, ev: Any) -> bool:
+                    if ev.seq >= target and pid in k.procs:
+                        taken["snap"] = k.snapshot(pid)
+                        return True
+                    return ev.seq >= target
+
+                try:
+                    Kernel.replay_from(st, info.run_id, probe=probe)
+                except AgentOSError as e:
+                    typer.echo(f"error: cannot rebuild run {info.run_id}: {e}", err=True)
+                    raise typer.Exit(2)
+                snap = taken.get("snap")
+                if snap is None:
+                    typer.echo(f"error: pid {pid} was not alive at event {target} of run {info.run_id}", err=True)
+                    raise typer.Exit(1)
+            text = json.dumps(snap, indent=2, sort_keys=True)
+            if output:
+                with open(output, "w", encoding="utf-8") as f:
+                    f.write(text + "\n")
+                typer.echo(f"wrote snapshot of pid {pid} ({snap['name']}) to {output}")
+            else:
+                typer.echo(text)
+        finally:
+            st.close()
+
+    @app.command()
+    def restore(file: str,
+                allow_all: bool = typer.Option(False, "--allow-all", help="run under AllowAll instead of "
+                                               "strict default deny (only for snapshots you trust)"),
+                record: bool = typer.Option(True, "--record/--no-record", help="record to the default store"),
+                store: Optional[str] = StoreOpt) -> None:
+        """Start a snapshotted process again in a fresh kernel and run it to its end."""
+        from ..abi.errors import AgentOSError
+        from ..drivers.kv import KVDriver
+        from ..kernel.caps import PROC, R_KILL, R_MONITOR
+        from ..kernel.kernel import AllowAll, Kernel
+        from ..kernel.rebuild import load_image
+        from ..kernel.snapshot import restore as do_restore
+
+        try:
+            with open(file, encoding="utf-8") as f:
+                snap = json.load(f)
+        except (OSError, ValueError) as e:
+            typer.echo(f"error: cannot read snapshot {file}: {e}", err=True)
+            raise typer.Exit(2)
+        from ..abi.types import ABI_VERSION
+
+        if not isinstance(snap, dict) or snap.get("abi_version") != ABI_VERSION:
+            v = snap.get("abi_version") if isinstance(snap, dict) else None
+            typer.echo(f"error: the snapshot was taken under ABI version {v}; this kernel speaks "
+                       f"version {ABI_VERSION}", err=True)
+            raise typer.Exit(1)
+        try:
+            image = load_image(snap.get("image") or {})
+        except Exception as e:
+            typer.echo(f"error: cannot find the snapshot's image: {e}", err=True)
+            raise typer.Exit(2)
+        k = Kernel(policy=AllowAll() if allow_all else None)
+        if "kv" in (snap.get("devices") or ()):
+            k.register_driver(KVDriver())
+        holder: dict[str, Any] = {}
+
+        def on_boot(init: Any, _params: Any) -> None:
+            pid = do_restore(k, snap, image, parent=init)
+            holder["pid"] = pid
+            holder["cap"] = k.caps.grant(init, PROC, k.procs[pid], R_MONITOR | R_KILL).ref
+
+        async def restorer(sys_: Any, args: Any) -> Any:
+            return str(await sys_.waitpid(holder["cap"]))
+
+        k.boot_hooks.append(on_boot)
+        st = None
+        if record:
+            from ..store import record_run
+
+            st = _open(store)
+            rid = record_run(k, st, f"restore:{snap.get('name')}")
+            typer.echo(f"recording as run {rid}")
+        try:
+            res = k.run(restorer)
+        except AgentOSError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1)
+        finally:
+            if st is not None:
+                st.close()
+        typer.echo(f"restored pid {holder.get('pid')} ({snap.get('name')}) exited: {res.value}")

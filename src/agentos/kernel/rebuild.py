@@ -1,0 +1,176 @@
+"""Rebuild a stored run and replay it: `Kernel.replay_from(store, run_id)`.
+
+The run row says how the live kernel was built (seed, scheduler settings) and booted
+(init image by import path, args, grants, quota). The replaying kernel answers every
+driver op and policy check from the stored journal and compares each event it emits,
+byte for byte, with the stored log. A run that was cut short (a crash) is compared up to
+its committed prefix; the replay stops there.
+"""
+from __future__ import annotations
+
+import re
+
+import importlib
+import importlib.util
+import sys as _sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from ..abi.errors import KernelError, NondeterminismError
+from ..abi.types import ABI_VERSION, Quota
+from .events import Event, encode_event
+from .journal import Journal
+from .process import ProcessImage
+
+
+@dataclass
+class ReplayReport:
+    run_id: str
+    recorded: int                      # events in the store
+    replayed: int = 0                  # events the replay emitted and compared
+    matched: int = 0
+    complete: bool = True              # the stored run ended (not cut by a crash)
+    identical: bool = False
+    divergence: dict[str, Any] | None = None
+    error: str | None = None
+    result: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        if self.identical:
+            what = "the whole run" if self.complete else f"the committed prefix of {self.recorded} events"
+            return f"run {self.run_id}: replay identical ({what}, {self.matched} events)"
+        if self.divergence:
+            d = self.divergence
+            return (f"run {self.run_id}: replay diverged at event seq {d.get('seq')}: "
+                    f"recorded {d.get('recorded')!s}, replayed {d.get('replayed')!s}")
+        return f"run {self.run_id}: replay failed after {self.matched} matching events: {self.error}"
+
+
+class _Stop(BaseException):
+    pass
+
+
+def load_image(entry: dict[str, Any]) -> ProcessImage:
+    """Find an image's code again from its recorded module, qualname and file."""
+    mod_name, qual, path = entry.get("module"), entry.get("qualname"), entry.get("file")
+    if not qual or "<locals>" in qual:
+        raise KernelError(f"image {entry.get('name')!r} ({qual}) was defined inside a function and "
+                          f"cannot be found again: pass images={{name: image}} to replay_from")
+    mod = None
+    if mod_name and mod_name != "__main__":
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError:
+            mod = None
+    if mod is None and path:
+        spec = importlib.util.spec_from_file_location(f"_agentos_replay_{abs(hash(path))}", path)
+        if spec is None or spec.loader is None:
+            raise KernelError(f"cannot load image {entry.get('name')!r} from {path}")
+        mod = importlib.util.module_from_spec(spec)
+        _sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+    if mod is None:
+        raise KernelError(f"cannot import module {mod_name!r} of image {entry.get('name')!r}")
+    obj: Any = mod
+    for part in qual.split("."):
+        obj = getattr(obj, part)
+    return obj if isinstance(obj, ProcessImage) else ProcessImage(entry.get("name") or qual, obj)
+
+
+def replay_from(store: Any, run_id: str, *, image: Any = None, images: dict[str, Any] | None = None,
+                probe: Callable[[Any, Event], bool] | None = None) -> ReplayReport:
+    """Replay a stored run. `probe(kernel, event)` sees each matched event; True stops the replay.
+
+    With a probe, events are flushed one at a time, so the probe sees the kernel as it was
+    just after the event (give or take the rest of the syscall that emitted it)."""
+    from .kernel import Kernel
+
+    info = store.get_run(run_id)
+    meta = info.meta
+    if meta.get("abi_version") != ABI_VERSION:
+        raise KernelError(f"run {run_id} was recorded under ABI version {meta.get('abi_version')}, "
+                          f"this kernel speaks {ABI_VERSION}")
+    if "init" not in meta and image is None:
+        raise KernelError(f"run {run_id} has no boot record (it never booted): nothing to replay")
+    report = ReplayReport(run_id, info.events, complete=info.status != "running")
+    timeless = meta.get("clock") != "virtual"
+    if timeless:
+        report.notes.append("recorded under a real clock: events compared without their timestamps")
+    journal = Journal(store.journal(run_id))
+    k = Kernel(deterministic=True, seed=meta["seed"], mode="replay", journal=journal,
+               quantum=meta.get("quantum", 2000), default_priority=meta.get("default_priority", 5),
+               switch_batch=meta.get("switch_batch", 512),
+               event_batch=1 if probe is not None else meta.get("event_batch", 4096))
+    for name, entry in (meta.get("images") or {}).items():
+        if images and name in images:
+            continue
+        try:
+            k.register_image(ProcessImage(name, load_image(entry).main))
+        except Exception as e:  # only a problem if the program spawns it by name
+            report.notes.append(f"image {name!r} not loaded: {e}")
+    for name, img in (images or {}).items():
+        k.register_image(ProcessImage(name, ProcessImage.of(img).main))
+    init = image if image is not None else load_image(meta["init"])
+    stored: Iterator[Any] = iter(store.events(run_id))
+
+    def compare(batch: list[Event]) -> None:
+        for ev in batch:
+            rec = next(stored, None)
+            if rec is None:
+                if not report.complete:
+                    raise _Stop()  # past the committed prefix of a cut run
+                report.divergence = {"seq": ev.seq, "recorded": None, "replayed": encode_event(ev).decode()}
+                raise _Stop()
+            report.replayed += 1
+            mine = encode_event(ev)
+            theirs = rec.raw
+            if timeless:
+                mine, theirs = _untimed(mine), _untimed(theirs)
+            if mine != theirs:
+                report.divergence = {"seq": ev.seq, "recorded": rec.raw.decode(), "replayed": mine.decode()}
+                raise _Stop()
+            report.matched += 1
+            if probe is not None and probe(k, ev):
+                report.notes.append(f"stopped by probe at event seq {ev.seq}")
+                raise _Stop()
+            if not report.complete and report.matched == report.recorded:
+                raise _Stop()
+
+    k.events.add_sink(compare)
+    q = meta.get("quota")
+    try:
+        res = k.run(init, args=meta.get("args"), grant=meta.get("grant") or (),
+                    quota=Quota(**q) if q else None, name=meta.get("name"), priority=meta.get("priority"))
+        report.result = res
+    except _Stop:
+        pass
+    except NondeterminismError as e:
+        try:  # compare what the replay emitted up to the point it left the journal
+            k.events.flush()
+        except _Stop:
+            pass
+        if report.complete or report.matched < report.recorded:
+            report.error = f"NondeterminismError: {e}"
+        else:  # a cut run: the journal ends where the crash cut it, after the committed events
+            report.notes.append(f"the journal ends with the committed prefix: {e}")
+    if report.error is None and report.divergence is None:
+        if any(n.startswith("stopped by probe") for n in report.notes):
+            report.identical = True  # identical as far as it went
+        elif report.complete and next(stored, None) is not None:
+            report.divergence = {"seq": report.matched + 1, "recorded": "more events",
+                                 "replayed": "the replay ended"}
+        else:
+            report.identical = report.matched == report.recorded
+    return report
+
+
+_TIME = re.compile(rb"^\[(\d+),[^,]*,")
+
+
+def _untimed(raw: bytes) -> bytes:
+    """An encoded event with its timestamp blanked (encode_event puts it second)."""
+    return _TIME.sub(rb"[\1,0,", raw, count=1)
+
+
+__all__ = ["ReplayReport", "load_image", "replay_from"]

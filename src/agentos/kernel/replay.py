@@ -1,0 +1,190 @@
+"""Record and replay of everything that enters a run from outside the program.
+
+A run's outside inputs are driver results (journaled by `devices`), policy decisions
+(approvals and rate limits depend on people and wall time) and the scheduler tick at
+which an asynchronous driver result arrived. Recording wraps the kernel's policy in a
+`DecisionRecorder`; replay swaps in a `JournalPolicy` that answers each check from the
+journal, and parks a process on a replayed asynchronous op until the recorded tick.
+
+Invariant: with the same seed, image, args and grants under a `VirtualClock`, a replaying
+kernel emits the byte-identical event log and never calls a driver. Anything the program
+asks that the recorded run did not do raises `NondeterminismError` saying where.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..abi.errors import NondeterminismError
+from .events import canonical, dumps_canonical
+from .journal import Journal, JournalEntry
+
+if TYPE_CHECKING:
+    from .kernel import Decision, Kernel
+    from .process import Process
+
+
+_DECISION_JSON = ('{"action":%s,"at":null,"device":"","error_type":null,"index":%d,"ok":%s,'
+                  '"op":"policy","pid":%d,"reductions":0,"request":null,"tokens":0,"tool_calls":0,'
+                  '"usd":0.0,"value":%s}')  # JournalEntry.to_json's layout, prebuilt: one per policy check
+
+
+class DecisionRecorder:
+    """Wraps a live policy: every answer is journaled as an op "policy" entry."""
+
+    __slots__ = ("inner", "journal", "_count", "_values", "_actions")
+
+    def __init__(self, inner: Any, journal: Journal) -> None:
+        self.inner = inner
+        self.journal = journal
+        self._count: dict[int, int] = {}
+        self._values: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
+        self._actions: dict[str, str] = {}
+
+    def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> "Decision":
+        d = self.inner.check(pid, action, args, dry_run=dry_run)
+        n = self._count.get(pid, 0)
+        self._count[pid] = n + 1
+        key = (d.rule, d.reason, d.effect, dry_run) if not d.extra else None
+        cached = self._values.get(key) if key is not None else None  # type: ignore[arg-type]
+        if cached is None:
+            value = {"rule": d.rule, "reason": d.reason, "effect": d.effect, "dry_run": dry_run,
+                     "extra": canonical(d.extra)}
+            cached = (value, dumps_canonical(canonical(value)))
+            if key is not None and len(self._values) < 4096:
+                self._values[key] = cached
+        aj = self._actions.get(action)
+        if aj is None:
+            aj = dumps_canonical(canonical(action))
+            if len(self._actions) < 4096:
+                self._actions[action] = aj
+        ok = bool(d.allowed)
+        journal = self.journal
+        # the prebuilt JSON only matters to a sink (a store); to_json builds the same bytes
+        raw = _DECISION_JSON % (aj, n, "true" if ok else "false", pid, cached[1]) if journal.sinks else None
+        journal.record(JournalEntry(pid, n, "policy", "", action, None, ok, cached[0], raw=raw))
+        return d
+
+    def __getattr__(self, name: str) -> Any:  # approvals, rules, ... of the real engine
+        return getattr(self.inner, name)
+
+
+class JournalPolicy:
+    """Answers policy checks in replay from the recorded decisions, pid by pid, in order."""
+
+    __slots__ = ("journal", "_next", "inner")
+
+    def __init__(self, journal: Journal, inner: Any = None) -> None:
+        self.journal = journal
+        self.inner = inner
+        self._next: dict[int, int] = {}
+
+    def peek_action(self, pid: int, ahead: int = 0) -> str | None:
+        """The action of the `ahead`-th decision still to come for `pid` (None: no more)."""
+        rows = self.journal.decisions.get(pid, ())
+        i = self._next.get(pid, 0) + ahead
+        return rows[i].action if i < len(rows) else None
+
+    def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> "Decision":
+        from .kernel import Decision
+
+        rows = self.journal.decisions.get(pid, ())
+        i = self._next.get(pid, 0)
+        if i >= len(rows):
+            raise NondeterminismError(
+                f"replay diverged at pid {pid} policy check #{i}: the program asked about "
+                f"{action!r}, but the recorded run made no further policy check for this pid")
+        e = rows[i]
+        v = e.value if isinstance(e.value, dict) else {}
+        if e.action != action or bool(v.get("dry_run")) != bool(dry_run):
+            raise NondeterminismError(
+                f"replay diverged at pid {pid} policy check #{i}: recorded {e.action!r} "
+                f"(dry_run={bool(v.get('dry_run'))}), replay asked about {action!r} (dry_run={dry_run})")
+        self._next[pid] = i + 1
+        return Decision(bool(e.ok), v.get("rule", "default"), v.get("reason", ""),
+                        v.get("effect", "allow"), dict(v.get("extra") or {}))
+
+    def __getattr__(self, name: str) -> Any:
+        if self.inner is None:
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def wrap_policy(kernel: "Kernel", policy: Any) -> Any:
+    """The object the kernel consults: recorded in live mode, answered from the journal in replay."""
+    if isinstance(policy, (DecisionRecorder, JournalPolicy)):
+        return policy
+    if kernel.replaying:
+        assert kernel.journal is not None
+        return JournalPolicy(kernel.journal, policy)
+    if kernel.journal is not None:
+        return DecisionRecorder(policy, kernel.journal)
+    return policy
+
+
+class ReplayPending:
+    """Stands in for the asyncio task(s) of an op whose recorded result arrived later."""
+
+    __slots__ = ("proc", "entries", "many", "at", "cancelled")
+
+    def __init__(self, proc: "Process", entries: list[JournalEntry], many: bool, at: int) -> None:
+        self.proc = proc
+        self.entries = entries
+        self.many = many
+        self.at = at
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True  # `Devices._abandon` frees the in-flight slot
+
+
+class ReplayIO:
+    """Delivers replayed asynchronous results at the kernel I/O tick they were recorded at."""
+
+    def __init__(self, kernel: "Kernel") -> None:
+        self.k = kernel
+        self.pending: dict[int, list[ReplayPending]] = {}
+        assert kernel.journal is not None
+        self.order = {id(e): i for i, e in enumerate(kernel.journal.entries)}
+
+    def park(self, proc: "Process", entries: list[JournalEntry], many: bool) -> None:
+        from .process import WAITING
+
+        at = max(e.at for e in entries if e.at is not None)
+        if at <= self.k.io_tick:
+            raise NondeterminismError(
+                f"replay diverged at pid {proc.pid} op #{entries[0].index}: its result arrived at "
+                f"I/O tick {at}, but the replay is already at tick {self.k.io_tick}")
+        p = ReplayPending(proc, entries, many, at)
+        self.pending.setdefault(at, []).append(p)
+        proc.io = p
+        proc.state = WAITING
+        proc.wait_kind = "io"
+        self.k.io_started()
+
+    def park_unfinished(self, proc: "Process") -> None:
+        """An op the live run started but never saw complete: wait until the process dies."""
+        from .process import WAITING
+
+        proc.io = ReplayPending(proc, [], False, -1)
+        proc.state = WAITING
+        proc.wait_kind = "io"
+        self.k.io_started()
+
+    def tick(self, tick: int, idle: bool) -> None:
+        """Apply, in recorded order, the completions the live run saw at this tick."""
+        items = self.pending.pop(tick, None)
+        stale = [t for t in self.pending if t < tick]
+        if stale:
+            raise NondeterminismError(f"replay diverged: results recorded at I/O tick {min(stale)} "
+                                      f"were never delivered (the replay is at tick {tick})")
+        if not items:
+            if idle and not self.pending:
+                raise NondeterminismError(f"replay diverged at I/O tick {tick}: the replay waits for "
+                                          f"I/O that the recorded run never completed")
+            return
+        order = self.order  # live order is the order results were journaled
+        for item in sorted(items, key=lambda p: order.get(id(p.entries[0]), 0)):
+            self.k.devices.replay_done(item)
+
+
+__all__ = ["DecisionRecorder", "JournalPolicy", "ReplayIO", "ReplayPending", "wrap_policy"]

@@ -1,0 +1,221 @@
+"""The kernel's approval channel: a person (or a trusted callback) says yes or no.
+
+A call that policy says `requires_approval` parks its process (state waiting, wait
+"approval") and becomes a pending request with a kernel-side random id. The answer comes
+only from outside the process: a callback given to the kernel, an interactive prompt
+(agentctl), or the loopback HTTP endpoint (approval.py's `ApprovalServer`, which wants a
+bearer token the processes never see). Nothing the process passes (arguments, messages,
+check_policy) reaches this object. No answer before the timeout (kernel clock) denies.
+
+An approval is a one-shot grant for exactly that (pid, action, canonical arguments):
+the kernel reruns the parked syscall, which re-checks capabilities and policy, and the
+grant is consumed there. Changed arguments need a new approval. The kernel loop never
+waits on a person: a callback that returns an awaitable runs as a task, like device I/O.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..abi.errors import PolicyDenied
+from ..kernel.events import canonical
+from ..kernel.process import EXITED, WAITING
+
+if TYPE_CHECKING:
+    from ..kernel.kernel import Kernel
+    from ..kernel.process import Process
+
+DEFAULT_TIMEOUT_MS = 30_000.0
+
+
+def args_key(action: str, args: Any) -> str:
+    return action + "\x00" + json.dumps(canonical(args), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class ApprovalRequest:
+    id: str
+    pid: int
+    name: str
+    action: str
+    args: Any
+    rule: str
+    reason: str
+    deadline: float                       # kernel clock ms
+    key: str = field(repr=False, default="")
+    req: Any = field(repr=False, default=None)
+    decision: Any = field(repr=False, default=None)
+    timer: Any = field(repr=False, default=None)
+    outside: bool = field(repr=False, default=False)
+    timeout_ms: float = 0.0
+
+    def view(self, now: float) -> dict[str, Any]:
+        return {"id": self.id, "pid": self.pid, "process": self.name, "action": self.action,
+                "args": self.args, "rule": self.rule, "reason": self.reason,
+                "expires_in_ms": max(0.0, self.deadline - now)}
+
+
+Callback = Callable[[ApprovalRequest], Any]
+
+
+class ApprovalChannel:
+    """Pending approvals and the ways they are answered. Give it to `Kernel(approvals=...)`."""
+
+    def __init__(self, callback: Callback | None = None, *, timeout_ms: float = DEFAULT_TIMEOUT_MS) -> None:
+        self.callback = callback
+        self.timeout_ms = timeout_ms
+        self.pending: dict[str, ApprovalRequest] = {}
+        self.grants: dict[int, list[str]] = {}
+        self.outside = 0                  # live outside channels (HTTP servers, prompts)
+        self.k: Kernel | None = None
+        self.answered = 0
+
+    def attach(self, kernel: "Kernel") -> None:
+        self.k = kernel
+
+    # -- called by the kernel's chokepoint ------------------------------------------------
+    def ask(self, proc: "Process", action: str, args: Any, decision: Any, req: Any) -> bool:
+        """True: approved (a grant was waiting, or the callback said yes at once); False:
+        the process is parked until an answer. A refusal raises PolicyDenied."""
+        k = self.k
+        assert k is not None, "ApprovalChannel.attach(kernel) was not called"
+        key = args_key(action, args)
+        granted = self.grants.get(proc.pid)
+        if granted and key in granted:
+            granted.remove(key)
+            if not granted:
+                del self.grants[proc.pid]
+            consume = getattr(k.policy, "consume", None)
+            if consume is not None:
+                consume(proc.pid, decision)
+            return True
+        if type(req).__name__ == "ReadAll":
+            raise PolicyDenied(decision.rule, f"{action} requires approval, which read_all cannot wait "
+                                              f"for: issue it with read")
+        now = k.clock.now()
+        timeout = (decision.extra or {}).get("timeout_ms") or self.timeout_ms
+        # seeded in deterministic kernels so the event log replays byte for byte
+        rid = f"{k.rng.getrandbits(96):024x}" if k.config.deterministic else secrets.token_hex(12)
+        # the person sees a snapshot: the caller's live objects may change while it waits,
+        # and then the rerun's arguments no longer match the grant
+        r = ApprovalRequest(rid, proc.pid, proc.name, action, canonical(args), decision.rule, decision.reason,
+                            now + timeout, key, req, decision, timeout_ms=timeout)
+        self._audit(proc.pid, "approval_request", {"id": rid, "action": action, "args": args,
+                                                   "rule": decision.rule, "timeout_ms": timeout})
+        answer: Any = None
+        if self.callback is not None:
+            try:
+                answer = self.callback(r)
+            except Exception as e:
+                self._audit(proc.pid, "approval", {"id": rid, "approved": False, "by": "callback",
+                                                   "why": f"callback raised {type(e).__name__}: {e}"})
+                raise PolicyDenied(decision.rule, f"{action}: the approval callback failed: {e}") from None
+        if answer is True or answer is False:
+            self._audit(proc.pid, "approval", {"id": rid, "approved": answer, "by": "callback"})
+            self.answered += 1
+            if answer:
+                consume = getattr(k.policy, "consume", None)
+                if consume is not None:
+                    consume(proc.pid, decision)
+                return True
+            raise PolicyDenied(decision.rule, f"{action}: approval refused (callback)")
+        # park: wait for an awaitable callback, an outside channel, or the timeout
+        self.pending[rid] = r
+        proc.state = WAITING
+        proc.wait_kind = "approval"
+        r.timer = k.timers.add(r.deadline, self._timed_out, rid)
+        if proc.cleanups is None:
+            proc.cleanups = []
+        proc.cleanups.append(functools.partial(self._drop_on_exit, rid))
+        if inspect.isawaitable(answer):
+            r.outside = True
+            k.io_started()
+            task = asyncio.ensure_future(answer)
+            task.add_done_callback(functools.partial(self._callback_done, rid))
+        elif self.outside:
+            r.outside = True
+            k.io_started()       # a person may answer: keep the kernel loop listening
+        return False
+
+    # -- answers ----------------------------------------------------------------------
+    def answer(self, rid: str, approved: bool, by: str = "operator") -> bool:
+        """Answer a pending request. False if there is no such request (already answered)."""
+        r = self.pending.pop(rid, None)
+        if r is None:
+            return False
+        k = self.k
+        assert k is not None
+        k.timers.cancel(r.timer)
+        self.answered += 1
+        self._audit(r.pid, "approval", {"id": rid, "approved": bool(approved), "by": by})
+        proc = k.procs.get(r.pid)
+        try:
+            if proc is None or proc.state is EXITED or proc.wait_kind != "approval":
+                return True
+            if approved is True:
+                self.grants.setdefault(r.pid, []).append(r.key)
+                k.retry_syscall(proc, r.req)
+            else:
+                k.wake(proc, None, PolicyDenied(r.rule, f"{r.action}: approval refused by {by}"))
+        finally:
+            if r.outside:
+                k.io_finished()
+        return True
+
+    def _timed_out(self, rid: str) -> None:
+        r = self.pending.get(rid)
+        if r is None:
+            return
+        r.timer = None
+        k = self.k
+        assert k is not None
+        self.pending.pop(rid, None)
+        self._audit(r.pid, "approval", {"id": rid, "approved": False, "by": "timeout"})
+        proc = k.procs.get(r.pid)
+        try:
+            if proc is not None and proc.state is not EXITED and proc.wait_kind == "approval":
+                k.wake(proc, None, PolicyDenied(r.rule, f"{r.action}: no approval within "
+                                                f"{r.timeout_ms:.0f} ms; denied"))
+        finally:
+            if r.outside:
+                k.io_finished()
+
+    def _callback_done(self, rid: str, task: "asyncio.Future[Any]") -> None:
+        if rid not in self.pending:
+            return
+        if task.cancelled() or task.exception() is not None:
+            self.answer(rid, False, "callback (failed)")
+            return
+        self.answer(rid, task.result() is True, "callback")
+
+    def _drop_on_exit(self, rid: str, _reason: Any) -> None:
+        self._drop(rid)
+
+    def _drop(self, rid: str) -> None:
+        """The waiting process ended: forget its request."""
+        r = self.pending.pop(rid, None)
+        if r is None or self.k is None:
+            return
+        self.k.timers.cancel(r.timer)
+        self._audit(r.pid, "approval", {"id": rid, "approved": False, "by": "process ended"})
+        if r.outside:
+            self.k.io_finished()
+        self.grants.pop(r.pid, None)
+
+    def list(self) -> list[dict[str, Any]]:
+        now = self.k.clock.now() if self.k is not None else 0.0
+        return [r.view(now) for r in self.pending.values()]
+
+    def _audit(self, pid: int, kind: str, data: dict[str, Any]) -> None:
+        k = self.k
+        if k is None:
+            return
+        k.events.emit(pid, kind, (data.get("id"), data.get("approved"), data.get("by")))
+        audit = getattr(k, "audit", None)
+        if audit is not None:
+            audit.append(pid, kind, data)

@@ -1,0 +1,130 @@
+"""The provenance model of a run, and how it is read out of a store.
+
+A run is a `ReplayManifest` whose `steps` is an iterable of `InteractionRecord`s (a
+generator, for streaming). `manifest_from_store` derives the steps from the stored event
+log and journal: an op on a chat-shaped device (a request with "messages") is a `prompt`
+step followed by a `response` step that carries its cost; any other device op is a
+`tool_call`; `recall`/`working_set` syscalls are `memory_retrieval`s. A step's
+`elapsed_ms` runs from its syscall to the process's next event (the result arriving).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+STEP_TYPES = ("prompt", "tool_call", "memory_retrieval", "response")
+_DEVICE_OPS = {"Read": "read", "Write": "write", "ReadAll": "read"}
+_MEMORY_OPS = ("Recall", "WorkingSet")
+
+
+@dataclass(frozen=True)
+class InteractionRecord:
+    step_id: str
+    step_type: str
+    index: int
+    payload_json: str
+    step_cost_usd: float = 0.0
+    step_tokens: int = 0
+    elapsed_ms: float = 0.0
+    process_id: int | None = None
+    agent_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.step_type not in STEP_TYPES:
+            raise ValueError(f"step_type must be one of {', '.join(STEP_TYPES)}, got {self.step_type!r}")
+
+
+@dataclass
+class ReplayManifest:
+    id: str
+    process_id: int
+    agent_id: str
+    created_at: float                    # seconds since the epoch
+    initial_budget_usd: float | None
+    steps: Iterable[InteractionRecord] = ()
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def manifest_from_store(store: Any, run_id: str) -> ReplayManifest:
+    info = store.get_run(run_id)
+    meta = info.meta
+    q = meta.get("quota") or {}
+    init = meta.get("init") or {}
+    return ReplayManifest(info.run_id, int(meta.get("init_pid") or 1),
+                          meta.get("name") or init.get("name") or info.name, info.created_at,
+                          q.get("usd"), _steps(store, run_id))
+
+
+def _steps(store: Any, run_id: str) -> Iterator[InteractionRecord]:
+    from ..kernel.events import canonical
+
+    journal = {(e.pid, e.index): e for e in store.journal(run_id) if e.op not in ("policy", "io_cancel")}
+    next_op: dict[int, int] = {}           # pid -> next op index the kernel would assign
+    pending: dict[int, list[dict[str, Any]]] = {}  # pid -> steps waiting for their end time
+    names: dict[int, str] = {}
+    counter = [0]
+
+    def emit(items: list[dict[str, Any]], end: float) -> Iterator[InteractionRecord]:
+        for it in items:
+            i = counter[0]
+            counter[0] += 1
+            yield InteractionRecord(f"{run_id}:{i}", it["type"], i, it["payload"], it.get("usd", 0.0),
+                                    it.get("tokens", 0), max(0.0, end - it["t"]), it["pid"],
+                                    names.get(it["pid"]))
+
+    for ev in store.events(run_id):
+        pid, kind = ev.pid, ev.kind
+        if kind == "spawn":
+            d = ev.data
+            names[pid] = d[1] if isinstance(d, list) and len(d) > 1 else str(pid)
+        if pid in pending and kind != "policy":  # the op's result (or the next op) has arrived
+            yield from emit(pending.pop(pid), ev.time)
+        if kind != "sys" or not isinstance(ev.data, dict):
+            continue
+        req = ev.data
+        op = req.get("@")
+        if op == "Open":
+            e0 = journal.get((pid, next_op.get(pid, 0)))
+            if e0 is not None and e0.op == "open":
+                next_op[pid] = next_op.get(pid, 0) + 1  # opens take an op index too
+            continue
+        if op in _MEMORY_OPS:
+            pending.setdefault(pid, []).append({"type": "memory_retrieval", "t": ev.time, "pid": pid,
+                                                "payload": _dumps(req)})
+            continue
+        if op not in _DEVICE_OPS:
+            continue
+        reqs: list[Any] = (req.get("reqs") or []) if op == "ReadAll" else [req.get("req" if op == "Read" else "data")]
+        idx = next_op.get(pid, 0)
+        head = journal.get((pid, idx))
+        if op == "ReadAll" and head is not None and head.op == "read_all":
+            next_op[pid] = idx + 1  # refused as a whole: the driver could not classify a request
+            continue
+        entries = [journal.get((pid, idx + j)) for j in range(len(reqs))]
+        if not entries or any(e is None or e.op == "open" or canonical(e.request) != canonical(r)
+                              for e, r in zip(entries, reqs)):
+            continue  # refused before it ran (policy, a bad handle): no step
+        next_op[pid] = idx + len(entries)
+        for e in entries:
+            assert e is not None
+            result = e.value if e.ok else {"error": e.error_type, "message": e.value}
+            if isinstance(e.request, dict) and "messages" in e.request:
+                pending.setdefault(pid, []).append({"type": "prompt", "t": ev.time, "pid": pid,
+                                                    "payload": _dumps({"device": e.device, "request": e.request})})
+                pending[pid].append({"type": "response", "t": ev.time, "pid": pid, "usd": e.usd,
+                                     "tokens": e.tokens, "payload": _dumps({"device": e.device, "result": result})})
+            else:
+                pending.setdefault(pid, []).append({
+                    "type": "tool_call", "t": ev.time, "pid": pid, "usd": e.usd, "tokens": e.tokens,
+                    "payload": _dumps({"device": e.device, "action": e.action, "op": e.op,
+                                       "request": e.request, "result": result})})
+    for pid in sorted(pending):
+        items = pending[pid]
+        yield from emit(items, items[-1]["t"])
+
+
+__all__ = ["InteractionRecord", "ReplayManifest", "STEP_TYPES", "manifest_from_store"]

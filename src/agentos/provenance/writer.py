@@ -1,0 +1,158 @@
+"""Streaming PROV-O writers: Turtle and JSON-LD, one step at a time.
+
+A writer holds nothing but the previous step's IRIs, so export time is linear in the
+number of steps and memory is constant: steps come from an iterator and their triples go
+straight to the output stream. Each step is an `aos:InteractionRecord` (a prov:Activity)
+that `prov:used` the previous step's output (the run's input for the first), whose own
+output `prov:wasGeneratedBy` it, `prov:wasAssociatedWith` the process that took it, and
+`prov:wasInformedBy` the step before it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from typing import TextIO
+
+from .model import ReplayManifest
+
+AOS = "https://agentos.dev/ns/prov#"
+PROV = "http://www.w3.org/ns/prov#"
+XSD = "http://www.w3.org/2001/XMLSchema#"
+
+
+def run_iri(run_id: str) -> str:
+    return f"urn:agentos:run:{run_id}"
+
+
+def _iso(ts: float) -> str:
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _dec(x: float) -> str:
+    text = f"{x:.9f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def _lit(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)  # JSON string escapes are valid Turtle escapes
+
+
+class _Links:
+    __slots__ = ("base", "prev_step", "prev_out")
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.prev_step: str | None = None
+        self.prev_out = base + "/input"
+
+
+def write_turtle(m: ReplayManifest, out: TextIO) -> int:
+    base = run_iri(m.id)
+    w = out.write
+    w(f"@prefix aos: <{AOS}> .\n@prefix prov: <{PROV}> .\n@prefix xsd: <{XSD}> .\n\n")
+    w(f"<{base}> a aos:ReplayManifest, prov:Entity ;\n  aos:id {_lit(m.id)} ;\n"
+      f"  aos:process_id {int(m.process_id)} ;\n  aos:agent_id {_lit(m.agent_id)} ;\n"
+      f"  aos:created_at \"{_iso(m.created_at)}\"^^xsd:dateTime")
+    if m.initial_budget_usd is not None:
+        w(f" ;\n  aos:initial_budget_usd \"{_dec(m.initial_budget_usd)}\"^^xsd:decimal")
+    w(" .\n")
+    w(f"<{base}/input> a prov:Entity .\n")
+    agents: set[int] = set()
+    links = _Links(base)
+    n = 0
+    for s in m.steps:
+        pid = s.process_id if s.process_id is not None else m.process_id
+        agent = f"{base}/agent/{pid}"
+        if pid not in agents and len(agents) < 65536:  # bounded: a run's processes, not its steps
+            agents.add(pid)
+            name = s.agent_id or (m.agent_id if pid == m.process_id else f"pid{pid}")
+            w(f"<{agent}> a aos:Agent, prov:SoftwareAgent ; aos:process_id {int(pid)} ; "
+              f"aos:agent_id {_lit(name)} .\n")
+        step = f"{base}/step/{s.index}"
+        outv = step + "/out"
+        w(f"<{base}> aos:HAS_STEP <{step}> .\n")
+        w(f"<{step}> a aos:InteractionRecord, prov:Activity ;\n  aos:step_id {_lit(s.step_id)} ;\n"
+          f"  aos:step_type {_lit(s.step_type)} ;\n  aos:index {int(s.index)} ;\n"
+          f"  aos:payload_json {_lit(s.payload_json)} ;\n"
+          f"  aos:step_cost_usd \"{_dec(s.step_cost_usd)}\"^^xsd:decimal ;\n"
+          f"  aos:step_tokens {int(s.step_tokens)} ;\n"
+          f"  aos:elapsed_ms \"{float(s.elapsed_ms)!r}\"^^xsd:double ;\n"
+          f"  prov:used <{links.prev_out}> ;\n  prov:wasAssociatedWith <{agent}>")
+        if links.prev_step is not None:
+            w(f" ;\n  prov:wasInformedBy <{links.prev_step}>")
+        w(f" .\n<{outv}> a aos:StepOutput, prov:Entity ; prov:wasGeneratedBy <{step}> .\n")
+        links.prev_step, links.prev_out = step, outv
+        n += 1
+    return n
+
+
+_CONTEXT = {
+    "aos": AOS, "prov": PROV, "xsd": XSD,
+    "HAS_STEP": {"@id": "aos:HAS_STEP", "@type": "@id"},
+    "used": {"@id": "prov:used", "@type": "@id"},
+    "wasGeneratedBy": {"@id": "prov:wasGeneratedBy", "@type": "@id"},
+    "wasAssociatedWith": {"@id": "prov:wasAssociatedWith", "@type": "@id"},
+    "wasInformedBy": {"@id": "prov:wasInformedBy", "@type": "@id"},
+    "id": "aos:id", "agent_id": "aos:agent_id", "step_id": "aos:step_id", "step_type": "aos:step_type",
+    "payload_json": "aos:payload_json",
+    "process_id": {"@id": "aos:process_id", "@type": "xsd:integer"},
+    "index": {"@id": "aos:index", "@type": "xsd:integer"},
+    "step_tokens": {"@id": "aos:step_tokens", "@type": "xsd:integer"},
+    "created_at": {"@id": "aos:created_at", "@type": "xsd:dateTime"},
+    "initial_budget_usd": {"@id": "aos:initial_budget_usd", "@type": "xsd:decimal"},
+    "step_cost_usd": {"@id": "aos:step_cost_usd", "@type": "xsd:decimal"},
+    "elapsed_ms": {"@id": "aos:elapsed_ms", "@type": "xsd:double"},
+}
+
+
+def write_jsonld(m: ReplayManifest, out: TextIO) -> int:
+    base = run_iri(m.id)
+    w = out.write
+    dump = json.dumps
+    w('{"@context": ' + dump(_CONTEXT) + ',\n "@graph": [\n')
+    head = {"@id": base, "@type": ["aos:ReplayManifest", "prov:Entity"], "id": m.id,
+            "process_id": str(int(m.process_id)), "agent_id": m.agent_id, "created_at": _iso(m.created_at)}
+    if m.initial_budget_usd is not None:
+        head["initial_budget_usd"] = _dec(m.initial_budget_usd)
+    w("  " + dump(head, ensure_ascii=False))
+    w(",\n  " + dump({"@id": base + "/input", "@type": "prov:Entity"}))
+    agents: set[int] = set()
+    links = _Links(base)
+    n = 0
+    for s in m.steps:
+        pid = s.process_id if s.process_id is not None else m.process_id
+        agent = f"{base}/agent/{pid}"
+        if pid not in agents and len(agents) < 65536:
+            agents.add(pid)
+            name = s.agent_id or (m.agent_id if pid == m.process_id else f"pid{pid}")
+            w(",\n  " + dump({"@id": agent, "@type": ["aos:Agent", "prov:SoftwareAgent"],
+                              "process_id": str(int(pid)), "agent_id": name}, ensure_ascii=False))
+        step = f"{base}/step/{s.index}"
+        node = {"@id": step, "@type": ["aos:InteractionRecord", "prov:Activity"],
+                "@reverse": {"HAS_STEP": {"@id": base}},
+                "step_id": s.step_id, "step_type": s.step_type, "index": str(int(s.index)),
+                "payload_json": s.payload_json, "step_cost_usd": _dec(s.step_cost_usd),
+                "step_tokens": str(int(s.step_tokens)), "elapsed_ms": repr(float(s.elapsed_ms)),
+                "used": links.prev_out, "wasAssociatedWith": agent}
+        if links.prev_step is not None:
+            node["wasInformedBy"] = links.prev_step
+        w(",\n  " + dump(node, ensure_ascii=False))
+        w(",\n  " + dump({"@id": step + "/out", "@type": ["aos:StepOutput", "prov:Entity"],
+                          "wasGeneratedBy": step}))
+        links.prev_step, links.prev_out = step, step + "/out"
+        n += 1
+    w("\n ]}\n")
+    return n
+
+
+def write(m: ReplayManifest, out: TextIO, format: str = "turtle") -> int:
+    """Write `m` to `out`; returns the number of steps written."""
+    fmt = format.lower().replace("-", "")
+    if fmt in ("turtle", "ttl"):
+        return write_turtle(m, out)
+    if fmt in ("jsonld", "json"):
+        return write_jsonld(m, out)
+    raise ValueError(f"unknown provenance format {format!r}: use 'turtle' or 'jsonld'")
+
+
+__all__ = ["AOS", "PROV", "run_iri", "write", "write_jsonld", "write_turtle"]

@@ -1,0 +1,300 @@
+"""The `Store` protocol, its row types, and the background writer the SQL stores share.
+
+A store keeps, per run: a run row (name, status, the metadata replay needs), the event
+log as canonical bytes (`encode_event`), and the journal; and, across runs, snapshots and
+the flight recorder's audit records with their anchor. Audit records are opaque to the
+store: bytes kept in append order.
+
+Invariant: writes leave the kernel's hot path. The kernel thread only encodes a batch and
+puts it on a bounded queue; one writer thread turns queue items into transactions and
+commits them according to the durability mode. An event counts as *acknowledged* once
+its commit returned (`acked(run_id)`, `on_commit`); with `fsync` and `group` nothing
+acknowledged is lost when the process is killed.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
+
+from ..abi.errors import AgentOSError
+from ..kernel.journal import JournalEntry
+
+DURABILITY_MODES = ("fsync", "group", "off")
+
+
+class StoreError(AgentOSError):
+    """A store could not be opened, read or written; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    name: str
+    created_at: float
+    status: str                      # running | finished | failed
+    meta: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    events: int = 0
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    time: float
+    pid: int
+    kind: str
+    raw: bytes                        # the canonical encoding, compared byte for byte on replay
+
+    @property
+    def data(self) -> Any:
+        return json.loads(self.raw)[4]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the kernel, replay, provenance, the flight recorder and agentctl need of a store."""
+
+    def create_run(self, name: str, meta: dict[str, Any], run_id: str | None = None) -> str: ...
+    def update_run(self, run_id: str, *, status: str | None = None,
+                   meta: dict[str, Any] | None = None, summary: dict[str, Any] | None = None) -> None: ...
+    def runs(self) -> list[RunInfo]: ...
+    def get_run(self, run_id: str) -> RunInfo: ...
+    def append_events(self, run_id: str, rows: list[tuple[int, float, int, str, bytes]]) -> None: ...
+    def events(self, run_id: str, *, pid: int | None = None, kind: str | None = None) -> Iterator[StoredEvent]: ...
+    def append_journal(self, run_id: str, rows: list[tuple[int, str]]) -> None: ...
+    def journal(self, run_id: str) -> list[JournalEntry]: ...
+    def put_snapshot(self, snap: dict[str, Any], run_id: str | None = None) -> str: ...
+    def get_snapshot(self, snap_id: str) -> dict[str, Any]: ...
+    def snapshots(self, run_id: str | None = None) -> list[dict[str, Any]]: ...
+    def append_audit(self, records: Iterable[bytes | str | dict[str, Any]], *, wait: bool = True) -> None: ...
+    def audit_records(self) -> list[bytes]: ...
+    def set_anchor(self, anchor: bytes | str | dict[str, Any]) -> None: ...
+    def get_anchor(self) -> bytes | None: ...
+    def acked(self, run_id: str) -> int: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def to_bytes(rec: bytes | str | dict[str, Any] | list[Any]) -> bytes:
+    if isinstance(rec, bytes):
+        return rec
+    if isinstance(rec, str):
+        return rec.encode()
+    if isinstance(rec, (dict, list)):
+        return json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()
+    raise StoreError(f"an audit record or anchor must be bytes, str or a JSON object, "
+                     f"got {type(rec).__name__}")
+
+
+def new_run_id() -> str:
+    import os
+
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
+
+
+def resolve(store: Any, ref: str) -> RunInfo:
+    """A run by id, unique id prefix, or name (the latest run with that name)."""
+    runs = store.runs()
+    for r in runs:
+        if r.run_id == ref:
+            return r
+    hits = [r for r in runs if r.run_id.startswith(ref)]
+    if len(hits) == 1:
+        return hits[0]
+    named = [r for r in runs if r.name == ref]
+    if named:
+        return max(named, key=lambda r: r.created_at)
+    if len(hits) > 1:
+        raise StoreError(f"run {ref!r} is ambiguous: {', '.join(r.run_id for r in hits[:5])}")
+    raise StoreError(f"no run {ref!r} in the store ({len(runs)} runs stored; `agentctl runs` lists them)")
+
+
+class _Barrier:
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class WriterStore:
+    """Base of the SQL stores: a bounded queue drained by one writer thread.
+
+    Subclasses provide `_connect()` (called in the writer thread), `_apply(conn, item)`,
+    `_commit(conn)` and the read methods. Items are tuples whose first field names the op.
+    """
+
+    def __init__(self, durability: str = "group", *, group_ms: float = 20.0, group_rows: int = 8192,
+                 max_queue: int = 256, max_batch: int = 65536) -> None:
+        if durability not in DURABILITY_MODES:
+            raise StoreError(f"durability must be one of {', '.join(DURABILITY_MODES)}, got {durability!r}")
+        self.durability = durability
+        self.group_ms = group_ms
+        self.group_rows = group_rows
+        self.max_batch = max_batch
+        self.on_commit: list[Callable[[dict[str, int]], None]] = []
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._acked: dict[str, int] = {}
+        self._error: BaseException | None = None
+        self._closed = False
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"{type(self).__name__}-writer", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise StoreError(f"cannot open {type(self).__name__}: {self._error}") from self._error
+
+    # -- kernel-thread side ----------------------------------------------------------
+    def _put(self, item: Any) -> None:
+        if self._error is not None:
+            raise StoreError(f"the store writer failed: {self._error}") from self._error
+        if self._closed:
+            raise StoreError("the store is closed")
+        self._q.put(item)  # blocks when full: bounded memory, backpressure on the kernel
+
+    def append_events(self, run_id: str, rows: list[tuple[int, float, int, str, bytes]]) -> None:
+        if rows:
+            self._put(("events", run_id, rows))
+
+    def append_journal(self, run_id: str, rows: list[tuple[int, str]]) -> None:
+        if rows:
+            self._put(("journal", run_id, rows))
+
+    def append_audit(self, records: Iterable[bytes | str | dict[str, Any]], *, wait: bool = True) -> None:
+        rows = [to_bytes(r) for r in records]
+        if rows:
+            self._put(("audit", rows))
+        if wait:
+            self.flush()
+
+    def set_anchor(self, anchor: bytes | str | dict[str, Any]) -> None:
+        self._put(("anchor", to_bytes(anchor)))
+        self.flush()
+
+    def acked(self, run_id: str) -> int:
+        """The highest event seq of `run_id` whose commit has returned."""
+        return self._acked.get(run_id, 0)
+
+    def flush(self) -> None:
+        """Return once everything queued before the call is committed (and durable per mode)."""
+        if self._closed and not self._thread.is_alive():
+            return
+        b = _Barrier()
+        self._put(("barrier", b))
+        while not b.done.wait(0.5):
+            if not self._thread.is_alive():
+                break
+        if b.error is not None or self._error is not None:
+            err = b.error or self._error
+            raise StoreError(f"the store writer failed: {err}") from err
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            self._q.put(("stop",))
+            self._thread.join(10)
+
+    # -- writer thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as e:  # reported by __init__
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        q = self._q
+        pending_rows = 0
+        first_at: float | None = None
+        acked: dict[str, int] = {}
+        barriers: list[_Barrier] = []
+        stop = False
+        while not stop:
+            timeout = None
+            if first_at is not None:
+                timeout = max(0.0, first_at + self.group_ms / 1000.0 - time.monotonic())
+            try:
+                item = q.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            batch = [] if item is None else [item]
+            while len(batch) < self.max_batch:  # drain what is there, bounded
+                try:
+                    batch.append(q.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                for it in batch:
+                    op = it[0]
+                    if op == "barrier":
+                        barriers.append(it[1])
+                    elif op == "stop":
+                        stop = True
+                    else:
+                        pending_rows += self._apply(conn, it) or 1
+                        if op == "events" and it[2]:
+                            acked[it[1]] = it[2][-1][0]
+                        if first_at is None:
+                            first_at = time.monotonic()
+                due = (self.durability != "group" or barriers or stop or pending_rows >= self.group_rows
+                       or (first_at is not None and time.monotonic() - first_at >= self.group_ms / 1000.0))
+                if due and (pending_rows or barriers):
+                    if pending_rows:
+                        self._commit(conn)
+                    pending_rows = 0
+                    first_at = None
+                    if acked:
+                        self._acked.update(acked)
+                        for cb in self.on_commit:
+                            cb(dict(acked))
+                        acked = {}
+                    for b in barriers:
+                        b.done.set()
+                    barriers = []
+            except BaseException as e:
+                self._error = e
+                for b in barriers:
+                    b.error = e
+                    b.done.set()
+                barriers = []
+                self._fail_pending(e)
+                break
+        try:
+            self._close_conn(conn)
+        except Exception:
+            pass
+
+    def _fail_pending(self, e: BaseException) -> None:
+        while True:
+            try:
+                it = self._q.get_nowait()
+            except queue.Empty:
+                return
+            if it[0] == "barrier":
+                it[1].error = e
+                it[1].done.set()
+
+    # subclass hooks
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _apply(self, conn: Any, item: Any) -> int:
+        raise NotImplementedError
+
+    def _commit(self, conn: Any) -> None:
+        raise NotImplementedError
+
+    def _close_conn(self, conn: Any) -> None:
+        conn.close()
+
+
+__all__ = ["DURABILITY_MODES", "RunInfo", "Store", "StoreError", "StoredEvent", "WriterStore",
+           "new_run_id", "resolve", "to_bytes"]

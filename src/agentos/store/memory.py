@@ -1,0 +1,140 @@
+"""An in-process store: the same protocol as the SQL stores, kept in lists.
+
+For tests, benchmarks and short-lived kernels. Every write is "committed" when the call
+returns, so `acked` is simply the last seq appended.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+from ..kernel.journal import JournalEntry
+from .base import RunInfo, StoredEvent, StoreError, new_run_id, to_bytes
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[str, dict[str, Any]] = {}
+        self._events: dict[str, list[StoredEvent]] = {}
+        self._journal: dict[str, list[str]] = {}
+        self._snaps: dict[str, dict[str, Any]] = {}
+        self._audit: list[bytes] = []
+        self._anchor: bytes | None = None
+        self.on_commit: list[Callable[[dict[str, int]], None]] = []
+        self.durability = "memory"
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({len(self._runs)} runs)"
+
+    def create_run(self, name: str, meta: dict[str, Any], run_id: str | None = None) -> str:
+        rid = run_id or new_run_id()
+        with self._lock:
+            if rid in self._runs:
+                raise StoreError(f"run {rid!r} already exists")
+            self._runs[rid] = {"name": name, "created_at": time.time(), "status": "running",
+                               "meta": json.loads(json.dumps(meta)), "summary": {}}
+            self._events[rid] = []
+            self._journal[rid] = []
+        return rid
+
+    def update_run(self, run_id: str, *, status: str | None = None, meta: dict[str, Any] | None = None,
+                   summary: dict[str, Any] | None = None) -> None:
+        r = self._row(run_id)
+        if status is not None:
+            r["status"] = status
+        if meta is not None:
+            r["meta"] = json.loads(json.dumps(meta))
+        if summary is not None:
+            r["summary"] = json.loads(json.dumps(summary, default=str))
+
+    def _row(self, run_id: str) -> dict[str, Any]:
+        r = self._runs.get(run_id)
+        if r is None:
+            raise StoreError(f"no run {run_id!r} in this memory store")
+        return r
+
+    def _info(self, rid: str) -> RunInfo:
+        r = self._runs[rid]
+        return RunInfo(rid, r["name"], r["created_at"], r["status"], copy.deepcopy(r["meta"]),
+                       copy.deepcopy(r["summary"]), len(self._events[rid]))
+
+    def runs(self) -> list[RunInfo]:
+        return sorted((self._info(r) for r in self._runs), key=lambda i: (i.created_at, i.run_id))
+
+    def get_run(self, run_id: str) -> RunInfo:
+        self._row(run_id)
+        return self._info(run_id)
+
+    def append_events(self, run_id: str, rows: list[tuple[int, float, int, str, bytes]]) -> None:
+        evs = self._events.get(run_id)
+        if evs is None:
+            raise StoreError(f"no run {run_id!r} to append events to")
+        with self._lock:
+            evs.extend(StoredEvent(*r) for r in rows)
+        if rows:
+            for cb in self.on_commit:
+                cb({run_id: rows[-1][0]})
+
+    def events(self, run_id: str, *, pid: int | None = None, kind: str | None = None) -> Iterator[StoredEvent]:
+        self._row(run_id)
+        for e in list(self._events[run_id]):
+            if (pid is None or e.pid == pid) and (kind is None or e.kind == kind):
+                yield e
+
+    def append_journal(self, run_id: str, rows: list[tuple[int, str]]) -> None:
+        j = self._journal.get(run_id)
+        if j is None:
+            raise StoreError(f"no run {run_id!r} to append journal entries to")
+        with self._lock:
+            j.extend(b for _, b in rows)
+
+    def journal(self, run_id: str) -> list[JournalEntry]:
+        self._row(run_id)
+        return [JournalEntry.from_json(b) for b in self._journal[run_id]]
+
+    def put_snapshot(self, snap: dict[str, Any], run_id: str | None = None) -> str:
+        sid = new_run_id()
+        self._snaps[sid] = {"snap_id": sid, "run_id": run_id, "pid": snap.get("pid"),
+                            "created_at": time.time(), "body": json.dumps(snap, sort_keys=True)}
+        return sid
+
+    def get_snapshot(self, snap_id: str) -> dict[str, Any]:
+        s = self._snaps.get(snap_id)
+        if s is None:
+            raise StoreError(f"no snapshot {snap_id!r} in this memory store")
+        return json.loads(s["body"])
+
+    def snapshots(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        return [{k: v for k, v in s.items() if k != "body"} for s in self._snaps.values()
+                if run_id is None or s["run_id"] == run_id]
+
+    def append_audit(self, records: Iterable[bytes | str | dict[str, Any]], *, wait: bool = True) -> None:
+        rows = [to_bytes(r) for r in records]
+        with self._lock:
+            self._audit.extend(rows)
+
+    def audit_records(self) -> list[bytes]:
+        return list(self._audit)
+
+    def set_anchor(self, anchor: bytes | str | dict[str, Any]) -> None:
+        self._anchor = to_bytes(anchor)
+
+    def get_anchor(self) -> bytes | None:
+        return self._anchor
+
+    def acked(self, run_id: str) -> int:
+        evs = self._events.get(run_id)
+        return evs[-1].seq if evs else 0
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+__all__ = ["MemoryStore"]

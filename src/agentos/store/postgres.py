@@ -1,0 +1,223 @@
+"""A PostgreSQL store (psycopg 3), for runs shared by several kernels.
+
+Same protocol and writer as the SQLite store. Durability modes map to the server's
+commit behaviour: `fsync` commits each drained batch with synchronous_commit=on, `group`
+commits by time/size (synchronous_commit=on), `off` uses synchronous_commit=off (the
+server may lose the last commits on its own crash, never on the kernel's). Several
+kernels may write one database: run ids are unique and rows are keyed by run.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Iterator
+
+from ..kernel.journal import JournalEntry
+from .base import RunInfo, StoredEvent, StoreError, WriterStore, new_run_id
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS agentos_runs (run_id TEXT PRIMARY KEY, name TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL, status TEXT NOT NULL, meta JSONB NOT NULL,
+        summary JSONB NOT NULL DEFAULT '{}')""",
+    """CREATE TABLE IF NOT EXISTS agentos_events (run_id TEXT NOT NULL, seq BIGINT NOT NULL,
+        time DOUBLE PRECISION NOT NULL, pid BIGINT NOT NULL, kind TEXT NOT NULL, body BYTEA NOT NULL,
+        PRIMARY KEY (run_id, seq))""",
+    """CREATE TABLE IF NOT EXISTS agentos_journal (run_id TEXT NOT NULL, n BIGINT NOT NULL,
+        body TEXT NOT NULL, PRIMARY KEY (run_id, n))""",
+    """CREATE TABLE IF NOT EXISTS agentos_snapshots (snap_id TEXT PRIMARY KEY, run_id TEXT, pid BIGINT,
+        created_at DOUBLE PRECISION NOT NULL, body TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS agentos_audit (n BIGSERIAL PRIMARY KEY, body BYTEA NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS agentos_anchor (k INT PRIMARY KEY CHECK (k = 1), body BYTEA NOT NULL)""",
+]
+
+
+def _psycopg() -> Any:
+    try:
+        import psycopg
+    except ImportError as e:
+        raise StoreError("PostgresStore needs psycopg 3: pip install 'agentos[postgres]'") from e
+    return psycopg
+
+
+class PostgresStore(WriterStore):
+    def __init__(self, dsn: str, durability: str = "group", **kw: Any) -> None:
+        self.dsn = dsn
+        psycopg = _psycopg()
+        super().__init__(durability, **kw)
+        self._rlock = threading.Lock()
+        try:
+            self._reader = psycopg.connect(dsn, autocommit=True)
+        except Exception as e:
+            raise StoreError(f"cannot connect to PostgreSQL at {_safe(dsn)}: {e}") from e
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({_safe(self.dsn)!r}, durability={self.durability!r})"
+
+    # -- writer thread ------------------------------------------------------------------
+    def _connect(self) -> Any:
+        psycopg = _psycopg()
+        conn = psycopg.connect(self.dsn, autocommit=False)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(723451)")  # kernels racing to create tables
+            for stmt in SCHEMA:
+                cur.execute(stmt)
+        conn.commit()
+        with conn.cursor() as cur:
+            cur.execute("SET synchronous_commit = " + ("off" if self.durability == "off" else "on"))
+        conn.commit()
+        return conn
+
+    def _apply(self, conn: Any, item: Any) -> int:
+        op = item[0]
+        with conn.cursor() as cur:
+            if op == "events":
+                run_id, rows = item[1], item[2]
+                with cur.copy("COPY agentos_events (run_id, seq, time, pid, kind, body) FROM STDIN") as cp:
+                    for (s, t, p, k, b) in rows:
+                        cp.write_row((run_id, s, t, p, k, b))
+                return len(rows)
+            if op == "journal":
+                run_id, rows = item[1], item[2]
+                with cur.copy("COPY agentos_journal (run_id, n, body) FROM STDIN") as cp:
+                    for (n, b) in rows:
+                        cp.write_row((run_id, n, b))
+                return len(rows)
+            if op == "run":
+                cur.execute("INSERT INTO agentos_runs VALUES (%s,%s,%s,%s,%s,%s)", item[1])
+            elif op == "update":
+                run_id, status, meta, summary = item[1:]
+                if status is not None:
+                    cur.execute("UPDATE agentos_runs SET status=%s WHERE run_id=%s", (status, run_id))
+                if meta is not None:
+                    cur.execute("UPDATE agentos_runs SET meta=%s WHERE run_id=%s", (meta, run_id))
+                if summary is not None:
+                    cur.execute("UPDATE agentos_runs SET summary=%s WHERE run_id=%s", (summary, run_id))
+            elif op == "snapshot":
+                cur.execute("INSERT INTO agentos_snapshots VALUES (%s,%s,%s,%s,%s)", item[1])
+            elif op == "audit":
+                cur.executemany("INSERT INTO agentos_audit (body) VALUES (%s)", [(b,) for b in item[1]])
+                return len(item[1])
+            elif op == "anchor":
+                cur.execute("INSERT INTO agentos_anchor VALUES (1, %s) ON CONFLICT (k) DO UPDATE "
+                            "SET body = EXCLUDED.body", (item[1],))
+            else:
+                raise StoreError(f"unknown store op {op!r}")
+        return 1
+
+    def _commit(self, conn: Any) -> None:
+        conn.commit()
+
+    def _close_conn(self, conn: Any) -> None:
+        try:
+            conn.commit()
+        finally:
+            conn.close()
+
+    # -- writes that wait ---------------------------------------------------------------
+    def create_run(self, name: str, meta: dict[str, Any], run_id: str | None = None) -> str:
+        rid = run_id or new_run_id()
+        self._put(("run", (rid, name, time.time(), "running", json.dumps(meta, sort_keys=True), "{}")))
+        self.flush()
+        return rid
+
+    def update_run(self, run_id: str, *, status: str | None = None, meta: dict[str, Any] | None = None,
+                   summary: dict[str, Any] | None = None) -> None:
+        self._put(("update", run_id, status,
+                   None if meta is None else json.dumps(meta, sort_keys=True),
+                   None if summary is None else json.dumps(summary, sort_keys=True, default=str)))
+        self.flush()
+
+    def put_snapshot(self, snap: dict[str, Any], run_id: str | None = None) -> str:
+        sid = new_run_id()
+        self._put(("snapshot", (sid, run_id, snap.get("pid"), time.time(), json.dumps(snap, sort_keys=True))))
+        self.flush()
+        return sid
+
+    # -- reads --------------------------------------------------------------------------
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if not self._closed:
+            self.flush()
+        with self._rlock:
+            try:
+                with self._reader.cursor() as cur:
+                    cur.execute(sql, args)
+                    return cur.fetchall()
+            except Exception as e:
+                raise StoreError(f"{_safe(self.dsn)}: {e}") from e
+
+    @staticmethod
+    def _info(r: tuple[Any, ...]) -> RunInfo:
+        meta = r[4] if isinstance(r[4], dict) else json.loads(r[4])
+        summ = r[5] if isinstance(r[5], dict) else json.loads(r[5])
+        return RunInfo(r[0], r[1], r[2], r[3], meta, summ, r[6])
+
+    def runs(self) -> list[RunInfo]:
+        rows = self._query("SELECT r.run_id, name, created_at, status, meta, summary, "
+                           "(SELECT COUNT(*) FROM agentos_events e WHERE e.run_id = r.run_id) "
+                           "FROM agentos_runs r ORDER BY created_at, r.run_id")
+        return [self._info(r) for r in rows]
+
+    def get_run(self, run_id: str) -> RunInfo:
+        rows = self._query("SELECT run_id, name, created_at, status, meta, summary, "
+                           "(SELECT COUNT(*) FROM agentos_events e WHERE e.run_id = %s) "
+                           "FROM agentos_runs WHERE run_id=%s", (run_id, run_id))
+        if not rows:
+            raise StoreError(f"no run {run_id!r} in {_safe(self.dsn)}")
+        return self._info(rows[0])
+
+    def events(self, run_id: str, *, pid: int | None = None, kind: str | None = None) -> Iterator[StoredEvent]:
+        sql = "SELECT seq, time, pid, kind, body FROM agentos_events WHERE run_id=%s"
+        args: list[Any] = [run_id]
+        if pid is not None:
+            sql += " AND pid=%s"
+            args.append(pid)
+        if kind is not None:
+            sql += " AND kind=%s"
+            args.append(kind)
+        last = 0
+        while True:
+            rows = self._query(sql + " AND seq>%s ORDER BY seq LIMIT 4096", (*args, last))
+            if not rows:
+                return
+            for r in rows:
+                yield StoredEvent(r[0], r[1], r[2], r[3], bytes(r[4]))
+            last = rows[-1][0]
+
+    def journal(self, run_id: str) -> list[JournalEntry]:
+        rows = self._query("SELECT body FROM agentos_journal WHERE run_id=%s ORDER BY n", (run_id,))
+        return [JournalEntry.from_json(r[0]) for r in rows]
+
+    def get_snapshot(self, snap_id: str) -> dict[str, Any]:
+        rows = self._query("SELECT body FROM agentos_snapshots WHERE snap_id=%s", (snap_id,))
+        if not rows:
+            raise StoreError(f"no snapshot {snap_id!r} in {_safe(self.dsn)}")
+        return json.loads(rows[0][0])
+
+    def snapshots(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT snap_id, run_id, pid, created_at FROM agentos_snapshots"
+        rows = self._query(sql + (" WHERE run_id=%s" if run_id else "") + " ORDER BY created_at",
+                           (run_id,) if run_id else ())
+        return [{"snap_id": r[0], "run_id": r[1], "pid": r[2], "created_at": r[3]} for r in rows]
+
+    def audit_records(self) -> list[bytes]:
+        return [bytes(r[0]) for r in self._query("SELECT body FROM agentos_audit ORDER BY n")]
+
+    def get_anchor(self) -> bytes | None:
+        rows = self._query("SELECT body FROM agentos_anchor WHERE k=1")
+        return bytes(rows[0][0]) if rows else None
+
+    def close(self) -> None:
+        super().close()
+        with self._rlock:
+            self._reader.close()
+
+
+def _safe(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    import re
+
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", re.sub(r"password=\S+", "password=***", dsn))
+
+
+__all__ = ["PostgresStore"]

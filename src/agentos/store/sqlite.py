@@ -1,0 +1,196 @@
+"""The embedded default store: one SQLite file in WAL mode.
+
+Durability modes: `fsync` commits (and fsyncs the WAL, synchronous=FULL) every batch the
+writer drains; `group` commits once `group_rows` rows or `group_ms` have accumulated
+(also synchronous=FULL, so a committed group survives a kill -9 or power loss); `off`
+commits every batch with synchronous=OFF (survives a killed process, not a power loss).
+Reads use their own connection; WAL lets them run beside the writer.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from typing import Any, Iterator
+
+from ..kernel.journal import JournalEntry
+from .base import RunInfo, StoredEvent, StoreError, WriterStore, new_run_id
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at REAL NOT NULL,
+    status TEXT NOT NULL, meta TEXT NOT NULL, summary TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS events (run_id TEXT NOT NULL, seq INTEGER NOT NULL, time REAL NOT NULL,
+    pid INTEGER NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS journal (run_id TEXT NOT NULL, n INTEGER NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (run_id, n)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (snap_id TEXT PRIMARY KEY, run_id TEXT, pid INTEGER,
+    created_at REAL NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (n INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS anchor (k INTEGER PRIMARY KEY CHECK (k = 1), body BLOB NOT NULL);
+"""
+
+
+class SqliteStore(WriterStore):
+    def __init__(self, path: str | os.PathLike[str], durability: str = "group", **kw: Any) -> None:
+        self.path = os.fspath(path)
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        super().__init__(durability, **kw)
+        self._rlock = threading.Lock()
+        self._reader = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self._reader.execute("PRAGMA query_only=ON")
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r}, durability={self.durability!r})"
+
+    # -- writer thread ------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{self.path}: could not switch SQLite to WAL mode (got {mode})")
+        conn.execute("PRAGMA synchronous=" + ("OFF" if self.durability == "off" else "FULL"))
+        conn.executescript(SCHEMA)
+        conn.execute("BEGIN")
+        return conn
+
+    def _apply(self, conn: sqlite3.Connection, item: Any) -> int:
+        op = item[0]
+        if op == "events":
+            run_id, rows = item[1], item[2]
+            conn.executemany("INSERT INTO events VALUES (?,?,?,?,?,?)",
+                             [(run_id, s, t, p, k, b) for (s, t, p, k, b) in rows])
+            return len(rows)
+        if op == "journal":
+            run_id, rows = item[1], item[2]
+            conn.executemany("INSERT INTO journal VALUES (?,?,?)", [(run_id, n, b) for (n, b) in rows])
+            return len(rows)
+        if op == "run":
+            conn.execute("INSERT INTO runs VALUES (?,?,?,?,?,?)", item[1])
+        elif op == "update":
+            run_id, status, meta, summary = item[1:]
+            if status is not None:
+                conn.execute("UPDATE runs SET status=? WHERE run_id=?", (status, run_id))
+            if meta is not None:
+                conn.execute("UPDATE runs SET meta=? WHERE run_id=?", (meta, run_id))
+            if summary is not None:
+                conn.execute("UPDATE runs SET summary=? WHERE run_id=?", (summary, run_id))
+        elif op == "snapshot":
+            conn.execute("INSERT INTO snapshots VALUES (?,?,?,?,?)", item[1])
+        elif op == "audit":
+            conn.executemany("INSERT INTO audit (body) VALUES (?)", [(b,) for b in item[1]])
+            return len(item[1])
+        elif op == "anchor":
+            conn.execute("INSERT OR REPLACE INTO anchor VALUES (1, ?)", (item[1],))
+        else:
+            raise StoreError(f"unknown store op {op!r}")
+        return 1
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        conn.execute("COMMIT")
+        conn.execute("BEGIN")
+
+    def _close_conn(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            pass
+        conn.close()
+
+    # -- writes that wait ---------------------------------------------------------------
+    def create_run(self, name: str, meta: dict[str, Any], run_id: str | None = None) -> str:
+        rid = run_id or new_run_id()
+        self._put(("run", (rid, name, time.time(), "running", json.dumps(meta, sort_keys=True), "{}")))
+        self.flush()
+        return rid
+
+    def update_run(self, run_id: str, *, status: str | None = None, meta: dict[str, Any] | None = None,
+                   summary: dict[str, Any] | None = None) -> None:
+        self._put(("update", run_id, status,
+                   None if meta is None else json.dumps(meta, sort_keys=True),
+                   None if summary is None else json.dumps(summary, sort_keys=True, default=str)))
+        self.flush()
+
+    def put_snapshot(self, snap: dict[str, Any], run_id: str | None = None) -> str:
+        sid = new_run_id()
+        self._put(("snapshot", (sid, run_id, snap.get("pid"), time.time(), json.dumps(snap, sort_keys=True))))
+        self.flush()
+        return sid
+
+    # -- reads --------------------------------------------------------------------------
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if not self._closed:
+            self.flush()
+        with self._rlock:
+            try:
+                return self._reader.execute(sql, args).fetchall()
+            except sqlite3.OperationalError as e:
+                if "no such table" in str(e):
+                    return []
+                raise StoreError(f"{self.path}: {e}") from e
+
+    def runs(self) -> list[RunInfo]:
+        rows = self._query("SELECT r.run_id, name, created_at, status, meta, summary, "
+                           "(SELECT COUNT(*) FROM events e WHERE e.run_id = r.run_id) "
+                           "FROM runs r ORDER BY created_at, r.run_id")
+        return [RunInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), r[6]) for r in rows]
+
+    def get_run(self, run_id: str) -> RunInfo:
+        rows = self._query("SELECT run_id, name, created_at, status, meta, summary, "
+                           "(SELECT COUNT(*) FROM events e WHERE e.run_id = ?) FROM runs WHERE run_id=?",
+                           (run_id, run_id))
+        if not rows:
+            raise StoreError(f"no run {run_id!r} in {self.path}")
+        r = rows[0]
+        return RunInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), r[6])
+
+    def events(self, run_id: str, *, pid: int | None = None, kind: str | None = None) -> Iterator[StoredEvent]:
+        sql = "SELECT seq, time, pid, kind, body FROM events WHERE run_id=?"
+        args: list[Any] = [run_id]
+        if pid is not None:
+            sql += " AND pid=?"
+            args.append(pid)
+        if kind is not None:
+            sql += " AND kind=?"
+            args.append(kind)
+        last = 0
+        while True:  # pages, so a long run streams in constant memory
+            rows = self._query(sql + " AND seq>? ORDER BY seq LIMIT 4096", (*args, last))
+            if not rows:
+                return
+            for r in rows:
+                yield StoredEvent(r[0], r[1], r[2], r[3], bytes(r[4]))
+            last = rows[-1][0]
+
+    def journal(self, run_id: str) -> list[JournalEntry]:
+        rows = self._query("SELECT body FROM journal WHERE run_id=? ORDER BY n", (run_id,))
+        return [JournalEntry.from_json(r[0]) for r in rows]
+
+    def get_snapshot(self, snap_id: str) -> dict[str, Any]:
+        rows = self._query("SELECT body FROM snapshots WHERE snap_id=?", (snap_id,))
+        if not rows:
+            raise StoreError(f"no snapshot {snap_id!r} in {self.path}")
+        return json.loads(rows[0][0])
+
+    def snapshots(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT snap_id, run_id, pid, created_at FROM snapshots"
+        rows = self._query(sql + (" WHERE run_id=?" if run_id else "") + " ORDER BY created_at",
+                           (run_id,) if run_id else ())
+        return [{"snap_id": r[0], "run_id": r[1], "pid": r[2], "created_at": r[3]} for r in rows]
+
+    def audit_records(self) -> list[bytes]:
+        return [bytes(r[0]) for r in self._query("SELECT body FROM audit ORDER BY n")]
+
+    def get_anchor(self) -> bytes | None:
+        rows = self._query("SELECT body FROM anchor WHERE k=1")
+        return bytes(rows[0][0]) if rows else None
+
+    def close(self) -> None:
+        super().close()
+        with self._rlock:
+            self._reader.close()
+
+
+__all__ = ["SqliteStore"]

@@ -1,0 +1,1 @@
+from .helpers import _clear_calls, calls, recorder  # noqa: F401  (fixtures)
