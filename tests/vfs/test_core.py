@@ -310,3 +310,16 @@ def test_vfs_backend_reads_are_journaled_and_replayed(tmp_path):
     assert k2.run(body, grant=["vfs:/host"]).value == live
     from agentos.kernel.events import digest
     assert digest(k.events) == digest(k2.events)  # byte-identical event log
+
+
+def test_policy_view_describes_a_loaded_policy_engine(tmp_path):
+    from agentos.policy.engine import load_policy
+    f = tmp_path / "security.md"
+    f.write_text('```yaml\nkernel: {version: "1.0", mode: strict}\npolicies:\n'
+                 '  - {name: w, action: vfs.write, effect: allow}\n```\n')
+    k = Kernel(policy=load_policy(f), deterministic=True)
+
+    async def body(sys, _):
+        return await sys.vfs_read(f"/agent/{await sys.pid()}/policy")
+    view = k.run(body).value
+    assert view["mode"] == "strict" and view["rules"] == 1, view
