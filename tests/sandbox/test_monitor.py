@@ -254,3 +254,34 @@ def test_to_wire_renders_kernel_types():
                                                        "corr": "c", "deadline": None}
     assert to_wire(NORMAL) == "normal" and to_wire(Signal.SIGKILL) == 9
     assert to_wire((1, {2})) == [1, [2]]
+
+
+def test_sandboxed_agent_uses_the_vfs_and_a_wasm_device_through_the_monitor():
+    pytest.importorskip("wasmtime")
+    from agentos.drivers.wasm import WasmDriver
+
+    code = '''
+async def main(sys, args):
+    me = await sys.pid()
+    await sys.vfs_write(f"/agent/{me}/mem/semantic/plan", {"step": 1})
+    plan = await sys.vfs_read(f"/agent/{me}/mem/semantic/plan")
+    try:
+        await sys.vfs_read("/agent/1/mem/working")        # its parent's tree: no capability
+        other = "read"
+    except Exception as e:
+        other = type(e).__name__
+    h = await sys.open("wasm", {"wat": args})
+    total = await sys.read(h, {"call": "add", "args": [40, 2]})
+    await sys.log("info", "result", plan=plan, other=other, total=total)
+'''
+    k = Kernel(policy=AllowAll())
+    install(k)
+    k.register_driver(WasmDriver())
+    wat = '(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))'
+
+    async def init(sys, _):
+        _p, cap = await sys.spawn(sandbox(code), args=wat, caps=["sandbox", "wasm"])
+        return str(await sys.waitpid(cap))
+    assert k.run(init, grant=["sandbox", "wasm"]).value == "normal"
+    res = [e.data[2] for e in k.events.events(kind="log") if e.data[1] == "result"][0]
+    assert res == {"plan": {"step": 1}, "other": "AccessDenied", "total": 42}
