@@ -18,7 +18,7 @@ from ..abi.errors import (
     AgentOSError, BadHandle, CapError, DriverError, NondeterminismError, NoSuchDevice, SyscallError,
 )
 from ..abi.syscalls import Close, Open, Read, ReadAll, Write
-from ..abi.types import USD_SCALE, quota
+from ..abi.types import USD_SCALE, Cost, quota
 from .caps import DEVICE, R_OPEN, R_READ, R_WRITE
 from .journal import JournalEntry
 from .process import EXITED, PARK, WAITING, Process
@@ -289,6 +289,10 @@ class Devices:
                      e: BaseException) -> JournalEntry:
         msg = str(e) if isinstance(e, AgentOSError) else f"{name}.{op} failed: {type(e).__name__}: {e}"
         etype = type(e).__name__ if isinstance(e, SyscallError) else "DriverError"
+        c = getattr(e, "cost", None)  # work done before failing (e.g. wasm fuel) is still charged
+        if isinstance(c, Cost):
+            return JournalEntry(proc.pid, idx, op, name, action[0] if action else None, payload, False,
+                                msg, etype, c.tokens, c.tool_calls, c.usd, c.reductions)
         return JournalEntry(proc.pid, idx, op, name, action[0] if action else None, payload, False,
                             msg, etype)
 

@@ -178,6 +178,9 @@ class Kernel:
             attach = getattr(part, "attach", None)
             if attach is not None:
                 attach(self)
+        from ..vfs import install as install_vfs  # stdlib only; the /agent tree costs a dict
+
+        self.vfs = install_vfs(self, checkpoints=False)
 
     @property
     def policy(self) -> Any:
@@ -482,7 +485,7 @@ class Kernel:
             return
         proc.state = READY
         self.runq.push(proc)
-        if self._wakeup is not None and self._io_inflight:
+        if self._wakeup is not None and (self._io_inflight or self._external_sources):
             self._wakeup.set()
 
     def requeue(self, proc: Process, value: Any) -> None:

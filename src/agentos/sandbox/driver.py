@@ -1,0 +1,436 @@
+"""The `sandbox` device: one child OS process per handle, reached only through its pipe.
+
+`open` starts the child (the stub in `_child.py`) in its own session, with its own uid when
+the kernel runs as root, a fresh working directory owned by that uid, and a clean
+environment. `read(h, "next")` waits for the child's next request line; `write(h, reply)`
+answers it. Neither is an action on the world: the requests the monitor forwards are.
+
+Invariants: the kernel never blocks on the child (pipes are non-blocking, driven by the
+event loop); a request line longer than `max_line` or a child that stops reading replies
+is killed; `close` (the teardown path of the owning kernel process, whatever ended it)
+SIGKILLs the child's whole process group and, when it has its own uid, every process of
+that uid, then reaps it. A child that dies on its own ends its kernel process at once,
+with the signal or exit status in the reason.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..abi.driver import Driver, DriverResult
+from ..abi.errors import DriverError
+from ..abi.types import Cost, Pid, fault
+
+if TYPE_CHECKING:
+    from ..kernel.kernel import Kernel
+
+STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
+EOF_GRACE_S = 0.5
+"""How long a child that closed its request pipe may take to exit before it is killed."""
+UID_BASE = 1_600_000
+UID_SPAN = 400_000
+"""Sandbox uids are drawn at random from [UID_BASE, UID_BASE + UID_SPAN): no account uses
+them, so file permissions, RLIMIT_NPROC and kill(-1) all mean "this sandbox only"."""
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """rlimits applied in the child before its code is compiled. None leaves one unset."""
+
+    as_bytes: int | None = 256 * 1024 * 1024
+    cpu_s: int | None = 10
+    nofile: int | None = 32
+    nproc: int | None = 4
+    fsize: int | None = 16 * 1024 * 1024
+    max_line: int = 1 << 20
+    """Largest request line (bytes) the monitor accepts; longer ones kill the child."""
+
+    def __post_init__(self) -> None:
+        for k, v in asdict(self).items():
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+                raise ValueError(f"sandbox limit {k} must be a positive int or None, got {v!r}")
+
+
+SIGNAL_WHY = {signal.SIGXCPU: "CPU-time limit", signal.SIGKILL: "killed", signal.SIGXFSZ: "file-size limit",
+              signal.SIGSEGV: "segfault (address-space limit?)", signal.SIGABRT: "abort"}
+
+
+def describe_status(rc: int | None) -> str:
+    if rc is None:
+        return "still running"
+    if rc < 0:
+        try:
+            sig = signal.Signals(-rc)
+        except ValueError:
+            return f"killed by signal {-rc}"
+        why = SIGNAL_WHY.get(sig)
+        return f"killed by {sig.name}" + (f" ({why})" if why else "")
+    return f"exited with status {rc}"
+
+
+class _Child:
+    """Kernel-side state of one sandboxed OS process."""
+
+    def __init__(self, driver: "SandboxDriver", owner: Pid, popen: subprocess.Popen[bytes], uid: int | None,
+                 workdir: str, own_dir: bool, max_line: int) -> None:
+        self.driver = driver
+        self.owner = owner
+        self.popen = popen
+        self.pid = popen.pid
+        self.uid = uid
+        self.workdir = workdir
+        self.own_dir = own_dir
+        self.max_line = max_line
+        self.loop = asyncio.get_running_loop()
+        self.inbuf = bytearray()
+        self.lines: deque[Any] = deque()
+        self.waiter: asyncio.Future[Any] | None = None
+        self.outbuf = bytearray()
+        self.drained: asyncio.Future[Any] | None = None
+        self.stderr = bytearray()
+        self.dead: dict[str, Any] | None = None
+        self.closed = False
+        self.said_exit = False
+        assert popen.stdout is not None and popen.stdin is not None and popen.stderr is not None
+        self.rfd, self.wfd, self.efd = popen.stdout.fileno(), popen.stdin.fileno(), popen.stderr.fileno()
+        for fd in (self.rfd, self.wfd, self.efd):
+            os.set_blocking(fd, False)
+        self.loop.add_reader(self.rfd, self._readable)
+        self.loop.add_reader(self.efd, self._stderr)
+        # death is watched on the process itself, not on pipe EOF: anything it forked may
+        # hold the pipe open long after it died
+        self.pidfd: int | None = os.pidfd_open(self.pid) if hasattr(os, "pidfd_open") else None
+        if self.pidfd is not None:
+            self.loop.add_reader(self.pidfd, self._exited)
+
+    def _exited(self) -> None:
+        if self.pidfd is not None:
+            self.loop.remove_reader(self.pidfd)
+        while self.dead is None and not self.closed:  # take what it wrote before it died
+            before = len(self.lines) + len(self.inbuf)
+            self._readable()
+            if len(self.lines) + len(self.inbuf) == before:
+                break
+        if self.dead is None:
+            self._eof()
+
+    # -- child → kernel ----------------------------------------------------------------
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.rfd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            if self.pidfd is not None and self.popen.poll() is None:
+                # it closed its end; its exit (and real status) normally follows at once
+                # through the pidfd. One that lives on without a pipe is ended shortly.
+                self.loop.remove_reader(self.rfd)
+                self.loop.call_later(EOF_GRACE_S, self._eof_grace)
+                return
+            self._eof()
+            return
+        self.inbuf += data
+        while True:
+            nl = self.inbuf.find(b"\n")
+            if nl < 0:
+                if len(self.inbuf) > self.max_line:
+                    self._violation(f"a request line over {self.max_line} bytes")
+                return
+            line = bytes(self.inbuf[:nl])
+            del self.inbuf[: nl + 1]
+            if len(line) > self.max_line:
+                self._violation(f"a request line over {self.max_line} bytes")
+                return
+            try:
+                msg = json.loads(line)
+                if not isinstance(msg, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                self._violation("a request that is not a JSON object")
+                return
+            self._push(msg)
+
+    def _eof_grace(self) -> None:
+        if self.dead is None and not self.closed:
+            self._eof()
+
+    def _push(self, msg: Any) -> None:
+        t = msg.get("t")
+        if t == "exit":
+            self.said_exit = True
+        elif t == "hello":  # its own pid may be a namespace's: report the host's
+            msg["ns_pid"], msg["pid"] = msg.get("pid"), self.pid
+        w = self.waiter
+        if w is not None and not w.done():
+            self.waiter = None
+            w.set_result(msg)
+        else:
+            self.lines.append(msg)
+
+    def _stderr(self) -> None:
+        try:
+            data = os.read(self.efd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.loop.remove_reader(self.efd)
+            return
+        self.stderr += data
+        if len(self.stderr) > 8192:
+            del self.stderr[:-8192]
+
+    def _violation(self, what: str) -> None:
+        self.kill()
+        self._finish({"t": "dead", "status": f"killed by the monitor: protocol violation ({what})",
+                      "stderr": self.stderr_tail()})
+
+    def _eof(self) -> None:
+        self.loop.remove_reader(self.rfd)
+        rc = self.popen.poll()
+        # closed its pipe but lives on (it is done talking), or died leaving forks: end all
+        self.kill()
+        rc = self.popen.returncode if rc is None else rc
+        self._finish({"t": "dead", "status": describe_status(rc), "stderr": self.stderr_tail()})
+
+    def _finish(self, dead: dict[str, Any]) -> None:
+        if self.dead is not None:
+            return
+        self.dead = dead
+        w = self.waiter
+        if w is not None and not w.done():
+            self.waiter = None
+            w.set_result(dead)
+        elif not self.closed and not self.lines and not self.said_exit:
+            # nobody is reading: the owner is parked in a forwarded call (or between two);
+            # end it now so a dead child is noticed in every state
+            self.driver.child_died(self, dead)
+
+    def stderr_tail(self) -> str:
+        self._stderr_drain()
+        return self.stderr[-2000:].decode("utf-8", "replace")
+
+    def _stderr_drain(self) -> None:
+        try:
+            while True:
+                data = os.read(self.efd, 65536)
+                if not data:
+                    return
+                self.stderr += data
+        except OSError:
+            return
+
+    async def next(self) -> DriverResult:
+        if self.lines:
+            return DriverResult(self.lines.popleft())
+        if self.dead is not None:
+            return DriverResult(self.dead)
+        self.waiter = self.loop.create_future()
+        try:
+            return DriverResult(await self.waiter)
+        finally:
+            self.waiter = None
+
+    # -- kernel → child ----------------------------------------------------------------
+    def send(self, obj: Any) -> Any:
+        """Queue a reply; a DriverResult when it went out at once, else an awaitable."""
+        if not self.queue(obj) or not self.outbuf:
+            return DriverResult(self.dead is None)
+        assert self.drained is not None
+        return self._wait_drained(self.drained)
+
+    def queue(self, obj: Any) -> bool:
+        if self.dead is not None:
+            return False
+        self.outbuf += (json.dumps(obj, separators=(",", ":"), default=repr) + "\n").encode()
+        if len(self.outbuf) > 4 * self.max_line:
+            self._violation("not reading its replies")
+            return False
+        self._flush()
+        if self.outbuf and (self.drained is None or self.drained.done()):
+            self.drained = self.loop.create_future()
+            self.loop.add_writer(self.wfd, self._writable)
+        return True
+
+    async def _wait_drained(self, fut: "asyncio.Future[Any]") -> DriverResult:
+        return DriverResult(await fut)
+
+    def _flush(self) -> None:
+        try:
+            while self.outbuf:
+                n = os.write(self.wfd, self.outbuf)
+                del self.outbuf[:n]
+        except BlockingIOError:
+            return
+        except OSError:  # the child is gone; the reader will report how
+            self.outbuf.clear()
+
+    def _writable(self) -> None:
+        self._flush()
+        if not self.outbuf:
+            self.loop.remove_writer(self.wfd)
+            if self.drained is not None and not self.drained.done():
+                self.drained.set_result(True)
+
+    # -- ending ---------------------------------------------------------------------------
+    def kill(self) -> None:
+        """SIGKILL the child, anything it forked, and (own uid) anything running as it."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.uid is not None:
+            _kill_uid(self.uid)
+        try:
+            self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL is not ignorable
+            pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for fd in (self.rfd, self.efd, self.pidfd):
+            if fd is not None:
+                self.loop.remove_reader(fd)
+        self.loop.remove_writer(self.wfd)
+        self.kill()
+        if self.dead is None:
+            self.dead = {"t": "dead", "status": describe_status(self.popen.returncode), "stderr": ""}
+        for f in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+            try:
+                f.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+        if self.own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self.driver.released(self)
+
+
+def _kill_uid(uid: int) -> None:
+    """kill(-1, SIGKILL) as `uid`: reaches exactly that uid's processes, wherever they hid
+    (new sessions, reparented orphans). Done in a short-lived forked helper."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the helper
+        try:
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            os.kill(-1, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+
+
+class SandboxDriver(Driver):
+    """Starts sandboxed children. Register with `agentos.sandbox.install(kernel)`."""
+
+    name = "sandbox"
+
+    def __init__(self, kernel: "Kernel | None" = None, name: str = "sandbox",
+                 python: str = sys.executable) -> None:
+        self.name = name
+        self.kernel = kernel
+        self.python = python
+        self.live: set[_Child] = set()
+        self.started = 0
+        self.history: deque[tuple[int, int, int | None]] = deque(maxlen=1024)
+        """(owner pid, OS pid, uid) of the most recent children, for audits and tests."""
+
+    def open(self, owner: Pid, params: Any) -> _Child:
+        if not isinstance(params, dict) or not isinstance(params.get("code"), str):
+            raise DriverError(f"{self.name}: open params are {{'code': str, 'limits': SandboxLimits, ...}}")
+        limits = params.get("limits") or SandboxLimits()
+        if not isinstance(limits, SandboxLimits):
+            raise DriverError(f"{self.name}: limits must be a SandboxLimits, got {type(limits).__name__}")
+        root = os.geteuid() == 0
+        uid = UID_BASE + secrets.randbelow(UID_SPAN) if root else None
+        given = params.get("workdir")
+        own = given is None
+        workdir = os.path.realpath(tempfile.mkdtemp(prefix=f"agentos-sbx-{owner}-") if own else str(given))
+        if not os.path.isdir(workdir):
+            raise DriverError(f"{self.name}: workdir {workdir!r} is not a directory")
+        if uid is not None:
+            os.chown(workdir, uid, uid)
+            os.chmod(workdir, 0o700)
+        cfg = {"code": params["code"], "entry": params.get("entry", "main"), "args": params.get("args"),
+               "workdir": workdir, "uid": uid, "gid": uid, "ppid": os.getpid(),
+               "namespaces": bool(params.get("namespaces", True)),
+               "seccomp": bool(params.get("seccomp", True)),
+               "fs_view": params.get("fs_view", "minimal"),
+               "pid_namespace": bool(params.get("pid_namespace", True)), "preload": list(params.get("preload", ())),
+               "caps": [int(c) for c in params.get("caps", ())],
+               "limits": {k: v for k, v in asdict(limits).items() if k != "max_line"}}
+        env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
+        try:
+            popen = subprocess.Popen([self.python, "-I", "-S", "-B", STUB], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir, env=env,
+                                     close_fds=True, start_new_session=True)
+        except OSError as e:
+            raise DriverError(f"{self.name}: cannot start the child: {e}") from None
+        child = _Child(self, owner, popen, uid, workdir, own, limits.max_line)
+        self.live.add(child)
+        if self.kernel is not None:  # a live child can act (die) while every process waits
+            self.kernel.external_source(1)
+        self.started += 1
+        self.history.append((int(owner), popen.pid, uid))
+        child.queue(cfg)
+        return child
+
+    def action(self, op: str, handle: Any, req: Any) -> None:
+        return None  # talking to the child is not an action; what it asks for is checked
+
+    def read(self, handle: _Child, req: Any) -> Any:
+        if req != "next":
+            raise DriverError(f"{self.name}: the only read is 'next' (the child's next request)")
+        return handle.next()
+
+    def write(self, handle: _Child, data: Any) -> Any:
+        return handle.send(data)
+
+    def close(self, handle: _Child) -> None:
+        handle.close()
+
+    def released(self, child: _Child) -> None:
+        if child in self.live:
+            self.live.discard(child)
+            if self.kernel is not None:
+                self.kernel.external_source(-1)
+
+    def child_died(self, child: _Child, dead: dict[str, Any]) -> None:
+        """A child died while its monitor was not reading: end the monitor now."""
+        k = self.kernel
+        proc = k.procs.get(child.owner) if k is not None else None
+        if proc is not None:
+            assert k is not None
+            # this runs in an event-loop callback, outside the dispatch loop: count it as an
+            # I/O completion so that the processes it wakes (waitpid, Down) get the loop's
+            # attention even when nothing else is in flight
+            k.io_started()
+            try:
+                k.events.emit(child.owner, "sandbox_dead", dead["status"])
+                k.terminate(proc, fault(f"sandboxed child {dead['status']}"))
+            finally:
+                k.io_finished()
+
+    def shutdown(self) -> None:
+        for child in list(self.live):
+            child.close()
+
+
+__all__ = ["SandboxDriver", "SandboxLimits", "describe_status", "Cost"]

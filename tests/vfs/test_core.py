@@ -1,0 +1,325 @@
+"""The VFS through real syscalls: views, mounts, access rules, policy, errors."""
+from __future__ import annotations
+
+import pytest
+
+from agentos import Kernel
+from agentos.abi.errors import PolicyDenied
+from agentos.abi.types import Right, Signal
+from agentos.kernel.kernel import AllowAll, Decision
+from agentos.vfs import (AccessDenied, EscapeError, HostDirBackend, MemoryBackend, MemoryKV, NotFound,
+                         ReadOnly, StoreBackend, TooLarge, VfsError, install)
+
+
+def run(body, *, mounts=None, grant=(), policy=None, **kw):
+    k = Kernel(policy=policy or AllowAll(), deterministic=True, **kw)
+    vfs = install(k, mounts=mounts or {})
+    return k, vfs, k.run(body, grant=list(grant))
+
+
+async def err(aw):
+    try:
+        await aw
+    except VfsError as e:
+        return type(e).__name__
+    return "no error"
+
+
+def test_every_kernel_has_the_agent_tree():
+    async def body(sys, _):
+        me = await sys.pid()
+        return await sys.vfs_list("/"), await sys.vfs_list(f"/agent/{me}")
+    res = Kernel(deterministic=True).run(body)
+    assert res.value == (["agent"], ["ipc", "mem", "policy", "state"])
+
+
+def test_working_set_view_tracks_remember_and_forget():
+    async def body(sys, _):
+        me = await sys.pid()
+        a = await sys.remember("alpha", tokens=2)
+        b = await sys.remember("beta", tokens=3, pin=True)
+        await sys.forget(a)
+        ids = await sys.vfs_list(f"/agent/{me}/mem/working")
+        seg = await sys.vfs_read(f"/agent/{me}/mem/working/{b}")
+        missing = await err(sys.vfs_read(f"/agent/{me}/mem/working/{a}"))
+        return ids, seg["body"], seg["kind"], missing
+    _, _, res = run(body)
+    assert res.value == (["2"], "beta", "pinned", "NotFound")
+
+
+def test_episodic_view_is_the_process_event_history():
+    async def body(sys, _):
+        me = await sys.pid()
+        await sys.log("info", "marker", n=1)
+        evs = await sys.vfs_read(f"/agent/{me}/mem/episodic")
+        return [e["kind"] for e in evs]
+    _, _, res = run(body)
+    assert "spawn" in res.value and "log" in res.value
+
+
+def test_semantic_memory_is_writable_and_outlives_the_process():
+    kv = MemoryKV()
+
+    async def child(sys, _):
+        me = await sys.pid()
+        await sys.vfs_write(f"/agent/{me}/mem/semantic/facts/sky", {"color": "blue"})
+        return me
+
+    async def body(sys, _):
+        pid, cap = await sys.spawn(child)
+        await sys.waitpid(cap)
+        return pid
+    k = Kernel(policy=AllowAll(), deterministic=True)
+    install(k, longterm=StoreBackend(kv, prefix="agent"))
+    pid = k.run(body).value
+    assert any(key.startswith(f"agent/{pid}/semantic/facts/sky") for key in kv.data)
+
+
+def test_read_only_views_refuse_writes():
+    async def body(sys, _):
+        me = await sys.pid()
+        out = []
+        for p in ("mem/working", "mem/episodic", "policy", "ipc", "state/checkpoints/1", ""):
+            out.append(await err(sys.vfs_write(f"/agent/{me}/{p}", "x")))
+        out.append(await err(sys.vfs_write("/", "x")))
+        out.append(await err(sys.vfs_write("/agent", "x")))
+        return out
+    _, _, res = run(body)
+    assert res.value == ["ReadOnly"] * 8
+
+
+def test_policy_view_shows_what_governs_the_process():
+    class Described(AllowAll):
+        def describe(self, pid):
+            return {"mode": "strict", "pid": pid}
+    async def body(sys, _):
+        return await sys.vfs_read(f"/agent/{await sys.pid()}/policy")
+    _, _, res = run(body, policy=Described())
+    assert res.value == {"mode": "strict", "pid": 1}
+
+
+def test_ipc_view_peeks_without_consuming():
+    async def body(sys, _):
+        me = await sys.self_cap()
+        await sys.send(me, {"hello": 1}, corr="c")
+        view = await sys.vfs_read(f"/agent/{await sys.pid()}/ipc")
+        msg = await sys.recv(timeout=0)
+        return view["mailbox"], msg.body
+    _, _, res = run(body)
+    assert res.value == ([{"sender": 1, "corr": "c", "body": {"hello": 1}, "caps": 0}], {"hello": 1})
+
+
+def test_checkpoints_are_filed_by_the_kernel_on_sigusr1():
+    async def child(sys, _):
+        await sys.remember("state")
+        await sys.recv()
+
+    async def body(sys, _):
+        pid, cap = await sys.spawn(child)
+        await sys.sleep(1)
+        await sys.signal(cap, Signal.SIGUSR1)
+        await sys.sleep(1)
+        names = await sys.vfs_list(f"/agent/{pid}/state/checkpoints")
+        cp = await sys.vfs_read(f"/agent/{pid}/state/checkpoints/{names[0]}")
+        denied = await err(sys.vfs_write(f"/agent/{pid}/state/checkpoints/x", "forged"))
+        await sys.kill(cap)
+        return names, cp["segments"][0]["body"], denied
+    k = Kernel(policy=AllowAll(), deterministic=True)
+    k.vfs.checkpointer  # the default kernel VFS does not take over SIGUSR1...
+    assert k.checkpointer is None
+    install(k)  # ...until asked
+    res = k.run(body)
+    assert res.value == (["1"], "state", "ReadOnly")
+
+
+def test_another_process_tree_needs_monitor_to_read_and_kill_to_write():
+    async def child(sys, _):
+        await sys.remember("secret")
+        await sys.recv()
+
+    async def snoop(sys, args):
+        pid = args
+        return [await err(sys.vfs_read(f"/agent/{pid}/mem/working")),
+                await err(sys.vfs_list(f"/agent/{pid}")),
+                await err(sys.vfs_write(f"/agent/{pid}/mem/semantic/x", 1)),
+                await sys.vfs_list("/agent")]
+
+    async def body(sys, _):
+        pid, cap = await sys.spawn(child)
+        await sys.sleep(1)
+        mon = await sys.derive(cap, "monitor")
+        parent_view = await sys.vfs_read(f"/agent/{pid}/mem/working")
+        await sys.vfs_write(f"/agent/{pid}/mem/semantic/note", "from parent")  # holds kill
+        # a stranger with no capability, and one with monitor only
+        _s, scap = await sys.spawn(snoop, args=pid)
+        r1 = await sys.waitpid(scap)
+        _m, mcap = await sys.spawn(snoop, args=pid, caps=[mon])
+        r2 = await sys.waitpid(mcap)
+        await sys.kill(cap)
+        return parent_view[0]["body"], str(r1), str(r2)
+
+    k, vfs, res = run(body)
+    assert res.value == ("secret", "normal", "normal")
+    results = {e.pid: e for e in k.events.events(kind="exit")}
+    # read the snoopers' results from their logs of errors
+    errs = [e.data for e in k.events.events(kind="error") if e.data[0] == "AccessDenied"]
+    assert len(errs) == 4  # stranger: read, list, write; monitor-only: write
+    assert any("with the kill right" in e[1] for e in errs)
+
+
+def test_dotdot_out_of_a_process_tree_or_mount_is_an_escape():
+    async def body(sys, _):
+        me = await sys.pid()
+        return [await err(sys.vfs_read(f"/agent/{me}/../2/mem/working")),
+                await err(sys.vfs_read(f"/agent/{me}/mem/../../../shared/x")),
+                await err(sys.vfs_write("/shared/../agent/1/mem/semantic/x", 1)),
+                await err(sys.vfs_read("/shared/a/../../agent")),
+                await sys.vfs_list(f"/agent/{me}/mem/../state")]
+    _, _, res = run(body, mounts={"/shared": MemoryBackend()}, grant=["vfs:/shared"])
+    assert res.value == ["EscapeError"] * 4 + [["checkpoints"]]
+
+
+def test_mount_needs_its_device_capability_and_the_right():
+    async def reader(sys, _):
+        return [await sys.vfs_read("/shared/f"), await err(sys.vfs_write("/shared/f", "y"))]
+
+    async def stranger(sys, _):
+        return [await err(sys.vfs_read("/shared/f")), await err(sys.vfs_list("/shared"))]
+
+    k = Kernel(policy=AllowAll(), deterministic=True)
+    install(k, mounts={"/shared": MemoryBackend()})
+
+    async def init(sys, _):
+        await sys.vfs_write("/shared/f", "x")
+        apid, acap = await sys.spawn(reader)
+        k.grant_device(k.procs[apid], "vfs:/shared", Right.READ)  # read-only grant
+        _b, bcap = await sys.spawn(stranger)
+        return str(await sys.waitpid(acap)), str(await sys.waitpid(bcap))
+    res = k.run(init, grant=["vfs:/shared"])
+    assert res.value == ("normal", "normal"), res
+    denied = [e.data[1] for e in k.events.events(kind="error") if e.data[0] == "AccessDenied"]
+    assert len(denied) == 3, denied  # reader's write, stranger's read and list
+    assert "write right" in denied[0]
+
+
+def test_vfs_writes_ask_policy():
+    class NoWrites(AllowAll):
+        def check(self, pid, action, args, *, dry_run=False):
+            if action == "vfs.write" and args["path"].startswith("/shared/locked"):
+                return Decision(False, "locked", "no writes under /shared/locked", effect="raise")
+            return Decision(True, "ok")
+
+    async def body(sys, _):
+        await sys.vfs_write("/shared/open", 1)
+        try:
+            await sys.vfs_write("/shared/locked/../locked/x", 1)
+        except PolicyDenied as e:
+            return e.rule
+    _, _, res = run(body, mounts={"/shared": MemoryBackend()}, grant=["vfs:/shared"], policy=NoWrites())
+    assert res.value == "locked"
+
+
+def test_strict_default_deny_covers_vfs_writes():
+    async def body(sys, _):
+        try:
+            await sys.vfs_write(f"/agent/{await sys.pid()}/mem/semantic/x", 1)
+        except PolicyDenied as e:
+            return e.rule
+    assert Kernel(deterministic=True).run(body).value == "no-policy"
+
+
+def test_memory_backend_caps_sizes():
+    async def body(sys, _):
+        return [await err(sys.vfs_write("/m/big", "x" * 101)),
+                await sys.vfs_write("/m/a", "x" * 60),
+                await err(sys.vfs_write("/m/b", "x" * 60)),
+                await err(sys.vfs_write("/m/a/under", 1)),
+                await err(sys.vfs_read("/m/nope")),
+                await err(sys.vfs_list("/nomount"))]
+    _, _, res = run(body, mounts={"/m": MemoryBackend(max_file=100, max_total=100)}, grant=["vfs:/m"])
+    assert res.value == ["TooLarge", None, "TooLarge", "VfsError", "NotFound", "NotFound"]
+
+
+def test_host_directory_mount_reads_and_writes_inside_only(tmp_path):
+    (tmp_path / "in.txt").write_text("hello")
+
+    async def body(sys, _):
+        data = await sys.vfs_read("/host/in.txt")
+        await sys.vfs_write("/host/sub.txt", "new")
+        return data, await sys.vfs_list("/host")
+    _, _, res = run(body, mounts={"/host": HostDirBackend(str(tmp_path), writable=True)}, grant=["vfs:/host"])
+    assert res.value == (b"hello", ["in.txt", "sub.txt"])
+    assert (tmp_path / "sub.txt").read_text() == "new"
+
+
+def test_read_only_host_mount_refuses_writes(tmp_path):
+    async def body(sys, _):
+        return await err(sys.vfs_write("/host/x", "y"))
+    _, _, res = run(body, mounts={"/host": HostDirBackend(str(tmp_path))}, grant=["vfs:/host"])
+    assert res.value == "ReadOnly" and not (tmp_path / "x").exists()
+
+
+def test_mount_errors_at_setup():
+    k = Kernel(policy=AllowAll())
+    vfs = install(k, mounts={"/a": MemoryBackend()})
+    for point in ("/a/b", "/", "/agent/x"):
+        with pytest.raises(VfsError):
+            vfs.mount(point, MemoryBackend())
+
+
+def test_mount_device_api_reaches_the_same_files():
+    async def body(sys, _):
+        h = await sys.open("vfs:/shared")
+        await sys.write(h, {"path": "d/f", "data": [1, 2]})
+        return await sys.vfs_read("/shared/d/f"), await sys.read(h, {"op": "list", "path": "d"})
+    _, _, res = run(body, mounts={"/shared": MemoryBackend()}, grant=["vfs:/shared"])
+    assert res.value == ([1, 2], ["f"])
+
+
+def test_memory_mount_values_are_copied_not_shared():
+    async def body(sys, _):
+        v = {"n": [1]}
+        await sys.vfs_write("/m/x", v)
+        v["n"].append(2)                      # the writer's later mutation
+        got = await sys.vfs_read("/m/x")
+        got["n"].append(3)                    # a reader's mutation
+        return await sys.vfs_read("/m/x")
+    _, _, res = run(body, mounts={"/m": MemoryBackend()}, grant=["vfs:/m"])
+    assert res.value == {"n": [1]}
+
+
+def test_vfs_backend_reads_are_journaled_and_replayed(tmp_path):
+    from agentos.kernel.journal import Journal
+    (tmp_path / "f.txt").write_text("v1")
+
+    async def body(sys, _):
+        me = await sys.pid()
+        await sys.vfs_write(f"/agent/{me}/mem/semantic/k", "before")
+        a = await sys.vfs_read("/host/f.txt")
+        b = await sys.vfs_read(f"/agent/{me}/mem/semantic/k")
+        c = await err(sys.vfs_read("/host/missing"))
+        return a, b, c
+
+    k = Kernel(policy=AllowAll(), deterministic=True)
+    install(k, mounts={"/host": HostDirBackend(str(tmp_path))})
+    live = k.run(body, grant=["vfs:/host"]).value
+    assert live == (b"v1", "before", "NotFound")
+    (tmp_path / "f.txt").write_text("v2")     # the world changed since
+    k2 = Kernel(policy=AllowAll(), deterministic=True, mode="replay", journal=Journal(k.journal.entries))
+    install(k2, mounts={"/host": HostDirBackend(str(tmp_path))})
+    assert k2.run(body, grant=["vfs:/host"]).value == live
+    from agentos.kernel.events import digest
+    assert digest(k.events) == digest(k2.events)  # byte-identical event log
+
+
+def test_policy_view_describes_a_loaded_policy_engine(tmp_path):
+    from agentos.policy.engine import load_policy
+    f = tmp_path / "security.md"
+    f.write_text('```yaml\nkernel: {version: "1.0", mode: strict}\npolicies:\n'
+                 '  - {name: w, action: vfs.write, effect: allow}\n```\n')
+    k = Kernel(policy=load_policy(f), deterministic=True)
+
+    async def body(sys, _):
+        return await sys.vfs_read(f"/agent/{await sys.pid()}/policy")
+    view = k.run(body).value
+    assert view["mode"] == "strict" and view["rules"] == 1, view
