@@ -13,7 +13,7 @@ def _tool_names(spec: Optional[str]) -> list[str] | None:
 
 
 def _load_cases(path: Path) -> list[dict[str, Any]]:
-    import yaml  # type: ignore[import-untyped]
+    import yaml
 
     from ..policy.loader import extract_yaml
 

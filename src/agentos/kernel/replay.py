@@ -45,7 +45,7 @@ class DecisionRecorder:
         n = self._count.get(pid, 0)
         self._count[pid] = n + 1
         key = (d.rule, d.reason, d.effect, dry_run) if not d.extra else None
-        cached = self._values.get(key) if key is not None else None  # type: ignore[arg-type]
+        cached = self._values.get(key) if key is not None else None
         if cached is None:
             value = {"rule": d.rule, "reason": d.reason, "effect": d.effect, "dry_run": dry_run,
                      "extra": canonical(d.extra)}

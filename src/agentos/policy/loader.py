@@ -56,7 +56,7 @@ class LList(list):
 
 
 def _yaml_loader() -> Any:
-    import yaml  # type: ignore[import-untyped]
+    import yaml
 
     class Loader(yaml.SafeLoader):
         pass

@@ -37,7 +37,7 @@ def java_available() -> bool:
 
 def load_ontology(path: str | Path, reasoner: str = "auto") -> SubsumptionIndex:
     """Load and classify. `reasoner`: auto (HermiT if Java, else told), hermit, told."""
-    import owlready2  # type: ignore[import-untyped]  # lazy: optional dependency
+    import owlready2  # lazy: optional dependency
 
     p = Path(path)
     if not p.exists():

@@ -1,0 +1,45 @@
+"""What `ps`, `metrics` and `metrics_text` report: live process rows and the counters
+folded from the event stream."""
+from __future__ import annotations
+
+from typing import Any
+
+from .process import EXITED, Process
+from .state import KernelState
+
+
+class Introspection(KernelState):
+    """Mixed into `Kernel`."""
+
+    # -- introspection ----------------------------------------------------------------
+    def ps(self) -> list[dict[str, Any]]:
+        """One row per live process: state, priority, reductions, budget used and left."""
+        rows = []
+        for p in self.procs.values():
+            rows.append(self._row(p))
+        return rows
+
+    def _row(self, p: Process) -> dict[str, Any]:
+        view = self.accounts.view(p.account)  # type: ignore[arg-type]
+        state = "suspended" if p.stopped and p.state is not EXITED else p.state.value
+        return {"pid": p.pid, "name": p.name, "state": state, "parent": p.parent.pid if p.parent else 0,
+                "priority": p.priority, "reductions": p.reductions,
+                "mailbox": len(p.mailbox) if p.mailbox else 0, "used": view["used"],
+                "remaining": view["remaining"], "wait": p.wait_kind,
+                "exit": str(p.exit_reason) if p.exit_reason else None}
+
+    def metrics(self) -> dict[str, Any]:
+        self.events.flush()
+        m = self.metrics_folder.snapshot()
+        m["processes"] = len(self.procs)
+        m["caps_live"] = self.caps.live
+        m["caps_ghost"] = self.caps.ghosts
+        m["accounts_open"] = self.accounts.open_count
+        m["messages_late_dropped"] = self.ipc.late_dropped
+        m["messages_dead_letters"] = self.ipc.dead_letters
+        m["pages_evicted"] = self.memory.evictions
+        return m
+
+    def metrics_text(self) -> str:
+        """The metrics in Prometheus text exposition format."""
+        return self.metrics_folder.exposition(self.metrics())

@@ -1,0 +1,55 @@
+"""The kernel's state, declared once for the type checker.
+
+`Kernel` is assembled from mixins (lifecycle, handlers, introspection) that share this
+state; each mixin inherits these declarations so that its `self.x` is typed. Nothing here
+exists at run time but the annotations: `Kernel.__init__` creates every attribute.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from .accounts import Accounts
+    from .caps import CapTable
+    from .clock import Clock
+    from .devices import Devices
+    from .events import EventLog
+    from .ipc import IPC
+    from .kernel import KernelConfig
+    from .memory import MemoryManager
+    from .metrics import Metrics
+    from .process import Process, ProcessImage
+    from .scheduler import RunQueue, Timers
+
+
+class KernelState:
+    config: "KernelConfig"
+    clock: "Clock"
+    events: "EventLog"
+    caps: "CapTable"
+    accounts: "Accounts"
+    runq: "RunQueue"
+    timers: "Timers"
+    procs: "dict[int, Process]"
+    names: "dict[str, Process]"
+    images: "dict[str, ProcessImage]"
+    _image_cache: "dict[Any, ProcessImage]"
+    ipc: "IPC"
+    devices: "Devices"
+    memory: "MemoryManager"
+    metrics_folder: "Metrics"
+    audit: Any
+    policy: Any
+    next_pid: int
+    _dying: "list[tuple[Process, Any, Any]]"
+    _draining: bool
+    _append: Callable[[tuple[Any, ...]], None]
+    _now: Callable[[], float]
+    _push: "Callable[[Process], None]"
+    # implemented by Kernel or another mixin
+    wake: Callable[..., None]
+    requeue: Callable[..., None]
+    terminate: Callable[..., None]
+    _create: Callable[..., Any]
+    _arm_deadline: Callable[..., None]
+    metrics: Callable[[], dict[str, Any]]
