@@ -5,7 +5,6 @@ set -euo pipefail
 need=()
 command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 command -v c++ >/dev/null 2>&1 || need+=(g++)   # builds llama-cpp-python (the local model)
-command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 { command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; } || need+=(postgresql)
 if ((${#need[@]})); then
   if [[ $(id -u) -eq 0 ]]; then
