@@ -145,6 +145,7 @@ class Kernel(Lifecycle, Handlers, Introspection):
         from ..vfs import install as install_vfs  # stdlib only; the /agent tree costs a dict
 
         self.vfs = install_vfs(self, checkpoints=False)
+        self._booted_parts = True
 
     @property
     def policy(self) -> Any:
@@ -154,6 +155,9 @@ class Kernel(Lifecycle, Handlers, Introspection):
     @policy.setter
     def policy(self, value: Any) -> None:
         self._policy = wrap_policy(self, value)
+        attach = getattr(value, "attach", None)
+        if attach is not None and getattr(self, "_booted_parts", False):
+            attach(self)  # a policy swapped in after construction gets the kernel too
 
     # -- handler table ----------------------------------------------------------------
     def _build_table(self) -> None:
