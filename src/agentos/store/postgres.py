@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any
 
-from ..kernel.journal import JournalEntry
-from .base import RunInfo, StoredEvent, StoreError, WriterStore, new_run_id
+from .base import StoreError, WriterStore, new_run_id
+from .sql import SqlReads
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS agentos_runs (run_id TEXT PRIMARY KEY, name TEXT NOT NULL,
@@ -40,7 +40,10 @@ def _psycopg() -> Any:
     return psycopg
 
 
-class PostgresStore(WriterStore):
+class PostgresStore(SqlReads, WriterStore):
+    _P = "%s"
+    _T = "agentos_"
+
     def __init__(self, dsn: str, durability: str = "group", **kw: Any) -> None:
         self.dsn = dsn
         psycopg = _psycopg()
@@ -135,6 +138,9 @@ class PostgresStore(WriterStore):
         return sid
 
     # -- reads --------------------------------------------------------------------------
+    def _where(self) -> str:
+        return _safe(self.dsn)
+
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         if not self._closed:
             self.flush()
@@ -145,67 +151,6 @@ class PostgresStore(WriterStore):
                     return cur.fetchall()
             except Exception as e:
                 raise StoreError(f"{_safe(self.dsn)}: {e}") from e
-
-    @staticmethod
-    def _info(r: tuple[Any, ...]) -> RunInfo:
-        meta = r[4] if isinstance(r[4], dict) else json.loads(r[4])
-        summ = r[5] if isinstance(r[5], dict) else json.loads(r[5])
-        return RunInfo(r[0], r[1], r[2], r[3], meta, summ, r[6])
-
-    def runs(self) -> list[RunInfo]:
-        rows = self._query("SELECT r.run_id, name, created_at, status, meta, summary, "
-                           "(SELECT COUNT(*) FROM agentos_events e WHERE e.run_id = r.run_id) "
-                           "FROM agentos_runs r ORDER BY created_at, r.run_id")
-        return [self._info(r) for r in rows]
-
-    def get_run(self, run_id: str) -> RunInfo:
-        rows = self._query("SELECT run_id, name, created_at, status, meta, summary, "
-                           "(SELECT COUNT(*) FROM agentos_events e WHERE e.run_id = %s) "
-                           "FROM agentos_runs WHERE run_id=%s", (run_id, run_id))
-        if not rows:
-            raise StoreError(f"no run {run_id!r} in {_safe(self.dsn)}")
-        return self._info(rows[0])
-
-    def events(self, run_id: str, *, pid: int | None = None, kind: str | None = None) -> Iterator[StoredEvent]:
-        sql = "SELECT seq, time, pid, kind, body FROM agentos_events WHERE run_id=%s"
-        args: list[Any] = [run_id]
-        if pid is not None:
-            sql += " AND pid=%s"
-            args.append(pid)
-        if kind is not None:
-            sql += " AND kind=%s"
-            args.append(kind)
-        last = 0
-        while True:
-            rows = self._query(sql + " AND seq>%s ORDER BY seq LIMIT 4096", (*args, last))
-            if not rows:
-                return
-            for r in rows:
-                yield StoredEvent(r[0], r[1], r[2], r[3], bytes(r[4]))
-            last = rows[-1][0]
-
-    def journal(self, run_id: str) -> list[JournalEntry]:
-        rows = self._query("SELECT body FROM agentos_journal WHERE run_id=%s ORDER BY n", (run_id,))
-        return [JournalEntry.from_json(r[0]) for r in rows]
-
-    def get_snapshot(self, snap_id: str) -> dict[str, Any]:
-        rows = self._query("SELECT body FROM agentos_snapshots WHERE snap_id=%s", (snap_id,))
-        if not rows:
-            raise StoreError(f"no snapshot {snap_id!r} in {_safe(self.dsn)}")
-        return json.loads(rows[0][0])
-
-    def snapshots(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT snap_id, run_id, pid, created_at FROM agentos_snapshots"
-        rows = self._query(sql + (" WHERE run_id=%s" if run_id else "") + " ORDER BY created_at",
-                           (run_id,) if run_id else ())
-        return [{"snap_id": r[0], "run_id": r[1], "pid": r[2], "created_at": r[3]} for r in rows]
-
-    def audit_records(self) -> list[bytes]:
-        return [bytes(r[0]) for r in self._query("SELECT body FROM agentos_audit ORDER BY n")]
-
-    def get_anchor(self) -> bytes | None:
-        rows = self._query("SELECT body FROM agentos_anchor WHERE k=1")
-        return bytes(rows[0][0]) if rows else None
 
     def close(self) -> None:
         super().close()

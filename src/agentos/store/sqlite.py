@@ -13,10 +13,10 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any
 
-from ..kernel.journal import JournalEntry
-from .base import RunInfo, StoredEvent, StoreError, WriterStore, new_run_id
+from .base import StoreError, WriterStore, new_run_id
+from .sql import SqlReads
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at REAL NOT NULL,
@@ -32,7 +32,10 @@ CREATE TABLE IF NOT EXISTS anchor (k INTEGER PRIMARY KEY CHECK (k = 1), body BLO
 """
 
 
-class SqliteStore(WriterStore):
+class SqliteStore(SqlReads, WriterStore):
+    _P = "?"
+    _T = ""
+
     def __init__(self, path: str | os.PathLike[str], durability: str = "group", **kw: Any) -> None:
         self.path = os.fspath(path)
         parent = os.path.dirname(os.path.abspath(self.path))
@@ -120,6 +123,9 @@ class SqliteStore(WriterStore):
         return sid
 
     # -- reads --------------------------------------------------------------------------
+    def _where(self) -> str:
+        return str(self.path)
+
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         if not self._closed:
             self.flush()
@@ -130,62 +136,6 @@ class SqliteStore(WriterStore):
                 if "no such table" in str(e):
                     return []
                 raise StoreError(f"{self.path}: {e}") from e
-
-    def runs(self) -> list[RunInfo]:
-        rows = self._query("SELECT r.run_id, name, created_at, status, meta, summary, "
-                           "(SELECT COUNT(*) FROM events e WHERE e.run_id = r.run_id) "
-                           "FROM runs r ORDER BY created_at, r.run_id")
-        return [RunInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), r[6]) for r in rows]
-
-    def get_run(self, run_id: str) -> RunInfo:
-        rows = self._query("SELECT run_id, name, created_at, status, meta, summary, "
-                           "(SELECT COUNT(*) FROM events e WHERE e.run_id = ?) FROM runs WHERE run_id=?",
-                           (run_id, run_id))
-        if not rows:
-            raise StoreError(f"no run {run_id!r} in {self.path}")
-        r = rows[0]
-        return RunInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), r[6])
-
-    def events(self, run_id: str, *, pid: int | None = None, kind: str | None = None) -> Iterator[StoredEvent]:
-        sql = "SELECT seq, time, pid, kind, body FROM events WHERE run_id=?"
-        args: list[Any] = [run_id]
-        if pid is not None:
-            sql += " AND pid=?"
-            args.append(pid)
-        if kind is not None:
-            sql += " AND kind=?"
-            args.append(kind)
-        last = 0
-        while True:  # pages, so a long run streams in constant memory
-            rows = self._query(sql + " AND seq>? ORDER BY seq LIMIT 4096", (*args, last))
-            if not rows:
-                return
-            for r in rows:
-                yield StoredEvent(r[0], r[1], r[2], r[3], bytes(r[4]))
-            last = rows[-1][0]
-
-    def journal(self, run_id: str) -> list[JournalEntry]:
-        rows = self._query("SELECT body FROM journal WHERE run_id=? ORDER BY n", (run_id,))
-        return [JournalEntry.from_json(r[0]) for r in rows]
-
-    def get_snapshot(self, snap_id: str) -> dict[str, Any]:
-        rows = self._query("SELECT body FROM snapshots WHERE snap_id=?", (snap_id,))
-        if not rows:
-            raise StoreError(f"no snapshot {snap_id!r} in {self.path}")
-        return json.loads(rows[0][0])
-
-    def snapshots(self, run_id: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT snap_id, run_id, pid, created_at FROM snapshots"
-        rows = self._query(sql + (" WHERE run_id=?" if run_id else "") + " ORDER BY created_at",
-                           (run_id,) if run_id else ())
-        return [{"snap_id": r[0], "run_id": r[1], "pid": r[2], "created_at": r[3]} for r in rows]
-
-    def audit_records(self) -> list[bytes]:
-        return [bytes(r[0]) for r in self._query("SELECT body FROM audit ORDER BY n")]
-
-    def get_anchor(self) -> bytes | None:
-        rows = self._query("SELECT body FROM anchor WHERE k=1")
-        return bytes(rows[0][0]) if rows else None
 
     def close(self) -> None:
         super().close()

@@ -1,0 +1,85 @@
+"""The read side the SQL stores share. SQLite and PostgreSQL differ only in their
+placeholder (`?` or `%s`) and table prefix; each subclass sets those two and `_query`."""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+from ..kernel.journal import JournalEntry
+from .base import RunInfo, StoredEvent, StoreError
+
+
+class SqlReads:
+    _P = "?"      # the driver's placeholder
+    _T = ""       # table name prefix
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _where(self) -> str:
+        """Where this store lives, for error messages (never a password)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _info(r: tuple[Any, ...]) -> RunInfo:
+        meta = r[4] if isinstance(r[4], dict) else json.loads(r[4])
+        summary = r[5] if isinstance(r[5], dict) else json.loads(r[5])
+        return RunInfo(r[0], r[1], r[2], r[3], meta, summary, r[6])
+
+    def runs(self) -> list[RunInfo]:
+        t = self._T
+        rows = self._query(f"SELECT r.run_id, name, created_at, status, meta, summary, "
+                           f"(SELECT COUNT(*) FROM {t}events e WHERE e.run_id = r.run_id) "
+                           f"FROM {t}runs r ORDER BY created_at, r.run_id")
+        return [self._info(r) for r in rows]
+
+    def get_run(self, run_id: str) -> RunInfo:
+        t, p = self._T, self._P
+        rows = self._query(f"SELECT run_id, name, created_at, status, meta, summary, "
+                           f"(SELECT COUNT(*) FROM {t}events e WHERE e.run_id = {p}) "
+                           f"FROM {t}runs WHERE run_id={p}", (run_id, run_id))
+        if not rows:
+            raise StoreError(f"no run {run_id!r} in {self._where()}")
+        return self._info(rows[0])
+
+    def events(self, run_id: str, *, pid: int | None = None, kind: str | None = None) -> Iterator[StoredEvent]:
+        p = self._P
+        sql = f"SELECT seq, time, pid, kind, body FROM {self._T}events WHERE run_id={p}"
+        args: list[Any] = [run_id]
+        if pid is not None:
+            sql += f" AND pid={p}"
+            args.append(pid)
+        if kind is not None:
+            sql += f" AND kind={p}"
+            args.append(kind)
+        last = 0
+        while True:  # pages, so a long run streams in constant memory
+            rows = self._query(sql + f" AND seq>{p} ORDER BY seq LIMIT 4096", (*args, last))
+            if not rows:
+                return
+            for r in rows:
+                yield StoredEvent(r[0], r[1], r[2], r[3], bytes(r[4]))
+            last = rows[-1][0]
+
+    def journal(self, run_id: str) -> list[JournalEntry]:
+        rows = self._query(f"SELECT body FROM {self._T}journal WHERE run_id={self._P} ORDER BY n", (run_id,))
+        return [JournalEntry.from_json(r[0]) for r in rows]
+
+    def get_snapshot(self, snap_id: str) -> dict[str, Any]:
+        rows = self._query(f"SELECT body FROM {self._T}snapshots WHERE snap_id={self._P}", (snap_id,))
+        if not rows:
+            raise StoreError(f"no snapshot {snap_id!r} in {self._where()}")
+        return json.loads(rows[0][0])
+
+    def snapshots(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT snap_id, run_id, pid, created_at FROM {self._T}snapshots"
+        rows = self._query(sql + (f" WHERE run_id={self._P}" if run_id else "") + " ORDER BY created_at",
+                           (run_id,) if run_id else ())
+        return [{"snap_id": r[0], "run_id": r[1], "pid": r[2], "created_at": r[3]} for r in rows]
+
+    def audit_records(self) -> list[bytes]:
+        return [bytes(r[0]) for r in self._query(f"SELECT body FROM {self._T}audit ORDER BY n")]
+
+    def get_anchor(self) -> bytes | None:
+        rows = self._query(f"SELECT body FROM {self._T}anchor WHERE k=1")
+        return bytes(rows[0][0]) if rows else None
