@@ -8,12 +8,11 @@ kernels may write one database: run ids are unique and rows are keyed by run.
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
 
-from .base import StoreError, WriterStore, new_run_id
+from .base import StoreError, WriterStore
 from .sql import SqlReads
 
 SCHEMA = [
@@ -116,26 +115,6 @@ class PostgresStore(SqlReads, WriterStore):
             conn.commit()
         finally:
             conn.close()
-
-    # -- writes that wait ---------------------------------------------------------------
-    def create_run(self, name: str, meta: dict[str, Any], run_id: str | None = None) -> str:
-        rid = run_id or new_run_id()
-        self._put(("run", (rid, name, time.time(), "running", json.dumps(meta, sort_keys=True), "{}")))
-        self.flush()
-        return rid
-
-    def update_run(self, run_id: str, *, status: str | None = None, meta: dict[str, Any] | None = None,
-                   summary: dict[str, Any] | None = None) -> None:
-        self._put(("update", run_id, status,
-                   None if meta is None else json.dumps(meta, sort_keys=True),
-                   None if summary is None else json.dumps(summary, sort_keys=True, default=str)))
-        self.flush()
-
-    def put_snapshot(self, snap: dict[str, Any], run_id: str | None = None) -> str:
-        sid = new_run_id()
-        self._put(("snapshot", (sid, run_id, snap.get("pid"), time.time(), json.dumps(snap, sort_keys=True))))
-        self.flush()
-        return sid
 
     # -- reads --------------------------------------------------------------------------
     def _where(self) -> str:
