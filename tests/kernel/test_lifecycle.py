@@ -5,7 +5,9 @@ import asyncio
 
 import pytest
 
-from agentos import Down, ExitKind, Kernel, KernelError, NameTaken, ProcessImage, SyscallError
+from agentos import (
+    Down, ExitKind, Kernel, KernelError, NameTaken, NotSupported, ProcessImage, SyscallError,
+)
 from tests.support.boot import boot
 
 
@@ -243,7 +245,7 @@ def test_unimplemented_syscall_area_names_itself():
     async def init(sys, args):
         try:
             await sys.dial("node-b", 1)
-        except NotImplementedError as e:
+        except NotSupported as e:
             return str(e)
 
     _, res = boot(init)

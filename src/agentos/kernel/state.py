@@ -48,6 +48,9 @@ class KernelState:
     _push: "Callable[[Process], None]"
     # implemented by Kernel or another mixin
     wake: Callable[..., None]
+    park: Callable[..., Any]
+    _unpark: Callable[..., None]
+    _abort_wait: Callable[..., None]
     requeue: Callable[..., None]
     terminate: Callable[..., None]
     _create: Callable[..., Any]
