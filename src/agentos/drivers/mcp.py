@@ -26,6 +26,7 @@ import os
 import tempfile
 import threading
 from concurrent.futures import Future as CFuture
+from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, Mapping, Sequence
 
 from ..abi.driver import Driver, DriverResult
@@ -96,9 +97,11 @@ class MCPDriver(Driver):
             return (f"{self.name}.{req['tool']}", req.get("args") or {})
         return (f"{self.name}.invalid", {})
 
-    def tool_names(self) -> list[str]:
-        """The tools policy may name: the server's (once listed) and every typed one."""
-        return sorted(set(self.tools) | set(self.classes) | set(self.effects))
+    serves_tools = True
+
+    def tool_names(self) -> list[str] | None:
+        """The server's tools once it has been listed; None before (they are not known)."""
+        return sorted(set(self.tools) | set(self.classes) | set(self.effects)) if self.tools else None
 
     def tool_info(self, tool: str) -> Any:
         t = self.tools.get(tool)
@@ -195,6 +198,25 @@ class MCPDriver(Driver):
         if all(t is not None for t in texts):
             return "\n".join(texts)  # type: ignore[arg-type]
         return [c.model_dump(mode="json", exclude_none=True) for c in result.content]
+
+    def connect(self) -> list[str]:
+        """Start the server now (if it is not running) and wait for its tool list, from a
+        thread that is not the session's: what a policy loader calls to check rules and
+        effects against the real tools before any process runs. Returns the tool names."""
+        with self._lock:
+            if self._session is None or (self._session.done() and self._session.exception() is not None):
+                self._start()
+            sess = self._session
+        assert sess is not None
+        try:
+            sess.result(self.start_timeout)
+        except FuturesTimeout:
+            raise DriverTimeout(f"{self.name}: the MCP server did not start within {self.start_timeout:g}s"
+                                f"{self._stderr_tail()}") from None
+        except Exception as e:
+            raise UpstreamError(f"{self.name}: cannot start MCP server {self.command!r}: "
+                                f"{type(e).__name__}: {e}{self._stderr_tail()}") from None
+        return sorted(self.tools)
 
     # -- the session ----------------------------------------------------------------------
     async def _connected(self) -> Any:

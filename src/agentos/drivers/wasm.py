@@ -284,9 +284,11 @@ class WasmDriver(Driver):
         return (f"{self.name}.{func}", {"call": func, "args": list(args) if isinstance(args, (list, tuple)) else args})
 
     # -- the tools it serves (for policy) -------------------------------------------------
-    def tool_names(self) -> list[str]:
-        """Exports come with the module a process opens; the typed ones are known up front."""
-        return [n for n in self.classes if n != "*"]
+    serves_tools = True
+
+    def tool_names(self) -> None:
+        """Exports come with the module a process opens: not known up front."""
+        return None
 
     def tool_info(self, export: str) -> ServedTool:
         """Every export is a tool: typed by `classes[export]`, else by `classes["*"]`."""

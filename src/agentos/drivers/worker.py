@@ -132,6 +132,8 @@ class WorkerDriver(Driver):
         self.functions[fname] = fn
 
     # -- the tools it serves (for policy) -------------------------------------------------
+    serves_tools = True
+
     def tool_names(self) -> list[str]:
         return list(self.functions)
 

@@ -162,6 +162,15 @@ class PolicyEngine:
         errors: list[PolicyLoadError] = []
         for name, drv in drivers.items():
             names = served_tool_names(drv)
+            connect = getattr(drv, "connect", None)
+            if names is None and serves_tools(drv) and callable(connect) and any(
+                    a.startswith(name + ".") for r in eng.rules for a in r.actions):
+                try:  # an MCP server: its tools (and their effects) are known once it is listed
+                    connect()
+                    names = served_tool_names(drv)
+                except Exception as e:
+                    errors.append(PolicyLoadError(f"rules name tools of driver {name!r}, which cannot list "
+                                                  f"them: {type(e).__name__}: {e}", 0, str(path)))
             if names is not None:
                 try:
                     eng.validate_tools(names, family=name)
@@ -215,7 +224,7 @@ class PolicyEngine:
         drv = k.drivers.get(fam) if k is not None else None
         if drv is None:
             return fam not in NOT_TOOLS
-        return served_tool_names(drv) is not None
+        return serves_tools(drv)
 
     def classes_of(self, action: str) -> frozenset[str] | None:
         """The ontology classes (closed under subsumption) an action's tool belongs to, or
@@ -388,11 +397,18 @@ class PolicyEngine:
 
 # -- what a driver serves: tools with a class and an effect classifier -------------------
 
+def serves_tools(driver: Any) -> bool:
+    """Whether a driver's operations are tools (which ontology classes can type)."""
+    return getattr(driver, "serves_tools", False) is True or isinstance(getattr(driver, "tools", None), dict)
+
+
 def served_tool_names(driver: Any) -> Iterable[str] | None:
-    """The names of the tools a driver serves, or None if it serves no tools."""
+    """The names of the tools a driver serves, or None if it serves none or cannot say yet
+    (an MCP server before it is first listed)."""
     fn = getattr(driver, "tool_names", None)
     if callable(fn):
-        return list(fn())
+        names = fn()
+        return None if names is None else list(names)
     tools = getattr(driver, "tools", None)
     return list(tools) if isinstance(tools, dict) else None
 
