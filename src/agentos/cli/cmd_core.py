@@ -77,7 +77,13 @@ def register(app: typer.Typer) -> None:
         if hasattr(module, "setup"):
             module.setup(k)
         # loaded once the drivers are registered: rules can name them by their own names
-        policy = AllowAll() if allow_all else _policy(policy_file, getattr(module, "POLICY", None), k.drivers)
+        try:
+            policy = AllowAll() if allow_all else _policy(policy_file, getattr(module, "POLICY", None), k.drivers)
+        except typer.Exit:
+            from .cmd_policy import _stop_drivers
+
+            _stop_drivers(k)
+            raise
         if policy is not None:
             k.policy = policy
         kw = dict(grant=list(getattr(module, "GRANT", [])), quota=getattr(module, "QUOTA", None),

@@ -144,6 +144,17 @@ def _resolver(effects: list[str] | None) -> Any:
     return table.get
 
 
+def _stop_drivers(k: Any) -> None:
+    """Stop what loading may have started (an MCP server listed to check the rules)."""
+    for drv in k.drivers.values():
+        stop = getattr(drv, "shutdown", None)
+        if callable(stop):
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+
+
 def _outcome(d: Any) -> str:
     if d.allowed:
         return "log" if d.effect == "log" else "allow"
@@ -278,6 +289,7 @@ def register_run(policy_app: typer.Typer) -> None:
         try:
             engine = PolicyEngine.for_drivers(policy_file, k.drivers)
         except PolicyLoadError as e:
+            _stop_drivers(k)
             _invalid(e)
         k.policy = engine
         obs = engine.spec.observability

@@ -34,7 +34,7 @@ _SIDE_EFFECT_FUNCS = frozenset({
     "lo_export", "lo_unlink", "dblink", "dblink_exec", "pg_sleep", "sleep", "benchmark", "set_config",
     "pg_advisory_lock", "pg_advisory_xact_lock", "txid_current", "sys_exec", "sys_eval", "xp_cmdshell",
 })
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+_WORD = re.compile(r"[^\W\d][\w$]*")
 
 
 def _tokens(sql: str) -> list[str] | None:
