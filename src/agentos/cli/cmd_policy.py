@@ -83,6 +83,7 @@ def _load_cases(path: Path) -> list[dict[str, Any]]:
     cases = doc.get("cases") if isinstance(doc, dict) else doc
     if not isinstance(cases, list):
         _fail(f"bad cases file: {path}: expected a list of cases (or cases: [...])", 2)
+        return []
     for i, c in enumerate(cases, 1):
         line = cases.lines[i - 1] if hasattr(cases, "lines") else 0
         where = f"{path}:{line}: case {i}" if line else f"{path}: case {i}"
@@ -104,7 +105,7 @@ def _load_cases(path: Path) -> list[dict[str, Any]]:
             _fail(f"bad cases file: {where}: pid must be a positive integer", 2)
         if "rule" in c and not isinstance(c["rule"], str):
             _fail(f"bad cases file: {where}: rule must be a rule name", 2)
-    return cases  # type: ignore[return-value]
+    return cases
 
 
 def _classifier(spec: str) -> Callable[[dict[str, Any]], str]:
@@ -124,7 +125,7 @@ def _classifier(spec: str) -> Callable[[dict[str, Any]], str]:
         _fail(f"error: --effect classifier {spec!r} cannot be imported: {type(e).__name__}: {_clip(str(e))}", 2)
     if not callable(fn):
         _fail(f"error: --effect classifier {spec!r} is not callable", 2)
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def _resolver(effects: list[str] | None) -> Any:

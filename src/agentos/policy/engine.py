@@ -32,6 +32,7 @@ import time as _time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+from ..kernel.decision import BY_CAPS as _BY_CAPS
 from ..kernel.decision import Decision
 from .errors import PolicyLoadError
 from .loader import PolicySpec, parse_policy, read_policy_text
@@ -47,7 +48,6 @@ READ_ONLY_ACTIONS = frozenset({"kv.get", "kv.keys", "kv.has", "vfs.read", "vfs.l
 NOT_TOOLS = frozenset({"kv", "llm", "local", "vfs", "sandbox"})
 
 _NO_EXTRA: dict[str, Any] = {}
-_BY_CAPS = Decision(True, "capabilities", "no rule names this action: capabilities govern it", "allow")
 
 
 class _Plan:

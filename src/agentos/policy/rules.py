@@ -14,6 +14,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+# spawn, send, signal.<SIG>, vfs.<op>: governed by capabilities, and by policy only where a
+# rule names them (`*` does not)
+from ..kernel.decision import is_kernel_action
+
 PERIODS_MS = {"second": 1000.0, "minute": 60_000.0, "hour": 3_600_000.0, "day": 86_400_000.0}
 _PERIOD_ALIASES = {"s": "second", "sec": "second", "seconds": "second", "m": "minute", "min": "minute",
                    "minutes": "minute", "h": "hour", "hr": "hour", "hours": "hour", "d": "day", "days": "day"}
@@ -68,14 +72,6 @@ class RateWindow:
         self.times.append(now)
 
 
-KERNEL_ACTIONS = frozenset({"spawn", "send"})
-KERNEL_PREFIXES = ("signal.", "vfs.")
-
-
-def is_kernel_action(action: str) -> bool:
-    """Spawn, send, signals and VFS operations: governed by capabilities, and by policy
-    only where a rule names them (`*` does not)."""
-    return action in KERNEL_ACTIONS or action.startswith(KERNEL_PREFIXES)
 
 
 def normalise_path(value: str, root: str) -> str | None:

@@ -21,14 +21,14 @@ MAX_NODES = 100_000          # after alias expansion
 MAX_SCALAR = 64 * 1024       # one string
 
 
-class LDict(dict):  # type: ignore[type-arg]
+class LDict(dict):
     """A mapping that remembers its own line and the line of each key."""
 
     line = 0
     lines: dict[Any, int]
 
 
-class LList(list):  # type: ignore[type-arg]
+class LList(list):
     """A list that remembers its own line and the line of each item."""
 
     line = 0
@@ -109,7 +109,7 @@ def _prescan(body: str, path: str) -> None:
         for e in yaml.parse(body, Loader=yaml.SafeLoader):
             line = e.start_mark.line + 1 if e.start_mark is not None else 0
             if isinstance(e, ev.AliasEvent):
-                size = sizes.get(e.anchor)  # type: ignore[arg-type]
+                size = sizes.get(e.anchor)
                 if size is None:
                     if any(a == e.anchor for a, _ in open_):
                         raise PolicyLoadError(f"alias *{e.anchor} refers to the node that contains it "
