@@ -93,7 +93,7 @@ def test_link_kills_linked_children_when_the_parent_dies():
         await sys.recv()
 
     async def init(sys, args):
-        _, p = await sys.spawn(parent)
+        _, p = await sys.spawn(parent, caps=["spawn"])
         await sys.sleep(1)
         await sys.kill(p)
         await sys.sleep(1)

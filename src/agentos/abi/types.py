@@ -9,7 +9,7 @@ import enum
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeAlias
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 """Bumped whenever a snapshot's layout or a syscall's meaning changes."""
 
 Pid: TypeAlias = int

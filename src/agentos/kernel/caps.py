@@ -31,6 +31,7 @@ R_WRITE = int(Right.WRITE)
 R_SPAWN = int(Right.SPAWN)
 R_KILL = int(Right.KILL)
 R_ANY = int(Right.ALL)
+SPAWN = "spawn"  # the device-kind capability whose `spawn` right lets its holder start processes
 
 
 class Cap:

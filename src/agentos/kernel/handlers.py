@@ -10,7 +10,7 @@ from ..abi import syscalls as S
 from ..abi.errors import BadArgument, CapError, NameTaken, SyscallError
 from ..abi.types import NORMAL, Budget, Down, ExitKind, ExitReason, Right, WaitKind, fault
 from . import args as A
-from .caps import PROC, R_KILL, R_MONITOR, R_SEND
+from .caps import PROC, R_KILL, R_MONITOR, R_SEND, R_SPAWN, SPAWN
 from .decision import Decision
 from .process import EXITED, PARK, READY, SUSPENDED, WAITING, Process
 from .scheduler import MAX_BASE_PRIORITY
@@ -74,11 +74,28 @@ class Handlers(KernelState):
             return None
         return self.caps.grant(proc, PROC, target, R_SEND).ref
 
-    def _sys_spawn(self, proc: Process, req: S.Spawn) -> tuple[int, int]:
+    def _sys_spawn(self, proc: Process, req: S.Spawn) -> Any:
+        self._spawn_right(proc)
+        if self.police_spawn and not self.authorize(proc, "spawn", _spawn_args(req), req):
+            return PARK
         child = self._create(proc, req.image, req.args, req.caps, req.quota, req.link,
                              req.priority, req.deadline, req.name)
         cap = self.caps.grant(proc, PROC, child, R_SEND | R_MONITOR | R_KILL)
         return child.pid, cap.ref
+
+    def _spawn_right(self, proc: Process) -> None:
+        """Spawning is authority like any other: it needs a capability with the spawn right
+        (init is given one; a child holds one only if its parent passed it one)."""
+        ref = proc.devices.get(SPAWN) if proc.devices else None
+        cap = proc.caps.get(ref) if ref is not None else None
+        if cap is not None and cap.rights & R_SPAWN and cap.expires is None:
+            return
+        now = self.clock.now()
+        for c in proc.caps.values():
+            if c.rights & R_SPAWN and (c.expires is None or c.expires > now):
+                return
+        raise CapError(f"spawn: pid {proc.pid} holds no capability with the spawn right "
+                       f"(its parent can pass one: spawn(..., caps=[\"spawn\"]))")
 
     def _sys_exit(self, proc: Process, req: S.Exit) -> Any:
         reason = req.reason
@@ -200,6 +217,14 @@ def _abort_waitpid(proc: Process) -> bool:
         except ValueError:
             pass
     return True
+
+
+def _spawn_args(req: S.Spawn) -> dict[str, Any]:
+    """What a `spawn` rule's constraints see: the image's name and the requested shape."""
+    img = req.image
+    image = img if isinstance(img, str) else getattr(img, "name", None) or getattr(img, "__name__", type(img).__name__)
+    return {"image": image, "name": req.name, "priority": req.priority, "link": bool(req.link),
+            "caps": len(req.caps), "args": req.args}
 
 
 def _rights(spec: Any) -> int:

@@ -46,6 +46,8 @@ class IPC:
         if cap.kind != PROC:
             return self.k.send_other(proc, cap, req)
         target: Process = cap.target
+        if self.k.police_send and not self.k.authorize(proc, "send", {"to": target.pid, "body": req.body}, req):
+            return PARK  # a rule names send; with none, this one bool is all the policy work
         if target.state is EXITED:
             self.dead_letters += 1
             return None

@@ -30,7 +30,7 @@ from ..abi.types import (
     WaitKind, fault, quota,
 )
 from .accounts import Accounts
-from .caps import DEVICE, PROC, R_MONITOR, R_SEND, R_KILL, CapTable
+from .caps import DEVICE, PROC, R_MONITOR, R_SEND, R_KILL, SPAWN, CapTable
 from .clock import Clock, RealClock, VirtualClock
 from .devices import Devices
 from .replay_devices import ReplayDevices
@@ -156,10 +156,16 @@ class Kernel(Lifecycle, Handlers, Introspection):
 
     @policy.setter
     def policy(self, value: Any) -> None:
-        self._policy = wrap_policy(self, value)
         attach = getattr(value, "attach", None)
         if attach is not None and getattr(self, "_booted_parts", False):
-            attach(self)  # a policy swapped in after construction gets the kernel too
+            attach(self)  # a policy swapped in after construction gets the kernel too (it may refuse)
+        self._policy = wrap_policy(self, value)
+        # the kernel actions this policy has rules for; it is asked about no others
+        governs = getattr(self._policy, "governs_kernel", None)
+        self.governs = frozenset(governs) if governs is not None else frozenset({"spawn", "send", "signal", "vfs"})
+        self.police_spawn = "spawn" in self.governs
+        self.police_send = "send" in self.governs     # read on every send: a plain bool
+        self.police_signal = "signal" in self.governs
 
     # -- handler table ----------------------------------------------------------------
     def _build_table(self) -> None:
@@ -216,6 +222,9 @@ class Kernel(Lifecycle, Handlers, Introspection):
             raise KernelError("a driver needs a non-empty name")
         if name in self.drivers:
             raise KernelError(f"a driver named {name!r} is already registered")
+        check = getattr(self.policy, "check_driver", None)
+        if check is not None:
+            check(name, driver)  # e.g. a tool typed by a class the ontology does not have
         hook = getattr(driver, "on_register", None)
         if hook is not None:
             hook(self, name)
@@ -242,6 +251,7 @@ class Kernel(Lifecycle, Handlers, Introspection):
         self._wakeup = asyncio.Event()
         try:
             proc = self._create(None, init, args, (), quota, False, priority, None, name)
+            self.grant_device(proc, SPAWN, Right.SPAWN)  # init may spawn; it passes this on or not
             for dev in grants:
                 self.grant_device(proc, dev)
             self.init = proc

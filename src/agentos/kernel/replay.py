@@ -84,6 +84,19 @@ class JournalPolicy:
         i = self._next.get(pid, 0) + ahead
         return rows[i].action if i < len(rows) else None
 
+    @property
+    def governs_kernel(self) -> frozenset[str]:
+        """The kernel actions the recorded run asked policy about, so replay asks the same."""
+        out: set[str] = set()
+        for rows in self.journal.decisions.values():
+            for e in rows:
+                a = e.action if isinstance(e.action, str) else ""
+                if a in ("spawn", "send"):
+                    out.add(a)
+                elif a.startswith(("signal.", "vfs.")):
+                    out.add(a.split(".", 1)[0])
+        return frozenset(out)
+
     def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> "Decision":
         from .kernel import Decision
 

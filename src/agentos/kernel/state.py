@@ -40,6 +40,11 @@ class KernelState:
     metrics_folder: "Metrics"
     audit: Any
     policy: Any
+    governs: frozenset[str]
+    police_spawn: bool
+    police_send: bool
+    police_signal: bool
+    authorize: Callable[..., bool]
     next_pid: int
     _dying: "list[tuple[Process, Any, Any]]"
     _draining: bool
