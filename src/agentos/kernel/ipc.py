@@ -16,7 +16,7 @@ from ..abi.syscalls import Recv, Send
 from ..abi.types import KERNEL_PID, Message, WaitKind
 from . import args as A
 from .caps import PROC, R_ANY, R_SEND
-from .process import EXITED, Process
+from .process import EXITED, PARK, Process
 
 if TYPE_CHECKING:
     from .kernel import Kernel

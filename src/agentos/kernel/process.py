@@ -16,6 +16,7 @@ from ..abi.types import ExitReason, Message, ProcState, WaitKind
 if TYPE_CHECKING:
     from .accounts import Account
     from .caps import Cap
+    from .devices import Handle
     from .memory import MemorySpace
     from .trap import Sys
 
@@ -82,7 +83,7 @@ class Process:
         self.account: Account | None = None
         self.caps: dict[int, Cap] = {}
         self.devices: dict[str, int] | None = None       # device name → held cap ref
-        self.handles: dict[int, tuple[Any, ...]] | None = None  # handle → (driver, dh, cap, name, actions)
+        self.handles: dict[int, Handle] | None = None        # open devices, by handle number
         self.mailbox: deque[Message] | None = None         # made on first queued message
         self.recv_match: Any = None                        # waiting in recv: matcher or True
         self.blocked_senders: deque[tuple[Process, Message]] | None = None
