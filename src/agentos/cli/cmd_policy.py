@@ -1,4 +1,4 @@
-"""`agentctl policy validate|test` and `agentctl audit verify`."""
+"""`agentctl policy validate|test|run` (the flight-recorder commands are in cmd_audit.py)."""
 from __future__ import annotations
 
 import os
@@ -42,9 +42,7 @@ def _outcome(d: Any) -> str:
 def register(app: typer.Typer) -> None:
     policy_app = typer.Typer(help="Check policy files (.agents/security.md) and what they decide.",
                              no_args_is_help=True)
-    audit_app = typer.Typer(help="The flight recorder: verify the keyed audit chain.", no_args_is_help=True)
     app.add_typer(policy_app, name="policy")
-    app.add_typer(audit_app, name="audit")
     register_run(policy_app)
 
     @policy_app.command("validate")
@@ -100,23 +98,6 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{failed} case(s) failed", err=True)
             raise typer.Exit(1)
 
-    @audit_app.command("verify")
-    def verify(directory: Optional[Path] = typer.Option(None, "--dir",
-                                                         help="audit directory (default $AGENTOS_HOME/audit)")) -> None:
-        """Walk the HMAC chain and the anchor; report the first bad record (exit 1)."""
-        from ..audit.keys import AuditKeyError
-        from ..audit.recorder import verify_dir
-
-        d = directory or Path(os.environ.get("AGENTOS_HOME", ".agentos")) / "audit"
-        try:
-            report = verify_dir(d)
-        except (FileNotFoundError, AuditKeyError) as e:
-            typer.echo(f"cannot verify: {e}", err=True)
-            raise typer.Exit(2)
-        typer.echo(report.summary(), err=not report.ok)
-        if not report.ok:
-            raise typer.Exit(1)
-
 
 def register_run(policy_app: typer.Typer) -> None:
     @policy_app.command("run")
@@ -159,7 +140,13 @@ def register_run(policy_app: typer.Typer) -> None:
             typer.echo("note: the policy sets observability.flight_recorder: false; the flight recorder "
                        "stays on under agentctl policy run (it cannot be turned off from the policy file)",
                        err=True)
-        rec = FlightRecorder.open(d, durability=dur)
+        from ..audit import AuditKeyError, AuditLogError
+
+        try:
+            rec = FlightRecorder.open(d, durability=dur)
+        except (AuditLogError, AuditKeyError) as e:
+            typer.echo(f"error: flight recorder {d}: {e}", err=True)
+            raise typer.Exit(2)
         callback = PromptApprover() if approve == "prompt" else (lambda r: False) if approve == "deny" else None
         chan = ApprovalChannel(callback, timeout_ms=timeout * 1000)
         k = Kernel(policy=engine, audit=rec, approvals=chan)

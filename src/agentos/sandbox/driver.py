@@ -467,7 +467,7 @@ class SandboxDriver(Driver):
             return
         keep: set[int] = set()
         for proc in list(k.procs.values()):
-            p = proc
+            p: Any = proc
             while p is not None:
                 if p.pid in self.confined:
                     keep.add(p.pid)
