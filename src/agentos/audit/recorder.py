@@ -154,15 +154,16 @@ class FlightRecorder:
         if why is not None:
             raise AuditAnchorLost(f"refusing to continue the audit log: {why}{fix}")
         seq, last = anchor.count, anchor.last_mac if anchor.count else GENESIS
-        start = max(anchor.count - 1, 0)
-        for rec in _safe_iter(backend.audit_records(start)):
+        reached = anchor.count == 0
+        for rec in _safe_iter(backend.audit_records(max(anchor.count - 1, 0))):
             if isinstance(rec, BaseException):
                 raise AuditLogError(f"the audit log cannot be read past record {seq}: {rec}")
-            if rec.seq <= anchor.count:
-                if rec.seq == anchor.count and rec.mac == anchor.last_mac:
+            if not reached:
+                if getattr(rec, "seq", None) == anchor.count and getattr(rec, "mac", None) == anchor.last_mac:
+                    reached = True
                     continue
-                raise AuditAnchorLost(f"refusing to continue the audit log: record {rec.seq} is not the one "
-                                      f"the anchor vouches for (the log was rewritten){fix}")
+                raise AuditAnchorLost(f"refusing to continue the audit log: record {anchor.count} is not the "
+                                      f"one the anchor vouches for (the log was rewritten){fix}")
             problem = record_problem(rec)
             if problem is None and (rec.seq != seq + 1 or rec.prev != last or rec.mac != record_mac(
                     self._key, rec.seq, rec.time, rec.wall, rec.pid, rec.kind, rec.data, rec.prev)):
@@ -171,8 +172,9 @@ class FlightRecorder:
                 raise AuditLogError(f"refusing to continue the audit log: record {seq + 1} past the anchor "
                                     f"does not verify ({problem})")
             seq, last = rec.seq, rec.mac
-        if seq < anchor.count:
-            raise AuditAnchorLost(f"refusing to continue the audit log: it ends at record {seq} but the "
+        if not reached:
+            n = sum(1 for _ in backend.audit_records(0))
+            raise AuditAnchorLost(f"refusing to continue the audit log: it ends at record {n} but the "
                                   f"anchor vouches for {anchor.count} (the tail was cut){fix}")
         return seq, last
 
