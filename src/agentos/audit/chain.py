@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+from .encode import _dumps  # compact ASCII JSON, C encoder built once
+
 GENESIS = "0" * 64
 ANCHOR_LOST = "anchor_lost"
 _HEX = frozenset("0123456789abcdef")
@@ -87,9 +89,10 @@ def _show(v: Any) -> str:
 
 
 def leaf_data(rec: AuditRecord) -> bytes:
-    """The bytes a record contributes to the Merkle tree: every field, MAC included."""
-    return json.dumps([rec.seq, repr(float(rec.time)), repr(float(rec.wall)), rec.pid, rec.kind, rec.data,
-                       rec.prev, rec.mac], separators=(",", ":"), ensure_ascii=True).encode()
+    """The bytes a record contributes to the Merkle tree: every field, MAC included, as
+    compact ASCII JSON `[seq, "time", "wall", pid, kind, data, prev, mac]`."""
+    return _dumps([rec.seq, repr(float(rec.time)), repr(float(rec.wall)), rec.pid, rec.kind, rec.data,
+                   rec.prev, rec.mac]).encode()
 
 
 def _body(seq: int, time: float, wall: float, pid: int, kind: str, data: str, prev: str) -> bytes:

@@ -175,8 +175,21 @@ def _safe_repr(v: Any) -> str:
     return _ADDR.sub(" at 0x?", r[: MAX_STR + 1])
 
 
-def _dumps(tree: Any) -> str:
-    return json.dumps(tree, separators=(",", ":"), sort_keys=True, ensure_ascii=True, allow_nan=False)
+def _make_dumps() -> Any:
+    """json.dumps(tree, separators=(",", ":"), sort_keys=True, ensure_ascii=True,
+    allow_nan=False), with the C encoder built once (a tree is acyclic: no marker checks)."""
+    from json import encoder as _enc
+
+    make = getattr(_enc, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return lambda tree: json.dumps(tree, separators=(",", ":"), sort_keys=True, ensure_ascii=True,
+                                       allow_nan=False)
+    c = make(None, None, _enc.encode_basestring_ascii, None, ":", ",", True, False, False)
+    join = "".join
+    return lambda tree: join(c(tree, 0))
+
+
+_dumps = _make_dumps()
 
 
 def to_tree(value: Any) -> Any:
