@@ -221,7 +221,12 @@ class FlightRecorder:
                 self.append(ev.pid, ev.kind, ev.data)
                 n += 1
         if n:
-            self.commit()
+            try:
+                self.commit()
+            except Exception as e:  # the records stay pending and go with the next commit
+                k = self._kernel
+                if k is not None:
+                    k.events.emit(0, "audit_error", f"{type(e).__name__}: {e}")
 
     # -- writing ----------------------------------------------------------------------
     def append(self, pid: int, kind: str, data: Any) -> AuditRecord:
