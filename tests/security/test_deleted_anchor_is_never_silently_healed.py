@@ -127,3 +127,9 @@ def test_reanchor_refuses_when_nothing_was_lost(tmp_path: Path) -> None:
     make_log(tmp_path, 3)
     with pytest.raises(AuditLogError, match="nothing to re-anchor"):
         reanchor_dir(tmp_path, accept_loss=True, key=KEY)
+
+
+def test_a_garbage_database_is_a_clean_refusal(tmp_path: Path) -> None:
+    (tmp_path / "audit.db").write_bytes(b"garbage" * 1000)
+    with pytest.raises(AuditLogError, match="cannot (open|read) the audit log"):
+        FlightRecorder.open(tmp_path, key=KEY)

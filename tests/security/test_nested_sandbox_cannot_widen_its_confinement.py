@@ -142,3 +142,20 @@ def test_a_narrower_nested_sandbox_is_allowed():
     out = run_sandboxed(OPENER, args=[["narrower", {"limits": {"cpu_s": 1, "nproc": 2}}], ["same", {}]],
                         limits=SandboxLimits(cpu_s=3))
     assert out.result == {"narrower": "opened", "same": "opened"}, out.result
+
+
+def test_a_second_sandbox_device_is_no_way_around_the_cage():
+    """The monitor holds two sandbox devices; the code asks the other one. Both share the
+    kernel's confinement registry, so the open is nested all the same."""
+    from agentos.sandbox import install
+
+    code = r'''
+async def main(sys, args):
+    try:
+        await sys.open("sandbox2", {"code": "async def main(s, a): pass", "namespaces": False})
+        await sys.log("info", "result", got="opened")
+    except Exception as e:
+        await sys.log("info", "result", got=type(e).__name__ + ": " + str(e))
+'''
+    out = run_sandboxed(code, setup=lambda k: install(k, "sandbox2"), grant=("sandbox2",))
+    assert "namespaces off" in out.result["got"], out.result

@@ -127,9 +127,17 @@ class FlightRecorder:
             from .checkpoint import load_signing_key
 
             kw["signing_key"] = load_signing_key(directory)
-        backend = SqliteAuditBackend(directory, durability)
+        import sqlite3
+
+        try:
+            backend = SqliteAuditBackend(directory, durability)
+        except sqlite3.Error as e:
+            raise AuditLogError(f"cannot open the audit log in {directory}: {type(e).__name__}: {e}") from None
         try:
             return cls(backend, k, **kw)
+        except sqlite3.Error as e:
+            backend.close()
+            raise AuditLogError(f"cannot read the audit log in {directory}: {type(e).__name__}: {e}") from None
         except BaseException:
             backend.close()
             raise

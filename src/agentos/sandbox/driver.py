@@ -27,6 +27,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import weakref
 from collections import deque
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -376,6 +377,20 @@ def _kill_uid(uid: int) -> None:
     os.waitpid(pid, 0)
 
 
+_CAGES: "weakref.WeakKeyDictionary[Any, tuple[dict[int, confine.Confinement], dict[int, int]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _cages(kernel: Any) -> tuple[dict[int, confine.Confinement], dict[int, int]]:
+    """The confinement registry of `kernel` (one per kernel, whatever device opened)."""
+    if kernel is None:
+        return {}, {}
+    found = _CAGES.get(kernel)
+    if found is None:
+        found = _CAGES[kernel] = ({}, {})
+    return found
+
+
 class SandboxDriver(Driver):
     """Starts sandboxed children. Register with `agentos.sandbox.install(kernel)`."""
 
@@ -390,10 +405,12 @@ class SandboxDriver(Driver):
         self.started = 0
         self.history: deque[tuple[int, int, int | None]] = deque(maxlen=1024)
         """(owner pid, OS pid, uid) of the most recent children, for audits and tests."""
-        self.confined: dict[int, confine.Confinement] = {}
+        cages = _cages(kernel)
+        self.confined: dict[int, confine.Confinement] = cages[0]
         """pid → the cage of the sandbox it opened: that process, and every one below it,
-        stands for sandboxed code from then on."""
-        self._nested_live: dict[int, int] = {}   # root pid → live nested sandboxes in its tree
+        stands for sandboxed code from then on. Shared by every sandbox device of a kernel,
+        so a second device is no way around the first one's cage."""
+        self._nested_live: dict[int, int] = cages[1]   # root pid → live nested sandboxes in its tree
         self._prune_at = 1024
 
     def confinement(self, pid: int) -> confine.Confinement | None:
