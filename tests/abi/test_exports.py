@@ -24,6 +24,27 @@ def test_public_api_is_pinned():
         assert hasattr(agentos, name), name
 
 
+AUDIT = {
+    "Anchor", "AuditAnchorLost", "AuditBackend", "AuditKeyError", "AuditLogError", "AuditRecord",
+    "AuditUnavailable", "Checkpoint", "CheckpointError", "ENV_KEY", "FlightRecorder", "GENESIS",
+    "MemoryAuditBackend", "SqliteAuditBackend", "VerifyReport", "encode", "load_key", "load_public_key",
+    "load_signing_key", "make_anchor", "make_record", "prove", "reanchor", "reanchor_dir", "verify",
+    "verify_dir", "verify_log", "verify_proof",
+}
+SANDBOX = {"DEFAULT_ALLOW", "SandboxDriver", "SandboxLimits", "SandboxViolation", "describe_status",
+           "install", "sandbox", "to_wire"}
+
+
+def test_audit_and_sandbox_apis_are_pinned():
+    import agentos.audit
+    import agentos.sandbox
+
+    for mod, names in ((agentos.audit, AUDIT), (agentos.sandbox, SANDBOX)):
+        assert set(mod.__all__) == names, mod.__name__
+        for name in names:
+            assert hasattr(mod, name), (mod.__name__, name)
+
+
 def test_syscall_table_covers_the_design_surface():
     names = {spec.name for spec in table()}
     design = {"pid", "self_cap", "now", "budget", "log", "send", "recv", "register", "unregister",
@@ -42,6 +63,6 @@ def test_syscall_table_covers_the_design_surface():
 def test_import_is_light():
     code = ("import sys, agentos; heavy = [m for m in ('jsonschema', 'typer', 'rich', 'openai', "
             "'wasmtime', 'owlready2', 'pyoxigraph', 'rustworkx', 'nats', 'psycopg', 'mcp', 'llama_cpp', "
-            "'prometheus_client', 'yaml') if m in sys.modules]; print(heavy)")
+            "'prometheus_client', 'yaml', 'cryptography', 'pyseccomp') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

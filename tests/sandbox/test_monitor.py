@@ -162,7 +162,7 @@ async def main(sys, args):
     await sys.pid()
 '''
     out = run_sandboxed(code)
-    assert "protocol violation (a request that is not a JSON object)" in out.reason, out.reason
+    assert "protocol violation (a frame that is not JSON" in out.reason, out.reason
     assert out.sibling == "normal"
 
 

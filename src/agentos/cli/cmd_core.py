@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
 
         from ..kernel import AllowAll, Kernel
         from ..kernel.history import attach_history
-        from .render import Narrator, exit_style, history_table
+        from .render import Narrator, exit_style, history_table, untrusted
         from .render import console as render_console
         from .strict import CliNoPolicy
 
@@ -98,8 +98,8 @@ def register(app: typer.Typer) -> None:
             res = k.run(module.init, **kw)
         console.print(history_table(history, title=f"processes of {file.name}"))
         m = k.metrics()
-        console.print(f"[bold]init[/] ended [{exit_style(str(res.reason))}]{res.reason}[/]"
-                      f"{'' if res.value is None else f' → {res.value!r:.200}'}")
+        console.print(f"[bold]init[/] ended [{exit_style(str(res.reason))}]{untrusted(str(res.reason))}[/]"
+                      f"{'' if res.value is None else ' → ' + untrusted(repr(res.value), 200)}")
         console.print(f"{m['spawned']} processes, {m['syscalls_total']} syscalls, {m['tokens']} tokens, "
                       f"{m['tool_calls']} tool calls, ${m['usd']:.6f}; exits: {m['exits']}")
         if run_id is not None:

@@ -32,7 +32,7 @@ def kernel_tour(seed: int, record: bool) -> None:
     from ..kernel import AllowAll, Kernel
     from ..kernel.history import attach_history
     from . import demo_kernel
-    from .render import Narrator, exit_style, history_table
+    from .render import Narrator, exit_style, history_table, untrusted
     from .render import console as render_console
 
     console = render_console()
@@ -54,7 +54,7 @@ def kernel_tour(seed: int, record: bool) -> None:
     console.print()
     console.print(history_table(history, title="every process, and what it cost"))
     m = k.metrics()
-    console.print(f"init: [{exit_style(str(res.reason))}]{res.reason}[/] ({res.value}); "
+    console.print(f"init: [{exit_style(str(res.reason))}]{untrusted(str(res.reason))}[/] ({untrusted(res.value)}); "
                   f"{m['spawned']} processes, {m['syscalls_total']} syscalls, {m['tool_calls']} tool calls; "
                   f"exits {m['exits']}")
     if run_id is not None:
