@@ -6,7 +6,7 @@ import pytest
 from agentos import Kernel
 from agentos.abi.errors import PolicyDenied
 from agentos.abi.types import Right, Signal
-from agentos.kernel.kernel import AllowAll, Decision
+from agentos import AllowAll, Decision
 from agentos.vfs import (AccessDenied, EscapeError, HostDirBackend, MemoryBackend, MemoryKV, NotFound,
                          ReadOnly, StoreBackend, TooLarge, VfsError, install)
 
@@ -125,9 +125,9 @@ def test_checkpoints_are_filed_by_the_kernel_on_sigusr1():
         await sys.kill(cap)
         return names, cp["segments"][0]["body"], denied
     k = Kernel(policy=AllowAll(), deterministic=True)
-    k.vfs.checkpointer  # the default kernel VFS does not take over SIGUSR1...
-    assert k.checkpointer is None
-    install(k)  # ...until asked
+    vfs = k.extensions["vfs"]
+    assert vfs not in k.observers  # the default kernel VFS does not take over SIGUSR1...
+    assert install(k) is vfs and vfs in k.observers  # ...until asked
     res = k.run(body)
     assert res.value == (["1"], "state", "ReadOnly")
 

@@ -1,11 +1,12 @@
 """The agentos ABI: types, errors, the driver protocol and the syscall table. No logic."""
-from .driver import Driver, DriverHandle, DriverResult
+from .driver import Driver, DriverHandle, DriverHost, DriverResult
 from .errors import (
     ABIMismatch, AgentOSError, BadHandle, BadRequest, CapError, DriverError, DriverTimeout,
     InternalError, Interrupted, KernelError, MailboxFull, NameTaken, NoSuchDevice,
     NondeterminismError, OutOfMemory, PolicyDenied, QuotaExceeded, RateLimited, SyscallError,
     ToolError, UpstreamError,
 )
+from .policy import Decision, Policy
 from .syscalls import SYSCALLS, SyscallSpec
 from .types import (
     ABI_VERSION, KERNEL_PID, Budget, CapRef, Cost, Down, ExitKind, ExitReason, Message, Pid,
@@ -14,10 +15,11 @@ from .types import (
 
 __all__ = [
     "ABI_VERSION", "KERNEL_PID", "ABIMismatch", "AgentOSError", "BadHandle", "BadRequest", "Budget",
-    "CapError", "CapRef", "Cost", "Down", "Driver", "DriverError", "DriverHandle", "DriverResult",
+    "CapError", "CapRef", "Cost", "Decision", "Down", "Driver", "DriverError", "DriverHandle", "DriverHost",
+    "DriverResult",
     "DriverTimeout", "ExitKind",
     "ExitReason", "InternalError", "Interrupted", "KernelError", "MailboxFull", "Message",
-    "NameTaken", "NoSuchDevice", "NondeterminismError", "OutOfMemory", "Pid", "PolicyDenied",
+    "NameTaken", "NoSuchDevice", "NondeterminismError", "OutOfMemory", "Pid", "Policy", "PolicyDenied",
     "ProcState", "Quota", "QuotaExceeded", "RateLimited", "Right", "SYSCALLS", "Segment", "SegmentKind", "Signal",
     "SignalMessage", "SyscallError", "SyscallSpec", "ToolError", "UpstreamError",
 ]

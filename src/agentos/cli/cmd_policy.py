@@ -134,7 +134,7 @@ def register_run(policy_app: typer.Typer) -> None:
         import asyncio
 
         from ..audit import FlightRecorder
-        from ..kernel import Kernel
+        from .. import Kernel
         from ..policy import ApprovalChannel, PolicyEngine, PolicyLoadError
         from ..policy.approval_io import ApprovalServer, PromptApprover
         from .cmd_core import load_program

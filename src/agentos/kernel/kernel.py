@@ -3,8 +3,10 @@
 What belongs here: the trampoline that drives process coroutines, the handler table,
 spawn/exit, and the glue between subsystems. What does not: the semantics of any one
 syscall group (ipc, signals, devices, memory, caps live in their own modules) and any
-policy, storage or network logic (those plug in through hooks: `policy`, `journal`,
-event sinks, `install_syscall`).
+policy, storage, file-system or network logic. Those plug in through the kernel's hooks:
+`policy`, `journal`, `install_syscall`, `install_sender`, observers (`add_observer`, see
+observer.py) and extensions run at construction (`KernelConfig.extensions`; the VFS is
+one). Nothing under `agentos.kernel` imports `agentos.vfs` or `agentos.store`.
 
 Invariants: exactly one process runs at a time; a handler returns a value (the process
 continues in the same quantum), raises a `SyscallError` (thrown into the process), or
@@ -48,6 +50,9 @@ from .decision import AllowAll, Decision, NoPolicy
 from .handlers import Handlers
 from .introspect import Introspection
 from .lifecycle import Lifecycle, _NO_QUOTA, _pin_forever
+from .caps import _KIND_NAMES
+from .driverport import driver_port
+from .observer import HOOKS, BootInfo, Extension, Observer, default_extensions, overrides
 
 
 @dataclass
@@ -71,6 +76,9 @@ class KernelConfig:
     pager: Pager | None = None
     recaller: Callable[[], Recaller] | None = None
     switch_batch: int = 512            # process switches between looks at asyncio
+    extensions: dict[str, Extension] | None = None
+                                       # install(kernel) callables run at construction, by name;
+                                       # None: the defaults `agentos` registers (the VFS)
 
 
 @dataclass(frozen=True)
@@ -111,8 +119,12 @@ class Kernel(Lifecycle, Handlers, Introspection):
         self.policy = cfg.policy if cfg.policy is not None else NoPolicy()
         self.audit: Any = cfg.audit
         self.approvals: Any = cfg.approvals
-        self.checkpointer: Callable[[Process], Any] | None = None
-        self.boot_hooks: list[Callable[[Process, dict[str, Any]], None]] = []  # record_run
+        self.observers: list[Observer] = []  # see add_observer; hooks wired per override
+        self._on_spawn: list[Callable[[Process], None]] = []
+        self._on_exit: list[Callable[[Process, ExitReason], None]] = []
+        self._on_checkpoint: list[Callable[[Process], str | None]] = []
+        self._senders: dict[int, Callable[[Process, Any, Any], Any]] = {}
+        self.extensions: dict[str, Any] = {}  # what each extension installed, by name
         self.io_tick = 0                   # await points with I/O in flight (replay timing)
         self.replay_io = ReplayIO(self) if self.replaying else None
         self.ipc = IPC(self)
@@ -142,9 +154,9 @@ class Kernel(Lifecycle, Handlers, Introspection):
             attach = getattr(part, "attach", None)
             if attach is not None:
                 attach(self)
-        from ..vfs import install as install_vfs  # stdlib only; the /agent tree costs a dict
-
-        self.vfs = install_vfs(self, checkpoints=False)
+        exts = default_extensions() if cfg.extensions is None else cfg.extensions
+        for ext_name, install in exts.items():
+            self.extensions[ext_name] = install(self)
         self._booted_parts = True
 
     @property
@@ -215,7 +227,7 @@ class Kernel(Lifecycle, Handlers, Introspection):
             raise KernelError(f"a driver named {name!r} is already registered")
         hook = getattr(driver, "on_register", None)
         if hook is not None:
-            hook(self, name)
+            hook(driver_port(self, name))  # a driver gets a narrow DriverHost, never the kernel
         self.drivers[name] = driver
 
     def register_image(self, image: ProcessImage | Callable[..., Any]) -> ProcessImage:
@@ -242,9 +254,10 @@ class Kernel(Lifecycle, Handlers, Introspection):
             for dev in grants:
                 self.grant_device(proc, dev)
             self.init = proc
-            for hook in self.boot_hooks:
-                hook(proc, {"args": args, "grant": grants, "quota": quota, "name": name,
-                            "priority": priority})
+            if self.observers:
+                info = BootInfo(args, tuple(grants), quota, name, priority)
+                for obs in list(self.observers):
+                    obs.booted(self, proc, info)
             try:
                 await self._loop()
             except BaseException:
@@ -502,11 +515,17 @@ class Kernel(Lifecycle, Handlers, Introspection):
             raise KernelError(f"snapshot: no live process {pid}")
         return snapshot(self, proc)
 
-    def restore(self, snap: dict[str, Any], image: Any) -> int:
-        """Start `image` again with the state in `snap`; refuses another ABI version. Returns the pid."""
+    def restore(self, snap: dict[str, Any], image: Any, *, parent: int | None = None) -> int:
+        """Start `image` again with the state in `snap`; refuses another ABI version. Returns
+        the pid. `parent` (a live pid) carves the budget from that process; by default init."""
         from .snapshot import restore
 
-        return restore(self, snap, image)
+        par = None
+        if parent is not None:
+            par = self.procs.get(parent)
+            if par is None or par.state is EXITED:
+                raise KernelError(f"restore: no live parent process {parent}")
+        return restore(self, snap, image, parent=par)
 
     @staticmethod
     def replay_from(store: Any, run_id: str, **kw: Any) -> Any:
@@ -516,10 +535,71 @@ class Kernel(Lifecycle, Handlers, Introspection):
         return replay_from(store, run_id, **kw)
 
     def checkpoint(self, proc: Process) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer(proc)
-        else:
-            self.events.emit(proc.pid, "checkpoint", None)
+        """SIGUSR1: every observer takes its checkpoint, then one `checkpoint` event."""
+        label = None
+        for take in self._on_checkpoint:
+            try:
+                got = take(proc)
+            except Exception as e:  # an observer's failure is recorded, never the process's
+                self.events.emit(KERNEL_PID, "observer_error", f"checkpoint: {type(e).__name__}: {e}")
+                continue
+            if label is None:
+                label = got
+        self.events.emit(proc.pid, "checkpoint", label)
+
+    # -- extension points -----------------------------------------------------------------
+    def add_observer(self, obs: Observer) -> None:
+        """Plug `obs` in (see `Observer`). Hooks it does not override cost nothing."""
+        if not isinstance(obs, Observer):
+            raise KernelError(f"add_observer: {type(obs).__name__} is not an agentos Observer")
+        if obs in self.observers:
+            raise KernelError("add_observer: this observer is already attached")
+        obs.attached(self)
+        self.observers.append(obs)
+        for hook in HOOKS:
+            if not overrides(obs, hook):
+                continue
+            fn = getattr(obs, hook)
+            if hook == "spawned":
+                self._on_spawn.append(fn)
+            elif hook == "exited":
+                self._on_exit.append(fn)
+            elif hook == "checkpoint":
+                self._on_checkpoint.append(fn)
+            elif hook == "flushed":
+                self.events.add_sink(fn)
+            elif hook == "journaled" and self.journal is not None:
+                self.journal.sinks.append(fn)
+
+    def install_sender(self, kind: str, handler: Callable[[Process, Any, Any], Any]) -> None:
+        """Route `send` on capabilities of `kind` (not "process") to `handler(proc, cap, req)`.
+
+        This is where a remote proxy plugs in: `dial` hands out caps of kind "remote", and
+        the distribution layer installs the sender that puts their messages on the wire.
+        The handler answers like any syscall handler (a value, a `SyscallError`, or PARK)."""
+        if kind not in _KIND_NAMES or kind == "process":
+            choices = ", ".join(k for k in _KIND_NAMES if k != "process")
+            raise KernelError(f"install_sender: kind must be one of {choices}, got {kind!r}")
+        if not callable(handler):
+            raise KernelError(f"install_sender: the handler must be callable, got {type(handler).__name__}")
+        self._senders[_KIND_NAMES.index(kind)] = handler
+
+    def grant_process(self, holder: int, target: int, rights: Right = Right.SEND | Right.MONITOR) -> int:
+        """Give live process `holder` a capability to live process `target`; returns its ref.
+
+        The kernel's own authority (an operator or a boot script wiring processes up), not
+        a process's: no process can call this."""
+        h, t = self.procs.get(holder), self.procs.get(target)
+        for pid, p in ((holder, h), (target, t)):
+            if p is None or p.state is EXITED:
+                raise KernelError(f"grant_process: no live process {pid}")
+        try:
+            bits = int(Right.parse(rights)) if not isinstance(rights, bool) else 0
+        except (TypeError, ValueError, AttributeError) as e:
+            raise KernelError(f"grant_process: bad rights {rights!r}: {e}") from None
+        if not bits:
+            raise KernelError(f"grant_process: rights must name at least one right, got {rights!r}")
+        return self.caps.grant(h, PROC, t, bits).ref  # type: ignore[arg-type]
 
     def authorize(self, proc: Process, action: str, args: Any, req: Any = None) -> bool:
         """Ask policy about an action on the world, before the driver runs.
@@ -577,7 +657,11 @@ class Kernel(Lifecycle, Handlers, Introspection):
             self.wake(proc, value)
 
     def send_other(self, proc: Process, cap: Any, req: Any) -> Any:
-        """A send on a non-process capability: remote proxies plug in here."""
-        raise CapError(f"send: the capability designates a {cap.describe()['kind']}, not a process")
+        """A send on a non-process capability: the sender installed for its kind answers."""
+        handler = self._senders.get(cap.kind)
+        if handler is None:
+            raise CapError(f"send: the capability designates a {cap.describe()['kind']}, not a process")
+        return handler(proc, cap, req)
 
-__all__ = ["AgentOSError", "AllowAll", "Decision", "Kernel", "KernelConfig", "NoPolicy", "RunResult"]
+
+__all__ = ["Kernel", "KernelConfig", "RunResult"]

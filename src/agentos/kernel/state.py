@@ -46,6 +46,8 @@ class KernelState:
     _append: Callable[[tuple[Any, ...]], None]
     _now: Callable[[], float]
     _push: "Callable[[Process], None]"
+    _on_spawn: "list[Callable[[Process], None]]"   # observer hooks (observer.py)
+    _on_exit: "list[Callable[..., None]]"
     # implemented by Kernel or another mixin
     wake: Callable[..., None]
     requeue: Callable[..., None]

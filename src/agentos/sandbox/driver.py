@@ -25,14 +25,11 @@ import sys
 import tempfile
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..abi.driver import Driver, DriverResult
+from ..abi.driver import Driver, DriverHost, DriverResult
 from ..abi.errors import DriverError
-from ..abi.types import Cost, Pid, fault
-
-if TYPE_CHECKING:
-    from ..kernel.kernel import Kernel
+from ..abi.types import Cost, Pid
 
 STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
 EOF_GRACE_S = 0.5
@@ -101,6 +98,7 @@ class _Child:
         self.dead: dict[str, Any] | None = None
         self.closed = False
         self.said_exit = False
+        self.host: DriverHost | None = None  # set by the driver that started it
         assert popen.stdout is not None and popen.stdin is not None and popen.stderr is not None
         self.rfd, self.wfd, self.efd = popen.stdout.fileno(), popen.stdin.fileno(), popen.stderr.fileno()
         for fd in (self.rfd, self.wfd, self.efd):
@@ -342,10 +340,8 @@ class SandboxDriver(Driver):
 
     name = "sandbox"
 
-    def __init__(self, kernel: "Kernel | None" = None, name: str = "sandbox",
-                 python: str = sys.executable) -> None:
+    def __init__(self, name: str = "sandbox", python: str = sys.executable) -> None:
         self.name = name
-        self.kernel = kernel
         self.python = python
         self.live: set[_Child] = set()
         self.started = 0
@@ -385,8 +381,9 @@ class SandboxDriver(Driver):
             raise DriverError(f"{self.name}: cannot start the child: {e}") from None
         child = _Child(self, owner, popen, uid, workdir, own, limits.max_line)
         self.live.add(child)
-        if self.kernel is not None:  # a live child can act (die) while every process waits
-            self.kernel.external_source(1)
+        child.host = self.host  # the kernel its owner runs on, for the child's whole life
+        if child.host is not None:  # a live child can act (die) while every process waits
+            child.host.keep_alive(1)
         self.started += 1
         self.history.append((int(owner), popen.pid, uid))
         child.queue(cfg)
@@ -409,24 +406,15 @@ class SandboxDriver(Driver):
     def released(self, child: _Child) -> None:
         if child in self.live:
             self.live.discard(child)
-            if self.kernel is not None:
-                self.kernel.external_source(-1)
+            if child.host is not None:
+                child.host.keep_alive(-1)
 
     def child_died(self, child: _Child, dead: dict[str, Any]) -> None:
         """A child died while its monitor was not reading: end the monitor now."""
-        k = self.kernel
-        proc = k.procs.get(child.owner) if k is not None else None
-        if proc is not None:
-            assert k is not None
-            # this runs in an event-loop callback, outside the dispatch loop: count it as an
-            # I/O completion so that the processes it wakes (waitpid, Down) get the loop's
-            # attention even when nothing else is in flight
-            k.io_started()
-            try:
-                k.events.emit(child.owner, "sandbox_dead", dead["status"])
-                k.terminate(proc, fault(f"sandboxed child {dead['status']}"))
-            finally:
-                k.io_finished()
+        host = child.host
+        if host is not None and host.alive(child.owner):
+            host.emit(child.owner, "sandbox_dead", dead["status"])
+            host.fail(child.owner, f"sandboxed child {dead['status']}")
 
     def shutdown(self) -> None:
         for child in list(self.live):

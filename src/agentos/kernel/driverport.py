@@ -1,0 +1,67 @@
+"""What a driver gets of the kernel: the `DriverPort` built at `register_driver`.
+
+Drivers are ring 1: they may know a caller's priority and the clock, write an event,
+keep the loop alive while something outside can still act, and end a process whose
+backing resource died. They never see the process table, the capability table or the
+accounts. The port reaches the kernel through a weak reference, so a driver kept past
+its kernel's life (one pool serving several runs) neither keeps the kernel alive nor
+acts on it after it is gone.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from ..abi.driver import DriverPort
+from ..abi.types import Pid, fault
+from .process import EXITED
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+
+
+def driver_port(kernel: "Kernel", name: str) -> DriverPort:
+    """The `DriverHost` a driver registered as `name` on `kernel` receives."""
+    ref = weakref.ref(kernel)
+    now = kernel.clock.now
+
+    def priority(pid: Pid) -> int:
+        k = ref()
+        p = k.procs.get(pid) if k is not None else None
+        return p.priority if p is not None else -1
+
+    def alive(pid: Pid) -> bool:
+        k = ref()
+        p = k.procs.get(pid) if k is not None else None
+        return p is not None and p.state is not EXITED
+
+    def emit(pid: Pid, kind: str, data: Any) -> None:
+        k = ref()
+        if k is not None:
+            k.events.emit(pid, kind, data)
+
+    def keep_alive(delta: int) -> None:
+        k = ref()
+        if k is not None:
+            k.external_source(delta)
+
+    def fail(pid: Pid, why: str) -> bool:
+        k = ref()
+        proc = k.procs.get(pid) if k is not None else None
+        if k is None or proc is None or proc.state is EXITED:
+            return False
+        # this runs in an event-loop callback, outside the dispatch loop: count it as an
+        # I/O completion so that the processes it wakes (waitpid, Down) get the loop's
+        # attention even when nothing else is in flight
+        k.io_started()
+        try:
+            k.terminate(proc, fault(why))
+        finally:
+            k.io_finished()
+        return True
+
+    return DriverPort(name, now=now, priority=priority, alive=alive, emit=emit, keep_alive=keep_alive,
+                      fail=fail)
+
+
+__all__ = ["driver_port"]
