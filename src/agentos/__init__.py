@@ -24,7 +24,7 @@ from .kernel.memory import DropOldestPager, Pager
 from .kernel.observer import BootInfo, Observer
 from .kernel.observer import default_extension as _default_extension
 from .kernel.recall import Bm25Recaller, KeywordRecaller, Recaller
-from .kernel.recall_vector import VectorRecaller
+from .kernel.recall_vector import VectorRecaller, minilm_embed
 from .vfs.core import extension as _vfs_extension
 
 _default_extension("vfs", _vfs_extension)
@@ -39,5 +39,5 @@ __all__ = [
     "NoPolicy", "NoSuchDevice", "NondeterminismError", "Observer", "OutOfMemory", "Pager", "Pid", "Policy",
     "PolicyDenied", "ProcState", "ProcessHistory", "ProcessImage", "Quota", "QuotaExceeded", "RealClock",
     "Recaller", "Right", "RunResult", "Segment", "SegmentKind", "Signal", "SignalMessage", "Sys",
-    "SyscallError", "ToolError", "VectorRecaller", "VirtualClock", "__version__", "digest",
+    "SyscallError", "ToolError", "VectorRecaller", "VirtualClock", "__version__", "digest", "minilm_embed",
 ]

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from agentos import Kernel
+from agentos import AllowAll, Decision, Kernel
 from agentos.abi.errors import PolicyDenied
 from agentos.abi.types import Right, Signal
-from agentos import AllowAll, Decision
 from agentos.vfs import (AccessDenied, EscapeError, HostDirBackend, MemoryBackend, MemoryKV, NotFound,
                          ReadOnly, StoreBackend, TooLarge, VfsError, install)
 
@@ -289,7 +288,7 @@ def test_memory_mount_values_are_copied_not_shared():
 
 
 def test_vfs_backend_reads_are_journaled_and_replayed(tmp_path):
-    from agentos.kernel.journal import Journal
+    from agentos import Journal
     (tmp_path / "f.txt").write_text("v1")
 
     async def body(sys, _):
@@ -308,7 +307,7 @@ def test_vfs_backend_reads_are_journaled_and_replayed(tmp_path):
     k2 = Kernel(policy=AllowAll(), deterministic=True, mode="replay", journal=Journal(k.journal.entries))
     install(k2, mounts={"/host": HostDirBackend(str(tmp_path))})
     assert k2.run(body, grant=["vfs:/host"]).value == live
-    from agentos.kernel.events import digest
+    from agentos import digest
     assert digest(k.events) == digest(k2.events)  # byte-identical event log
 
 

@@ -9,12 +9,12 @@ from .errors import (
 from .policy import Decision, Policy
 from .syscalls import SYSCALLS, SyscallSpec
 from .types import (
-    ABI_VERSION, KERNEL_PID, Budget, CapRef, Cost, Down, ExitKind, ExitReason, Message, Pid,
+    ABI_VERSION, KERNEL_PID, USD_SCALE, Budget, CapRef, Cost, Down, ExitKind, ExitReason, Message, Pid,
     ProcState, Quota, Right, Segment, SegmentKind, Signal, SignalMessage,
 )
 
 __all__ = [
-    "ABI_VERSION", "KERNEL_PID", "ABIMismatch", "AgentOSError", "BadHandle", "BadRequest", "Budget",
+    "ABI_VERSION", "KERNEL_PID", "USD_SCALE", "ABIMismatch", "AgentOSError", "BadHandle", "BadRequest", "Budget",
     "CapError", "CapRef", "Cost", "Decision", "Down", "Driver", "DriverError", "DriverHandle", "DriverHost",
     "DriverResult",
     "DriverTimeout", "ExitKind",

@@ -254,11 +254,11 @@ class Kernel(Lifecycle, Handlers, Introspection):
             for dev in grants:
                 self.grant_device(proc, dev)
             self.init = proc
-            if self.observers:
-                info = BootInfo(args, tuple(grants), quota, name, priority)
-                for obs in list(self.observers):
-                    obs.booted(self, proc, info)
             try:
+                if self.observers:
+                    info = BootInfo(args, tuple(grants), quota, name, priority)
+                    for obs in list(self.observers):
+                        obs.booted(self, proc, info)
                 await self._loop()
             except BaseException:
                 try:  # no process outlives a kernel that stopped on an error
