@@ -23,7 +23,7 @@ import time as _time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ..kernel.kernel import Decision
+from ..abi.policy import Decision
 from .loader import PolicyLoadError, PolicySpec, parse_policy, read_policy_text
 from .ontology import SubsumptionIndex, load_ontology
 from .rules import Rule
