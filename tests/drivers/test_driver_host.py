@@ -192,6 +192,16 @@ def test_emit_keep_alive_and_fail_act_on_the_kernel():
     assert [e.data for e in k.events.events(kind="backing_dead")] == [{"why": "test"}]
 
 
+@pytest.mark.parametrize("delta", [0, 2, -2, 10**9, "1", 1.0, None, True])
+def test_keep_alive_takes_only_plus_or_minus_one(delta):
+    k = Kernel()
+    spy = Spy()
+    k.register_driver(spy)
+    assert spy.host is not None
+    with pytest.raises(ValueError, match=r"keep_alive takes \+1 or -1"):
+        spy.host.keep_alive(delta)
+
+
 def test_without_keep_alive_the_same_wait_is_a_deadlock():
     k = Kernel(policy=AllowAll(), deterministic=True)
 

@@ -283,6 +283,29 @@ def test_grant_process_refuses_dead_or_unknown_pids():
         k.grant_process(1, 1)
 
 
+@pytest.mark.parametrize("pid", [[1], "1", None, 1.5, True, float("nan"), -1, 2**80])
+def test_grant_process_and_restore_refuse_junk_pids(pid):
+    got = []
+
+    class Wire(Observer):
+        def booted(self, kernel, init, boot):
+            for call in (lambda: kernel.grant_process(pid, init.pid),
+                         lambda: kernel.grant_process(init.pid, pid),
+                         lambda: kernel.restore({}, init.image, parent=pid if pid is not None else [])):
+                try:
+                    call()
+                except KernelError as e:
+                    got.append(str(e))
+
+    async def body(sys, _):
+        return None
+
+    k = Kernel(policy=AllowAll(), deterministic=True)
+    k.add_observer(Wire())
+    assert k.run(body).reason == NORMAL
+    assert len(got) == 3 and all("no live" in g for g in got)
+
+
 async def loop(sys, _):
     await sys.remember("kept")
     while True:

@@ -25,15 +25,19 @@ def driver_port(kernel: "Kernel", name: str) -> DriverPort:
     ref = weakref.ref(kernel)
     now = kernel.clock.now
 
-    def priority(pid: Pid) -> int:
+    def live(pid: Any) -> Any:
         k = ref()
-        p = k.procs.get(pid) if k is not None else None
+        if k is None or type(pid) is not int:
+            return None
+        p = k.procs.get(pid)
+        return p if p is not None and p.state is not EXITED else None
+
+    def priority(pid: Pid) -> int:
+        p = live(pid)
         return p.priority if p is not None else -1
 
     def alive(pid: Pid) -> bool:
-        k = ref()
-        p = k.procs.get(pid) if k is not None else None
-        return p is not None and p.state is not EXITED
+        return live(pid) is not None
 
     def emit(pid: Pid, kind: str, data: Any) -> None:
         k = ref()
@@ -41,15 +45,18 @@ def driver_port(kernel: "Kernel", name: str) -> DriverPort:
             k.events.emit(pid, kind, data)
 
     def keep_alive(delta: int) -> None:
+        if type(delta) is not int or delta not in (1, -1):
+            raise ValueError(f"{name}: keep_alive takes +1 or -1, got {delta!r}")
         k = ref()
         if k is not None:
             k.external_source(delta)
 
     def fail(pid: Pid, why: str) -> bool:
         k = ref()
-        proc = k.procs.get(pid) if k is not None else None
-        if k is None or proc is None or proc.state is EXITED:
+        proc = live(pid)
+        if k is None or proc is None:
             return False
+        why = why if isinstance(why, str) else repr(why)
         # this runs in an event-loop callback, outside the dispatch loop: count it as an
         # I/O completion so that the processes it wakes (waitpid, Down) get the loop's
         # attention even when nothing else is in flight

@@ -79,10 +79,11 @@ class ExtensionPoints(KernelState):
 
         The kernel's own authority (an operator or a boot script wiring processes up), not
         a process's: no process can call this."""
-        h, t = self.procs.get(holder), self.procs.get(target)
+        h = self.procs.get(holder) if type(holder) is int else None
+        t = self.procs.get(target) if type(target) is int else None
         for pid, p in ((holder, h), (target, t)):
             if p is None or p.state is EXITED:
-                raise KernelError(f"grant_process: no live process {pid}")
+                raise KernelError(f"grant_process: no live process {pid!r}")
         try:
             bits = int(Right.parse(rights)) if not isinstance(rights, bool) else 0
         except (TypeError, ValueError, AttributeError) as e:

@@ -522,9 +522,9 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
 
         par = None
         if parent is not None:
-            par = self.procs.get(parent)
+            par = self.procs.get(parent) if type(parent) is int else None
             if par is None or par.state is EXITED:
-                raise KernelError(f"restore: no live parent process {parent}")
+                raise KernelError(f"restore: no live parent process {parent!r}")
         return restore(self, snap, image, parent=par)
 
     @staticmethod
