@@ -11,7 +11,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
-from ..abi.errors import KernelError
 from ..abi.types import ExitReason, Message, ProcState
 
 if TYPE_CHECKING:
@@ -64,6 +63,7 @@ class ProcessImage:
     @staticmethod
     def from_entry(entry: dict[str, Any]) -> "ProcessImage":
         """Import the image an `entry()` describes; a `KernelError` says why it cannot be found."""
+        from ..abi.errors import KernelError
         from .images import load_image
 
         if not isinstance(entry, dict):
