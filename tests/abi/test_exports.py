@@ -8,13 +8,15 @@ import agentos
 from agentos.abi.syscalls import SYSCALLS, table
 
 EXPECTED = {
-    "ABI_VERSION", "AgentOSError", "AllowAll", "BadHandle", "Budget", "CapError", "CapRef", "Cost",
-    "Decision", "Down", "Driver", "DriverError", "DriverResult", "ExitKind", "ExitReason",
-    "InternalError", "Interrupted", "Journal", "JournalEntry", "Kernel", "KernelConfig", "KernelError",
-    "Message", "NameTaken", "NoPolicy", "NoSuchDevice", "NondeterminismError", "OutOfMemory", "Pid",
-    "PolicyDenied", "ProcState", "ProcessImage", "Quota", "QuotaExceeded", "RealClock", "Right",
-    "RunResult", "Segment", "SegmentKind", "Signal", "SignalMessage", "Sys", "SyscallError",
-    "ToolError", "VirtualClock", "__version__",
+    "ABI_VERSION", "AgentOSError", "AllowAll", "BadHandle", "Bm25Recaller", "BootInfo", "Budget",
+    "CapError", "CapRef", "Cost", "Decision", "Down", "Driver", "DriverError", "DriverHost",
+    "DriverResult", "DropOldestPager", "Event", "ExitKind", "ExitReason", "InternalError",
+    "Interrupted", "Journal", "JournalEntry", "Kernel", "KernelConfig", "KernelError",
+    "KeywordRecaller", "Message", "NameTaken", "NoPolicy", "NoSuchDevice", "NondeterminismError",
+    "Observer", "OutOfMemory", "Pager", "Pid", "Policy", "PolicyDenied", "ProcState", "ProcessHistory",
+    "ProcessImage", "Quota", "QuotaExceeded", "RealClock", "Recaller", "Right", "RunResult", "Segment",
+    "SegmentKind", "Signal", "SignalMessage", "Sys", "SyscallError", "ToolError", "VectorRecaller",
+    "VirtualClock", "__version__", "digest", "minilm_embed",
 }
 
 
@@ -43,6 +45,32 @@ def test_audit_and_sandbox_apis_are_pinned():
         assert set(mod.__all__) == names, mod.__name__
         for name in names:
             assert hasattr(mod, name), (mod.__name__, name)
+
+
+def test_each_public_name_is_listed_once():
+    assert len(agentos.__all__) == len(set(agentos.__all__))
+
+
+def test_decision_lives_in_the_abi():
+    from agentos import abi
+
+    assert agentos.Decision is abi.Decision and agentos.Decision.__module__ == "agentos.abi.policy"
+    assert "Decision" in abi.__all__ and "Policy" in abi.__all__
+
+
+def test_examples_and_benchmarks_import_only_public_names():
+    """User code (the examples, the benchmarks) never reaches into kernel modules."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    bad = []
+    for path in sorted([*root.joinpath("examples").rglob("*.py"), *root.joinpath("bench").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            bad += [f"{path.name}:{node.lineno}: {n}" for n in names if n.startswith("agentos.kernel")]
+    assert bad == []
 
 
 def test_syscall_table_covers_the_design_surface():

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from agentos import Kernel
+from agentos import AllowAll, Decision, Journal, Kernel
 from agentos.abi.types import Quota
 from agentos.drivers.tools import ToolsDriver, tool
-from agentos.kernel.journal import Journal
-from agentos.kernel.kernel import AllowAll, Decision
 from agentos.sandbox import SandboxLimits, install, sandbox, to_wire
 
 from sbx import run_sandboxed

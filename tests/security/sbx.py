@@ -5,8 +5,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from agentos import Kernel
-from agentos.kernel.kernel import AllowAll
+from agentos import AllowAll, Kernel
 from agentos.sandbox import SandboxLimits, install, sandbox
 
 

@@ -5,10 +5,9 @@ import pytest
 
 pytest.importorskip("wasmtime")
 
-from agentos import Kernel
+from agentos import AllowAll, Kernel
 from agentos.abi.errors import DriverError
 from agentos.drivers.wasm import WasmDriver
-from agentos.kernel.kernel import AllowAll
 
 import wasm_modules as W
 

@@ -61,8 +61,7 @@ def register(app: typer.Typer) -> None:
         refuses every action on the world."""
         from rich.console import Console
 
-        from ..kernel import AllowAll, Kernel
-        from ..kernel.history import attach_history
+        from .. import AllowAll, Kernel, ProcessHistory
         from .render import Narrator, exit_style, history_table, untrusted
         from .render import console as render_console
         from .strict import CliNoPolicy
@@ -71,7 +70,7 @@ def register(app: typer.Typer) -> None:
         module = load_program(file)
         k = Kernel(deterministic=deterministic, seed=seed, policy=CliNoPolicy("run"),
                    event_batch=1 if narrate else 4096)
-        history = attach_history(k)
+        history = ProcessHistory.attach(k)
         if narrate:
             k.events.add_raw_sink(Narrator(console).observe)
         if hasattr(module, "setup"):

@@ -29,8 +29,7 @@ def kernel_tour(seed: int, record: bool) -> None:
     """A supervised team of scripted agents with tools: a restart, a budget kill, refusals."""
     from rich.rule import Rule
 
-    from ..kernel import AllowAll, Kernel
-    from ..kernel.history import attach_history
+    from .. import AllowAll, Kernel, ProcessHistory
     from . import demo_kernel
     from .render import Narrator, exit_style, history_table, untrusted
     from .render import console as render_console
@@ -40,7 +39,7 @@ def kernel_tour(seed: int, record: bool) -> None:
     console.print("A supervisor keeps a calculator agent alive; a planner uses it by name; a spender "
                   "has a budget of 3 tool calls; an intruder tries to act without capabilities.\n")
     k = Kernel(deterministic=True, seed=seed, policy=AllowAll(), event_batch=1)
-    history = attach_history(k)
+    history = ProcessHistory.attach(k)
     k.events.add_raw_sink(Narrator(console).observe)
     demo_kernel.setup(k)
     run_id = None

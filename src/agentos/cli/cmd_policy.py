@@ -64,7 +64,7 @@ def _load(file: Path, tools: Optional[str], drivers: Optional[str], resolver: An
     except PolicyLoadError as e:
         _invalid(e)
     if resolver is not None:
-        eng._tool_resolver = resolver
+        eng.set_tool_resolver(resolver)
     return eng
 
 
@@ -246,7 +246,7 @@ def register_run(policy_app: typer.Typer) -> None:
         import math
 
         from ..audit import FlightRecorder
-        from ..kernel import Kernel
+        from .. import Kernel
         from ..policy import ApprovalChannel, PolicyEngine, PolicyLoadError
         from ..policy.approval_io import ApprovalServer, PromptApprover
         from .cmd_core import load_program

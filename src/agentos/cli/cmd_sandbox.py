@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         """Run FILE sandboxed; print its result, exit reason and what the sandbox achieved."""
         from rich.console import Console
 
-        from ..kernel import AllowAll, Kernel
+        from .. import AllowAll, Kernel
         from ..sandbox import DEFAULT_ALLOW, SandboxLimits, install, sandbox
         from .render import untrusted
 

@@ -27,19 +27,15 @@ import secrets
 import signal
 import subprocess
 import sys
-import weakref
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..abi.driver import Driver, DriverResult
+from ..abi.driver import Driver, DriverHost, DriverResult
 from ..abi.errors import DriverError
 from ..abi.types import Cost, Pid, fault
 from . import confine
 from .frames import FrameError, parse_frame
-
-if TYPE_CHECKING:
-    from ..kernel.kernel import Kernel
 
 STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
 EOF_GRACE_S = 0.5
@@ -116,6 +112,7 @@ class _Child:
         self.dead: dict[str, Any] | None = None
         self.closed = False
         self.said_exit = False
+        self.host: DriverHost | None = None  # set by the driver that started it
         assert popen.stdout is not None and popen.stdin is not None and popen.stderr is not None
         self.rfd, self.wfd, self.efd = popen.stdout.fileno(), popen.stdin.fileno(), popen.stderr.fileno()
         for fd in (self.rfd, self.wfd, self.efd):
@@ -377,53 +374,38 @@ def _kill_uid(uid: int) -> None:
     os.waitpid(pid, 0)
 
 
-_CAGES: "weakref.WeakKeyDictionary[Any, tuple[dict[int, confine.Confinement], dict[int, int]]]" = \
-    weakref.WeakKeyDictionary()
-
-
-def _cages(kernel: Any) -> tuple[dict[int, confine.Confinement], dict[int, int]]:
-    """The confinement registry of `kernel` (one per kernel, whatever device opened)."""
-    if kernel is None:
-        return {}, {}
-    found = _CAGES.get(kernel)
-    if found is None:
-        found = _CAGES[kernel] = ({}, {})
-    return found
-
-
 class SandboxDriver(Driver):
     """Starts sandboxed children. Register with `agentos.sandbox.install(kernel)`."""
 
     name = "sandbox"
 
-    def __init__(self, kernel: "Kernel | None" = None, name: str = "sandbox",
-                 python: str = sys.executable) -> None:
+    def __init__(self, name: str = "sandbox", python: str = sys.executable) -> None:
         self.name = name
-        self.kernel = kernel
         self.python = python
         self.live: set[_Child] = set()
         self.started = 0
         self.history: deque[tuple[int, int, int | None]] = deque(maxlen=1024)
         """(owner pid, OS pid, uid) of the most recent children, for audits and tests."""
-        cages = _cages(kernel)
-        self.confined: dict[int, confine.Confinement] = cages[0]
+        self.confined: dict[int, confine.Confinement] = {}
         """pid → the cage of the sandbox it opened: that process, and every one below it,
         stands for sandboxed code from then on. Shared by every sandbox device of a kernel,
         so a second device is no way around the first one's cage."""
-        self._nested_live: dict[int, int] = cages[1]   # root pid → live nested sandboxes in its tree
+        self._nested_live: dict[int, int] = {}   # root pid → live nested sandboxes in its tree
         self._prune_at = 1024
+
+    def on_register(self, host: DriverHost) -> None:
+        super().on_register(host)
+        # one registry per kernel, whichever sandbox device opened: a second device is no
+        # way around the first one's cage
+        self.confined, self._nested_live = host.shared("sandbox.cages", lambda: ({}, {}))
 
     def confinement(self, pid: int) -> confine.Confinement | None:
         """The cage `pid` lives in: its own sandbox's, or its nearest confined ancestor's."""
-        k = self.kernel
-        proc = k.procs.get(pid) if k is not None else None
-        if proc is None:
-            return self.confined.get(pid)
-        while proc is not None:  # a PCB keeps its parent even after the parent exits
-            c = self.confined.get(proc.pid)
+        chain = self.host.lineage(pid) if self.host is not None else (pid,)
+        for p in chain:
+            c = self.confined.get(p)
             if c is not None:
                 return c
-            proc = proc.parent
         return None
 
     def open(self, owner: Pid, params: Any) -> _Child:
@@ -470,8 +452,9 @@ class SandboxDriver(Driver):
         self.live.add(child)
         if nested:
             self._nested_live[conf.root] = self._nested_live.get(conf.root, 0) + 1
-        if self.kernel is not None:  # a live child can act (die) while every process waits
-            self.kernel.external_source(1)
+        child.host = self.host  # the kernel its owner runs on, for the child's whole life
+        if child.host is not None:  # a live child can act (die) while every process waits
+            child.host.keep_alive(1)
         self.started += 1
         self.history.append((int(owner), popen.pid, uid))
         child.queue(cfg)
@@ -479,16 +462,12 @@ class SandboxDriver(Driver):
 
     def _prune(self) -> None:
         """Forget cages no live process is inside (keeps `confined` bounded)."""
-        k = self.kernel
-        if k is None or len(self.confined) < self._prune_at:
+        host = self.host
+        if host is None or len(self.confined) < self._prune_at:
             return
         keep: set[int] = set()
-        for proc in list(k.procs.values()):
-            p: Any = proc
-            while p is not None:
-                if p.pid in self.confined:
-                    keep.add(p.pid)
-                p = p.parent
+        for pid in host.live_pids():
+            keep.update(p for p in host.lineage(pid) if p in self.confined)
         keep.update(c.owner for c in self.live)
         keep.update(root for root, n in self._nested_live.items() if n)
         for pid in [p for p in self.confined if p not in keep]:
@@ -497,21 +476,8 @@ class SandboxDriver(Driver):
 
     def audit(self, pid: int, kind: str, data: dict[str, Any]) -> None:
         """An event, and a flight-recorder record when the kernel has a recorder."""
-        k = self.kernel
-        if k is None:
-            return
-        k.events.emit(pid, kind, data)
-        rec = getattr(k, "audit", None)
-        if rec is None:
-            return
-        note = getattr(rec, "note", None)
-        try:
-            if note is not None:
-                note(pid, kind, data)
-            else:
-                rec.append(pid, kind, data)
-        except Exception as e:  # the recorder says why in its own error event; the kill stands
-            k.events.emit(pid, "audit_error", f"{type(e).__name__}: {e}")
+        if self.host is not None:
+            self.host.record(pid, kind, data)
 
     def action(self, op: str, handle: Any, req: Any) -> None:
         return None  # talking to the child is not an action; what it asks for is checked
@@ -541,24 +507,15 @@ class SandboxDriver(Driver):
                     self._nested_live[root] = n
                 else:
                     self._nested_live.pop(root, None)
-            if self.kernel is not None:
-                self.kernel.external_source(-1)
+            if child.host is not None:
+                child.host.keep_alive(-1)
 
     def child_died(self, child: _Child, dead: dict[str, Any]) -> None:
         """A child died while its monitor was not reading: end the monitor now."""
-        k = self.kernel
-        proc = k.procs.get(child.owner) if k is not None else None
-        if proc is not None:
-            assert k is not None
-            # this runs in an event-loop callback, outside the dispatch loop: count it as an
-            # I/O completion so that the processes it wakes (waitpid, Down) get the loop's
-            # attention even when nothing else is in flight
-            k.io_started()
-            try:
-                k.events.emit(child.owner, "sandbox_dead", dead["status"])
-                k.terminate(proc, fault(f"sandboxed child {dead['status']}"))
-            finally:
-                k.io_finished()
+        host = child.host
+        if host is not None and host.alive(child.owner):
+            host.emit(child.owner, "sandbox_dead", dead["status"])
+            host.fail(child.owner, f"sandboxed child {dead['status']}")
 
     def shutdown(self) -> None:
         for child in list(self.live):
