@@ -239,8 +239,9 @@ class Kernel(Lifecycle, Handlers, Introspection):
         self._wakeup = asyncio.Event()
         try:
             proc = self._create(None, init, args, (), quota, False, priority, None, name)
-            for dev in grants:
-                self.grant_device(proc, dev)
+            # init is "spawned" with its grants: like any process, its `sys.caps` lists them
+            proc.spawn_caps = tuple(self.grant_device(proc, dev) for dev in grants)
+            proc.sys.caps = proc.spawn_caps  # type: ignore[union-attr]
             self.init = proc
             for hook in self.boot_hooks:
                 hook(proc, {"args": args, "grant": grants, "quota": quota, "name": name,
