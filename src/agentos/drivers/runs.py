@@ -63,8 +63,10 @@ def step_text(step_type: str, payload: dict[str, Any], limit: int) -> str:
             out = f"error: {res['message']}"
         else:
             out = res if isinstance(res, str) else _dumps(res)
-        return _cut(f"{payload.get('action') or payload.get('device')} {_dumps(payload.get('request'))} → {out}",
-                    limit)
+        req = payload.get("request")
+        if isinstance(req, dict) and set(req) == {"tool", "args"}:   # a tools device call: its arguments
+            req = req["args"]
+        return _cut(f"{payload.get('action') or payload.get('device')} {_dumps(req)} → {out}", limit)
     return _cut(f"{step_type}: {_dumps(payload)}", limit)
 
 
