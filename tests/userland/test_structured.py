@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -20,7 +21,7 @@ SCHEMA = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 1
     ("   ", "empty"),
     ("not json", "not JSON: Expecting value"),
     ('{"n": 1', "not JSON"),
-    ('{"n": 11}', "n: 11 is greater than the maximum"),
+    ('{"n": 11}', "n: fails maximum 10 (11 is greater than the maximum"),
     ('{"n": "1"}', "is not of type 'integer'"),
     ('{"n": 1, "m": 2}', "Additional properties"),
     ("[" * 100_000 + "]" * 100_000, "nests too deeply"),
@@ -28,7 +29,7 @@ SCHEMA = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 1
     ("x" * (1 << 21), "over the"),
 ])
 def test_malformed_replies_are_errors_that_say_what_was_wrong(text, needle):
-    with pytest.raises(ModelOutputError, match=needle):
+    with pytest.raises(ModelOutputError, match=re.escape(needle)):
         parse_json(text, SCHEMA, what="count")
 
 

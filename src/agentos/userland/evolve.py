@@ -42,7 +42,7 @@ MUTATE_SYSTEM = ("You improve system prompts for AI agents. Given a prompt and t
                  "write a better prompt. Answer in JSON.")
 CROSS_SYSTEM = ("You combine two system prompts for AI agents into one that keeps the strengths of "
                 "both. Answer in JSON.")
-MAX_PROMPT = 1200
+MAX_PROMPT = 600
 _PROMPT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"prompt": {"type": "string", "minLength": 20, "maxLength": MAX_PROMPT}},

@@ -21,7 +21,7 @@ from .structured import ModelOutputError, ask_json, bounded_text
 SYSTEM = ("You write system prompts for AI agents. A good system prompt says who the agent is, "
           "what it must achieve, the rules it follows and how it uses its tools, in a few plain "
           "sentences addressed to the agent as \"you\". Answer in JSON.")
-MAX_PROMPT = 1200
+MAX_PROMPT = 600
 MIN_PROMPT = 20
 PROMPT_SCHEMA: dict[str, Any] = {
     "type": "object",

@@ -73,9 +73,13 @@ def check_schema(data: Any, schema: dict[str, Any], what: str) -> None:
     except RecursionError:
         raise ModelOutputError(f"{what}: the reply nests too deeply to check") from None
     if errors:
-        detail = "; ".join(f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message[:200]}"
-                           for e in errors[:3])
+        detail = "; ".join(f"{'/'.join(str(p) for p in e.absolute_path) or '(root)'}: fails "
+                           f"{e.validator} {str(e.validator_value)[:60]} ({_short(e.message)})" for e in errors[:3])
         raise ModelOutputError(f"{what}: the reply does not match the schema: {detail}")
+
+
+def _short(text: str, n: int = 160) -> str:
+    return text if len(text) <= n else text[: n // 2] + " … " + text[-n // 2:]
 
 
 async def ask_json(sys: Sys, handle: int, messages: list[dict[str, Any]], schema: dict[str, Any], *,
