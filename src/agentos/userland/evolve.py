@@ -362,11 +362,12 @@ async def evolve(sys: Sys, seeds: Sequence[Candidate | str], scorer: Scorer,
                  elite: int = 1, llm: str = "llm", mutate_llm: str | None = None,
                  quota: Quota = Quota(tokens=4000), max_tokens: int = 128, model: str | None = None,
                  mutate_tokens: int = 320, target: float | None = None,
-                 mutation_reserve: int = 600) -> EvolveResult:
+                 mutation_reserve: int = 600, fold: Callable[[str], str] | None = None) -> EvolveResult:
     """Evolve prompts from `seeds` against `tasks` (see the module docstring).
 
     A generation starts only if the caller's remaining budget covers `population`
-    candidate quotas plus `mutation_reserve` tokens per child to write."""
+    candidate quotas plus `mutation_reserve` tokens per child to write. `fold`, if given,
+    is applied to every prompt the model writes (to keep lessons a child must carry)."""
     if not 1 <= generations <= 100 or not 1 <= population <= 64 or not 0 <= elite < max(population, 1) + 1:
         raise ValueError("evolve: generations in 1..100, population in 1..64, elite in 0..population")
     task_list = [_task(t) for t in tasks]
@@ -443,6 +444,8 @@ async def evolve(sys: Sys, seeds: Sequence[Candidate | str], scorer: Scorer,
                 await sys.log("warn", "evolve.bad_child", generation=gen + 1, error=str(e))
                 continue
             calls += 1
+            if fold is not None:
+                text = fold(text)
             if text in prompts:
                 continue
             prompts.add(text)

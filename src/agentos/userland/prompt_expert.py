@@ -193,7 +193,7 @@ async def expert_job_main(sys: Sys, args: dict[str, Any]) -> dict[str, Any]:
     res = await evolve(sys, [Candidate(s) for s in seeds], scorer, tasks, generations=opts["generations"],
                        population=opts["population"], elite=opts["elite"], llm=llm,
                        quota=Quota(**opts["candidate_quota"]), max_tokens=opts["max_tokens"],
-                       model=opts["model"], target=1.0)
+                       model=opts["model"], target=1.0, fold=lambda p: fold_lessons(p, lessons))
     best = res.best
     b = await sys.budget()
     spent = int(b.used.get("tokens") or 0) + res.candidate_tokens   # its own calls + its candidates'
