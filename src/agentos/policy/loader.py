@@ -28,9 +28,11 @@ class PolicyLoadError(AgentOSError):
 
 # Action families the kernel's drivers and syscalls name (`<family>.<op>`), and kernel actions.
 ACTION_FAMILIES = frozenset({"tools", "kv", "llm", "local", "mcp", "wasm", "worker", "gateway",
-                             "secure_gateway", "vfs", "sandbox", "net"})
+                             "secure_gateway", "vfs", "sandbox", "net", "lessons", "runs"})
 FAMILY_OPS = {"kv": frozenset({"get", "keys", "has", "set", "delete"}),
-              "vfs": frozenset({"read", "write", "list"})}
+              "vfs": frozenset({"read", "write", "list"}),
+              "lessons": frozenset({"recall", "get", "list", "stats", "add", "forget", "prune"}),
+              "runs": frozenset({"list", "digest"})}
 KERNEL_ACTIONS = frozenset({"spawn", "send", "signal", "spawn_remote", "dial"})
 MODES = ("strict", "permissive", "audit")
 TOP_KEYS = {"kernel", "signals", "policies", "guardrails", "observability"}
