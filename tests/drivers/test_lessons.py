@@ -310,3 +310,24 @@ def test_decay_settings_are_checked():
         LessonIndex(max_lessons=0)
     with pytest.raises(LessonError):
         Lesson.from_dict({"text": "ok text", "uses": -1})
+
+
+words = st.sampled_from(["use", "the", "calculator", "file", "read", "answer", "check", "units", "always", "never"])
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(held=st.lists(st.lists(words, min_size=1, max_size=8), min_size=1, max_size=16),
+       new=st.lists(words, min_size=1, max_size=8))
+def test_property_the_rare_word_lookup_finds_what_a_full_scan_finds(held, new):
+    """Near-duplicate lookup by rare words agrees with a scan of every lesson (short lessons)."""
+    idx = LessonIndex(max_lessons=100)
+    for ws in held:
+        idx.add(Lesson(" ".join(ws)), 0.0)
+    cand = Lesson(" ".join(new))
+    mine = {w for w in new}
+    scan = [l for l in idx.lessons.values()
+            if len(mine & set(l.text.split())) / len(mine | set(l.text.split())) >= idx.dedup]
+    found = idx.duplicate_of(cand)
+    assert (found is None) == (not scan)
+    if found is not None and found.id != cand.id:
+        assert found in scan

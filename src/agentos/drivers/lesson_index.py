@@ -13,16 +13,23 @@ Invariants of a `LessonIndex`:
   score and the uses; only a use (a recall) or a reinforcement (the same lesson learned
   again) raises it;
 - ids come from the text (SHA-256 of its normalised words), so a lesson learned twice is
-  one lesson; a near-duplicate (word-set Jaccard ≥ `dedup`) merges into the existing one;
+  one lesson; a near-duplicate (word-set Jaccard ≥ `dedup`) merges into the existing one.
+  Near-duplicates are looked up by the new lesson's four rarest known words (a lesson that
+  shares most of its words shares some of those), so an add costs the length of short
+  postings lists, not a scan of the memory; for lessons of twenty words and more the
+  lookup can miss a near-duplicate, which then stays a lesson of its own;
 - recall ranks by relevance: reciprocal-rank fusion of the kernel's BM25 recaller and, if
   an embedding function is given, its vector recaller, scaled by strength; ties go to the
-  smaller id, so a ranking is a function of the index and the clock alone.
+  smaller id, so a ranking is a function of the index and the clock alone. In memories of
+  1,000 lessons and more, query words found in over a tenth of them are dropped when
+  rarer ones remain (they weigh little and cost a long postings list).
 """
 from __future__ import annotations
 
 import hashlib
 import heapq
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -206,6 +213,7 @@ class LessonIndex:
         self._by_num: dict[int, str] = {}
         self._next = 1
         self._bm25 = Bm25Recaller()
+        self._df: Counter[str] = Counter()   # lessons containing each word
         self._vec: Any = None
         if embed is not None:
             from ..kernel.recall_vector import VectorRecaller
@@ -222,6 +230,7 @@ class LessonIndex:
         self._num[lesson.id] = n
         self._by_num[n] = lesson.id
         self._bm25.add(n, lesson.text)
+        self._df.update(set(terms(lesson.text)))
         if self._vec is not None:
             self._vec.add(n, lesson.text)
 
@@ -229,6 +238,11 @@ class LessonIndex:
         n = self._num.pop(lid)
         del self._by_num[n]
         self._bm25.remove(n)
+        words = set(terms(self.lessons[lid].text)) if lid in self.lessons else set()
+        self._df.subtract(words)
+        for w in words:
+            if self._df[w] <= 0:
+                del self._df[w]
         if self._vec is not None:
             self._vec.remove(n)
 
@@ -266,8 +280,12 @@ class LessonIndex:
         words = set(terms(new.text))
         if not words:
             return None
+        df = self._df
+        rare = sorted((w for w in words if df.get(w)), key=lambda w: (df[w], w))[:4]
+        if not rare:
+            return None   # no held lesson shares a single word with it
         close = []
-        for n in self._bm25.search(new.text, 8):
+        for n in self._bm25.search(" ".join(rare), 16):
             old = self.lessons[self._by_num[n]]
             other = set(terms(old.text))
             j = len(words & other) / len(words | other)
@@ -278,8 +296,8 @@ class LessonIndex:
     def forget(self, lid: str) -> bool:
         if lid not in self.lessons:
             return False
-        del self.lessons[lid]
         self._unindex(lid)
+        del self.lessons[lid]
         return True
 
     def enforce_bound(self, now: float) -> list[Lesson]:
@@ -317,7 +335,7 @@ class LessonIndex:
         fused: dict[int, float] = {}
         if terms(query):
             wide = max(50, 4 * k)
-            for r, n in enumerate(self._bm25.search(query, wide)):
+            for r, n in enumerate(self._bm25.search(self._prune_query(query), wide)):
                 fused[n] = fused.get(n, 0.0) + 1.0 / (_RRF + r + 1)
             if self._vec is not None:
                 for r, n in enumerate(self._vec.search(query, wide)):
@@ -338,6 +356,20 @@ class LessonIndex:
                 lesson.uses += 1
                 lesson.last_used = max(lesson.last_used, now)
         return [(lesson, rel) for rel, lesson in best]
+
+    def _prune_query(self, query: str) -> str:
+        """In a large memory, words found in more than a tenth of the lessons weigh almost
+        nothing in BM25 (idf under ~2.3, against ~10 for a rare word) but cost a pass over
+        a long postings list: they are left out when the query has rarer words."""
+        n = len(self.lessons)
+        if n < 1000:
+            return query
+        df = self._df
+        words = list(dict.fromkeys(terms(query)))
+        keep = [w for w in words if df.get(w, 0) * 10 <= n]
+        if not keep:
+            keep = [min(words, key=lambda w: (df.get(w, 0), w))]
+        return " ".join(keep)
 
     def strength(self, lid: str, now: float) -> float:
         return self.decay.strength(self.lessons[lid], now)
