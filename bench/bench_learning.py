@@ -176,6 +176,8 @@ def run(quick: bool = True) -> list[dict[str, Any]]:
 
     # -- vectors -----------------------------------------------------------------------------------
     try:
+        if quick:
+            raise ImportError("MiniLM is not loaded in --quick runs (loading and embedding take a minute)")
         from agentos.kernel.recall_vector import minilm_embed
 
         embed = minilm_embed()

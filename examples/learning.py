@@ -23,7 +23,6 @@ persistence, recall, provenance, replay) is the same whichever model runs.
 """
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import re
@@ -122,17 +121,16 @@ async def init(sys: Any, args: Any) -> dict[str, Any]:
 # -- setup: the devices -------------------------------------------------------------------
 
 def setup(kernel: Any) -> None:
-    from agentos.drivers.lessons import LongMemoryDriver, StorePersist
+    """The devices. Long memory and run history both live in the store the run is recorded
+    to ($AGENTOS_HOME/store.db with agentctl run): lessons under `lessons/learning/`."""
+    from agentos.drivers.lessons import LongMemoryDriver
     from agentos.drivers.runs import RunsDriver
     from agentos.drivers.tools import Tool, ToolsDriver
-    from agentos.store import open_default_store
 
-    store = open_default_store()
-    atexit.register(store.close)
     kernel.register_driver(choose_model())
     kernel.register_driver(ToolsDriver([Tool("calculator", calculator, effect="read_only")]))
-    kernel.register_driver(LongMemoryDriver(StorePersist(store, NAME)))
-    kernel.register_driver(RunsDriver(store))
+    kernel.register_driver(LongMemoryDriver(namespace=NAME))
+    kernel.register_driver(RunsDriver())
 
 
 def choose_model() -> Any:

@@ -331,3 +331,24 @@ def test_property_the_rare_word_lookup_finds_what_a_full_scan_finds(held, new):
     assert (found is None) == (not scan)
     if found is not None and found.id != cand.id:
         assert found in scan
+
+
+def test_by_default_lessons_live_in_the_store_the_run_is_recorded_to():
+    from agentos.store import record_run
+
+    store = MemoryStore()
+
+    async def add_one(sys, args):
+        h = await sys.open("lessons")
+        await sys.write(h, {"op": "add", "lessons": [{"text": "kept in the run's own store"}]})
+        return (await sys.read(h, {"op": "stats"}))["count"]
+
+    for recorded in (True, False):
+        k = Kernel(deterministic=True, policy=AllowAll())
+        d = LongMemoryDriver(namespace="team", clock=lambda: 1.0)
+        k.register_driver(d)
+        if recorded:
+            record_run(k, store, "r")
+        assert k.run(add_one, grant=["lessons"]).value == 1
+        assert isinstance(d.persist, StorePersist if recorded else InMemoryPersist)
+    assert [k for k, _ in store.kv_items("lessons/team/")] == [f"lessons/team/{lesson_id('kept in the run s own store')}"]

@@ -122,3 +122,23 @@ def test_a_digest_read_through_the_kernel_is_journaled_and_replays():
     assert rep.identical, str(rep)
     assert json.dumps(rep.result.value, sort_keys=True) == json.dumps({"detail": "answered '41', expected '42'",
                                                                         "ok": False}, sort_keys=True)
+
+
+def test_by_default_the_device_reads_the_store_the_run_is_recorded_to():
+    store = MemoryStore()
+    rid = recorded_run(store)
+
+    async def init(sys, args):
+        try:
+            h = await sys.open("runs")
+        except DriverError as e:
+            return str(e)
+        return [r["run"] for r in await sys.read(h, {"op": "list"})]
+
+    k = Kernel(deterministic=True, policy=AllowAll())
+    k.register_driver(RunsDriver())
+    record_run(k, store, "reader")
+    assert k.run(init, grant=["runs"]).value == [rid]
+    k2 = Kernel(deterministic=True, policy=AllowAll())
+    k2.register_driver(RunsDriver())
+    assert "no store to read runs from" in k2.run(init, grant=["runs"]).value

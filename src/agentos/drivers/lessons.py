@@ -18,7 +18,8 @@ not add). Requests:
 
 Lessons persist through a `MemoryPersist` backend: `StorePersist` keeps them in a store's
 key-value space (SQLite by default, so they survive the kernel), `InMemoryPersist` in
-this process. A write returns once the backend has it; if the backend fails, the write
+this process. Given none, the device uses the store the kernel records its run to (under
+`lessons/<namespace>/`), or memory when the run is not recorded; it looks on first open. A write returns once the backend has it; if the backend fails, the write
 is undone in memory too and the caller gets a `DriverError`. A lesson added without a
 `source_run` is stamped with the run being recorded, if any. The VFS shows a process the
 lessons of every memory it holds a capability for, under
@@ -109,24 +110,41 @@ class LongMemoryDriver(Driver):
     name = "lessons"
 
     def __init__(self, persist: MemoryPersist | None = None, *, name: str = "lessons",
-                 max_lessons: int = 1000, decay: Decay | None = None, dedup: float = 0.8,
-                 embed: Callable[[list[str]], Sequence[Sequence[float]]] | None = None,
+                 namespace: str = "default", max_lessons: int = 1000, decay: Decay | None = None,
+                 dedup: float = 0.8, embed: Callable[[list[str]], Sequence[Sequence[float]]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.name = name
-        self.persist: MemoryPersist = persist if persist is not None else InMemoryPersist()
+        self.namespace = namespace
         self.index = LessonIndex(max_lessons=max_lessons, decay=decay, dedup=dedup, embed=embed)
         self.clock = clock
         self.corrupt: list[str] = []        # stored records that could not be read back
         self._kernel: Any = None
+        self.persist: MemoryPersist = InMemoryPersist()
+        self._loaded = False
+        if persist is not None:
+            self._load(persist)
+
+    def _load(self, persist: MemoryPersist) -> None:
+        self.persist = persist
+        self._loaded = True
         loaded = []
-        for d in self.persist.load():
+        for d in persist.load():
             try:
                 loaded.append(Lesson.from_dict(d))
             except LessonError as e:
                 self.corrupt.append(f"{str(d.get('id') if isinstance(d, dict) else '?')[:40]}: {e}")
         evicted = self.index.load(loaded)
         if evicted:
-            self.persist.delete(evicted)
+            persist.delete(evicted)
+
+    def _ensure_loaded(self) -> None:
+        if self._loaded:
+            return
+        store = getattr(getattr(self._kernel, "recording", None), "store", None)
+        if store is not None and callable(getattr(store, "kv_items", None)):
+            self._load(StorePersist(store, self.namespace))
+        else:
+            self._load(InMemoryPersist())
 
     # -- driver ABI -------------------------------------------------------------------
     def on_register(self, kernel: Any, name: str) -> None:
@@ -137,6 +155,10 @@ class LongMemoryDriver(Driver):
         if params not in (None, {}):
             raise DriverError(f"{self.name}: open takes no parameters (one device is one memory), "
                               f"got {params!r:.80}")
+        try:
+            self._ensure_loaded()
+        except Exception as e:
+            raise DriverError(f"{self.name}: cannot load the memory: {type(e).__name__}: {e}") from None
         return {"owner": owner}
 
     def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any]:
@@ -162,6 +184,7 @@ class LongMemoryDriver(Driver):
 
     def read(self, handle: Any, req: Any) -> DriverResult:
         kind = self._op("read", req)
+        self._ensure_loaded()
         try:
             if kind == "recall":
                 return self._recall(req)
@@ -179,6 +202,7 @@ class LongMemoryDriver(Driver):
 
     def write(self, handle: Any, data: Any) -> DriverResult:
         kind = self._op("write", data)
+        self._ensure_loaded()
         try:
             if kind == "add":
                 return self._add(data)
@@ -323,6 +347,7 @@ class LongMemoryDriver(Driver):
 
     # -- views ----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
+        self._ensure_loaded()
         d = self.index.decay
         return {"count": len(self.index), "max_lessons": self.index.max_lessons, "half_life_s": d.half_life,
                 "age_half_life_s": d.age_half_life, "floor": d.floor, "dedup": self.index.dedup,
@@ -330,6 +355,7 @@ class LongMemoryDriver(Driver):
 
     def semantic_view(self, rel: tuple[str, ...], op: str) -> Any:
         """What the VFS shows under `.../semantic/lessons/<device>`: ids, or one lesson."""
+        self._ensure_loaded()
         if not rel:
             return sorted(self.index.lessons)
         lesson = self.index.lessons.get(rel[0]) if len(rel) == 1 else None

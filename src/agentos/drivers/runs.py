@@ -71,17 +71,28 @@ def step_text(step_type: str, payload: dict[str, Any], limit: int) -> str:
 
 
 class RunsDriver(Driver):
-    """Read-only access to the runs recorded in `store`."""
+    """Read-only access to the runs recorded in `store` (None: the store this kernel
+    records its own run to)."""
 
     name = "runs"
 
-    def __init__(self, store: Any, *, name: str = "runs") -> None:
+    def __init__(self, store: Any = None, *, name: str = "runs") -> None:
         self.store = store
+        self.name = name
+        self._kernel: Any = None
+
+    def on_register(self, kernel: Any, name: str) -> None:
+        self._kernel = kernel
         self.name = name
 
     def open(self, owner: Pid, params: Any) -> dict[str, Any]:
         if params not in (None, {}):
             raise DriverError(f"{self.name}: open takes no parameters")
+        if self.store is None:
+            self.store = getattr(getattr(self._kernel, "recording", None), "store", None)
+            if self.store is None:
+                raise DriverError(f"{self.name}: no store to read runs from: give the device one, or "
+                                  f"record this run (agentctl run records to $AGENTOS_HOME)")
         return {"owner": owner}
 
     def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any]:
