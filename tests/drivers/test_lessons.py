@@ -85,6 +85,7 @@ def test_lessons_persist_across_drivers_in_a_store(tmp_path):
     d, h, clock = drv(persist=StorePersist(store, "team"))
     add(d, h, "Use the calculator for arithmetic.", source_run="r1", source_step=4, outcome="failure")
     d.read(h, {"op": "recall", "query": "calculator", "k": 1})
+    d.close(h)                                   # what the kernel does when the process exits
     store.close()
     store = SqliteStore(tmp_path / "s.db", "fsync")
     d2, h2, _ = drv(persist=StorePersist(store, "team"))
@@ -105,6 +106,11 @@ def test_a_failing_backend_leaves_memory_unchanged():
                 raise OSError("disk full")
             super().save(lessons)
 
+        def delete(self, ids):
+            if self.fail:
+                raise OSError("disk full")
+            super().delete(ids)
+
     p = Broken()
     d, h, _ = drv(persist=p, max_lessons=2)
     add(d, h, "first lesson here", "second lesson here")
@@ -114,9 +120,30 @@ def test_a_failing_backend_leaves_memory_unchanged():
         add(d, h, "third lesson here", "first lesson here")
     assert {i: l.to_dict() for i, l in d.index.lessons.items()} == before
     with pytest.raises(DriverError, match="could not be saved"):
-        d.read(h, {"op": "recall", "query": "first", "k": 1})
+        d.write(h, {"op": "forget", "ids": list(before)})
     assert {i: l.to_dict() for i, l in d.index.lessons.items()} == before
-    assert d.read(h, {"op": "recall", "query": "first", "k": 1, "touch": False}).value[0]["uses"] == 0
+
+
+def test_use_counts_are_saved_on_close_or_with_the_next_write_not_on_every_recall():
+    saves = []
+
+    class Counting(InMemoryPersist):
+        def save(self, lessons):
+            saves.append([d["id"] for d in lessons])
+            super().save(lessons)
+
+    p = Counting()
+    d, h, _ = drv(persist=p)
+    add(d, h, "first lesson here", "second lesson here")
+    saves.clear()
+    for _ in range(5):
+        d.read(h, {"op": "recall", "query": "first", "k": 1})
+    assert saves == [] and d.index.lessons[lesson_id("first lesson here")].uses == 5
+    d.close(h)
+    assert saves == [[lesson_id("first lesson here")]] and p.data[lesson_id("first lesson here")]["uses"] == 5
+    d.read(h, {"op": "recall", "query": "second", "k": 1})
+    add(d, h, "third lesson here")
+    assert set(saves[-1]) == {lesson_id("third lesson here"), lesson_id("second lesson here")}
 
 
 def test_corrupt_stored_records_are_counted_not_loaded():

@@ -44,6 +44,7 @@ READ_OPS = ("recall", "get", "list", "stats")
 WRITE_OPS = ("add", "forget", "prune")
 MAX_BATCH = 100
 MAX_LIST = 1000
+DIRTY_LIMIT = 256   # recalls save their use counts at latest after this many lessons changed
 
 
 class MemoryPersist(Protocol):
@@ -105,7 +106,13 @@ class StorePersist:
 
 class LongMemoryDriver(Driver):
     """A long memory as a device. `clock` gives seconds since the epoch (lessons outlive
-    kernels, whose clocks restart at 0); tests pass their own."""
+    kernels, whose clocks restart at 0); tests pass their own.
+
+    Adds, forgets and prunes are saved before the write returns. A recall only counts a
+    use in memory: use counts are saved when the handle is closed (a process's handles
+    close when it exits), with the next write, or once `DIRTY_LIMIT` lessons are pending,
+    so a recall never waits for the store; a crash can lose the counts of the last few
+    recalls, never a lesson."""
 
     name = "lessons"
 
@@ -121,6 +128,7 @@ class LongMemoryDriver(Driver):
         self._kernel: Any = None
         self.persist: MemoryPersist = InMemoryPersist()
         self._loaded = False
+        self._dirty: set[str] = set()       # lessons whose use counts are not saved yet
         if persist is not None:
             self._load(persist)
 
@@ -244,15 +252,12 @@ class LongMemoryDriver(Driver):
         now = self._now()
         hits = self.index.recall(query, k, now, tags, touch=False)
         if touch and hits:
-            before = [(lesson, lesson.uses, lesson.last_used) for lesson, _ in hits]
             for lesson, _ in hits:
                 lesson.uses += 1
                 lesson.last_used = max(lesson.last_used, now)
-
-            def undo() -> None:
-                for lesson, uses, last in before:
-                    lesson.uses, lesson.last_used = uses, last
-            self._persist([l.to_dict() for l, _ in hits], [], undo=undo)
+                self._dirty.add(lesson.id)
+            if len(self._dirty) >= DIRTY_LIMIT:
+                self.save_uses()
         out = [{**lesson.to_dict(), "relevance": round(rel, 9)} for lesson, rel in hits]
         return DriverResult(out, Cost(reductions=1 + len(out)))
 
@@ -334,7 +339,23 @@ class LongMemoryDriver(Driver):
         self._persist([], [l.id for l in gone], undo=lambda: self.index.load(gone))
         return DriverResult({"forgotten": [l.id for l in gone]}, Cost(reductions=1 + len(gone)))
 
+    def save_uses(self) -> None:
+        """Write the use counts recalls changed since the last save (see the class notes)."""
+        if not self._dirty:
+            return
+        rows = [self.index.lessons[i].to_dict() for i in sorted(self._dirty) if i in self.index.lessons]
+        self._dirty.clear()
+        if rows:
+            self.persist.save(rows)
+
+    def close(self, handle: Any) -> None:
+        self.save_uses()
+
     def _persist(self, save: list[dict[str, Any]], delete: list[str], *, undo: Callable[[], Any]) -> None:
+        if self._dirty:   # a write carries the pending use counts with it
+            ids = {d["id"] for d in save}
+            save = save + [self.index.lessons[i].to_dict() for i in sorted(self._dirty)
+                           if i in self.index.lessons and i not in ids]
         try:
             if save:
                 self.persist.save(save)
@@ -344,6 +365,7 @@ class LongMemoryDriver(Driver):
             undo()
             raise DriverError(f"{self.name}: the memory could not be saved ({type(e).__name__}: {e}); "
                               f"nothing was changed") from None
+        self._dirty.clear()
 
     # -- views ----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
