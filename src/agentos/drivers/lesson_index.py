@@ -257,10 +257,11 @@ class LessonIndex:
             return []
         return [l.id for l in self._evict(max(l.last_used for l in self.lessons.values()))]
 
-    def add(self, new: Lesson, now: float) -> tuple[Lesson, str | None]:
-        """Add `new`, or reinforce the lesson it duplicates. Returns (lesson held, id it merged
-        into or None). Call `enforce_bound(now)` after a batch."""
-        same = self.duplicate_of(new)
+    def add(self, new: Lesson, now: float, dup: Any = ...) -> tuple[Lesson, str | None]:
+        """Add `new`, or reinforce the lesson it duplicates (`dup`, when the caller already
+        looked it up with `duplicate_of`). Returns (lesson held, id it merged into or None).
+        Call `enforce_bound(now)` after a batch."""
+        same = self.duplicate_of(new) if dup is ... else dup
         if same is None:
             self.lessons[new.id] = new
             self._index(new)

@@ -301,7 +301,7 @@ class LongMemoryDriver(Driver):
             dup = index.duplicate_of(lesson)
             if dup is not None and dup.id not in saved and dup.id not in created:
                 saved[dup.id] = copy.copy(dup)
-            held, into = index.add(lesson, now)
+            held, into = index.add(lesson, now, dup)
             if into is None:
                 created.append(held.id)
                 added.append(held.to_dict())
