@@ -215,3 +215,37 @@ def test_a_tournament_checks_its_inputs(kw):
             return type(e).__name__
 
     assert run(body)[2] in ("ValueError", "TypeError")
+
+
+def test_a_candidate_past_its_deadline_is_killed_and_scored_as_an_overrun():
+    """A model that never answers: the candidate is killed at its deadline (real clock, 200 ms)
+    and the tournament goes on with the others."""
+    import asyncio
+
+    from agentos.abi.driver import Driver, DriverResult
+    from agentos.abi.types import Cost
+
+    class Hangs(Driver):
+        name = "llm"
+
+        def read(self, handle, req):
+            if "hang" not in req["messages"][0]["content"]:
+                return DriverResult({"content": ANSWERS[req["messages"][1]["content"]], "tool_calls": []},
+                                    Cost(tokens=10))
+            return asyncio.Event().wait()     # never set
+
+    async def body(sys, args):
+        ranked = await tournament(sys, [Candidate("Use a calculator.", "fast"), Candidate("hang forever", "stuck")],
+                                  Contains(), TASKS[:1], deadline_ms=200)
+        try:
+            await tournament(sys, ["x"], Contains(), TASKS, deadline_ms=float("nan"))
+        except ValueError as e:
+            return ranked, str(e)
+
+    k = Kernel(policy=AllowAll())
+    k.register_driver(Hangs())
+    res = k.run(body, grant=["llm"])
+    ranked, err = res.value
+    assert [(s.candidate.id, s.status) for s in ranked] == [("fast", "ok"), ("stuck", "overrun")]
+    assert ranked[1].detail.startswith("deadline after 0 of 1 tasks")
+    assert "deadline_ms must be a positive number" in err

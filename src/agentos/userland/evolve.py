@@ -238,9 +238,10 @@ def _status(reason: Any) -> str:
 async def tournament(sys: Sys, candidates: Sequence[Candidate | str], scorer: Scorer,
                      tasks: Sequence[Task | str | tuple[str, str]], *, llm: str = "llm",
                      quota: Quota = Quota(tokens=4000), max_tokens: int = 128,
-                     model: str | None = None) -> list[Scored]:
+                     model: str | None = None, deadline_ms: float | None = None) -> list[Scored]:
     """Run every candidate as its own process (budget `quota` each, concurrently), score
-    their outputs, and return them ranked best first."""
+    their outputs, and return them ranked best first. `deadline_ms` (kernel time) bounds
+    each candidate's run: one still running then is killed and scored as an overrun."""
     cands = [c if isinstance(c, Candidate) else Candidate(c) for c in candidates]
     if not cands:
         raise ValueError("tournament: no candidates")
@@ -254,6 +255,9 @@ async def tournament(sys: Sys, candidates: Sequence[Candidate | str], scorer: Sc
         raise TypeError(f"tournament: scorer must be a Scorer, got {type(scorer).__name__}")
     if not isinstance(quota, Quota):
         raise TypeError("tournament: quota must be a Quota")
+    if deadline_ms is not None and (isinstance(deadline_ms, bool) or not isinstance(deadline_ms, (int, float))
+                                    or not math.isfinite(deadline_ms) or deadline_ms <= 0):
+        raise ValueError(f"tournament: deadline_ms must be a positive number of ms, got {deadline_ms!r}")
     me = await sys.self_cap()
     corr = ("tournament", await sys.pid(), sys.next_corr())
     pending: dict[int, Candidate] = {}
@@ -262,6 +266,7 @@ async def tournament(sys: Sys, candidates: Sequence[Candidate | str], scorer: Sc
     for c in cands:
         devices = list(c.persona.device_names()) if c.persona is not None else [llm]
         pid, cap = await sys.spawn(CANDIDATE, name=f"candidate:{c.id}", quota=quota, caps=[*devices, me],
+                                   deadline=deadline_ms,
                                    args={"candidate": c, "tasks": task_list, "llm": llm, "corr": corr,
                                          "reply_index": len(devices), "max_tokens": max_tokens, "model": model})
         await sys.monitor(cap)

@@ -34,9 +34,8 @@ class AddResult:
 
     @property
     def ids(self) -> tuple[str, ...]:
-        """Every lesson the add touched: new ones, then those it reinforced."""
-        return tuple(l.id for l in self.added) + tuple(i for i in self.merged
-                                                       if i not in {l.id for l in self.added})
+        """Every lesson the add touched: new ones, then those it reinforced (each once)."""
+        return tuple(dict.fromkeys([l.id for l in self.added] + list(self.merged)))
 
 
 def lesson_input(lesson: Lesson | dict[str, Any]) -> dict[str, Any]:

@@ -174,7 +174,7 @@ async def expert_job_main(sys: Sys, args: dict[str, Any]) -> dict[str, Any]:
     llm, expert, caller = args["llm"], sys.caps[1], sys.caps[2]
     corr = args["corr"]
     brief = _brief(args["brief"])
-    plan = await call(sys, expert, {"op": "plan", "brief": _brief_dict(brief)})
+    plan = await call(sys, expert, {"op": "plan", "brief": _brief_dict(brief)}, timeout=args.get("timeout_ms"))
     if not isinstance(plan, dict) or "error" in plan:
         raise SyscallError(f"the prompt expert refused the plan: {plan!r:.200}")
     opts = plan["options"]
@@ -211,10 +211,12 @@ EXPERT_JOB = ProcessImage("expert_job", expert_job_main)
 
 
 async def ask_expert(sys: Sys, brief: ForgeBrief, examples: Sequence[tuple[str, str]], *, quota: Quota,
-                     llm: str = "llm", expert: str = "prompt_expert") -> ExpertAnswer:
+                     llm: str = "llm", expert: str = "prompt_expert",
+                     timeout_ms: float | None = 60_000.0) -> ExpertAnswer:
     """Ask the prompt expert for a prompt for `brief`, evolved against `examples`, paid for
     from this process's account (at most `quota`). Raises `SyscallError` if there is no
-    such service or the job ends without an answer (e.g. its budget ran out)."""
+    such service, it does not answer the job within `timeout_ms` (kernel time), or the
+    job ends without an answer (e.g. its budget ran out)."""
     if not isinstance(brief, ForgeBrief):
         raise TypeError(f"ask_expert needs a ForgeBrief, got {type(brief).__name__}")
     ex = [(str(a), str(b)) for a, b in examples]
@@ -228,7 +230,8 @@ async def ask_expert(sys: Sys, brief: ForgeBrief, examples: Sequence[tuple[str, 
     me = await sys.self_cap()
     corr = ("expert", await sys.pid(), sys.next_corr())
     pid, cap = await sys.spawn(EXPERT_JOB, name="expert_job", quota=quota, caps=[llm, svc, me],
-                               args={"brief": _brief_dict(brief), "examples": ex, "llm": llm, "corr": corr})
+                               args={"brief": _brief_dict(brief), "examples": ex, "llm": llm, "corr": corr,
+                                     "timeout_ms": timeout_ms})
     await sys.monitor(cap)
     msg = await sys.recv(match=lambda m: m.corr == corr or (isinstance(m.body, Down) and m.body.pid == pid))
     assert msg is not None
@@ -264,6 +267,9 @@ class PromptExpert:
     async def ask(self, sys: Sys, brief: ForgeBrief, examples: Sequence[tuple[str, str]], *, quota: Quota,
                   llm: str = "llm") -> ExpertAnswer:
         return await ask_expert(sys, brief, examples, quota=quota, llm=llm, expert=self.name)
+
+    async def kill(self, sys: Sys) -> None:
+        await sys.kill(self.cap)
 
     async def stats(self, sys: Sys) -> dict[str, Any]:
         out: dict[str, Any] = await call(sys, self.cap, {"op": "stats"})
