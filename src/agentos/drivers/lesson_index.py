@@ -21,7 +21,7 @@ Invariants of a `LessonIndex`:
 - recall ranks by relevance: reciprocal-rank fusion of the kernel's BM25 recaller and, if
   an embedding function is given, its vector recaller, scaled by strength; ties go to the
   smaller id, so a ranking is a function of the index and the clock alone. In memories of
-  1,000 lessons and more, query words found in over a tenth of them are dropped when
+  1,000 lessons and more, query words found in over a twentieth of them are dropped when
   rarer ones remain (they weigh little and cost a long postings list).
 """
 from __future__ import annotations
@@ -359,15 +359,15 @@ class LessonIndex:
         return [(lesson, rel) for rel, lesson in best]
 
     def _prune_query(self, query: str) -> str:
-        """In a large memory, words found in more than a tenth of the lessons weigh almost
-        nothing in BM25 (idf under ~2.3, against ~10 for a rare word) but cost a pass over
-        a long postings list: they are left out when the query has rarer words."""
+        """In a large memory, words found in more than a twentieth of the lessons weigh little
+        in BM25 (idf under ~3, against ~10 for a rare word) but cost a pass over a long
+        postings list: they are left out when the query has rarer words."""
         n = len(self.lessons)
         if n < 1000:
             return query
         df = self._df
         words = list(dict.fromkeys(terms(query)))
-        keep = [w for w in words if df.get(w, 0) * 10 <= n]
+        keep = [w for w in words if df.get(w, 0) * 20 <= n]
         if not keep:
             keep = [min(words, key=lambda w: (df.get(w, 0), w))]
         return " ".join(keep)
