@@ -94,3 +94,29 @@ def test_import_is_light():
             "'prometheus_client', 'yaml', 'cryptography', 'pyseccomp') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_learning_layer_exports_are_pinned():
+    import agentos.userland as u
+
+    learning = {"AddResult", "Candidate", "Contains", "Distillation", "Distiller", "EvolveResult", "ExactMatch",
+                "ExpertAnswer", "ExpertOptions", "ForgeBrief", "Forged", "FunctionScorer", "InMemoryPersist",
+                "Learned", "Lesson", "LongMemory", "MemoryPersist", "MeteredFitness", "ModelOutputError",
+                "Persona", "PersonaError", "PersonaPersist", "PersonaRegistry", "PersonaSpawn", "PromptExpert",
+                "ReactResult", "Reflect", "ReflectVerdict", "Scored", "Scorer", "StorePersist", "Task",
+                "ask_expert", "evolve", "forge_from_memory", "forge_prompt", "instantiate", "learn",
+                "lessons_section", "metered_fitness", "mount_personas", "parse_lessons", "persona_store", "rank",
+                "react_agent", "refine_prompt", "report_outcome", "tournament", "unlearned_runs"}
+    assert learning <= set(u.__all__)
+    for name in u.__all__:
+        assert hasattr(u, name), name
+    from agentos.drivers.lessons import LongMemoryDriver  # noqa: F401 - the devices import cleanly
+    from agentos.drivers.runs import RunsDriver  # noqa: F401
+
+
+def test_the_learning_layer_imports_light():
+    code = ("import sys, agentos.userland, agentos.drivers.lessons, agentos.drivers.runs; "
+            "heavy = [m for m in ('jsonschema', 'numpy', 'torch', 'llama_cpp', 'openai', 'pyoxigraph') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

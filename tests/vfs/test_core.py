@@ -329,3 +329,35 @@ def test_policy_view_describes_a_loaded_policy_engine(tmp_path):
         return await sys.vfs_read(f"/agent/{await sys.pid()}/policy")
     view = k.run(body).value
     assert view["mode"] == "strict" and view["rules"] == 1, view
+
+
+def test_semantic_lessons_view_lists_memories_held_and_replays_from_the_journal():
+    from agentos.drivers.lessons import LongMemoryDriver
+    from agentos.store import MemoryStore, record_run
+
+    async def bare(sys, args):   # holds no memory: nothing to show
+        await sys.vfs_write(f"/agent/{await sys.pid()}/mem/semantic/x", 1)
+        return await sys.vfs_list(f"/agent/{await sys.pid()}/mem/semantic")
+
+    async def body(sys, args):
+        me = await sys.pid()
+        _, c = await sys.spawn(bare)
+        await sys.waitpid(c)
+        before = await sys.vfs_list(f"/agent/{me}/mem/semantic")
+        await sys.vfs_write(f"/agent/{me}/mem/semantic/note", "kept")
+        h = await sys.open("lessons")
+        await sys.write(h, {"op": "add", "lessons": [{"text": "a lesson shown in the tree"}]})
+        after = await sys.vfs_list(f"/agent/{me}/mem/semantic")
+        (lid,) = await sys.vfs_list(f"/agent/{me}/mem/semantic/lessons/lessons")
+        return before, after, (await sys.vfs_read(f"/agent/{me}/mem/semantic/lessons/lessons/{lid}"))["text"]
+
+    store = MemoryStore()
+    k = Kernel(deterministic=True, policy=AllowAll())
+    k.register_driver(LongMemoryDriver(clock=lambda: 1.0))
+    rid = record_run(k, store, "vfs-lessons")
+    res = k.run(body, grant=["lessons"])
+    assert res.value == (["lessons"], ["lessons", "note"], "a lesson shown in the tree")
+    child = [e for e in k.journal.entries if e.pid == 2 and e.op == "list"]
+    assert child[-1].value == ["x"]                           # no "lessons" for a process without a memory
+    rep = Kernel.replay_from(store, rid, image=body)
+    assert rep.identical and rep.result.value == res.value

@@ -102,6 +102,7 @@ def record_run(kernel: "Kernel", store: "Store", name: str, *, run_id: str | Non
         raise KernelError("record_run: this kernel keeps no journal (record=False); it could not be replayed")
     rec = Recording(kernel, store, name, run_id)
     kernel.add_observer(rec)
+    kernel.driver_shared["recording"] = rec  # drivers that keep per-run state find the run here
     return rec.run_id
 
 
