@@ -67,7 +67,7 @@ class ReplayDevices(Devices):
         payloads = _payloads(req.reqs)
         base = proc.op_index
         first = journal.lookup(proc.pid, base)
-        if journal.matches(first, "read_all", name, payloads):
+        if first is not None and journal.matches(first, "read_all", name, payloads):
             if first.action == "read_all":  # refused after policy authorized every request
                 for i, p in enumerate(payloads):
                     a = self._recorded_action(proc, base + i, "read", name, p)
