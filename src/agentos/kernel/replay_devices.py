@@ -74,7 +74,7 @@ class ReplayDevices(Devices):
                     if a is not None and not k.authorize(proc, a, p):
                         return PARK
             proc.op_index = base + 1  # the live driver could not classify or bound a request
-            return self._apply(proc, first)  # type: ignore[arg-type]  # raises its error
+            return self._apply(proc, first)  # raises its error
         for i, p in enumerate(payloads):  # the live run authorized these in order, stopping at a deny
             a = self._recorded_action(proc, base + i, "read", name, p)
             if a is not None and not k.authorize(proc, a, p):
