@@ -201,7 +201,7 @@ async def team(sys: Any, args: dict[str, Any]) -> dict[str, Any]:
     sup_pid, sup_cap = await sys.spawn(supervisor, name="supervisor", args=spec, caps=[llm, "tools", "spawn"],
                                  quota=Quota(tokens=12_000, tool_calls=8, children=4))
     _, budget_cap = await sys.spawn(WORKER, name="budget", caps=[llm, "tools"],
-                                    quota=Quota(tokens=args.get("budget_tokens", 450), tool_calls=4), args={
+                                    quota=Quota(tokens=args.get("budget_tokens", 1200), tool_calls=4), args={
         "task": "List the files, read every one of them and summarise each in detail.",
         "tools": ["list_files", "read_file"], "llm": llm, "max_steps": 6, "on_delta": delta})
     await sys.monitor(sup_cap)
@@ -295,12 +295,12 @@ class Narrator(Observer):
             if tokens:
                 self.say(pid, f"[dim]llm call: {tokens} tokens (total {p.tokens if p else tokens})[/]")
         elif k == "quota":
-            # the kernel refused that charge (all or nothing, so no charge event) and ends the process
+            # the call's bound did not fit what is left: it never starts, and the process ends
             p = self.procs.get(pid)
             if p:
                 p.refused += d[2]  # (resource, op index, tokens, tool calls, nano-usd)
-            self.say(pid, f"[bold red]out of budget: {d[0]}[/] — the kernel refuses that charge "
-                          f"and stops the process")
+            self.say(pid, f"[bold red]out of budget: {d[0]}[/] — the next call could cost {d[2]} tokens, "
+                          f"more than is left: the kernel never starts it and stops the process")
         elif k == "log":
             self.on_log(pid, d[1], d[2])
         elif k == "exit":
@@ -386,7 +386,7 @@ class DemoRun:
 
 
 def run_demo(driver: Any, console: Any, *, workdir: Path | None = None, stream: bool = True,
-             budget_tokens: int = 450, timeout_ms: float = 600_000) -> DemoRun:
+             budget_tokens: int = 1200, timeout_ms: float = 600_000) -> DemoRun:
     """Boot a kernel with `driver` as the LLM device and run the team to the end."""
     tmp = None
     if workdir is None:
