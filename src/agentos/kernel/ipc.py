@@ -1,5 +1,9 @@
 """Mailboxes: send, recv (timeout, match), message deadlines, backpressure.
 
+Each receipt of a message a process sent is a `recv` event of the receiver carrying
+(sender, seq of the sending `sys` event): the event log links every effect of a message
+to its cause, which provenance follows across processes.
+
 Invariants: a message is either in exactly one mailbox, handed straight to a waiting
 receiver, or parked with its blocked sender; none is ever dropped for space. A sender
 to a full mailbox (`max_mailbox`) parks, FIFO with other blocked senders, and is released
@@ -40,6 +44,8 @@ class IPC:
 
     # -- send -----------------------------------------------------------------------
     def sys_send(self, proc: Process, req: Send) -> Any:
+        ev = self.k.events
+        sent = ev.seq + len(ev.buf)  # the seq of this call's `sys` event, the last one appended
         try:
             cap = proc.caps.get(req.cap)
         except TypeError:  # an unhashable "ref": resolve names the mistake
@@ -58,7 +64,7 @@ class IPC:
         deadline = req.deadline
         if deadline is not None:
             deadline = self.k.clock.now() + A.number("send: deadline (ms)", deadline)
-        msg = Message(proc.pid, req.body, caps, req.corr, deadline)
+        msg = Message(proc.pid, req.body, caps, req.corr, deadline, sent)
         limit = target.max_mailbox
         if limit is not None:
             mb = target.mailbox
@@ -97,6 +103,8 @@ class IPC:
             if target.timer is not None:
                 self.k.timers.cancel(target.timer)
                 target.timer = None
+            if msg.sent:
+                self.k.events.emit(target.pid, "recv", (msg.sender, msg.sent))
             self._wake(target, msg)
             return
         mb = target.mailbox
@@ -129,10 +137,14 @@ class IPC:
         if mb:
             msg = self._take(proc, mb, match)
             if msg is not None:
+                if msg.sent:
+                    self.k.events.emit(proc.pid, "recv", (msg.sender, msg.sent))
                 return msg
         if match is not None and proc.blocked_senders:
             msg = self._take_blocked(proc, match)
             if msg is not None:
+                if msg.sent:
+                    self.k.events.emit(proc.pid, "recv", (msg.sender, msg.sent))
                 return msg
         timeout = req.timeout
         if timeout is not None:

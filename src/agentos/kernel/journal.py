@@ -102,10 +102,12 @@ class Journal:
         if e.op == "policy":
             self._decisions.setdefault(e.pid, []).append(e)
         elif e.op == "clock_jump":
-            # RECORDING FORMAT: "clock_jump" entries changed what a run journals. The
-            # recording format version (RECORDING_FORMAT in kernel/recording.py) must be
-            # bumped for them, with a line in that module's log of versions: a replay of
-            # an older recording never sees one, a reader that predates them fails on one.
+            # RECORDING FORMAT: "clock_jump" entries changed what a run journals, and the
+            # `recv` event (kernel/ipc.py) changed what its event log holds. The recording
+            # format version (RECORDING_FORMAT in kernel/recording.py) must be bumped for
+            # them, with a line in that module's log of versions: an older recording has
+            # neither (its replay would emit `recv` events it never stored), and a reader
+            # that predates them fails on a run that has them.
             assert e.at is not None
             self._jumps[e.at] = float(e.value)
         elif e.op == "io_cancel":
