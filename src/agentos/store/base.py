@@ -26,6 +26,10 @@ from ..kernel.journal import JournalEntry
 DURABILITY_MODES = ("fsync", "group", "off")
 
 
+# journal entries that are not a device result keyed by (pid, op index)
+NOT_DEVICE_OPS = frozenset({"policy", "io_cancel", "clock_jump"})
+
+
 class StoreError(AgentOSError):
     """A store could not be opened, read or written; the message says which and why."""
 

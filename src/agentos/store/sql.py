@@ -6,7 +6,7 @@ import json
 from typing import Any, Iterator
 
 from ..kernel.journal import JournalEntry
-from .base import RunInfo, StoredEvent, StoreError, check_key
+from .base import NOT_DEVICE_OPS, RunInfo, StoredEvent, StoreError, check_key
 
 
 class SqlReads:
@@ -62,6 +62,26 @@ class SqlReads:
             for r in rows:
                 yield StoredEvent(r[0], r[1], r[2], r[3], bytes(r[4]))
             last = rows[-1][0]
+
+    # the journal key inside a row's JSON body, in this dialect (an index covers it)
+    _JPID = "json_extract(body, '$.pid')"
+    _JIDX = "json_extract(body, '$.index')"
+
+    def journal_entry(self, run_id: str, pid: int, index: int) -> JournalEntry | None:
+        """The device result journaled for (pid, op index), or None: one indexed lookup, so a
+        reader that follows a long run (provenance) never holds its whole journal."""
+        t, p = self._T, self._P
+        rows = self._query(f"SELECT body FROM {t}journal WHERE run_id={p} AND {self._JPID}={p} "
+                           f"AND {self._JIDX}={p} ORDER BY n", (run_id, int(pid), int(index)))
+        for r in rows:
+            try:
+                e = JournalEntry.from_json(r[0])
+            except (TypeError, ValueError) as err:
+                raise StoreError(f"{self._where()}: the journal of run {run_id!r:.80} is damaged: "
+                                 f"{err}") from None
+            if e.op not in NOT_DEVICE_OPS:
+                return e
+        return None
 
     def journal(self, run_id: str) -> list[JournalEntry]:
         rows = self._query(f"SELECT body FROM {self._T}journal WHERE run_id={self._P} ORDER BY n", (run_id,))

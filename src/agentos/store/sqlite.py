@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS events (run_id TEXT NOT NULL, seq INTEGER NOT NULL, t
     pid INTEGER NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS journal (run_id TEXT NOT NULL, n INTEGER NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (run_id, n)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS journal_key ON journal (run_id, json_extract(body, '$.pid'),
+    json_extract(body, '$.index'));
 CREATE TABLE IF NOT EXISTS snapshots (snap_id TEXT PRIMARY KEY, run_id TEXT, pid INTEGER,
     created_at REAL NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (n INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL);
