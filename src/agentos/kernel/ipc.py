@@ -1,8 +1,9 @@
 """Mailboxes: send, recv (timeout, match), message deadlines, backpressure.
 
-Each receipt of a message a process sent is a `recv` event of the receiver carrying
-(sender, seq of the sending `sys` event): the event log links every effect of a message
-to its cause, which provenance follows across processes.
+With `KernelConfig.message_events` (a recorded run turns it on), each receipt of a message
+a process sent is a `recv` event of the receiver carrying (sender, seq of the sending
+`sys` event): the event log links every effect of a message to its cause, which
+provenance follows across processes. Off, it costs one truth test per receipt.
 
 Invariants: a message is either in exactly one mailbox, handed straight to a waiting
 receiver, or parked with its blocked sender; none is ever dropped for space. A sender
@@ -103,7 +104,7 @@ class IPC:
             if target.timer is not None:
                 self.k.timers.cancel(target.timer)
                 target.timer = None
-            if msg.sent:
+            if msg.sent and self.k.message_events:
                 self.k.events.emit(target.pid, "recv", (msg.sender, msg.sent))
             self._wake(target, msg)
             return
@@ -137,13 +138,13 @@ class IPC:
         if mb:
             msg = self._take(proc, mb, match)
             if msg is not None:
-                if msg.sent:
+                if msg.sent and self.k.message_events:
                     self.k.events.emit(proc.pid, "recv", (msg.sender, msg.sent))
                 return msg
         if match is not None and proc.blocked_senders:
             msg = self._take_blocked(proc, match)
             if msg is not None:
-                if msg.sent:
+                if msg.sent and self.k.message_events:
                     self.k.events.emit(proc.pid, "recv", (msg.sender, msg.sent))
                 return msg
         timeout = req.timeout

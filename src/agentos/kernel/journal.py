@@ -103,11 +103,11 @@ class Journal:
             self._decisions.setdefault(e.pid, []).append(e)
         elif e.op == "clock_jump":
             # RECORDING FORMAT: "clock_jump" entries changed what a run journals, and the
-            # `recv` event (kernel/ipc.py) changed what its event log holds. The recording
-            # format version (RECORDING_FORMAT in kernel/recording.py) must be bumped for
-            # them, with a line in that module's log of versions: an older recording has
-            # neither (its replay would emit `recv` events it never stored), and a reader
-            # that predates them fails on a run that has them.
+            # `recv` event (kernel/ipc.py, on when the run meta says "message_events")
+            # changed what its event log holds. The recording format version
+            # (RECORDING_FORMAT in kernel/recording.py) must be bumped for them, with a
+            # line in that module's log of versions: an older reader fails on a run that
+            # has them (an unknown entry op, events it never emits).
             assert e.at is not None
             self._jumps[e.at] = float(e.value)
         elif e.op == "io_cancel":

@@ -77,6 +77,8 @@ class KernelConfig:
     pager: Pager | None = None
     recaller: Callable[[], Recaller] | None = None
     switch_batch: int = 512            # process switches between looks at asyncio
+    message_events: bool = False       # a `recv` event per receipt of a sent message, naming
+                                       # its send (provenance; a recorded run turns it on)
     autojump_threshold: float | None = 0.1
                                        # VirtualClock: seconds of real time the loop waits on
                                        # in-flight I/O with nothing runnable before virtual time
@@ -156,6 +158,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
         self._append = self.events.buf.append
         self._now = self.clock.now
         self._virtual = self.clock.virtual
+        self.message_events = bool(cfg.message_events)
         aj = cfg.autojump_threshold
         if aj is not None and (isinstance(aj, bool) or not isinstance(aj, (int, float))
                                or not 0.0 <= aj < float("inf")):
