@@ -183,6 +183,8 @@ class WriterStore:
         self._q: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._acked: dict[str, int] = {}
         self._error: BaseException | None = None
+        self._puts = 0      # writes queued so far (barriers aside)
+        self._synced = 0    # writes known committed by the last flush that returned
         self._closed = False
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{type(self).__name__}-writer", daemon=True)
@@ -199,6 +201,8 @@ class WriterStore:
                              f"{_reason(self._error)}") from self._error
         if self._closed:
             raise StoreError("the store is closed")
+        if item[0] != "barrier":
+            self._puts += 1
         self._q.put(item)  # blocks when full: bounded memory, backpressure on the kernel
 
     def append_events(self, run_id: str, rows: list[tuple[int, float, int, str, bytes]]) -> None:
@@ -241,6 +245,9 @@ class WriterStore:
         """Return once everything queued before the call is committed (and durable per mode)."""
         if self._closed and not self._thread.is_alive():
             return
+        mark = self._puts
+        if mark == self._synced and self._error is None:
+            return  # nothing written since the last flush: a reader need not wait for the writer
         b = _Barrier()
         self._put(("barrier", b))
         while not b.done.wait(0.5):
@@ -249,6 +256,7 @@ class WriterStore:
         if b.error is not None or self._error is not None:
             err = b.error or self._error
             raise StoreError(f"{self._location()}: the store writer failed: {_reason(err)}") from err
+        self._synced = mark
 
     def close(self) -> None:
         if self._closed:

@@ -47,6 +47,7 @@ class PostgresStore(SqlReads, WriterStore):
     _T = "agentos_"
     _JPID = "(body::jsonb->>'pid')::bigint"
     _JIDX = "(body::jsonb->>'index')::bigint"
+    _JHINT = ""
 
     def __init__(self, dsn: str, durability: str = "group", **kw: Any) -> None:
         self.dsn = dsn

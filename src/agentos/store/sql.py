@@ -66,12 +66,13 @@ class SqlReads:
     # the journal key inside a row's JSON body, in this dialect (an index covers it)
     _JPID = "json_extract(body, '$.pid')"
     _JIDX = "json_extract(body, '$.index')"
+    _JHINT = " INDEXED BY journal_key"  # without statistics SQLite would scan the run instead
 
     def journal_entry(self, run_id: str, pid: int, index: int) -> JournalEntry | None:
         """The device result journaled for (pid, op index), or None: one indexed lookup, so a
         reader that follows a long run (provenance) never holds its whole journal."""
         t, p = self._T, self._P
-        rows = self._query(f"SELECT body FROM {t}journal WHERE run_id={p} AND {self._JPID}={p} "
+        rows = self._query(f"SELECT body FROM {t}journal{self._JHINT} WHERE run_id={p} AND {self._JPID}={p} "
                            f"AND {self._JIDX}={p} ORDER BY n", (run_id, int(pid), int(index)))
         for r in rows:
             try:
