@@ -41,6 +41,8 @@ class JournalEntry:
     usd: float = 0.0
     reductions: int = 0
     at: int | None = None   # kernel I/O tick of an asynchronous completion; None: inline
+    reserve: tuple[int, int, int] | None = None  # (tokens, tool_calls, usd_nano) set aside before
+                                                 # the driver ran; replay reserves from this
     raw: str | None = field(default=None, compare=False, repr=False)  # to_json, when built already
 
     @property
@@ -55,12 +57,15 @@ class JournalEntry:
             "action": self.action, "request": canonical(self.request), "ok": self.ok,
             "value": canonical(self.value), "error_type": self.error_type, "tokens": self.tokens,
             "tool_calls": self.tool_calls, "usd": self.usd, "reductions": self.reductions,
-            "at": self.at,
+            "at": self.at, **({"reserve": list(self.reserve)} if self.reserve is not None else {}),
         })
 
     @staticmethod
     def from_json(text: str) -> "JournalEntry":
-        return JournalEntry(**json.loads(text))
+        d = json.loads(text)
+        if d.get("reserve") is not None:
+            d["reserve"] = tuple(d["reserve"])
+        return JournalEntry(**d)
 
 
 class Journal:
@@ -70,7 +75,7 @@ class Journal:
         self.entries: list[JournalEntry] = []
         self._by_key: dict[tuple[int, int], JournalEntry] = {}
         self._decisions: dict[int, list[JournalEntry]] = {}   # pid -> policy decisions in order
-        self._cancelled: set[tuple[int, int]] = set()           # (pid, op) in flight, never completed
+        self._cancelled: dict[tuple[int, int], JournalEntry] = {}  # (pid, op) in flight, never completed
         self._jumps: dict[int, float] = {}                      # I/O tick -> virtual time jumped to
         self._indexed = 0   # entries[:_indexed] are in the lookup indexes (built lazily)
         self.sinks: list[Callable[[JournalEntry], None]] = []
@@ -89,7 +94,8 @@ class Journal:
         return self._decisions
 
     @property
-    def cancelled(self) -> set[tuple[int, int]]:
+    def cancelled(self) -> dict[tuple[int, int], JournalEntry]:
+        """(pid, op index) → the io_cancel entry of an operation that never completed."""
         self._ensure_index()
         return self._cancelled
 
@@ -112,7 +118,7 @@ class Journal:
             self._jumps[e.at] = float(e.value)
         elif e.op == "io_cancel":
             for i in range(e.index, e.index + int(e.value or 1)):
-                self._cancelled.add((e.pid, i))
+                self._cancelled[(e.pid, i)] = e
         else:
             self._by_key[(e.pid, e.index)] = e
 
