@@ -43,3 +43,30 @@ def test_call_timeout_is_typed():
 
     _, res = boot(init)
     assert res.value[1] == 50.0 and "no reply" in res.value[0]
+
+
+def test_call_reply_overtakes_a_full_mailbox():
+    """The reply is handed to the waiting `call` even when other senders fill the mailbox."""
+    from agentos import Quota
+
+    async def flooder(sys, args):
+        target = await sys.lookup("caller")
+        for i in range(20):
+            await sys.send(target, i)
+
+    async def caller(sys, args):
+        await sys.register("caller")
+        await sys.sleep(5)
+        cap = await sys.lookup("adder")
+        return [await call(sys, cap, (i, i)) for i in range(3)]
+
+    async def init(sys, args):
+        await sys.spawn(adder)
+        _, c = await sys.spawn(caller, quota=Quota(max_mailbox=1))
+        await sys.sleep(1)
+        await sys.spawn(flooder)
+        await sys.spawn(flooder)
+        return str(await sys.waitpid(c))
+
+    _, res = boot(init)
+    assert res.value == "normal"

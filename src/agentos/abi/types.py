@@ -212,6 +212,9 @@ class Message:
     caps: tuple[CapRef, ...] = ()
     corr: Any = None
     deadline: float | None = None
+    sent: int = field(default=0, compare=False, repr=False)
+    """The event seq of the `send` that made this message (0: from the kernel), so the
+    `recv` event of its receipt names its cause (provenance follows it across processes)."""
 
 
 @dataclass(frozen=True, slots=True)

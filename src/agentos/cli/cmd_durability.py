@@ -3,6 +3,11 @@
 All read the default store (`$AGENTOS_STORE`, else `$AGENTOS_HOME/store.db`, with
 AGENTOS_HOME defaulting to ./.agentos) unless `--store URL` names another. RUN is a run
 id, a unique prefix of one, or a run name (the latest run of that name).
+
+Exit codes: 0 done (replay: identical); 1 the command's own failure (a replay that
+diverged, a restored process that did not end normally); 2 bad input (no such run, a bad
+option, an unreadable snapshot file); 3 the store is damaged, truncated or not a store
+(one line on stderr naming the file).
 """
 from __future__ import annotations
 
@@ -22,11 +27,11 @@ def _open(url: Optional[str]) -> Any:
 
 
 def _run(store: Any, ref: str) -> Any:
-    from ..store import StoreError, resolve
+    from ..store import NoSuchRun, resolve
 
     try:
         return resolve(store, ref)
-    except StoreError as e:
+    except NoSuchRun as e:  # a damaged store is a StoreError: exit 3, from the command guard
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
 
@@ -82,8 +87,12 @@ def register(app: typer.Typer) -> None:
         st = _open(store)
         try:
             info = _run(st, run)
+            from ..store import StoreError
+
             try:
                 rep = Kernel.replay_from(st, info.run_id)
+            except StoreError:
+                raise  # a damaged store: exit 3, from the command guard
             except AgentOSError as e:  # e.g. the program's code cannot be found any more
                 typer.echo(f"error: cannot replay run {info.run_id}: {e}", err=True)
                 raise typer.Exit(2)
@@ -154,8 +163,12 @@ def register(app: typer.Typer) -> None:
                             pass
                     return ev.seq >= target
 
+                from ..store import StoreError
+
                 try:
                     Kernel.replay_from(st, info.run_id, probe=probe)
+                except StoreError:
+                    raise  # a damaged store: exit 3, from the command guard
                 except AgentOSError as e:
                     typer.echo(f"error: cannot rebuild run {info.run_id}: {e}", err=True)
                     raise typer.Exit(2)
@@ -225,8 +238,12 @@ def register(app: typer.Typer) -> None:
             st = _open(store)
             rid = record_run(k, st, f"restore:{snap.get('name')}")
             typer.echo(f"recording as run {rid}")
+        from ..store import StoreError
+
         try:
             res = k.run(restorer)
+        except StoreError:
+            raise  # the store is damaged: exit 3, from the command guard
         except AgentOSError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(1)

@@ -3,13 +3,22 @@
 Command groups live in `cmd_*.py` modules beside this one; each defines `register(app)`.
 They are discovered at start-up so that adding an area never edits this file, and each
 imports its heavy libraries inside its commands, so `agentctl --help` stays fast.
+
+Exit codes every command shares: 0 success; 1 the command's own failure (a run that did
+not end normally, a failed verification, ...); 2 bad input (an unknown run, a bad option
+value); 3 the store could not be read or written (a damaged, truncated or foreign file):
+one line on stderr naming the store, never a traceback.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
+from typing import Any, Callable
 
 import typer
+
+EXIT_STORE = 3  # the store is damaged, truncated, not a store, or unreachable
 
 app = typer.Typer(
     name="agentctl",
@@ -34,7 +43,39 @@ def _load_commands() -> None:
             module.register(app)
 
 
+_GUARDED: set[Callable[..., Any]] = set()
+
+
+def _store_errors_are_one_line(callback: Callable[..., Any]) -> Callable[..., Any]:
+    """A `StoreError` from any command is one line on stderr and exit code 3."""
+
+    if callback in _GUARDED:
+        return callback
+
+    @functools.wraps(callback)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        from ..store import StoreError
+
+        try:
+            return callback(*args, **kwargs)
+        except StoreError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(EXIT_STORE) from None
+    _GUARDED.add(guarded)
+    return guarded
+
+
+def _guard_all(t: typer.Typer) -> None:
+    for info in t.registered_commands:
+        if info.callback is not None:
+            info.callback = _store_errors_are_one_line(info.callback)
+    for group in t.registered_groups:
+        if group.typer_instance is not None:
+            _guard_all(group.typer_instance)
+
+
 _load_commands()
+_guard_all(app)
 
 
 def main() -> None:

@@ -188,6 +188,9 @@ class Devices:
             raise CapError(f"{op}: the capability behind handle {h} was revoked")
         if not cap.rights & right:
             raise CapError(f"{op}: the capability behind handle {h} lacks the {op} right")
+        if cap.expires is not None and self.k.clock.now() >= cap.expires:
+            # a handle is no wider than the cap it was opened through, in time as in rights
+            raise CapError(f"{op}: the capability behind handle {h} expired at {cap.expires:.3f} ms")
         return handle
 
     def sys_read(self, proc: Process, req: Read) -> Any:

@@ -1,9 +1,17 @@
 """Mailboxes: send, recv (timeout, match), message deadlines, backpressure.
 
+With `KernelConfig.message_events` (a recorded run turns it on), each receipt of a message
+a process sent is a `recv` event of the receiver carrying (sender, seq of the sending
+`sys` event): the event log links every effect of a message to its cause, which
+provenance follows across processes. Off, it costs one truth test per receipt.
+
 Invariants: a message is either in exactly one mailbox, handed straight to a waiting
 receiver, or parked with its blocked sender; none is ever dropped for space. A sender
 to a full mailbox (`max_mailbox`) parks, FIFO with other blocked senders, and is released
-one message at a time as the receiver drains, so per-sender order is kept. Only a message
+one message at a time as the receiver drains, so per-sender order is kept. A message a
+receiver's parked `recv(match=...)` is waiting for is handed over at once whatever the
+mailbox holds, and a selective `recv` also looks at the messages of blocked senders (a
+reply must never wait behind the traffic it is not). Only a message
 whose own `deadline` has passed is dropped, and that is counted.
 """
 from __future__ import annotations
@@ -37,6 +45,8 @@ class IPC:
 
     # -- send -----------------------------------------------------------------------
     def sys_send(self, proc: Process, req: Send) -> Any:
+        ev = self.k.events
+        sent = ev.seq + len(ev.buf)  # the seq of this call's `sys` event, the last one appended
         try:
             cap = proc.caps.get(req.cap)
         except TypeError:  # an unhashable "ref": resolve names the mistake
@@ -55,14 +65,16 @@ class IPC:
         deadline = req.deadline
         if deadline is not None:
             deadline = self.k.clock.now() + A.number("send: deadline (ms)", deadline)
-        msg = Message(proc.pid, req.body, caps, req.corr, deadline)
+        msg = Message(proc.pid, req.body, caps, req.corr, deadline, sent)
         limit = target.max_mailbox
         if limit is not None:
             mb = target.mailbox
             if target.blocked_senders or (mb is not None and len(mb) >= limit) or limit == 0:
+                # a receiver parked in recv for exactly this message takes it straight from
+                # the sender: it occupies no slot, so neither a full mailbox nor the queue of
+                # other blocked senders may hold it back (a `call` reply would never arrive)
                 match = target.recv_match
-                if (target.blocked_senders or match is None
-                        or not (match is True or self._matches(match, msg, target))):
+                if match is None or not (match is True or self._matches(match, msg, target)):
                     # full: park the sender with its message, behind earlier blocked senders
                     bs = target.blocked_senders
                     if bs is None:
@@ -92,6 +104,8 @@ class IPC:
             if target.timer is not None:
                 self.k.timers.cancel(target.timer)
                 target.timer = None
+            if msg.sent and self.k.message_events:
+                self.k.events.emit(target.pid, "recv", (msg.sender, msg.sent))
             self._wake(target, msg)
             return
         mb = target.mailbox
@@ -124,6 +138,14 @@ class IPC:
         if mb:
             msg = self._take(proc, mb, match)
             if msg is not None:
+                if msg.sent and self.k.message_events:
+                    self.k.events.emit(proc.pid, "recv", (msg.sender, msg.sent))
+                return msg
+        if match is not None and proc.blocked_senders:
+            msg = self._take_blocked(proc, match)
+            if msg is not None:
+                if msg.sent and self.k.message_events:
+                    self.k.events.emit(proc.pid, "recv", (msg.sender, msg.sent))
                 return msg
         timeout = req.timeout
         if timeout is not None:
@@ -155,6 +177,25 @@ class IPC:
                 if msg.deadline is not None and self.k.clock.now() > msg.deadline:
                     self._late(proc, msg)
                     return self._take(proc, mb, match)
+                return msg
+        return None
+
+    def _take_blocked(self, proc: Process, match: Any) -> Message | None:
+        """A selective recv may take a matching message still held by a blocked sender.
+
+        The message arrived while the mailbox was full of other traffic; it never took a
+        slot, so taking it releases only its own sender and leaves every other sender's
+        place (and so per-sender order) as it was."""
+        bs = proc.blocked_senders
+        assert bs is not None
+        for i, (sender, msg) in enumerate(bs):
+            if self._matches(match, msg, proc):
+                del bs[i]
+                sender.blocked_on = None
+                self.k.wake(sender, None)
+                if msg.deadline is not None and self.k.clock.now() > msg.deadline:
+                    self._late(proc, msg)
+                    return self._take_blocked(proc, match) if proc.blocked_senders else None
                 return msg
         return None
 

@@ -9,7 +9,10 @@ Besides driver results the journal holds the run's other inputs from outside the
 program: policy decisions (op "policy", per-pid sequence in `index`; approvals and rate
 limits depend on people and wall time), the kernel I/O tick at which an asynchronous
 completion was applied (`at`), and "io_cancel" marks for operations that were started
-but never completed (the process died or was interrupted while they were in flight).
+but never completed (the process died or was interrupted while they were in flight),
+and "clock_jump" entries: under a virtual clock, the I/O tick (`at`) at which virtual
+time jumped to the next timer (`value`, in ms) while driver I/O hung with nothing else
+to run; how long a driver took in real time decided it, so it is an input.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from .events import canonical, dumps_canonical
 class JournalEntry:
     pid: int
     index: int
-    op: str          # "read" | "write" | "open"
+    op: str          # "read" | "write" | "open" | "policy" | "io_cancel" | "clock_jump"
     device: str
     action: str | None
     request: Any     # as issued; compared in canonical form on replay
@@ -73,6 +76,7 @@ class Journal:
         self._by_key: dict[tuple[int, int], JournalEntry] = {}
         self._decisions: dict[int, list[JournalEntry]] = {}   # pid -> policy decisions in order
         self._cancelled: dict[tuple[int, int], JournalEntry] = {}  # (pid, op) in flight, never completed
+        self._jumps: dict[int, float] = {}                      # I/O tick -> virtual time jumped to
         self._indexed = 0   # entries[:_indexed] are in the lookup indexes (built lazily)
         self.sinks: list[Callable[[JournalEntry], None]] = []
         self.extend(entries)
@@ -95,9 +99,23 @@ class Journal:
         self._ensure_index()
         return self._cancelled
 
+    @property
+    def jumps(self) -> dict[int, float]:
+        self._ensure_index()
+        return self._jumps
+
     def _index(self, e: JournalEntry) -> None:
         if e.op == "policy":
             self._decisions.setdefault(e.pid, []).append(e)
+        elif e.op == "clock_jump":
+            # RECORDING FORMAT: "clock_jump" entries changed what a run journals, and the
+            # `recv` event (kernel/ipc.py, on when the run meta says "message_events")
+            # changed what its event log holds. The recording format version
+            # (RECORDING_FORMAT in kernel/recording.py) must be bumped for them, with a
+            # line in that module's log of versions: an older reader fails on a run that
+            # has them (an unknown entry op, events it never emits).
+            assert e.at is not None
+            self._jumps[e.at] = float(e.value)
         elif e.op == "io_cancel":
             for i in range(e.index, e.index + int(e.value or 1)):
                 self._cancelled[(e.pid, i)] = e

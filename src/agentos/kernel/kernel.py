@@ -38,7 +38,7 @@ from .devices import Devices
 from .replay_devices import ReplayDevices
 from .events import EventLog
 from .ipc import IPC
-from .journal import Journal
+from .journal import Journal, JournalEntry
 from .memory import MemoryManager, Pager
 from .metrics import Metrics
 from .process import EXITED, PARK, READY, RUNNING, SUSPENDED, WAITING, Process, ProcessImage
@@ -77,6 +77,13 @@ class KernelConfig:
     pager: Pager | None = None
     recaller: Callable[[], Recaller] | None = None
     switch_batch: int = 512            # process switches between looks at asyncio
+    message_events: bool = False       # a `recv` event per receipt of a sent message, naming
+                                       # its send (provenance; a recorded run turns it on)
+    autojump_threshold: float | None = 0.1
+                                       # VirtualClock: seconds of real time the loop waits on
+                                       # in-flight I/O with nothing runnable before virtual time
+                                       # jumps to the next timer (trio's MockClock autojump);
+                                       # None: time stands still until the I/O completes
     extensions: dict[str, Extension] | None = None
                                        # install(kernel) callables run at construction, by name;
                                        # None: the defaults `agentos` registers (the VFS)
@@ -151,6 +158,13 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
         self._append = self.events.buf.append
         self._now = self.clock.now
         self._virtual = self.clock.virtual
+        self.message_events = bool(cfg.message_events)
+        aj = cfg.autojump_threshold
+        if aj is not None and (isinstance(aj, bool) or not isinstance(aj, (int, float))
+                               or not 0.0 <= aj < float("inf")):
+            raise KernelError(f"autojump_threshold must be a finite number of seconds >= 0 "
+                              f"or None, got {aj!r}")
+        self._autojump: float | None = float(aj) if aj is not None and self._virtual else None
         self._quantum = cfg.quantum
         self._push = self.runq.push
         for part in (self.policy, self.audit, self.approvals):  # give them the clock, drivers, events
@@ -327,6 +341,10 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
                         timeout = 0.0 if not (self._io_inflight or self._held_waits) else None
                     else:
                         timeout = max(0.0, (due - self.clock.now()) / 1000.0)
+                jump = (timeout is None and due is not None and self._io_inflight > 0
+                        and self._autojump is not None and self.replay_io is None)
+                if jump:
+                    timeout = self._autojump
                 if timeout != 0.0:
                     if self._io_inflight or self._external_sources:
                         self.io_tick += 1  # held waits (approvals, audit) are not I/O: no tick
@@ -336,7 +354,9 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
                         try:
                             await asyncio.wait_for(wakeup.wait(), timeout)
                         except asyncio.TimeoutError:
-                            pass
+                            if jump and not wakeup.is_set() and self.runq.top < 0 and self._io_inflight:
+                                assert due is not None
+                                self._clock_jump(due)
                 if self.runq.top >= 0 or self._io_inflight or self._held_waits:
                     continue
             if due is None:
@@ -357,6 +377,23 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
                     except asyncio.TimeoutError:
                         pass
             self.timers.fire_due(self.clock.now())
+
+    def _clock_jump(self, due: float) -> None:
+        """Virtual time jumps to the next timer while driver I/O hangs (autojump).
+
+        When the jump happens depends on how long a driver took in real time, so it is an
+        input from outside the program: it is journaled at this I/O tick, and a replay
+        applies it at the same tick (`ReplayIO.tick`) instead of waiting on anything."""
+        if self.journal is not None:
+            self.journal.record(JournalEntry(KERNEL_PID, self.io_tick, "clock_jump", "", None, None,
+                                             True, due, at=self.io_tick))
+        self.apply_clock_jump(due)
+
+    def apply_clock_jump(self, due: float) -> None:
+        clock = self.clock
+        assert isinstance(clock, VirtualClock)
+        clock.advance_to(due)
+        self.timers.fire_due(clock.now())
 
     def _run_ready(self, max_switches: int) -> bool:
         """Run up to `max_switches` process quanta. True if there may be more to run.

@@ -71,6 +71,7 @@ def replay_from(store: Any, run_id: str, *, image: Any = None, images: dict[str,
     k = Kernel(deterministic=True, seed=meta["seed"], mode="replay", journal=journal,
                quantum=meta.get("quantum", 2000), default_priority=meta.get("default_priority", 5),
                switch_batch=meta.get("switch_batch", 512),
+               message_events=bool(meta.get("message_events", False)),
                event_batch=1 if probe is not None else meta.get("event_batch", 4096))
     for name, entry in (meta.get("images") or {}).items():
         if images and name in images:

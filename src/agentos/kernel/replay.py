@@ -158,6 +158,7 @@ class ReplayIO:
         self.pending: dict[int, list[ReplayPending]] = {}
         assert kernel.journal is not None
         self.order = {id(e): i for i, e in enumerate(kernel.journal.entries)}
+        self.jumps = dict(kernel.journal.jumps)  # I/O tick -> virtual time (autojump), consumed
 
     def schedule(self, proc: "Process", entries: list[JournalEntry], many: bool) -> ReplayPending:
         """Hold these recorded results until the I/O tick the live run applied them at;
@@ -178,6 +179,21 @@ class ReplayIO:
         if stale:
             raise NondeterminismError(f"replay diverged: results recorded at I/O tick {min(stale)} "
                                       f"were never delivered (the replay is at tick {tick})")
+        jumps = self.jumps
+        if jumps:
+            late = [t for t in jumps if t < tick]
+            if late:
+                raise NondeterminismError(f"replay diverged: virtual time jumped at I/O tick "
+                                          f"{min(late)} in the recorded run, the replay passed "
+                                          f"that tick without waiting (it is at tick {tick})")
+            if tick in jumps:
+                if items or not idle:
+                    raise NondeterminismError(
+                        f"replay diverged at I/O tick {tick}: the recorded run waited on I/O "
+                        f"there until virtual time jumped, the replay "
+                        f"{'got results' if items else 'had processes to run'}")
+                self.k.apply_clock_jump(jumps.pop(tick))
+                return
         if not items:
             if idle and not self.pending:
                 raise NondeterminismError(f"replay diverged at I/O tick {tick}: the replay waits for "

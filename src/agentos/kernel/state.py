@@ -46,6 +46,7 @@ class KernelState:
     police_spawn: bool
     police_send: bool
     police_signal: bool
+    message_events: bool
     authorize: Callable[..., bool]
     next_pid: int
     _dying: "list[tuple[Process, Any, Any]]"

@@ -7,6 +7,11 @@ step followed by a `response` step that carries its cost; any other device op is
 `tool_call`; `recall`/`working_set` syscalls are `memory_retrieval`s. A step's
 `elapsed_ms` runs from its syscall to the process's next event (the result arriving).
 
+A step depends on what really fed it (`after`): the previous step of its own process, the
+step a sender had last taken before each message the process received since (the
+kernel's `recv` event names the send), and, for a process's first step, its parent's
+last step before the spawn. Steps of unrelated processes are never linked.
+
 A step that added lessons to a long memory (a `lessons` device write whose result is a
 `lessons.add`) carries them as `LessonRecord`s: each lesson is a `prov:Entity` generated
 by that step and derived from the step it was learned from (its source run and step; a
@@ -17,7 +22,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Iterator
 
 STEP_TYPES = ("prompt", "tool_call", "memory_retrieval", "response")
 _DEVICE_OPS = {"Read": "read", "Write": "write", "ReadAll": "read"}
@@ -47,6 +53,13 @@ class InteractionRecord:
     process_id: int | None = None
     agent_id: str | None = None
     lessons: tuple[LessonRecord, ...] = ()
+    after: tuple[int, ...] | None = None
+    """Indices of the steps this one depends on: the same process's previous step, the
+    sender's last step before each message it received since, and for a process's first
+    step its parent's last step before the spawn. None: not known, so the writer chains
+    the steps in the order given."""
+    started_ms: float | None = None      # ms since the run's start, when the step was asked for
+    parent_process_id: int | None = None  # the process that spawned this step's process
 
     def __post_init__(self) -> None:
         if self.step_type not in STEP_TYPES:
@@ -77,41 +90,91 @@ def manifest_from_store(store: Any, run_id: str) -> ReplayManifest:
                           q.get("usd"), _steps(store, run_id))
 
 
+def _journal_lookup(store: Any, run_id: str) -> Callable[[int, int], Any]:
+    """(pid, op index) -> the journaled device result: an indexed store lookup, so the
+    export never holds the journal; a store without one is read once into a table."""
+    find = getattr(store, "journal_entry", None)
+    if find is not None:
+        return lambda pid, idx: find(run_id, pid, idx)
+    table = {(e.pid, e.index): e for e in store.journal(run_id)
+             if e.op not in ("policy", "io_cancel", "clock_jump")}
+    return lambda pid, idx: table.get((pid, idx))
+
+
+_MAX_IN_FLIGHT = 65536   # sends remembered until received: bounded, whatever the run does
+
+
 def _steps(store: Any, run_id: str) -> Iterator[InteractionRecord]:
+    """Steps in the order they completed, with their real dependencies.
+
+    Memory is bounded by the run's processes and its messages in flight, never by its
+    length: events are read in pages, journal entries looked up one at a time."""
     from ..kernel.events import canonical
 
-    journal = {(e.pid, e.index): e for e in store.journal(run_id) if e.op not in ("policy", "io_cancel")}
+    lookup = _journal_lookup(store, run_id)
     next_op: dict[int, int] = {}           # pid -> next op index the kernel would assign
     pending: dict[int, list[dict[str, Any]]] = {}  # pid -> steps waiting for their end time
     names: dict[int, str] = {}
+    parents: dict[int, int] = {}
     counter = [0]
-
     last_response: dict[int, int] = {}     # pid -> index of its latest response step
+    last_step: dict[int, int] = {}         # pid -> index of its latest step
+    informed: dict[int, list[int]] = {}    # pid -> steps of others its next step depends on
+    sends: "OrderedDict[int, int]" = OrderedDict()  # seq of a send -> the sender's step before it
 
     def emit(items: list[dict[str, Any]], end: float) -> Iterator[InteractionRecord]:
         for it in items:
             i = counter[0]
             counter[0] += 1
-            lessons = tuple(_lesson_records(it.get("lessons"), run_id, last_response.get(it["pid"])))
+            pid = it["pid"]
+            lessons = tuple(_lesson_records(it.get("lessons"), run_id, last_response.get(pid)))
             if it["type"] == "response":
-                last_response[it["pid"]] = i
+                last_response[pid] = i
+            deps: list[int] = []
+            if pid in last_step:
+                deps.append(last_step[pid])
+            for j in informed.pop(pid, ()):
+                if j not in deps:
+                    deps.append(j)
+            last_step[pid] = i
             yield InteractionRecord(f"{run_id}:{i}", it["type"], i, it["payload"], it.get("usd", 0.0),
-                                    it.get("tokens", 0), max(0.0, end - it["t"]), it["pid"],
-                                    names.get(it["pid"]), lessons)
+                                    it.get("tokens", 0), max(0.0, end - it["t"]), pid,
+                                    names.get(pid), lessons, tuple(deps), it["t"], parents.get(pid))
+
+    def inform(pid: int, step: int | None) -> None:
+        if step is not None:
+            lst = informed.setdefault(pid, [])
+            if step not in lst and len(lst) < 1024:
+                lst.append(step)
 
     for ev in store.events(run_id):
         pid, kind = ev.pid, ev.kind
+        if pid in pending and kind != "policy":  # the op's result (or the next op) has arrived
+            yield from emit(pending.pop(pid), ev.time)
         if kind == "spawn":
             d = ev.data
             names[pid] = d[1] if isinstance(d, list) and len(d) > 1 else str(pid)
-        if pid in pending and kind != "policy":  # the op's result (or the next op) has arrived
-            yield from emit(pending.pop(pid), ev.time)
+            if isinstance(d, list) and d and isinstance(d[0], int) and d[0] > 0:
+                parents[pid] = d[0]
+                inform(pid, last_step.get(d[0]))
+            continue
+        if kind == "recv":
+            d = ev.data
+            if isinstance(d, list) and len(d) == 2 and isinstance(d[1], int):
+                inform(pid, sends.pop(d[1], None))
+            continue
         if kind != "sys" or not isinstance(ev.data, dict):
             continue
         req = ev.data
         op = req.get("@")
+        if op == "Send":
+            if pid in last_step:
+                sends[ev.seq] = last_step[pid]
+                if len(sends) > _MAX_IN_FLIGHT:
+                    sends.popitem(last=False)
+            continue
         if op == "Open":
-            e0 = journal.get((pid, next_op.get(pid, 0)))
+            e0 = lookup(pid, next_op.get(pid, 0))
             if e0 is not None and e0.op == "open":
                 next_op[pid] = next_op.get(pid, 0) + 1  # opens take an op index too
             continue
@@ -123,11 +186,11 @@ def _steps(store: Any, run_id: str) -> Iterator[InteractionRecord]:
             continue
         reqs: list[Any] = (req.get("reqs") or []) if op == "ReadAll" else [req.get("req" if op == "Read" else "data")]
         idx = next_op.get(pid, 0)
-        head = journal.get((pid, idx))
+        head = lookup(pid, idx)
         if op == "ReadAll" and head is not None and head.op == "read_all":
             next_op[pid] = idx + 1  # refused as a whole: the driver could not classify a request
             continue
-        entries = [journal.get((pid, idx + j)) for j in range(len(reqs))]
+        entries = [head] + [lookup(pid, idx + j) for j in range(1, len(reqs))] if reqs else []
         if not entries or any(e is None or e.op == "open" or canonical(e.request) != canonical(r)
                               for e, r in zip(entries, reqs)):
             continue  # refused before it ran (policy, a bad handle): no step

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .base import DURABILITY_MODES, RunInfo, Store, StoredEvent, StoreError, resolve
+from .base import DURABILITY_MODES, NoSuchRun, RunInfo, Store, StoredEvent, StoreError, resolve
 from .memory import MemoryStore
 from .recorder import Recording, record_run
 
@@ -80,5 +80,5 @@ def __getattr__(name: str) -> Any:  # the SQL backends load lazily
 
 
 __all__ = ["DURABILITY_MODES", "MemoryStore", "PostgresStore", "Recording", "RunInfo", "SqliteStore", "Store",
-           "StoreError", "StoredEvent", "agentos_home", "open_default_store", "open_store", "record_run",
+           "NoSuchRun", "StoreError", "StoredEvent", "agentos_home", "open_default_store", "open_store", "record_run",
            "recorded", "resolve"]

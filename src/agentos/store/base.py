@@ -26,8 +26,16 @@ from ..kernel.journal import JournalEntry
 DURABILITY_MODES = ("fsync", "group", "off")
 
 
+# journal entries that are not a device result keyed by (pid, op index)
+NOT_DEVICE_OPS = frozenset({"policy", "io_cancel", "clock_jump"})
+
+
 class StoreError(AgentOSError):
     """A store could not be opened, read or written; the message says which and why."""
+
+
+class NoSuchRun(StoreError):
+    """A run reference names no run, or more than one: the caller's mistake, not the store's."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,10 @@ class StoredEvent:
 
     @property
     def data(self) -> Any:
-        return json.loads(self.raw)[4]
+        try:
+            return json.loads(self.raw)[4]
+        except (TypeError, ValueError, IndexError, KeyError) as e:
+            raise StoreError(f"stored event seq {self.seq} is damaged: {e}") from None
 
 
 @runtime_checkable
@@ -141,8 +152,8 @@ def resolve(store: Any, ref: str) -> RunInfo:
     if named:
         return max(named, key=lambda r: r.created_at)
     if len(hits) > 1:
-        raise StoreError(f"run {ref!r} is ambiguous: {', '.join(r.run_id for r in hits[:5])}")
-    raise StoreError(f"no run {ref!r} in the store ({len(runs)} runs stored; `agentctl runs` lists them)")
+        raise NoSuchRun(f"run {ref!r} is ambiguous: {', '.join(r.run_id for r in hits[:5])}")
+    raise NoSuchRun(f"no run {ref!r} in the store ({len(runs)} runs stored; `agentctl runs` lists them)")
 
 
 class _Barrier:
@@ -172,20 +183,26 @@ class WriterStore:
         self._q: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._acked: dict[str, int] = {}
         self._error: BaseException | None = None
+        self._puts = 0      # writes queued so far (barriers aside)
+        self._synced = 0    # writes known committed by the last flush that returned
         self._closed = False
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{type(self).__name__}-writer", daemon=True)
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
-            raise StoreError(f"cannot open {type(self).__name__}: {self._error}") from self._error
+            raise StoreError(f"cannot open the store at {self._location()}: "
+                             f"{_reason(self._error)}") from self._error
 
     # -- kernel-thread side ----------------------------------------------------------
     def _put(self, item: Any) -> None:
         if self._error is not None:
-            raise StoreError(f"the store writer failed: {self._error}") from self._error
+            raise StoreError(f"{self._location()}: the store writer failed: "
+                             f"{_reason(self._error)}") from self._error
         if self._closed:
             raise StoreError("the store is closed")
+        if item[0] != "barrier":
+            self._puts += 1
         self._q.put(item)  # blocks when full: bounded memory, backpressure on the kernel
 
     def append_events(self, run_id: str, rows: list[tuple[int, float, int, str, bytes]]) -> None:
@@ -228,6 +245,9 @@ class WriterStore:
         """Return once everything queued before the call is committed (and durable per mode)."""
         if self._closed and not self._thread.is_alive():
             return
+        mark = self._puts
+        if mark == self._synced and self._error is None:
+            return  # nothing written since the last flush: a reader need not wait for the writer
         b = _Barrier()
         self._put(("barrier", b))
         while not b.done.wait(0.5):
@@ -235,7 +255,8 @@ class WriterStore:
                 break
         if b.error is not None or self._error is not None:
             err = b.error or self._error
-            raise StoreError(f"the store writer failed: {err}") from err
+            raise StoreError(f"{self._location()}: the store writer failed: {_reason(err)}") from err
+        self._synced = mark
 
     def close(self) -> None:
         if self._closed:
@@ -327,6 +348,13 @@ class WriterStore:
                 it[1].error = e
                 it[1].done.set()
 
+    def _location(self) -> str:
+        """Where the store lives, for messages (a file path; never a password)."""
+        try:
+            return str(self._where())  # type: ignore[attr-defined]
+        except Exception:
+            return type(self).__name__
+
     # subclass hooks
     def _connect(self) -> Any:
         raise NotImplementedError
@@ -361,5 +389,12 @@ class WriterStore:
         return sid
 
 
-__all__ = ["DURABILITY_MODES", "MAX_KEY", "RunInfo", "Store", "StoreError", "StoredEvent", "WriterStore",
+def _reason(e: BaseException | None) -> str:
+    """An error's message without repeating a location the caller already names."""
+    if isinstance(e, StoreError):
+        return str(e)
+    return f"{e}" if str(e) else type(e).__name__
+
+
+__all__ = ["DURABILITY_MODES", "MAX_KEY", "NoSuchRun", "RunInfo", "Store", "StoreError", "StoredEvent", "WriterStore",
            "new_run_id", "resolve", "to_bytes"]

@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 from ..kernel.journal import JournalEntry
-from .base import RunInfo, StoredEvent, StoreError, check_items, check_key, new_run_id, to_bytes
+from .base import NOT_DEVICE_OPS, RunInfo, StoredEvent, StoreError, check_items, check_key, new_run_id, to_bytes
 
 
 class MemoryStore:
@@ -21,6 +21,7 @@ class MemoryStore:
         self._runs: dict[str, dict[str, Any]] = {}
         self._events: dict[str, list[StoredEvent]] = {}
         self._journal: dict[str, list[str]] = {}
+        self._jindex: dict[str, tuple[int, dict[tuple[int, int], int]]] = {}
         self._snaps: dict[str, dict[str, Any]] = {}
         self._audit: list[bytes] = []
         self._anchor: bytes | None = None
@@ -92,6 +93,22 @@ class MemoryStore:
             raise StoreError(f"no run {run_id!r} to append journal entries to")
         with self._lock:
             j.extend(b for _, b in rows)
+
+    def journal_entry(self, run_id: str, pid: int, index: int) -> JournalEntry | None:
+        """The device result journaled for (pid, op index), or None."""
+        self._row(run_id)
+        with self._lock:
+            rows = self._journal[run_id]
+            idx = self._jindex.get(run_id)
+            if idx is None or idx[0] != len(rows):
+                keys: dict[tuple[int, int], int] = {}
+                for n, b in enumerate(rows):
+                    e = JournalEntry.from_json(b)
+                    if e.op not in NOT_DEVICE_OPS:
+                        keys.setdefault((e.pid, e.index), n)
+                idx = self._jindex[run_id] = (len(rows), keys)
+            at = idx[1].get((int(pid), int(index)))
+            return None if at is None else JournalEntry.from_json(rows[at])
 
     def journal(self, run_id: str) -> list[JournalEntry]:
         self._row(run_id)

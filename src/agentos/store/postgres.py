@@ -24,6 +24,8 @@ SCHEMA = [
         PRIMARY KEY (run_id, seq))""",
     """CREATE TABLE IF NOT EXISTS agentos_journal (run_id TEXT NOT NULL, n BIGINT NOT NULL,
         body TEXT NOT NULL, PRIMARY KEY (run_id, n))""",
+    """CREATE INDEX IF NOT EXISTS agentos_journal_key ON agentos_journal (run_id,
+        ((body::jsonb->>'pid')::bigint), ((body::jsonb->>'index')::bigint))""",
     """CREATE TABLE IF NOT EXISTS agentos_snapshots (snap_id TEXT PRIMARY KEY, run_id TEXT, pid BIGINT,
         created_at DOUBLE PRECISION NOT NULL, body TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS agentos_audit (n BIGSERIAL PRIMARY KEY, body BYTEA NOT NULL)""",
@@ -43,6 +45,9 @@ def _psycopg() -> Any:
 class PostgresStore(SqlReads, WriterStore):
     _P = "%s"
     _T = "agentos_"
+    _JPID = "(body::jsonb->>'pid')::bigint"
+    _JIDX = "(body::jsonb->>'index')::bigint"
+    _JHINT = ""
 
     def __init__(self, dsn: str, durability: str = "group", **kw: Any) -> None:
         self.dsn = dsn

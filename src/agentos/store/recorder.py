@@ -38,11 +38,12 @@ class Recording(Observer):
         self.last_snapshot: str | None = None   # id of the latest SIGUSR1 snapshot stored
         clock = "virtual" if kernel.clock.virtual else "real"
         cfg = kernel.config
+        kernel.message_events = True  # provenance follows messages; replay turns it on again
         self.meta: dict[str, Any] = {
             "abi_version": ABI_VERSION, "seed": kernel.seed, "clock": clock,
             "deterministic": bool(cfg.deterministic), "quantum": cfg.quantum,
             "default_priority": cfg.default_priority, "switch_batch": cfg.switch_batch,
-            "event_batch": cfg.event_batch,
+            "event_batch": cfg.event_batch, "message_events": True,
         }
         self.run_id = store.create_run(name, self.meta, run_id)
 

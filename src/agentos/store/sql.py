@@ -6,7 +6,7 @@ import json
 from typing import Any, Iterator
 
 from ..kernel.journal import JournalEntry
-from .base import RunInfo, StoredEvent, StoreError, check_key
+from .base import NOT_DEVICE_OPS, RunInfo, StoredEvent, StoreError, check_key
 
 
 class SqlReads:
@@ -20,10 +20,12 @@ class SqlReads:
         """Where this store lives, for error messages (never a password)."""
         raise NotImplementedError
 
-    @staticmethod
-    def _info(r: tuple[Any, ...]) -> RunInfo:
-        meta = r[4] if isinstance(r[4], dict) else json.loads(r[4])
-        summary = r[5] if isinstance(r[5], dict) else json.loads(r[5])
+    def _info(self, r: tuple[Any, ...]) -> RunInfo:
+        try:
+            meta = r[4] if isinstance(r[4], dict) else json.loads(r[4])
+            summary = r[5] if isinstance(r[5], dict) else json.loads(r[5])
+        except (TypeError, ValueError) as e:
+            raise StoreError(f"{self._where()}: run {r[0]!r:.80} has a damaged row: {e}") from None
         return RunInfo(r[0], r[1], r[2], r[3], meta, summary, r[6])
 
     def runs(self) -> list[RunInfo]:
@@ -61,15 +63,42 @@ class SqlReads:
                 yield StoredEvent(r[0], r[1], r[2], r[3], bytes(r[4]))
             last = rows[-1][0]
 
+    # the journal key inside a row's JSON body, in this dialect (an index covers it)
+    _JPID = "json_extract(body, '$.pid')"
+    _JIDX = "json_extract(body, '$.index')"
+    _JHINT = " INDEXED BY journal_key"  # without statistics SQLite would scan the run instead
+
+    def journal_entry(self, run_id: str, pid: int, index: int) -> JournalEntry | None:
+        """The device result journaled for (pid, op index), or None: one indexed lookup, so a
+        reader that follows a long run (provenance) never holds its whole journal."""
+        t, p = self._T, self._P
+        rows = self._query(f"SELECT body FROM {t}journal{self._JHINT} WHERE run_id={p} AND {self._JPID}={p} "
+                           f"AND {self._JIDX}={p} ORDER BY n", (run_id, int(pid), int(index)))
+        for r in rows:
+            try:
+                e = JournalEntry.from_json(r[0])
+            except (TypeError, ValueError) as err:
+                raise StoreError(f"{self._where()}: the journal of run {run_id!r:.80} is damaged: "
+                                 f"{err}") from None
+            if e.op not in NOT_DEVICE_OPS:
+                return e
+        return None
+
     def journal(self, run_id: str) -> list[JournalEntry]:
         rows = self._query(f"SELECT body FROM {self._T}journal WHERE run_id={self._P} ORDER BY n", (run_id,))
-        return [JournalEntry.from_json(r[0]) for r in rows]
+        try:
+            return [JournalEntry.from_json(r[0]) for r in rows]
+        except (TypeError, ValueError) as e:
+            raise StoreError(f"{self._where()}: the journal of run {run_id!r:.80} is damaged: {e}") from None
 
     def get_snapshot(self, snap_id: str) -> dict[str, Any]:
         rows = self._query(f"SELECT body FROM {self._T}snapshots WHERE snap_id={self._P}", (snap_id,))
         if not rows:
             raise StoreError(f"no snapshot {snap_id!r} in {self._where()}")
-        return json.loads(rows[0][0])
+        try:
+            return json.loads(rows[0][0])
+        except (TypeError, ValueError) as e:
+            raise StoreError(f"{self._where()}: snapshot {snap_id!r:.80} is damaged: {e}") from None
 
     def snapshots(self, run_id: str | None = None) -> list[dict[str, Any]]:
         sql = f"SELECT snap_id, run_id, pid, created_at FROM {self._T}snapshots"

@@ -5,6 +5,10 @@ writer drains; `group` commits once `group_rows` rows or `group_ms` have accumul
 (also synchronous=FULL, so a committed group survives a kill -9 or power loss); `off`
 commits every batch with synchronous=OFF (survives a killed process, not a power loss).
 Reads use their own connection; WAL lets them run beside the writer.
+
+A damaged file (`database disk image is malformed`), a truncated one or one that is not
+a database at all is a `StoreError` naming the file, on open or on the read or write
+that meets the damage; no sqlite3 exception leaves this module.
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ CREATE TABLE IF NOT EXISTS events (run_id TEXT NOT NULL, seq INTEGER NOT NULL, t
     pid INTEGER NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (run_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS journal (run_id TEXT NOT NULL, n INTEGER NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (run_id, n)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS journal_key ON journal (run_id, json_extract(body, '$.pid'),
+    json_extract(body, '$.index'));
 CREATE TABLE IF NOT EXISTS snapshots (snap_id TEXT PRIMARY KEY, run_id TEXT, pid INTEGER,
     created_at REAL NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (n INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL);
@@ -41,8 +47,15 @@ class SqliteStore(SqlReads, WriterStore):
         os.makedirs(parent, exist_ok=True)
         super().__init__(durability, **kw)
         self._rlock = threading.Lock()
-        self._reader = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self._reader.execute("PRAGMA query_only=ON")
+        try:
+            self._reader = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            self._reader.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as e:
+            try:
+                super().close()
+            except StoreError:
+                pass
+            raise StoreError(f"cannot open the store at {self.path}: {e}") from e
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, durability={self.durability!r})"
@@ -117,15 +130,17 @@ class SqliteStore(SqlReads, WriterStore):
         with self._rlock:
             try:
                 return self._reader.execute(sql, args).fetchall()
-            except sqlite3.OperationalError as e:
-                if "no such table" in str(e):
+            except sqlite3.Error as e:  # also DatabaseError: damaged pages, a truncated file, garbage
+                if isinstance(e, sqlite3.OperationalError) and "no such table" in str(e):
                     return []
                 raise StoreError(f"{self.path}: {e}") from e
 
     def close(self) -> None:
-        super().close()
-        with self._rlock:
-            self._reader.close()
+        try:
+            super().close()
+        finally:
+            with self._rlock:
+                self._reader.close()
 
 
 __all__ = ["SqliteStore"]
