@@ -86,5 +86,32 @@ def sequence(what: str, value: Any) -> tuple[Any, ...]:
     raise BadArgument(f"{what} must be a list or tuple, got {type(value).__name__}")
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """A caller's value for an error message: bounded, and safe whatever its `__repr__`
+    does (raises, recurses, returns junk). Never the value's own code for odd types."""
+    t = type(value)
+    if t in (int, float, bool, type(None)):
+        text = repr(value) if t is not int or abs(value) < 10**30 else f"<int of {value.bit_length()} bits>"
+    elif t is str:
+        text = repr(value[: limit + 1]).encode("utf-8", "backslashreplace").decode("utf-8")
+    else:
+        text = f"<{t.__name__}>"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def signal(what: str, value: Any) -> Any:
+    """A `Signal` (or its number)."""
+    from ..abi.types import Signal
+
+    if type(value) is Signal:
+        return value
+    if type(value) is int:
+        try:
+            return Signal(value)
+        except ValueError:
+            pass
+    raise BadArgument(f"{what}: {shown(value)} is not a signal; known: {', '.join(s.name for s in Signal)}")
+
+
 __all__ = ["callable_", "flag", "integer", "number", "optional_number", "optional_text", "sequence",
-           "text"]
+           "shown", "signal", "text"]

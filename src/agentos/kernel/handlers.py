@@ -228,7 +228,11 @@ def _spawn_args(req: S.Spawn) -> dict[str, Any]:
 
 
 def _rights(spec: Any) -> int:
+    ok = (isinstance(spec, Right) or type(spec) is int or type(spec) is str
+          or (type(spec) in (list, tuple) and all(type(x) is str for x in spec)))
+    if not ok:
+        raise BadArgument(f"rights are a Right, an int, \"send,kill\" or a list of names, got {A.shown(spec)}")
     try:
         return int(Right.parse(spec))
     except (ValueError, TypeError) as e:
-        raise CapError(f"bad rights {spec!r}: {e}") from None
+        raise CapError(f"bad rights {A.shown(spec)}: {e}") from None

@@ -439,6 +439,11 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
                     # not a refusal the handler meant: a kernel bug, never the caller's misuse
                     self._handler_bug(proc, entry[0], req, e)
                     break
+                except BaseException as e:
+                    # only code the process supplied raises these here (a value's __str__, a
+                    # predicate): it faults that process, never the kernel
+                    self._process_code_raised(proc, req, e)
+                    break
                 if value is PARK or proc.state is not RUNNING:
                     break
                 budget -= entry[1]
@@ -460,10 +465,17 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
         """A handler raised something it did not mean to: fault the caller, name the handler,
         record it, and keep the kernel running."""
         name = getattr(handler, "__qualname__", None) or type(handler).__name__
+        text = _safe_str(e)
         bug = InternalError(f"kernel bug in handler {name} for {type(req).__name__} (pid {proc.pid}): "
-                            f"{type(e).__name__}: {e} (this is a bug in agentos, not in the caller)")
-        self._append((self._now(), proc.pid, "internal_error", (name, type(e).__name__, str(e))))
+                            f"{type(e).__name__}: {text} (this is a bug in agentos, not in the caller)")
+        self._append((self._now(), proc.pid, "internal_error", (name, type(e).__name__, text)))
         self.terminate(proc, fault(bug))
+
+    def _process_code_raised(self, proc: Process, req: Any, e: BaseException) -> None:
+        why = (f"{type(e).__name__} raised by the process's own code during "
+               f"{type(req).__name__}: {_safe_str(e)}")
+        self._append((self._now(), proc.pid, "fault", why))
+        self.terminate(proc, fault(why))
 
     def _bad_await(self, proc: Process, req: Any) -> None:
         what = type(req).__name__ if req is not None else "a bare yield (asyncio.sleep(0)?)"
@@ -650,6 +662,9 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
         except Exception as e:
             self._handler_bug(proc, entry[0], req, e)
             return
+        except BaseException as e:
+            self._process_code_raised(proc, req, e)
+            return
         if value is not PARK and proc.state is not EXITED:
             self.wake(proc, value)
 
@@ -658,3 +673,15 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
         return self.route_send(proc, cap, req)  # the sender installed for its kind (extend.py)
 
 __all__ = ["Kernel", "KernelConfig", "RunResult"]
+
+
+def _safe_str(e: BaseException, limit: int = 500) -> str:
+    """An exception's text, whatever its `__str__` does (raises, returns junk, runs long)."""
+    try:
+        text = str(e)
+        if type(text) is not str:
+            raise TypeError
+    except BaseException:  # noqa: BLE001 - a hostile __str__ must not escape the kernel
+        text = f"<{type(e).__name__} whose message cannot be shown>"
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from ..abi.errors import SyscallError
+from ..abi.errors import BadArgument, SyscallError
 from ..abi.syscalls import Forget, Pin, Recall, Remember, WorkingSet
 from ..abi.types import Segment, SegmentKind, quota
+from . import args as A
+from .events import canonical, dumps_canonical
 from .process import PARK
 from .recall import KeywordRecaller, Recaller, terms
 
@@ -109,13 +111,21 @@ class MemoryManager:
 
     # -- handlers -------------------------------------------------------------------
     def sys_remember(self, proc: "Process", req: Remember) -> Any:
-        tokens = req.tokens if req.tokens is not None else estimate_tokens(req.body)
-        if tokens < 0:
-            raise SyscallError(f"remember: tokens must be >= 0, got {tokens}")
+        pin = A.flag("remember: pin", req.pin)
+        counted = A.integer("remember: tokens", req.tokens, minimum=0) if req.tokens is not None else 0
+        body = req.body
+        if type(body) is not str:
+            try:  # any value that can go in the log can be remembered
+                canonical(body)
+            except Exception as e:
+                raise BadArgument(f"remember: the body cannot be encoded: {type(e).__name__}") from None
+        # the kernel counts a segment's size itself; a caller's count may only raise it
+        tokens = max(counted, estimate_tokens(body) if type(body) is str else
+                     len(dumps_canonical(canonical(body))) // 4 + 1)
         sp = self.space(proc)
         sid = sp.next_id
         sp.next_id = sid + 1
-        seg = Segment(sid, req.body, tokens, SegmentKind.PINNED if req.pin else SegmentKind.TOKENS,
+        seg = Segment(sid, req.body, tokens, SegmentKind.PINNED if pin else SegmentKind.TOKENS,
                       self.k.clock.now())
         if not self._make_room(proc, sp, tokens):
             return self._oom(proc, sp, tokens)
@@ -131,8 +141,10 @@ class MemoryManager:
         return [_copy(s) for s in sp.resident.values()]
 
     def sys_recall(self, proc: "Process", req: Recall) -> list[Segment]:
+        A.text("recall: query", req.query)
+        k_ = A.integer("recall: k", req.k, maximum=10_000)
         sp = proc.memory
-        if sp is None or req.k <= 0:
+        if sp is None or k_ <= 0:
             return []
         if sp.summaries:
             ids = self._rank(sp, sp.recaller.search(req.query, 2 * req.k + 4), req.k)
@@ -164,7 +176,7 @@ class MemoryManager:
 
     def sys_forget(self, proc: "Process", req: Forget) -> bool:
         sp = proc.memory
-        sid = req.segment_id
+        sid = A.integer("forget: segment_id", req.segment_id)
         if sp is None:
             raise SyscallError(f"forget: pid {proc.pid} has no segment {sid}")
         seg = sp.resident.pop(sid, None)
@@ -178,11 +190,12 @@ class MemoryManager:
 
     def sys_pin(self, proc: "Process", req: Pin) -> bool:
         sp = proc.memory
-        seg = sp.resident.get(req.segment_id) if sp is not None else None
+        on = A.flag("pin: on", req.on)
+        seg = sp.resident.get(A.integer("pin: segment_id", req.segment_id)) if sp is not None else None
         if seg is None:
             raise SyscallError(f"pin: segment {req.segment_id} is not resident in pid {proc.pid} "
                                f"(recall it first)")
-        seg.kind = SegmentKind.PINNED if req.on else SegmentKind.TOKENS
+        seg.kind = SegmentKind.PINNED if on else SegmentKind.TOKENS
         return True
 
     # -- paging ---------------------------------------------------------------------
