@@ -22,7 +22,7 @@ from ..abi.errors import (
     AgentOSError, BadArgument, BadHandle, CapError, DriverError, NoSuchDevice, SyscallError,
 )
 from ..abi.syscalls import Close, Open, Read, ReadAll, Write
-from ..abi.types import USD_SCALE, Cost, WaitKind, quota
+from ..abi.types import USD_SCALE, Cost, WaitKind, cost_units, quota
 from .caps import DEVICE, R_OPEN, R_READ, R_WRITE, Cap
 from .journal import JournalEntry
 from .process import EXITED, PARK, Process
@@ -306,8 +306,14 @@ class Devices:
             values.append(v)
         return values
 
-    @staticmethod
-    def _entry(proc: Process, p: PendingOp, res: DriverResult) -> JournalEntry:
+    @classmethod
+    def _entry(cls, proc: Process, p: PendingOp, res: DriverResult) -> JournalEntry:
+        # The driver's reported cost is checked here, where it enters: a negative, NaN,
+        # infinite, None or fractional count is the driver's fault, a DriverError to the
+        # caller that credits nothing (a cost that could not be read is not charged).
+        units = cost_units(res.cost)
+        if type(units) is str:
+            return cls._error_entry(proc, p, DriverError(f"{p.device}.{p.op} reported a bad cost: {units}"))
         c = res.cost
         return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, True,
                             res.value, None, c.tokens, c.tool_calls, c.usd, c.reductions)
@@ -316,8 +322,11 @@ class Devices:
     def _error_entry(proc: Process, p: PendingOp, e: BaseException) -> JournalEntry:
         msg = str(e) if isinstance(e, AgentOSError) else f"{p.device}.{p.op} failed: {type(e).__name__}: {e}"
         etype = type(e).__name__ if isinstance(e, SyscallError) else "DriverError"
-        c = getattr(e, "cost", None)  # work done before failing (e.g. wasm fuel) is still charged
-        if isinstance(c, Cost):
+        try:  # work done before failing (e.g. wasm fuel) is still charged, if it is a valid cost
+            c = getattr(e, "cost", None)
+        except Exception:
+            c = None
+        if type(c) is Cost and type(cost_units(c)) is tuple:
             return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, False,
                                 msg, etype, c.tokens, c.tool_calls, c.usd, c.reductions)
         return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, False, msg, etype)
