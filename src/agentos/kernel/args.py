@@ -60,6 +60,11 @@ def text(what: str, value: Any, *, empty: bool = True, max_len: int | None = Non
         if not isinstance(value, str):
             raise BadArgument(f"{what} must be a string, got {type(value).__name__}")
         value = str.__str__(value)
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise BadArgument(f"{what} holds a lone surrogate at index {e.start}") from None
     if not empty and not value:
         raise BadArgument(f"{what} must not be empty")
     if max_len is not None and len(value) > max_len:

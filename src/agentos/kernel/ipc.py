@@ -15,6 +15,7 @@ from ..abi.errors import BadArgument
 from ..abi.syscalls import Recv, Send
 from ..abi.types import KERNEL_PID, Message, WaitKind
 from . import args as A
+from .values import checked
 from .caps import PROC, R_ANY, R_SEND
 from .process import EXITED, PARK, Process
 
@@ -37,6 +38,10 @@ class IPC:
 
     # -- send -----------------------------------------------------------------------
     def sys_send(self, proc: Process, req: Send) -> Any:
+        if req.body is not None:  # checked where it enters: the log must be able to hold it
+            checked("send: body", req.body)
+        if req.corr is not None:
+            checked("send: corr", req.corr)
         try:
             cap = proc.caps.get(req.cap)
         except TypeError:  # an unhashable "ref": resolve names the mistake

@@ -12,6 +12,7 @@ import inspect
 from typing import Any, Callable
 
 from . import args as A
+from .values import checked
 from ..abi.errors import BadArgument, CapError, SyscallError
 from ..abi.types import (
     KERNEL_PID, NORMAL, SHUTDOWN, Down, ExitKind, ExitReason, Quota, WaitKind, check_quota, quota,
@@ -69,6 +70,8 @@ class Lifecycle(KernelState):
         if name is not None:
             name = A.text("spawn: name", name, max_len=256)
         link = A.flag("spawn: link", link)
+        if args is not None:
+            checked("spawn: args", args)
         caps = A.sequence("spawn: caps", caps) if caps else ()
         # resolve capabilities to pass before anything is allocated
         srcs = []

@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..abi.errors import SyscallError
 from ..abi.syscalls import Forget, Pin, Recall, Remember, WorkingSet
-from ..abi.types import Segment, SegmentKind, quota
+from ..abi.types import COST_MAX, Segment, SegmentKind, quota
+from . import args as A
+from .events import deep, dumps_canonical
+from .values import canonical_checked
 from .process import PARK
 from .recall import KeywordRecaller, Recaller, terms
 
@@ -20,6 +23,15 @@ if TYPE_CHECKING:
     from .kernel import Kernel
     from .process import Process
 
+
+
+def kernel_text(what: str, body: Any) -> str:
+    """A body as the kernel measures and indexes it: a str as it is, anything else as its
+    canonical JSON text. The body is checked for encodability on the way (`BadArgument`),
+    and no method of the caller's objects runs again after this."""
+    if type(body) is str:
+        return A.text(what, body)
+    return deep(dumps_canonical, canonical_checked(what, body))
 
 
 def estimate_tokens(body: Any) -> int:
@@ -109,9 +121,13 @@ class MemoryManager:
 
     # -- handlers -------------------------------------------------------------------
     def sys_remember(self, proc: "Process", req: Remember) -> Any:
-        tokens = req.tokens if req.tokens is not None else estimate_tokens(req.body)
-        if tokens < 0:
-            raise SyscallError(f"remember: tokens must be >= 0, got {tokens}")
+        # The kernel counts a segment's size itself; a caller's count may only raise it, so
+        # a megabyte claimed to be 0 tokens is still charged as a megabyte.
+        text = kernel_text("remember: body", req.body)
+        tokens = len(text) // 4 + 1
+        if req.tokens is not None:
+            tokens = max(tokens, A.integer("remember: tokens", req.tokens, minimum=0, maximum=COST_MAX))
+        A.flag("remember: pin", req.pin)
         sp = self.space(proc)
         sid = sp.next_id
         sp.next_id = sid + 1
@@ -121,7 +137,7 @@ class MemoryManager:
             return self._oom(proc, sp, tokens)
         sp.resident[sid] = seg
         sp.resident_tokens += tokens
-        sp.recaller.add(sid, req.body)
+        sp.recaller.add(sid, text)
         return sid
 
     def sys_working_set(self, proc: "Process", req: WorkingSet) -> list[Segment]:
