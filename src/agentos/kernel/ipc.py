@@ -107,8 +107,8 @@ class IPC:
     def _matches(self, match: Callable[[Message], bool], msg: Message, target: Process) -> bool:
         try:
             return bool(match(msg))
-        except Exception as e:  # a broken matcher is the receiver's fault
-            self.k.events.emit(target.pid, "match_error", repr(e))
+        except BaseException as e:  # a broken matcher, whatever it raised, is the receiver's fault
+            self.k.events.emit(target.pid, "match_error", _describe(e))
             return False
 
     def deliver_kernel(self, target: Process, body: Any) -> None:
@@ -224,6 +224,15 @@ class IPC:
         """Withdraw a parked send; its message is not delivered."""
         self._unpark_send(proc)
         return True
+
+
+def _describe(e: BaseException) -> str:
+    """`Type(message)` of an exception from process code, bounded; never raises."""
+    try:
+        text = str(e)
+    except BaseException:
+        text = "?"
+    return f"{type(e).__name__}({text[:200]!r})"
 
 
 __all__ = ["IPC"]

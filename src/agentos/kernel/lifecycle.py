@@ -55,7 +55,7 @@ class Lifecycle(KernelState):
             try:
                 img = ProcessImage.of(image) if not isinstance(image, str) else self._image_named(image)
             except TypeError as e:
-                raise SyscallError(f"spawn: {e}") from None
+                raise BadArgument(f"spawn: {e}") from None
             if not isinstance(image, (str, ProcessImage)):
                 self._image_cache[image] = img
         # Everything is checked before anything is taken: a refused spawn carves no budget,
@@ -214,7 +214,7 @@ class Lifecycle(KernelState):
                 # It swallowed GeneratorExit and yielded again. It will never be resumed, and
                 # it must never be finalized either (finalizing runs its code again).
                 _pin_forever(coro)
-                self.events.emit(proc.pid, "close_error", f"{type(e).__name__}: {e}")
+                self.events.emit(proc.pid, "close_error", f"{type(e).__name__}: {_bounded(e)}")
         if proc.wait_kind is not None:
             self._abort_wait(proc)  # withdraw what it waited for: a queue place, an op, a timer
         if proc.timer is not None or proc.dl_timer is not None:
@@ -232,8 +232,8 @@ class Lifecycle(KernelState):
             for fn in proc.cleanups:
                 try:
                     fn(reason)
-                except Exception as e:
-                    self.events.emit(proc.pid, "cleanup_error", f"{type(e).__name__}: {e}")
+                except BaseException as e:  # process code: whatever its class, it stops here
+                    self.events.emit(proc.pid, "cleanup_error", f"{type(e).__name__}: {_bounded(e)}")
             proc.cleanups = None
         if proc.names:
             for n in proc.names:
