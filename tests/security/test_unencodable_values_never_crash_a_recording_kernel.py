@@ -171,3 +171,27 @@ def test_the_checked_form_is_the_canonical_form_and_always_encodes(v):
         return
     assert form == canonical(v)
     json.loads(dumps_canonical(form).encode())
+
+
+def test_surrogates_in_exit_reasons_and_fault_messages_are_recorded_safely():
+    async def bad_exit(sys, args):
+        try:
+            await sys.exit("fault(\ud800)")
+        except BadArgument as e:
+            return "refused: " + str(e)
+
+    async def bad_raise(sys, args):
+        raise ValueError("boom \udfff")
+
+    async def init(sys, args):
+        _, c1 = await sys.spawn(bad_exit)
+        _, c2 = await sys.spawn(bad_raise)
+        return str(await sys.waitpid(c1)), str(await sys.waitpid(c2))
+
+    k = Kernel(deterministic=True, policy=AllowAll())
+    store = MemoryStore()
+    run_id = record_run(k, store, "t")
+    res = k.run(init)
+    assert res.value[0] == "normal"
+    assert res.value[1].startswith("fault(ValueError: boom \\udfff")
+    assert sum(1 for e in store.events(run_id) if e.kind == "exit") == 3

@@ -107,12 +107,16 @@ class Handlers(KernelState):
         if reason is None:
             reason = NORMAL
         elif isinstance(reason, str):
+            reason = A.text("exit: reason", reason, max_len=10_000)
             try:
                 reason = ExitReason.parse(reason)
             except ValueError:
                 reason = fault(reason)
-        if not isinstance(reason, ExitReason):
-            raise SyscallError(f"exit: reason must be an ExitReason or str, got {type(reason).__name__}")
+        if type(reason) is not ExitReason or not isinstance(reason.kind, ExitKind) \
+                or (reason.detail is not None and type(reason.detail) is not str):
+            raise BadArgument(f"exit: reason must be an ExitReason or str, got {type(reason).__name__}")
+        if reason.detail is not None:
+            A.text("exit: reason detail", reason.detail, max_len=10_000)
         if reason.kind not in (ExitKind.NORMAL, ExitKind.FAULT, ExitKind.SHUTDOWN):
             raise SyscallError(f"exit: a process may end itself only as normal, fault or shutdown, "
                                f"not {reason.kind.value}")

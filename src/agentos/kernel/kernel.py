@@ -711,6 +711,8 @@ def _exc_text(e: BaseException) -> str:
         text = "?"
     if len(text) > 500:
         text = text[:500] + "..."
+    if not text.isascii():  # a lone surrogate from process code must not reach the log as is
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return f"{type(e).__name__}: {text}"
 
 
