@@ -34,12 +34,29 @@ class Hostile(Driver):
         return ("hostile.read", req)
 
 
-BAD_COSTS = [
-    Cost(tokens=-1000), Cost(tool_calls=-1), Cost(usd=-1.0), Cost(usd=math.nan), Cost(usd=math.inf),
-    Cost(tokens=None), Cost(tokens=2.5), Cost(tokens=2.0), Cost(tokens=math.nan),
-    Cost(tokens=math.inf), Cost(tokens=True), Cost(tokens="5"), Cost(reductions=-5),
-    Cost(tokens=1 << 80), "not a cost", None,
+BAD_FIELDS = [
+    dict(tokens=-1000), dict(tool_calls=-1), dict(usd=-1.0), dict(usd=math.nan), dict(usd=math.inf),
+    dict(tokens=None), dict(tokens=2.5), dict(tokens=2.0), dict(tokens=math.nan),
+    dict(tokens=math.inf), dict(tokens=True), dict(tokens="5"), dict(reductions=-5),
+    dict(tokens=1 << 80), dict(usd=None),
 ]
+
+
+def forged(**fields):
+    """A Cost whose fields were changed after construction (a Cost is mutable)."""
+    c = Cost()
+    for k, v in fields.items():
+        setattr(c, k, v)
+    return c
+
+
+BAD_COSTS = [forged(**f) for f in BAD_FIELDS] + ["not a cost", None]
+
+
+@pytest.mark.parametrize("fields", BAD_FIELDS, ids=repr)
+def test_building_a_bad_cost_is_a_driver_error(fields):
+    with pytest.raises(DriverError):
+        Cost(**fields)
 
 
 def _run(cost, *, slow=False):

@@ -247,6 +247,15 @@ class Cost:
     usd: float = 0.0
     reductions: int = 0
 
+    def __post_init__(self) -> None:
+        # a driver that builds a bad cost fails there, as a DriverError the kernel hands to
+        # the caller; the kernel checks again where the cost enters (a Cost is mutable)
+        problem = cost_units(self)
+        if type(problem) is str:
+            from .errors import DriverError
+
+            raise DriverError(problem)
+
     def __bool__(self) -> bool:
         return bool(self.tokens or self.tool_calls or self.usd or self.reductions)
 
