@@ -271,6 +271,10 @@ def cost_units(c: Any) -> tuple[int, int, int, int] | str:
     Never raises, whatever `c` is: the kernel calls it on a driver's reply."""
     if type(c) is not Cost:
         return f"cost must be a Cost, got {type(c).__name__}"
+    tk, tc, usd, red = c.tokens, c.tool_calls, c.usd, c.reductions
+    if type(tk) is int and type(tc) is int and type(red) is int and (type(usd) is float or type(usd) is int) \
+            and 0 <= tk <= COST_MAX and 0 <= tc <= COST_MAX and 0 <= red <= COST_MAX and 0 <= usd <= COST_MAX:
+        return (tk, tc, round(usd * USD_SCALE) if usd else 0, red)   # the common case
     out: list[int] = []
     for name in ("tokens", "tool_calls", "usd", "reductions"):
         v = getattr(c, name)

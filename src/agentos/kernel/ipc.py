@@ -38,8 +38,9 @@ class IPC:
 
     # -- send -----------------------------------------------------------------------
     def sys_send(self, proc: Process, req: Send) -> Any:
-        if req.body is not None:  # checked where it enters: the log must be able to hold it
-            checked("send: body", req.body)
+        body = req.body  # checked where it enters: the log must be able to hold it
+        if body is not None and (type(body) is not int or body.bit_length() > 64):
+            checked("send: body", body)
         if req.corr is not None:
             checked("send: corr", req.corr)
         try:

@@ -9,6 +9,7 @@ teardown runs is queued, so link chains of any length end without recursion.
 from __future__ import annotations
 
 import inspect
+from types import CoroutineType
 from typing import Any, Callable
 
 from . import args as A
@@ -60,7 +61,8 @@ class Lifecycle(KernelState):
                 self._image_cache[image] = img
         # Everything is checked before anything is taken: a refused spawn carves no budget,
         # opens no account and transfers no capability.
-        quota_ = check_quota("spawn: quota", quota_)
+        if quota_ is not None:
+            quota_ = check_quota("spawn: quota", quota_)
         if priority is None:
             priority = parent.priority if parent is not None else self.config.default_priority
         if type(priority) is not int or not 0 <= priority <= MAX_BASE_PRIORITY:
@@ -69,7 +71,8 @@ class Lifecycle(KernelState):
             deadline = A.number("spawn: deadline (ms)", deadline, minimum=0)
         if name is not None:
             name = A.text("spawn: name", name, max_len=256)
-        link = A.flag("spawn: link", link)
+        if link is not False and link is not True:
+            link = A.flag("spawn: link", link)
         if args is not None:
             checked("spawn: args", args)
         caps = A.sequence("spawn: caps", caps) if caps else ()
@@ -90,7 +93,7 @@ class Lifecycle(KernelState):
         except BaseException as e:
             raise BadArgument(f"spawn: cannot start image {img.name!r}: {type(e).__name__}: "
                               f"{_bounded(e)}") from None
-        if not inspect.iscoroutine(coro):
+        if type(coro) is not CoroutineType and not inspect.iscoroutine(coro):
             raise BadArgument(f"spawn: image {img.name!r}'s main must be an async function "
                               f"(sys, args); it returned {type(coro).__name__}")
         try:

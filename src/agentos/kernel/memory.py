@@ -15,7 +15,7 @@ from ..abi.syscalls import Forget, Pin, Recall, Remember, WorkingSet
 from ..abi.types import COST_MAX, Segment, SegmentKind, quota
 from . import args as A
 from .events import deep, dumps_canonical
-from .values import canonical_checked
+from .values import canonical_checked, checked
 from .process import PARK
 from .recall import KeywordRecaller, Recaller, terms
 
@@ -29,8 +29,11 @@ def kernel_text(what: str, body: Any) -> str:
     """A body as the kernel measures and indexes it: a str as it is, anything else as its
     canonical JSON text. The body is checked for encodability on the way (`BadArgument`),
     and no method of the caller's objects runs again after this."""
-    if type(body) is str:
+    t = type(body)
+    if t is str:
         return A.text(what, body)
+    if t is int or t is float or t is bool or body is None:
+        return str(checked(what, body))
     return deep(dumps_canonical, canonical_checked(what, body))
 
 
@@ -123,11 +126,23 @@ class MemoryManager:
     def sys_remember(self, proc: "Process", req: Remember) -> Any:
         # The kernel counts a segment's size itself; a caller's count may only raise it, so
         # a megabyte claimed to be 0 tokens is still charged as a megabyte.
-        text = kernel_text("remember: body", req.body)
+        body = req.body
+        t = type(body)
+        if t is str and body.isascii():
+            text = body
+        elif t is int and -(1 << 62) < body < (1 << 62):
+            text = str(body)
+        else:
+            text = kernel_text("remember: body", body)
         tokens = len(text) // 4 + 1
-        if req.tokens is not None:
-            tokens = max(tokens, A.integer("remember: tokens", req.tokens, minimum=0, maximum=COST_MAX))
-        A.flag("remember: pin", req.pin)
+        claimed = req.tokens
+        if claimed is not None:
+            if type(claimed) is not int or not 0 <= claimed <= COST_MAX:
+                claimed = A.integer("remember: tokens", claimed, minimum=0, maximum=COST_MAX)
+            if claimed > tokens:
+                tokens = claimed
+        if req.pin is not False and req.pin is not True:
+            A.flag("remember: pin", req.pin)
         sp = self.space(proc)
         sid = sp.next_id
         sp.next_id = sid + 1
@@ -137,7 +152,7 @@ class MemoryManager:
             return self._oom(proc, sp, tokens)
         sp.resident[sid] = seg
         sp.resident_tokens += tokens
-        sp.recaller.add(sid, text)
+        sp.recaller.add(sid, text if type(req.body) is not str else req.body)
         return sid
 
     def sys_working_set(self, proc: "Process", req: WorkingSet) -> list[Segment]:

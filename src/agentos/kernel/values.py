@@ -25,7 +25,7 @@ import enum
 from typing import Any
 
 from ..abi.errors import BadArgument
-from .events import deep
+from .events import _FIELDS, deep
 
 MAX_DEPTH = 1000
 """Containers nested deeper than this are refused."""
@@ -38,7 +38,8 @@ class Unencodable(Exception):
 
 
 def checked(what: str, value: Any) -> Any:
-    """`value` unchanged if it can be encoded; otherwise `BadArgument` naming `what`."""
+    """`value` unchanged if it can be encoded; otherwise `BadArgument` naming `what`.
+    Scalars and flat tuples or lists of them (most messages) are checked without a walk."""
     t = type(value)
     if value is None or t is bool or t is float:
         return value
@@ -50,14 +51,47 @@ def checked(what: str, value: Any) -> Any:
         if not value.isascii():
             _text(what, value)
         return value
+    if (t is tuple or t is list) and _flat(value):
+        return value
+    names = _FIELDS.get(t)
+    if names is not None and _flat_fields(value, names):  # a dataclass seen before (a Message)
+        return value
     canonical_checked(what, value)
     return value
+
+
+def _flat_fields(value: Any, names: tuple[str, ...]) -> bool:
+    try:
+        for n in names:
+            x = getattr(value, n)
+            tx = type(x)
+            if not (x is None or tx is bool or tx is float or (tx is int and x.bit_length() <= MAX_INT_BITS)
+                    or (tx is str and x.isascii()) or ((tx is tuple or tx is list) and _flat(x))):
+                return False
+    except BaseException:  # a hostile property: the walk says what is wrong
+        return False
+    return True
+
+
+def _flat(value: Any) -> bool:
+    """A short tuple or list of plain scalars: encodable without a walk."""
+    if len(value) > 16:
+        return False
+    for x in value:
+        tx = type(x)
+        if not (x is None or tx is bool or tx is float or (tx is int and x.bit_length() <= MAX_INT_BITS)
+                or (tx is str and x.isascii())):
+            return False
+    return True
 
 
 def canonical_checked(what: str, value: Any) -> Any:
     """The canonical form of `value` (as `events.canonical` renders it), or `BadArgument`."""
     try:
-        return deep(_Walk().value, value, 0)
+        try:
+            return _Walk().value(value, 0)
+        except RecursionError:  # deep but maybe within MAX_DEPTH: again with room for it
+            return deep(_Walk().value, value, 0)
     except Unencodable as e:
         raise BadArgument(f"{what}: {e}") from None
 
@@ -110,7 +144,16 @@ class _Walk:
             return obj if obj == obj and obj not in (float("inf"), float("-inf")) else repr(obj)
         if depth >= MAX_DEPTH:
             raise Unencodable(f"nesting is deeper than {MAX_DEPTH} levels")
+        names = _FIELDS.get(t)
         try:
+            if names is not None:  # a dataclass seen before (Message, Down, ...): its fields
+                key = self.enter(obj)
+                rendered: dict[str, Any] = {"@": t.__name__}
+                d = depth + 1
+                for n in names:
+                    rendered[n] = self.value(getattr(obj, n), d)
+                self.path.discard(key)
+                return rendered
             return self.other(obj, t, depth)
         except (Unencodable, RecursionError):
             raise
@@ -155,12 +198,8 @@ class _Walk:
         if isinstance(obj, bytes):
             return {"bytes": obj.hex()}
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            key = self.enter(obj)
-            rendered: dict[str, Any] = {"@": t.__name__}
-            for f in dataclasses.fields(obj):
-                rendered[f.name] = self.value(getattr(obj, f.name), d)
-            self.path.discard(key)
-            return rendered
+            _FIELDS[t] = tuple(f.name for f in dataclasses.fields(obj))
+            return self.value(obj, depth)
         if callable(obj):
             q = getattr(obj, "__qualname__", None)
             return {"callable": self.text(q) if isinstance(q, str) else _type_name(obj)}
