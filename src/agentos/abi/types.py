@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeAlias
 
+from .errors import BadArgument, DriverError
+
 ABI_VERSION = 2
 """Bumped whenever a snapshot's layout or a syscall's meaning changes."""
 
@@ -200,6 +202,11 @@ def _num(v: Any) -> str:
     return repr(v) if isinstance(v, float) else (str(v) if v.bit_length() < 64 else f"an int of {v.bit_length()} bits")
 
 
+class QuotaValueError(BadArgument, ValueError):
+    """A quota value refused: a `BadArgument` (what a process sees) that is also a
+    `ValueError` (what code building a Quota from data has always caught)."""
+
+
 def check_quota_field(name: str, v: Any) -> None:
     """Refuse a quota value the accounts could not hold exactly (`BadArgument`, naming it).
 
@@ -207,19 +214,17 @@ def check_quota_field(name: str, v: Any) -> None:
     ints; usd and wall_ms are non-negative finite numbers. An infinity is refused rather than
     read as "unlimited": None already means that, and one spelling keeps conservation exact.
     """
-    from .errors import BadArgument
-
     t = type(v)
     if t is bool or not isinstance(v, (int, float)):
-        raise BadArgument(f"quota {name} must be a number or None, got {type(v).__name__}")
+        raise QuotaValueError(f"quota {name} must be a number or None, got {type(v).__name__}")
     if not math.isfinite(v):
-        raise BadArgument(f"quota {name} must be finite (None means unlimited), got {_num(v)}")
+        raise QuotaValueError(f"quota {name} must be finite (None means unlimited), got {_num(v)}")
     if name in _INT_RESOURCES and not isinstance(v, int):
-        raise BadArgument(f"quota {name} must be a whole number or None, got {_num(v)}")
+        raise QuotaValueError(f"quota {name} must be a whole number or None, got {_num(v)}")
     if v < 0:
-        raise BadArgument(f"quota {name} must not be negative, got {_num(v)}")
+        raise QuotaValueError(f"quota {name} must not be negative, got {_num(v)}")
     if (v * USD_SCALE if name == "usd" else v) > _QUOTA_MAX:
-        raise BadArgument(f"quota {name} is too large, got {_num(v)}")
+        raise QuotaValueError(f"quota {name} is too large, got {_num(v)}")
 
 
 def check_quota(what: str, q: Any) -> "Quota | None":
@@ -252,8 +257,6 @@ class Cost:
         # the caller; the kernel checks again where the cost enters (a Cost is mutable)
         problem = cost_units(self)
         if type(problem) is str:
-            from .errors import DriverError
-
             raise DriverError(problem)
 
     def __bool__(self) -> bool:
