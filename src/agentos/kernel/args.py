@@ -24,6 +24,8 @@ def number(what: str, value: Any, *, minimum: float | None = None) -> float:
     if t is not int and t is not float:
         if isinstance(value, bool) or not isinstance(value, _NUM):
             raise BadArgument(f"{what} must be a number, got {type(value).__name__}")
+    if type(value) is not float and not -1e300 < value < 1e300:  # an int past float's range
+        raise BadArgument(f"{what} is out of range (an integer of {int(value).bit_length()} bits)")
     if not math.isfinite(value):
         raise BadArgument(f"{what} must be a finite number, got {value!r}")
     if minimum is not None and value < minimum:
@@ -42,10 +44,15 @@ def integer(what: str, value: Any, *, minimum: int | None = None, maximum: int |
             raise BadArgument(f"{what} must be an integer, got {type(value).__name__}")
         value = int(value)
     if minimum is not None and value < minimum:
-        raise BadArgument(f"{what} must be at least {minimum}, got {value}")
+        raise BadArgument(f"{what} must be at least {minimum}, got {_int(value)}")
     if maximum is not None and value > maximum:
-        raise BadArgument(f"{what} must be at most {maximum}, got {value}")
+        raise BadArgument(f"{what} must be at most {maximum}, got {_int(value)}")
     return value
+
+
+def _int(v: int) -> str:
+    """An int for a message: printed if short, else by its size (printing a huge one raises)."""
+    return str(v) if v.bit_length() <= 64 else f"an integer of {v.bit_length()} bits"
 
 
 def flag(what: str, value: Any) -> bool:

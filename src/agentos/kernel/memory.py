@@ -162,13 +162,16 @@ class MemoryManager:
         return [_copy(s) for s in sp.resident.values()]
 
     def sys_recall(self, proc: "Process", req: Recall) -> list[Segment]:
+        k = A.integer("recall: k", req.k, maximum=1_000_000)
+        query = req.query if type(req.query) is str and req.query.isascii() else \
+            kernel_text("recall: query", req.query)
         sp = proc.memory
-        if sp is None or req.k <= 0:
+        if sp is None or k <= 0:
             return []
         if sp.summaries:
-            ids = self._rank(sp, sp.recaller.search(req.query, 2 * req.k + 4), req.k)
+            ids = self._rank(sp, sp.recaller.search(query, 2 * k + 4), k)
         else:
-            ids = sp.recaller.search(req.query, req.k)
+            ids = sp.recaller.search(query, k)
         out: list[Segment] = []
         wanted = set(ids)
         for sid in ids:
@@ -195,7 +198,7 @@ class MemoryManager:
 
     def sys_forget(self, proc: "Process", req: Forget) -> bool:
         sp = proc.memory
-        sid = req.segment_id
+        sid = A.integer("forget: segment id", req.segment_id, minimum=0, maximum=1 << 62)
         if sp is None:
             raise SyscallError(f"forget: pid {proc.pid} has no segment {sid}")
         seg = sp.resident.pop(sid, None)
@@ -209,11 +212,13 @@ class MemoryManager:
 
     def sys_pin(self, proc: "Process", req: Pin) -> bool:
         sp = proc.memory
-        seg = sp.resident.get(req.segment_id) if sp is not None else None
+        on = A.flag("pin: on", req.on)
+        sid = A.integer("pin: segment id", req.segment_id, minimum=0, maximum=1 << 62)
+        seg = sp.resident.get(sid) if sp is not None else None
         if seg is None:
-            raise SyscallError(f"pin: segment {req.segment_id} is not resident in pid {proc.pid} "
+            raise SyscallError(f"pin: segment {sid} is not resident in pid {proc.pid} "
                                f"(recall it first)")
-        seg.kind = SegmentKind.PINNED if req.on else SegmentKind.TOKENS
+        seg.kind = SegmentKind.PINNED if on else SegmentKind.TOKENS
         return True
 
     # -- paging ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..abi.errors import Interrupted, SyscallError
+from ..abi.errors import BadArgument, Interrupted, SyscallError
 from ..abi.syscalls import SendSignal, Sigmask
 from ..abi.types import ExitKind, ExitReason, Signal, SignalMessage, killed, policy
 from .caps import PROC, R_KILL
@@ -44,6 +44,9 @@ class Signals:
         return {SendSignal: self.sys_signal, Sigmask: self.sys_sigmask}
 
     def sys_signal(self, proc: Process, req: SendSignal) -> Any:
+        t = type(req.signal)
+        if t is not Signal and t is not int and t is not str:
+            raise BadArgument(f"signal: a signal is a Signal, got {t.__name__}")
         try:
             sig = Signal(req.signal)
         except ValueError:
