@@ -24,10 +24,11 @@ from ..abi.errors import (
     SyscallError,
 )
 from ..abi.syscalls import Close, Open, Read, ReadAll, Write
-from ..abi.types import USD_SCALE, Cost, WaitKind, quota
+from ..abi.types import USD_SCALE, Cost, WaitKind, cost_units, quota
 from .caps import DEVICE, R_OPEN, R_READ, R_WRITE, Cap
 from .journal import JournalEntry
 from .process import EXITED, PARK, Process
+from .values import checked
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -191,10 +192,12 @@ class Devices:
         return handle
 
     def sys_read(self, proc: Process, req: Read) -> Any:
-        return self._op(proc, self._handle(proc, req.handle, R_READ, "read"), "read", req.req, req)
+        handle = self._handle(proc, req.handle, R_READ, "read")
+        return self._op(proc, handle, "read", checked("read: request", req.req), req)
 
     def sys_write(self, proc: Process, req: Write) -> Any:
-        return self._op(proc, self._handle(proc, req.handle, R_WRITE, "write"), "write", req.data, req)
+        handle = self._handle(proc, req.handle, R_WRITE, "write")
+        return self._op(proc, handle, "write", checked("write: data", req.data), req)
 
     def _op(self, proc: Process, handle: Handle, op: str, payload: Any, req: Any) -> Any:
         k = self.k
@@ -521,7 +524,7 @@ def _handle_no(op: str, h: Any) -> int:
 def _payloads(reqs: Any) -> list[Any]:
     if not isinstance(reqs, (list, tuple)):
         raise BadArgument(f"read_all: requests must be a list or tuple, got {type(reqs).__name__}")
-    return list(reqs)
+    return [checked(f"read_all: request {i}", r) for i, r in enumerate(reqs)]
 
 
 def _task_result(task: Any, name: str, op: str) -> DriverResult:
