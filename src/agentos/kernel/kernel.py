@@ -475,7 +475,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
                     append((now(), pid, "error", (type(e).__name__, str(e))))
                 except NondeterminismError:
                     raise  # a replay that left the recorded path: the replayer must hear it
-                except BaseException as e:
+                except Exception as e:
                     # not a refusal the handler meant: a kernel bug, never the caller's misuse
                     self._handler_bug(proc, entry[0], req, e)
                     break

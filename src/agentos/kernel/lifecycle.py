@@ -51,6 +51,9 @@ class Lifecycle(KernelState):
     def _create(self, parent: Process | None, image: Any, args: Any, caps: tuple[Any, ...],
                 quota_: Quota | None, link: bool, priority: int | None, deadline: float | None,
                 name: str | None) -> Process:
+        if not isinstance(image, (str, ProcessImage)) and not inspect.iscoroutinefunction(image):
+            raise BadArgument(f"spawn: cannot run a {type(image).__name__}: expected a ProcessImage, the name "
+                              f"of a registered one, or an async function (sys, args)")
         img = self._image_cache.get(image) if not isinstance(image, (str, ProcessImage)) else None
         if img is None:
             try:
