@@ -1,7 +1,10 @@
 """One hostile value must not disable auditing. Once, a single lone surrogate in a tool
 argument failed to encode, stuck at the head of the commit queue, and every later audited
 action of every process failed: the log ended with 0 records. Now encoding is total, and a
-record that cannot be made refuses only its own action. Values arrive three ways here:
+record that cannot be made refuses only its own action. A value the kernel's own log cannot
+hold (a lone surrogate, a cycle, nesting past 1,000, a raising conversion) is refused at
+the syscall with a BadArgument before anything is authorized or recorded; every other
+call has its record. Values arrive three ways here:
 sandboxed code (over its pipe), tools called in the kernel, and the recorder's own API."""
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentos import Kernel
+from agentos import BadArgument, Kernel
 from agentos.audit import AuditUnavailable, FlightRecorder, verify_dir
 from agentos.audit.logdir import read_records
 from agentos.drivers.tools import Tool, ToolsDriver
@@ -105,9 +108,11 @@ def test_any_tool_argument_is_recorded_and_auditing_carries_on(tmp_path_factory:
     rec.close()
     assert str(res.reason) == "normal", res.reason
     assert res.value[-1] == "ok"                       # an ordinary call after the attack still runs
-    assert len(_stored_actions(d)) == len(values) + 1  # and every call has its record
+    refused = res.value.count("BadArgument")           # refused at the boundary, never authorized
+    assert all(v in ("ok", "BadArgument") for v in res.value), res.value
+    assert len(_stored_actions(d)) == len(values) - refused + 1  # every other call has its record
     report = verify_dir(d, KEY)
-    assert report.ok and report.count == len(values) + 1, report.summary()
+    assert report.ok and report.count == len(values) - refused + 1, report.summary()
 
 
 def test_the_original_attack_one_lone_surrogate(tmp_path: Path) -> None:
@@ -116,17 +121,26 @@ def test_the_original_attack_one_lone_surrogate(tmp_path: Path) -> None:
 
     async def main(sys: Any, _: Any) -> Any:
         h = await sys.open("tools")
-        first = await sys.read(h, {"tool": "echo", "args": {"path": "\ud800"}})
+        try:
+            first = await sys.read(h, {"tool": "echo", "args": {"path": "\ud800"}})
+        except BadArgument as e:
+            first = "refused: " + str(e)
         later = [await sys.read(h, {"tool": "echo", "args": {"i": i}}) for i in range(5)]
         return first, later
 
     res = k.run(main, grant=["tools"])
     rec.close()
-    assert res.value == ("ok", ["ok"] * 5), res
+    assert res.value[0].startswith("refused: read: request") and "surrogate" in res.value[0], res
+    assert res.value[1] == ["ok"] * 5, res
     records = list(read_records(tmp_path))
-    assert len(records) == 6
-    assert records[0].fields()["data"]["args"] == {"path": "\ud800"}   # escaped, stored, and read back
+    assert len(records) == 5                    # auditing carries on for every later call
+    assert [r.fields()["data"]["args"] for r in records] == [{"i": i} for i in range(5)]
     assert verify_dir(tmp_path, KEY).ok
+    # the recorder itself still takes the surrogate (escaped, stored, read back)
+    mem = FlightRecorder.in_memory(KEY)
+    mem.append(1, "note", {"path": "\ud800"})
+    mem.commit()
+    assert [r.fields()["data"] for r in mem.records()] == [{"path": "\ud800"}]
 
 
 def test_a_record_that_cannot_be_made_refuses_only_its_own_action(tmp_path: Path, monkeypatch: Any) -> None:
@@ -174,7 +188,10 @@ def test_the_recorder_api_takes_any_value(values: list[Any]) -> None:
 
 
 SANDBOXED = r'''
+import json
+
 async def main(sys, values):
+    values = json.loads(values)  # the surrogates are made in the child, not passed as spawn args
     h = await sys.open("tools")
     out = []
     for v in values:
@@ -197,9 +214,12 @@ def test_any_value_sandboxed_code_sends_is_recorded_and_auditing_carries_on(tmp_
     def setup(k: Kernel) -> None:
         k.register_driver(ToolsDriver([Tool("echo", echo, schema={"type": "object"}, effect="read_only")]))
 
-    out = run_sandboxed(SANDBOXED, args=values, audit=rec, setup=setup, grant=("tools",))
+    import json
+
+    out = run_sandboxed(SANDBOXED, args=json.dumps(values), audit=rec, setup=setup, grant=("tools",))
     rec.close()
     assert out.reason == "normal", out.reason
     assert out.result["out"][-1] == "ok"
-    assert len(_stored_actions(d)) == len(values) + 1
+    refused = out.result["out"].count("BadArgument")
+    assert len(_stored_actions(d)) == len(values) - refused + 1
     assert verify_dir(d, KEY).ok

@@ -60,6 +60,7 @@ class Raw:
     body: bytes = b"not json"
     status: int = 200
     content_type: str = "application/json"
+    drip: float = 0.0            # seconds between single bytes of the body (a slow-loris endpoint)
 
 
 class _ClientGone(Exception):
@@ -216,8 +217,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("content-type", r.content_type)
             self.send_header("content-length", str(len(r.body)))
             self.end_headers()
-            self.wfile.write(r.body)
-            self.wfile.flush()
+            if r.drip <= 0:
+                self.wfile.write(r.body)
+                self.wfile.flush()
+                return
+            for i in range(len(r.body)):
+                if srv._stop.is_set():
+                    return
+                self.wfile.write(r.body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(r.drip)
             return
         self._wait(r.delay + srv.service_time)
         if isinstance(r, Fail):

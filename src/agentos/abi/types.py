@@ -6,8 +6,11 @@ path) and has a canonical, deterministic encoding (see `agentos.kernel.events`).
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeAlias
+
+from .errors import BadArgument, DriverError
 
 ABI_VERSION = 2
 """Bumped whenever a snapshot's layout or a syscall's meaning changes."""
@@ -171,10 +174,12 @@ class Quota:
     max_mailbox: int | None = None
 
     def __post_init__(self) -> None:
+        # Checked at construction so that a budget can never hold NaN, an infinity, a
+        # negative or a wrong type: "unlimited" is spelled None, never inf.
         for f in fields(self):
             v = getattr(self, f.name)
-            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
-                raise ValueError(f"quota {f.name} must be a non-negative number or None, got {v!r}")
+            if v is not None:
+                check_quota_field(f.name, v)
 
     def as_units(self) -> dict[str, int | float | None]:
         """The quota in the kernel's integer units (usd → nano-dollars)."""
@@ -189,6 +194,54 @@ class Quota:
 
 UNLIMITED = Quota()
 
+_INT_RESOURCES = frozenset({"tokens", "tool_calls", "children", "mem", "max_mailbox"})
+_QUOTA_MAX = 1 << 62
+
+
+def _num(v: Any) -> str:
+    return repr(v) if isinstance(v, float) else (str(v) if v.bit_length() < 64 else f"an int of {v.bit_length()} bits")
+
+
+class QuotaValueError(BadArgument, ValueError):
+    """A quota value refused: a `BadArgument` (what a process sees) that is also a
+    `ValueError` (what code building a Quota from data has always caught)."""
+
+
+def check_quota_field(name: str, v: Any) -> None:
+    """Refuse a quota value the accounts could not hold exactly (`BadArgument`, naming it).
+
+    Counted resources (tokens, tool_calls, children, mem, max_mailbox) are non-negative
+    ints; usd and wall_ms are non-negative finite numbers. An infinity is refused rather than
+    read as "unlimited": None already means that, and one spelling keeps conservation exact.
+    """
+    t = type(v)
+    if t is bool or not isinstance(v, (int, float)):
+        raise QuotaValueError(f"quota {name} must be a number or None, got {type(v).__name__}")
+    if not math.isfinite(v):
+        raise QuotaValueError(f"quota {name} must be finite (None means unlimited), got {_num(v)}")
+    if name in _INT_RESOURCES and not isinstance(v, int):
+        raise QuotaValueError(f"quota {name} must be a whole number or None, got {_num(v)}")
+    if v < 0:
+        raise QuotaValueError(f"quota {name} must not be negative, got {_num(v)}")
+    if (v * USD_SCALE if name == "usd" else v) > _QUOTA_MAX:
+        raise QuotaValueError(f"quota {name} is too large, got {_num(v)}")
+
+
+def check_quota(what: str, q: Any) -> "Quota | None":
+    """A spawn's quota argument: None or a Quota whose fields all pass `check_quota_field`
+    (re-checked: a frozen dataclass can still be changed with object.__setattr__)."""
+    from .errors import BadArgument
+
+    if q is None:
+        return None
+    if type(q) is not Quota:
+        raise BadArgument(f"{what} must be a Quota or None, got {type(q).__name__}")
+    for name in RESOURCES:
+        v = getattr(q, name)
+        if v is not None:
+            check_quota_field(name, v)
+    return q
+
 
 @dataclass(slots=True)
 class Cost:
@@ -199,8 +252,49 @@ class Cost:
     usd: float = 0.0
     reductions: int = 0
 
+    def __post_init__(self) -> None:
+        # a driver that builds a bad cost fails there, as a DriverError the kernel hands to
+        # the caller; the kernel checks again where the cost enters (a Cost is mutable)
+        problem = cost_units(self)
+        if type(problem) is str:
+            raise DriverError(problem)
+
     def __bool__(self) -> bool:
         return bool(self.tokens or self.tool_calls or self.usd or self.reductions)
+
+
+COST_MAX = 1 << 53
+"""No single operation reports more than this many tokens, calls or reductions."""
+
+
+def cost_units(c: Any) -> tuple[int, int, int, int] | str:
+    """A driver's reported cost as (tokens, tool_calls, usd in nano-dollars, reductions),
+    or a message saying what is wrong with it. Counts are non-negative ints (a float, even
+    2.0, is refused: a fractional token is a driver bug), usd a non-negative finite number.
+    Never raises, whatever `c` is: the kernel calls it on a driver's reply."""
+    if type(c) is not Cost:
+        return f"cost must be a Cost, got {type(c).__name__}"
+    tk, tc, usd, red = c.tokens, c.tool_calls, c.usd, c.reductions
+    if type(tk) is int and type(tc) is int and type(red) is int and (type(usd) is float or type(usd) is int) \
+            and 0 <= tk <= COST_MAX and 0 <= tc <= COST_MAX and 0 <= red <= COST_MAX and 0 <= usd <= COST_MAX:
+        return (tk, tc, round(usd * USD_SCALE) if usd else 0, red)   # the common case
+    out: list[int] = []
+    for name in ("tokens", "tool_calls", "usd", "reductions"):
+        v = getattr(c, name)
+        t = type(v)
+        if name == "usd":
+            if t is not int and t is not float:
+                return f"cost usd must be a number, got {t.__name__}"
+            if not math.isfinite(v) or v < 0 or v * USD_SCALE > COST_MAX * USD_SCALE:
+                return f"cost usd must be a non-negative finite number, got {_num(v)}"
+            out.append(round(v * USD_SCALE))
+            continue
+        if t is not int:
+            return f"cost {name} must be a non-negative int, got {t.__name__} {_num(v) if t is float else ''}".rstrip()
+        if v < 0 or v > COST_MAX:
+            return f"cost {name} must be between 0 and {COST_MAX}, got {_num(v)}"
+        out.append(v)
+    return (out[0], out[1], out[2], out[3])
 
 
 @dataclass(slots=True)

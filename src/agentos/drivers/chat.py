@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..abi.errors import DriverError
+from ..abi.errors import DriverError, UpstreamError
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -86,6 +86,77 @@ def completion_bound(req: dict[str, Any], defaults: dict[str, Any] | None = None
     if type(v) is int and v > 0:
         return min(v, context) if context else v
     return context
+
+
+MAX_REPLY_TOKENS = 1 << 40
+"""No single reply reports more tokens than this (a count past it is an endpoint's bug)."""
+
+
+def _shown(v: Any) -> str:
+    try:
+        r = repr(v)
+    except Exception:
+        r = f"a {type(v).__name__}"
+    return r if len(r) <= 60 else r[:60] + "..."
+
+
+def reply_count(device: str, what: str, v: Any) -> int:
+    """A token count from a reply: a non-negative int (None, an absent count, is 0)."""
+    if v is None:
+        return 0
+    if type(v) is not int:
+        raise UpstreamError(f"{device}: the endpoint reported {what} as {type(v).__name__} "
+                            f"{_shown(v)}; a token count is a non-negative integer")
+    if not 0 <= v <= MAX_REPLY_TOKENS:
+        raise UpstreamError(f"{device}: the endpoint reported {what} = {_shown(v)}; "
+                            f"a token count is a non-negative integer")
+    return v
+
+
+def reply_text(device: str, what: str, v: Any) -> str:
+    """Reply content: a string, or null (read as empty)."""
+    if v is None:
+        return ""
+    if type(v) is not str:
+        raise UpstreamError(f"{device}: the endpoint's {what} is {type(v).__name__} {_shown(v)}, "
+                            f"not a string or null")
+    return v
+
+
+def reply_arguments(device: str, raw: Any) -> dict[str, Any]:
+    """Tool-call arguments: JSON text or an object. Text that does not parse is kept as
+    {'_raw': text} (models emit junk; the agent decides), any other type is refused."""
+    if raw is not None and not isinstance(raw, (str, dict)):
+        raise UpstreamError(f"{device}: tool-call arguments are {type(raw).__name__} {_shown(raw)}, "
+                            f"not JSON text")
+    return parse_arguments(raw)
+
+
+def check_reply(reply: Any, device: str) -> ChatReply:
+    """Hold a reply to the chat contract before it reaches an agent or the accounts:
+    content a string, tool calls with string ids and non-empty string names and dict
+    arguments, finish_reason and model strings, token counts non-negative integers.
+    A reply that breaks it is an `UpstreamError` (a `DriverError`) naming the field."""
+    if not isinstance(reply, ChatReply):
+        raise UpstreamError(f"{device}: a reply must be a ChatReply, got {type(reply).__name__}")
+    reply_text(device, "content", reply.content)
+    for i, tc in enumerate(reply.tool_calls):
+        if not isinstance(tc, ToolCall):
+            raise UpstreamError(f"{device}: tool call {i} is {type(tc).__name__}, not a ToolCall")
+        if type(tc.name) is not str or not tc.name:
+            raise UpstreamError(f"{device}: tool call {i} has name {_shown(tc.name)}; a name is a non-empty string")
+        if type(tc.id) is not str:
+            raise UpstreamError(f"{device}: tool call {i} has id {_shown(tc.id)}; an id is a string")
+        if type(tc.arguments) is not dict:
+            raise UpstreamError(f"{device}: tool call {i}'s arguments are {type(tc.arguments).__name__}, "
+                                f"not a JSON object")
+    if type(reply.finish_reason) is not str:
+        raise UpstreamError(f"{device}: finish_reason {_shown(reply.finish_reason)} is not a string")
+    if type(reply.model) is not str:
+        raise UpstreamError(f"{device}: model {_shown(reply.model)} is not a string")
+    reply_count(device, "prompt_tokens", reply.prompt_tokens)
+    reply_count(device, "completion_tokens", reply.completion_tokens)
+    return reply
 
 
 def validate_request(req: Any, device: str) -> dict[str, Any]:

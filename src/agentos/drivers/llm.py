@@ -14,6 +14,11 @@ What the driver adds on top of the SDK, and why:
 - its own retries (the SDK's are off) for 429, 408/409, 5xx, timeouts and lost
   connections, with capped exponential backoff that honours Retry-After; the delays and
   the sleep function are configurable, so tests check the schedule without waiting;
+- `timeout` bounds the whole call (every attempt and the backoff between them), not each
+  socket read: an endpoint that drips one byte at a time ends in `DriverTimeout`;
+- the reply is held to the chat contract (`chat.check_reply`): content a string or null,
+  tool-call names strings, arguments JSON, token counts non-negative integers; a reply
+  that breaks it is an `UpstreamError` and is never charged as reported;
 - errors become `abi.errors` types raised into the calling process (`RateLimited`,
   `UpstreamError`, `BadRequest`, `DriverTimeout`), never an exception in the kernel;
 - when the caller is killed the kernel cancels the read's task; the cancellation reaches
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import json
 import logging
 import os
@@ -40,9 +46,10 @@ from ..abi.driver import Driver, DriverHost, DriverResult
 from ..abi.errors import BadRequest, DriverError, DriverTimeout, RateLimited, UpstreamError
 from ..abi.types import Cost
 from .chat import (
-    DEFAULT_CONTEXT, ChatReply, ToolCall, check_request, completion_bound, parse_arguments, prompt_bound,
-    to_openai_messages, to_openai_tools,
+    DEFAULT_CONTEXT, ChatReply, ToolCall, check_reply, check_request, completion_bound, prompt_bound,
+    reply_arguments, reply_count, reply_text,
 )
+from .chat import parse_arguments, to_openai_messages, to_openai_tools
 from .llm_sched import PriorityGate, caller_priority
 from .prices import PriceTable, price_table
 
@@ -90,7 +97,8 @@ class LLMDriver(Driver):
                  name: str = "llm", context: int = DEFAULT_CONTEXT) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
-        if timeout <= 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+                or not math.isfinite(timeout) or timeout <= 0:
             raise ValueError(f"timeout must be positive seconds, got {timeout}")
         self.name = name
         self.base_url = base_url
@@ -201,7 +209,7 @@ class LLMDriver(Driver):
     async def _chat(self, handle: LLMHandle, kwargs: dict[str, Any]) -> DriverResult:
         lookup = self.priority_of or (self.host.priority if self.host is not None else None)
         async with self.gate.slot(caller_priority(lookup, handle.pid)):
-            reply = await self._with_retries(handle, kwargs)
+            reply = check_reply(await self._with_retries(handle, kwargs), self.name)
         cost = Cost(tokens=reply.total_tokens,
                     usd=self.prices.cost((reply.model, kwargs["model"]), reply.prompt_tokens,
                                          reply.completion_tokens))
@@ -210,13 +218,23 @@ class LLMDriver(Driver):
     async def _with_retries(self, handle: LLMHandle, kwargs: dict[str, Any]) -> ChatReply:
         import openai
 
+        # `timeout` bounds the whole call, retries and backoff included, not each socket
+        # read: an endpoint that drips a byte at a time cannot keep a caller waiting longer
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
         attempt = 0
         while True:
             self.calls += 1
+            left = deadline - loop.time()
             try:
+                if left <= 0:
+                    raise asyncio.TimeoutError
                 if handle.on_delta is not None:
-                    return await self._stream(kwargs, handle.on_delta)
-                return await self._once(kwargs)
+                    return await asyncio.wait_for(self._stream(kwargs, handle.on_delta), left)
+                return await asyncio.wait_for(self._once(kwargs), left)
+            except asyncio.TimeoutError:
+                raise DriverTimeout(f"{self.name}: no answer within {self.timeout:g}s for the whole call "
+                                    f"(after {attempt + 1} attempt(s))") from None
             except openai.APIStatusError as e:
                 status = e.status_code
                 if status not in RETRY_STATUS and status < 500:
@@ -236,9 +254,9 @@ class LLMDriver(Driver):
             except (ValueError, TypeError, AttributeError, KeyError) as e:  # a body that is not a completion
                 raise UpstreamError(f"{self.name}: the endpoint's answer is not a chat completion "
                                     f"({type(e).__name__}: {str(e)[:200]})") from None
-            if attempt >= self.max_retries:
-                raise err
             delay = self.backoff.delay(attempt, self._rng, retry_after)
+            if attempt >= self.max_retries or loop.time() + delay >= deadline:
+                raise err
             attempt += 1
             self.retries += 1
             log.info("%s: retry %d in %.3fs after %s", self.name, attempt, delay, err)
@@ -265,14 +283,17 @@ class LLMDriver(Driver):
         choice = resp.choices[0]
         msg = choice.message
         calls: list[ToolCall] = []
+        d = self.name
         for tc in msg.tool_calls or ():
             fn = getattr(tc, "function", None)
             if fn is not None:
-                calls.append(ToolCall(tc.id or f"call_{len(calls)}", fn.name, parse_arguments(fn.arguments)))
-        content = msg.content or ""
+                calls.append(ToolCall(tc.id or f"call_{len(calls)}", reply_text(d, "tool-call name", fn.name),
+                                      reply_arguments(d, fn.arguments)))
+        content = reply_text(d, "content", msg.content)
         usage = resp.usage
         if usage is not None:
-            p, c = usage.prompt_tokens or 0, usage.completion_tokens or 0
+            p = reply_count(d, "prompt_tokens", usage.prompt_tokens)
+            c = reply_count(d, "completion_tokens", usage.completion_tokens)
         else:
             p, c = _estimate(kwargs, content, calls)
         return ChatReply(content, calls, choice.finish_reason or "stop", p, c, resp.model or kwargs["model"])
@@ -300,9 +321,10 @@ class LLMDriver(Driver):
                     if delta is None:
                         continue
                     if delta.content:
-                        text.append(delta.content)
+                        piece = reply_text(self.name, "content", delta.content)
+                        text.append(piece)
                         if cb is not None:
-                            cb = await _notify(cb, delta.content, self.name)
+                            cb = await _notify(cb, piece, self.name)
                     for tcd in delta.tool_calls or ():
                         slot = acc.setdefault(tcd.index, {"id": "", "name": "", "args": ""})
                         if tcd.id:
@@ -310,14 +332,15 @@ class LLMDriver(Driver):
                         fn = tcd.function
                         if fn is not None:
                             if fn.name:
-                                slot["name"] += fn.name
+                                slot["name"] += reply_text(self.name, "tool-call name", fn.name)
                             if fn.arguments:
-                                slot["args"] += fn.arguments
+                                slot["args"] += reply_text(self.name, "tool-call arguments", fn.arguments)
         calls = [ToolCall(s["id"] or f"call_{i}", s["name"], parse_arguments(s["args"]))
                  for i, s in sorted(acc.items())]
         content = "".join(text)
         if usage is not None:
-            p, c = usage.prompt_tokens or 0, usage.completion_tokens or 0
+            p = reply_count(self.name, "prompt_tokens", usage.prompt_tokens)
+            c = reply_count(self.name, "completion_tokens", usage.completion_tokens)
         else:
             p, c = _estimate(kwargs, content, calls)
         return ChatReply(content, calls, finish, p, c, model or kwargs["model"])

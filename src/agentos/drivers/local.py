@@ -27,7 +27,7 @@ from typing import Any, Callable
 from ..abi.driver import Driver, DriverResult
 from ..abi.errors import DriverError
 from ..abi.types import Cost, Pid
-from .chat import ChatReply, Price, prompt_bound, validate_request
+from .chat import ChatReply, Price, check_reply, prompt_bound, validate_request
 from .local_prompt import END, parse_reply, render, reply_schema, tool_names
 
 MODEL_ENV = "AGENTOS_LOCAL_MODEL"
@@ -220,7 +220,7 @@ class LocalDriver(Driver):
         n_calls = sum(len(m.get("tool_calls") or ()) for m in req["messages"] if isinstance(m, dict))
         fut = loop.run_in_executor(self._pool, self._generate, req, cancel, emit, f"call_{n_calls + 1}")
         try:
-            reply = await fut
+            reply = check_reply(await fut, self.name)
         except asyncio.CancelledError:
             cancel.set()   # the worker stops at the next token
             raise

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..abi.errors import QuotaExceeded
+from ..abi.errors import BadArgument, QuotaExceeded
 from ..abi.types import POOLED_RESOURCES, USD_SCALE, Quota
 
 TOKENS, TOOL_CALLS, USD, CHILDREN, MEM = range(5)
@@ -21,6 +21,11 @@ N_POOLED = len(POOLED_RESOURCES)
 
 _NONES: tuple[None, ...] = (None,) * N_POOLED
 _ZEROS: tuple[int, ...] = (0,) * N_POOLED
+
+
+class BadAmount(BadArgument):
+    """An amount an account cannot hold: not an int, or negative. Raised before anything is
+    taken, so a refused charge leaves every balance as it was."""
 
 
 class Account:
@@ -142,7 +147,13 @@ class Accounts:
                     b.balance[i] -= n
 
     def charge(self, acct: Account, tokens: int, tool_calls: int, usd_nano: int) -> str | None:
-        """Charge a driver cost atomically. Returns the exhausted resource's name, or None."""
+        """Charge a driver cost atomically. Returns the exhausted resource's name, or None.
+        An amount that is not a non-negative int is refused (`BadAmount`) before anything is
+        taken: a charge can never credit an account or poison it with NaN."""
+        if type(tokens) is not int or type(tool_calls) is not int or type(usd_nano) is not int \
+                or tokens < 0 or tool_calls < 0 or usd_nano < 0:
+            raise BadAmount(f"charge: amounts must be non-negative ints, got tokens={tokens!r} "
+                            f"tool_calls={tool_calls!r} usd_nano={usd_nano!r}")
         bank = acct.bank
         if tokens:
             b = bank[TOKENS]
@@ -236,6 +247,8 @@ class Accounts:
         return overrun
 
     def mem_take(self, acct: Account, tokens: int) -> bool:
+        if type(tokens) is not int or tokens < 0:
+            raise BadAmount(f"mem: an amount must be a non-negative int, got {tokens!r}")
         b = acct.bank[MEM]
         if b is not None:
             if b.balance[MEM] < tokens:
@@ -245,6 +258,8 @@ class Accounts:
         return True
 
     def mem_give(self, acct: Account, tokens: int) -> None:
+        if type(tokens) is not int or tokens < 0:
+            raise BadAmount(f"mem: an amount must be a non-negative int, got {tokens!r}")
         b = acct.bank[MEM]
         while b is not None and b.closed:
             b = b.forward[MEM]

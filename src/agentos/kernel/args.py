@@ -24,6 +24,8 @@ def number(what: str, value: Any, *, minimum: float | None = None) -> float:
     if t is not int and t is not float:
         if isinstance(value, bool) or not isinstance(value, _NUM):
             raise BadArgument(f"{what} must be a number, got {type(value).__name__}")
+    if type(value) is not float and not -1e300 < value < 1e300:  # an int past float's range
+        raise BadArgument(f"{what} is out of range (an integer of {int(value).bit_length()} bits)")
     if not math.isfinite(value):
         raise BadArgument(f"{what} must be a finite number, got {value!r}")
     if minimum is not None and value < minimum:
@@ -42,10 +44,15 @@ def integer(what: str, value: Any, *, minimum: int | None = None, maximum: int |
             raise BadArgument(f"{what} must be an integer, got {type(value).__name__}")
         value = int(value)
     if minimum is not None and value < minimum:
-        raise BadArgument(f"{what} must be at least {minimum}, got {value}")
+        raise BadArgument(f"{what} must be at least {minimum}, got {_int(value)}")
     if maximum is not None and value > maximum:
-        raise BadArgument(f"{what} must be at most {maximum}, got {value}")
+        raise BadArgument(f"{what} must be at most {maximum}, got {_int(value)}")
     return value
+
+
+def _int(v: int) -> str:
+    """An int for a message: printed if short, else by its size (printing a huge one raises)."""
+    return str(v) if v.bit_length() <= 64 else f"an integer of {v.bit_length()} bits"
 
 
 def flag(what: str, value: Any) -> bool:
@@ -60,6 +67,11 @@ def text(what: str, value: Any, *, empty: bool = True, max_len: int | None = Non
         if not isinstance(value, str):
             raise BadArgument(f"{what} must be a string, got {type(value).__name__}")
         value = str.__str__(value)
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise BadArgument(f"{what} holds a lone surrogate at index {e.start}") from None
     if not empty and not value:
         raise BadArgument(f"{what} must not be empty")
     if max_len is not None and len(value) > max_len:
@@ -86,5 +98,32 @@ def sequence(what: str, value: Any) -> tuple[Any, ...]:
     raise BadArgument(f"{what} must be a list or tuple, got {type(value).__name__}")
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """A caller's value for an error message: bounded, and safe whatever its `__repr__`
+    does (raises, recurses, returns junk). Never the value's own code for odd types."""
+    t = type(value)
+    if t in (int, float, bool, type(None)):
+        text = repr(value) if t is not int or abs(value) < 10**30 else f"<int of {value.bit_length()} bits>"
+    elif t is str:
+        text = repr(value[: limit + 1]).encode("utf-8", "backslashreplace").decode("utf-8")
+    else:
+        text = f"<{t.__name__}>"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def signal(what: str, value: Any) -> Any:
+    """A `Signal` (or its number)."""
+    from ..abi.types import Signal
+
+    if type(value) is Signal:
+        return value
+    if type(value) is int:
+        try:
+            return Signal(value)
+        except ValueError:
+            pass
+    raise BadArgument(f"{what}: {shown(value)} is not a signal; known: {', '.join(s.name for s in Signal)}")
+
+
 __all__ = ["callable_", "flag", "integer", "number", "optional_number", "optional_text", "sequence",
-           "text"]
+           "shown", "signal", "text"]

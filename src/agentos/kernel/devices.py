@@ -24,10 +24,12 @@ from ..abi.errors import (
     SyscallError,
 )
 from ..abi.syscalls import Close, Open, Read, ReadAll, Write
-from ..abi.types import USD_SCALE, Cost, WaitKind, quota
+from ..abi.types import USD_SCALE, Cost, WaitKind, cost_units, quota
+from . import args as A
 from .caps import DEVICE, R_OPEN, R_READ, R_WRITE, Cap
 from .journal import JournalEntry
 from .process import EXITED, PARK, Process
+from .values import checked
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -78,11 +80,12 @@ class Devices:
     def _open_cap(self, proc: Process, device: Any) -> Cap:
         """The device capability an open names (a held cap, or the name of a held device)."""
         if isinstance(device, str):
+            device = A.text("open: device", device)
             ref = proc.devices.get(device) if proc.devices else None
             if ref is None:
                 # (not "is it registered?": the answer must not depend on the drivers present,
                 # or a replay, which runs without drivers, would tell a different story)
-                raise CapError(f"open: pid {proc.pid} holds no capability for device {device!r}")
+                raise CapError(f"open: pid {proc.pid} holds no capability for device {A.shown(device)}")
             device = ref
         cap = self.k.caps.resolve(proc, device, R_OPEN, "open")
         if cap.kind != DEVICE:
@@ -123,9 +126,10 @@ class Devices:
         return self._new_handle(proc, Handle(driver, dh, cap, name))
 
     def sys_close(self, proc: Process, req: Close) -> None:
-        handle = proc.handles.pop(_handle_no("close", req.handle), None) if proc.handles else None
+        h = _handle_no("close", req.handle)
+        handle = proc.handles.pop(h, None) if proc.handles else None
         if handle is None:
-            raise BadHandle(f"close: handle {req.handle!r} is not open in pid {proc.pid}")
+            raise BadHandle(f"close: handle {h} is not open in pid {proc.pid}")
         self._close_driver(handle)
 
     def _close_driver(self, handle: Handle) -> None:
@@ -180,9 +184,10 @@ class Devices:
 
     # -- read / write ----------------------------------------------------------------
     def _handle(self, proc: Process, h: Any, right: int, op: str) -> Handle:
-        handle = proc.handles.get(_handle_no(op, h)) if proc.handles else None
+        h = _handle_no(op, h)
+        handle = proc.handles.get(h) if proc.handles else None
         if handle is None:
-            raise BadHandle(f"{op}: handle {h!r} is not open in pid {proc.pid}")
+            raise BadHandle(f"{op}: handle {h} is not open in pid {proc.pid}")
         cap = handle.cap
         if cap.holder is not proc:
             raise CapError(f"{op}: the capability behind handle {h} was revoked")
@@ -194,10 +199,12 @@ class Devices:
         return handle
 
     def sys_read(self, proc: Process, req: Read) -> Any:
-        return self._op(proc, self._handle(proc, req.handle, R_READ, "read"), "read", req.req, req)
+        handle = self._handle(proc, req.handle, R_READ, "read")
+        return self._op(proc, handle, "read", checked("read: request", req.req), req)
 
     def sys_write(self, proc: Process, req: Write) -> Any:
-        return self._op(proc, self._handle(proc, req.handle, R_WRITE, "write"), "write", req.data, req)
+        handle = self._handle(proc, req.handle, R_WRITE, "write")
+        return self._op(proc, handle, "write", checked("write: data", req.data), req)
 
     def _op(self, proc: Process, handle: Handle, op: str, payload: Any, req: Any) -> Any:
         k = self.k
@@ -524,7 +531,7 @@ def _handle_no(op: str, h: Any) -> int:
 def _payloads(reqs: Any) -> list[Any]:
     if not isinstance(reqs, (list, tuple)):
         raise BadArgument(f"read_all: requests must be a list or tuple, got {type(reqs).__name__}")
-    return list(reqs)
+    return [checked(f"read_all: request {i}", r) for i, r in enumerate(reqs)]
 
 
 def _task_result(task: Any, name: str, op: str) -> DriverResult:

@@ -99,7 +99,52 @@ dumps_canonical = _make_dumps()
 
 
 def encode_event(ev: Event) -> bytes:
-    return dumps_canonical([ev.seq, round(ev.time, 6), ev.pid, ev.kind, canonical(ev.data)]).encode()
+    """Canonical JSON bytes of an event. Never raises: values are checked when they enter
+    through a syscall (kernel/values.py), but a process may still change a list it sent
+    (making it contain itself, say) before the batch is flushed; such data is written as a
+    tag naming what went wrong, and the run goes on."""
+    try:
+        return dumps_canonical([ev.seq, round(ev.time, 6), ev.pid, ev.kind, canonical(ev.data)]).encode()
+    except BaseException as e:
+        data = total(ev.data, e)
+    return dumps_canonical([ev.seq, round(ev.time, 6), ev.pid, ev.kind, data]).encode()
+
+
+STACK_NEEDED = 2 * 1000 + 400
+"""Frames a canonical rendering of 1,000 nested containers may need."""
+
+
+def deep(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run `fn` with room for 1,000 nested containers above the caller's own stack."""
+    import sys
+
+    old = sys.getrecursionlimit()
+    if old >= STACK_NEEDED + 200:
+        return fn(*args)
+    sys.setrecursionlimit(old + STACK_NEEDED)
+    try:
+        return fn(*args)
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def total(value: Any, first: BaseException | None = None) -> Any:
+    """A canonical, encodable rendering of `value` that never raises: the canonical form
+    itself when it can be built (with room for deep nesting), else a tag naming the type of
+    the value and of the error."""
+    if first is None or isinstance(first, RecursionError):
+        try:
+            out = deep(canonical, value)
+            dumps_canonical(out).encode()
+            return out
+        except BaseException as e:
+            first = e
+    try:
+        name = type(value).__qualname__
+    except BaseException:
+        name = "?"
+    return {"unencodable": name if isinstance(name, str) and name.isascii() else "?",
+            "error": type(first).__name__}
 
 
 class EventLog:

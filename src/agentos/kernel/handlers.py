@@ -10,6 +10,7 @@ from ..abi import syscalls as S
 from ..abi.errors import BadArgument, CapError, NameTaken, SyscallError
 from ..abi.types import NORMAL, Budget, Down, ExitKind, ExitReason, Right, WaitKind, fault
 from . import args as A
+from .values import checked
 from .caps import PROC, R_KILL, R_MONITOR, R_SEND, R_SPAWN, SPAWN
 from .decision import Decision
 from .process import EXITED, PARK, READY, SUSPENDED, WAITING, Process
@@ -48,6 +49,10 @@ class Handlers(KernelState):
         fields = req.fields
         if type(fields) is not dict:
             raise BadArgument(f"log: fields must be keyword arguments (a dict), got {type(fields).__name__}")
+        if fields:
+            for key, value in fields.items():
+                A.text("log: a field name", key)
+                checked(f"log: field {key}", value)
         self.events.emit(proc.pid, "log", (level, msg, fields))
 
     def _sys_register(self, proc: Process, req: S.Register) -> None:
@@ -102,12 +107,16 @@ class Handlers(KernelState):
         if reason is None:
             reason = NORMAL
         elif isinstance(reason, str):
+            reason = A.text("exit: reason", reason, max_len=10_000)
             try:
                 reason = ExitReason.parse(reason)
             except ValueError:
                 reason = fault(reason)
-        if not isinstance(reason, ExitReason):
-            raise SyscallError(f"exit: reason must be an ExitReason or str, got {type(reason).__name__}")
+        if type(reason) is not ExitReason or not isinstance(reason.kind, ExitKind) \
+                or (reason.detail is not None and type(reason.detail) is not str):
+            raise BadArgument(f"exit: reason must be an ExitReason or str, got {type(reason).__name__}")
+        if reason.detail is not None:
+            A.text("exit: reason detail", reason.detail, max_len=10_000)
         if reason.kind not in (ExitKind.NORMAL, ExitKind.FAULT, ExitKind.SHUTDOWN):
             raise SyscallError(f"exit: a process may end itself only as normal, fault or shutdown, "
                                f"not {reason.kind.value}")
@@ -159,6 +168,7 @@ class Handlers(KernelState):
 
     def _sys_check_policy(self, proc: Process, req: S.CheckPolicy) -> Decision:
         action = A.text("check_policy: action", req.action, empty=False)
+        checked("check_policy: args", req.args)
         return self.policy.check(proc.pid, action, req.args, dry_run=True)
 
     def _sys_sleep(self, proc: Process, req: S.Sleep) -> Any:
@@ -228,7 +238,11 @@ def _spawn_args(req: S.Spawn) -> dict[str, Any]:
 
 
 def _rights(spec: Any) -> int:
+    ok = (isinstance(spec, Right) or type(spec) is int or type(spec) is str
+          or (type(spec) in (list, tuple) and all(type(x) is str for x in spec)))
+    if not ok:
+        raise BadArgument(f"rights are a Right, an int, \"send,kill\" or a list of names, got {A.shown(spec)}")
     try:
         return int(Right.parse(spec))
     except (ValueError, TypeError) as e:
-        raise CapError(f"bad rights {spec!r}: {e}") from None
+        raise CapError(f"bad rights {A.shown(spec)}: {e}") from None

@@ -23,6 +23,7 @@ from ..abi.errors import BadArgument
 from ..abi.syscalls import Recv, Send
 from ..abi.types import KERNEL_PID, Message, WaitKind
 from . import args as A
+from .values import checked
 from .caps import PROC, R_ANY, R_SEND
 from .process import EXITED, PARK, Process
 
@@ -45,6 +46,11 @@ class IPC:
 
     # -- send -----------------------------------------------------------------------
     def sys_send(self, proc: Process, req: Send) -> Any:
+        body = req.body  # checked where it enters: the log must be able to hold it
+        if body is not None and (type(body) is not int or body.bit_length() > 64):
+            checked("send: body", body)
+        if req.corr is not None:
+            checked("send: corr", req.corr)
         ev = self.k.events
         sent = ev.seq + len(ev.buf)  # the seq of this call's `sys` event, the last one appended
         try:
@@ -116,8 +122,8 @@ class IPC:
     def _matches(self, match: Callable[[Message], bool], msg: Message, target: Process) -> bool:
         try:
             return bool(match(msg))
-        except Exception as e:  # a broken matcher is the receiver's fault
-            self.k.events.emit(target.pid, "match_error", repr(e))
+        except BaseException as e:  # a broken matcher, whatever it raised, is the receiver's fault
+            self.k.events.emit(target.pid, "match_error", _describe(e))
             return False
 
     def deliver_kernel(self, target: Process, body: Any) -> None:
@@ -260,6 +266,15 @@ class IPC:
         """Withdraw a parked send; its message is not delivered."""
         self._unpark_send(proc)
         return True
+
+
+def _describe(e: BaseException) -> str:
+    """`Type(message)` of an exception from process code, bounded; never raises."""
+    try:
+        text = str(e)
+    except BaseException:
+        text = "?"
+    return f"{type(e).__name__}({text[:200]!r})"
 
 
 __all__ = ["IPC"]

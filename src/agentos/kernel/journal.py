@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 
 from ..abi.errors import NondeterminismError
 from ..abi.types import Cost
-from .events import canonical, dumps_canonical
+from .events import canonical, dumps_canonical, total
 
 
 @dataclass(slots=True)
@@ -52,10 +52,15 @@ class JournalEntry:
     def to_json(self) -> str:
         if self.raw is not None:
             return self.raw
+        try:
+            request, value = canonical(self.request), canonical(self.value)
+            dumps_canonical([request, value]).encode()
+        except BaseException as e:  # never raises: see events.total
+            request, value = total(self.request, e), total(self.value, e)
         return dumps_canonical({
             "pid": self.pid, "index": self.index, "op": self.op, "device": self.device,
-            "action": self.action, "request": canonical(self.request), "ok": self.ok,
-            "value": canonical(self.value), "error_type": self.error_type, "tokens": self.tokens,
+            "action": self.action, "request": request, "ok": self.ok,
+            "value": value, "error_type": self.error_type, "tokens": self.tokens,
             "tool_calls": self.tool_calls, "usd": self.usd, "reductions": self.reductions,
             "at": self.at, **({"reserve": list(self.reserve)} if self.reserve is not None else {}),
         })

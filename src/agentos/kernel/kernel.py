@@ -150,6 +150,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
         self._dying: list[tuple[Process, ExitReason, Any]] = []
         self._draining = False
         self._running = False
+        self.stop_signal: str | None = None   # SIGINT/SIGTERM received while running
         self._external_sources = 0
         self._held_waits = 0               # parked on a person or the recorder (see park)
         self._table: dict[type, tuple[Callable[[Process, Any], Any], int]] = {}
@@ -276,6 +277,8 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
                 raise KernelError(f"cannot grant device {dev!r}: no such driver (registered: {known})")
         self._running = True
         self._wakeup = asyncio.Event()
+        self.stop_signal = None
+        saved = self._catch_signals()
         try:
             proc = self._create(None, init, args, (), quota, False, priority, None, name)
             self.grant_device(proc, SPAWN, Right.SPAWN)  # init may spawn; it passes this on or not
@@ -301,6 +304,40 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
             return RunResult(proc.exit_reason, proc.result, proc.pid)
         finally:
             self._running = False
+            _restore_signals(saved)
+
+    def _catch_signals(self) -> dict[int, Any]:
+        """While the kernel runs, SIGINT and SIGTERM are a request to shut down, not an
+        exception thrown through the dispatch loop (or into whichever process happened to
+        run): the handler only records the signal and wakes the loop, which ends init with
+        `shutdown` at its next turn. Only the main thread can install handlers; elsewhere
+        the host's own handling stays as it was. The previous handlers come back after."""
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        loop = asyncio.get_running_loop()
+        wakeup = self._wakeup
+
+        def on_signal(signum: int, frame: Any) -> None:
+            self.stop_signal = signal.Signals(signum).name
+            if wakeup is not None:
+                loop.call_soon_threadsafe(wakeup.set)
+
+        saved: dict[int, Any] = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                saved[sig] = signal.signal(sig, on_signal)
+            except (ValueError, OSError):  # pragma: no cover - not the main interpreter
+                pass
+        return saved
+
+    def _stop_requested(self) -> None:
+        """A SIGINT or SIGTERM arrived: end init with `shutdown`; teardown does the rest."""
+        assert self.init is not None
+        self.events.emit(KERNEL_PID, "shutdown_request", self.stop_signal)
+        self.terminate(self.init, SHUTDOWN)
 
     def run(self, init: Any, **kw: Any) -> RunResult:
         """Synchronous `boot`, for scripts and tests."""
@@ -320,6 +357,9 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
         wakeup = self._wakeup
         switch_batch = self.config.switch_batch
         while init.state is not EXITED:
+            if self.stop_signal is not None:
+                self._stop_requested()
+                break
             busy = self._run_ready(switch_batch)
             if init.state is EXITED:
                 break
@@ -452,10 +492,10 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
                 except StopIteration as stop:
                     terminate(proc, NORMAL, stop.value)
                     break
-                except KeyboardInterrupt:
-                    raise
                 except BaseException as e:
-                    terminate(proc, fault(e))
+                    # whatever the body raised (KeyboardInterrupt, SystemExit included) is the
+                    # process's own: a real Ctrl-C reaches the kernel through its signal handler
+                    terminate(proc, fault(_exc_text(e)))
                     break
                 entry = table.get(type(req))
                 if entry is None:
@@ -475,6 +515,11 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
                 except Exception as e:
                     # not a refusal the handler meant: a kernel bug, never the caller's misuse
                     self._handler_bug(proc, entry[0], req, e)
+                    break
+                except BaseException as e:
+                    # only code the process supplied raises these here (a value's __str__, a
+                    # predicate): it faults that process, never the kernel
+                    self._process_code_raised(proc, req, e)
                     break
                 if value is PARK or proc.state is not RUNNING:
                     break
@@ -497,10 +542,16 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
         """A handler raised something it did not mean to: fault the caller, name the handler,
         record it, and keep the kernel running."""
         name = getattr(handler, "__qualname__", None) or type(handler).__name__
+        text = _exc_text(e)
         bug = InternalError(f"kernel bug in handler {name} for {type(req).__name__} (pid {proc.pid}): "
-                            f"{type(e).__name__}: {e} (this is a bug in agentos, not in the caller)")
-        self._append((self._now(), proc.pid, "internal_error", (name, type(e).__name__, str(e))))
+                            f"{text} (this is a bug in agentos, not in the caller)")
+        self._append((self._now(), proc.pid, "internal_error", (name, type(e).__name__, text)))
         self.terminate(proc, fault(bug))
+
+    def _process_code_raised(self, proc: Process, req: Any, e: BaseException) -> None:
+        why = f"raised by the process's own code during {type(req).__name__}: {_exc_text(e)}"
+        self._append((self._now(), proc.pid, "fault", why))
+        self.terminate(proc, fault(why))
 
     def _bad_await(self, proc: Process, req: Any) -> None:
         what = type(req).__name__ if req is not None else "a bare yield (asyncio.sleep(0)?)"
@@ -687,6 +738,9 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
         except Exception as e:
             self._handler_bug(proc, entry[0], req, e)
             return
+        except BaseException as e:
+            self._process_code_raised(proc, req, e)
+            return
         if value is not PARK and proc.state is not EXITED:
             self.wake(proc, value)
 
@@ -694,4 +748,30 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
         """A send on a non-process capability: remote proxies plug in here."""
         return self.route_send(proc, cap, req)  # the sender installed for its kind (extend.py)
 
+def _restore_signals(saved: dict[int, Any]) -> None:
+    import signal
+
+    for sig, old in saved.items():
+        try:
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+        except (ValueError, OSError):  # pragma: no cover
+            pass
+
+
+def _exc_text(e: BaseException) -> str:
+    """`Type: message` of an exception, bounded; one whose str raises is named by type."""
+    try:
+        text = str(e)
+        if type(text) is not str:
+            text = "?"
+    except BaseException:
+        text = "?"
+    if len(text) > 500:
+        text = text[:500] + "..."
+    if not text.isascii():  # a lone surrogate from process code must not reach the log as is
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return f"{type(e).__name__}: {text}"
+
+
 __all__ = ["Kernel", "KernelConfig", "RunResult"]
+

@@ -8,10 +8,16 @@ teardown runs is queued, so link chains of any length end without recursion.
 """
 from __future__ import annotations
 
+import inspect
+from types import CoroutineType
 from typing import Any, Callable
 
-from ..abi.errors import CapError, SyscallError
-from ..abi.types import KERNEL_PID, NORMAL, SHUTDOWN, Down, ExitKind, ExitReason, Quota, WaitKind, quota
+from . import args as A
+from .values import checked
+from ..abi.errors import BadArgument, CapError, SyscallError
+from ..abi.types import (
+    KERNEL_PID, NORMAL, SHUTDOWN, Down, ExitKind, ExitReason, Quota, WaitKind, check_quota, quota,
+)
 from .caps import DEVICE
 from .process import EXITED, Process, ProcessImage
 from .scheduler import MAX_BASE_PRIORITY
@@ -20,6 +26,15 @@ from .state import KernelState
 
 
 _NO_QUOTA = Quota()
+
+
+def _bounded(e: BaseException) -> str:
+    """An exception's message, bounded; one whose str raises is named by its type only."""
+    try:
+        text = str(e)
+    except BaseException:
+        return "?"
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _pin_forever(obj: Any) -> None:
@@ -36,20 +51,34 @@ class Lifecycle(KernelState):
     def _create(self, parent: Process | None, image: Any, args: Any, caps: tuple[Any, ...],
                 quota_: Quota | None, link: bool, priority: int | None, deadline: float | None,
                 name: str | None) -> Process:
+        if not isinstance(image, (str, ProcessImage)) and not inspect.iscoroutinefunction(image):
+            raise BadArgument(f"spawn: cannot run a {type(image).__name__}: expected a ProcessImage, the name "
+                              f"of a registered one, or an async function (sys, args)")
         img = self._image_cache.get(image) if not isinstance(image, (str, ProcessImage)) else None
         if img is None:
             try:
                 img = ProcessImage.of(image) if not isinstance(image, str) else self._image_named(image)
             except TypeError as e:
-                raise SyscallError(f"spawn: {e}") from None
+                raise BadArgument(f"spawn: {e}") from None
             if not isinstance(image, (str, ProcessImage)):
                 self._image_cache[image] = img
-        if quota_ is not None and not isinstance(quota_, Quota):
-            raise SyscallError(f"spawn: quota must be a Quota, got {type(quota_).__name__}")
+        # Everything is checked before anything is taken: a refused spawn carves no budget,
+        # opens no account and transfers no capability.
+        if quota_ is not None:
+            quota_ = check_quota("spawn: quota", quota_)
         if priority is None:
             priority = parent.priority if parent is not None else self.config.default_priority
-        if not isinstance(priority, int) or not 0 <= priority <= MAX_BASE_PRIORITY:
-            raise SyscallError(f"spawn: priority must be an int in 0..{MAX_BASE_PRIORITY}, got {priority!r}")
+        if type(priority) is not int or not 0 <= priority <= MAX_BASE_PRIORITY:
+            raise BadArgument(f"spawn: priority must be an int in 0..{MAX_BASE_PRIORITY}, got {priority!r}"[:200])
+        if deadline is not None:
+            deadline = A.number("spawn: deadline (ms)", deadline, minimum=0)
+        if name is not None:
+            name = A.text("spawn: name", name, max_len=256)
+        if link is not False and link is not True:
+            link = A.flag("spawn: link", link)
+        if args is not None:
+            checked("spawn: args", args)
+        caps = A.sequence("spawn: caps", caps) if caps else ()
         # resolve capabilities to pass before anything is allocated
         srcs = []
         if parent is not None:
@@ -60,6 +89,25 @@ class Lifecycle(KernelState):
                         raise CapError(f"spawn: pid {parent.pid} holds no capability for device {c!r} to pass on")
                     c = ref
                 srcs.append(self.caps.resolve(parent, c, 0x7F, "spawn caps"))
+        # build the coroutine now: a main of the wrong arity is refused before any budget moves
+        sys = Sys(())
+        try:
+            coro = img.main(sys, args)
+        except BaseException as e:
+            raise BadArgument(f"spawn: cannot start image {img.name!r}: {type(e).__name__}: "
+                              f"{_bounded(e)}") from None
+        if type(coro) is not CoroutineType and not inspect.iscoroutine(coro):
+            raise BadArgument(f"spawn: image {img.name!r}'s main must be an async function "
+                              f"(sys, args); it returned {type(coro).__name__}")
+        try:
+            return self._allocate(parent, img, args, quota_, link, priority, deadline, name, srcs, sys, coro)
+        except BaseException:
+            coro.close()
+            raise
+
+    def _allocate(self, parent: Process | None, img: ProcessImage, args: Any, quota_: Quota | None,
+                  link: bool, priority: int, deadline: float | None, name: str | None,
+                  srcs: list[Any], sys: Sys, coro: Any) -> Process:
         pid = self.next_pid
         if parent is None:
             account = self.accounts.open_root(pid, quota_ or _NO_QUOTA)
@@ -92,11 +140,10 @@ class Lifecycle(KernelState):
                 if proc.devices is None:
                     proc.devices = {}
                 proc.devices.setdefault(cap.target, cap.ref)
-        proc.spawn_caps = tuple(child_caps)
-        sys = Sys(proc.spawn_caps)
+        proc.spawn_caps = sys.caps = tuple(child_caps)
         proc.sys = sys
         proc.args = args
-        proc.coro = img.main(sys, args)
+        proc.coro = coro
         self.procs[pid] = proc
         if parent is not None:
             if link:
@@ -173,7 +220,7 @@ class Lifecycle(KernelState):
                 # It swallowed GeneratorExit and yielded again. It will never be resumed, and
                 # it must never be finalized either (finalizing runs its code again).
                 _pin_forever(coro)
-                self.events.emit(proc.pid, "close_error", f"{type(e).__name__}: {e}")
+                self.events.emit(proc.pid, "close_error", f"{type(e).__name__}: {_bounded(e)}")
         if proc.wait_kind is not None:
             self._abort_wait(proc)  # withdraw what it waited for: a queue place, an op, a timer
         if proc.timer is not None or proc.dl_timer is not None:
@@ -191,8 +238,8 @@ class Lifecycle(KernelState):
             for fn in proc.cleanups:
                 try:
                     fn(reason)
-                except Exception as e:
-                    self.events.emit(proc.pid, "cleanup_error", f"{type(e).__name__}: {e}")
+                except BaseException as e:  # process code: whatever its class, it stops here
+                    self.events.emit(proc.pid, "cleanup_error", f"{type(e).__name__}: {_bounded(e)}")
             proc.cleanups = None
         if proc.names:
             for n in proc.names:

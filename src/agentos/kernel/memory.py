@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from ..abi.errors import SyscallError
+from ..abi.errors import BadArgument, SyscallError
 from ..abi.syscalls import Forget, Pin, Recall, Remember, WorkingSet
-from ..abi.types import Segment, SegmentKind, quota
+from ..abi.types import COST_MAX, Segment, SegmentKind, quota
+from . import args as A
+from .events import deep, dumps_canonical
+from .values import canonical_checked, checked
 from .process import PARK
 from .recall import KeywordRecaller, Recaller, terms
 
@@ -20,6 +23,18 @@ if TYPE_CHECKING:
     from .kernel import Kernel
     from .process import Process
 
+
+
+def kernel_text(what: str, body: Any) -> str:
+    """A body as the kernel measures and indexes it: a str as it is, anything else as its
+    canonical JSON text. The body is checked for encodability on the way (`BadArgument`),
+    and no method of the caller's objects runs again after this."""
+    t = type(body)
+    if t is str:
+        return A.text(what, body)
+    if t is int or t is float or t is bool or body is None:
+        return str(checked(what, body))
+    return deep(dumps_canonical, canonical_checked(what, body))
 
 
 def estimate_tokens(body: Any) -> int:
@@ -109,9 +124,25 @@ class MemoryManager:
 
     # -- handlers -------------------------------------------------------------------
     def sys_remember(self, proc: "Process", req: Remember) -> Any:
-        tokens = req.tokens if req.tokens is not None else estimate_tokens(req.body)
-        if tokens < 0:
-            raise SyscallError(f"remember: tokens must be >= 0, got {tokens}")
+        # The kernel counts a segment's size itself; a caller's count may only raise it, so
+        # a megabyte claimed to be 0 tokens is still charged as a megabyte.
+        body = req.body
+        t = type(body)
+        if t is str and body.isascii():
+            text = body
+        elif t is int and -(1 << 62) < body < (1 << 62):
+            text = str(body)
+        else:
+            text = kernel_text("remember: body", body)
+        tokens = len(text) // 4 + 1
+        claimed = req.tokens
+        if claimed is not None:
+            if type(claimed) is not int or not 0 <= claimed <= COST_MAX:
+                claimed = A.integer("remember: tokens", claimed, minimum=0, maximum=COST_MAX)
+            if claimed > tokens:
+                tokens = claimed
+        if req.pin is not False and req.pin is not True:
+            A.flag("remember: pin", req.pin)
         sp = self.space(proc)
         sid = sp.next_id
         sp.next_id = sid + 1
@@ -121,7 +152,7 @@ class MemoryManager:
             return self._oom(proc, sp, tokens)
         sp.resident[sid] = seg
         sp.resident_tokens += tokens
-        sp.recaller.add(sid, req.body)
+        sp.recaller.add(sid, text if type(req.body) is not str else req.body)
         return sid
 
     def sys_working_set(self, proc: "Process", req: WorkingSet) -> list[Segment]:
@@ -131,13 +162,16 @@ class MemoryManager:
         return [_copy(s) for s in sp.resident.values()]
 
     def sys_recall(self, proc: "Process", req: Recall) -> list[Segment]:
+        k = A.integer("recall: k", req.k, maximum=1_000_000)
+        query = req.query if type(req.query) is str and req.query.isascii() else \
+            kernel_text("recall: query", req.query)
         sp = proc.memory
-        if sp is None or req.k <= 0:
+        if sp is None or k <= 0:
             return []
         if sp.summaries:
-            ids = self._rank(sp, sp.recaller.search(req.query, 2 * req.k + 4), req.k)
+            ids = self._rank(sp, sp.recaller.search(query, 2 * k + 4), k)
         else:
-            ids = sp.recaller.search(req.query, req.k)
+            ids = sp.recaller.search(query, k)
         out: list[Segment] = []
         wanted = set(ids)
         for sid in ids:
@@ -164,7 +198,7 @@ class MemoryManager:
 
     def sys_forget(self, proc: "Process", req: Forget) -> bool:
         sp = proc.memory
-        sid = req.segment_id
+        sid = A.integer("forget: segment id", req.segment_id, minimum=0, maximum=1 << 62)
         if sp is None:
             raise SyscallError(f"forget: pid {proc.pid} has no segment {sid}")
         seg = sp.resident.pop(sid, None)
@@ -178,11 +212,13 @@ class MemoryManager:
 
     def sys_pin(self, proc: "Process", req: Pin) -> bool:
         sp = proc.memory
-        seg = sp.resident.get(req.segment_id) if sp is not None else None
+        on = A.flag("pin: on", req.on)
+        sid = A.integer("pin: segment id", req.segment_id, minimum=0, maximum=1 << 62)
+        seg = sp.resident.get(sid) if sp is not None else None
         if seg is None:
-            raise SyscallError(f"pin: segment {req.segment_id} is not resident in pid {proc.pid} "
+            raise SyscallError(f"pin: segment {sid} is not resident in pid {proc.pid} "
                                f"(recall it first)")
-        seg.kind = SegmentKind.PINNED if req.on else SegmentKind.TOKENS
+        seg.kind = SegmentKind.PINNED if on else SegmentKind.TOKENS
         return True
 
     # -- paging ---------------------------------------------------------------------

@@ -52,7 +52,9 @@ class ProcessImage:
             return image
         if inspect.iscoroutinefunction(image):
             return ProcessImage(getattr(image, "__name__", "anonymous"), image)
-        raise TypeError(f"cannot run {image!r}: expected a ProcessImage or an async function (sys, args)")
+        what = getattr(image, "__qualname__", None)
+        what = what if isinstance(what, str) and len(what) < 200 else f"a {type(image).__name__}"
+        raise TypeError(f"cannot run {what}: expected a ProcessImage or an async function (sys, args)")
 
     def entry(self) -> dict[str, Any]:
         """Where to find this image's code again (name, module, qualname, file): what runs

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..abi.errors import Interrupted, SyscallError
+from ..abi.errors import BadArgument, Interrupted, SyscallError
 from ..abi.syscalls import SendSignal, Sigmask
 from ..abi.types import ExitKind, ExitReason, Signal, SignalMessage, killed, policy
+from . import args as A
 from .caps import PROC, R_KILL
 from .process import EXITED, PARK, READY, RUNNING, SUSPENDED, WAITING, Process
 
@@ -44,11 +45,7 @@ class Signals:
         return {SendSignal: self.sys_signal, Sigmask: self.sys_sigmask}
 
     def sys_signal(self, proc: Process, req: SendSignal) -> Any:
-        try:
-            sig = Signal(req.signal)
-        except ValueError:
-            raise SyscallError(f"signal: {req.signal!r} is not a signal; "
-                               f"known: {', '.join(s.name for s in Signal)}") from None
+        sig = A.signal("signal", req.signal)
         cap = self.k.caps.resolve(proc, req.cap, R_KILL, f"signal {sig.name}")
         if cap.kind != PROC:
             raise SyscallError(f"signal {sig.name}: the capability designates a {cap.describe()['kind']}, "
@@ -68,13 +65,15 @@ class Signals:
         return None
 
     def sys_sigmask(self, proc: Process, req: Sigmask) -> frozenset[Signal]:
-        for s in req.block:
-            sig = Signal(s)
+        block = [A.signal("sigmask: block", s) for s in A.sequence("sigmask: block", req.block)]
+        unblock = [A.signal("sigmask: unblock", s) for s in A.sequence("sigmask: unblock", req.unblock)]
+        for sig in block:
             if not sig.maskable:
                 raise SyscallError(f"sigmask: {sig.name} cannot be masked")
+        for sig in block:
             proc.sigmask |= 1 << sig
-        for s in req.unblock:
-            proc.sigmask &= ~(1 << Signal(s))
+        for sig in unblock:
+            proc.sigmask &= ~(1 << sig)
         pending = proc.pending_signals
         if pending:
             proc.pending_signals = None

@@ -31,6 +31,7 @@ from ..abi.syscalls import VfsList, VfsRead, VfsWrite
 from ..abi.types import Cost
 from ..kernel.caps import DEVICE, PROC, R_KILL, R_MONITOR, R_READ, R_WRITE
 from ..kernel.events import canonical
+from ..kernel.values import checked
 from ..kernel.journal import JournalEntry
 from ..kernel.observer import Observer
 from ..kernel.process import EXITED, PARK, Process
@@ -90,7 +91,7 @@ class Vfs(Observer):
 
     def sys_write(self, proc: Process, req: VfsWrite) -> Any:
         parts = split(req.path, self._boundary)
-        return self._dispatch(proc, parts, "write", req.data, req)
+        return self._dispatch(proc, parts, "write", checked("vfs_write: data", req.data), req)
 
     def sys_list(self, proc: Process, req: VfsList) -> Any:
         parts = split(req.path, self._boundary)

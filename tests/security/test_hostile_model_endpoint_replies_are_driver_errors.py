@@ -1,0 +1,124 @@
+"""A model endpoint that lies (negative or fractional token counts, content that is not a
+string, tool-call names that are not strings, arguments that are not JSON) gives the caller
+a DriverError and credits nothing; one that drips a byte every 250 ms cannot outlast the
+driver's timeout, which bounds the whole call. The endpoint is a real HTTP server on
+127.0.0.1; effects are counted there and in the caller's budget."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+pytest.importorskip("openai")
+
+from agentos import AllowAll, DriverError, Kernel, Quota
+from agentos.abi.errors import DriverTimeout
+from agentos.drivers.chat import ChatReply, ToolCall, check_reply
+from agentos.drivers.llm import LLMDriver
+from tests.support.openai_server import OpenAIServer, Raw, Reply
+
+USER = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture(scope="module")
+def server() -> Any:
+    with OpenAIServer(api_key="sk-test") as srv:
+        yield srv
+
+
+@pytest.fixture()
+def srv(server: OpenAIServer) -> OpenAIServer:
+    server.reset()
+    return server
+
+
+def completion(message: dict[str, Any], usage: Any = None) -> bytes:
+    out: dict[str, Any] = {"id": "c1", "object": "chat.completion", "created": 0, "model": "test-model",
+                           "choices": [{"index": 0, "message": {"role": "assistant", **message},
+                                        "finish_reason": "stop"}]}
+    if usage is not None:
+        out["usage"] = usage
+    return json.dumps(out).encode()
+
+
+def call(srv: OpenAIServer, **kw: Any) -> tuple[Any, Any, float]:
+    d = LLMDriver(base_url=srv.base_url, api_key="sk-test", model="test-model",
+                  prices={"test-model": (1.0, 1.0)}, max_retries=0, **kw)
+
+    async def init(sys: Any, args: Any) -> Any:
+        h = await sys.open("llm")
+        try:
+            out: Any = await sys.read(h, {"messages": USER})
+        except DriverError as e:
+            out = (type(e).__name__, str(e))
+        return out, (await sys.budget()).remaining["tokens"]
+
+    k = Kernel(policy=AllowAll())
+    k.register_driver(d)
+    t0 = time.monotonic()
+    res = k.run(init, grant=["llm"], quota=Quota(tokens=10_000, usd=1.0))
+    return res.value[0], res.value[1], time.monotonic() - t0
+
+
+HOSTILE = {
+    "negative_prompt_tokens": completion({"content": "hi"}, {"prompt_tokens": -1_000_000, "completion_tokens": 5,
+                                                              "total_tokens": -999_995}),
+    "fractional_tokens": completion({"content": "hi"}, {"prompt_tokens": 2.5, "completion_tokens": 1,
+                                                        "total_tokens": 3.5}),
+    "content_is_a_number": completion({"content": 42}, {"prompt_tokens": 1, "completion_tokens": 1,
+                                                        "total_tokens": 2}),
+    "content_is_an_object": completion({"content": {"x": 1}}, {"prompt_tokens": 1, "completion_tokens": 1,
+                                                               "total_tokens": 2}),
+    "tool_call_name_is_a_number": completion(
+        {"content": None, "tool_calls": [{"id": "a", "type": "function", "function": {"name": 7, "arguments": "{}"}}]},
+        {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}),
+    "tool_call_arguments_are_a_number": completion(
+        {"content": None, "tool_calls": [{"id": "a", "type": "function", "function": {"name": "f", "arguments": 5}}]},
+        {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(HOSTILE))
+def test_hostile_reply_is_a_driver_error_and_credits_nothing(srv: OpenAIServer, attack: str) -> None:
+    srv.script(Raw(HOSTILE[attack]))
+    out, remaining, _ = call(srv)
+    assert isinstance(out, tuple) and out[0] in ("UpstreamError", "DriverError"), out
+    assert remaining <= 10_000  # never credited
+    assert len(srv.log) == 1
+
+
+def test_honest_reply_is_charged(srv: OpenAIServer) -> None:
+    srv.script(Reply("fine", usage=(10, 5)))
+    out, remaining, _ = call(srv)
+    assert out["content"] == "fine" and remaining == 10_000 - 15
+
+
+def test_dripping_endpoint_cannot_outlast_the_timeout(srv: OpenAIServer) -> None:
+    body = completion({"content": "x" * 200}, {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2})
+    srv.script(Raw(body, drip=0.25))  # ~60 s to send it all
+    out, remaining, took = call(srv, timeout=1.0)
+    assert out[0] == "DriverTimeout", out
+    assert took < 4.0, took
+
+
+@pytest.mark.parametrize("reply", [
+    ChatReply(42),  # type: ignore[arg-type]
+    ChatReply("x", [ToolCall("a", 7, {})]),  # type: ignore[arg-type]
+    ChatReply("x", [ToolCall("a", "", {})]),
+    ChatReply("x", [ToolCall("a", "f", "not a dict")]),  # type: ignore[arg-type]
+    ChatReply("x", prompt_tokens=-1),
+    ChatReply("x", completion_tokens=1.5),  # type: ignore[arg-type]
+    ChatReply("x", prompt_tokens=True),
+    ChatReply("x", model=None),  # type: ignore[arg-type]
+], ids=repr)
+def test_the_reply_contract_refuses(reply: ChatReply) -> None:
+    with pytest.raises(DriverError):
+        check_reply(reply, "llm")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1, 0, "5", True])
+def test_timeout_must_be_positive_and_finite(bad: Any) -> None:
+    with pytest.raises(ValueError):
+        LLMDriver(base_url="http://127.0.0.1:9/v1", api_key="k", timeout=bad)
