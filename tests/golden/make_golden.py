@@ -1,7 +1,11 @@
-"""Re-record the golden runs: `python tests/golden/make_golden.py`.
+"""Record the golden runs of the current recording format: `python tests/golden/make_golden.py`.
 
-Only when a change to the event or journal format is deliberate (bump ABI_VERSION then):
-the point of these files is that old recordings keep replaying byte for byte.
+Goldens are written to tests/golden/v<RECORDING_FORMAT>/ and the goldens of older formats
+are never touched: the point of them is that recordings made by an older agentos keep
+replaying (or are refused clearly) after the format moves on. Record new goldens when
+RECORDING_FORMAT is bumped (kernel/recording.py says how), then add a line for each to
+PROTECTS in tests/golden/test_goldens.py. Re-recording the current version's goldens
+needs --force (only while that version is unreleased work in progress).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ sys.path.insert(0, str(HERE.parent / "kernel"))
 
 from replay_workloads import BOOT, interp, live_kernel  # noqa: E402
 
+from agentos.kernel.recording import RECORDING_FORMAT  # noqa: E402
 from agentos.store import MemoryStore, record_run  # noqa: E402
 from agentos.store.transfer import dump_run  # noqa: E402
 
@@ -30,16 +35,25 @@ GOLDEN = {
 }
 
 
-def main() -> None:
+def main(argv: list[str]) -> int:
+    out = HERE / f"v{RECORDING_FORMAT}"
+    force = "--force" in argv
+    existing = sorted(out.glob("*.jsonl")) if out.is_dir() else []
+    if existing and not force:
+        print(f"{out} already holds {len(existing)} goldens of format {RECORDING_FORMAT}; "
+              f"bump RECORDING_FORMAT first, or pass --force to re-record them", file=sys.stderr)
+        return 2
+    out.mkdir(exist_ok=True)
     for name, spec in GOLDEN.items():
         store = MemoryStore()
         k = live_kernel(1234)
         rid = record_run(k, store, name)
         k.run(interp, args=spec, **BOOT)
         lines = list(dump_run(store, rid))
-        (HERE / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
-        print(name, len(lines), "lines")
+        (out / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+        print(f"v{RECORDING_FORMAT}/{name}", len(lines), "lines")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(sys.argv[1:]))

@@ -3,8 +3,8 @@ from .driver import Driver, DriverHandle, DriverResult
 from .errors import (
     ABIMismatch, AgentOSError, BadHandle, BadRequest, CapError, DriverError, DriverTimeout,
     InternalError, Interrupted, KernelError, MailboxFull, NameTaken, NoSuchDevice,
-    NondeterminismError, OutOfMemory, PolicyDenied, QuotaExceeded, RateLimited, SyscallError,
-    ToolError, UpstreamError,
+    NondeterminismError, OutOfMemory, PolicyDenied, QuotaExceeded, RateLimited, RecordingFormatError,
+    SyscallError, ToolError, UpstreamError,
 )
 from .syscalls import SYSCALLS, SyscallSpec
 from .types import (
@@ -18,6 +18,6 @@ __all__ = [
     "DriverTimeout", "ExitKind",
     "ExitReason", "InternalError", "Interrupted", "KernelError", "MailboxFull", "Message",
     "NameTaken", "NoSuchDevice", "NondeterminismError", "OutOfMemory", "Pid", "PolicyDenied",
-    "ProcState", "Quota", "QuotaExceeded", "RateLimited", "Right", "SYSCALLS", "Segment", "SegmentKind", "Signal",
+    "ProcState", "Quota", "QuotaExceeded", "RateLimited", "RecordingFormatError", "Right", "SYSCALLS", "Segment", "SegmentKind", "Signal",
     "SignalMessage", "SyscallError", "SyscallSpec", "ToolError", "UpstreamError",
 ]

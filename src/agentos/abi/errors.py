@@ -78,6 +78,16 @@ class ABIMismatch(KernelError):
     """A snapshot from a kernel with another ABI_VERSION was offered for restore."""
 
 
+class RecordingFormatError(KernelError):
+    """A stored run's recording format is one this kernel cannot replay; the message names
+    both versions (`recorded`: the run's, None when unreadable; `current`: this kernel's)."""
+
+    def __init__(self, message: str, *, recorded: int | None = None, current: int | None = None) -> None:
+        super().__init__(message)
+        self.recorded = recorded
+        self.current = current
+
+
 class OutOfMemory(SyscallError):
     """Pinned segments alone exceed the `mem` quota."""
 

@@ -10,6 +10,10 @@ program: policy decisions (op "policy", per-pid sequence in `index`; approvals a
 limits depend on people and wall time), the kernel I/O tick at which an asynchronous
 completion was applied (`at`), and "io_cancel" marks for operations that were started
 but never completed (the process died or was interrupted while they were in flight).
+
+What an entry holds and how it is encoded is part of the recording format
+(`recording.RECORDING_FORMAT`); a journal read back from a store knows the version it was
+recorded in (`Journal.format`), so replay can keep that version's semantics.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from typing import Any, Callable, Iterable
 from ..abi.errors import NondeterminismError
 from ..abi.types import Cost
 from .events import canonical, dumps_canonical
+from .recording import RECORDING_FORMAT, upgrade_entry
 
 
 @dataclass(slots=True)
@@ -56,14 +61,20 @@ class JournalEntry:
         })
 
     @staticmethod
-    def from_json(text: str) -> "JournalEntry":
-        return JournalEntry(**json.loads(text))
+    def from_json(text: str, version: int = RECORDING_FORMAT) -> "JournalEntry":
+        """An entry as stored by a run of recording format `version`, in today's shape."""
+        return JournalEntry(**upgrade_entry(json.loads(text), version))
 
 
 class Journal:
-    """In-memory journal; a store-backed one feeds `sinks` and loads with `extend`."""
+    """In-memory journal; a store-backed one feeds `sinks` and loads with `extend`.
 
-    def __init__(self, entries: Iterable[JournalEntry] = ()) -> None:
+    `format` is the recording format the entries were recorded in: the current one for a
+    live kernel's journal, the stored run's for a journal read back for replay. Replay
+    code whose semantics changed in a format bump branches on it."""
+
+    def __init__(self, entries: Iterable[JournalEntry] = (), *, format: int = RECORDING_FORMAT) -> None:
+        self.format = format
         self.entries: list[JournalEntry] = []
         self._by_key: dict[tuple[int, int], JournalEntry] = {}
         self._decisions: dict[int, list[JournalEntry]] = {}   # pid -> policy decisions in order

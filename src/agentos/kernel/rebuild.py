@@ -1,16 +1,19 @@
 """Rebuild a stored run and replay it: `Kernel.replay_from(store, run_id)`.
 
-The run row says how the live kernel was built (seed, scheduler settings) and booted
-(init image by import path, args, grants, quota). The replaying kernel answers every
-driver op and policy check from the stored journal and compares each event it emits,
-byte for byte, with the stored log. A run that was cut short (a crash) is compared up to
-its committed prefix; the replay stops there.
+The run row says which recording format the run was written in, how the live kernel was
+built (seed, scheduler settings) and booted (init image by import path, args, grants,
+quota). A format this kernel cannot replay is refused before anything runs, with a
+`RecordingFormatError` naming both versions; otherwise the journal is read in its
+version's shape and handed to the replaying kernel with that version (`Journal.format`).
+The replaying kernel answers every driver op and policy check from the stored journal
+and compares each event it emits, byte for byte, with the stored log. A run that was cut
+short (a crash) is compared up to its committed prefix; the replay stops there.
 """
 from __future__ import annotations
 
-import re
-
+import asyncio
 import importlib
+import re
 import importlib.util
 import sys as _sys
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from ..abi.types import ABI_VERSION, Quota
 from .events import Event, encode_event
 from .journal import Journal
 from .process import ProcessImage
+from .recording import check_replayable
 
 
 @dataclass
@@ -33,8 +37,10 @@ class ReplayReport:
     identical: bool = False
     divergence: dict[str, Any] | None = None
     error: str | None = None
-    result: Any = None
+    result: Any = None                 # the replay's RunResult, when it ran to the end
     notes: list[str] = field(default_factory=list)
+    recording_format: int = 0          # the version the run was recorded in
+    kernel: Any = field(default=None, repr=False, compare=False)  # the replaying kernel, to inspect
 
     def __str__(self) -> str:
         if self.identical:
@@ -79,29 +85,41 @@ def load_image(entry: dict[str, Any]) -> ProcessImage:
 
 
 def replay_from(store: Any, run_id: str, *, image: Any = None, images: dict[str, Any] | None = None,
-                probe: Callable[[Any, Event], bool] | None = None) -> ReplayReport:
+                probe: Callable[[Any, Event], bool] | None = None,
+                options: dict[str, Any] | None = None) -> ReplayReport:
     """Replay a stored run. `probe(kernel, event)` sees each matched event; True stops the replay.
 
     With a probe, events are flushed one at a time, so the probe sees the kernel as it was
-    just after the event (give or take the rest of the syscall that emitted it)."""
+    just after the event (give or take the rest of the syscall that emitted it). `options`
+    are kernel settings the run row does not hold (a recaller, a pager) to rebuild with."""
+    return asyncio.run(replay_run(store, run_id, image=image, images=images, probe=probe, options=options))
+
+
+async def replay_run(store: Any, run_id: str, *, image: Any = None, images: dict[str, Any] | None = None,
+                     probe: Callable[[Any, Event], bool] | None = None,
+                     options: dict[str, Any] | None = None) -> ReplayReport:
+    """`replay_from`, for a caller already inside an event loop."""
     from .kernel import Kernel
 
     info = store.get_run(run_id)
     meta = info.meta
+    version = check_replayable(meta, run_id)
     if meta.get("abi_version") != ABI_VERSION:
         raise KernelError(f"run {run_id} was recorded under ABI version {meta.get('abi_version')}, "
                           f"this kernel speaks {ABI_VERSION}")
     if "init" not in meta and image is None:
         raise KernelError(f"run {run_id} has no boot record (it never booted): nothing to replay")
-    report = ReplayReport(run_id, info.events, complete=info.status != "running")
+    report = ReplayReport(run_id, info.events, complete=info.status != "running", recording_format=version)
     timeless = meta.get("clock") != "virtual"
     if timeless:
         report.notes.append("recorded under a real clock: events compared without their timestamps")
-    journal = Journal(store.journal(run_id))
-    k = Kernel(deterministic=True, seed=meta["seed"], mode="replay", journal=journal,
-               quantum=meta.get("quantum", 2000), default_priority=meta.get("default_priority", 5),
-               switch_batch=meta.get("switch_batch", 512),
-               event_batch=1 if probe is not None else meta.get("event_batch", 4096))
+    journal = Journal(store.journal(run_id), format=version)
+    k = Kernel(**{**(options or {}), "deterministic": True, "seed": meta["seed"], "mode": "replay",
+                  "journal": journal, "quantum": meta.get("quantum", 2000),
+                  "default_priority": meta.get("default_priority", 5),
+                  "switch_batch": meta.get("switch_batch", 512),
+                  "event_batch": 1 if probe is not None else meta.get("event_batch", 4096)})
+    report.kernel = k
     for name, entry in (meta.get("images") or {}).items():
         if images and name in images:
             continue
@@ -140,8 +158,8 @@ def replay_from(store: Any, run_id: str, *, image: Any = None, images: dict[str,
     k.events.add_sink(compare)
     q = meta.get("quota")
     try:
-        res = k.run(init, args=meta.get("args"), grant=meta.get("grant") or (),
-                    quota=Quota(**q) if q else None, name=meta.get("name"), priority=meta.get("priority"))
+        res = await k.boot(init, args=meta.get("args"), grant=meta.get("grant") or (),
+                           quota=Quota(**q) if q else None, name=meta.get("name"), priority=meta.get("priority"))
         report.result = res
     except _Stop:
         pass
@@ -173,4 +191,4 @@ def _untimed(raw: bytes) -> bytes:
     return _TIME.sub(rb"[\1,0,", raw, count=1)
 
 
-__all__ = ["ReplayReport", "load_image", "replay_from"]
+__all__ = ["ReplayReport", "load_image", "replay_from", "replay_run"]

@@ -1,8 +1,9 @@
 """Recording a kernel's run into a store: the run row, the event log and the journal.
 
 `record_run(kernel, store, name)` must be called before `boot`/`run`. It writes a run row
-holding what replay needs to rebuild the run (seed, clock, scheduler settings, and, at
-boot, the init image's import path, args, grants and quota), and attaches sinks: journal
+holding what replay needs to rebuild the run (the recording format, seed, clock,
+scheduler settings, and, at boot, the init image's import path, args, grants and quota),
+and attaches sinks: journal
 entries are buffered and pushed to the store ahead of the event batch that follows them,
 so a committed event prefix always has the journal entries it depends on. It also
 installs a SIGUSR1 checkpointer that writes snapshots to the store.
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..abi.types import ABI_VERSION
 from ..kernel.events import Event, canonical, encode_event
 from ..kernel.journal import JournalEntry
+from ..kernel.recording import FORMAT_KEY, RECORDING_FORMAT
 
 if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
@@ -48,7 +50,7 @@ class Recording:
         clock = "virtual" if kernel.clock.virtual else "real"
         cfg = kernel.config
         self.meta: dict[str, Any] = {
-            "abi_version": ABI_VERSION, "seed": kernel.seed, "clock": clock,
+            FORMAT_KEY: RECORDING_FORMAT, "abi_version": ABI_VERSION, "seed": kernel.seed, "clock": clock,
             "deterministic": bool(cfg.deterministic), "quantum": cfg.quantum,
             "default_priority": cfg.default_priority, "switch_batch": cfg.switch_batch,
             "event_batch": cfg.event_batch,

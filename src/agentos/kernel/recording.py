@@ -1,0 +1,96 @@
+"""The format of a recorded run, and its version: `RECORDING_FORMAT`.
+
+A recorded run is three things a store keeps: the run row's metadata (how the kernel was
+built and booted), the journal (every input from outside the program) and the event log
+as canonical bytes. Replay feeds the journal back and compares the events byte for byte,
+so a change to what is journaled, to how an entry or an event is encoded, or to how
+replay reads them changes what an old recording means. The recorder stores
+`RECORDING_FORMAT` in the run's metadata; replay reads it first and either replays the
+run with its version's semantics or refuses it with a `RecordingFormatError` that names
+both versions. A run stored before the version existed has none and is version 1.
+
+How to bump (any change of the kind above):
+  1. Raise RECORDING_FORMAT and add a line to the log below: what changed and why.
+  2. Decide whether runs of the previous version still replay. They can when this kernel
+     still reproduces their events byte for byte, typically when the new version only
+     adds entries old runs never had. Then keep the old version in REPLAYABLE with a note
+     of what replay does differently for it, let the subsystem that differs branch on
+     `journal.format` (the version the journal being replayed was recorded in), and, if
+     the entry fields changed, add ENTRY_UPGRADES[old] to turn an old entry into the new
+     shape. Otherwise drop it from REPLAYABLE: its runs are then refused, clearly.
+  3. Record goldens of the new version (`python tests/golden/make_golden.py` writes
+     tests/golden/v<N>/) and keep every older version's: the golden test replays each one,
+     or checks that it is refused, according to REPLAYABLE.
+
+Format log:
+  1  The first format. Journal entry fields: pid, index, op (open, read, write; policy:
+     one per policy check, numbered per pid in `index`; io_cancel: `value` ops from
+     `index` on were started but never completed), device, action, request, ok, value
+     (the result, or the error message), error_type, tokens, tool_calls, usd, reductions,
+     at (the kernel I/O tick an asynchronous completion was applied at; null: inline).
+     Events: canonical JSON `[seq, time, pid, kind, data]` (`events.encode_event`).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from ..abi.errors import RecordingFormatError
+
+RECORDING_FORMAT = 1
+
+FORMAT_KEY = "recording_format"   # where the version lives in a run's metadata
+
+# version -> what replay does differently for runs of that version ("" for the current one)
+REPLAYABLE: dict[int, str] = {1: ""}
+
+# version v -> a function turning a journal entry's fields as stored in v into v + 1's
+ENTRY_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def recorded_format(meta: Mapping[str, Any], run_id: str = "?") -> int:
+    """The version a run was recorded in (1 when it predates the field)."""
+    v = meta.get(FORMAT_KEY, 1)
+    if type(v) is not int or v < 1:
+        raise RecordingFormatError(
+            f"run {run_id} has an invalid recording format {_short(v)} (expected a positive integer); "
+            f"this kernel records format {RECORDING_FORMAT}", recorded=None, current=RECORDING_FORMAT)
+    return v
+
+
+def check_replayable(meta: Mapping[str, Any], run_id: str = "?") -> int:
+    """The run's version if this kernel can replay it; else a `RecordingFormatError`."""
+    v = recorded_format(meta, run_id)
+    if v in REPLAYABLE:
+        return v
+    known = ", ".join(str(n) for n in sorted(REPLAYABLE)) or "none"
+    if v > RECORDING_FORMAT:
+        why = (f"run {run_id} was recorded in format {v}, newer than this kernel's format "
+               f"{RECORDING_FORMAT}: replay it with the newer agentos that recorded it")
+    else:
+        why = (f"run {run_id} was recorded in format {v}, which this kernel (format {RECORDING_FORMAT}) "
+               f"no longer replays (it replays formats {known})")
+    raise RecordingFormatError(why, recorded=v, current=RECORDING_FORMAT)
+
+
+def upgrade_entry(fields: dict[str, Any], version: int) -> dict[str, Any]:
+    """A journal entry's fields as stored in `version`, in the current format's shape."""
+    for v in range(version, RECORDING_FORMAT):
+        step = ENTRY_UPGRADES.get(v)
+        if step is not None:
+            fields = step(fields)
+    return fields
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A bounded, one-line rendering of whatever the metadata held there."""
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]
+    try:
+        text = repr(value)
+    except RecursionError:  # a 10,000-deep structure
+        return f"<a deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+__all__ = ["ENTRY_UPGRADES", "FORMAT_KEY", "RECORDING_FORMAT", "REPLAYABLE", "check_replayable",
+           "recorded_format", "upgrade_entry"]

@@ -1,0 +1,215 @@
+"""Golden recorded runs, one directory per recording format (tests/golden/v<N>/).
+
+Each golden is a run recorded by the agentos of its version, kept after the format moves
+on. Every one either replays byte for byte or, when kernel/recording.py no longer lists
+its version as replayable, is refused with a `RecordingFormatError` naming both
+versions. PROTECTS says what each one guards; a golden without a line fails the suite.
+
+Decision for version 1 (the goldens recorded before the version existed, which carry no
+format field): format 1 is the current format, so they must replay identically. When the
+format is bumped, whoever bumps it decides whether they still replay (REPLAYABLE) and
+this test holds them to that decision either way.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from agentos import Kernel
+from agentos.abi.errors import RecordingFormatError
+from agentos.kernel import recording
+from agentos.kernel.events import encode_event
+from agentos.kernel.recording import FORMAT_KEY, RECORDING_FORMAT, REPLAYABLE, recorded_format
+from agentos.store import MemoryStore
+from agentos.store.transfer import dump_run, load_run
+
+HERE = Path(__file__).resolve().parent
+
+PROTECTS = {
+    "v1/agents_kv_echo_policy":
+        "a run stored before runs carried a format (read as format 1): kv set/get/delete, async "
+        "echo reads completing out of order (`at` ticks) and one failing, read_all, policy "
+        "refusals with raise and kill effects, check_policy, spawn with capability passing, "
+        "send/recv with timeouts, sleep, remember, now",
+    "v1/agents_many_children":
+        "six children whose asynchronous completions interleave with their sleeps and the "
+        "parent's recv timeouts: the I/O tick each result was applied at and the order "
+        "results were journaled in decide the event order",
+}
+
+
+def goldens() -> list[Path]:
+    return sorted(HERE.glob("v*/*.jsonl"))
+
+
+def key(path: Path) -> str:
+    return f"{path.parent.name}/{path.stem}"
+
+
+def load(path: Path, store: Any = None) -> tuple[Any, str]:
+    store = store if store is not None else MemoryStore()
+    with path.open(encoding="utf-8") as f:
+        return store, load_run(store, f)
+
+
+def event_lines(path: Path) -> list[bytes]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r["e"].encode() for r in rows if "e" in r]
+
+
+@pytest.mark.parametrize("path", goldens(), ids=key)
+def test_golden_replays_byte_for_byte_or_is_refused_naming_both_versions(path: Path) -> None:
+    store, rid = load(path)
+    version = recorded_format(store.get_run(rid).meta)
+    assert version == int(path.parent.name[1:]), f"{key(path)} is filed under the wrong version"
+    if version not in REPLAYABLE:
+        with pytest.raises(RecordingFormatError) as err:
+            Kernel.replay_from(store, rid)
+        assert f"format {version}" in str(err.value) and f"format {RECORDING_FORMAT}" in str(err.value)
+        return
+    rep = Kernel.replay_from(store, rid)
+    assert rep.identical and rep.complete, str(rep)
+    assert rep.recording_format == version and rep.kernel.journal.format == version
+    # byte for byte, independently of the replayer's own comparison
+    assert [encode_event(e) for e in rep.kernel.events.events()] == event_lines(path)
+
+
+@pytest.mark.parametrize("path", goldens(), ids=key)
+def test_moving_a_golden_between_stores_keeps_every_byte(path: Path, tmp_path: Path) -> None:
+    from agentos.store.sqlite import SqliteStore
+
+    original = path.read_text(encoding="utf-8").splitlines()
+    store, rid = load(path)
+    assert list(dump_run(store, rid)) == original
+    sq = SqliteStore(tmp_path / "s.db", "off")
+    try:
+        _, rid2 = load(path, sq)
+        assert list(dump_run(sq, rid2)) == original
+        assert Kernel.replay_from(sq, rid2).identical
+    finally:
+        sq.close()
+
+
+def test_every_golden_says_what_it_protects() -> None:
+    on_disk = {key(p) for p in goldens()}
+    assert on_disk == set(PROTECTS), (
+        f"goldens without a PROTECTS line: {sorted(on_disk - set(PROTECTS))}; "
+        f"PROTECTS lines without a golden: {sorted(set(PROTECTS) - on_disk)}")
+    assert all(len(line) > 40 for line in PROTECTS.values())
+
+
+def test_a_golden_of_every_format_up_to_the_current_one_is_kept() -> None:
+    versions = {int(p.parent.name[1:]) for p in goldens()}
+    assert versions == set(range(1, RECORDING_FORMAT + 1)), (
+        f"goldens exist for formats {sorted(versions)}; every format from 1 to {RECORDING_FORMAT} "
+        f"needs its recorded goldens kept (python tests/golden/make_golden.py records the current one)")
+    for d in HERE.iterdir():
+        if d.is_dir() and not d.name.startswith("__"):
+            assert re.fullmatch(r"v[1-9][0-9]*", d.name), f"unexpected directory {d.name} in tests/golden"
+
+
+def test_the_current_format_is_replayable_and_the_log_describes_every_version() -> None:
+    assert REPLAYABLE.get(RECORDING_FORMAT) == ""
+    assert all(1 <= v <= RECORDING_FORMAT for v in REPLAYABLE)
+    doc = recording.__doc__ or ""
+    log = doc[doc.index("Format log:"):]
+    for v in range(1, RECORDING_FORMAT + 1):
+        assert re.search(rf"^\s+{v}\s+\S", log, re.M), f"the format log has no line for version {v}"
+
+
+def test_a_new_run_records_the_current_format() -> None:
+    from agentos import AllowAll
+    from agentos.store import record_run
+
+    store = MemoryStore()
+    k = Kernel(deterministic=True, policy=AllowAll())
+    rid = record_run(k, store, "fmt")
+
+    async def init(sys: Any, args: Any) -> int:
+        return await sys.pid()
+
+    k.run(init)
+    meta = store.get_run(rid).meta
+    assert meta[FORMAT_KEY] == RECORDING_FORMAT
+    rep = Kernel.replay_from(store, rid, image=init)
+    assert rep.identical and rep.recording_format == RECORDING_FORMAT
+
+
+def _with_format(path: Path, value: Any) -> tuple[Any, str]:
+    store, rid = load(path)
+    meta = dict(store.get_run(rid).meta)
+    meta[FORMAT_KEY] = value
+    store.update_run(rid, meta=meta)
+    return store, rid
+
+
+def test_a_run_from_a_newer_agentos_is_refused_naming_both_versions() -> None:
+    store, rid = _with_format(goldens()[0], RECORDING_FORMAT + 1)
+    with pytest.raises(RecordingFormatError) as err:
+        Kernel.replay_from(store, rid)
+    msg = str(err.value)
+    assert f"recorded in format {RECORDING_FORMAT + 1}" in msg and f"format {RECORDING_FORMAT}" in msg
+    assert "newer" in msg and "\n" not in msg
+    assert err.value.recorded == RECORDING_FORMAT + 1 and err.value.current == RECORDING_FORMAT
+
+
+@pytest.mark.parametrize("bad", ["1", 1.0, True, False, 0, -3, None, [1], {"v": 1}, "\ud800", "x" * 5_000_000,
+                                 float("nan"), float("inf"), 10**100],
+                         ids=["str", "float", "true", "false", "zero", "negative", "null", "list", "dict",
+                              "lone-surrogate", "5MB-string", "nan", "inf", "huge"])
+def test_a_forged_format_field_is_a_typed_one_line_refusal(bad: Any) -> None:
+    store, rid = _with_format(goldens()[0], bad)
+    with pytest.raises(RecordingFormatError) as err:
+        Kernel.replay_from(store, rid)
+    msg = str(err.value)
+    assert "\n" not in msg and len(msg) < 400 and f"format {RECORDING_FORMAT}" in msg
+
+
+def test_a_10000_deep_format_field_is_refused_not_a_crash() -> None:
+    deep: Any = 1
+    for _ in range(10_000):
+        deep = [deep]
+    with pytest.raises(RecordingFormatError, match="invalid recording format"):
+        recorded_format({FORMAT_KEY: deep}, "deep")
+
+
+def _bump(monkeypatch: pytest.MonkeyPatch, replayable: dict[int, str],
+          upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None) -> None:
+    """Pretend the format moved on to RECORDING_FORMAT + 1, as a real bump would."""
+    new = RECORDING_FORMAT + 1
+    monkeypatch.setattr(recording, "RECORDING_FORMAT", new)
+    monkeypatch.setattr(recording, "REPLAYABLE", replayable)
+    monkeypatch.setattr(recording, "ENTRY_UPGRADES", {RECORDING_FORMAT: upgrade} if upgrade else {})
+
+
+def test_after_a_bump_an_old_run_replays_with_its_own_version_through_the_entry_upgrade(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+
+    def upgrade(fields: dict[str, Any]) -> dict[str, Any]:
+        seen.append(fields["index"])
+        return fields
+
+    old = RECORDING_FORMAT
+    _bump(monkeypatch, {old: "replays as before", old + 1: ""}, upgrade)
+    path = [p for p in goldens() if p.parent.name == f"v{old}"][0]
+    store, rid = load(path)
+    rep = Kernel.replay_from(store, rid)
+    assert rep.identical, str(rep)
+    assert rep.recording_format == old and rep.kernel.journal.format == old  # the old semantics are chosen
+    assert len(seen) == len(store.journal_rows(rid)) > 0                     # every entry was upgraded
+
+
+def test_after_a_bump_that_drops_an_old_version_its_runs_are_refused_naming_both(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    old = RECORDING_FORMAT
+    _bump(monkeypatch, {old + 1: ""}, None)
+    store, rid = load(goldens()[0])
+    with pytest.raises(RecordingFormatError) as err:
+        Kernel.replay_from(store, rid)
+    assert str(err.value) == (f"run {rid} was recorded in format {old}, which this kernel (format {old + 1}) "
+                              f"no longer replays (it replays formats {old + 1})")
