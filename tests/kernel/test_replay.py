@@ -168,3 +168,65 @@ def test_tool_calls_and_their_errors_replay_identically() -> None:
     r2 = k2.run(tools_agent, grant=["tools"], quota=Quota(tool_calls=20))
     assert r2.value == r1.value
     assert_identical(k1, k2)
+
+
+def test_linked_children_are_torn_down_in_pid_order_not_memory_order() -> None:
+    """A set of linked processes iterates in memory-address order, which a replaying
+    kernel does not share: the teardown order (and so the event log) must not follow it."""
+    async def waiter(sys: Any, args: Any) -> None:
+        await sys.recv()
+
+    async def middle(sys: Any, args: Any) -> None:
+        for _ in range(40):
+            await sys.spawn(waiter, link=True)
+        raise RuntimeError("the middle process crashes; its linked children go with it")
+
+    async def init(sys: Any, args: Any) -> str:
+        _, m = await sys.spawn(middle)
+        return str(await sys.waitpid(m))
+
+    k = Kernel(deterministic=True, policy=AllowAll())
+    assert k.run(init).value.startswith("fault")
+    killed = [e.pid for e in k.events.events(kind="exit") if str(e.data).startswith("killed(link:")]
+    assert len(killed) == 40 and killed == sorted(killed)
+
+
+def test_replay_reports_the_first_divergence_not_one_the_teardown_flushes_later() -> None:
+    store = MemoryStore()
+    k = live_kernel(3, policy=AllowAll(), event_batch=4)   # small batches: flushes mid-run
+    rid = record_run(k, store, "early-tamper")
+    k.run(interp, args={"ops": [("spawn", {"ops": [("recv", 0)]}), ("set", "a", 1), ("sleep", 5), ("now",)]},
+          **BOOT)
+    evs = store._events[rid]
+    i = [n for n, e in enumerate(evs) if e.kind == "sys"][3]
+    bad = evs[i]
+    evs[i] = type(bad)(bad.seq, bad.time, bad.pid, bad.kind, bad.raw.replace(b'"sys"', b'"SYS"'))
+    rep = Kernel.replay_from(store, rid)
+    assert not rep.identical and rep.divergence is not None
+    assert rep.divergence["seq"] == bad.seq, str(rep)
+
+
+def test_error_messages_about_a_callers_odd_value_carry_no_memory_address() -> None:
+    """An object's default repr holds its address; in an error message it would land in
+    the event log and no replay (nor a second live run) could reproduce it."""
+    class Odd:
+        pass
+
+    async def init(sys: Any, args: Any) -> list[str]:
+        out = []
+        for call in (lambda: sys.spawn(Odd()), lambda: sys.spawn(interp, priority=Odd()),
+                     lambda: sys.sched(priority=Odd()), lambda: sys.derive(sys.caps[0] if sys.caps else 1, Odd()),
+                     lambda: sys.signal(1, Odd()), lambda: sys.spawn(interp, caps=[Odd()])):
+            try:
+                await call()
+            except Exception as e:
+                out.append(f"{type(e).__name__}: {e}")
+        return out
+
+    k = Kernel(deterministic=True, policy=AllowAll())
+    res = k.run(init)
+    assert len(res.value) == 6
+    for msg in res.value:
+        assert " at 0x" not in msg, msg
+    for e in k.events.events():
+        assert b" at 0x" not in encode_event(e), e

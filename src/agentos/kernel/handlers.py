@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..abi import syscalls as S
-from ..abi.errors import CapError, NameTaken, SyscallError
+from ..abi.errors import CapError, NameTaken, SyscallError, shown
 from ..abi.types import NORMAL, Budget, Down, ExitKind, ExitReason, Right, fault
 from .caps import PROC, R_KILL, R_MONITOR, R_SEND
 from .decision import Decision
@@ -173,7 +173,7 @@ class Handlers(KernelState):
         if req.priority is not None:
             p = req.priority
             if not isinstance(p, int) or not 0 <= p <= MAX_BASE_PRIORITY:
-                raise SyscallError(f"sched: priority must be an int in 0..{MAX_BASE_PRIORITY}, got {p!r}")
+                raise SyscallError(f"sched: priority must be an int in 0..{MAX_BASE_PRIORITY}, got {shown(p)}")
             if proc.parent is not None and p > proc.parent.priority and proc.parent.state is not EXITED:
                 raise SyscallError(f"sched: priority {p} is above the parent's ({proc.parent.priority})")
             proc.priority = p
@@ -186,4 +186,4 @@ def _rights(spec: Any) -> int:
     try:
         return int(Right.parse(spec))
     except (ValueError, TypeError) as e:
-        raise CapError(f"bad rights {spec!r}: {e}") from None
+        raise CapError(f"bad rights {shown(spec)}: {e}") from None

@@ -8,9 +8,10 @@ teardown runs is queued, so link chains of any length end without recursion.
 """
 from __future__ import annotations
 
+import operator
 from typing import Any
 
-from ..abi.errors import CapError, SyscallError
+from ..abi.errors import CapError, SyscallError, shown
 from ..abi.types import KERNEL_PID, NORMAL, SHUTDOWN, Down, ExitKind, ExitReason, Quota, quota
 from .caps import DEVICE
 from .process import EXITED, Process, ProcessImage
@@ -20,6 +21,7 @@ from .state import KernelState
 
 
 _NO_QUOTA = Quota()
+_pid_of = operator.attrgetter("pid")
 
 
 def _pin_forever(obj: Any) -> None:
@@ -49,7 +51,7 @@ class Lifecycle(KernelState):
         if priority is None:
             priority = parent.priority if parent is not None else self.config.default_priority
         if not isinstance(priority, int) or not 0 <= priority <= MAX_BASE_PRIORITY:
-            raise SyscallError(f"spawn: priority must be an int in 0..{MAX_BASE_PRIORITY}, got {priority!r}")
+            raise SyscallError(f"spawn: priority must be an int in 0..{MAX_BASE_PRIORITY}, got {shown(priority)}")
         # resolve capabilities to pass before anything is allocated
         srcs = []
         if parent is not None:
@@ -57,7 +59,7 @@ class Lifecycle(KernelState):
                 if isinstance(c, str):
                     ref = parent.devices.get(c) if parent.devices else None
                     if ref is None:
-                        raise CapError(f"spawn: pid {parent.pid} holds no capability for device {c!r} to pass on")
+                        raise CapError(f"spawn: pid {parent.pid} holds no capability for device {shown(c)} to pass on")
                     c = ref
                 srcs.append(self.caps.resolve(parent, c, 0x7F, "spawn caps"))
         pid = self.next_pid
@@ -203,8 +205,8 @@ class Lifecycle(KernelState):
             for w in proc.watchers:
                 self.ipc.deliver_kernel(w, down)
             proc.watchers = None
-        if proc.links:
-            for other in proc.links:
+        if proc.links:  # in pid order: a set's order follows memory addresses, which a replay does not share
+            for other in sorted(proc.links, key=_pid_of):
                 if other.links is not None:
                     other.links.discard(proc)
                 if other.parent is proc:

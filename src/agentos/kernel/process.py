@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
+from ..abi.errors import shown
 from ..abi.types import ExitReason, Message, ProcState
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class ProcessImage:
             return image
         if inspect.iscoroutinefunction(image):
             return ProcessImage(getattr(image, "__name__", "anonymous"), image)
-        raise TypeError(f"cannot run {image!r}: expected a ProcessImage or an async function (sys, args)")
+        raise TypeError(f"cannot run {shown(image)}: expected a ProcessImage or an async function (sys, args)")
 
 
 READY = ProcState.READY

@@ -97,8 +97,10 @@ def replay_from(store: Any, run_id: str, *, image: Any = None, images: dict[str,
 
 async def replay_run(store: Any, run_id: str, *, image: Any = None, images: dict[str, Any] | None = None,
                      probe: Callable[[Any, Event], bool] | None = None,
-                     options: dict[str, Any] | None = None) -> ReplayReport:
-    """`replay_from`, for a caller already inside an event loop."""
+                     options: dict[str, Any] | None = None,
+                     setup: Callable[[Any], None] | None = None) -> ReplayReport:
+    """`replay_from`, for a caller already inside an event loop. `setup(kernel)` is called
+    with the replaying kernel before it boots (to attach sinks, say)."""
     from .kernel import Kernel
 
     info = store.get_run(run_id)
@@ -131,12 +133,18 @@ async def replay_run(store: Any, run_id: str, *, image: Any = None, images: dict
         k.register_image(ProcessImage(name, ProcessImage.of(img).main))
     init = image if image is not None else load_image(meta["init"])
     stored: Iterator[Any] = iter(store.events(run_id))
+    stopped: list[bool] = []
+    if setup is not None:
+        setup(k)
 
     def compare(batch: list[Event]) -> None:
+        if report.divergence is not None or stopped:
+            return  # the teardown after a stop flushes more: the first divergence is the one
         for ev in batch:
             rec = next(stored, None)
             if rec is None:
                 if not report.complete:
+                    stopped.append(True)
                     raise _Stop()  # past the committed prefix of a cut run
                 report.divergence = {"seq": ev.seq, "recorded": None, "replayed": encode_event(ev).decode()}
                 raise _Stop()
@@ -151,8 +159,10 @@ async def replay_run(store: Any, run_id: str, *, image: Any = None, images: dict
             report.matched += 1
             if probe is not None and probe(k, ev):
                 report.notes.append(f"stopped by probe at event seq {ev.seq}")
+                stopped.append(True)
                 raise _Stop()
             if not report.complete and report.matched == report.recorded:
+                stopped.append(True)
                 raise _Stop()
 
     k.events.add_sink(compare)

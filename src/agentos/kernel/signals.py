@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..abi.errors import Interrupted, SyscallError
+from ..abi.errors import Interrupted, SyscallError, shown
 from ..abi.syscalls import SendSignal, Sigmask
 from ..abi.types import ExitKind, ExitReason, Signal, SignalMessage, killed, policy
 from .caps import PROC, R_KILL
@@ -44,7 +44,7 @@ class Signals:
         try:
             sig = Signal(req.signal)
         except ValueError:
-            raise SyscallError(f"signal: {req.signal!r} is not a signal; "
+            raise SyscallError(f"signal: {shown(req.signal)} is not a signal; "
                                f"known: {', '.join(s.name for s in Signal)}") from None
         cap = self.k.caps.resolve(proc, req.cap, R_KILL, f"signal {sig.name}")
         if cap.kind != PROC:
