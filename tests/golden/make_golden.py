@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "kernel"))
 
-from replay_workloads import BOOT, interp, live_kernel  # noqa: E402
+from replay_workloads import BOOT, Typed, interp, live_kernel, typed_values  # noqa: E402
 
 from agentos.kernel.recording import RECORDING_FORMAT  # noqa: E402
 from agentos.store import MemoryStore, record_run  # noqa: E402
 from agentos.store.transfer import dump_run  # noqa: E402
 
-GOLDEN = {
+GOLDEN: dict[str, Any] = {
     "agents_kv_echo_policy": {"ops": [
         ("set", "a", 1), ("echo", 1), ("echo_all", [1, 2, 3]), ("del", "a"), ("check", "kv.delete"),
         ("spawn", {"ops": [("echo", 5), ("send", 7), ("remember", "abc xyz"), ("sleep", 10)]}),
@@ -32,6 +33,8 @@ GOLDEN = {
     "agents_many_children": {"ops": [
         ("spawn", {"ops": [("echo", i), ("send", i), ("sleep", 5 * i)]}) for i in range(6)]
         + [("recv", 40) for _ in range(6)] + [("echo_all", [1, 2, 3, 4])]},
+    # since format 2: values keep their Python types through a store
+    "journal_values_keep_their_types": typed_values,
 }
 
 
@@ -48,7 +51,11 @@ def main(argv: list[str]) -> int:
         store = MemoryStore()
         k = live_kernel(1234)
         rid = record_run(k, store, name)
-        k.run(interp, args=spec, **BOOT)
+        if callable(spec):  # a program of its own, on the typed device
+            k.register_driver(Typed())
+            k.run(spec, grant=["typed"], quota=BOOT["quota"])
+        else:
+            k.run(interp, args=spec, **BOOT)
         lines = list(dump_run(store, rid))
         (out / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
         print(f"v{RECORDING_FORMAT}/{name}", len(lines), "lines")

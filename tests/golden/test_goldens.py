@@ -6,14 +6,17 @@ its version as replayable, is refused with a `RecordingFormatError` naming both
 versions. PROTECTS says what each one guards; a golden without a line fails the suite.
 
 Decision for version 1 (the goldens recorded before the version existed, which carry no
-format field): format 1 is the current format, so they must replay identically. When the
-format is bumped, whoever bumps it decides whether they still replay (REPLAYABLE) and
-this test holds them to that decision either way.
+format field): they keep replaying, with format 1's semantics (journal values read as the
+plain JSON they were stored as, `ENTRY_UPGRADES[1]`), because format 2 only changed how a
+value is encoded and the kernel still reproduces format 1's events byte for byte. A later
+bump decides afresh for every older version (REPLAYABLE); this test holds each golden to
+that decision.
 """
 from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,17 +31,28 @@ from agentos.store import MemoryStore
 from agentos.store.transfer import dump_run, load_run
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "kernel"))  # the goldens' programs: replay_workloads, by import path
 
 PROTECTS = {
     "v1/agents_kv_echo_policy":
-        "a run stored before runs carried a format (read as format 1): kv set/get/delete, async "
-        "echo reads completing out of order (`at` ticks) and one failing, read_all, policy "
-        "refusals with raise and kill effects, check_policy, spawn with capability passing, "
-        "send/recv with timeouts, sleep, remember, now",
+        "a run stored before runs carried a format (so read as format 1, values as plain JSON): "
+        "kv set/get/delete, async echo reads completing out of order (`at` ticks) and one "
+        "failing, read_all, policy refusals with raise and kill effects, check_policy, spawn "
+        "with capability passing, send/recv with timeouts, sleep, remember, now",
     "v1/agents_many_children":
-        "six children whose asynchronous completions interleave with their sleeps and the "
-        "parent's recv timeouts: the I/O tick each result was applied at and the order "
-        "results were journaled in decide the event order",
+        "format 1: six children whose asynchronous completions interleave with their sleeps "
+        "and the parent's recv timeouts: the I/O tick each result was applied at and the "
+        "order results were journaled in decide the event order",
+    "v2/agents_kv_echo_policy":
+        "the v1 workload of the same name recorded in format 2 (tagged values, the format "
+        "field in the run row): every device, policy and process path above",
+    "v2/agents_many_children":
+        "the v1 workload of the same name recorded in format 2: interleaved asynchronous "
+        "completions, `at` ticks, journal order",
+    "v2/journal_values_keep_their_types":
+        "format 2's reason to exist: tuples, bytes, non-string and @-looking dict keys and "
+        "infinities come back from the store as the live program saw them; the program logs "
+        "their types and takes a different path on a tuple, so format 1's plain JSON diverges",
 }
 
 
@@ -177,13 +191,26 @@ def test_a_10000_deep_format_field_is_refused_not_a_crash() -> None:
         recorded_format({FORMAT_KEY: deep}, "deep")
 
 
+def test_the_typed_values_golden_would_diverge_under_format_1s_plain_json() -> None:
+    """The golden guards what it says: read with format 1's semantics, the program is handed
+    JSON for its tuples and bytes and the replay leaves the recorded path."""
+    path = HERE / "v2" / "journal_values_keep_their_types.jsonl"
+    store, rid = _with_format(path, 1)
+    rep = Kernel.replay_from(store, rid)
+    assert not rep.identical and rep.divergence is not None
+    assert "tuple" in str(rep.divergence["recorded"])
+
+
 def _bump(monkeypatch: pytest.MonkeyPatch, replayable: dict[int, str],
           upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None) -> None:
     """Pretend the format moved on to RECORDING_FORMAT + 1, as a real bump would."""
     new = RECORDING_FORMAT + 1
     monkeypatch.setattr(recording, "RECORDING_FORMAT", new)
     monkeypatch.setattr(recording, "REPLAYABLE", replayable)
-    monkeypatch.setattr(recording, "ENTRY_UPGRADES", {RECORDING_FORMAT: upgrade} if upgrade else {})
+    upgrades = dict(recording.ENTRY_UPGRADES)
+    if upgrade is not None:
+        upgrades[RECORDING_FORMAT] = upgrade
+    monkeypatch.setattr(recording, "ENTRY_UPGRADES", upgrades)
 
 
 def test_after_a_bump_an_old_run_replays_with_its_own_version_through_the_entry_upgrade(
@@ -208,7 +235,7 @@ def test_after_a_bump_that_drops_an_old_version_its_runs_are_refused_naming_both
         monkeypatch: pytest.MonkeyPatch) -> None:
     old = RECORDING_FORMAT
     _bump(monkeypatch, {old + 1: ""}, None)
-    store, rid = load(goldens()[0])
+    store, rid = load([p for p in goldens() if p.parent.name == f"v{old}"][0])
     with pytest.raises(RecordingFormatError) as err:
         Kernel.replay_from(store, rid)
     assert str(err.value) == (f"run {rid} was recorded in format {old}, which this kernel (format {old + 1}) "

@@ -21,10 +21,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from ..abi.errors import NondeterminismError
+from ..abi.errors import NondeterminismError, RecordingFormatError
 from ..abi.types import Cost
 from .events import canonical, dumps_canonical
-from .recording import RECORDING_FORMAT, upgrade_entry
+from .recording import RECORDING_FORMAT, decode_value, encode_value, upgrade_entry
 
 
 @dataclass(slots=True)
@@ -36,7 +36,7 @@ class JournalEntry:
     action: str | None
     request: Any     # as issued; compared in canonical form on replay
     ok: bool
-    value: Any       # the result, or the error message when not ok
+    value: Any       # the result, or the error message when not ok (stored by `encode_value`)
     error_type: str | None = None
     tokens: int = 0
     tool_calls: int = 0
@@ -55,7 +55,7 @@ class JournalEntry:
         return dumps_canonical({
             "pid": self.pid, "index": self.index, "op": self.op, "device": self.device,
             "action": self.action, "request": canonical(self.request), "ok": self.ok,
-            "value": canonical(self.value), "error_type": self.error_type, "tokens": self.tokens,
+            "value": encode_value(self.value), "error_type": self.error_type, "tokens": self.tokens,
             "tool_calls": self.tool_calls, "usd": self.usd, "reductions": self.reductions,
             "at": self.at,
         })
@@ -63,7 +63,14 @@ class JournalEntry:
     @staticmethod
     def from_json(text: str, version: int = RECORDING_FORMAT) -> "JournalEntry":
         """An entry as stored by a run of recording format `version`, in today's shape."""
-        return JournalEntry(**upgrade_entry(json.loads(text), version))
+        try:
+            fields = upgrade_entry(json.loads(text), version)
+            fields["value"] = decode_value(fields.get("value"))
+            return JournalEntry(**fields)
+        except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
+            raise RecordingFormatError(f"a journal entry is not one of recording format {version}: "
+                                       f"{type(e).__name__}: {_short(str(e))}", recorded=version,
+                                       current=RECORDING_FORMAT) from None
 
 
 class Journal:

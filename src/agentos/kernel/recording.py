@@ -29,22 +29,90 @@ Format log:
      (the result, or the error message), error_type, tokens, tool_calls, usd, reductions,
      at (the kernel I/O tick an asynchronous completion was applied at; null: inline).
      Events: canonical JSON `[seq, time, pid, kind, data]` (`events.encode_event`).
+  2  An entry's `value` (what the program is handed) keeps its Python type through a
+     store: tuples, bytes, dicts with keys that are not strings (or start with "@", or are
+     not in sorted order, as stored text sorts them) and non-finite floats are tagged
+     (`encode_value`). In format 1 a stored run handed a
+     replayed program a list where the live one had a tuple, and {"bytes": hex} for
+     bytes, so a program that looked at the type behaved differently under replay.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping
 
 from ..abi.errors import RecordingFormatError
+from .events import canonical
 
-RECORDING_FORMAT = 1
+RECORDING_FORMAT = 2
 
 FORMAT_KEY = "recording_format"   # where the version lives in a run's metadata
 
 # version -> what replay does differently for runs of that version ("" for the current one)
-REPLAYABLE: dict[int, str] = {1: ""}
+REPLAYABLE: dict[int, str] = {
+    1: "values were stored as plain JSON: the replayed program is handed that JSON, as format 1 "
+       "replays were (a list where the live run had a tuple)",
+    2: "",
+}
+
+
+def _plain_json_value(fields: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 -> 2: a value stored as plain JSON, tagged so that reading it gives that JSON."""
+    return {**fields, "value": encode_value(fields.get("value"))}
+
 
 # version v -> a function turning a journal entry's fields as stored in v into v + 1's
-ENTRY_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+ENTRY_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _plain_json_value}
+
+_TAGS = ("@tuple", "@bytes", "@dict", "@float")
+
+
+def encode_value(obj: Any) -> Any:
+    """A journaled value as JSON that `decode_value` turns back into the same Python value:
+    JSON types as they are; tuples, bytes, dicts whose keys are not plain strings in sorted
+    order, and non-finite floats tagged. Anything else (dataclasses, named tuples, other objects) is
+    stored in its canonical event form, which replay hands back as that form."""
+    t = type(obj)
+    if obj is None or t is str or t is int or t is bool:
+        return obj
+    if t is float:
+        return obj if math.isfinite(obj) else {"@float": repr(obj)}
+    if t is list:
+        return [encode_value(x) for x in obj]
+    if t is dict:  # stored text sorts keys: a dict in any other order keeps it as pairs
+        ks = list(obj)
+        if all(type(k) is str and not k.startswith("@") for k in ks) and ks == sorted(ks):
+            return {k: encode_value(v) for k, v in obj.items()}
+        return {"@dict": [[encode_value(k), encode_value(v)] for k, v in obj.items()]}
+    if t is tuple:
+        return {"@tuple": [encode_value(x) for x in obj]}
+    if t is bytes:
+        return {"@bytes": obj.hex()}
+    return encode_value(canonical(obj))  # JSON types only: this escapes its "@" keys
+
+
+def decode_value(obj: Any) -> Any:
+    """The inverse of `encode_value`."""
+    t = type(obj)
+    if t is list:
+        return [decode_value(x) for x in obj]
+    if t is not dict:
+        return obj
+    if len(obj) == 1:
+        (tag, body), = obj.items()
+        if tag in _TAGS:
+            if tag == "@tuple":
+                return tuple(decode_value(x) for x in body)
+            if tag == "@bytes":
+                return bytes.fromhex(body)
+            if tag == "@float":
+                return float(body)
+            return {_hashable(decode_value(k)): decode_value(v) for k, v in body}
+    return {k: decode_value(v) for k, v in obj.items()}
+
+
+def _hashable(key: Any) -> Any:
+    return key if not isinstance(key, (list, dict)) else repr(key)  # a forged key: keep it usable
 
 
 def recorded_format(meta: Mapping[str, Any], run_id: str = "?") -> int:
@@ -93,4 +161,4 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 __all__ = ["ENTRY_UPGRADES", "FORMAT_KEY", "RECORDING_FORMAT", "REPLAYABLE", "check_replayable",
-           "recorded_format", "upgrade_entry"]
+           "decode_value", "encode_value", "recorded_format", "upgrade_entry"]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..abi.errors import NondeterminismError
 from .events import canonical, dumps_canonical
 from .journal import Journal, JournalEntry
+from .recording import encode_value
 
 if TYPE_CHECKING:
     from .kernel import Decision, Kernel
@@ -47,9 +48,9 @@ class DecisionRecorder:
         key = (d.rule, d.reason, d.effect, dry_run) if not d.extra else None
         cached = self._values.get(key) if key is not None else None
         if cached is None:
-            value = {"rule": d.rule, "reason": d.reason, "effect": d.effect, "dry_run": dry_run,
-                     "extra": canonical(d.extra)}
-            cached = (value, dumps_canonical(canonical(value)))
+            value = {"dry_run": dry_run, "effect": d.effect, "extra": canonical(d.extra),  # sorted keys:
+                     "reason": d.reason, "rule": d.rule}  # stored as a plain JSON object
+            cached = (value, dumps_canonical(encode_value(value)))
             if key is not None and len(self._values) < 4096:
                 self._values[key] = cached
         aj = self._actions.get(action)
