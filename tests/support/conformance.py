@@ -30,6 +30,7 @@ import copy
 import dataclasses
 import enum
 import math
+import os
 import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -239,23 +240,31 @@ class _Redirect:
 
 
 class _Snapshot:
-    """A copy of a program (and images registered by name) with its closures deep-copied:
-    the copy shares no mutable state with the test, so the replay's side effects stay in it."""
+    """A copy of a program (and images registered by name) that shares no mutable state with
+    the test: closures are deep-copied, and a function defined in a test module gets a copy
+    of that module's namespace with the data it names deep-copied (a module-level `starts`
+    list, say). The replay's side effects stay in the copy."""
 
     def __init__(self, live: Kernel, init: Any, images: dict[str, Any]) -> None:
         self.kernel_seen_by_copy = _Redirect()
         self.memo: dict[int, Any] = {id(live): self.kernel_seen_by_copy}
         self.pairs: list[tuple[Any, Any]] = []
+        self.namespaces: dict[int, tuple[dict[str, Any], dict[str, Any], set[str]]] = {}  # original, copy, copied
         with _cloning_functions(self):
             self.init = _deep(init, self.memo)
             self.images = {name: _deep(img, self.memo) for name, img in images.items()}
 
     def clone_function(self, fn: types.FunctionType, memo: dict[int, Any]) -> Any:
-        if not fn.__closure__ and not fn.__defaults__ and not fn.__kwdefaults__:
-            return fn  # nothing of its own to copy
+        ours = _is_test_code(fn)
+        if not ours and not fn.__closure__ and not fn.__defaults__ and not fn.__kwdefaults__:
+            return fn  # library code with nothing of its own to copy
+        g = self._namespace(fn.__globals__) if ours else fn.__globals__
         cells = tuple(types.CellType() for _ in fn.__closure__ or ())
-        new = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__, None, cells or None)
+        new = types.FunctionType(fn.__code__, g, fn.__name__, None, cells or None)
         memo[id(fn)] = new
+        if ours:
+            for name in _global_names(fn.__code__):
+                self._isolate(fn.__globals__, name, memo)
         for old, cell in zip(fn.__closure__ or (), cells):
             try:
                 cell.cell_contents = _deep(old.cell_contents, memo)
@@ -270,21 +279,66 @@ class _Snapshot:
         self.pairs.append((fn, new))
         return new
 
+    def _namespace(self, original: dict[str, Any]) -> dict[str, Any]:
+        entry = self.namespaces.get(id(original))
+        if entry is None:
+            entry = self.namespaces[id(original)] = (original, dict(original), set())
+        return entry[1]
+
+    def _isolate(self, original: dict[str, Any], name: str, memo: dict[int, Any]) -> None:
+        """Give the copied namespace its own copy of the global `name`, if it is data or code."""
+        _, copied, done = self.namespaces[id(original)]
+        if name in done or name not in original:
+            return
+        done.add(name)
+        value = original[name]
+        if isinstance(value, (types.ModuleType, type, types.BuiltinFunctionType)):
+            return
+        copied[name] = _deep(value, memo)
+
     def assert_same_observations(self, where: str) -> None:
-        """The plain data the replayed copy left in its closures equals the live program's."""
+        """The plain data the replayed copy left in its closures and in the test module's
+        globals it names equals what the live program left in the test's."""
         for live_fn, copy_fn in self.pairs:
             for name, a, b in zip(live_fn.__code__.co_freevars, live_fn.__closure__ or (), copy_fn.__closure__ or ()):
                 try:
                     x, y = a.cell_contents, b.cell_contents
                 except ValueError:
                     continue
-                if x is y or isinstance(x, types.FunctionType):
-                    continue
-                px, py = _plain(x), _plain(y)
-                if px is _OPAQUE or py is _OPAQUE:
-                    continue
-                assert px == py, (f"{where}: {live_fn.__qualname__}'s {name!r} differs: "
-                                  f"live left {x!r}, the replay left {y!r}")
+                _assert_same(where, f"{live_fn.__qualname__}'s {name!r}", x, y)
+        for original, copied, names in self.namespaces.values():
+            for name in sorted(names):
+                if name in original and name in copied:
+                    _assert_same(where, f"the global {name!r} of {original.get('__name__')}", original[name],
+                                 copied[name])
+
+
+def _assert_same(where: str, what: str, x: Any, y: Any) -> None:
+    if x is y or isinstance(x, types.FunctionType):
+        return
+    px, py = _plain(x), _plain(y)
+    if px is _OPAQUE or py is _OPAQUE:
+        return
+    assert px == py, f"{where}: {what} differs: live left {x!r}, the replay left {y!r}"
+
+
+_TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_SUPPORT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _is_test_code(fn: types.FunctionType) -> bool:
+    """Code written in the test suite (not agentos, not this machinery)."""
+    path = os.path.abspath(fn.__code__.co_filename)
+    return path.startswith(_TESTS + os.sep) and not path.startswith(_SUPPORT + os.sep)
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    """Every name `code` and the code nested in it might look up as a global."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
 
 
 class _cloning_functions:
