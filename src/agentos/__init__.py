@@ -8,12 +8,12 @@ from .abi import (
     ABI_VERSION, AgentOSError, BadHandle, Budget, CapError, CapRef, Cost, Down, Driver, DriverError,
     DriverResult, ExitKind, ExitReason, InternalError, Interrupted, KernelError, Message,
     NameTaken, NoSuchDevice, NondeterminismError, OutOfMemory, Pid, PolicyDenied, ProcState,
-    Quota, QuotaExceeded, Right, Segment, SegmentKind, Signal, SignalMessage, SyscallError,
-    ToolError,
+    Quota, QuotaExceeded, RecordingFormatError, Right, Segment, SegmentKind, Signal, SignalMessage,
+    SyscallError, ToolError,
 )
 from .kernel import (
-    AllowAll, Decision, Kernel, KernelConfig, NoPolicy, ProcessImage, RealClock, RunResult, Sys,
-    VirtualClock,
+    RECORDING_FORMAT, AllowAll, Decision, Kernel, KernelConfig, NoPolicy, ProcessImage, RealClock,
+    RunResult, Sys, VirtualClock,
 )
 from .kernel.journal import Journal, JournalEntry
 
@@ -24,7 +24,8 @@ __all__ = [
     "Driver", "DriverError", "DriverResult", "ExitKind", "ExitReason", "InternalError",
     "Interrupted", "Journal", "JournalEntry", "Kernel", "KernelConfig", "KernelError", "Message", "NameTaken",
     "NoPolicy", "NoSuchDevice", "NondeterminismError", "OutOfMemory", "Pid", "PolicyDenied", "ProcState",
-    "ProcessImage", "Quota", "QuotaExceeded", "RealClock", "Right", "RunResult", "Segment",
+    "ProcessImage", "Quota", "QuotaExceeded", "RECORDING_FORMAT", "RealClock", "RecordingFormatError", "Right",
+    "RunResult", "Segment",
     "SegmentKind", "Signal", "SignalMessage", "Sys", "SyscallError", "ToolError",
     "VirtualClock", "__version__",
 ]

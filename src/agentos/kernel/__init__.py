@@ -2,7 +2,8 @@
 from .clock import Clock, RealClock, VirtualClock
 from .kernel import AllowAll, Decision, Kernel, KernelConfig, NoPolicy, RunResult
 from .process import ProcessImage
+from .recording import RECORDING_FORMAT
 from .trap import Sys
 
-__all__ = ["AllowAll", "Clock", "Decision", "Kernel", "KernelConfig", "NoPolicy", "ProcessImage", "RealClock",
-           "RunResult", "Sys", "VirtualClock"]
+__all__ = ["RECORDING_FORMAT", "AllowAll", "Clock", "Decision", "Kernel", "KernelConfig", "NoPolicy",
+           "ProcessImage", "RealClock", "RunResult", "Sys", "VirtualClock"]
