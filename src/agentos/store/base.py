@@ -23,8 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
 
-from ..abi.errors import AgentOSError
-from ..abi.errors import RecordingFormatError
+from ..abi.errors import AgentOSError, RecordingFormatError
 from ..kernel.journal import JournalEntry
 from ..kernel.recording import RECORDING_FORMAT, recorded_format
 
