@@ -132,10 +132,7 @@ def _set_format(rid: str, value: Any) -> None:
     st = open_default_store()
     try:
         meta = dict(st.get_run(rid).meta)
-        if value is None:
-            meta.pop(FORMAT_KEY, None)
-        else:
-            meta[FORMAT_KEY] = value
+        meta[FORMAT_KEY] = value
         st.update_run(rid, meta=meta)
     finally:
         st.close()
@@ -156,10 +153,21 @@ def test_replay_of_a_run_from_a_newer_format_is_one_line_naming_both_versions(ho
 
 
 def test_replay_of_a_run_stored_before_formats_existed_reads_it_as_format_1(home: tuple[Path, str]) -> None:
-    from agentos.kernel.recording import REPLAYABLE
+    import sys as _sys
 
-    _set_format(home[1], None)
-    r = runner.invoke(app, ["replay", home[1]])
+    from agentos.kernel.recording import REPLAYABLE
+    from agentos.store.transfer import load_run
+
+    tests = Path(__file__).resolve().parents[1]
+    _sys.path.insert(0, str(tests / "kernel"))  # the golden's program, found by its import path
+    st = open_default_store()
+    try:
+        with (tests / "golden" / "v1" / "agents_kv_echo_policy.jsonl").open() as f:
+            rid = load_run(st, f)
+        assert "recording_format" not in st.get_run(rid).meta
+    finally:
+        st.close()
+    r = runner.invoke(app, ["replay", rid])
     if 1 in REPLAYABLE:
         assert r.exit_code == 0 and "replay identical" in r.output, r.output
     else:  # format 1 was dropped by a later bump: refused, saying so
