@@ -190,7 +190,7 @@ async def team(sys: Any, args: dict[str, Any]) -> dict[str, Any]:
     """init: start the planner, the supervised sensor and the budget-starved worker."""
     await sys.register("team")
     llm, delta = args["llm"], args.get("on_delta")
-    _, planner_cap = await sys.spawn(planner, name="planner", caps=[llm, "tools"],
+    _, planner_cap = await sys.spawn(planner, name="planner", caps=[llm, "tools", "spawn"],
                                      quota=Quota(tokens=40_000, tool_calls=20, children=4), args={
         "goal": "Prepare the Aurora status update", "llm": llm, "on_delta": delta,
         "tasks": [("Use the calculator to compute 17 * 23 + 4.", ["calculator"]),
@@ -199,7 +199,7 @@ async def team(sys: Any, args: dict[str, Any]) -> dict[str, Any]:
                                               quota=Quota(tokens=3000, tool_calls=2),
                                               caps=(llm, "tools"), restart="transient")],
                           strategy="one_for_one", intensity=3, period_ms=60_000)
-    sup_pid, sup_cap = await sys.spawn(supervisor, name="supervisor", args=spec, caps=[llm, "tools"],
+    sup_pid, sup_cap = await sys.spawn(supervisor, name="supervisor", args=spec, caps=[llm, "tools", "spawn"],
                                  quota=Quota(tokens=12_000, tool_calls=8, children=4))
     _, budget_cap = await sys.spawn(WORKER, name="budget", caps=[llm, "tools"],
                                     quota=Quota(tokens=args.get("budget_tokens", 450), tool_calls=4), args={

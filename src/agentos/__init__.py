@@ -5,11 +5,11 @@ policy-checked, journaled syscalls. This module re-exports the public API; every
 else is internal. Importing it pulls in no optional dependency.
 """
 from .abi import (
-    ABI_VERSION, AgentOSError, BadHandle, Budget, CapError, CapRef, Cost, Down, Driver, DriverError,
+    ABI_VERSION, AgentOSError, BadArgument, BadHandle, Budget, CapError, CapRef, Cost, Down, Driver, DriverError,
     DriverResult, ExitKind, ExitReason, InternalError, Interrupted, KernelError, Message,
-    NameTaken, NoSuchDevice, NondeterminismError, OutOfMemory, Pid, PolicyDenied, ProcState,
+    NameTaken, NoSuchDevice, NondeterminismError, NotSupported, OutOfMemory, Pid, PolicyDenied, ProcState,
     Quota, QuotaExceeded, RecordingFormatError, Right, Segment, SegmentKind, Signal, SignalMessage,
-    SyscallError, ToolError,
+    SyscallError, ToolError, WaitKind,
 )
 from .kernel import (
     RECORDING_FORMAT, AllowAll, Decision, Kernel, KernelConfig, NoPolicy, ProcessImage, RealClock,
@@ -20,12 +20,12 @@ from .kernel.journal import Journal, JournalEntry
 __version__ = "0.1.0"
 
 __all__ = [
-    "ABI_VERSION", "AgentOSError", "AllowAll", "BadHandle", "Budget", "CapError", "CapRef", "Cost", "Decision", "Down",
+    "ABI_VERSION", "AgentOSError", "AllowAll", "BadArgument", "BadHandle", "Budget", "CapError", "CapRef", "Cost", "Decision", "Down",
     "Driver", "DriverError", "DriverResult", "ExitKind", "ExitReason", "InternalError",
     "Interrupted", "Journal", "JournalEntry", "Kernel", "KernelConfig", "KernelError", "Message", "NameTaken",
-    "NoPolicy", "NoSuchDevice", "NondeterminismError", "OutOfMemory", "Pid", "PolicyDenied", "ProcState",
-    "ProcessImage", "Quota", "QuotaExceeded", "RECORDING_FORMAT", "RealClock", "RecordingFormatError", "Right",
-    "RunResult", "Segment",
+    "NoPolicy", "NoSuchDevice", "NondeterminismError", "NotSupported", "OutOfMemory", "Pid", "PolicyDenied",
+    "ProcState", "ProcessImage", "Quota", "QuotaExceeded", "RECORDING_FORMAT", "RealClock", "RecordingFormatError",
+    "Right", "RunResult", "Segment",
     "SegmentKind", "Signal", "SignalMessage", "Sys", "SyscallError", "ToolError",
-    "VirtualClock", "__version__",
+    "VirtualClock", "WaitKind", "__version__",
 ]

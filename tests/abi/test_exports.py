@@ -5,7 +5,8 @@ namespace lists in `__all__` exists; every public class or function has exactly 
 canonical home among the subpackages (the one whose code defines it), and `agentos`
 itself re-exports from those homes (or owns the few names listed in TOP_LEVEL_ONLY).
 The syscall table is checked against the design surface, and a syscall whose handler
-only raises NotImplementedError is listed as not provided yet, never counted as covered.
+only refuses (NotSupported, or NotImplementedError) is listed as not provided yet, never
+counted as covered.
 """
 from __future__ import annotations
 
@@ -23,21 +24,22 @@ from agentos.abi.syscalls import SYSCALLS, table
 
 PUBLIC: dict[str, set[str]] = {
     "agentos": {
-        "ABI_VERSION", "AgentOSError", "AllowAll", "BadHandle", "Budget", "CapError", "CapRef", "Cost", "Decision",
-        "Down", "Driver", "DriverError", "DriverResult", "ExitKind", "ExitReason", "InternalError", "Interrupted",
-        "Journal", "JournalEntry", "Kernel", "KernelConfig", "KernelError", "Message", "NameTaken", "NoPolicy",
-        "NoSuchDevice", "NondeterminismError", "OutOfMemory", "Pid", "PolicyDenied", "ProcState", "ProcessImage",
-        "Quota", "QuotaExceeded", "RECORDING_FORMAT", "RealClock", "RecordingFormatError", "Right", "RunResult",
-        "Segment", "SegmentKind", "Signal", "SignalMessage", "Sys", "SyscallError", "ToolError", "VirtualClock",
-        "__version__",
+        "ABI_VERSION", "AgentOSError", "AllowAll", "BadArgument", "BadHandle", "Budget", "CapError", "CapRef",
+        "Cost", "Decision", "Down", "Driver", "DriverError", "DriverResult", "ExitKind", "ExitReason",
+        "InternalError", "Interrupted", "Journal", "JournalEntry", "Kernel", "KernelConfig", "KernelError",
+        "Message", "NameTaken", "NoPolicy", "NoSuchDevice", "NondeterminismError", "NotSupported", "OutOfMemory",
+        "Pid", "PolicyDenied", "ProcState", "ProcessImage", "Quota", "QuotaExceeded", "RECORDING_FORMAT",
+        "RealClock", "RecordingFormatError", "Right", "RunResult", "Segment", "SegmentKind", "Signal",
+        "SignalMessage", "Sys", "SyscallError", "ToolError", "VirtualClock", "WaitKind", "__version__",
     },
     "agentos.abi": {
-        "ABIMismatch", "ABI_VERSION", "AgentOSError", "BadHandle", "BadRequest", "Budget", "CapError", "CapRef",
-        "Cost", "Down", "Driver", "DriverError", "DriverHandle", "DriverResult", "DriverTimeout", "ExitKind",
-        "ExitReason", "InternalError", "Interrupted", "KERNEL_PID", "KernelError", "MailboxFull", "Message",
-        "NameTaken", "NoSuchDevice", "NondeterminismError", "OutOfMemory", "Pid", "PolicyDenied", "ProcState",
-        "Quota", "QuotaExceeded", "RateLimited", "RecordingFormatError", "Right", "SYSCALLS", "Segment",
-        "SegmentKind", "Signal", "SignalMessage", "SyscallError", "SyscallSpec", "ToolError", "UpstreamError",
+        "ABIMismatch", "ABI_VERSION", "AgentOSError", "BadArgument", "BadHandle", "BadRequest", "Budget",
+        "CapError", "CapRef", "Cost", "Down", "Driver", "DriverError", "DriverHandle", "DriverResult",
+        "DriverTimeout", "ExitKind", "ExitReason", "InternalError", "Interrupted", "KERNEL_PID", "KernelError",
+        "MailboxFull", "Message", "NameTaken", "NoSuchDevice", "NondeterminismError", "NotSupported",
+        "OutOfMemory", "Pid", "PolicyDenied", "ProcState", "Quota", "QuotaExceeded", "RateLimited",
+        "RecordingFormatError", "Right", "SYSCALLS", "Segment", "SegmentKind", "Signal", "SignalMessage",
+        "SyscallError", "SyscallSpec", "ToolError", "UpstreamError", "WaitKind",
     },
     "agentos.audit": {
         "Anchor", "AuditBackend", "AuditKeyError", "AuditRecord", "AuditUnavailable", "ENV_KEY", "FlightRecorder",
@@ -85,7 +87,7 @@ NOT_API = {"agentos.cli"}
 # Names `agentos` owns itself rather than re-exporting from a subpackage's __all__.
 TOP_LEVEL_ONLY = {"Journal", "JournalEntry", "__version__"}
 
-# Design-surface syscalls whose handler is still the not-implemented stub. When one is
+# Design-surface syscalls whose handler is still the not-supported stub. When one is
 # provided, remove it here (the test says so); a new stub must be added here, not hidden.
 NOT_YET_PROVIDED = {"dial": "distribution", "spawn_remote": "distribution"}
 
@@ -157,8 +159,8 @@ def test_each_public_object_has_exactly_one_canonical_home() -> None:
 
 
 def provided(spec: Any) -> bool:
-    """Whether a fresh kernel handles `spec` with more than the not-implemented stub."""
-    from agentos import AllowAll, Kernel
+    """Whether a fresh kernel handles `spec` with more than the stub that refuses it."""
+    from agentos import AllowAll, Kernel, NotSupported
 
     class Touched(Exception):
         pass
@@ -171,7 +173,7 @@ def provided(spec: Any) -> bool:
     handler = k._table[spec.request][0]
     try:
         handler(Probe(), Probe())
-    except NotImplementedError:
+    except (NotSupported, NotImplementedError):
         return False
     except Exception:
         return True
@@ -183,7 +185,7 @@ def test_syscall_table_covers_the_design_surface_and_names_what_is_not_provided_
     assert DESIGN_SURFACE <= set(specs), f"missing from the table: {sorted(DESIGN_SURFACE - set(specs))}"
     stubs = {name for name, spec in specs.items() if not provided(spec)}
     assert stubs == set(NOT_YET_PROVIDED), (
-        f"handlers that only raise NotImplementedError: {sorted(stubs)}; listed as not provided yet: "
+        f"handlers that only refuse: {sorted(stubs)}; listed as not provided yet: "
         f"{sorted(NOT_YET_PROVIDED)}. Provided ones leave the list, new stubs join it.")
     for name, area in NOT_YET_PROVIDED.items():
         assert specs[name].owner.startswith(area), (name, specs[name].owner)
@@ -198,18 +200,18 @@ def test_syscall_table_covers_the_design_surface_and_names_what_is_not_provided_
 
 @pytest.mark.parametrize("name", sorted(NOT_YET_PROVIDED))
 def test_a_syscall_not_provided_yet_says_so_in_the_calling_process(name: str) -> None:
-    from agentos import AllowAll, Kernel
+    from agentos import AllowAll, Kernel, NotSupported
 
     async def init(sys: Any, args: Any) -> str:
         call = {"dial": lambda: sys.dial("node-b", 7), "spawn_remote": lambda: sys.spawn_remote("node-b", "img")}
         try:
             await call[name]()
-        except NotImplementedError as e:
+        except NotSupported as e:
             return str(e)
         return "it answered"
 
     res = Kernel(deterministic=True, policy=AllowAll()).run(init)
-    assert f"syscall {name} belongs to the" in res.value and "does not provide yet" in res.value
+    assert res.value.startswith(f"syscall {name} needs the") and "does not provide" in res.value, res.value
 
 
 def test_import_is_light() -> None:

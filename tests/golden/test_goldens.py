@@ -5,12 +5,13 @@ on. Every one either replays byte for byte or, when kernel/recording.py no longe
 its version as replayable, is refused with a `RecordingFormatError` naming both
 versions. PROTECTS says what each one guards; a golden without a line fails the suite.
 
-Decision for version 1 (the goldens recorded before the version existed, which carry no
-format field): they keep replaying, with format 1's semantics (journal values read as the
-plain JSON they were stored as, `ENTRY_UPGRADES[1]`), because format 2 only changed how a
-value is encoded and the kernel still reproduces format 1's events byte for byte. A later
-bump decides afresh for every older version (REPLAYABLE); this test holds each golden to
-that decision.
+Decisions so far. Format 1 (the runs stored before the version existed, which carry no
+format field) replayed under format 2, with its values read as the plain JSON they were
+stored as (`ENTRY_UPGRADES[1]`). Format 3 came with ABI 2: init holds a spawn capability
+from boot, so every capability ref after it differs from an ABI 1 run with the same seed,
+and the kernel cannot reproduce format 1 and 2 events; their goldens are kept and must be
+refused, with a message naming both versions. Each later bump decides afresh for every
+older version (REPLAYABLE); this test holds each golden to that decision.
 """
 from __future__ import annotations
 
@@ -35,24 +36,31 @@ sys.path.insert(0, str(HERE.parent / "kernel"))  # the goldens' programs: replay
 
 PROTECTS = {
     "v1/agents_kv_echo_policy":
-        "a run stored before runs carried a format (so read as format 1, values as plain JSON): "
-        "kv set/get/delete, async echo reads completing out of order (`at` ticks) and one "
-        "failing, read_all, policy refusals with raise and kill effects, check_policy, spawn "
-        "with capability passing, send/recv with timeouts, sleep, remember, now",
+        "a run stored before runs carried a format (so read as format 1), under ABI 1: kv "
+        "set/get/delete, async echo reads completing out of order and one failing, read_all, "
+        "policy refusals with raise and kill effects, check_policy, spawn with capability "
+        "passing, send/recv with timeouts, sleep, remember, now; refused since format 3",
     "v1/agents_many_children":
-        "format 1: six children whose asynchronous completions interleave with their sleeps "
-        "and the parent's recv timeouts: the I/O tick each result was applied at and the "
-        "order results were journaled in decide the event order",
+        "format 1, ABI 1: six children whose asynchronous completions interleave with their "
+        "sleeps and the parent's recv timeouts (`at` ticks, journal order); refused since format 3",
     "v2/agents_kv_echo_policy":
-        "the v1 workload of the same name recorded in format 2 (tagged values, the format "
-        "field in the run row): every device, policy and process path above",
+        "the workload of the same name in format 2 (tagged values, the format field in the run "
+        "row), ABI 1; refused since format 3, whose capability refs differ",
     "v2/agents_many_children":
-        "the v1 workload of the same name recorded in format 2: interleaved asynchronous "
-        "completions, `at` ticks, journal order",
+        "the workload of the same name in format 2, ABI 1; refused since format 3",
     "v2/journal_values_keep_their_types":
-        "format 2's reason to exist: tuples, bytes, non-string and @-looking dict keys and "
-        "infinities come back from the store as the live program saw them; the program logs "
-        "their types and takes a different path on a tuple, so format 1's plain JSON diverges",
+        "format 2's tagged values as first recorded (tuples, bytes, non-string and @-looking "
+        "keys, infinities), ABI 1; refused since format 3",
+    "v3/agents_kv_echo_policy":
+        "the first workload under ABI 2 (init's spawn capability, policy asked about kernel "
+        "actions): every device, policy and process path of the v1 golden of that name",
+    "v3/agents_many_children":
+        "interleaved asynchronous completions under ABI 2: `at` ticks and journal order decide "
+        "the event order",
+    "v3/journal_values_keep_their_types":
+        "values come back from the store as the live program saw them: tuples, bytes, non-string "
+        "and @-looking dict keys, infinities; the program logs their types and takes another "
+        "path on a tuple, so plain JSON (format 1's reading) diverges",
 }
 
 
@@ -103,7 +111,8 @@ def test_moving_a_golden_between_stores_keeps_every_byte(path: Path, tmp_path: P
     try:
         _, rid2 = load(path, sq)
         assert list(dump_run(sq, rid2)) == original
-        assert Kernel.replay_from(sq, rid2).identical
+        if recorded_format(sq.get_run(rid2).meta) in REPLAYABLE:
+            assert Kernel.replay_from(sq, rid2).identical
     finally:
         sq.close()
 
@@ -191,11 +200,24 @@ def test_a_10000_deep_format_field_is_refused_not_a_crash() -> None:
         recorded_format({FORMAT_KEY: deep}, "deep")
 
 
+def _as_format_1(row: str) -> str:
+    """A journal row whose value is stored the way format 1 stored it: canonical plain JSON."""
+    from agentos.kernel.events import canonical, dumps_canonical
+    from agentos.kernel.recording import ENTRY_UPGRADES, decode_value
+
+    fields = json.loads(row)
+    fields["value"] = canonical(decode_value(fields["value"]))
+    fields = ENTRY_UPGRADES[1](fields)  # ... and read back the way format 1 is read
+    return dumps_canonical(fields)
+
+
 def test_the_typed_values_golden_would_diverge_under_format_1s_plain_json() -> None:
     """The golden guards what it says: read with format 1's semantics, the program is handed
     JSON for its tuples and bytes and the replay leaves the recorded path."""
-    path = HERE / "v2" / "journal_values_keep_their_types.jsonl"
-    store, rid = _with_format(path, 1)
+    path = HERE / f"v{RECORDING_FORMAT}" / "journal_values_keep_their_types.jsonl"
+    store, rid = load(path)
+    rows = store._journal[rid]
+    store._journal[rid] = [_as_format_1(r) for r in rows]   # the same journal, read as format 1 read it
     rep = Kernel.replay_from(store, rid)
     assert not rep.identical and rep.divergence is not None
     assert "tuple" in str(rep.divergence["recorded"])

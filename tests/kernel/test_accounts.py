@@ -113,7 +113,7 @@ def test_child_wall_never_outlives_parent_wall():
         return str(await sys.waitpid(c))
 
     async def init(sys, args):
-        _, m = await sys.spawn(mid, quota=Quota(wall_ms=200))
+        _, m = await sys.spawn(mid, quota=Quota(wall_ms=200), caps=["spawn"])
         await sys.waitpid(m)
         return await sys.now()
 

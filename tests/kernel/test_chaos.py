@@ -27,7 +27,7 @@ async def chaotic(sys, args):
         try:
             if op < 0.15 and depth < 4:
                 _, c = await sys.spawn(chaotic, args=(rng.getrandbits(32), depth + 1),
-                                       caps=[sys.caps[0], *peers[-2:]],
+                                       caps=[sys.caps[0], *peers[-2:], "spawn"],
                                        quota=Quota(tokens=rng.choice([None, 50, 200])),
                                        link=rng.random() < 0.3)
                 peers.append(c)
@@ -67,7 +67,7 @@ def test_chaos_churn_leaks_nothing(seed):
         rng = random.Random(seed)
         caps = []
         for i in range(400):
-            _, c = await sys.spawn(chaotic, args=(rng.getrandbits(32), 0), caps=["spend"],
+            _, c = await sys.spawn(chaotic, args=(rng.getrandbits(32), 0), caps=["spend", "spawn"],
                                    quota=Quota(tokens=300))
             caps.append(c)
             if i == 200:

@@ -182,7 +182,7 @@ def test_handle_rights_follow_the_capability():
         await sys.waitpid(c)
 
     async def root(sys, args):
-        _, s = await sys.spawn(shim, caps=["echo"])
+        _, s = await sys.spawn(shim, caps=["echo", "spawn"])
         await sys.waitpid(s)
 
     boot(root, drivers=[Echo()], grant=["echo"])
@@ -215,7 +215,7 @@ def test_revoking_a_device_cap_invalidates_open_handles():
         await sys.waitpid(u)
 
     async def root(sys, args):
-        _, s = await sys.spawn(shim, caps=["echo"])
+        _, s = await sys.spawn(shim, caps=["echo", "spawn"])
         await sys.waitpid(s)
 
     boot(root, drivers=[Echo()], grant=["echo"])

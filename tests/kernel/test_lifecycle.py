@@ -5,7 +5,9 @@ import asyncio
 
 import pytest
 
-from agentos import Down, ExitKind, Kernel, KernelError, NameTaken, ProcessImage, SyscallError
+from agentos import (
+    Down, ExitKind, Kernel, KernelError, NameTaken, NotSupported, ProcessImage, SyscallError,
+)
 from tests.support.boot import boot
 
 
@@ -91,7 +93,7 @@ def test_link_kills_linked_children_when_the_parent_dies():
         await sys.recv()
 
     async def init(sys, args):
-        _, p = await sys.spawn(parent)
+        _, p = await sys.spawn(parent, caps=["spawn"])
         await sys.sleep(1)
         await sys.kill(p)
         await sys.sleep(1)
@@ -243,7 +245,7 @@ def test_unimplemented_syscall_area_names_itself():
     async def init(sys, args):
         try:
             await sys.dial("node-b", 1)
-        except NotImplementedError as e:
+        except NotSupported as e:
             return str(e)
 
     _, res = boot(init)

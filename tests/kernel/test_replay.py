@@ -178,15 +178,15 @@ def test_linked_children_are_torn_down_in_pid_order_not_memory_order() -> None:
 
     async def middle(sys: Any, args: Any) -> None:
         for _ in range(40):
-            await sys.spawn(waiter, link=True)
+            await sys.spawn(waiter, link=True)  # (it was handed the spawn right)
         raise RuntimeError("the middle process crashes; its linked children go with it")
 
     async def init(sys: Any, args: Any) -> str:
-        _, m = await sys.spawn(middle)
+        _, m = await sys.spawn(middle, caps=["spawn"])
         return str(await sys.waitpid(m))
 
     k = Kernel(deterministic=True, policy=AllowAll())
-    assert k.run(init).value.startswith("fault")
+    assert k.run(init).value.startswith("fault(RuntimeError")
     killed = [e.pid for e in k.events.events(kind="exit") if str(e.data).startswith("killed(link:")]
     assert len(killed) == 40 and killed == sorted(killed)
 

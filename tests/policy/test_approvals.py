@@ -201,3 +201,34 @@ def test_approval_of_a_dead_request_is_refused() -> None:
 def test_engine_decision_for_an_approval_rule() -> None:
     d = engine(POLICY).check(1, "tools.pay", {"amount": 1})
     assert not d.allowed and d.effect == "approve" and d.extra["timeout_ms"] == 5000.0
+
+
+def test_sigint_withdraws_an_approval_wait(calls) -> None:  # type: ignore[no-untyped-def]
+    """The approval wait goes through the kernel's park: SIGINT aborts it like any other
+    wait, the request is withdrawn and audited, and the loop holds nothing for it."""
+    from agentos.abi.errors import Interrupted
+    from agentos.abi.types import Signal
+
+    chan = ApprovalChannel(lambda r: None, timeout_ms=60_000)
+    chan.outside = 1  # as if a person could answer: the loop would keep listening for it
+
+    async def waiter(sys, args):  # type: ignore[no-untyped-def]
+        h = await sys.open("tools")
+        try:
+            await sys.read(h, {"tool": "pay", "args": {"amount": 3}})
+        except Interrupted:
+            return "interrupted"
+        return "paid"
+
+    async def init(sys, args):  # type: ignore[no-untyped-def]
+        _, cap = await sys.spawn(waiter, caps=["tools"])
+        while not chan.pending:  # (virtual time stands still while a person may answer)
+            await sys.yield_()
+        pending = len(chan.pending)
+        await sys.signal(cap, Signal.SIGINT)
+        return pending, str(await sys.waitpid(cap)), len(chan.pending)
+
+    k = make_kernel(POLICY, approvals=chan)
+    res = k.run(init, grant=["tools"])
+    assert res.value == (1, "normal", 0)
+    assert calls == [] and k._held_waits == 0

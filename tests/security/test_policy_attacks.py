@@ -103,8 +103,8 @@ def test_agent_cannot_approve_itself_over_loopback_http(calls) -> None:  # type:
         return int(raw.split()[1])
 
     net = tool("http_post")(http_post)
-    k = make_kernel(POLICY.replace("policies:", "policies:\n  - {action: 'net.*', effect: allow}"),
-                    approvals=chan, clock=RealClock())
+    k = make_kernel(policy=engine(POLICY.replace("policies:", "policies:\n  - {action: 'net.*', effect: allow}"),
+                                  families=["net"]), approvals=chan, clock=RealClock())
     k.register_driver(ToolsDriver([net], name="net"))
 
     async def attacker(sys, args):  # type: ignore[no-untyped-def]

@@ -46,7 +46,7 @@ def test_killing_the_owner_kills_the_scope_children():
             await n.start(forever)
 
     async def init(sys, args):
-        _, o = await sys.spawn(owner)
+        _, o = await sys.spawn(owner, caps=["spawn"])
         await sys.sleep(5)
         await sys.kill(o)
         await sys.sleep(5)

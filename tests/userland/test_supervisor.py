@@ -33,7 +33,7 @@ def _run(spec, wait=100):
     out = {}
 
     async def init(sys, args):
-        _, sup = await sys.spawn(supervisor, args=spec)
+        _, sup = await sys.spawn(supervisor, args=spec, caps=["spawn"])
         await sys.sleep(wait)
         out["children"] = await which_children(sys, sup)
         await sys.term(sup)
@@ -67,7 +67,7 @@ def test_restart_intensity_makes_the_supervisor_give_up_and_take_children_down()
     out = {}
 
     async def init(sys, args):
-        _, sup = await sys.spawn(supervisor, args=spec)
+        _, sup = await sys.spawn(supervisor, args=spec, caps=["spawn"])
         out["sup"] = str(await sys.waitpid(sup))
 
     k, _ = boot(init)

@@ -204,6 +204,8 @@ def test_mount_needs_its_device_capability_and_the_right():
 
 def test_vfs_writes_ask_policy():
     class NoWrites(AllowAll):
+        governs_kernel = frozenset({"vfs"})   # it has a say on VFS operations
+
         def check(self, pid, action, args, *, dry_run=False):
             if action == "vfs.write" and args["path"].startswith("/shared/locked"):
                 return Decision(False, "locked", "no writes under /shared/locked", effect="raise")
@@ -219,13 +221,18 @@ def test_vfs_writes_ask_policy():
     assert res.value == "locked"
 
 
-def test_strict_default_deny_covers_vfs_writes():
+def test_vfs_operations_are_governed_by_capabilities_unless_a_rule_names_them():
+    from agentos.policy import PolicyEngine
+
     async def body(sys, _):
-        try:
-            await sys.vfs_write(f"/agent/{await sys.pid()}/mem/semantic/x", 1)
-        except PolicyDenied as e:
-            return e.rule
-    assert Kernel(deterministic=True).run(body).value == "no-policy"
+        path = f"/agent/{await sys.pid()}/mem/semantic/x"
+        await sys.vfs_write(path, 1)
+        return await sys.vfs_read(path)
+    assert Kernel(deterministic=True).run(body).value == 1      # strict, no policy: caps decide
+    named = PolicyEngine.from_text('kernel: {version: "1.0", mode: strict}\npolicies:\n'
+                                   '  - {name: no-writes, action: vfs.write, effect: deny}\n')
+    res = Kernel(deterministic=True, policy=named).run(body)
+    assert res.reason.kind.value == "policy" and res.reason.detail == "no-writes"
 
 
 def test_memory_backend_caps_sizes():

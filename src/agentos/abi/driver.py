@@ -33,9 +33,10 @@ class Driver:
     name: str = "driver"
 
     def on_register(self, kernel: Any, name: str) -> None:
-        """Called by `Kernel.register_driver`: the name it is registered under, and the
+        """Called by `Kernel.register_driver`: the name it is registered under (which is
+        the family of the actions it names, so policies see the name they grant), and the
         kernel, for drivers that must read scheduling state (e.g. a caller's priority)."""
-        return None
+        self.name = name
 
     def open(self, owner: Pid, params: Any) -> Any:
         return params

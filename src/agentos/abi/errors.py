@@ -39,6 +39,14 @@ class SyscallError(AgentOSError):
     """A syscall was refused; raised inside the calling process, which may catch it."""
 
 
+class BadArgument(SyscallError):
+    """A syscall argument has the wrong type or is out of range (NaN, negative, unhashable...)."""
+
+
+class NotSupported(SyscallError):
+    """The syscall is registered but this kernel does not provide it (no such subsystem)."""
+
+
 class CapError(SyscallError):
     """A capability is not held, lacks a right, has expired or was revoked."""
 

@@ -9,7 +9,7 @@ import enum
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeAlias
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 """Bumped whenever a snapshot's layout or a syscall's meaning changes."""
 
 Pid: TypeAlias = int
@@ -61,6 +61,19 @@ class ProcState(enum.Enum):
     SUSPENDED = "suspended"
     HIBERNATED = "hibernated"
     EXITED = "exited"
+
+
+class WaitKind(enum.Enum):
+    """What a `waiting` process waits for (shown by `ps`). Every wait goes through the
+    kernel's one park/wake primitive; the kind names who will wake it."""
+
+    RECV = "recv"              # a message (or its recv timeout)
+    SEND = "send"              # room in a full mailbox
+    SLEEP = "sleep"            # a timer
+    WAITPID = "waitpid"        # another process's exit
+    IO = "io"                  # a driver operation in flight
+    APPROVAL = "approval"      # a person or callback answering an approval request
+    AUDIT = "audit"            # the flight recorder making a write-ahead record durable
 
 
 class Signal(enum.IntEnum):

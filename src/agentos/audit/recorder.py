@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..abi.errors import SyscallError
+from ..abi.types import WaitKind
 from ..kernel.events import canonical
 from .backend import AuditBackend, MemoryAuditBackend, SqliteAuditBackend
 from .chain import GENESIS, AuditRecord, VerifyReport, make_anchor, make_record, verify
@@ -184,17 +185,19 @@ class FlightRecorder:
         return True
 
     def _park(self, seq: int, proc: Any, req: Any, action: str, args: Any) -> bool:
-        from ..kernel.process import WAITING
-
         k = self._kernel
         assert k is not None
-        proc.state = WAITING
-        proc.wait_kind = "audit"
-        k.io_started()
         self._waiters.append((seq, proc, req, action + "\x00" + _json(args)))
+        k.park(proc, WaitKind.AUDIT, self._withdraw, held=True)
         if not self._flushing:
             self._start_flush()
         return False
+
+    def _withdraw(self, proc: Any) -> bool:
+        """The abort of an audit wait: the caller ended or was interrupted before its record
+        became durable. The record stays (it was written ahead); the action never runs."""
+        self._waiters = [w for w in self._waiters if w[1] is not proc]
+        return True
 
     def _start_flush(self) -> None:
         if not self.pending:
@@ -238,7 +241,7 @@ class FlightRecorder:
         ready = [w for w in self._waiters if w[0] <= durable]
         self._waiters = [w for w in self._waiters if w[0] > durable]
         for _seq, proc, req, key in ready:
-            if proc.state is not EXITED and proc.wait_kind == "audit":
+            if proc.state is not EXITED and proc.wait_kind is WaitKind.AUDIT:
                 self.passes.setdefault(proc.pid, []).append(key)
                 k.retry_syscall(proc, req)
                 keys = self.passes.get(proc.pid)
@@ -246,7 +249,6 @@ class FlightRecorder:
                     keys.remove(key)
                     if not keys:
                         del self.passes[proc.pid]
-            k.io_finished()
 
     def _fail_waiters(self, err: BaseException) -> None:
         k = self._kernel
@@ -254,13 +256,11 @@ class FlightRecorder:
 
         waiters, self._waiters = self._waiters, []
         for _seq, proc, _req, key in waiters:
-            if k is not None:
-                if proc.state is not EXITED and proc.wait_kind == "audit":
-                    action = key.split("\x00", 1)[0]
-                    k.wake(proc, None, AuditUnavailable(
-                        f"{action} refused: the flight recorder cannot make its record durable "
-                        f"({type(err).__name__}: {err})"))
-                k.io_finished()
+            if k is not None and proc.state is not EXITED and proc.wait_kind is WaitKind.AUDIT:
+                action = key.split("\x00", 1)[0]
+                k.wake(proc, None, AuditUnavailable(
+                    f"{action} refused: the flight recorder cannot make its record durable "
+                    f"({type(err).__name__}: {err})"))
 
     def close(self) -> None:
         self.commit()

@@ -65,17 +65,27 @@ def register(app: typer.Typer) -> None:
         from ..kernel.history import attach_history
         from .render import Narrator, exit_style, history_table
         from .render import console as render_console
+        from .strict import CliNoPolicy
 
         console = render_console()
         module = load_program(file)
-        policy = AllowAll() if allow_all else _policy(policy_file, getattr(module, "POLICY", None))
-        k = Kernel(deterministic=deterministic, seed=seed, policy=policy,
+        k = Kernel(deterministic=deterministic, seed=seed, policy=CliNoPolicy("run"),
                    event_batch=1 if narrate else 4096)
         history = attach_history(k)
         if narrate:
             k.events.add_raw_sink(Narrator(console).observe)
         if hasattr(module, "setup"):
             module.setup(k)
+        # loaded once the drivers are registered: rules can name them by their own names
+        try:
+            policy = AllowAll() if allow_all else _policy(policy_file, getattr(module, "POLICY", None), k.drivers)
+        except typer.Exit:
+            from .cmd_policy import _stop_drivers
+
+            _stop_drivers(k)
+            raise
+        if policy is not None:
+            k.policy = policy
         kw = dict(grant=list(getattr(module, "GRANT", [])), quota=getattr(module, "QUOTA", None),
                   args=getattr(module, "ARGS", None))
         run_id = None
@@ -116,7 +126,7 @@ def register(app: typer.Typer) -> None:
             sys.argv = old
 
 
-def _policy(path: Path | None, from_program: Any) -> Any:
+def _policy(path: Path | None, from_program: Any, drivers: Any) -> Any:
     """The policy object for `run`: an explicit file, the program's own, or the project's."""
     if path is None and from_program is not None:
         return from_program
@@ -125,12 +135,14 @@ def _policy(path: Path | None, from_program: Any) -> Any:
         if not default.exists():
             return None
         path = default
-    from ..policy import PolicyLoadError, load_policy
+    from ..policy import PolicyEngine, PolicyLoadError
 
     try:
-        return load_policy(path)
-    except (PolicyLoadError, OSError) as e:
-        raise typer.BadParameter(f"policy {path}: {e}") from None
+        return PolicyEngine.for_drivers(path, drivers)
+    except PolicyLoadError as e:
+        for err in e.errors:
+            typer.echo(f"invalid policy: {err.one_line()}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _find_bench() -> Path:

@@ -205,7 +205,9 @@ def register(app: typer.Typer) -> None:
         except Exception as e:
             typer.echo(f"error: cannot find the snapshot's image: {e}", err=True)
             raise typer.Exit(2)
-        k = Kernel(policy=AllowAll() if allow_all else None)
+        from .strict import CliNoPolicy
+
+        k = Kernel(policy=AllowAll() if allow_all else CliNoPolicy("restore", "--allow-all"))
         if "kv" in (snap.get("devices") or ()):
             k.register_driver(KVDriver())
         holder: dict[str, Any] = {}

@@ -50,7 +50,9 @@ def register(app: typer.Typer) -> None:
                           workdir=str(workdir) if workdir else None)
         except (ValueError, SyntaxError) as e:
             raise typer.BadParameter(str(e)) from None
-        k = Kernel(policy=AllowAll()) if allow_all_policy else Kernel()
+        from .strict import CliNoPolicy
+
+        k = Kernel(policy=AllowAll() if allow_all_policy else CliNoPolicy("sandbox run", "--allow-all"))
         install(k)
         out: dict[str, object] = {}
 

@@ -99,7 +99,7 @@ async def intruder(sys: Any, args: Any) -> None:
 async def init(sys: Any, args: Any) -> str:
     spec = SupervisorSpec([ChildSpec("calculator", worker, caps=("tools",))], strategy="one_for_one",
                           intensity=3, period_ms=1000, name="sup")
-    _, sup = await sys.spawn(supervisor, args=spec, caps=["tools"], name="supervisor")
+    _, sup = await sys.spawn(supervisor, args=spec, caps=["tools", "spawn"], name="supervisor")
     await sys.sleep(1)
     _, p = await sys.spawn(planner, name="planner")
     _, s = await sys.spawn(spender, caps=["tools"], quota=Quota(tool_calls=3), name="spender")

@@ -26,12 +26,13 @@ import os
 import tempfile
 import threading
 from concurrent.futures import Future as CFuture
+from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, Mapping, Sequence
 
 from ..abi.driver import Driver, DriverResult
 from ..abi.errors import DriverError, DriverTimeout, ToolError, UpstreamError
 from ..abi.types import Cost
-from .tools import EFFECTS, Tool
+from .tools import EFFECTS, ServedTool, Tool, check_class
 
 
 def anyio_closed() -> type[BaseException]:
@@ -50,7 +51,9 @@ class MCPDriver(Driver):
     def __init__(self, command: str, args: Sequence[str] = (), *, env: Mapping[str, str] | None = None,
                  cwd: str | None = None, timeout: float = 30.0, start_timeout: float = 60.0,
                  effects: Mapping[str, str] | None = None, cost: Cost | None = None,
-                 name: str = "mcp") -> None:
+                 name: str = "mcp", classes: Mapping[str, str] | None = None) -> None:
+        """`classes` types the server's tools by ontology class (tool name → class); the
+        class goes with the tool, so a rule on the class governs it here as anywhere."""
         if not command:
             raise ValueError("an MCP server needs a command to start it")
         for tool_name, eff in (effects or {}).items():
@@ -64,6 +67,9 @@ class MCPDriver(Driver):
         self.timeout = timeout
         self.start_timeout = start_timeout
         self.effects = dict(effects or {})
+        self.classes = dict(classes or {})
+        for tool_name, cls in self.classes.items():
+            check_class(name, tool_name, cls)
         self.cost = cost or Cost(tool_calls=1)
         self.tools: dict[str, Tool] = {}
         self.server_name = ""
@@ -90,6 +96,23 @@ class MCPDriver(Driver):
         if isinstance(req, dict) and isinstance(req.get("tool"), str):
             return (f"{self.name}.{req['tool']}", req.get("args") or {})
         return (f"{self.name}.invalid", {})
+
+    serves_tools = True
+
+    def tool_names(self) -> list[str] | None:
+        """The server's tools once it has been listed; None before (they are not known)."""
+        return sorted(set(self.tools) | set(self.classes) | set(self.effects)) if self.tools else None
+
+    def tool_info(self, tool: str) -> Any:
+        t = self.tools.get(tool)
+        if t is not None:
+            return t
+        if tool in self.classes or tool in self.effects:  # before the server is listed
+            return ServedTool(tool, self.classes.get(tool), self.effects.get(tool, "unknown"))
+        return None
+
+    def tool_classes(self) -> dict[str, str]:
+        return dict(self.classes)
 
     def classify(self, tool: str, args: dict[str, Any]) -> str:
         """The effect of a call, for policy's read_only mode ("unknown" before the list)."""
@@ -176,6 +199,25 @@ class MCPDriver(Driver):
             return "\n".join(texts)  # type: ignore[arg-type]
         return [c.model_dump(mode="json", exclude_none=True) for c in result.content]
 
+    def connect(self) -> list[str]:
+        """Start the server now (if it is not running) and wait for its tool list, from a
+        thread that is not the session's: what a policy loader calls to check rules and
+        effects against the real tools before any process runs. Returns the tool names."""
+        with self._lock:
+            if self._session is None or (self._session.done() and self._session.exception() is not None):
+                self._start()
+            sess = self._session
+        assert sess is not None
+        try:
+            sess.result(self.start_timeout)
+        except FuturesTimeout:
+            raise DriverTimeout(f"{self.name}: the MCP server did not start within {self.start_timeout:g}s"
+                                f"{self._stderr_tail()}") from None
+        except Exception as e:
+            raise UpstreamError(f"{self.name}: cannot start MCP server {self.command!r}: "
+                                f"{type(e).__name__}: {e}{self._stderr_tail()}") from None
+        return sorted(self.tools)
+
     # -- the session ----------------------------------------------------------------------
     async def _connected(self) -> Any:
         """The live client, starting (or restarting) the server if needed."""
@@ -242,7 +284,8 @@ class MCPDriver(Driver):
                 effect = self.effects.get(t.name) or ("read_only" if ann is not None and ann.read_only_hint
                                                       else "read_write")
                 schema = t.input_schema or {"type": "object"}
-                tools[t.name] = Tool(t.name, _unused, schema, t.description or t.title or t.name, effect)
+                tools[t.name] = Tool(t.name, _unused, schema, t.description or t.title or t.name, effect,
+                                     ontology_class=self.classes.get(t.name))
             cursor = page.next_cursor
             if cursor is None:
                 break

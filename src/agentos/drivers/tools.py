@@ -4,7 +4,8 @@ Arguments are checked against each tool's JSON schema (with `jsonschema`, valida
 compiled once at registration) before the function runs. Each call costs one tool call.
 Every tool declares its effect on the world, `read_only` or `read_write`, or gives a
 classifier that decides per call (e.g. a SQL parser); policy's `mode: read_only` uses it.
-The action a call performs is `tools.<name>`, which is what policies match.
+The action a call performs is `<device>.<name>` (the name the driver is registered under),
+which is what policies match; a tool's `ontology_class` goes with it to every device.
 """
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ class Tool:
             self.description = (inspect.getdoc(self.fn) or "").strip().split("\n")[0]
         if isinstance(self.effect, str) and self.effect not in EFFECTS:
             raise ValueError(f"tool {self.name!r}: effect must be one of {EFFECTS} or a callable")
+        check_class("tool", self.name, self.ontology_class)
         from jsonschema import validators  # lazy: only drivers need it
 
         cls = validators.validator_for(self.schema)
@@ -82,6 +84,37 @@ class Tool:
         """OpenAI-style function description, for LLM tool calling."""
         return {"type": "function",
                 "function": {"name": self.name, "description": self.description, "parameters": self.schema}}
+
+
+@dataclass
+class ServedTool:
+    """What policy needs to know about a tool served by a driver that is not a `ToolsDriver`
+    (a worker function, a WASM export): its ontology class and its effect."""
+
+    name: str
+    ontology_class: str | None = None
+    effect: Effect | Callable[[dict[str, Any]], Effect] = "read_write"
+
+    def classify(self, args: dict[str, Any]) -> Effect:
+        eff = self.effect
+        if callable(eff):
+            try:
+                out = eff(args)
+            except Exception:
+                return "unknown"
+            return out if out in EFFECTS else "unknown"
+        return eff
+
+
+def check_effect(owner: str, tool_name: str, effect: Any) -> None:
+    """Refuse an effect that is neither a known word nor a classifier."""
+    if not callable(effect) and effect not in EFFECTS:
+        raise ValueError(f"{owner}: effect of {tool_name!r} must be one of {EFFECTS} or a callable, got {effect!r}")
+
+
+def check_class(owner: str, tool_name: str, cls: Any) -> None:
+    if cls is not None and (not isinstance(cls, str) or not cls):
+        raise ValueError(f"{owner}: the ontology class of {tool_name!r} must be a class name, got {cls!r}")
 
 
 def tool(name: str | None = None, *, schema: dict[str, Any] | None = None, effect: Any = "read_write",

@@ -14,6 +14,9 @@ never by the module or the process's open params:
 - WASI (optional, device-level): one preopened host directory, read-only unless
   `wasi_writable=True`; no env, no args, no inherited stdio.
 
+A call is the action `<device>.<export>`: exports are tools to policy, typed by the
+device's `classes` (export name -> ontology class, `"*"` for every other export).
+
 Invariants: one call at a time per handle (each handle owns a Store on its own Engine, so
 cancelling one call never disturbs another); calls run on a worker thread, never on the
 kernel loop's thread; compiled code is cached per module hash (serialized once, loaded per
@@ -25,14 +28,16 @@ import asyncio
 import hashlib
 import math
 import os
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..abi.driver import Driver, DriverResult
 from ..abi.errors import DriverError
 from ..abi.types import Cost, Pid
+from .tools import ServedTool, check_class
 
 PAGE = 65536
 DEFAULT_PAGES = 16
@@ -45,6 +50,7 @@ burns a quantum's worth of fuel costs about what a busy kernel process does per 
 
 
 INLINE_MAX_MS = 10.0
+_EXPORT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,127}$")
 
 
 class WasmTrap(DriverError):
@@ -104,7 +110,8 @@ class WasmDriver(Driver):
                  output_limit: int = DEFAULT_OUTPUT, host_functions: Sequence[HostFunction] = (),
                  wasi_dir: str | None = None, wasi_writable: bool = False,
                  fuel_per_reduction: int = FUEL_PER_REDUCTION, usd_per_gfuel: float = 0.0,
-                 max_workers: int = 4, inline: bool = False) -> None:
+                 max_workers: int = 4, inline: bool = False,
+                 classes: Mapping[str, str] | None = None) -> None:
         """`inline=True` runs calls on the kernel's own thread (no thread hop, ~10x the call
         rate) and so needs `timeout_ms <= INLINE_MAX_MS`: the epoch deadline is then the
         longest the kernel can be held up. For small pure functions; killing a caller
@@ -119,6 +126,11 @@ class WasmDriver(Driver):
             raise ValueError(f"wasm: an inline device holds the kernel thread for up to timeout_ms; "
                              f"it must be <= {INLINE_MAX_MS} ms, got {timeout_ms}")
         self.inline = inline
+        # export name -> ontology class ("*": every export not named): the module comes
+        # from the process, so only the device can say what its exports are
+        self.classes: dict[str, str] = dict(classes or {})
+        for export, cls in self.classes.items():
+            check_class(f"wasm {name}", export, cls)
         if wasi_dir is not None and not os.path.isdir(wasi_dir):
             raise ValueError(f"wasm: wasi_dir {wasi_dir!r} is not a directory")
         for hf in host_functions:
@@ -263,8 +275,27 @@ class WasmDriver(Driver):
 
     # -- calls --------------------------------------------------------------------------
     def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any]:
+        """`<device>.<export>`: each export is a tool policy can name and type by class; a
+        request without a plain export name is `<device>.invalid` (and refused by read)."""
         func = req.get("call") if isinstance(req, dict) else None
-        return (f"{self.name}.call", {"call": func})
+        if not isinstance(func, str) or not _EXPORT_NAME.match(func):
+            return (f"{self.name}.invalid", {"call": None})
+        args = req.get("args", [])
+        return (f"{self.name}.{func}", {"call": func, "args": list(args) if isinstance(args, (list, tuple)) else args})
+
+    # -- the tools it serves (for policy) -------------------------------------------------
+    serves_tools = True
+
+    def tool_names(self) -> None:
+        """Exports come with the module a process opens: not known up front."""
+        return None
+
+    def tool_info(self, export: str) -> ServedTool:
+        """Every export is a tool: typed by `classes[export]`, else by `classes["*"]`."""
+        return ServedTool(export, self.classes.get(export, self.classes.get("*")), "read_write")
+
+    def tool_classes(self) -> dict[str, str]:
+        return dict(self.classes)
 
     def read(self, handle: _Handle, req: Any) -> Any:
         """req: {"call": export, "args": [numbers], "input": bytes|str (optional)}."""

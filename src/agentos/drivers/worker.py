@@ -35,6 +35,7 @@ from ..abi.driver import Driver, DriverResult
 from ..abi.errors import DriverError, DriverTimeout, ToolError
 from ..abi.types import Cost
 from .llm_sched import PriorityGate, kernel_priority
+from .tools import ServedTool, check_class, check_effect
 
 
 def _worker_main(conn: Any) -> None:
@@ -78,16 +79,30 @@ class WorkerDriver(Driver):
     def __init__(self, functions: Mapping[str, Callable[..., Any]] | Iterable[Callable[..., Any]] = (), *,
                  max_workers: int = 2, timeout: float | None = None, start_method: str | None = None,
                  cost: Cost | None = None, priority_of: Callable[[int], int] | None = None,
-                 name: str = "worker") -> None:
+                 name: str = "worker", classes: Mapping[str, str] | None = None,
+                 effects: Mapping[str, Any] | None = None) -> None:
+        """`classes` types functions by ontology class and `effects` gives each one's effect
+        (`read_only`, `read_write` or a classifier of its job): a registered function is a
+        tool like any other, and policy rules on a class or `mode: read_only` govern it."""
         if not isinstance(max_workers, int) or max_workers < 1:
             raise ValueError(f"max_workers must be a positive int, got {max_workers!r}")
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be positive seconds or None, got {timeout!r}")
         self.name = name
         self.functions: dict[str, Callable[..., Any]] = {}
+        self.classes: dict[str, str] = dict(classes or {})
+        self.effects: dict[str, Any] = dict(effects or {})
         items = functions.items() if isinstance(functions, Mapping) else ((f.__name__, f) for f in functions)
         for fname, fn in items:
             self.register(fname, fn)
+        for label, table in (("classes", self.classes), ("effects", self.effects)):
+            stray = sorted(set(table) - set(self.functions))
+            if stray:
+                raise ValueError(f"{self.name}: {label} names functions that are not registered: {stray}")
+        for fname, cls in self.classes.items():
+            check_class(self.name, fname, cls)
+        for fname, eff in self.effects.items():
+            check_effect(self.name, fname, eff)
         self.max_workers = max_workers
         self.timeout = timeout
         if start_method is None:
@@ -115,6 +130,20 @@ class WorkerDriver(Driver):
         if fname in self.functions:
             raise ValueError(f"{self.name}: {fname!r} is registered twice")
         self.functions[fname] = fn
+
+    # -- the tools it serves (for policy) -------------------------------------------------
+    serves_tools = True
+
+    def tool_names(self) -> list[str]:
+        return list(self.functions)
+
+    def tool_info(self, fname: str) -> ServedTool | None:
+        if fname not in self.functions:
+            return None
+        return ServedTool(fname, self.classes.get(fname), self.effects.get(fname, "read_write"))
+
+    def tool_classes(self) -> dict[str, str]:
+        return dict(self.classes)
 
     # -- ABI ----------------------------------------------------------------------------
     def on_register(self, kernel: Any, name: str) -> None:

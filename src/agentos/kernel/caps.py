@@ -31,6 +31,7 @@ R_WRITE = int(Right.WRITE)
 R_SPAWN = int(Right.SPAWN)
 R_KILL = int(Right.KILL)
 R_ANY = int(Right.ALL)
+SPAWN = "spawn"  # the device-kind capability whose `spawn` right lets its holder start processes
 
 
 class Cap:
@@ -90,7 +91,7 @@ class CapTable:
 
     def resolve(self, holder: "Process", ref: Any, right: int, what: str) -> Cap:
         """The held cap behind `ref`, if it carries `right` and has not expired."""
-        cap = holder.caps.get(ref)
+        cap = _held(holder, ref, what)
         if cap is None:
             raise CapError(f"{what}: capability {_fmt(ref)} is not held by pid {holder.pid} "
                            f"(never granted, revoked, or another process's ref)")
@@ -103,7 +104,7 @@ class CapTable:
 
     def derive(self, holder: "Process", ref: Any, rights: int | None,
                expires_in: float | None = None) -> Cap:
-        src = holder.caps.get(ref)
+        src = _held(holder, ref, "derive")
         if src is None:
             raise CapError(f"derive: capability {_fmt(ref)} is not held by pid {holder.pid}")
         if src.expires is not None and self._now() >= src.expires:
@@ -127,7 +128,7 @@ class CapTable:
 
     # -- removal ------------------------------------------------------------------
     def revoke(self, holder: "Process", ref: Any) -> int:
-        cap = holder.caps.get(ref)
+        cap = _held(holder, ref, "revoke")
         if cap is None:
             raise CapError(f"revoke: capability {_fmt(ref)} is not held by pid {holder.pid}")
         return self._revoke_tree(cap)
@@ -182,3 +183,11 @@ class CapTable:
 
 def _fmt(ref: Any) -> str:
     return f"{ref:#x}" if isinstance(ref, int) and not isinstance(ref, bool) else shown(ref)
+
+
+def _held(holder: "Process", ref: Any, what: str) -> "Cap | None":
+    """The cap `holder` holds under `ref`; a ref that is not even hashable is a CapError."""
+    try:
+        return holder.caps.get(ref)
+    except TypeError:
+        raise CapError(f"{what}: {type(ref).__name__} is not a capability ref (refs are ints)") from None

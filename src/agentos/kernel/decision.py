@@ -21,19 +21,36 @@ class Decision:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# Kernel actions (spawn, send, signal.<SIG>, vfs.<op>) are governed by capabilities; a
+# policy lists in `governs_kernel` which of them ("spawn", "send", "signal", "vfs") it has
+# rules for, and the kernel asks it about those only. A policy without the attribute is
+# asked about all of them.
+BY_CAPS = Decision(True, "capabilities", "no rule names this action: capabilities govern it")
+
+
+def is_kernel_action(action: str) -> bool:
+    return action in ("spawn", "send") or action.startswith(("signal.", "vfs."))
+
+
 class AllowAll:
     """Explicitly allow every action (tests, trusted scripts). Never the default."""
 
     _YES = Decision(True, "allow-all", "AllowAll policy installed")
+    governs_kernel: frozenset[str] = frozenset()
 
     def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> Decision:
         return self._YES
 
 
 class NoPolicy:
-    """Strict default deny: with no policy loaded, no action on the world runs."""
+    """Strict default deny: with no policy loaded, no action on the world runs (kernel
+    actions are left to capabilities)."""
+
+    governs_kernel: frozenset[str] = frozenset()
 
     def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> Decision:
+        if is_kernel_action(action):
+            return BY_CAPS
         return Decision(False, "no-policy",
                         f"strict kernel with no policy loaded refuses {action}: load a policy "
                         f"(.agents/security.md) or pass policy=AllowAll() deliberately",

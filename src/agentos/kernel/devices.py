@@ -1,11 +1,15 @@
 """Device syscalls: open, read, read_all, write, close.
 
 The order on every operation is the kernel's contract: (1) the handle's capability still
-holds the right, (2) policy authorizes the action on the world, (3) the driver runs (or,
-in replay mode, the journal answers), (4) the result is journaled, (5) its cost is charged
-atomically; a charge the account cannot pay kills the caller with `quota(resource)`.
-A driver may answer synchronously or with an awaitable; awaitables run as asyncio tasks
-while the caller is parked, and are cancelled if the caller dies.
+holds the right, (2) policy authorizes the action on the world, (3) the driver runs, (4)
+the result is journaled, (5) its cost is charged atomically; a charge the account cannot
+pay kills the caller with `quota(resource)`. A driver may answer synchronously or with an
+awaitable; awaitables run as asyncio tasks while the caller is parked (wait kind `io`),
+and are cancelled if the caller dies or is interrupted.
+
+`Devices` is the live path; `ReplayDevices` (kernel/replay_devices.py) answers the same
+syscalls from the journal and never calls a driver. The two share the bookkeeping below:
+handles, completion, charging.
 """
 from __future__ import annotations
 
@@ -15,19 +19,48 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..abi.driver import Driver, DriverResult
 from ..abi.errors import (
-    AgentOSError, BadHandle, CapError, DriverError, NondeterminismError, NoSuchDevice, SyscallError,
+    AgentOSError, BadArgument, BadHandle, CapError, DriverError, NoSuchDevice, SyscallError,
 )
 from ..abi.syscalls import Close, Open, Read, ReadAll, Write
-from ..abi.types import USD_SCALE, Cost, quota
-from .caps import DEVICE, R_OPEN, R_READ, R_WRITE
+from ..abi.types import USD_SCALE, Cost, WaitKind, quota
+from .caps import DEVICE, R_OPEN, R_READ, R_WRITE, Cap
 from .journal import JournalEntry
-from .process import EXITED, PARK, WAITING, Process
+from .process import EXITED, PARK, Process
 
 if TYPE_CHECKING:
     from .kernel import Kernel
 
 
+class Handle:
+    """An open device in a process: what `read`/`write` on its number reach."""
+
+    __slots__ = ("driver", "dh", "cap", "device")
+
+    def __init__(self, driver: Driver | None, dh: Any, cap: Cap, device: str) -> None:
+        self.driver = driver   # None in replay: no driver is ever called
+        self.dh = dh           # the driver's own handle
+        self.cap = cap         # the capability it was opened through (checked on every use)
+        self.device = device
+
+
+class PendingOp:
+    """One operation of a `read`/`write`/`read_all` between issue and completion."""
+
+    __slots__ = ("index", "op", "device", "action", "payload", "result")
+
+    def __init__(self, index: int, op: str, device: str, action: str | None, payload: Any,
+                 result: Any) -> None:
+        self.index = index      # the caller's op index (journal key)
+        self.op = op
+        self.device = device
+        self.action = action    # what policy authorized, journaled with the result
+        self.payload = payload
+        self.result = result    # DriverResult, an asyncio future, an exception, or a JournalEntry
+
+
 class Devices:
+    """The live device path."""
+
     def __init__(self, kernel: "Kernel") -> None:
         self.k = kernel
         self.reads = 0
@@ -38,8 +71,8 @@ class Devices:
                 Write: self.sys_write, Close: self.sys_close}
 
     # -- open / close ---------------------------------------------------------------
-    def sys_open(self, proc: Process, req: Open) -> int:
-        device = req.device
+    def _open_cap(self, proc: Process, device: Any) -> Cap:
+        """The device capability an open names (a held cap, or the name of a held device)."""
         if isinstance(device, str):
             ref = proc.devices.get(device) if proc.devices else None
             if ref is None:
@@ -50,53 +83,53 @@ class Devices:
         cap = self.k.caps.resolve(proc, device, R_OPEN, "open")
         if cap.kind != DEVICE:
             raise CapError("open: the capability designates a process, not a device")
-        name = cap.target
-        k = self.k
-        driver = k.drivers.get(name)
-        idx = proc.op_index
-        proc.op_index = idx + 1
-        if k.replaying:  # an open is an input too: it may fail, and the journal says how
-            dh = None
-            e = k.journal.replay(proc.pid, idx, "open", name, req.params)  # type: ignore[union-attr]
-            if not e.ok:
-                raise _rebuild_error(e)
-        else:
-            if driver is None:
-                raise NoSuchDevice(f"open: device {name!r} is not registered with this kernel")
-            try:
-                dh = driver.open(proc.pid, req.params)
-            except Exception as exc:
-                err = exc if isinstance(exc, AgentOSError) else \
-                    DriverError(f"{name}.open failed: {type(exc).__name__}: {exc}")
-                if k.journal is not None:
-                    k.journal.record(self._error_entry(proc, idx, "open", name, None, req.params, err))
-                if err is exc:
-                    raise
-                raise err from exc
-            if k.journal is not None:
-                k.journal.record(JournalEntry(proc.pid, idx, "open", name, None, req.params, True, None))
+        return cap
+
+    def _new_handle(self, proc: Process, handle: Handle) -> int:
         handles = proc.handles
         if handles is None:
             handles = proc.handles = {}
         h = len(handles) + 1
         while h in handles:
             h += 1
-        handles[h] = (driver, dh, cap, name)
+        handles[h] = handle
         return h
 
-    def sys_close(self, proc: Process, req: Close) -> None:
-        entry = proc.handles.pop(req.handle, None) if proc.handles else None
-        if entry is None:
-            raise BadHandle(f"close: handle {req.handle} is not open in pid {proc.pid}")
-        self._close_driver(entry)
+    def sys_open(self, proc: Process, req: Open) -> int:
+        cap = self._open_cap(proc, req.device)
+        name = cap.target
+        k = self.k
+        driver = k.drivers.get(name)
+        idx = proc.op_index
+        proc.op_index = idx + 1
+        if driver is None:
+            raise NoSuchDevice(f"open: device {name!r} is not registered with this kernel")
+        try:
+            dh = driver.open(proc.pid, req.params)
+        except Exception as exc:
+            err = exc if isinstance(exc, SyscallError) else \
+                DriverError(f"{name}.open failed: {type(exc).__name__}: {exc}")
+            if k.journal is not None:
+                k.journal.record(self._error_entry(proc, PendingOp(idx, "open", name, None, req.params, None), err))
+            if err is exc:
+                raise
+            raise err from exc
+        if k.journal is not None:
+            k.journal.record(JournalEntry(proc.pid, idx, "open", name, None, req.params, True, None))
+        return self._new_handle(proc, Handle(driver, dh, cap, name))
 
-    def _close_driver(self, entry: tuple[Any, ...]) -> None:
-        driver, dh = entry[0], entry[1]
-        if driver is not None and dh is not None:
+    def sys_close(self, proc: Process, req: Close) -> None:
+        handle = proc.handles.pop(_handle_no("close", req.handle), None) if proc.handles else None
+        if handle is None:
+            raise BadHandle(f"close: handle {req.handle!r} is not open in pid {proc.pid}")
+        self._close_driver(handle)
+
+    def _close_driver(self, handle: Handle) -> None:
+        if handle.driver is not None and handle.dh is not None:
             try:
-                driver.close(dh)
+                handle.driver.close(handle.dh)
             except Exception as e:  # a driver failing to close must not hurt the kernel
-                self.k.events.emit(0, "driver_error", f"{entry[3]}.close: {e!r}")
+                self.k.events.emit(0, "driver_error", f"{handle.device}.close: {e!r}")
 
     def release(self, proc: Process) -> None:
         """`proc` is exiting: cancel its in-flight I/O and close its handles."""
@@ -104,12 +137,19 @@ class Devices:
         handles = proc.handles
         proc.handles = None
         if handles:
-            for entry in handles.values():
-                self._close_driver(entry)
+            for handle in handles.values():
+                self._close_driver(handle)
 
-    def release_io(self, proc: Process) -> None:
-        """Abandon `proc`'s in-flight operation (SIGINT); its completion is then ignored."""
+    def abort_io(self, proc: Process) -> bool:
+        """The abort of an `io` wait (SIGINT, teardown): the operation's completion is ignored."""
         self._abandon(proc)
+        return True
+
+    def _park_io(self, proc: Process, io: Any, first: int, count: int) -> Any:
+        self._inflight[proc.pid] = (first, count)
+        proc.io = io
+        self.k.io_started()
+        return self.k.park(proc, WaitKind.IO, self.abort_io)
 
     def _abandon(self, proc: Process) -> None:
         """Cancel in-flight I/O. The slot is freed now, not when asyncio gets round to the
@@ -127,16 +167,16 @@ class Devices:
             k.journal.record(JournalEntry(proc.pid, first, "io_cancel", "", None, None, True, n))
 
     # -- read / write ----------------------------------------------------------------
-    def _handle(self, proc: Process, h: int, right: int, op: str) -> tuple[Any, ...]:
-        entry = proc.handles.get(h) if proc.handles else None
-        if entry is None:
-            raise BadHandle(f"{op}: handle {h} is not open in pid {proc.pid}")
-        cap = entry[2]
+    def _handle(self, proc: Process, h: Any, right: int, op: str) -> Handle:
+        handle = proc.handles.get(_handle_no(op, h)) if proc.handles else None
+        if handle is None:
+            raise BadHandle(f"{op}: handle {h!r} is not open in pid {proc.pid}")
+        cap = handle.cap
         if cap.holder is not proc:
             raise CapError(f"{op}: the capability behind handle {h} was revoked")
         if not cap.rights & right:
             raise CapError(f"{op}: the capability behind handle {h} lacks the {op} right")
-        return entry
+        return handle
 
     def sys_read(self, proc: Process, req: Read) -> Any:
         return self._op(proc, self._handle(proc, req.handle, R_READ, "read"), "read", req.req, req)
@@ -144,11 +184,9 @@ class Devices:
     def sys_write(self, proc: Process, req: Write) -> Any:
         return self._op(proc, self._handle(proc, req.handle, R_WRITE, "write"), "write", req.data, req)
 
-    def _op(self, proc: Process, entry: tuple[Any, ...], op: str, payload: Any, req: Any = None) -> Any:
-        driver, dh, _cap, name = entry
+    def _op(self, proc: Process, handle: Handle, op: str, payload: Any, req: Any) -> Any:
         k = self.k
-        if k.replaying:
-            return self._replay_op(proc, name, op, payload)
+        driver, dh, name = handle.driver, handle.dh, handle.device
         try:
             action = self._action(driver, name, op, dh, payload)
         except DriverError as err:  # the request is malformed: journaled, as replay has no driver
@@ -158,33 +196,27 @@ class Devices:
             return PARK
         idx = proc.op_index
         proc.op_index = idx + 1
-        if k.replaying:
-            e = k.journal.replay(proc.pid, idx, op, name, payload)
-            return self._apply(proc, e)
+        pending = PendingOp(idx, op, name, action[0] if action else None, payload, None)
+        assert driver is not None
         try:
             res = driver.read(dh, payload) if op == "read" else driver.write(dh, payload)
         except Exception as e:
-            return self._apply(proc, self._error_entry(proc, idx, op, name, action, payload, e))
+            return self._apply(proc, self._error_entry(proc, pending, e))
         if isinstance(res, DriverResult):
-            return self._apply(proc, self._entry(proc, idx, op, name, action, payload, res))
+            return self._apply(proc, self._entry(proc, pending, res))
         if not inspect.isawaitable(res):
             e2 = DriverError(f"{name}.{op} returned {type(res).__name__}, not a DriverResult")
-            return self._apply(proc, self._error_entry(proc, idx, op, name, action, payload, e2))
+            return self._apply(proc, self._error_entry(proc, pending, e2))
         task = asyncio.ensure_future(res)
-        self._inflight[proc.pid] = (idx, 1)
-        proc.io = task
-        proc.state = WAITING
-        proc.wait_kind = "io"
-        k.io_started()
-        task.add_done_callback(lambda t: self._done(proc, t, [(idx, op, name, action, payload, t)], False))
-        return PARK
+        pending.result = task
+        task.add_done_callback(lambda t: self._done(proc, t, [pending], False))
+        return self._park_io(proc, task, idx, 1)
 
     def sys_read_all(self, proc: Process, req: ReadAll) -> Any:
-        driver, dh, _cap, name = self._handle(proc, req.handle, R_READ, "read_all")
+        handle = self._handle(proc, req.handle, R_READ, "read_all")
+        driver, dh, name = handle.driver, handle.dh, handle.device
         k = self.k
-        payloads = list(req.reqs)
-        if k.replaying:
-            return self._replay_read_all(proc, name, payloads)
+        payloads = _payloads(req.reqs)
         try:
             actions = [self._action(driver, name, "read", dh, p) for p in payloads]
         except DriverError as err:
@@ -193,28 +225,21 @@ class Devices:
         for a in actions:  # authorize all before running any
             if a is not None and not k.authorize(proc, a[0], a[1], req):
                 return PARK
-        pending: list[tuple[Any, ...]] = []
+        assert driver is not None
+        pending: list[PendingOp] = []
         for payload, action in zip(payloads, actions):
             idx = proc.op_index
             proc.op_index = idx + 1
-            if k.replaying:
-                pending.append((idx, "read", name, action, payload, k.journal.replay(proc.pid, idx, "read", name, payload)))
-                continue
             try:
-                res = driver.read(dh, payload)
+                res: Any = driver.read(dh, payload)
             except Exception as e:
                 res = e
             if inspect.isawaitable(res):
                 res = asyncio.ensure_future(res)
-            pending.append((idx, "read", name, action, payload, res))
-        tasks = [p[5] for p in pending if isinstance(p[5], asyncio.Future)]
+            pending.append(PendingOp(idx, "read", name, action[0] if action else None, payload, res))
+        tasks = [p.result for p in pending if isinstance(p.result, asyncio.Future)]
         if not tasks:
             return self._finish_all(proc, pending)
-        self._inflight[proc.pid] = (pending[0][0], len(pending))
-        proc.io = tasks
-        proc.state = WAITING
-        proc.wait_kind = "io"
-        k.io_started()
         remaining = [len(tasks)]
 
         def one_done(_t: Any) -> None:
@@ -224,10 +249,11 @@ class Devices:
 
         for t in tasks:
             t.add_done_callback(one_done)
-        return PARK
+        return self._park_io(proc, tasks, pending[0].index, len(pending))
 
     # -- completion -----------------------------------------------------------------
-    def _done(self, proc: Process, io: Any, pending: list[tuple[Any, ...]], many: bool) -> None:
+    def _done(self, proc: Process, io: Any, pending: list[PendingOp], many: bool) -> None:
+        """An asynchronous operation completed (an asyncio callback, outside dispatch)."""
         k = self.k
         if proc.state is EXITED or proc.io is not io:
             return  # the process died or abandoned this operation: `_abandon` freed the slot
@@ -239,11 +265,11 @@ class Devices:
             if value is not PARK:
                 k.wake(proc, value)
             return
-        idx, op, name, action, payload, task = pending[0]
+        p = pending[0]
         try:
-            entry = self._entry(proc, idx, op, name, action, payload, _task_result(task, name, op))
+            entry = self._entry(proc, p, _task_result(p.result, p.device, p.op))
         except BaseException as e:
-            entry = self._error_entry(proc, idx, op, name, action, payload, e)
+            entry = self._error_entry(proc, p, e)
         entry.at = k.io_tick
         try:
             value = self._apply(proc, entry)
@@ -253,22 +279,23 @@ class Devices:
         if value is not PARK:
             k.wake(proc, value)
 
-    def _finish_all(self, proc: Process, pending: list[tuple[Any, ...]], at: int | None = None) -> Any:
+    def _finish_all(self, proc: Process, pending: list[PendingOp], at: int | None = None) -> Any:
         values: list[Any] = []
-        for idx, op, name, action, payload, res in pending:
+        for p in pending:
+            res = p.result
             if isinstance(res, JournalEntry):
                 entry = res
             else:
                 try:
                     if isinstance(res, asyncio.Future):
-                        res = _task_result(res, name, op)
+                        res = _task_result(res, p.device, p.op)
                     if isinstance(res, BaseException):
                         raise res
                     if not isinstance(res, DriverResult):
-                        raise DriverError(f"{name}.{op} returned {type(res).__name__}, not a DriverResult")
-                    entry = self._entry(proc, idx, op, name, action, payload, res)
+                        raise DriverError(f"{p.device}.{p.op} returned {type(res).__name__}, not a DriverResult")
+                    entry = self._entry(proc, p, res)
                 except BaseException as e:
-                    entry = self._error_entry(proc, idx, op, name, action, payload, e)
+                    entry = self._error_entry(proc, p, e)
                 entry.at = at
             try:
                 v = self._apply(proc, entry)
@@ -279,22 +306,21 @@ class Devices:
             values.append(v)
         return values
 
-    def _entry(self, proc: Process, idx: int, op: str, name: str, action: Any, payload: Any,
-               res: DriverResult) -> JournalEntry:
+    @staticmethod
+    def _entry(proc: Process, p: PendingOp, res: DriverResult) -> JournalEntry:
         c = res.cost
-        return JournalEntry(proc.pid, idx, op, name, action[0] if action else None, payload, True,
+        return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, True,
                             res.value, None, c.tokens, c.tool_calls, c.usd, c.reductions)
 
-    def _error_entry(self, proc: Process, idx: int, op: str, name: str, action: Any, payload: Any,
-                     e: BaseException) -> JournalEntry:
-        msg = str(e) if isinstance(e, AgentOSError) else f"{name}.{op} failed: {type(e).__name__}: {e}"
+    @staticmethod
+    def _error_entry(proc: Process, p: PendingOp, e: BaseException) -> JournalEntry:
+        msg = str(e) if isinstance(e, AgentOSError) else f"{p.device}.{p.op} failed: {type(e).__name__}: {e}"
         etype = type(e).__name__ if isinstance(e, SyscallError) else "DriverError"
         c = getattr(e, "cost", None)  # work done before failing (e.g. wasm fuel) is still charged
         if isinstance(c, Cost):
-            return JournalEntry(proc.pid, idx, op, name, action[0] if action else None, payload, False,
+            return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, False,
                                 msg, etype, c.tokens, c.tool_calls, c.usd, c.reductions)
-        return JournalEntry(proc.pid, idx, op, name, action[0] if action else None, payload, False,
-                            msg, etype)
+        return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, False, msg, etype)
 
     def _apply(self, proc: Process, e: JournalEntry) -> Any:
         """Journal the result, charge its cost, and hand back the value (or raise the error)."""
@@ -320,85 +346,7 @@ class Devices:
         idx = proc.op_index
         proc.op_index = idx + 1
         if self.k.journal is not None:
-            self.k.journal.record(self._error_entry(proc, idx, op, name, None, payload, err))
-
-    # -- replay ---------------------------------------------------------------------
-    def _replay_action(self, proc: Process, idx: int, op: str, name: str, payload: Any,
-                       ahead: int) -> str | None:
-        """The action the live run authorized for this op, without asking any driver."""
-        journal = self.k.journal
-        e = journal.lookup(proc.pid, idx)  # type: ignore[union-attr]
-        if journal.matches(e, op, name, payload):  # type: ignore[union-attr]
-            return e.action  # type: ignore[union-attr]
-        # no result recorded: the live run must have been refused by policy here
-        peek = getattr(self.k.policy, "peek_action", None)
-        action = peek(proc.pid, ahead) if peek is not None else None
-        if action is None:
-            journal.replay(proc.pid, idx, op, name, payload)  # type: ignore[union-attr]  # raises
-        return action
-
-    def _replay_op(self, proc: Process, name: str, op: str, payload: Any) -> Any:
-        k = self.k
-        idx = proc.op_index
-        action = self._replay_action(proc, idx, op, name, payload, 0)
-        if action is not None and not k.authorize(proc, action, payload):
-            return PARK
-        proc.op_index = idx + 1
-        if k.journal.lookup(proc.pid, idx) is None and (proc.pid, idx) in k.journal.cancelled:  # type: ignore[union-attr]
-            k.replay_io.park_unfinished(proc)  # type: ignore[union-attr]
-            return PARK
-        e = k.journal.replay(proc.pid, idx, op, name, payload)  # type: ignore[union-attr]
-        if e.at is not None:
-            k.replay_io.park(proc, [e], False)  # type: ignore[union-attr]
-            return PARK
-        return self._apply(proc, e)
-
-    def _replay_read_all(self, proc: Process, name: str, payloads: list[Any]) -> Any:
-        k = self.k
-        base = proc.op_index
-        first = k.journal.lookup(proc.pid, base)  # type: ignore[union-attr]
-        if k.journal.matches(first, "read_all", name, payloads):  # type: ignore[union-attr]
-            proc.op_index = base + 1  # the live driver could not classify one of these requests
-            return self._apply(proc, first)  # type: ignore[arg-type]  # raises its error
-        for i, p in enumerate(payloads):  # the live run authorized these in order, stopping at a deny
-            a = self._replay_action(proc, base + i, "read", name, p, 0)
-            if a is not None and not k.authorize(proc, a, p):
-                return PARK
-        if k.journal.lookup(proc.pid, base) is None and (proc.pid, base) in k.journal.cancelled:  # type: ignore[union-attr]
-            proc.op_index = base + len(payloads)
-            k.replay_io.park_unfinished(proc)  # type: ignore[union-attr]
-            return PARK
-        entries = []
-        for p in payloads:
-            idx = proc.op_index
-            proc.op_index = idx + 1
-            entries.append(k.journal.replay(proc.pid, idx, "read", name, p))  # type: ignore[union-attr]
-        if any(e.at is not None for e in entries):
-            k.replay_io.park(proc, entries, True)  # type: ignore[union-attr]
-            return PARK
-        return self._finish_all(proc, [(e.index, "read", name, None, e.request, e) for e in entries])
-
-    def replay_done(self, pending: Any) -> None:
-        """A replayed asynchronous result reaches its recorded tick: finish like `_done`."""
-        k = self.k
-        proc = pending.proc
-        k.io_finished()
-        if proc.state is EXITED or proc.io is not pending:
-            raise NondeterminismError(
-                f"replay diverged at pid {proc.pid}: a result recorded as delivered at I/O tick "
-                f"{pending.at} has no waiting process in the replay")
-        proc.io = None
-        if pending.many:
-            value = self._finish_all(proc, [(e.index, "read", e.device, None, e.request, e)
-                                            for e in pending.entries])
-        else:
-            try:
-                value = self._apply(proc, pending.entries[0])
-            except SyscallError as err:
-                k.wake(proc, None, err)
-                return
-        if value is not PARK:
-            k.wake(proc, value)
+            self.k.journal.record(self._error_entry(proc, PendingOp(idx, op, name, None, payload, None), err))
 
     @staticmethod
     def _action(driver: Driver | None, name: str, op: str, dh: Any, payload: Any) -> tuple[str, Any] | None:
@@ -410,6 +358,18 @@ class Devices:
             raise  # already says what is wrong (ToolError for an unknown tool, ...)
         except Exception as e:
             raise DriverError(f"{name}: cannot classify the {op} request: {e}") from e
+
+
+def _handle_no(op: str, h: Any) -> int:
+    if type(h) is not int:
+        raise BadArgument(f"{op}: a handle is the int that open returned, got {type(h).__name__}")
+    return h
+
+
+def _payloads(reqs: Any) -> list[Any]:
+    if not isinstance(reqs, (list, tuple)):
+        raise BadArgument(f"read_all: requests must be a list or tuple, got {type(reqs).__name__}")
+    return list(reqs)
 
 
 def _task_result(task: Any, name: str, op: str) -> DriverResult:
@@ -436,4 +396,4 @@ def _rebuild_error(e: JournalEntry) -> SyscallError:
         return DriverError(e.value)
 
 
-__all__ = ["Devices", "EXITED"]
+__all__ = ["Devices", "Handle", "PendingOp"]

@@ -7,9 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..abi import syscalls as S
-from ..abi.errors import CapError, NameTaken, SyscallError, shown
-from ..abi.types import NORMAL, Budget, Down, ExitKind, ExitReason, Right, fault
-from .caps import PROC, R_KILL, R_MONITOR, R_SEND
+from ..abi.errors import BadArgument, CapError, NameTaken, SyscallError, shown
+from ..abi.types import NORMAL, Budget, Down, ExitKind, ExitReason, Right, WaitKind, fault
+from . import args as A
+from .caps import PROC, R_KILL, R_MONITOR, R_SEND, R_SPAWN, SPAWN
 from .decision import Decision
 from .process import EXITED, PARK, READY, SUSPENDED, WAITING, Process
 from .scheduler import MAX_BASE_PRIORITY
@@ -42,37 +43,59 @@ class Handlers(KernelState):
         return Budget(v["limits"], v["remaining"], v["used"])
 
     def _sys_log(self, proc: Process, req: S.Log) -> None:
-        self.events.emit(proc.pid, "log", (req.level, req.msg, req.fields))
+        level = A.text("log: level", req.level)
+        msg = A.text("log: msg", req.msg)
+        fields = req.fields
+        if type(fields) is not dict:
+            raise BadArgument(f"log: fields must be keyword arguments (a dict), got {type(fields).__name__}")
+        self.events.emit(proc.pid, "log", (level, msg, fields))
 
     def _sys_register(self, proc: Process, req: S.Register) -> None:
-        if not isinstance(req.name, str) or not req.name:
-            raise SyscallError(f"register: a name must be a non-empty string, got {req.name!r}")
-        holder = self.names.get(req.name)
+        name = A.text("register: name", req.name, empty=False)
+        holder = self.names.get(name)
         if holder is not None and holder is not proc and holder.state is not EXITED:
-            raise NameTaken(f"register: {req.name!r} is held by pid {holder.pid}")
-        self.names[req.name] = proc
+            raise NameTaken(f"register: {name!r} is held by pid {holder.pid}")
+        self.names[name] = proc
         if proc.names is None:
             proc.names = set()
-        proc.names.add(req.name)
+        proc.names.add(name)
 
     def _sys_unregister(self, proc: Process, req: S.Unregister) -> None:
-        if self.names.get(req.name) is not proc:
-            raise SyscallError(f"unregister: pid {proc.pid} does not hold {req.name!r}")
-        del self.names[req.name]
+        name = A.text("unregister: name", req.name)
+        if self.names.get(name) is not proc:
+            raise SyscallError(f"unregister: pid {proc.pid} does not hold {name!r}")
+        del self.names[name]
         if proc.names:
-            proc.names.discard(req.name)
+            proc.names.discard(name)
 
     def _sys_lookup(self, proc: Process, req: S.Lookup) -> int | None:
-        target = self.names.get(req.name)
+        target = self.names.get(A.text("lookup: name", req.name))
         if target is None or target.state is EXITED:
             return None
         return self.caps.grant(proc, PROC, target, R_SEND).ref
 
-    def _sys_spawn(self, proc: Process, req: S.Spawn) -> tuple[int, int]:
+    def _sys_spawn(self, proc: Process, req: S.Spawn) -> Any:
+        self._spawn_right(proc)
+        if self.police_spawn and not self.authorize(proc, "spawn", _spawn_args(req), req):
+            return PARK
         child = self._create(proc, req.image, req.args, req.caps, req.quota, req.link,
                              req.priority, req.deadline, req.name)
         cap = self.caps.grant(proc, PROC, child, R_SEND | R_MONITOR | R_KILL)
         return child.pid, cap.ref
+
+    def _spawn_right(self, proc: Process) -> None:
+        """Spawning is authority like any other: it needs a capability with the spawn right
+        (init is given one; a child holds one only if its parent passed it one)."""
+        ref = proc.devices.get(SPAWN) if proc.devices else None
+        cap = proc.caps.get(ref) if ref is not None else None
+        if cap is not None and cap.rights & R_SPAWN and cap.expires is None:
+            return
+        now = self.clock.now()
+        for c in proc.caps.values():
+            if c.rights & R_SPAWN and (c.expires is None or c.expires > now):
+                return
+        raise CapError(f"spawn: pid {proc.pid} holds no capability with the spawn right "
+                       f"(its parent can pass one: spawn(..., caps=[\"spawn\"]))")
 
     def _sys_exit(self, proc: Process, req: S.Exit) -> Any:
         reason = req.reason
@@ -115,14 +138,13 @@ class Handlers(KernelState):
         if target.waiters is None:
             target.waiters = []
         target.waiters.append(proc)
-        proc.state = WAITING
-        proc.wait_kind = "waitpid"
         proc.wait_target = target
-        return PARK
+        return self.park(proc, WaitKind.WAITPID, _abort_waitpid)
 
     def _sys_on_cleanup(self, proc: Process, req: S.OnCleanup) -> None:
         if not callable(req.fn):
-            raise SyscallError("on_cleanup: expected a callable taking the exit reason")
+            raise BadArgument(f"on_cleanup: expected a callable taking the exit reason, "
+                              f"got {type(req.fn).__name__}")
         if proc.cleanups is None:
             proc.cleanups = []
         proc.cleanups.append(req.fn)
@@ -132,25 +154,30 @@ class Handlers(KernelState):
 
     def _sys_attenuate(self, proc: Process, req: S.Attenuate) -> int:
         rights = None if req.rights is None else _rights(req.rights)
-        return self.caps.derive(proc, req.cap, rights, req.expires_in).ref
+        expires_in = A.optional_number("attenuate: expires_in (ms)", req.expires_in, minimum=0)
+        return self.caps.derive(proc, req.cap, rights, expires_in).ref
 
     def _sys_check_policy(self, proc: Process, req: S.CheckPolicy) -> Decision:
-        return self.policy.check(proc.pid, req.action, req.args, dry_run=True)
+        action = A.text("check_policy: action", req.action, empty=False)
+        return self.policy.check(proc.pid, action, req.args, dry_run=True)
 
     def _sys_sleep(self, proc: Process, req: S.Sleep) -> Any:
-        ms = req.ms
+        ms = A.number("sleep: ms", req.ms)
         if ms <= 0:
             self.requeue(proc, None)
             return PARK
-        proc.state = WAITING
-        proc.wait_kind = "sleep"
         proc.timer = self.timers.add(self.clock.now() + ms, self._sleep_done, proc)
-        return PARK
+        return self.park(proc, WaitKind.SLEEP, self._abort_timer)
 
     def _sleep_done(self, proc: Process) -> None:
         proc.timer = None
-        if proc.state is not EXITED and proc.wait_kind == "sleep":
+        if proc.state is not EXITED and proc.wait_kind is WaitKind.SLEEP:
             self.wake(proc, None)
+
+    def _abort_timer(self, proc: Process) -> bool:
+        self.timers.cancel(proc.timer)
+        proc.timer = None
+        return True
 
     def _sys_yield(self, proc: Process, req: Any) -> Any:
         if proc.stopped:
@@ -170,16 +197,34 @@ class Handlers(KernelState):
         return PARK
 
     def _sys_sched(self, proc: Process, req: S.Sched) -> None:
+        deadline = A.optional_number("sched: deadline (ms)", req.deadline)
         if req.priority is not None:
-            p = req.priority
-            if not isinstance(p, int) or not 0 <= p <= MAX_BASE_PRIORITY:
-                raise SyscallError(f"sched: priority must be an int in 0..{MAX_BASE_PRIORITY}, got {shown(p)}")
+            p = A.integer("sched: priority", req.priority, minimum=0, maximum=MAX_BASE_PRIORITY)
             if proc.parent is not None and p > proc.parent.priority and proc.parent.state is not EXITED:
                 raise SyscallError(f"sched: priority {p} is above the parent's ({proc.parent.priority})")
             proc.priority = p
-        if req.deadline is not None:
-            proc.deadline = self.clock.now() + req.deadline
+        if deadline is not None:
+            proc.deadline = self.clock.now() + deadline
             self._arm_deadline(proc)
+
+
+def _abort_waitpid(proc: Process) -> bool:
+    target = proc.wait_target
+    proc.wait_target = None
+    if target is not None and target.waiters:
+        try:
+            target.waiters.remove(proc)
+        except ValueError:
+            pass
+    return True
+
+
+def _spawn_args(req: S.Spawn) -> dict[str, Any]:
+    """What a `spawn` rule's constraints see: the image's name and the requested shape."""
+    img = req.image
+    image = img if isinstance(img, str) else getattr(img, "name", None) or getattr(img, "__name__", type(img).__name__)
+    return {"image": image, "name": req.name, "priority": req.priority, "link": bool(req.link),
+            "caps": len(req.caps), "args": req.args}
 
 
 def _rights(spec: Any) -> int:

@@ -25,7 +25,7 @@ class Introspection(KernelState):
         return {"pid": p.pid, "name": p.name, "state": state, "parent": p.parent.pid if p.parent else 0,
                 "priority": p.priority, "reductions": p.reductions,
                 "mailbox": len(p.mailbox) if p.mailbox else 0, "used": view["used"],
-                "remaining": view["remaining"], "wait": p.wait_kind,
+                "remaining": view["remaining"], "wait": p.wait_kind.value if p.wait_kind is not None else None,
                 "exit": str(p.exit_reason) if p.exit_reason else None}
 
     def metrics(self) -> dict[str, Any]:

@@ -11,22 +11,23 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..abi.errors import SyscallError
+from ..abi.errors import BadArgument
 from ..abi.syscalls import Recv, Send
-from ..abi.types import KERNEL_PID, Message
+from ..abi.types import KERNEL_PID, Message, WaitKind
+from . import args as A
 from .caps import PROC, R_ANY, R_SEND
-from .process import EXITED, PARK, READY, SUSPENDED, WAITING, Process
+from .process import EXITED, PARK, Process
 
 if TYPE_CHECKING:
     from .kernel import Kernel
 
 
 class IPC:
-    __slots__ = ("k", "late_dropped", "dead_letters", "delivered", "_push")
+    __slots__ = ("k", "late_dropped", "dead_letters", "delivered", "_wake")
 
     def __init__(self, kernel: "Kernel") -> None:
         self.k = kernel
-        self._push = kernel.runq.push
+        self._wake = kernel.wake
         self.late_dropped = 0
         self.dead_letters = 0
         self.delivered = 0
@@ -36,19 +37,24 @@ class IPC:
 
     # -- send -----------------------------------------------------------------------
     def sys_send(self, proc: Process, req: Send) -> Any:
-        cap = proc.caps.get(req.cap)
+        try:
+            cap = proc.caps.get(req.cap)
+        except TypeError:  # an unhashable "ref": resolve names the mistake
+            cap = None
         if cap is None or not cap.rights & R_SEND or cap.expires is not None:
             cap = self.k.caps.resolve(proc, req.cap, R_SEND, "send")
         if cap.kind != PROC:
             return self.k.send_other(proc, cap, req)
         target: Process = cap.target
+        if self.k.police_send and not self.k.authorize(proc, "send", {"to": target.pid, "body": req.body}, req):
+            return PARK  # a rule names send; with none, this one bool is all the policy work
         if target.state is EXITED:
             self.dead_letters += 1
             return None
-        caps = self._carry_caps(proc, req.caps, target) if req.caps else ()
+        caps = self._carry_caps(proc, A.sequence("send: caps", req.caps), target) if req.caps else ()
         deadline = req.deadline
         if deadline is not None:
-            deadline = self.k.clock.now() + deadline
+            deadline = self.k.clock.now() + A.number("send: deadline (ms)", deadline)
         msg = Message(proc.pid, req.body, caps, req.corr, deadline)
         limit = target.max_mailbox
         if limit is not None:
@@ -63,9 +69,7 @@ class IPC:
                         bs = target.blocked_senders = deque()
                     bs.append((proc, msg))
                     proc.blocked_on = target
-                    proc.state = WAITING
-                    proc.wait_kind = "send"
-                    return PARK
+                    return self.k.park(proc, WaitKind.SEND, self._abort_send)
         self.deliver(target, msg)
         return None
 
@@ -88,14 +92,7 @@ class IPC:
             if target.timer is not None:
                 self.k.timers.cancel(target.timer)
                 target.timer = None
-            # wake, inlined: this is the IPC hot path
-            target.resume_value = msg
-            target.wait_kind = None
-            if target.stopped:
-                target.state = SUSPENDED
-            else:
-                target.state = READY
-                self._push(target)
+            self._wake(target, msg)
             return
         mb = target.mailbox
         if mb is None:
@@ -119,6 +116,8 @@ class IPC:
     def sys_recv(self, proc: Process, req: Recv) -> Any:
         mb = proc.mailbox
         match = req.match
+        if match is not None and not callable(match):
+            raise BadArgument(f"recv: match must be a callable taking a Message, got {type(match).__name__}")
         if not mb and proc.blocked_senders:  # a zero-size mailbox: take straight from a sender
             self._refill(proc)
             mb = proc.mailbox
@@ -127,14 +126,14 @@ class IPC:
             if msg is not None:
                 return msg
         timeout = req.timeout
-        if timeout is not None and timeout <= 0:
-            return None
+        if timeout is not None:
+            timeout = A.number("recv: timeout (ms)", timeout)
+            if timeout <= 0:
+                return None
         proc.recv_match = True if match is None else match
-        proc.state = WAITING
-        proc.wait_kind = "recv"
         if timeout is not None:
             proc.timer = self.k.timers.add(self.k.clock.now() + timeout, self._recv_timeout, proc)
-        return PARK
+        return self.k.park(proc, WaitKind.RECV, self._abort_recv)
 
     def _take(self, proc: Process, mb: deque[Message], match: Any) -> Message | None:
         now = None
@@ -209,14 +208,17 @@ class IPC:
             target.blocked_senders = deque(e for e in tbs if e[0] is not proc)
         return True
 
-    def cancel_wait(self, proc: Process) -> bool:
-        """Abandon a pending recv or blocked send (for SIGINT). True if one was pending."""
-        if proc.recv_match is not None:
-            proc.recv_match = None
-            self.k.timers.cancel(proc.timer)
-            proc.timer = None
-            return True
-        return self._unpark_send(proc)
+    def _abort_recv(self, proc: Process) -> bool:
+        """Withdraw a parked recv (SIGINT, teardown)."""
+        proc.recv_match = None
+        self.k.timers.cancel(proc.timer)
+        proc.timer = None
+        return True
+
+    def _abort_send(self, proc: Process) -> bool:
+        """Withdraw a parked send; its message is not delivered."""
+        self._unpark_send(proc)
+        return True
 
 
 __all__ = ["IPC"]

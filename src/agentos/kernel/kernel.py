@@ -22,17 +22,18 @@ from typing import Any, Callable, Iterable
 from ..abi import syscalls as S
 from ..abi.driver import Driver
 from ..abi.errors import (
-    AgentOSError, CapError, InternalError, KernelError, NameTaken, NondeterminismError, PolicyDenied,
-    SyscallError,
+    AgentOSError, CapError, InternalError, KernelError, NameTaken, NondeterminismError, NotSupported,
+    PolicyDenied, SyscallError,
 )
 from ..abi.types import (
     KERNEL_PID, NORMAL, SHUTDOWN, Budget, Down, ExitKind, ExitReason, Quota, Right, Signal,
-    fault, quota,
+    WaitKind, fault, quota,
 )
 from .accounts import Accounts
-from .caps import DEVICE, PROC, R_MONITOR, R_SEND, R_KILL, CapTable
+from .caps import DEVICE, PROC, R_MONITOR, R_SEND, R_KILL, SPAWN, CapTable
 from .clock import Clock, RealClock, VirtualClock
 from .devices import Devices
+from .replay_devices import ReplayDevices
 from .events import EventLog
 from .ipc import IPC
 from .journal import Journal
@@ -117,7 +118,7 @@ class Kernel(Lifecycle, Handlers, Introspection):
         self.replay_io = ReplayIO(self) if self.replaying else None
         self.ipc = IPC(self)
         self.signals = Signals(self)
-        self.devices = Devices(self)
+        self.devices = ReplayDevices(self) if self.replaying else Devices(self)
         self.memory = MemoryManager(self, cfg.pager, cfg.recaller)
         self.metrics_folder = Metrics()
         self.events.add_raw_sink(self.metrics_folder.observe)
@@ -130,6 +131,7 @@ class Kernel(Lifecycle, Handlers, Introspection):
         self._draining = False
         self._running = False
         self._external_sources = 0
+        self._held_waits = 0               # parked on a person or the recorder (see park)
         self._table: dict[type, tuple[Callable[[Process, Any], Any], int]] = {}
         self._build_table()
         # cached for the dispatch loop (the event buffer list is never replaced)
@@ -154,10 +156,16 @@ class Kernel(Lifecycle, Handlers, Introspection):
 
     @policy.setter
     def policy(self, value: Any) -> None:
-        self._policy = wrap_policy(self, value)
         attach = getattr(value, "attach", None)
         if attach is not None and getattr(self, "_booted_parts", False):
-            attach(self)  # a policy swapped in after construction gets the kernel too
+            attach(self)  # a policy swapped in after construction gets the kernel too (it may refuse)
+        self._policy = wrap_policy(self, value)
+        # the kernel actions this policy has rules for; it is asked about no others
+        governs = getattr(self._policy, "governs_kernel", None)
+        self.governs = frozenset(governs) if governs is not None else frozenset({"spawn", "send", "signal", "vfs"})
+        self.police_spawn = "spawn" in self.governs
+        self.police_send = "send" in self.governs     # read on every send: a plain bool
+        self.police_signal = "signal" in self.governs
 
     # -- handler table ----------------------------------------------------------------
     def _build_table(self) -> None:
@@ -195,8 +203,9 @@ class Kernel(Lifecycle, Handlers, Introspection):
     @staticmethod
     def _not_implemented(spec: S.SyscallSpec) -> Callable[[Process, Any], Any]:
         def handler(proc: Process, req: Any) -> Any:
-            raise NotImplementedError(f"syscall {spec.name} belongs to the {spec.owner} area, "
-                                      f"which this kernel does not provide yet")
+            raise NotSupported(f"syscall {spec.name} needs the {spec.owner} subsystem, "
+                               f"which this kernel does not provide")
+        handler.not_supported = True  # type: ignore[attr-defined]  # for the syscall table
         return handler
 
     def install_syscall(self, req_type: type, handler: Callable[[Process, Any], Any]) -> None:
@@ -213,6 +222,9 @@ class Kernel(Lifecycle, Handlers, Introspection):
             raise KernelError("a driver needs a non-empty name")
         if name in self.drivers:
             raise KernelError(f"a driver named {name!r} is already registered")
+        check = getattr(self.policy, "check_driver", None)
+        if check is not None:
+            check(name, driver)  # e.g. a tool typed by a class the ontology does not have
         hook = getattr(driver, "on_register", None)
         if hook is not None:
             hook(self, name)
@@ -239,6 +251,7 @@ class Kernel(Lifecycle, Handlers, Introspection):
         self._wakeup = asyncio.Event()
         try:
             proc = self._create(None, init, args, (), quota, False, priority, None, name)
+            self.grant_device(proc, SPAWN, Right.SPAWN)  # init may spawn; it passes this on or not
             for dev in grants:
                 self.grant_device(proc, dev)
             self.init = proc
@@ -291,16 +304,17 @@ class Kernel(Lifecycle, Handlers, Introspection):
                 continue
             # idle: nothing runnable
             due = self.timers.next_due()
-            if self._io_inflight or self._external_sources:
+            if self._io_inflight or self._external_sources or self._held_waits:
                 wakeup.clear()
                 timeout = None
                 if due is not None:
-                    if self.clock.virtual:
-                        timeout = 0.0 if not self._io_inflight else None
+                    if self.clock.virtual:  # time stands still while someone outside may answer
+                        timeout = 0.0 if not (self._io_inflight or self._held_waits) else None
                     else:
                         timeout = max(0.0, (due - self.clock.now()) / 1000.0)
                 if timeout != 0.0:
-                    self.io_tick += 1
+                    if self._io_inflight or self._external_sources:
+                        self.io_tick += 1  # held waits (approvals, audit) are not I/O: no tick
                     if self.replay_io is not None and self._io_inflight:
                         self.replay_io.tick(self.io_tick, idle=True)
                     else:
@@ -308,11 +322,12 @@ class Kernel(Lifecycle, Handlers, Introspection):
                             await asyncio.wait_for(wakeup.wait(), timeout)
                         except asyncio.TimeoutError:
                             pass
-                if self.runq.top >= 0 or self._io_inflight:
+                if self.runq.top >= 0 or self._io_inflight or self._held_waits:
                     continue
             if due is None:
                 self.events.flush()
-                if self.runq.top < 0 and not self._io_inflight and not self._external_sources:
+                if self.runq.top < 0 and not (self._io_inflight or self._external_sources
+                                                   or self._held_waits):
                     self.terminate(init, fault("deadlock: every process is waiting and nothing "
                                                "(timer, I/O or message) can wake one"))
                 continue
@@ -405,16 +420,9 @@ class Kernel(Lifecycle, Handlers, Introspection):
                     append((now(), pid, "error", (type(e).__name__, str(e))))
                 except NondeterminismError:
                     raise  # a replay that left the recorded path: the replayer must hear it
-                except (NotImplementedError, TypeError, ValueError) as e:
-                    # misuse of a syscall's arguments: the caller's error, raised in the caller
-                    value = None
-                    exc = e
-                    append((now(), pid, "error", (type(e).__name__, str(e))))
                 except Exception as e:
-                    bug = InternalError(f"kernel bug handling {type(req).__name__} for pid {pid}: "
-                                        f"{type(e).__name__}: {e} (this is a bug in agentos)")
-                    append((now(), pid, "internal_error", str(bug)))
-                    terminate(proc, fault(bug))
+                    # not a refusal the handler meant: a kernel bug, never the caller's misuse
+                    self._handler_bug(proc, entry[0], req, e)
                     break
                 if value is PARK or proc.state is not RUNNING:
                     break
@@ -433,6 +441,15 @@ class Kernel(Lifecycle, Handlers, Introspection):
                 events.flush()
         return True
 
+    def _handler_bug(self, proc: Process, handler: Any, req: Any, e: BaseException) -> None:
+        """A handler raised something it did not mean to: fault the caller, name the handler,
+        record it, and keep the kernel running."""
+        name = getattr(handler, "__qualname__", None) or type(handler).__name__
+        bug = InternalError(f"kernel bug in handler {name} for {type(req).__name__} (pid {proc.pid}): "
+                            f"{type(e).__name__}: {e} (this is a bug in agentos, not in the caller)")
+        self._append((self._now(), proc.pid, "internal_error", (name, type(e).__name__, str(e))))
+        self.terminate(proc, fault(bug))
+
     def _bad_await(self, proc: Process, req: Any) -> None:
         what = type(req).__name__ if req is not None else "a bare yield (asyncio.sleep(0)?)"
         err = KernelError(
@@ -442,22 +459,55 @@ class Kernel(Lifecycle, Handlers, Introspection):
         self.events.emit(proc.pid, "fault", str(err))
         self.terminate(proc, fault(err))
 
-    # -- scheduling primitives used by subsystems ---------------------------------------
+    # -- park / wake: the one way a process waits -----------------------------------------
+    def park(self, proc: Process, kind: WaitKind, abort: Callable[[Process], bool] | None,
+             *, held: bool = False) -> Any:
+        """Put `proc` to sleep until someone calls `wake` on it; returns PARK for the handler.
+
+        `abort(proc)` withdraws the wait (SIGINT, teardown) and undoes whatever the waiter
+        registered (a timer, a place in a queue, an in-flight operation); it returns True if
+        the wait was withdrawn, False if it cannot be (the process then stays parked).
+        `held`: something outside the program (a person, a disk thread) will wake it, so
+        the loop keeps listening; counted apart from driver I/O, which alone moves the I/O
+        tick that replay keys on.
+        """
+        proc.state = WAITING
+        proc.wait_kind = kind
+        proc.abort = abort
+        if held:
+            proc.wait_held = True
+            self._held_waits += 1
+        return PARK
+
+    def _unpark(self, proc: Process) -> None:
+        """Forget `proc`'s wait (its waker or its abort has run)."""
+        proc.wait_kind = None
+        proc.abort = None
+        if proc.wait_held:
+            proc.wait_held = False
+            self._held_waits -= 1
+            if self._wakeup is not None:
+                self._wakeup.set()  # the loop may be asleep listening for exactly this
+
     def wake(self, proc: Process, value: Any = None, exc: BaseException | None = None) -> None:
+        """Make a parked `proc` runnable again; it resumes with `value` or has `exc` thrown in."""
         if proc.state is EXITED:
             return
+        if proc.wait_kind is not None:
+            self._unpark(proc)
         proc.resume_value = value
         proc.resume_exc = exc
-        proc.wait_kind = None
         if proc.stopped:
             proc.state = SUSPENDED
             return
         proc.state = READY
         self.runq.push(proc)
-        if self._wakeup is not None and (self._io_inflight or self._external_sources):
-            self._wakeup.set()
+        wakeup = self._wakeup
+        if wakeup is not None and (self._io_inflight or self._external_sources or self._held_waits):
+            wakeup.set()  # woken from a callback while the loop may be waiting on asyncio
 
     def requeue(self, proc: Process, value: Any) -> None:
+        """Send a running `proc` to the back of its queue (not a wait: nothing must wake it)."""
         proc.resume_value = value
         proc.resume_exc = None
         if proc.stopped:
@@ -467,18 +517,20 @@ class Kernel(Lifecycle, Handlers, Introspection):
         self.runq.push(proc)
 
     def cancel_wait(self, proc: Process) -> bool:
-        """Abandon whatever `proc` waits for (for SIGINT). True if it was cancellable."""
-        if self.ipc.cancel_wait(proc):
-            return True
-        if proc.wait_kind in ("sleep", "waitpid"):
-            self.timers.cancel(proc.timer)
-            proc.timer = None
-            proc.wait_target = None
-            return True
-        if proc.wait_kind == "io":
-            self.devices.release_io(proc)
-            return True
-        return False
+        """Withdraw whatever `proc` waits for (SIGINT). True if the wait was withdrawn; the
+        caller then wakes it with its error."""
+        abort = proc.abort
+        if proc.wait_kind is None or abort is None or not abort(proc):
+            return False
+        self._unpark(proc)
+        return True
+
+    def _abort_wait(self, proc: Process) -> None:
+        """Teardown: withdraw the wait of a process that is ending, whatever it was."""
+        abort = proc.abort
+        self._unpark(proc)
+        if abort is not None:
+            abort(proc)
 
     def io_started(self) -> None:
         self._io_inflight += 1
@@ -564,14 +616,17 @@ class Kernel(Lifecycle, Handlers, Introspection):
         entry = self._table.get(type(req))
         if entry is None:
             raise KernelError(f"retry_syscall: {type(req).__name__} is not a syscall")
+        if proc.wait_kind is not None:
+            self._unpark(proc)  # the wait is over; the rerun may park again (approval → audit)
         try:
             value = entry[0](proc, req)
-        except (SyscallError, NotImplementedError, TypeError, ValueError) as e:
+        except SyscallError as e:
             self.wake(proc, None, e)
             return
+        except NondeterminismError:
+            raise
         except Exception as e:
-            self.terminate(proc, fault(InternalError(f"kernel bug rerunning {type(req).__name__} for pid "
-                                                     f"{proc.pid}: {type(e).__name__}: {e}")))
+            self._handler_bug(proc, entry[0], req, e)
             return
         if value is not PARK and proc.state is not EXITED:
             self.wake(proc, value)

@@ -12,7 +12,7 @@ import operator
 from typing import Any
 
 from ..abi.errors import CapError, SyscallError, shown
-from ..abi.types import KERNEL_PID, NORMAL, SHUTDOWN, Down, ExitKind, ExitReason, Quota, quota
+from ..abi.types import KERNEL_PID, NORMAL, SHUTDOWN, Down, ExitKind, ExitReason, Quota, WaitKind, quota
 from .caps import DEVICE
 from .process import EXITED, Process, ProcessImage
 from .scheduler import MAX_BASE_PRIORITY
@@ -166,6 +166,8 @@ class Lifecycle(KernelState):
                 # it must never be finalized either (finalizing runs its code again).
                 _pin_forever(coro)
                 self.events.emit(proc.pid, "close_error", f"{type(e).__name__}: {e}")
+        if proc.wait_kind is not None:
+            self._abort_wait(proc)  # withdraw what it waited for: a queue place, an op, a timer
         if proc.timer is not None or proc.dl_timer is not None:
             self.timers.cancel(proc.timer)
             self.timers.cancel(proc.dl_timer)
@@ -196,7 +198,7 @@ class Lifecycle(KernelState):
         self._append((self._now(), proc.pid, "exit", str(reason)))
         if proc.waiters:
             for w in proc.waiters:
-                if w.wait_target is proc and w.wait_kind == "waitpid":
+                if w.wait_target is proc and w.wait_kind is WaitKind.WAITPID:
                     w.wait_target = None
                     self.wake(w, reason)
             proc.waiters = None

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
 from ..abi.errors import shown
-from ..abi.types import ExitReason, Message, ProcState
+from ..abi.types import ExitReason, Message, ProcState, WaitKind
 
 if TYPE_CHECKING:
     from .accounts import Account
     from .caps import Cap
+    from .devices import Handle
     from .memory import MemorySpace
     from .trap import Sys
 
@@ -70,7 +71,7 @@ class Process:
         "stopped", "handlers", "timer", "waiters", "watchers", "links",
         "cleanups", "names", "sigmask", "pending_signals", "memory", "op_index", "io",
         "exit_reason", "result", "started", "reductions", "syscalls", "sys", "self_ref",
-        "spawn_caps", "wait_kind", "args", "dl_timer", "wait_target",
+        "spawn_caps", "wait_kind", "abort", "wait_held", "args", "dl_timer", "wait_target",
     )
 
     def __init__(self, pid: int, name: str, image: ProcessImage, parent: "Process | None") -> None:
@@ -83,7 +84,7 @@ class Process:
         self.account: Account | None = None
         self.caps: dict[int, Cap] = {}
         self.devices: dict[str, int] | None = None       # device name → held cap ref
-        self.handles: dict[int, tuple[Any, ...]] | None = None  # handle → (driver, dh, cap, name, actions)
+        self.handles: dict[int, Handle] | None = None        # open devices, by handle number
         self.mailbox: deque[Message] | None = None         # made on first queued message
         self.recv_match: Any = None                        # waiting in recv: matcher or True
         self.blocked_senders: deque[tuple[Process, Message]] | None = None
@@ -116,7 +117,9 @@ class Process:
         self.sys: Sys | None = None
         self.self_ref: int | None = None
         self.spawn_caps: tuple[int, ...] = ()
-        self.wait_kind: str | None = None
+        self.wait_kind: WaitKind | None = None              # set by Kernel.park, cleared by wake
+        self.abort: Callable[[Process], bool] | None = None # withdraws the wait (SIGINT, teardown)
+        self.wait_held = False                              # an outside party will wake it (counted)
         self.args: Any = None
         self.dl_timer: list[Any] | None = None              # deadline / wall_ms timer
         self.wait_target: Process | None = None             # parked in waitpid on this one

@@ -35,6 +35,10 @@ Format log:
      (`encode_value`). In format 1 a stored run handed a
      replayed program a list where the live one had a tuple, and {"bytes": hex} for
      bytes, so a program that looked at the type behaved differently under replay.
+  3  ABI 2: init holds a spawn capability from boot, so every capability ref drawn after
+     it differs from a format 1 or 2 run with the same seed, and spawn, send, signals and
+     VFS operations are journaled policy checks wherever a rule names them. This kernel
+     cannot reproduce the events of an ABI 1 run, so formats 1 and 2 are refused.
 """
 from __future__ import annotations
 
@@ -44,20 +48,19 @@ from typing import Any, Callable, Mapping
 from ..abi.errors import RecordingFormatError
 from .events import canonical
 
-RECORDING_FORMAT = 2
+RECORDING_FORMAT = 3
 
 FORMAT_KEY = "recording_format"   # where the version lives in a run's metadata
 
 # version -> what replay does differently for runs of that version ("" for the current one)
-REPLAYABLE: dict[int, str] = {
-    1: "values were stored as plain JSON: the replayed program is handed that JSON, as format 1 "
-       "replays were (a list where the live run had a tuple)",
-    2: "",
-}
+REPLAYABLE: dict[int, str] = {3: ""}
+# (Format 1 replayed, until format 3, with its values as the plain JSON they were stored as:
+# ENTRY_UPGRADES[1], which still reads a format 1 journal for anything else that reads it.)
 
 
 def _plain_json_value(fields: dict[str, Any]) -> dict[str, Any]:
-    """Format 1 -> 2: a value stored as plain JSON, tagged so that reading it gives that JSON."""
+    """Format 1 -> 2: a value stored as plain JSON, tagged so that reading it gives that JSON
+    (the value a format 1 replay handed the program)."""
     return {**fields, "value": encode_value(fields.get("value"))}
 
 

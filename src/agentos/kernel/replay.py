@@ -85,6 +85,19 @@ class JournalPolicy:
         i = self._next.get(pid, 0) + ahead
         return rows[i].action if i < len(rows) else None
 
+    @property
+    def governs_kernel(self) -> frozenset[str]:
+        """The kernel actions the recorded run asked policy about, so replay asks the same."""
+        out: set[str] = set()
+        for rows in self.journal.decisions.values():
+            for e in rows:
+                a = e.action if isinstance(e.action, str) else ""
+                if a in ("spawn", "send"):
+                    out.add(a)
+                elif a.startswith(("signal.", "vfs.")):
+                    out.add(a.split(".", 1)[0])
+        return frozenset(out)
+
     def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> "Decision":
         from .kernel import Decision
 
@@ -147,9 +160,9 @@ class ReplayIO:
         assert kernel.journal is not None
         self.order = {id(e): i for i, e in enumerate(kernel.journal.entries)}
 
-    def park(self, proc: "Process", entries: list[JournalEntry], many: bool) -> None:
-        from .process import WAITING
-
+    def schedule(self, proc: "Process", entries: list[JournalEntry], many: bool) -> ReplayPending:
+        """Hold these recorded results until the I/O tick the live run applied them at;
+        the caller parks on the returned stand-in (see ReplayDevices)."""
         at = max(e.at for e in entries if e.at is not None)
         if at <= self.k.io_tick:
             raise NondeterminismError(
@@ -157,19 +170,7 @@ class ReplayIO:
                 f"I/O tick {at}, but the replay is already at tick {self.k.io_tick}")
         p = ReplayPending(proc, entries, many, at)
         self.pending.setdefault(at, []).append(p)
-        proc.io = p
-        proc.state = WAITING
-        proc.wait_kind = "io"
-        self.k.io_started()
-
-    def park_unfinished(self, proc: "Process") -> None:
-        """An op the live run started but never saw complete: wait until the process dies."""
-        from .process import WAITING
-
-        proc.io = ReplayPending(proc, [], False, -1)
-        proc.state = WAITING
-        proc.wait_kind = "io"
-        self.k.io_started()
+        return p
 
     def tick(self, tick: int, idle: bool) -> None:
         """Apply, in recorded order, the completions the live run saw at this tick."""
@@ -185,7 +186,7 @@ class ReplayIO:
             return
         order = self.order  # live order is the order results were journaled
         for item in sorted(items, key=lambda p: order.get(id(p.entries[0]), 0)):
-            self.k.devices.replay_done(item)
+            self.k.devices.replay_done(item)  # type: ignore[attr-defined]  # ReplayDevices
 
 
 __all__ = ["DecisionRecorder", "JournalPolicy", "ReplayIO", "ReplayPending", "wrap_policy"]

@@ -4,7 +4,10 @@ SIGKILL, SIGPOLICY and SIGTRUST can be neither masked nor caught: the kernel clo
 coroutine itself. SIGSTOP/SIGCONT suspend and resume scheduling. SIGINT raises
 `Interrupted` at the pending syscall (or the next one). SIGTERM and SIGUSR1 arrive as
 `SignalMessage`s; SIGUSR1 also asks the kernel to write a checkpoint. A masked signal
-waits in the pending list until it is unmasked.
+waits in the pending list until it is unmasked. A signal a process sends passes the
+capability check (kill right) and, when the policy governs signals (a `signals` list or a
+rule naming one), policy; the kernel's own signals (SIGPOLICY, SIGTRUST, quota and
+deadline kills) are delivered directly and are never subject to either.
 """
 from __future__ import annotations
 
@@ -51,6 +54,11 @@ class Signals:
             raise SyscallError(f"signal {sig.name}: the capability designates a {cap.describe()['kind']}, "
                                f"not a process")
         target: Process = cap.target
+        # a process's signal is an action policy may govern (the `signals` list, rules on
+        # signal.<SIG>); the kernel's own enforcement calls `deliver` and never comes here
+        if self.k.police_signal and not self.k.authorize(
+                proc, f"signal.{sig.name}", {"signal": sig.name, "target": target.pid}, req):
+            return PARK
         self.deliver(target, sig, proc.pid)
         if target is proc:
             # signalled itself: end this quantum so a kill, stop or SIGINT takes effect now

@@ -19,8 +19,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..abi.errors import ABIMismatch, KernelError
-from ..abi.types import ABI_VERSION, POOLED_RESOURCES, Message, Quota, Segment, SegmentKind
-from .caps import DEVICE
+from ..abi.types import ABI_VERSION, POOLED_RESOURCES, Message, Quota, Right, Segment, SegmentKind
+from .caps import DEVICE, SPAWN
 from .events import canonical
 from .process import EXITED, RUNNING, ProcessImage
 
@@ -95,7 +95,9 @@ def restore(kernel: "Kernel", snap: dict[str, Any], image: Any, *, parent: "Proc
     proc = kernel._create(parent, img, snap.get("args"), (), Quota(**q) if q else None, False,
                           snap.get("priority"), None, snap.get("name"))
     for dev in snap.get("devices") or ():
-        if dev in kernel.drivers or kernel.replaying:
+        if dev == SPAWN:
+            kernel.grant_device(proc, dev, Right.SPAWN)
+        elif dev in kernel.drivers or kernel.replaying:
             kernel.grant_device(proc, dev)
     mem = snap.get("memory")
     if mem:

@@ -40,6 +40,11 @@ class KernelState:
     metrics_folder: "Metrics"
     audit: Any
     policy: Any
+    governs: frozenset[str]
+    police_spawn: bool
+    police_send: bool
+    police_signal: bool
+    authorize: Callable[..., bool]
     next_pid: int
     _dying: "list[tuple[Process, Any, Any]]"
     _draining: bool
@@ -48,6 +53,9 @@ class KernelState:
     _push: "Callable[[Process], None]"
     # implemented by Kernel or another mixin
     wake: Callable[..., None]
+    park: Callable[..., Any]
+    _unpark: Callable[..., None]
+    _abort_wait: Callable[..., None]
     requeue: Callable[..., None]
     terminate: Callable[..., None]
     _create: Callable[..., Any]

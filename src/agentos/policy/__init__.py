@@ -2,13 +2,15 @@
 
 `PolicyEngine.load(path)` gives the object a kernel takes as `Kernel(policy=...)`;
 `ApprovalChannel` is `Kernel(approvals=...)`; `ApprovalServer` serves it on loopback HTTP.
-Optional libraries (PyYAML is core; owlready2 for guardrails) load on first use.
+Optional libraries (owlready2 for guardrails) and the core ones only some policies need
+(PyYAML to parse, google-re2 for regex constraints) load on first use.
 """
 from __future__ import annotations
 
 from .approvals import ApprovalChannel, ApprovalRequest
 from .engine import PolicyEngine, load_policy
-from .loader import PolicyLoadError, PolicySpec, parse_policy
+from .errors import PolicyLoadError
+from .loader import PolicySpec, parse_policy
 from .ontology import SubsumptionIndex, load_ontology
 
 __all__ = ["ApprovalChannel", "ApprovalRequest", "ApprovalServer", "PolicyEngine", "PolicyLoadError",

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..abi.errors import PolicyDenied
 from ..kernel.events import canonical
-from ..kernel.process import EXITED, WAITING
+from ..abi.types import WaitKind
+from ..kernel.process import EXITED
 
 if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
@@ -126,20 +127,14 @@ class ApprovalChannel:
             raise PolicyDenied(decision.rule, f"{action}: approval refused (callback)")
         # park: wait for an awaitable callback, an outside channel, or the timeout
         self.pending[rid] = r
-        proc.state = WAITING
-        proc.wait_kind = "approval"
         r.timer = k.timers.add(r.deadline, self._timed_out, rid)
-        if proc.cleanups is None:
-            proc.cleanups = []
-        proc.cleanups.append(functools.partial(self._drop_on_exit, rid))
         if inspect.isawaitable(answer):
             r.outside = True
-            k.io_started()
             task = asyncio.ensure_future(answer)
             task.add_done_callback(functools.partial(self._callback_done, rid))
         elif self.outside:
-            r.outside = True
-            k.io_started()       # a person may answer: keep the kernel loop listening
+            r.outside = True     # a person may answer: the kernel loop keeps listening
+        k.park(proc, WaitKind.APPROVAL, functools.partial(self._withdraw, rid), held=r.outside)
         return False
 
     # -- answers ----------------------------------------------------------------------
@@ -154,17 +149,13 @@ class ApprovalChannel:
         self.answered += 1
         self._audit(r.pid, "approval", {"id": rid, "approved": bool(approved), "by": by})
         proc = k.procs.get(r.pid)
-        try:
-            if proc is None or proc.state is EXITED or proc.wait_kind != "approval":
-                return True
-            if approved is True:
-                self.grants.setdefault(r.pid, []).append(r.key)
-                k.retry_syscall(proc, r.req)
-            else:
-                k.wake(proc, None, PolicyDenied(r.rule, f"{r.action}: approval refused by {by}"))
-        finally:
-            if r.outside:
-                k.io_finished()
+        if proc is None or proc.state is EXITED or proc.wait_kind is not WaitKind.APPROVAL:
+            return True
+        if approved is True:
+            self.grants.setdefault(r.pid, []).append(r.key)
+            k.retry_syscall(proc, r.req)
+        else:
+            k.wake(proc, None, PolicyDenied(r.rule, f"{r.action}: approval refused by {by}"))
         return True
 
     def _timed_out(self, rid: str) -> None:
@@ -177,13 +168,9 @@ class ApprovalChannel:
         self.pending.pop(rid, None)
         self._audit(r.pid, "approval", {"id": rid, "approved": False, "by": "timeout"})
         proc = k.procs.get(r.pid)
-        try:
-            if proc is not None and proc.state is not EXITED and proc.wait_kind == "approval":
-                k.wake(proc, None, PolicyDenied(r.rule, f"{r.action}: no approval within "
-                                                f"{r.timeout_ms:.0f} ms; denied"))
-        finally:
-            if r.outside:
-                k.io_finished()
+        if proc is not None and proc.state is not EXITED and proc.wait_kind is WaitKind.APPROVAL:
+            k.wake(proc, None, PolicyDenied(r.rule, f"{r.action}: no approval within "
+                                            f"{r.timeout_ms:.0f} ms; denied"))
 
     def _callback_done(self, rid: str, task: "asyncio.Future[Any]") -> None:
         if rid not in self.pending:
@@ -193,19 +180,16 @@ class ApprovalChannel:
             return
         self.answer(rid, task.result() is True, "callback")
 
-    def _drop_on_exit(self, rid: str, _reason: Any) -> None:
-        self._drop(rid)
-
-    def _drop(self, rid: str) -> None:
-        """The waiting process ended: forget its request."""
+    def _withdraw(self, rid: str, proc: Any) -> bool:
+        """The abort of an approval wait: the process ended or was interrupted."""
         r = self.pending.pop(rid, None)
         if r is None or self.k is None:
-            return
+            return True
         self.k.timers.cancel(r.timer)
-        self._audit(r.pid, "approval", {"id": rid, "approved": False, "by": "process ended"})
-        if r.outside:
-            self.k.io_finished()
+        why = "process ended" if proc.state is EXITED else "process interrupted"
+        self._audit(r.pid, "approval", {"id": rid, "approved": False, "by": why})
         self.grants.pop(r.pid, None)
+        return True
 
     def list(self) -> list[dict[str, Any]]:
         now = self.k.clock.now() if self.k is not None else 0.0

@@ -1,15 +1,24 @@
-"""The policy engine: what the kernel's chokepoint asks before every action on the world.
+"""The policy engine: what the kernel's chokepoint asks before an action.
+
+Two kinds of action. Actions on the world (device operations, `dial`, `spawn_remote`)
+are governed by policy: in strict mode they are denied unless a rule allows them.
+Kernel actions (`spawn`, `send`, `signal.<SIG>`, `vfs.read|write|list`) are governed by
+capabilities; policy has a say only where a rule names one (by name: `*` does not) or,
+for signals, where the file has a `signals` list. `governs_kernel` tells the kernel
+which of them to ask about at all, so an unnamed action costs no policy work.
 
 Rule semantics (order-independent; adding a rule can only narrow what is allowed): the
 rules that name an action (exactly, by `family.*`, `*`, a bare tool name, or an ontology
-class the tool falls under) are its candidates. A candidate deny whose constraints hold
-denies. Otherwise the action needs at least one candidate allow, and every candidate
-allow's conditions must hold: its constraints and, with `mode: read_only`, the tool's
-declared effect classifier saying read-only (unclassifiable: not read-only). So a broad
-`tools.*: allow` never widens what a `file_write` rule constrains. No candidate allow:
-default deny. Every candidate allow must have room in its rate limit; one needing
-approval makes the decision "approve". Which rules are candidates depends only on the action name, so it is
-worked out once per action and cached; the per-call work is the constraints.
+class the tool falls under) are its candidates. A candidate deny applies unless one of
+its constraints was evaluated and is false (a missing or renamed argument, NaN or a
+wrong type cannot get a deny out of the way). Otherwise every candidate allow's
+conditions must hold: its constraints evaluate true and, with `mode: read_only`, the
+tool's declared effect classifier says read-only (unclassifiable: not read-only). No
+candidate allow: default deny for an action on the world, capabilities decide for a
+kernel action. Every candidate allow must have room in its rate limit; one needing
+approval makes the decision "approve"; one with `dry_run` answers without performing.
+Candidates depend only on the action name, so they are worked out once per action and
+cached; the per-call work is the constraints.
 
 Modes: strict enforces everything (a violation is effect "kill": SIGPOLICY). permissive
 allows what strict would deny, with effect "log" and the rule named (approvals are still
@@ -21,18 +30,22 @@ from __future__ import annotations
 
 import time as _time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from ..kernel.kernel import Decision
-from .loader import PolicyLoadError, PolicySpec, parse_policy, read_policy_text
+from ..kernel.decision import BY_CAPS as _BY_CAPS
+from ..kernel.decision import Decision
+from .errors import PolicyLoadError
+from .loader import PolicySpec, parse_policy, read_policy_text
 from .ontology import SubsumptionIndex, load_ontology
-from .rules import Rule
+from .rules import Rule, is_kernel_action
 
 if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
 
 # actions that only read, for `mode: read_only` on actions that are not tools
 READ_ONLY_ACTIONS = frozenset({"kv.get", "kv.keys", "kv.has", "vfs.read", "vfs.list", "tools.list"})
+# families whose operations are not tools: a tool name in guardrails.tools never types them
+NOT_TOOLS = frozenset({"kv", "llm", "local", "vfs", "sandbox"})
 
 _NO_EXTRA: dict[str, Any] = {}
 
@@ -40,17 +53,26 @@ _NO_EXTRA: dict[str, Any] = {}
 class _Plan:
     """The candidate rules for one action name, split by effect."""
 
-    __slots__ = ("denies", "allows", "simple")
+    __slots__ = ("denies", "allows", "simple", "kernel", "fixed", "dry_run")
 
-    def __init__(self, denies: tuple[Rule, ...], allows: tuple[Rule, ...]) -> None:
+    def __init__(self, denies: tuple[Rule, ...], allows: tuple[Rule, ...], kernel: bool,
+                 fixed: Decision | None = None) -> None:
         self.denies = denies
         self.allows = allows
-        # one unconditional allow and nothing else: the decision is a constant
+        self.kernel = kernel
+        self.fixed = fixed            # a deny that needs no arguments (signals list, untyped tool)
+        self.dry_run = next((r for r in allows if r.dry_run), None)
+        # one unconditional allow and nothing else (or, for a kernel action, nothing at all):
+        # the decision is a constant
         self.simple: Decision | None = None
-        if not denies and len(allows) == 1:
-            r = allows[0]
-            if not (r.constraints or r.mode == "read_only" or r.rate or r.requires_approval):
-                self.simple = Decision(True, r.name, f"allowed by {r.name}", "allow", _NO_EXTRA)
+        if fixed is None and not denies:
+            if not allows and kernel:
+                self.simple = _BY_CAPS
+            elif len(allows) == 1 and self.dry_run is None:
+                r = allows[0]
+                if not (r.constraints or r.mode == "read_only" or r.rate or r.requires_approval):
+                    self.simple = Decision(True, r.name, f"allowed by {r.name}", "allow",
+                                           {"log": True} if r.log else _NO_EXTRA)
 
 
 class PolicyEngine:
@@ -65,22 +87,48 @@ class PolicyEngine:
         self._kernel: Kernel | None = None
         self._plans: dict[str, _Plan] = {}
         self._ndrivers = -1
+        self.governs_kernel = self._kernel_actions_named()
         if spec.class_lines or spec.tool_classes:
             if ontology is None:
                 raise PolicyLoadError("rules name ontology classes but no ontology is loaded", 0, spec.path)
-            for cls, line in spec.class_lines:
-                if not ontology.has_class(cls):
-                    raise PolicyLoadError(f"unknown ontology class {cls!r}", line, spec.path)
-            for tool, cls in spec.tool_classes.items():
-                if not ontology.has_class(cls):
-                    raise PolicyLoadError(f"tool {tool!r} is typed by unknown ontology class {cls!r}",
-                                          spec.tool_class_lines.get(tool, 0), spec.path)
+            errors = [PolicyLoadError(f"unknown ontology class {cls!r}", line, spec.path)
+                      for cls, line in spec.class_lines if not ontology.has_class(cls)]
+            errors += [PolicyLoadError(f"tool {tool!r} is typed by unknown ontology class {cls!r}",
+                                       spec.tool_class_lines.get(tool, 0), spec.path)
+                       for tool, cls in spec.tool_classes.items() if not ontology.has_class(cls)]
+            if errors:
+                raise PolicyLoadError.collect(errors, spec.path)
+
+    def _kernel_actions_named(self) -> frozenset[str]:
+        """Which kernel actions ("spawn", "send", "signal", "vfs") any rule names."""
+        out: set[str] = set()
+        for r in self.rules:
+            for a in r.actions:
+                if a in ("spawn", "send"):
+                    out.add(a)
+                elif a.startswith("signal."):
+                    out.add("signal")
+                elif a.startswith("vfs."):
+                    out.add("vfs")
+        if self.spec.signals is not None:
+            out.add("signal")
+        return frozenset(out)
+
+    def governs(self, action: str) -> bool:
+        """Whether policy has a say on `action` (always, for an action on the world)."""
+        if not is_kernel_action(action):
+            return True
+        head = action.split(".", 1)[0]
+        return head in self.governs_kernel and not self._plan_for(action).simple is _BY_CAPS
 
     # -- construction -----------------------------------------------------------------
     @classmethod
-    def from_text(cls, text: str, *, path: str = "", known_tools: Iterable[str] | None = None,
-                  base_dir: str | Path | None = None, reasoner: str | None = None) -> "PolicyEngine":
-        spec = parse_policy(text, path=path, known_tools=known_tools)
+    def from_text(cls, text: str | bytes, *, path: str = "", known_tools: Iterable[str] | None = None,
+                  base_dir: str | Path | None = None, reasoner: str | None = None,
+                  families: Iterable[str] = ()) -> "PolicyEngine":
+        """`families`: names drivers are registered under beyond the standard ones (an MCP
+        server registered as `github` makes `github.create_issue` an action rules can name)."""
+        spec = parse_policy(text, path=path, known_tools=known_tools, extra_families=families)
         onto = None
         if spec.ontology is not None:
             base = Path(base_dir) if base_dir is not None else (Path(path).parent if path else Path.cwd())
@@ -91,25 +139,77 @@ class PolicyEngine:
                 onto = load_ontology(opath, reasoner or spec.reasoner)
             except FileNotFoundError as e:
                 raise PolicyLoadError(str(e), 0, path) from None
+            except ImportError as e:
+                raise PolicyLoadError(f"guardrails need owlready2 (pip install 'agentos[ontology]'): {e}",
+                                      0, path) from None
             except Exception as e:  # a broken ontology is a load error, not a crash
                 raise PolicyLoadError(f"ontology {opath} does not load: {type(e).__name__}: {e}", 0, path) from None
         return cls(spec, onto)
 
     @classmethod
     def load(cls, path: str | Path, *, known_tools: Iterable[str] | None = None,
-             reasoner: str | None = None) -> "PolicyEngine":
+             reasoner: str | None = None, families: Iterable[str] = ()) -> "PolicyEngine":
         """Load `.agents/security.md` (or a plain YAML policy) from a file."""
-        return cls.from_text(read_policy_text(path), path=str(path), known_tools=known_tools, reasoner=reasoner)
+        return cls.from_text(read_policy_text(path), path=str(path), known_tools=known_tools, reasoner=reasoner,
+                             families=families)
+
+    @classmethod
+    def for_drivers(cls, path: str | Path, drivers: Mapping[str, Any], *,
+                    reasoner: str | None = None) -> "PolicyEngine":
+        """Load a policy for a kernel whose drivers are known: their registered names are
+        action families, and a rule naming a tool none of them serves is a load error."""
+        eng = cls.load(path, reasoner=reasoner, families=drivers)
+        errors: list[PolicyLoadError] = []
+        for name, drv in drivers.items():
+            names = served_tool_names(drv)
+            connect = getattr(drv, "connect", None)
+            if names is None and serves_tools(drv) and callable(connect) and any(
+                    a.startswith(name + ".") for r in eng.rules for a in r.actions):
+                try:  # an MCP server: its tools (and their effects) are known once it is listed
+                    connect()
+                    names = served_tool_names(drv)
+                except Exception as e:
+                    errors.append(PolicyLoadError(f"rules name tools of driver {name!r}, which cannot list "
+                                                  f"them: {type(e).__name__}: {e}", 0, str(path)))
+            if names is not None:
+                try:
+                    eng.validate_tools(names, family=name)
+                except PolicyLoadError as e:
+                    errors.append(e)
+            try:
+                eng.check_driver(name, drv)
+            except PolicyLoadError as e:
+                errors.append(e)
+        if errors:
+            raise PolicyLoadError.collect(errors, str(path))
+        return eng
 
     def attach(self, kernel: "Kernel") -> None:
-        """Use the kernel's clock for rate limits and its drivers to find tools."""
+        """Use the kernel's clock for rate limits and its drivers to find tools; refuse a
+        driver already registered whose tools are typed by classes the ontology lacks."""
         self._kernel = kernel
         self._now = kernel.clock.now
         self._plans.clear()
+        for name, drv in list(kernel.drivers.items()):
+            self.check_driver(name, drv)
 
     # -- tools ------------------------------------------------------------------------
+    def check_driver(self, name: str, driver: Any) -> None:
+        """Registration check: every class a served tool is typed by must be in the ontology."""
+        onto = self.ontology
+        if onto is None:
+            return
+        bad = [(tool, cls) for tool, cls in sorted(served_tool_classes(driver).items())
+               if not onto.has_class(cls)]
+        if bad:
+            listed = ", ".join(f"{t} ({c})" for t, c in bad)
+            raise PolicyLoadError(f"driver {name!r} serves tools typed by classes the ontology does not "
+                                  f"have: {listed}", 0, self.spec.path)
+        self._plans.clear()
+
     def tool_for(self, action: str) -> Any:
-        """The Tool object behind `<driver>.<tool>` among the kernel's drivers, or None."""
+        """The tool behind `<driver>.<tool>` among the kernel's drivers (anything with
+        `ontology_class` and `classify(args)`), or None."""
         if self._tool_resolver is not None:
             return self._tool_resolver(action)
         k = self._kernel
@@ -117,60 +217,96 @@ class PolicyEngine:
             return None
         fam, _, name = action.partition(".")
         drv = k.drivers.get(fam)
-        tools = getattr(drv, "tools", None)
-        return tools.get(name) if isinstance(tools, dict) else None
+        return served_tool(drv, name) if drv is not None else None
 
-    def classes_of(self, action: str) -> frozenset[str]:
-        """The ontology classes (closed under subsumption) an action's tool belongs to."""
+    def _serves_tools(self, fam: str) -> bool:
+        k = self._kernel
+        drv = k.drivers.get(fam) if k is not None else None
+        if drv is None:
+            return fam not in NOT_TOOLS
+        return serves_tools(drv)
+
+    def classes_of(self, action: str) -> frozenset[str] | None:
+        """The ontology classes (closed under subsumption) an action's tool belongs to, or
+        None when the tool is typed by a class the ontology does not have."""
         onto = self.ontology
-        if onto is None:
+        if onto is None or is_kernel_action(action):
             return frozenset()
         fam, _, name = action.partition(".")
         out: set[str] = set()
-        cls = self.spec.tool_classes.get(name) if fam == "tools" else None
-        if cls is not None:
-            out |= onto.closure(cls)
-        out |= onto.individuals.get(name, frozenset()) if fam == "tools" else frozenset()
+        if self._serves_tools(fam):
+            cls = self.spec.tool_classes.get(name)   # the class is the tool's, wherever it is served
+            if cls is not None:
+                out |= onto.closure(cls)
+            out |= onto.individuals.get(name, frozenset())
         t = self.tool_for(action)
         tcls = getattr(t, "ontology_class", None)
         if tcls:
+            if not isinstance(tcls, str) or not onto.has_class(tcls):
+                return None
             out |= onto.closure(tcls)
         return frozenset(out)
+
+    def _plan_for(self, action: str) -> _Plan:
+        plan = self._plans.get(action)
+        k = self._kernel
+        if plan is None or (k is not None and len(k.drivers) != self._ndrivers):
+            plan = self._plan(action)
+        return plan
 
     def _plan(self, action: str) -> _Plan:
         k = self._kernel
         if k is not None and len(k.drivers) != self._ndrivers:  # tools may type themselves
             self._plans.clear()
             self._ndrivers = len(k.drivers)
+        kernel = is_kernel_action(action)
+        fixed = None
         classes = self.classes_of(action) if self.ontology is not None else frozenset()
+        if classes is None:
+            fixed = Decision(False, "ontology", f"{action}: the tool is typed by a class the ontology does not "
+                                                f"have, so no class rule can be checked", "kill")
+            classes = frozenset()
+        sigs = self.spec.signals
+        if sigs is not None and action.startswith("signal."):
+            if action[7:] not in {s.name for s in sigs}:
+                fixed = Decision(False, "signals", f"{action[7:]} is not in the policy's signals list "
+                                                   f"({', '.join(s.name for s in sigs) or 'empty'})", "kill")
         denies: list[Rule] = []
         allows: list[Rule] = []
         for r in self.rules:
             if r.matches_action(action) or (classes and any(c in classes for c in r.classes)):
                 (denies if r.effect == "deny" else allows).append(r)
-        plan = _Plan(tuple(denies), tuple(allows))
+        plan = _Plan(tuple(denies), tuple(allows), kernel, fixed)
+        if len(self._plans) > 65536:  # action names come from processes: keep the cache bounded
+            self._plans.clear()
         self._plans[action] = plan
         return plan
 
     # -- the check --------------------------------------------------------------------
     def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> Decision:
-        plan = self._plans.get(action)
-        if plan is None or (self._kernel is not None and len(self._kernel.drivers) != self._ndrivers):
-            plan = self._plan(action)
+        plan = self._plan_for(action)
         if plan.simple is not None:
             d = plan.simple
         else:
             d = self._decide(pid, action, args, plan, dry_run)
-        if self.mode == "strict" or d.allowed:
-            return d
-        return self._soften(d)
+        if not (self.mode == "strict" or d.allowed):
+            d = self._soften(d)
+        if plan.dry_run is not None and d.allowed:
+            r = plan.dry_run
+            return Decision(False, r.name, f"dry run: {action} is allowed ({d.rule}) but rule {r.name} says "
+                                           f"not to perform it", "raise", {"dry_run": True, "would": d.effect})
+        return d
 
     def _decide(self, pid: int, action: str, args: Any, plan: _Plan, dry_run: bool) -> Decision:
+        if plan.fixed is not None:
+            return plan.fixed
         for r in plan.denies:
-            if r.unmet(args) is None:
+            if r.deny_applies(args):
                 return Decision(False, r.name, f"{action} is denied by rule {r.name}", "kill")
         applicable = plan.allows
         if not applicable:
+            if plan.kernel:
+                return _BY_CAPS
             return Decision(False, "default-deny", f"no rule allows {action} (strict: default deny)", "kill")
         for r in applicable:
             why = r.unmet(args)
@@ -199,7 +335,7 @@ class PolicyEngine:
                 r.window(pid).take(now)
         first = applicable[0]
         return Decision(True, first.name, f"allowed by {first.name}", "allow",
-                        {"log": True} if first.log else _NO_EXTRA)
+                        {"log": True} if any(r.log for r in applicable) else _NO_EXTRA)
 
     def consume(self, pid: int, decision: Decision) -> None:
         """An approved action is about to run: take its rate-limit slots now."""
@@ -220,9 +356,9 @@ class PolicyEngine:
                 eff = "unknown"
             if eff == "read_only":
                 return None
-            if eff == "unknown":
-                return "mode read_only: the tool's effect classifier cannot classify this call"
-            return "mode read_only: the tool classifies this call as read_write"
+            if eff == "read_write":
+                return "mode read_only: the tool classifies this call as read_write"
+            return "mode read_only: the tool's effect classifier cannot classify this call"
         if action in READ_ONLY_ACTIONS:
             return None
         return "mode read_only: no effect classifier is known for this action"
@@ -239,18 +375,61 @@ class PolicyEngine:
     def validate_tools(self, tools: Iterable[str], family: str = "tools") -> None:
         """Refuse rules naming a tool the kernel does not have (once its drivers are known)."""
         known = set(tools)
+        errors = []
         for r in self.rules:
             for a in r.actions:
                 fam, _, op = a.partition(".")
                 if fam == family and op not in ("*", "list") and op not in known:
-                    raise PolicyLoadError(f"rule {r.name} names unknown tool {op!r} (this kernel's tools: "
-                                          f"{', '.join(sorted(known)) or 'none'})", r.line, self.spec.path)
+                    errors.append(PolicyLoadError(f"rule {r.name} names unknown tool {op!r} (driver {family!r} "
+                                                  f"serves: {', '.join(sorted(known)) or 'none'})",
+                                                  r.line, self.spec.path))
+        if errors:
+            raise PolicyLoadError.collect(errors, self.spec.path)
 
     def describe(self) -> dict[str, Any]:
+        sigs = self.spec.signals
         return {"mode": self.mode, "version": self.spec.version, "rules": len(self.rules),
-                "signals": [s.name for s in self.spec.signals],
+                "signals": None if sigs is None else [s.name for s in sigs],
+                "governs_kernel": sorted(self.governs_kernel),
                 "ontology": None if self.ontology is None else {
                     "classes": len(self.ontology.ancestors), "reasoner": self.ontology.reasoner}}
+
+
+# -- what a driver serves: tools with a class and an effect classifier -------------------
+
+def serves_tools(driver: Any) -> bool:
+    """Whether a driver's operations are tools (which ontology classes can type)."""
+    return getattr(driver, "serves_tools", False) is True or isinstance(getattr(driver, "tools", None), dict)
+
+
+def served_tool_names(driver: Any) -> Iterable[str] | None:
+    """The names of the tools a driver serves, or None if it serves none or cannot say yet
+    (an MCP server before it is first listed)."""
+    fn = getattr(driver, "tool_names", None)
+    if callable(fn):
+        names = fn()
+        return None if names is None else list(names)
+    tools = getattr(driver, "tools", None)
+    return list(tools) if isinstance(tools, dict) else None
+
+
+def served_tool(driver: Any, name: str) -> Any:
+    fn = getattr(driver, "tool_info", None)
+    if callable(fn):
+        return fn(name)
+    tools = getattr(driver, "tools", None)
+    return tools.get(name) if isinstance(tools, dict) else None
+
+
+def served_tool_classes(driver: Any) -> dict[str, str]:
+    """Tool name → the ontology class it declares, for every typed tool a driver serves."""
+    fn = getattr(driver, "tool_classes", None)
+    if callable(fn):
+        return dict(fn())
+    tools = getattr(driver, "tools", None)
+    if not isinstance(tools, dict):
+        return {}
+    return {n: t.ontology_class for n, t in tools.items() if getattr(t, "ontology_class", None)}
 
 
 def load_policy(path: str | Path, **kw: Any) -> PolicyEngine:

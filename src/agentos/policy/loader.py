@@ -1,88 +1,64 @@
 """Loading `.agents/security.md`: Markdown with one fenced yaml block, or plain YAML.
 
+Two dialects load as they are: this project's (rules with `effect: allow|deny`) and the
+Agent OS / Agent Governance Toolkit `security.md` v1.0 format, whose rules may carry no
+`effect` (such a rule allows its action under its conditions: `mode`, `requires_approval`,
+`rate_limit`, `constraints`, including the spec's `log` and `dry_run` flags).
+
 Validation is strict and every error names its line in the file: an unknown key,
-action family, tool, ontology class, signal, mode or effect is a `PolicyLoadError`,
-never a silent allow. Duplicate keys are errors too (YAML would keep the last one).
+action, tool, ontology class, signal, mode or effect, a regex RE2 rejects, a rule on an
+action nothing in this kernel enforces — each is a `PolicyLoadError`, never a silent
+allow. The parse itself is bounded (see `yamlsafe`). Problems are collected, not
+stopped at: the error raised lists every one (`PolicyLoadError.errors`).
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..abi.errors import AgentOSError
 from ..abi.types import Signal
+from . import yamlsafe
+from .errors import PolicyLoadError
 from .rules import Rule, compile_constraint, parse_rate
+from .yamlsafe import LDict, LList
 
-
-class PolicyLoadError(AgentOSError):
-    """A policy file that does not load; `line` is 1-based in the file (0: unknown)."""
-
-    def __init__(self, message: str, line: int = 0, path: str = "") -> None:
-        where = f"{path or 'policy'}:{line}: " if line else (f"{path}: " if path else "")
-        super().__init__(where + message)
-        self.line = line
-        self.path = path
-
-
-# Action families the kernel's drivers and syscalls name (`<family>.<op>`), and kernel actions.
-ACTION_FAMILIES = frozenset({"tools", "kv", "llm", "local", "mcp", "wasm", "worker", "gateway",
-                             "secure_gateway", "vfs", "sandbox", "net"})
+# Families of the drivers agentos ships (a driver registered under another name adds its
+# name through `families=`), and the operations the fixed-vocabulary ones have.
+ACTION_FAMILIES = frozenset({"tools", "kv", "llm", "local", "mcp", "wasm", "worker", "sandbox", "vfs"})
 FAMILY_OPS = {"kv": frozenset({"get", "keys", "has", "set", "delete"}),
               "vfs": frozenset({"read", "write", "list"})}
-KERNEL_ACTIONS = frozenset({"spawn", "send", "signal", "spawn_remote", "dial"})
+# Kernel actions (governed by capabilities; by policy only where a rule names them).
+KERNEL_ACTIONS = frozenset({"spawn", "send", "signal", "kill"})
+# Actions the language names that only a subsystem this build may lack can enforce.
+# A subsystem that enforces one (the distribution layer: dial, spawn_remote) calls
+# `register_enforced_action`; until then a rule naming it is a load error.
+UNENFORCED_UNLESS_REGISTERED = frozenset({"dial", "spawn_remote"})
+_ENFORCED_EXTRA: set[str] = set()
+
 MODES = ("strict", "permissive", "audit")
+VERSIONS = ("1", "1.0")
 TOP_KEYS = {"kernel", "signals", "policies", "guardrails", "observability"}
 KERNEL_KEYS = {"version", "mode"}
 RULE_KEYS = {"name", "action", "actions", "class", "classes", "effect", "mode", "requires_approval",
              "approval_timeout", "rate_limit", "rate_per", "constraints", "description"}
 CONSTRAINT_KEYS = {"min", "max", "enum", "regex", "path_under", "max_length"}
+CONSTRAINT_FLAGS = {"log", "dry_run"}
 GUARDRAIL_KEYS = {"ontology", "reasoner", "tools"}
 OBSERVABILITY_KEYS = {"metrics", "traces", "flight_recorder", "audit_dir", "durability"}
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+_FAMILY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-:/]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+MAX_RULES = 10_000
 
 
-class LDict(dict):
-    """A mapping that remembers the line of each key."""
-    line = 0
-    lines: dict[Any, int]
-
-
-class LList(list):
-    line = 0
-    lines: list[int]
-
-
-def _yaml_loader() -> Any:
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def mapping(loader: Any, node: Any) -> LDict:
-        m = LDict()
-        m.line = node.start_mark.line + 1
-        m.lines = {}
-        for knode, vnode in node.value:
-            key = loader.construct_object(knode, deep=True)
-            kline = knode.start_mark.line + 1
-            if key in m:
-                raise PolicyLoadError(f"duplicate key {key!r} (first at line {m.lines[key]})", kline)
-            m[key] = loader.construct_object(vnode, deep=True)
-            m.lines[key] = kline
-        return m
-
-    def sequence(loader: Any, node: Any) -> LList:
-        s = LList(loader.construct_object(n, deep=True) for n in node.value)
-        s.line = node.start_mark.line + 1
-        s.lines = [n.start_mark.line + 1 for n in node.value]
-        return s
-
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
-    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, sequence)
-    return Loader
+def register_enforced_action(name: str) -> None:
+    """Declare that this process enforces kernel action `name` (e.g. `dial`)."""
+    if name not in UNENFORCED_UNLESS_REGISTERED:
+        raise ValueError(f"{name!r} is not an action that needs registering")
+    _ENFORCED_EXTRA.add(name)
 
 
 _FENCE = re.compile(r"^(\s*)(```|~~~)\s*(yaml|yml)\s*$", re.IGNORECASE)
@@ -121,7 +97,7 @@ class PolicySpec:
     version: str
     mode: str
     rules: list[Rule]
-    signals: tuple[Signal, ...] = ()
+    signals: tuple[Signal, ...] | None = None   # None: the file has no signals list (no restriction)
     ontology: str | None = None
     reasoner: str = "auto"
     tool_classes: dict[str, str] = field(default_factory=dict)
@@ -133,247 +109,410 @@ class PolicySpec:
 
 def parse_duration_ms(v: Any) -> float:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        if v <= 0:
-            raise ValueError("must be positive")
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError("must be a positive, finite duration")
         return float(v) * 1000.0  # a bare number is seconds
-    m = _DURATION.match(str(v)) if isinstance(v, str) else None
+    m = _DURATION.match(v) if isinstance(v, str) else None
     if not m:
-        raise ValueError(f"{v!r} is not a duration like 30s, 500ms, 5m")
+        raise ValueError(f"{v!r:.60} is not a duration like 30s, 500ms, 5m")
     n = float(m.group(1))
     unit = m.group(2) or "s"
     ms = n * {"ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}[unit]
-    if ms <= 0:
-        raise ValueError("must be positive")
+    if not math.isfinite(ms) or ms <= 0:
+        raise ValueError("must be a positive, finite duration")
     return ms
 
 
-def normalise_action(name: str, *, known_tools: Iterable[str] | None, line: int, path: str,
+def normalise_action(name: Any, *, known_tools: Iterable[str] | None, line: int, path: str,
                      extra_families: Iterable[str] = ()) -> str:
+    """The canonical action a rule names, or a `PolicyLoadError` saying why it names none."""
     if not isinstance(name, str) or not name:
-        raise PolicyLoadError(f"an action must be a non-empty string, got {name!r}", line, path)
-    if name == "*" or name in KERNEL_ACTIONS:
+        raise PolicyLoadError(f"an action must be a non-empty string, got {name!r:.60}", line, path)
+    if name == "*" or name in ("spawn", "send"):
         return name
+    if name in ("signal", "signal.*"):
+        return "signal.*"
+    if name == "kill":
+        return "signal.SIGKILL"
+    if name in UNENFORCED_UNLESS_REGISTERED:
+        if name in _ENFORCED_EXTRA:
+            return name
+        raise PolicyLoadError(f"nothing in this kernel enforces {name!r} (it needs the distribution "
+                              f"layer, which is not running here): a rule on it would never apply", line, path)
     families = ACTION_FAMILIES | set(extra_families)
     if "." not in name:
         if not _TOOL_NAME.match(name):
-            raise PolicyLoadError(f"{name!r} is not an action or tool name", line, path)
+            raise PolicyLoadError(f"{name!r:.60} is not an action or tool name", line, path)
         name = f"tools.{name}"
     fam, _, op = name.partition(".")
+    if fam == "signal":
+        try:
+            Signal[op]
+        except KeyError:
+            raise PolicyLoadError(f"unknown signal in action {name!r:.60} "
+                                  f"(known: {', '.join(s.name for s in Signal)})", line, path) from None
+        return name
     if fam not in families:
-        raise PolicyLoadError(f"unknown action {name!r}: {fam!r} is not an action family "
-                              f"(known: {', '.join(sorted(families | KERNEL_ACTIONS))})", line, path)
+        known = sorted(families | {"spawn", "send", "signal", "kill"})
+        raise PolicyLoadError(f"unknown action {name!r:.60}: {fam!r:.40} is not an action family or a "
+                              f"registered driver (known: {', '.join(known)})", line, path)
+    if not op:
+        raise PolicyLoadError(f"action {name!r:.60} has no operation after the dot", line, path)
     if op == "*":
         return name
     if fam in FAMILY_OPS and op not in FAMILY_OPS[fam]:
-        raise PolicyLoadError(f"unknown action {name!r}: {fam} actions are "
+        raise PolicyLoadError(f"unknown action {name!r:.60}: {fam} actions are "
                               f"{', '.join(sorted(FAMILY_OPS[fam]))}", line, path)
     if fam == "tools" and known_tools is not None and op not in set(known_tools) and op != "list":
-        raise PolicyLoadError(f"unknown tool {op!r} (known tools: {', '.join(sorted(known_tools)) or 'none'})",
+        raise PolicyLoadError(f"unknown tool {op!r:.60} (known tools: {', '.join(sorted(known_tools)) or 'none'})",
                               line, path)
-    if not op:
-        raise PolicyLoadError(f"action {name!r} has no operation after the dot", line, path)
     return name
 
 
-def _keys(d: Any, allowed: set[str], what: str, path: str, line: int) -> LDict:
+class _Errors:
+    """Collects problems so a file's every error is reported at once."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.items: list[PolicyLoadError] = []
+
+    def add(self, message: str, line: int) -> None:
+        self.items.append(PolicyLoadError(message, line, self.path))
+
+    def keep(self, e: PolicyLoadError) -> None:
+        self.items.extend(e.errors)
+
+
+def _at(d: Any, k: Any, default: int) -> int:
+    if isinstance(d, LDict):
+        return d.lines.get(k, d.line)
+    return default
+
+
+def _lline(lst: Any, i: int, default: int) -> int:
+    return lst.lines[i] if isinstance(lst, LList) and i < len(lst.lines) else default
+
+
+def _mapping(d: Any, allowed: set[str], what: str, line: int, errs: _Errors) -> LDict | None:
     if not isinstance(d, dict):
-        raise PolicyLoadError(f"{what} must be a mapping, got {type(d).__name__}", line, path)
+        errs.add(f"{what} must be a mapping, got {_kind(d)}", line)
+        return None
     for k in d:
         if k not in allowed:
-            kl = getattr(d, "lines", {}).get(k, line)
-            raise PolicyLoadError(f"unknown key {k!r} in {what} (allowed: {', '.join(sorted(allowed))})", kl, path)
-    return d  # type: ignore[return-value]
+            errs.add(f"unknown key {k!r:.60} in {what} (allowed: {', '.join(sorted(allowed))})", _at(d, k, line))
+    return d if isinstance(d, LDict) else _as_ldict(d, line)
 
 
-def parse_policy(text: str, *, path: str = "", known_tools: Iterable[str] | None = None,
+def _as_ldict(d: dict[str, Any], line: int) -> LDict:
+    out = LDict(d)
+    out.line = line
+    out.lines = {k: line for k in d}
+    return out
+
+
+def _kind(v: Any) -> str:
+    return "nothing" if v is None else {LDict: "mapping", LList: "list", dict: "mapping", list: "list",
+                                        str: "text", bool: "true/false"}.get(type(v), type(v).__name__)
+
+
+def parse_policy(text: str | bytes, *, path: str = "", known_tools: Iterable[str] | None = None,
                  extra_families: Iterable[str] = ()) -> PolicySpec:
-    """Parse and validate policy text. Ontology classes are checked later, against the index."""
-    import yaml
+    """Parse and validate policy text; every problem found is in the raised error's `errors`.
 
+    Ontology classes are checked later, against the classified index."""
+    text = yamlsafe.decode(text, path)
     body, offset = extract_yaml(text, path)
-    tools = None if known_tools is None else list(known_tools)
-    try:
-        doc = yaml.load(body, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
-    except PolicyLoadError as e:
-        raise PolicyLoadError(str(e).split(": ", 1)[-1], e.line + offset, path) from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = (mark.line + 1 + offset) if mark is not None else 0
-        raise PolicyLoadError(f"not valid YAML: {getattr(e, 'problem', None) or e}", line, path) from None
+    doc = yamlsafe.load(body, path=path, line_offset=offset)
+    top = offset + 1
+    errs = _Errors(path)
     if not isinstance(doc, dict):
-        raise PolicyLoadError("the policy must be a mapping with kernel: and policies:", offset + 1, path)
-    _shift(doc, offset)
+        raise PolicyLoadError(f"the policy must be a mapping with kernel: and policies:, got {_kind(doc)}",
+                              getattr(doc, "line", 0) or top, path)
+    tools = None if known_tools is None else list(known_tools)
+    families = set(extra_families)
+    _mapping(doc, TOP_KEYS, "the policy", top, errs)
 
-    def at(d: Any, k: Any) -> int:
-        return getattr(d, "lines", {}).get(k, getattr(d, "line", 0)) if isinstance(d, dict) else offset
-
-    def lline(lst: Any, i: int) -> int:
-        return lst.lines[i] if isinstance(lst, LList) else offset
-
-    _keys(doc, TOP_KEYS, "the policy", path, offset + 1)
+    # -- kernel -------------------------------------------------------------------------
+    mode, version = "strict", "1.0"
     if "kernel" not in doc:
-        raise PolicyLoadError("missing the kernel: section (version and mode)", offset + 1, path)
-    kern = _keys(doc["kernel"], KERNEL_KEYS, "kernel", path, at(doc, "kernel"))
-    mode = kern.get("mode", "strict")
-    if mode not in MODES:
-        raise PolicyLoadError(f"kernel.mode must be one of {', '.join(MODES)}, got {mode!r}", at(kern, "mode"), path)
-    version = str(kern.get("version", "1.0"))
+        errs.add("missing the kernel: section (version and mode)", top)
+    else:
+        kern = _mapping(doc["kernel"], KERNEL_KEYS, "kernel", _at(doc, "kernel", top), errs)
+        if kern is not None:
+            m = kern.get("mode", "strict")
+            if m not in MODES:
+                errs.add(f"kernel.mode must be one of {', '.join(MODES)}, got {m!r:.60}", _at(kern, "mode", top))
+            else:
+                mode = m
+            v = kern.get("version", "1.0")
+            vs = str(v) if isinstance(v, (str, int, float)) and not isinstance(v, bool) else None
+            if vs not in VERSIONS:
+                errs.add(f"kernel.version {v!r:.40} is not supported (this kernel reads version 1.0)",
+                         _at(kern, "version", top))
+            else:
+                version = "1.0"
 
-    signals: list[Signal] = []
-    sigs = doc.get("signals", [])
-    if not isinstance(sigs, list):
-        raise PolicyLoadError("signals must be a list of signal names", at(doc, "signals"), path)
-    for i, s in enumerate(sigs):
-        try:
-            signals.append(Signal[str(s)])
-        except KeyError:
-            raise PolicyLoadError(f"unknown signal {s!r} (known: {', '.join(x.name for x in Signal)})",
-                                  lline(sigs, i), path) from None
+    # -- signals ------------------------------------------------------------------------
+    signals: tuple[Signal, ...] | None = None
+    if "signals" in doc:
+        sigs = doc["signals"]
+        sline = _at(doc, "signals", top)
+        if sigs is None:
+            sigs = LList()
+        if not isinstance(sigs, list):
+            errs.add(f"signals must be a list of signal names, got {_kind(sigs)}", sline)
+        else:
+            got: list[Signal] = []
+            for i, s in enumerate(sigs):
+                try:
+                    got.append(Signal[s] if isinstance(s, str) else Signal[""])
+                except KeyError:
+                    errs.add(f"unknown signal {s!r:.40} (known: {', '.join(x.name for x in Signal)})",
+                             _lline(sigs, i, sline))
+            signals = tuple(dict.fromkeys(got))
 
-    guard = _keys(doc.get("guardrails") or LDict(), GUARDRAIL_KEYS, "guardrails", path, at(doc, "guardrails"))
-    ontology = guard.get("ontology")
-    if ontology is not None and not isinstance(ontology, str):
-        raise PolicyLoadError("guardrails.ontology must be a file path", at(guard, "ontology"), path)
-    reasoner = guard.get("reasoner", "auto")
-    if reasoner not in ("auto", "hermit", "told"):
-        raise PolicyLoadError(f"guardrails.reasoner must be auto, hermit or told, got {reasoner!r}",
-                              at(guard, "reasoner"), path)
+    # -- guardrails -----------------------------------------------------------------------
+    ontology, reasoner = None, "auto"
     tool_classes: dict[str, str] = {}
     tool_class_lines: dict[str, int] = {}
-    tmap = guard.get("tools") or LDict()
-    if not isinstance(tmap, dict):
-        raise PolicyLoadError("guardrails.tools maps tool names to ontology classes", at(guard, "tools"), path)
-    for tname, cls in tmap.items():
-        if tools is not None and tname not in tools:
-            raise PolicyLoadError(f"unknown tool {tname!r} in guardrails.tools", at(tmap, tname), path)
-        if not isinstance(cls, str):
-            raise PolicyLoadError(f"the class of tool {tname!r} must be a class name", at(tmap, tname), path)
-        tool_classes[str(tname)] = cls
-        tool_class_lines[str(tname)] = at(tmap, tname)
+    if doc.get("guardrails") is not None:
+        gline = _at(doc, "guardrails", top)
+        guard = _mapping(doc["guardrails"], GUARDRAIL_KEYS, "guardrails", gline, errs)
+        if guard is not None:
+            ontology = guard.get("ontology")
+            if ontology is not None and (not isinstance(ontology, str) or not ontology or "\x00" in ontology):
+                errs.add("guardrails.ontology must be a file path", _at(guard, "ontology", gline))
+                ontology = None
+            reasoner = guard.get("reasoner", "auto")
+            if reasoner not in ("auto", "hermit", "told"):
+                errs.add(f"guardrails.reasoner must be auto, hermit or told, got {reasoner!r:.40}",
+                         _at(guard, "reasoner", gline))
+                reasoner = "auto"
+            tmap = guard.get("tools")
+            if tmap is not None:
+                if not isinstance(tmap, dict):
+                    errs.add("guardrails.tools maps tool names to ontology classes", _at(guard, "tools", gline))
+                else:
+                    for tname, cls in tmap.items():
+                        ln = _at(tmap, tname, gline)
+                        if tools is not None and tname not in tools:
+                            errs.add(f"unknown tool {tname!r:.60} in guardrails.tools", ln)
+                        elif not isinstance(cls, str) or not cls:
+                            errs.add(f"the class of tool {tname!r:.60} must be a class name", ln)
+                        else:
+                            tool_classes[tname] = cls
+                            tool_class_lines[tname] = ln
+                    if tmap and ontology is None:
+                        errs.add("guardrails.tools types tools but guardrails.ontology is not set",
+                                 _at(guard, "tools", gline))
 
-    obs = _keys(doc.get("observability") or LDict(), OBSERVABILITY_KEYS, "observability", path,
-                at(doc, "observability"))
-    if "durability" in obs and obs["durability"] not in ("fsync", "os"):
-        raise PolicyLoadError("observability.durability must be fsync or os", at(obs, "durability"), path)
+    # -- observability --------------------------------------------------------------------
+    obs: dict[str, Any] = {}
+    if doc.get("observability") is not None:
+        oline = _at(doc, "observability", top)
+        o = _mapping(doc["observability"], OBSERVABILITY_KEYS, "observability", oline, errs)
+        if o is not None:
+            for k in ("metrics", "traces", "flight_recorder"):
+                if k in o and not isinstance(o[k], bool):
+                    errs.add(f"observability.{k} must be true or false", _at(o, k, oline))
+            if "durability" in o and o["durability"] not in ("fsync", "os"):
+                errs.add("observability.durability must be fsync or os", _at(o, "durability", oline))
+            if "audit_dir" in o and (not isinstance(o["audit_dir"], str) or "\x00" in o["audit_dir"]):
+                errs.add("observability.audit_dir must be a directory path", _at(o, "audit_dir", oline))
+            obs = dict(o)
 
-    pols = doc.get("policies")
-    if pols is None:
-        raise PolicyLoadError("missing the policies: list", offset + 1, path)
-    if not isinstance(pols, list):
-        raise PolicyLoadError("policies must be a list of rules", at(doc, "policies"), path)
+    # -- policies ---------------------------------------------------------------------------
     rules: list[Rule] = []
     class_lines: list[tuple[str, int]] = []
-    for i, r in enumerate(pols):
-        rl = lline(pols, i)
-        r = _keys(r, RULE_KEYS, f"policies[{i}]", path, rl)
-        acts_raw: list[Any] = []
-        for k in ("action", "actions"):
-            if k in r:
-                v = r[k]
-                acts_raw += [(x, lline(v, j)) for j, x in enumerate(v)] if isinstance(v, list) else [(v, at(r, k))]
-        cls_raw: list[Any] = []
-        for k in ("class", "classes"):
-            if k in r:
-                v = r[k]
-                cls_raw += [(x, lline(v, j)) for j, x in enumerate(v)] if isinstance(v, list) else [(v, at(r, k))]
-        if not acts_raw and not cls_raw:
-            raise PolicyLoadError(f"policies[{i}] names no action and no class", rl, path)
-        actions = tuple(normalise_action(a, known_tools=tools, line=ln, path=path, extra_families=extra_families)
-                        for a, ln in acts_raw)
-        for c, ln in cls_raw:
-            if not isinstance(c, str) or not c:
-                raise PolicyLoadError(f"an ontology class must be a name, got {c!r}", ln, path)
+    pols = doc.get("policies")
+    if "policies" not in doc:
+        errs.add("missing the policies: list", top)
+    elif pols is None:
+        pols = LList()
+    if pols is not None and not isinstance(pols, list):
+        errs.add(f"policies must be a list of rules, got {_kind(pols)}", _at(doc, "policies", top))
+    elif pols is not None:
+        pline = _at(doc, "policies", top)
+        if len(pols) > MAX_RULES:
+            errs.add(f"{len(pols)} rules; a policy holds at most {MAX_RULES}", pline)
+            pols = pols[:0]
+        names: dict[str, int] = {}
+        for i, r in enumerate(pols):
+            rl = _lline(pols, i, pline)
+            rule = _rule(i, r, rl, errs, tools, families, ontology, class_lines)
+            if rule is None:
+                continue
+            if rule.name in names:
+                errs.add(f"rule name {rule.name!r:.60} is used twice (first at line {names[rule.name]})", rl)
+                continue
+            names[rule.name] = rl
+            rules.append(rule)
+    if errs.items:
+        raise PolicyLoadError.collect(errs.items, path)
+    return PolicySpec(version, mode, rules, signals, ontology, reasoner, tool_classes, tool_class_lines,
+                      obs, path, class_lines)
+
+
+def _names(r: LDict, keys: tuple[str, str], rl: int) -> list[tuple[Any, int]]:
+    out: list[tuple[Any, int]] = []
+    for k in keys:
+        if k in r:
+            v = r[k]
+            if isinstance(v, list):
+                out += [(x, _lline(v, j, _at(r, k, rl))) for j, x in enumerate(v)]
+            else:
+                out.append((v, _at(r, k, rl)))
+    return out
+
+
+def _rule(i: int, r: Any, rl: int, errs: _Errors, tools: list[str] | None, families: set[str],
+          ontology: str | None, class_lines: list[tuple[str, int]]) -> Rule | None:
+    """One rule, or None after recording why it is not one."""
+    before = len(errs.items)
+    rd = _mapping(r, RULE_KEYS, f"policies[{i}]", rl, errs)
+    if rd is None:
+        return None
+    acts_raw = _names(rd, ("action", "actions"), rl)
+    cls_raw = _names(rd, ("class", "classes"), rl)
+    if not acts_raw and not cls_raw:
+        errs.add(f"policies[{i}] names no action and no class", rl)
+        return None
+    actions: list[str] = []
+    for a, ln in acts_raw:
+        try:
+            actions.append(normalise_action(a, known_tools=tools, line=ln, path=errs.path, extra_families=families))
+        except PolicyLoadError as e:
+            errs.keep(e)
+    for c, ln in cls_raw:
+        if not isinstance(c, str) or not c:
+            errs.add(f"an ontology class must be a name, got {c!r:.60}", ln)
+        else:
             class_lines.append((c, ln))
-        if cls_raw and ontology is None:
-            raise PolicyLoadError("a rule names an ontology class but guardrails.ontology is not set",
-                                  cls_raw[0][1], path)
-        effect = r.get("effect")
-        if effect not in ("allow", "deny"):
-            raise PolicyLoadError(f"effect must be allow or deny, got {effect!r}", at(r, "effect") if "effect" in r else rl, path)
-        rmode = r.get("mode")
-        if rmode is not None and rmode not in ("read_only", "read_write"):
-            raise PolicyLoadError(f"mode must be read_only or read_write, got {rmode!r}", at(r, "mode"), path)
-        appr = r.get("requires_approval", False)
-        if not isinstance(appr, bool):
-            raise PolicyLoadError("requires_approval must be true or false", at(r, "requires_approval"), path)
-        timeout = None
-        if "approval_timeout" in r:
-            try:
-                timeout = parse_duration_ms(r["approval_timeout"])
-            except ValueError as e:
-                raise PolicyLoadError(f"approval_timeout: {e}", at(r, "approval_timeout"), path) from None
-        rate = None
-        if "rate_limit" in r:
-            try:
-                rate = parse_rate(r["rate_limit"])
-            except ValueError as e:
-                raise PolicyLoadError(str(e), at(r, "rate_limit"), path) from None
-        per = r.get("rate_per", "kernel")
-        if per not in ("kernel", "process"):
-            raise PolicyLoadError(f"rate_per must be kernel or process, got {per!r}", at(r, "rate_per"), path)
-        checks, log = _constraints(r.get("constraints"), at(r, "constraints"), path)
-        name = r.get("name") or f"policies[{i}]:{(acts_raw or cls_raw)[0][0]}"
-        if effect == "deny" and (appr or rate or rmode):
-            raise PolicyLoadError("a deny rule cannot carry requires_approval, rate_limit or mode", rl, path)
-        rules.append(Rule(str(name), rl, effect, actions, tuple(c for c, _ in cls_raw), rmode, appr, timeout,
-                          rate, per, checks, log))
-    return PolicySpec(version, mode, rules, tuple(signals), ontology, reasoner, tool_classes,
-                      tool_class_lines, dict(obs), path, class_lines)
+    if cls_raw and ontology is None:
+        errs.add("a rule names an ontology class but guardrails.ontology is not set", cls_raw[0][1])
+    name = rd.get("name")
+    if name is None:
+        first = (acts_raw or cls_raw)[0][0]
+        name = f"policies[{i}]:{first}" if isinstance(first, str) else f"policies[{i}]"
+    elif not isinstance(name, str) or not name:
+        errs.add(f"a rule name must be text, got {name!r:.60}", _at(rd, "name", rl))
+        name = f"policies[{i}]"
+    effect = rd.get("effect", "allow")  # the Agent OS format: no effect means allow under the conditions
+    if effect not in ("allow", "deny"):
+        errs.add(f"effect must be allow or deny, got {effect!r:.60}", _at(rd, "effect", rl))
+    rmode = rd.get("mode")
+    if rmode is not None and rmode not in ("read_only", "read_write"):
+        errs.add(f"mode must be read_only or read_write, got {rmode!r:.60}", _at(rd, "mode", rl))
+    appr = rd.get("requires_approval", False)
+    if not isinstance(appr, bool):
+        errs.add("requires_approval must be true or false", _at(rd, "requires_approval", rl))
+    timeout = None
+    if "approval_timeout" in rd:
+        try:
+            timeout = parse_duration_ms(rd["approval_timeout"])
+        except ValueError as e:
+            errs.add(f"approval_timeout: {e}", _at(rd, "approval_timeout", rl))
+    rate = None
+    if "rate_limit" in rd:
+        try:
+            rate = parse_rate(rd["rate_limit"])
+        except ValueError as e:
+            errs.add(str(e), _at(rd, "rate_limit", rl))
+    per = rd.get("rate_per", "kernel")
+    if per not in ("kernel", "process"):
+        errs.add(f"rate_per must be kernel or process, got {per!r:.40}", _at(rd, "rate_per", rl))
+    if "description" in rd and not isinstance(rd["description"], str):
+        errs.add("description must be text", _at(rd, "description", rl))
+    checks, log, dry = _constraints(rd.get("constraints"), _at(rd, "constraints", rl), str(name), errs)
+    if effect == "deny" and (appr is True or rate or rmode or dry):
+        errs.add("a deny rule cannot carry requires_approval, rate_limit, mode or dry_run", rl)
+    if len(errs.items) > before:
+        return None
+    return Rule(name, rl, effect, actions=tuple(actions), classes=tuple(c for c, _ in cls_raw), mode=rmode,
+                requires_approval=appr, approval_timeout_ms=timeout, rate=rate, rate_per=per,
+                constraints=checks, log=log, dry_run=dry)
 
 
-def _shift(obj: Any, offset: int) -> None:
-    """Make every remembered line a line of the file, not of the yaml block."""
-    if isinstance(obj, LDict):
-        obj.line += offset
-        obj.lines = {k: v + offset for k, v in obj.lines.items()}
-        for v in obj.values():
-            _shift(v, offset)
-    elif isinstance(obj, LList):
-        obj.line += offset
-        obj.lines = [v + offset for v in obj.lines]
-        for v in obj:
-            _shift(v, offset)
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _constraints(c: Any, line: int, path: str) -> tuple[tuple[Any, ...], bool]:
+def _constraints(c: Any, line: int, rule: str, errs: _Errors) -> tuple[tuple[Any, ...], bool, bool]:
     if c is None:
-        return (), False
+        return (), False, False
     if not isinstance(c, dict):
-        raise PolicyLoadError("constraints must map argument names to checks", line, path)
+        errs.add(f"rule {rule}: constraints must map argument names to checks", line)
+        return (), False, False
     out = []
-    log = False
+    log = dry = False
     for arg, spec in c.items():
-        al = c.lines.get(arg, line) if isinstance(c, LDict) else line
-        if arg == "log" and isinstance(spec, bool):
-            log = spec
+        al = _at(c, arg, line)
+        if arg in CONSTRAINT_FLAGS and isinstance(spec, bool):
+            if arg == "log":
+                log = spec
+            else:
+                dry = spec
             continue
-        spec = _keys(spec, CONSTRAINT_KEYS, f"constraints.{arg}", path, al)
-        if not spec:
-            raise PolicyLoadError(f"constraints.{arg} has no checks", al, path)
+        where = f"rule {rule}: constraints.{arg}"
+        before = len(errs.items)
+        s = _mapping(spec, CONSTRAINT_KEYS, f"constraints.{arg}", al, errs)
+        if s is None or len(errs.items) > before:
+            continue
+        if not s:
+            errs.add(f"{where} has no checks", al)
+            continue
         for k in ("min", "max"):
-            if k in spec and (isinstance(spec[k], bool) or not isinstance(spec[k], (int, float))):
-                raise PolicyLoadError(f"constraints.{arg}.{k} must be a number", al, path)
-        if "enum" in spec and (not isinstance(spec["enum"], list) or not spec["enum"]):
-            raise PolicyLoadError(f"constraints.{arg}.enum must be a non-empty list", al, path)
-        if "regex" in spec:
+            if k in s and not _finite(s[k]):
+                errs.add(f"{where}.{k} must be a finite number, got {s[k]!r:.40}", _at(s, k, al))
+        if "min" in s and "max" in s and _finite(s["min"]) and _finite(s["max"]) and s["min"] > s["max"]:
+            errs.add(f"{where}: min {s['min']} is above max {s['max']}", al)
+        if "enum" in s:
+            e = s["enum"]
+            if not isinstance(e, list) or not e:
+                errs.add(f"{where}.enum must be a non-empty list", _at(s, "enum", al))
+            elif not all(x is None or isinstance(x, (str, bool, int)) or (isinstance(x, float) and math.isfinite(x))
+                         for x in e):
+                errs.add(f"{where}.enum holds only plain values (text, numbers, true/false, null)",
+                         _at(s, "enum", al))
+        if "regex" in s:
+            from .rules import compile_regex
+
             try:
-                re.compile(spec["regex"])
-            except (re.error, TypeError) as e:
-                raise PolicyLoadError(f"constraints.{arg}.regex does not compile: {e}", al, path) from None
-        if "max_length" in spec and (not isinstance(spec["max_length"], int) or spec["max_length"] < 0):
-            raise PolicyLoadError(f"constraints.{arg}.max_length must be a non-negative integer", al, path)
-        if "path_under" in spec:
-            roots = spec["path_under"]
+                compile_regex(s["regex"])
+            except ValueError as ex:
+                errs.add(f"{where}.regex does not compile: {ex}", _at(s, "regex", al))
+        if "max_length" in s and (isinstance(s["max_length"], bool) or not isinstance(s["max_length"], int)
+                                  or s["max_length"] < 0):
+            errs.add(f"{where}.max_length must be a non-negative integer", _at(s, "max_length", al))
+        if "path_under" in s:
+            roots = s["path_under"]
             roots = [roots] if isinstance(roots, str) else roots
-            if not isinstance(roots, list) or not roots or not all(isinstance(x, str) and x.startswith("/") for x in roots):
-                raise PolicyLoadError(f"constraints.{arg}.path_under must be an absolute path or a list of them",
-                                      al, path)
-        out.append(compile_constraint(str(arg), spec))
-    return tuple(out), log
+            if not isinstance(roots, list) or not roots or not all(
+                    isinstance(x, str) and x.startswith("/") and "\x00" not in x for x in roots):
+                errs.add(f"{where}.path_under must be an absolute path or a list of them", _at(s, "path_under", al))
+        if len(errs.items) > before:
+            continue
+        out.append(compile_constraint(str(arg), s))
+    return tuple(out), log, dry
 
 
-def read_policy_text(path: str | Path) -> str:
+def read_policy_text(path: str | Path) -> bytes:
+    """The bytes of a policy file (bounded); a missing or unreadable file is a load error."""
+    p = Path(path)
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            data = f.read(yamlsafe.MAX_BYTES + 1)
     except FileNotFoundError:
         raise PolicyLoadError("no such policy file", 0, str(path)) from None
+    except IsADirectoryError:
+        raise PolicyLoadError("is a directory, not a policy file", 0, str(path)) from None
+    except OSError as e:
+        raise PolicyLoadError(f"cannot read: {e.strerror or e}", 0, str(path)) from None
+    if len(data) > yamlsafe.MAX_BYTES:
+        raise PolicyLoadError(f"larger than {yamlsafe.MAX_BYTES} bytes; a policy file is a page of rules",
+                              0, str(path))
+    return data
+
+
+__all__ = ["ACTION_FAMILIES", "KERNEL_ACTIONS", "LDict", "LList", "PolicyLoadError", "PolicySpec",
+           "extract_yaml", "normalise_action", "parse_policy", "read_policy_text", "register_enforced_action"]

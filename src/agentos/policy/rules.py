@@ -1,23 +1,29 @@
 """Compiled rule parts: argument constraints, rate limits, and action patterns.
 
 Everything here is built once at load; the per-call work is calling small closures.
-A constraint that cannot be evaluated (argument missing, wrong type, NUL byte in a
-path) fails closed: the rule's condition is not met.
+Constraints fail closed in both directions: each check says "holds", "false" or "cannot
+be evaluated" (argument missing or renamed, wrong type, NaN, NUL byte in a path, a lone
+surrogate). An allow applies only when every check holds; a deny applies unless one of
+its checks was evaluated and is false. Regexes run on RE2 (linear time, no
+backtracking), after `max_length`.
 """
 from __future__ import annotations
 
 import posixpath
-import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+# spawn, send, signal.<SIG>, vfs.<op>: governed by capabilities, and by policy only where a
+# rule names them (`*` does not)
+from ..kernel.decision import is_kernel_action
 
 PERIODS_MS = {"second": 1000.0, "minute": 60_000.0, "hour": 3_600_000.0, "day": 86_400_000.0}
 _PERIOD_ALIASES = {"s": "second", "sec": "second", "seconds": "second", "m": "minute", "min": "minute",
                    "minutes": "minute", "h": "hour", "hr": "hour", "hours": "hour", "d": "day", "days": "day"}
 
-# A check returns None when satisfied, else a sentence saying what was wrong.
-Check = Callable[[dict[str, Any]], "str | None"]
+# A check returns None when satisfied, else (FALSE or UNKNOWN, a sentence saying what was wrong).
+Check = Callable[[dict[str, Any]], "tuple[int, str] | None"]
 
 
 class _Missing:
@@ -66,6 +72,8 @@ class RateWindow:
         self.times.append(now)
 
 
+
+
 def normalise_path(value: str, root: str) -> str | None:
     """`value` made absolute under `root` and normalised; None if it cannot be a path."""
     if "\x00" in value:
@@ -81,74 +89,126 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def compile_regex(pattern: str) -> Any:
+    """An RE2 program for `pattern` (linear-time matching, no backtracking).
+
+    Raises ValueError with RE2's reason when RE2 does not accept the pattern (for example
+    a backreference or a lookaround, which need backtracking)."""
+    try:
+        import re2
+    except ImportError as e:  # a core dependency; say how to get it back
+        raise ValueError("regex constraints need google-re2 (pip install google-re2)") from e
+    if not isinstance(pattern, str):
+        raise ValueError(f"a regex must be a string, got {type(pattern).__name__}")
+    opts = re2.Options()
+    opts.log_errors = False
+    opts.never_capture = True
+    opts.max_mem = 8 << 20
+    try:
+        pattern.encode("utf-8")
+        return re2.compile(pattern, opts)
+    except UnicodeEncodeError:
+        raise ValueError("the pattern holds a lone surrogate") from None
+    except Exception as e:  # re2.error carries bytes
+        msg = e.args[0] if e.args else e
+        if isinstance(msg, bytes):
+            msg = msg.decode("utf-8", "replace")
+        raise ValueError(f"RE2 rejects it: {msg}") from None
+
+
+# A check's answer: None when it holds; else (FALSE, why) when the argument was evaluated
+# and the condition is false, or (UNKNOWN, why) when it could not be evaluated (missing,
+# wrong type, NaN, a lone surrogate). Allows need every check to hold; a deny stands
+# unless some check is FALSE.
+FALSE = 0
+UNKNOWN = 1
+
+
 def compile_constraint(arg: str, spec: dict[str, Any]) -> Check:
-    """One argument's constraint spec (keys: min, max, enum, regex, path_under, max_length)."""
-    tests: list[Callable[[Any], str | None]] = []
+    """One argument's constraint spec (keys: min, max, enum, regex, path_under, max_length).
+
+    `max_length` is evaluated first, so no other test ever sees an over-long value."""
+    tests: list[Callable[[Any], tuple[int, str] | None]] = []
+    if "max_length" in spec:
+        ml = spec["max_length"]
+
+        def max_length(v: Any) -> tuple[int, str] | None:
+            if not isinstance(v, (str, bytes, list, tuple, dict)):
+                return UNKNOWN, f"{arg} has no length (a {type(v).__name__})"
+            n = len(v)
+            return None if n <= ml else (FALSE, f"{arg} is {n} long, over the maximum {ml}")
+        tests.append(max_length)
     if "min" in spec or "max" in spec:
         lo, hi = spec.get("min"), spec.get("max")
 
-        def rng(v: Any, lo: Any = lo, hi: Any = hi) -> str | None:
+        def rng(v: Any, lo: Any = lo, hi: Any = hi) -> tuple[int, str] | None:
             if not _is_number(v):
-                return f"{arg} must be a number, got {type(v).__name__}"
+                return UNKNOWN, f"{arg} must be a number, got {type(v).__name__}"
             if v != v:
-                return f"{arg} is NaN"
+                return UNKNOWN, f"{arg} is NaN"
             if lo is not None and v < lo:
-                return f"{arg}={v!r} is below the minimum {lo}"
+                return FALSE, f"{arg}={v!r} is below the minimum {lo}"
             if hi is not None and v > hi:
-                return f"{arg}={v!r} is above the maximum {hi}"
+                return FALSE, f"{arg}={v!r} is above the maximum {hi}"
             return None
         tests.append(rng)
     if "enum" in spec:
         allowed = list(spec["enum"])
+        types = {type(a) for a in allowed}
 
-        def enum(v: Any) -> str | None:
+        def enum(v: Any) -> tuple[int, str] | None:
             # bool is not 1 and 1.0 is not "1": compare type and value
+            if type(v) not in types:
+                return UNKNOWN, f"{arg} is a {type(v).__name__}; the allowed values are {allowed!r}"
+            if isinstance(v, float) and v != v:
+                return UNKNOWN, f"{arg} is NaN"
             for a in allowed:
                 if type(a) is type(v) and a == v:
                     return None
-            return f"{arg}={v!r} is not one of {allowed!r}"
+            return FALSE, f"{arg}={v!r:.80} is not one of {allowed!r}"
         tests.append(enum)
     if "regex" in spec:
-        rx = re.compile(spec["regex"])
+        rx = compile_regex(spec["regex"])
+        pattern = spec["regex"]
 
-        def regex(v: Any) -> str | None:
+        def regex(v: Any) -> tuple[int, str] | None:
             if not isinstance(v, str):
-                return f"{arg} must be a string, got {type(v).__name__}"
-            return None if rx.fullmatch(v) else f"{arg}={v!r} does not match /{rx.pattern}/"
-        tests.append(regex)
-    if "max_length" in spec:
-        ml = spec["max_length"]
-
-        def max_length(v: Any) -> str | None:
+                return UNKNOWN, f"{arg} must be a string, got {type(v).__name__}"
             try:
-                n = len(v)
-            except TypeError:
-                return f"{arg} has no length"
-            return None if n <= ml else f"{arg} is {n} long, over the maximum {ml}"
-        tests.append(max_length)
+                ok = rx.fullmatch(v) is not None
+            except UnicodeEncodeError:
+                return UNKNOWN, f"{arg} is not valid Unicode (a lone surrogate)"
+            return None if ok else (FALSE, f"{arg}={v!r:.80} does not match /{pattern}/")
+        tests.append(regex)
     if "path_under" in spec:
         roots_raw = spec["path_under"]
         roots = [posixpath.normpath(r) for r in ([roots_raw] if isinstance(roots_raw, str) else roots_raw)]
 
-        def under(v: Any) -> str | None:
+        def under(v: Any) -> tuple[int, str] | None:
             if not isinstance(v, str):
-                return f"{arg} must be a path string, got {type(v).__name__}"
+                return UNKNOWN, f"{arg} must be a path string, got {type(v).__name__}"
+            if "\x00" in v:
+                return UNKNOWN, f"{arg} holds a NUL byte"
             for root in roots:
                 p = normalise_path(v, root)
                 if p is not None and (p == root or p.startswith(root.rstrip("/") + "/")):
                     return None
-            return f"{arg}={v!r} is not under {' or '.join(roots)} once normalised"
+            return FALSE, f"{arg}={v!r:.80} is not under {' or '.join(roots)} once normalised"
         tests.append(under)
 
-    def check(args: dict[str, Any]) -> str | None:
+    def check(args: dict[str, Any]) -> tuple[int, str] | None:
         v = args.get(arg, MISSING) if isinstance(args, dict) else MISSING
         if v is MISSING:
-            return f"argument {arg!r} is missing"
+            return UNKNOWN, f"argument {arg!r} is missing"
+        unknown = None
         for t in tests:
-            why = t(v)
-            if why is not None:
-                return why
-        return None
+            out = t(v)
+            if out is not None:
+                if out[0] == FALSE:
+                    return out
+                if unknown is None:
+                    unknown = out
+        return unknown
     return check
 
 
@@ -166,24 +226,38 @@ class Rule:
     rate_per: str = "kernel"                 # kernel | process
     constraints: tuple[Check, ...] = ()
     log: bool = False
+    dry_run: bool = False                    # allowed calls are answered, not performed
     windows: dict[Any, RateWindow] = field(default_factory=dict, repr=False)
 
     def matches_action(self, action: str) -> bool:
         for pat in self.actions:
-            if pat == "*" or pat == action:
+            if pat == action:
                 return True
+            if pat == "*":  # every action on the world; kernel actions only by name
+                if not is_kernel_action(action):
+                    return True
+                continue
             if pat.endswith(".*") and action.startswith(pat[:-1]):
                 return True
         return False
 
     def unmet(self, args: Any) -> str | None:
-        """None if every constraint holds for `args`, else the first failure."""
+        """None if every constraint holds for `args` (what an allow needs), else the first failure."""
         a = args if isinstance(args, dict) else {}
         for c in self.constraints:
-            why = c(a)
-            if why is not None:
-                return why
+            out = c(a)
+            if out is not None:
+                return out[1]
         return None
+
+    def deny_applies(self, args: Any) -> bool:
+        """A deny stands unless one of its constraints was evaluated and is false."""
+        a = args if isinstance(args, dict) else {}
+        for c in self.constraints:
+            out = c(a)
+            if out is not None and out[0] == FALSE:
+                return False
+        return True
 
     def window(self, pid: int) -> RateWindow:
         key = pid if self.rate_per == "process" else None

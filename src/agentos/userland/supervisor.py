@@ -8,6 +8,9 @@ abnormal exit), `temporary` (never). More than `intensity` restarts within `peri
 and the supervisor gives up: it exits with a fault, which kills its linked children, and
 its own supervisor (if any) decides what happens next.
 
+Starting children is authority: spawn a supervisor with the spawn capability passed on
+(`sys.spawn(supervisor, args=spec, caps=["spawn", ...])`).
+
 Control messages (sent to the supervisor, replies go to `msg.caps[0]`):
 `{"op": "which_children"}` → `[(name, pid), ...]`; SIGTERM → orderly shutdown.
 """

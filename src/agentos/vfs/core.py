@@ -15,8 +15,9 @@ Who may touch what (checked on the normalised path, after escape detection):
   write with one carrying `kill` (the authority a parent has over a child);
 - a mount: a device capability for `vfs:<mountpoint>` with `read` (read/list) or
   `write`; mounts are registered as devices, so they are granted and passed like any.
-- every write asks policy (action `vfs.write`, args `{"path"}`), and so does every read
-  of a mount whose backend touches the world (`vfs.read`).
+- policy: VFS operations are governed by the capabilities above; when a rule names one
+  (`vfs.read`, `vfs.write`, `vfs.list`, `vfs.*`) every such operation asks policy (args
+  `{"path"}`, the normalised path) after the capability check and before it happens.
 """
 from __future__ import annotations
 
@@ -78,35 +79,46 @@ class Vfs:
     # -- syscalls -------------------------------------------------------------------------
     def sys_read(self, proc: Process, req: VfsRead) -> Any:
         parts = split(req.path, self._boundary)
-        return self._dispatch(proc, parts, "read", None)
+        return self._dispatch(proc, parts, "read", None, req)
 
     def sys_write(self, proc: Process, req: VfsWrite) -> Any:
         parts = split(req.path, self._boundary)
-        return self._dispatch(proc, parts, "write", req.data)
+        return self._dispatch(proc, parts, "write", req.data, req)
 
     def sys_list(self, proc: Process, req: VfsList) -> Any:
         parts = split(req.path, self._boundary)
-        return self._dispatch(proc, parts, "list", None)
+        return self._dispatch(proc, parts, "list", None, req)
 
-    def _dispatch(self, proc: Process, parts: tuple[str, ...], op: str, data: Any) -> Any:
+    def _allowed(self, proc: Process, op: str, path: str, req: Any) -> bool:
+        """Policy on a VFS operation, asked only when a rule names `vfs.*`; after the
+        capability checks, before the operation (False: the process was parked or killed)."""
+        if "vfs" not in self.k.governs:
+            return True
+        return bool(self.k.authorize(proc, f"vfs.{op}", {"path": path}, req))
+
+    def _dispatch(self, proc: Process, parts: tuple[str, ...], op: str, data: Any, req: Any = None) -> Any:
         self.ops += 1
         if not parts:
             if op != "list" and op != "read":
                 raise ReadOnly("vfs: / is not writable")
+            if not self._allowed(proc, op, "/", req):
+                return PARK
             return sorted({"agent"} | {m[0] for m in self.mounts})
         if parts[0] == "agent":
-            return self._agent(proc, parts, op, data)
+            return self._agent(proc, parts, op, data, req)
         for point, backend in self.mounts.items():
             if parts[: len(point)] == point:
-                return self._mounted(proc, point, backend, parts[len(point):], op, data)
+                return self._mounted(proc, point, backend, parts[len(point):], op, data, req)
         prefix = [m for m in self.mounts if m[: len(parts)] == parts]
         if prefix and op in ("list", "read"):
+            if not self._allowed(proc, op, join(parts), req):
+                return PARK
             return sorted({m[len(parts)] for m in prefix})
         raise NotFound(f"vfs: nothing is mounted at {join(parts)}")
 
     # -- mounts -------------------------------------------------------------------------
     def _mounted(self, proc: Process, point: tuple[str, ...], backend: Backend, rel: tuple[str, ...],
-                 op: str, data: Any) -> Any:
+                 op: str, data: Any, req: Any = None) -> Any:
         name = "vfs:" + join(point)
         right = R_WRITE if op == "write" else R_READ
         if not self._holds_device(proc, name, right):
@@ -116,10 +128,10 @@ class Vfs:
         if op == "write":
             if not backend.writable:
                 raise ReadOnly(f"vfs: {join(point)} is mounted read-only")
-            if not self.k.authorize(proc, "vfs.write", {"path": path}):
+            if not self._allowed(proc, op, path, req):
                 return PARK
             return self._io(proc, op, path, data, lambda: backend.write(rel, data))
-        if backend.world and not self.k.authorize(proc, "vfs.read", {"path": path}):
+        if not self._allowed(proc, op, path, req):
             return PARK
         return self._io(proc, op, path, None, lambda: backend.read(rel) if op == "read" else backend.list(rel))
 
@@ -159,10 +171,12 @@ class Vfs:
         return False
 
     # -- the /agent tree ------------------------------------------------------------------
-    def _agent(self, proc: Process, parts: tuple[str, ...], op: str, data: Any) -> Any:
+    def _agent(self, proc: Process, parts: tuple[str, ...], op: str, data: Any, req: Any = None) -> Any:
         if len(parts) == 1:
             if op == "write":
                 raise ReadOnly("vfs: /agent is not writable")
+            if not self._allowed(proc, op, "/agent", req):
+                return PARK
             return [str(p) for p in sorted(self._visible(proc))]
         try:
             pid = int(parts[1])
@@ -173,6 +187,8 @@ class Vfs:
         if pid != proc.pid and not self._holds_proc(proc, pid, need):
             raise AccessDenied(f"vfs: pid {proc.pid} may not {op} /agent/{pid}: that needs a process "
                                f"capability to pid {pid} with the {'kill' if op == 'write' else 'monitor'} right")
+        if not self._allowed(proc, op, join(parts), req):
+            return PARK
         rest = parts[2:]
         if not rest:
             if op == "write":
@@ -226,8 +242,6 @@ class Vfs:
         if op == "write":
             if not rel:
                 raise VfsError("vfs: write to a file under mem/semantic, not the directory itself")
-            if not self.k.authorize(proc, "vfs.write", {"path": path}):
-                return PARK
             return self._io(proc, op, path, data, lambda: self.longterm.write(key, data))
 
         def get() -> Any:

@@ -1,0 +1,90 @@
+"""Checks for syscall arguments, where they enter the kernel.
+
+A handler trusts nothing in a request: a process can build any request object and hand it
+to the trap. Every scalar a handler uses is checked here first, so that a wrong type, a
+NaN or an infinity is a `BadArgument` naming the call and the argument, and never a
+`TypeError` from deep inside the kernel (which the dispatch loop reports as a kernel bug).
+
+Invariant: each check returns the value in the form the kernel uses (an `int` stays an
+`int`, a `float` stays a `float`); bool is never accepted as a number.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..abi.errors import BadArgument
+
+_NUM = (int, float)
+
+
+def number(what: str, value: Any, *, minimum: float | None = None) -> float:
+    """A finite int or float (milliseconds, amounts), at least `minimum` when given."""
+    t = type(value)
+    if t is not int and t is not float:
+        if isinstance(value, bool) or not isinstance(value, _NUM):
+            raise BadArgument(f"{what} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise BadArgument(f"{what} must be a finite number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise BadArgument(f"{what} must be at least {minimum:g}, got {value!r}")
+    return value
+
+
+def optional_number(what: str, value: Any, *, minimum: float | None = None) -> float | None:
+    return None if value is None else number(what, value, minimum=minimum)
+
+
+def integer(what: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An int (not a bool), within the bounds given."""
+    if type(value) is not int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadArgument(f"{what} must be an integer, got {type(value).__name__}")
+        value = int(value)
+    if minimum is not None and value < minimum:
+        raise BadArgument(f"{what} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise BadArgument(f"{what} must be at most {maximum}, got {value}")
+    return value
+
+
+def flag(what: str, value: Any) -> bool:
+    if value is True or value is False:
+        return value
+    raise BadArgument(f"{what} must be True or False, got {type(value).__name__}")
+
+
+def text(what: str, value: Any, *, empty: bool = True, max_len: int | None = None) -> str:
+    """A str (a subclass is taken as its plain value, so its methods cannot run in the kernel)."""
+    if type(value) is not str:
+        if not isinstance(value, str):
+            raise BadArgument(f"{what} must be a string, got {type(value).__name__}")
+        value = str.__str__(value)
+    if not empty and not value:
+        raise BadArgument(f"{what} must not be empty")
+    if max_len is not None and len(value) > max_len:
+        raise BadArgument(f"{what} is {len(value)} characters; at most {max_len} are allowed")
+    return value
+
+
+def optional_text(what: str, value: Any, *, empty: bool = True) -> str | None:
+    return None if value is None else text(what, value, empty=empty)
+
+
+def callable_(what: str, value: Any) -> Any:
+    if not callable(value):
+        raise BadArgument(f"{what} must be callable, got {type(value).__name__}")
+    return value
+
+
+def sequence(what: str, value: Any) -> tuple[Any, ...]:
+    """A tuple or list, returned as a tuple (strings and mappings are refused: a common slip)."""
+    if type(value) is tuple:
+        return value
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    raise BadArgument(f"{what} must be a list or tuple, got {type(value).__name__}")
+
+
+__all__ = ["callable_", "flag", "integer", "number", "optional_number", "optional_text", "sequence",
+           "text"]

@@ -1,0 +1,138 @@
+"""Device syscalls in replay: every answer comes from the journal, no driver is called.
+
+The live path (kernel/devices.py) decides, runs and records; this one re-enacts. Policy
+is asked again (the kernel's policy is a `JournalPolicy` in replay, answering from the
+recorded decisions) so that the event log carries the same policy events; results whose
+recorded completion came at a later I/O tick park the caller until `ReplayIO` reaches
+that tick, exactly as the live caller waited.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..abi.errors import NondeterminismError, SyscallError
+from ..abi.syscalls import Open, ReadAll
+from .devices import Devices, Handle, PendingOp, _payloads, _rebuild_error
+from .journal import Journal, JournalEntry
+from .process import EXITED, PARK, Process
+
+if TYPE_CHECKING:
+    from .replay import ReplayPending
+
+
+class ReplayDevices(Devices):
+    """`Devices` for a kernel in replay mode."""
+
+    @property
+    def journal(self) -> Journal:
+        journal = self.k.journal
+        assert journal is not None  # a replaying kernel always has one (checked at construction)
+        return journal
+
+    def sys_open(self, proc: Process, req: Open) -> int:
+        cap = self._open_cap(proc, req.device)
+        name = cap.target
+        idx = proc.op_index
+        proc.op_index = idx + 1
+        e = self.journal.replay(proc.pid, idx, "open", name, req.params)  # an open is an input too
+        if not e.ok:
+            raise _rebuild_error(e)
+        return self._new_handle(proc, Handle(None, None, cap, name))
+
+    def _op(self, proc: Process, handle: Handle, op: str, payload: Any, req: Any) -> Any:
+        k = self.k
+        journal = self.journal
+        name = handle.device
+        idx = proc.op_index
+        action = self._recorded_action(proc, idx, op, name, payload)
+        if action is not None and not k.authorize(proc, action, payload):
+            return PARK
+        proc.op_index = idx + 1
+        if journal.lookup(proc.pid, idx) is None and (proc.pid, idx) in journal.cancelled:
+            return self._park_unfinished(proc, idx, 1)
+        e = journal.replay(proc.pid, idx, op, name, payload)
+        if e.at is not None:
+            return self._park_replayed(proc, [e], False)
+        return self._apply(proc, e)
+
+    def sys_read_all(self, proc: Process, req: ReadAll) -> Any:
+        handle = self._handle(proc, req.handle, 0x04, "read_all")  # R_READ
+        k = self.k
+        journal = self.journal
+        name = handle.device
+        payloads = _payloads(req.reqs)
+        base = proc.op_index
+        first = journal.lookup(proc.pid, base)
+        if journal.matches(first, "read_all", name, payloads):
+            proc.op_index = base + 1  # the live driver could not classify one of these requests
+            return self._apply(proc, first)  # type: ignore[arg-type]  # raises its error
+        for i, p in enumerate(payloads):  # the live run authorized these in order, stopping at a deny
+            a = self._recorded_action(proc, base + i, "read", name, p)
+            if a is not None and not k.authorize(proc, a, p):
+                return PARK
+        if journal.lookup(proc.pid, base) is None and (proc.pid, base) in journal.cancelled:
+            proc.op_index = base + len(payloads)
+            return self._park_unfinished(proc, base, len(payloads))
+        entries = []
+        for p in payloads:
+            idx = proc.op_index
+            proc.op_index = idx + 1
+            entries.append(journal.replay(proc.pid, idx, "read", name, p))
+        if any(e.at is not None for e in entries):
+            return self._park_replayed(proc, entries, True)
+        return self._finish_all(proc, _from_entries(entries))
+
+    def _recorded_action(self, proc: Process, idx: int, op: str, name: str, payload: Any) -> str | None:
+        """The action the live run authorized for this op, without asking any driver."""
+        journal = self.journal
+        e = journal.lookup(proc.pid, idx)
+        if journal.matches(e, op, name, payload):
+            return e.action  # type: ignore[union-attr]
+        # no result recorded: the live run must have been refused by policy here
+        peek = getattr(self.k.policy, "peek_action", None)
+        action = peek(proc.pid, 0) if peek is not None else None
+        if action is None:
+            journal.replay(proc.pid, idx, op, name, payload)  # raises, naming the divergence
+        return action
+
+    # -- parking until the recorded I/O tick ---------------------------------------------
+    def _park_replayed(self, proc: Process, entries: list[JournalEntry], many: bool) -> Any:
+        replay_io = self.k.replay_io
+        assert replay_io is not None
+        pending = replay_io.schedule(proc, entries, many)
+        return self._park_io(proc, pending, entries[0].index, len(entries))
+
+    def _park_unfinished(self, proc: Process, first: int, count: int) -> Any:
+        """An op the live run started but never saw complete: wait until the process dies."""
+        from .replay import ReplayPending
+
+        return self._park_io(proc, ReplayPending(proc, [], False, -1), first, count)
+
+    def replay_done(self, pending: "ReplayPending") -> None:
+        """A replayed asynchronous result reaches its recorded tick: finish like `_done`."""
+        k = self.k
+        proc = pending.proc
+        if proc.state is EXITED or proc.io is not pending:
+            raise NondeterminismError(
+                f"replay diverged at pid {proc.pid}: a result recorded as delivered at I/O tick "
+                f"{pending.at} has no waiting process in the replay")
+        k.io_finished()
+        self._inflight.pop(proc.pid, None)
+        proc.io = None
+        if pending.many:
+            value = self._finish_all(proc, _from_entries(pending.entries))
+        else:
+            try:
+                value = self._apply(proc, pending.entries[0])
+            except SyscallError as err:
+                k.wake(proc, None, err)
+                return
+        if value is not PARK:
+            k.wake(proc, value)
+
+
+def _from_entries(entries: list[JournalEntry]) -> list[PendingOp]:
+    return [PendingOp(e.index, "read", e.device, None, e.request, e) for e in entries]
+
+
+__all__ = ["ReplayDevices"]
