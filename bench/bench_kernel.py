@@ -14,8 +14,7 @@ import time
 from typing import Any, Callable
 
 import ceiling as bare
-from agentos import AllowAll, Cost, Driver, DriverResult, Kernel, Quota
-from agentos.kernel.recall import KeywordRecaller
+from agentos import AllowAll, Cost, Driver, DriverResult, Kernel, KeywordRecaller, Quota
 
 # Claimed for the seed design (one Apple core, Node); printed beside ours for reference.
 SEED = {"ipc_round_trips": 530e3, "spawn_exit": 135e3, "context_switches": 2.1e6, "fan_in_recv": 1.2e6,
@@ -234,7 +233,7 @@ def idle_memory(n: int) -> tuple[float, float]:
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
-    from agentos.kernel.memory import DropOldestPager
+    from agentos import DropOldestPager
 
     scale = 1 if quick else 5
     reps = 2 if quick else 3

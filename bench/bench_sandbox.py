@@ -25,7 +25,7 @@ LOOP = '''(module (func (export "loop") (param i32) (result i32) (local i32)
 
 def _kernel() -> Any:
     from agentos import Kernel
-    from agentos.kernel.kernel import AllowAll
+    from agentos import AllowAll
 
     return Kernel(policy=AllowAll())
 

@@ -12,8 +12,7 @@ from collections import deque
 from typing import Any, Callable
 
 from agentos.abi import syscalls as S
-from agentos.kernel.recall import KeywordRecaller
-from agentos.kernel.trap import Sys
+from agentos import KeywordRecaller, Sys
 
 
 class _Proc:

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from agentos import AllowAll, Kernel, ProcessImage, Quota
-from agentos.abi.types import USD_SCALE, Down
-from agentos.drivers.tools import Tool, ToolsDriver
-from agentos.kernel.events import Event
+from agentos import AllowAll, Down, Event, Kernel, Observer, ProcessImage, Quota
+from agentos.abi import USD_SCALE
+from agentos.drivers import Tool, ToolsDriver
 from agentos.userland.react import react_agent
 from agentos.userland.supervisor import ChildSpec, SupervisorSpec, supervisor
 
@@ -232,8 +231,8 @@ class Proc:
     exit: str = "running"
 
 
-class Narrator:
-    """An event-log sink that tells the story, plus the `on_delta` stream of model text."""
+class Narrator(Observer):
+    """An observer of the event log that tells the story, plus the `on_delta` stream of model text."""
 
     COLORS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan", "bright_magenta")
 
@@ -266,7 +265,7 @@ class Narrator:
         self.end_stream()
         self.c.print(f"{self.tag(pid)} {text}", highlight=False)
 
-    def __call__(self, batch: list[Event]) -> None:
+    def flushed(self, batch: list[Event]) -> None:
         for ev in batch:
             try:
                 self.on_event(ev)
@@ -399,7 +398,7 @@ def run_demo(driver: Any, console: Any, *, workdir: Path | None = None, stream: 
     k.register_driver(driver)
     k.register_driver(make_tools(workdir))
     narrator = Narrator(console, driver.name, stream)
-    k.events.add_sink(narrator)
+    k.add_observer(narrator)
     t0 = time.perf_counter()
     res = k.run(team, grant=[driver.name, "tools"], quota=Quota(tokens=200_000, tool_calls=60),
                 args={"llm": driver.name, "on_delta": narrator.delta, "budget_tokens": budget_tokens,

@@ -113,6 +113,28 @@ def test_snapshot_by_replay_then_restore(home: tuple[Path, str]) -> None:
     assert r.exit_code == 1 and "ABI version 999" in r.output
 
 
+@pytest.mark.parametrize("image", [
+    {"name": "ghost", "module": "no_such_module_anywhere", "qualname": "ghost", "file": None},
+    {"name": "inner", "module": __name__, "qualname": "f.<locals>.inner", "file": None},
+    {"name": "attr", "module": __name__, "qualname": "no_such_function", "file": None},
+    {"name": "notasync", "module": "json", "qualname": "dumps", "file": None},
+    ["not", "a", "dict"], "cli_worker", None,
+])
+def test_restore_of_a_snapshot_whose_image_cannot_be_found_is_one_line(home: tuple[Path, str],
+                                                                       image: Any) -> None:
+    tmp, _rid = home
+    out = tmp / "snap.json"
+    r = runner.invoke(app, ["snapshot", "2", "--run", "cli-run", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    snap = json.loads(out.read_text())
+    snap["image"] = image
+    out.write_text(json.dumps(snap))
+    r = runner.invoke(app, ["restore", str(out), "--no-record"])
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("error: cannot find the snapshot's image") and r.output.count("\n") == 1
+    assert "Traceback" not in r.output
+
+
 def test_replay_of_a_run_whose_code_is_gone_is_a_clear_error(home: tuple[Path, str]) -> None:
     st = open_default_store()
     try:

@@ -11,12 +11,11 @@ from hypothesis import strategies as st
 
 pytest.importorskip("openai")
 
-from agentos import AllowAll, Decision, DriverError, Kernel, PolicyDenied, Quota
+from agentos import AllowAll, Decision, DriverError, Journal, Kernel, PolicyDenied, Quota
 from agentos.abi.errors import BadRequest, DriverTimeout, RateLimited, UpstreamError
 from agentos.abi.types import USD_SCALE
 from agentos.drivers.chat import Price, parse_arguments, to_openai_messages
 from agentos.drivers.llm import Backoff, LLMDriver
-from agentos.kernel.journal import Journal
 from tests.support.openai_server import Fail, OpenAIServer, Raw, Reply
 
 PRICES = {"test-model": (2.5, 10.0), "big-*": (15.0, 60.0)}

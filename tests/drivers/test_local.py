@@ -173,7 +173,7 @@ def test_killing_the_caller_stops_generation_within_a_token(drv):
 def test_two_live_runs_and_a_replay_give_byte_identical_event_logs(drv):
     """Greedy decoding makes a live run reproducible; the journal replays it with no model."""
     from agentos.drivers.tools import Tool, ToolsDriver
-    from agentos.kernel.events import digest
+    from agentos import digest
     from agentos.userland.react import react_agent
 
     def add(a: int, b: int) -> int:

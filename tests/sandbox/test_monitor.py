@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from agentos import Kernel
+from agentos import AllowAll, Decision, Journal, Kernel
 from agentos.abi.types import Quota
 from agentos.drivers.tools import ToolsDriver, tool
-from agentos.kernel.journal import Journal
-from agentos.kernel.kernel import AllowAll, Decision
 from agentos.sandbox import SandboxLimits, install, sandbox, to_wire
 
 from sbx import run_sandboxed
@@ -162,7 +160,7 @@ async def main(sys, args):
     await sys.pid()
 '''
     out = run_sandboxed(code)
-    assert "protocol violation (a request that is not a JSON object)" in out.reason, out.reason
+    assert "protocol violation (a frame that is not JSON" in out.reason, out.reason
     assert out.sibling == "normal"
 
 

@@ -5,8 +5,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from agentos import Kernel
-from agentos.kernel.kernel import AllowAll
+from agentos import AllowAll, Kernel
 from agentos.sandbox import SandboxLimits, install, sandbox
 
 
@@ -29,9 +28,12 @@ async def _sibling(sys, _):
 
 
 def run_sandboxed(code: str, *, limits: SandboxLimits | None = None, policy: Any = None,
-                  allow: Any = None, args: Any = None, grant: tuple[str, ...] = (), **kw: Any) -> Outcome:
-    k = Kernel(policy=policy or AllowAll())
+                  allow: Any = None, args: Any = None, grant: tuple[str, ...] = (), audit: Any = None,
+                  setup: Any = None, **kw: Any) -> Outcome:
+    k = Kernel(policy=policy or AllowAll(), audit=audit)
     install(k)
+    if setup is not None:
+        setup(k)
     opts = {} if allow is None else {"allow": allow}
     img = sandbox(code, limits=limits, **opts, **kw)
 

@@ -15,7 +15,7 @@ from agentos.abi.errors import PolicyDenied
 from agentos.abi.types import ExitKind
 from agentos.audit import AuditUnavailable, FlightRecorder, SqliteAuditBackend, make_anchor, make_record, verify
 from agentos.drivers.tools import ToolsDriver, tool
-from agentos.kernel.clock import RealClock
+from agentos import RealClock
 from agentos.policy import ApprovalChannel, PolicyLoadError, parse_policy
 from agentos.policy.approval_io import ApprovalServer
 

@@ -5,8 +5,7 @@ import signal
 
 import pytest
 
-from agentos import Kernel
-from agentos.kernel.kernel import AllowAll
+from agentos import AllowAll, Kernel
 from agentos.sandbox import SandboxLimits, install, sandbox
 
 from sbx import ROOT, alive, uid_processes, uid_processes_after
@@ -89,7 +88,7 @@ def test_forks_die_with_the_pid_namespace_even_if_the_kernel_never_cleans_up():
     prog = textwrap.dedent('''
         import os, sys
         from agentos import Kernel
-        from agentos.kernel.kernel import AllowAll
+        from agentos import AllowAll
         from agentos.sandbox import install, sandbox
         CODE = (
             "import os, time\\n"

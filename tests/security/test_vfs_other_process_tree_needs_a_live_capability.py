@@ -1,6 +1,5 @@
 """Reading another process's /agent tree needs a capability that is still valid."""
-from agentos import Kernel
-from agentos.kernel.kernel import AllowAll
+from agentos import AllowAll, Kernel
 from agentos.vfs import AccessDenied
 
 

@@ -3,8 +3,7 @@ import os
 
 import pytest
 
-from agentos import Kernel
-from agentos.kernel.kernel import AllowAll
+from agentos import AllowAll, Kernel
 from agentos.vfs import HostDirBackend, MemoryBackend, VfsError, install
 
 ATTEMPTS = ["/agent/1/../2/mem/working", "//agent//1/.//..//2", "/agent/1/mem/../../2",

@@ -7,9 +7,8 @@ import pytest
 
 pytest.importorskip("wasmtime")
 
-from agentos import Kernel
+from agentos import AllowAll, Kernel
 from agentos.drivers.wasm import WasmDriver
-from agentos.kernel.kernel import AllowAll
 
 import wasm_modules as W
 

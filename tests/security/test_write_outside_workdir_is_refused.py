@@ -31,8 +31,7 @@ def test_write_outside_workdir_is_refused(tmp_path):
 
 
 def test_given_workdir_is_the_only_writable_place(tmp_path):
-    box = tmp_path / "box"
-    box.mkdir()
+    box = tmp_path / "box"  # does not exist yet: the kernel creates it for the sandbox
     out = run_sandboxed(WRITER, args=[str(tmp_path / "sibling.txt")], workdir=str(box))
     assert out.result["inside.txt"] == "written"
     assert out.result[str(tmp_path / "sibling.txt")] in ("OSError", "PermissionError", "FileNotFoundError")

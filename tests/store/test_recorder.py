@@ -34,7 +34,7 @@ def test_record_and_replay_through_each_backend(store: Any) -> None:
 
 
 def test_record_refuses_kernels_it_cannot_replay() -> None:
-    from agentos.kernel.journal import Journal
+    from agentos import Journal
 
     with pytest.raises(KernelError, match="keeps no journal"):
         record_run(Kernel(record=False), MemoryStore(), "x")

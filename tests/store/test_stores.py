@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from agentos.kernel.journal import JournalEntry
+from agentos import JournalEntry
 from agentos.store import MemoryStore, StoreError, open_store, resolve
 from agentos.store.base import Store
 

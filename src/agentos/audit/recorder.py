@@ -12,7 +12,20 @@ Two ways to wait for that:
     clearance for exactly that (action, arguments) and skips deciding and recording again.
     The kernel loop never waits on the disk.
 Records that precede no action (denials, signals, approval requests) ride along with the
-next commit, or with the event-sink batch that delivers them.
+next commit, or with the event-sink batch that delivers them; `note` (refusals and kills
+of sandboxed code) starts a commit of its own soon after.
+
+Nothing can poison, heal or crash it:
+  * encoding is total (encode.py): any value becomes storable ASCII JSON; a record is
+    chained only once it is encoded, so a record that cannot be made refuses only its own
+    action (AuditUnavailable) and never blocks the queue behind it;
+  * a recorder that finds records without their anchor (deleted, forged, or behind a cut
+    log) refuses to start (AuditAnchorLost) and says why; only `reanchor(accept_loss=True)`
+    (`agentctl audit reanchor --accept-loss`) starts a new epoch, and it does so on the
+    record: an "anchor lost after record N" record that every later verify reports;
+  * every `checkpoint_every` records, and at close, it signs a checkpoint (Ed25519 over
+    the RFC 9162 Merkle root of the durable records, checkpoint.py) when it has a signing
+    key, and hands it to `on_checkpoint` (to ship it off the host).
 
 The backend is anything with `append_audit`/`audit_records`/`read_anchor`/`write_anchor`
 (see backend.py), so the recorder can be pointed at the kernel store unchanged.
@@ -25,15 +38,18 @@ import os
 import threading
 import time as _time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ..abi.errors import SyscallError
+from ..abi.errors import AgentOSError, SyscallError
 from ..abi.types import WaitKind
-from ..kernel.events import canonical
 from .backend import AuditBackend, MemoryAuditBackend, SqliteAuditBackend
-from .chain import GENESIS, AuditRecord, VerifyReport, make_anchor, make_record, verify
+from .chain import (
+    ANCHOR_LOST, GENESIS, AuditRecord, VerifyReport, _safe_iter, anchor_problem, leaf_data, make_anchor,
+    make_record, record_mac, record_problem, verify,
+)
+from .encode import encode
 from .keys import load_key
+from .merkle import Frontier, leaf_hash
 
 if TYPE_CHECKING:
     from ..kernel.events import Event
@@ -47,15 +63,35 @@ class AuditUnavailable(SyscallError):
     """The record of an action could not be made durable, so the action was refused."""
 
 
+class AuditLogError(AgentOSError):
+    """The audit log is not in a state a recorder may continue (or re-anchor) from."""
+
+
+class AuditAnchorLost(AuditLogError):
+    """Records were found without the anchor that vouches for them: the recorder refuses to
+    start; `agentctl audit reanchor --accept-loss` starts a new epoch, on the record."""
+
+
 def _json(obj: Any) -> str:
-    return json.dumps(canonical(obj), separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    return encode(obj)
+
+
+CHECKPOINT_EVERY = 1024
 
 
 class FlightRecorder:
     def __init__(self, backend: AuditBackend, key: bytes, *,
                  now: Callable[[], float] | None = None,
                  wall: Callable[[], float] = _time.time,
-                 group_commit: bool | None = None) -> None:
+                 group_commit: bool | None = None,
+                 signing_key: Any = None,
+                 checkpoint_every: int = CHECKPOINT_EVERY,
+                 on_checkpoint: Callable[[Any], None] | None = None) -> None:
+        """`signing_key`: an Ed25519 private key (checkpoint.load_signing_key); without one
+        no checkpoints are signed. `on_checkpoint(cp)` runs on the writer thread after each
+        checkpoint is stored: keep it quick (queue the shipping elsewhere)."""
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be a positive int, got {checkpoint_every!r}")
         self.backend = backend
         self._key = key
         self._now = now or (lambda: _time.monotonic() * 1000.0)
@@ -64,32 +100,120 @@ class FlightRecorder:
         self.commits = 0
         self.seq, self.last = self._resume()
         self.durable = self.seq
+        self._durable_last = self.last
+        self._signing_key = signing_key
+        self.checkpoint_every = checkpoint_every
+        self.on_checkpoint = on_checkpoint
+        self.checkpoint_errors = 0
+        self._frontier, self._checkpointed, self.latest = self._restore_tree()
+        self._again = False                  # a `note` arrived while a group commit was writing
         self.group_commit = group_commit     # None: group when the kernel is live (not deterministic)
         self.passes: dict[int, list[str]] = {}      # pid → cleared action keys (one-shot)
         self._waiters: list[tuple[int, Any, Any, str]] = []  # (seq, proc, req, key)
         self._lock = threading.Lock()        # one backend writer at a time
+        self._turn = threading.Condition(self._lock)
+        self._tickets = 0                    # batches taken from `pending`, in chain order
+        self._written = 0                    # of those, written (or failed)
         self._flushing = False
         self._executor: ThreadPoolExecutor | None = None
         self._kernel: Kernel | None = None
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], *, durability: str = "fsync",
-             key: bytes | None = None) -> "FlightRecorder":
-        """A recorder on the embedded SQLite backend in `directory` (key: env or key file)."""
+             key: bytes | None = None, sign: bool = True, **kw: Any) -> "FlightRecorder":
+        """A recorder on the embedded SQLite backend in `directory` (key: env or key file;
+        with `sign`, the checkpoint signing key too, created on first use)."""
         k = key if key is not None else load_key(directory)
-        return cls(SqliteAuditBackend(directory, durability), k)
+        if sign and "signing_key" not in kw:
+            from .checkpoint import load_signing_key
+
+            kw["signing_key"] = load_signing_key(directory)
+        import sqlite3
+
+        try:
+            backend = SqliteAuditBackend(directory, durability)
+        except sqlite3.Error as e:
+            raise AuditLogError(f"cannot open the audit log in {directory}: {type(e).__name__}: {e}") from None
+        try:
+            return cls(backend, k, **kw)
+        except sqlite3.Error as e:
+            backend.close()
+            raise AuditLogError(f"cannot read the audit log in {directory}: {type(e).__name__}: {e}") from None
+        except BaseException:
+            backend.close()
+            raise
 
     @classmethod
-    def in_memory(cls, key: bytes) -> "FlightRecorder":
-        return cls(MemoryAuditBackend(), key)
+    def in_memory(cls, key: bytes, **kw: Any) -> "FlightRecorder":
+        return cls(MemoryAuditBackend(), key, **kw)
 
     def _resume(self) -> tuple[int, str]:
-        """Continue an existing chain: from the anchor, then any valid records past it."""
-        anchor = self.backend.read_anchor()
-        seq, last = (anchor.count, anchor.last_mac) if anchor is not None and anchor.count > 0 else (0, GENESIS)
-        for rec in self.backend.audit_records(seq):
+        """Continue an existing chain from its anchor and the valid records past it; refuse
+        (AuditAnchorLost) when records are there without an anchor that vouches for them."""
+        backend = self.backend
+        anchor = backend.read_anchor()
+        fix = "; `agentctl audit reanchor --accept-loss` starts a new epoch, on the record"
+        if anchor is None:
+            for rec in _safe_iter(backend.audit_records(0)):
+                n = rec.seq if isinstance(rec, AuditRecord) else "?"
+                raise AuditAnchorLost(f"the audit log holds records (the first is {n}) but no anchor: the "
+                                      f"anchor was deleted, so a cut tail could not be told{fix}")
+            return 0, GENESIS
+        why = anchor_problem(anchor, self._key)
+        if why is not None:
+            raise AuditAnchorLost(f"refusing to continue the audit log: {why}{fix}")
+        seq, last = anchor.count, anchor.last_mac if anchor.count else GENESIS
+        reached = anchor.count == 0
+        for rec in _safe_iter(backend.audit_records(max(anchor.count - 1, 0))):
+            if isinstance(rec, BaseException):
+                raise AuditLogError(f"the audit log cannot be read past record {seq}: {rec}")
+            if not reached:
+                if getattr(rec, "seq", None) == anchor.count and getattr(rec, "mac", None) == anchor.last_mac:
+                    reached = True
+                    continue
+                raise AuditAnchorLost(f"refusing to continue the audit log: record {anchor.count} is not the "
+                                      f"one the anchor vouches for (the log was rewritten){fix}")
+            problem = record_problem(rec)
+            if problem is None and (rec.seq != seq + 1 or rec.prev != last or rec.mac != record_mac(
+                    self._key, rec.seq, rec.time, rec.wall, rec.pid, rec.kind, rec.data, rec.prev)):
+                problem = "it does not continue the chain"
+            if problem is not None:
+                raise AuditLogError(f"refusing to continue the audit log: record {seq + 1} past the anchor "
+                                    f"does not verify ({problem})")
             seq, last = rec.seq, rec.mac
+        if not reached:
+            n = sum(1 for _ in backend.audit_records(0))
+            raise AuditAnchorLost(f"refusing to continue the audit log: it ends at record {n} but the "
+                                  f"anchor vouches for {anchor.count} (the tail was cut){fix}")
         return seq, last
+
+    def _restore_tree(self) -> tuple[Frontier, int, Any]:
+        """The Merkle frontier of the records so far: from the newest stored checkpoint that
+        still matches the log, then the records after it."""
+        frontier, signed, latest = Frontier(), 0, None
+        stored = getattr(self.backend, "checkpoints", None)
+        if stored is not None and self.seq:
+            from .checkpoint import Checkpoint
+
+            for size, body, front in stored():
+                try:
+                    if not isinstance(size, int) or not 0 < size <= self.seq:
+                        continue
+                    cp = Checkpoint.loads(body)
+                    f = Frontier.load(size, json.loads(front))
+                    at = next(iter(self.backend.audit_records(size - 1)), None)
+                    if cp.size != size or f.root().hex() != cp.root or at is None or at.mac != cp.last_mac:
+                        continue
+                except (ValueError, TypeError):
+                    continue
+                frontier, signed, latest = f, size, cp
+                break
+        if frontier.size < self.seq:
+            for rec in self.backend.audit_records(frontier.size):
+                if rec.seq > self.seq:
+                    break
+                frontier.append(leaf_hash(leaf_data(rec)))
+        return frontier, signed, latest
 
     def attach(self, kernel: "Kernel") -> None:
         """Stamp records with the kernel clock and copy signals from its event stream."""
@@ -106,13 +230,24 @@ class FlightRecorder:
                 self.append(ev.pid, ev.kind, ev.data)
                 n += 1
         if n:
-            self.commit()
+            try:
+                self.commit()
+            except Exception as e:  # the records stay pending and go with the next commit
+                k = self._kernel
+                if k is not None:
+                    k.events.emit(0, "audit_error", f"{type(e).__name__}: {e}")
 
     # -- writing ----------------------------------------------------------------------
     def append(self, pid: int, kind: str, data: Any) -> AuditRecord:
-        """Chain a record now; it becomes durable at the next commit."""
+        """Chain a record now; it becomes durable at the next commit. Encoding is total, and
+        nothing is chained unless the record was made whole (else AuditUnavailable)."""
         seq = self.seq + 1
-        rec = make_record(self._key, seq, self._now(), self._wall(), pid, kind, _json(data), self.last)
+        try:
+            rec = make_record(self._key, seq, float(self._now()), float(self._wall()), int(pid), str(kind),
+                              encode(data), self.last)
+        except Exception as e:  # nothing was chained: only this record's action is refused
+            raise AuditUnavailable(f"the flight recorder cannot make a {str(kind)[:40]!r} record "
+                                   f"({type(e).__name__}: {e})") from e
         self.seq = seq
         self.last = rec.mac
         self.pending.append(rec)
@@ -121,26 +256,105 @@ class FlightRecorder:
     def commit(self) -> int:
         """Write every pending record in one transaction, then move the anchor. Returns the count.
         Waits for a group commit in flight (whose records come first in the chain)."""
-        with self._lock:
-            pending = self.pending
-            if not pending:
-                return 0
-            self.pending = []
-            self._write(pending)
+        pending = self.pending
+        if not pending:
+            return 0
+        self.pending = []
+        ticket = self._take_ticket()
+        try:
+            self._write_in_turn(pending, ticket)
+        except BaseException:
+            self._requeue(pending)
+            raise
         if self._waiters:
             self._schedule_wake()
         return len(pending)
 
+    def _take_ticket(self) -> int:
+        """Batches are written in the order they were taken from `pending` (any thread)."""
+        t = self._tickets
+        self._tickets = t + 1
+        return t
+
+    def _write_in_turn(self, batch: list[AuditRecord], ticket: int) -> None:
+        with self._turn:
+            while self._written < ticket:
+                self._turn.wait()
+            try:
+                self._write(batch)
+            finally:
+                self._written += 1
+                self._turn.notify_all()
+
+    def _requeue(self, batch: list[AuditRecord]) -> None:
+        """A batch that failed goes back, in chain order (on the thread that appends)."""
+        self.pending = sorted(batch + self.pending, key=lambda r: r.seq)
+
     def _write(self, batch: list[AuditRecord]) -> None:
-        """Under the lock: records, then the anchor. On failure the batch goes back in front."""
-        try:
-            self.backend.append_audit(batch)
-            self.backend.write_anchor(make_anchor(self._key, batch[-1].seq, batch[-1].mac))
-        except BaseException:
-            self.pending = batch + self.pending
-            raise
+        """Under the lock: records, then the anchor. Only ever the records right after the
+        durable ones, so a failed batch never leaves a gap for a later one to jump over."""
+        if batch[0].seq != self.durable + 1:
+            raise AuditLogError(f"records {self.durable + 1}..{batch[0].seq - 1} are not durable yet "
+                                f"(an earlier write failed); they are written first")
+        self.backend.append_audit(batch)
+        self.backend.write_anchor(make_anchor(self._key, batch[-1].seq, batch[-1].mac))
         self.durable = batch[-1].seq
+        self._durable_last = batch[-1].mac
         self.commits += 1
+        for rec in batch:
+            self._frontier.append(leaf_hash(leaf_data(rec)))
+        if self._signing_key is not None and self.durable - self._checkpointed >= self.checkpoint_every:
+            self._sign_locked()
+
+    # -- signed checkpoints ---------------------------------------------------------------
+    def _sign_locked(self) -> Any:
+        """Sign the durable records (caller holds the lock); store and hand out the result."""
+        from .checkpoint import sign
+
+        f = self._frontier
+        if f.size != self.durable:  # pragma: no cover - the frontier follows every write
+            raise AuditLogError(f"Merkle frontier at {f.size}, durable records at {self.durable}")
+        cp = sign(self._signing_key, f.size, f.root(), self._durable_last, int(self._wall() * 1000))
+        writer = getattr(self.backend, "write_checkpoint", None)
+        if writer is not None:
+            writer(f.size, json.dumps(cp.to_json(), sort_keys=True), json.dumps(f.dump()))
+        self._checkpointed = f.size
+        self.latest = cp   # the newest checkpoint of this log (None before the first)
+        if self.on_checkpoint is not None:
+            try:
+                self.on_checkpoint(cp)
+            except Exception:  # shipping is best effort; the checkpoint is stored
+                self.checkpoint_errors += 1
+        return cp
+
+    def checkpoint(self) -> Any:
+        """Commit what is pending and sign a checkpoint of every durable record now."""
+        if self._signing_key is None:
+            raise AuditLogError("this recorder has no signing key: no checkpoints")
+        self.commit()
+        with self._lock:
+            if self.latest is not None and self._checkpointed == self.durable:
+                return self.latest
+            return self._sign_locked()
+
+    # -- records that precede no action ---------------------------------------------------
+    def note(self, pid: int, kind: str, data: Any) -> AuditRecord:
+        """Chain a record that precedes no action (a refusal, a kill) and get it written
+        soon: by a group commit of its own in a live kernel, at once otherwise."""
+        rec = self.append(pid, kind, data)
+        if self.group_commit and self._kernel is not None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                self.commit()
+                return rec
+            if self._flushing:
+                self._again = True
+            else:
+                self._start_flush()
+            return rec
+        self.commit()
+        return rec
 
     def write_ahead(self, pid: int, kind: str, data: Any) -> AuditRecord:
         rec = self.append(pid, kind, data)
@@ -208,21 +422,19 @@ class FlightRecorder:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="agentos-audit")
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._executor, self._write_locked, batch)
-        fut.add_done_callback(self._flush_done)
+        fut = loop.run_in_executor(self._executor, self._write_in_turn, batch, self._take_ticket())
+        fut.add_done_callback(lambda f: self._flush_done(f, batch))
 
-    def _write_locked(self, batch: list[AuditRecord]) -> None:
-        with self._lock:
-            self._write(batch)
-
-    def _flush_done(self, fut: "asyncio.Future[None]") -> None:
+    def _flush_done(self, fut: "asyncio.Future[None]", batch: list[AuditRecord]) -> None:
         self._flushing = False
         err = None if fut.cancelled() else fut.exception()
         if err is not None:
+            self._requeue(batch)
             self._fail_waiters(err)
             return
         self._wake_durable()
-        if self._waiters and self.pending:
+        again, self._again = self._again, False
+        if (self._waiters or again) and self.pending:
             self._start_flush()    # records that queued up during this write: the next group
 
     def _schedule_wake(self) -> None:
@@ -264,6 +476,9 @@ class FlightRecorder:
 
     def close(self) -> None:
         self.commit()
+        if self._signing_key is not None and self.durable > self._checkpointed:
+            with self._lock:
+                self._sign_locked()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -279,14 +494,46 @@ class FlightRecorder:
         return verify(self.backend.audit_records(0), self.backend.read_anchor(), self._key)
 
 
-def verify_dir(directory: str | os.PathLike[str], key: bytes | None = None) -> VerifyReport:
-    """Verify the log in `directory` (what `agentctl audit verify` runs)."""
-    d = Path(directory)
-    if not (d / "audit.db").exists():
-        raise FileNotFoundError(f"no audit log at {d / 'audit.db'}")
-    k = key if key is not None else load_key(d, create=False)
-    backend = SqliteAuditBackend(d, "os")
-    try:
-        return verify(backend.audit_records(0), backend.read_anchor(), k)
-    finally:
-        backend.close()
+def reanchor(backend: AuditBackend, key: bytes, *, accept_loss: bool, reason: str = "",
+             wall: Callable[[], float] = _time.time) -> AuditRecord:
+    """Start a new epoch after a lost anchor, on the record: verify the chain, then append an
+    `anchor_lost` record ("anchor lost after record N") and a fresh anchor. Refuses unless
+    `accept_loss`, when the anchor is intact, and when the chain itself is broken (that is
+    evidence, which re-anchoring must not paper over)."""
+    if not accept_loss:
+        raise AuditLogError("re-anchoring accepts that records after the last verifiable one may be "
+                            "lost; say so with accept_loss=True (--accept-loss)")
+    prev, n = GENESIS, 0
+    for rec in _safe_iter(backend.audit_records(0)):
+        bad = None
+        if isinstance(rec, BaseException):
+            bad = f"it cannot be read ({type(rec).__name__})"
+        else:
+            bad = record_problem(rec)
+            if bad is None and (rec.seq != n + 1 or rec.prev != prev or rec.mac != record_mac(
+                    key, rec.seq, rec.time, rec.wall, rec.pid, rec.kind, rec.data, rec.prev)):
+                bad = "its sequence, link or MAC does not verify"
+        if bad is not None:
+            raise AuditLogError(f"record {n + 1} does not verify ({bad}): the chain itself is broken. "
+                                f"Re-anchoring replaces a lost anchor; it does not rewrite evidence. "
+                                f"Keep this log as it is and start a new one elsewhere")
+        assert isinstance(rec, AuditRecord)
+        n, prev = n + 1, rec.mac
+    anchor = backend.read_anchor()
+    if anchor is None:
+        state = "missing"
+    else:
+        state = anchor_problem(anchor, key) or ""
+        if not state and anchor.count > n:
+            state = f"it vouched for {anchor.count} records; the log has {n}"
+        elif not state and anchor.count and anchor.count <= n:
+            at = next(iter(backend.audit_records(anchor.count - 1)), None)
+            if at is None or at.mac != anchor.last_mac:
+                state = "it points at a record with another MAC"
+    if not state:
+        raise AuditLogError(f"nothing to re-anchor: the anchor is intact and matches the log ({n} records)")
+    data = encode({"after": n, "anchor": state, "reason": reason})
+    rec = make_record(key, n + 1, 0.0, float(wall()), 0, ANCHOR_LOST, data, prev)
+    backend.append_audit([rec])
+    backend.write_anchor(make_anchor(key, rec.seq, rec.mac))
+    return rec

@@ -61,9 +61,8 @@ def register(app: typer.Typer) -> None:
         refuses every action on the world."""
         from rich.console import Console
 
-        from ..kernel import AllowAll, Kernel
-        from ..kernel.history import attach_history
-        from .render import Narrator, exit_style, history_table
+        from .. import AllowAll, Kernel, ProcessHistory
+        from .render import Narrator, exit_style, history_table, untrusted
         from .render import console as render_console
         from .strict import CliNoPolicy
 
@@ -71,7 +70,7 @@ def register(app: typer.Typer) -> None:
         module = load_program(file)
         k = Kernel(deterministic=deterministic, seed=seed, policy=CliNoPolicy("run"),
                    event_batch=1 if narrate else 4096)
-        history = attach_history(k)
+        history = ProcessHistory.attach(k)
         if narrate:
             k.events.add_raw_sink(Narrator(console).observe)
         if hasattr(module, "setup"):
@@ -98,8 +97,8 @@ def register(app: typer.Typer) -> None:
             res = k.run(module.init, **kw)
         console.print(history_table(history, title=f"processes of {file.name}"))
         m = k.metrics()
-        console.print(f"[bold]init[/] ended [{exit_style(str(res.reason))}]{res.reason}[/]"
-                      f"{'' if res.value is None else f' → {res.value!r:.200}'}")
+        console.print(f"[bold]init[/] ended [{exit_style(str(res.reason))}]{untrusted(str(res.reason))}[/]"
+                      f"{'' if res.value is None else ' → ' + untrusted(repr(res.value), 200)}")
         console.print(f"{m['spawned']} processes, {m['syscalls_total']} syscalls, {m['tokens']} tokens, "
                       f"{m['tool_calls']} tool calls, ${m['usd']:.6f}; exits: {m['exits']}")
         if run_id is not None:

@@ -29,10 +29,9 @@ def kernel_tour(seed: int, record: bool) -> None:
     """A supervised team of scripted agents with tools: a restart, a budget kill, refusals."""
     from rich.rule import Rule
 
-    from ..kernel import AllowAll, Kernel
-    from ..kernel.history import attach_history
+    from .. import AllowAll, Kernel, ProcessHistory
     from . import demo_kernel
-    from .render import Narrator, exit_style, history_table
+    from .render import Narrator, exit_style, history_table, untrusted
     from .render import console as render_console
 
     console = render_console()
@@ -40,7 +39,7 @@ def kernel_tour(seed: int, record: bool) -> None:
     console.print("A supervisor keeps a calculator agent alive; a planner uses it by name; a spender "
                   "has a budget of 3 tool calls; an intruder tries to act without capabilities.\n")
     k = Kernel(deterministic=True, seed=seed, policy=AllowAll(), event_batch=1)
-    history = attach_history(k)
+    history = ProcessHistory.attach(k)
     k.events.add_raw_sink(Narrator(console).observe)
     demo_kernel.setup(k)
     run_id = None
@@ -54,7 +53,7 @@ def kernel_tour(seed: int, record: bool) -> None:
     console.print()
     console.print(history_table(history, title="every process, and what it cost"))
     m = k.metrics()
-    console.print(f"init: [{exit_style(str(res.reason))}]{res.reason}[/] ({res.value}); "
+    console.print(f"init: [{exit_style(str(res.reason))}]{untrusted(str(res.reason))}[/] ({untrusted(res.value)}); "
                   f"{m['spawned']} processes, {m['syscalls_total']} syscalls, {m['tool_calls']} tool calls; "
                   f"exits {m['exits']}")
     if run_id is not None:

@@ -77,8 +77,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def replay(run: str, store: Optional[str] = StoreOpt) -> None:
         """Replay a run from its journal (no live calls); report identical or the first divergence."""
-        from ..abi.errors import AgentOSError
-        from ..kernel.kernel import Kernel
+        from .. import AgentOSError, Kernel
 
         st = _open(store)
         try:
@@ -126,8 +125,7 @@ def register(app: typer.Typer) -> None:
                  store: Optional[str] = StoreOpt) -> None:
         """Snapshot process PID of a run: its latest SIGUSR1 checkpoint, or (with --at, or when it
         has none) its state at an event, rebuilt by replaying the run with no live calls."""
-        from ..abi.errors import AgentOSError
-        from ..kernel.kernel import Kernel
+        from .. import AgentOSError, Kernel, KernelError
 
         st = _open(store)
         try:
@@ -149,9 +147,11 @@ def register(app: typer.Typer) -> None:
                 taken: dict[str, Any] = {}
 
                 def probe(k: Any, ev: Any) -> bool:
-                    if ev.seq >= target and pid in k.procs:
-                        taken["snap"] = k.snapshot(pid)
-                        return True
+                    if ev.seq >= target:
+                        try:
+                            taken["snap"] = k.snapshot(pid)
+                        except KernelError:  # not alive at that point
+                            pass
                     return ev.seq >= target
 
                 try:
@@ -180,12 +180,8 @@ def register(app: typer.Typer) -> None:
                 record: bool = typer.Option(True, "--record/--no-record", help="record to the default store"),
                 store: Optional[str] = StoreOpt) -> None:
         """Start a snapshotted process again in a fresh kernel and run it to its end."""
-        from ..abi.errors import AgentOSError
+        from .. import ABI_VERSION, AgentOSError, AllowAll, BootInfo, Kernel, Observer, ProcessImage, Right
         from ..drivers.kv import KVDriver
-        from ..kernel.caps import PROC, R_KILL, R_MONITOR
-        from ..kernel.kernel import AllowAll, Kernel
-        from ..kernel.rebuild import load_image
-        from ..kernel.snapshot import restore as do_restore
 
         try:
             with open(file, encoding="utf-8") as f:
@@ -193,16 +189,14 @@ def register(app: typer.Typer) -> None:
         except (OSError, ValueError) as e:
             typer.echo(f"error: cannot read snapshot {file}: {e}", err=True)
             raise typer.Exit(2)
-        from ..abi.types import ABI_VERSION
-
         if not isinstance(snap, dict) or snap.get("abi_version") != ABI_VERSION:
             v = snap.get("abi_version") if isinstance(snap, dict) else None
             typer.echo(f"error: the snapshot was taken under ABI version {v}; this kernel speaks "
                        f"version {ABI_VERSION}", err=True)
             raise typer.Exit(1)
         try:
-            image = load_image(snap.get("image") or {})
-        except Exception as e:
+            image = ProcessImage.from_entry(snap.get("image") or {})
+        except AgentOSError as e:
             typer.echo(f"error: cannot find the snapshot's image: {e}", err=True)
             raise typer.Exit(2)
         from .strict import CliNoPolicy
@@ -212,15 +206,18 @@ def register(app: typer.Typer) -> None:
             k.register_driver(KVDriver())
         holder: dict[str, Any] = {}
 
-        def on_boot(init: Any, _params: Any) -> None:
-            pid = do_restore(k, snap, image, parent=init)
-            holder["pid"] = pid
-            holder["cap"] = k.caps.grant(init, PROC, k.procs[pid], R_MONITOR | R_KILL).ref
+        class RestoreAtBoot(Observer):
+            """Restores the snapshot as init's child, and gives init a cap to wait on it."""
+
+            def booted(self, kernel: Kernel, init: Any, boot: BootInfo) -> None:
+                pid = kernel.restore(snap, image, parent=init.pid)
+                holder["pid"] = pid
+                holder["cap"] = kernel.grant_process(init.pid, pid, Right.MONITOR | Right.KILL)
 
         async def restorer(sys_: Any, args: Any) -> Any:
             return str(await sys_.waitpid(holder["cap"]))
 
-        k.boot_hooks.append(on_boot)
+        k.add_observer(RestoreAtBoot())
         st = None
         if record:
             from ..store import record_run

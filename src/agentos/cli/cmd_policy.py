@@ -1,4 +1,4 @@
-"""`agentctl policy validate|test|run` and `agentctl audit verify`.
+"""`agentctl policy validate|test|run` (the flight-recorder commands are in cmd_audit.py).
 
 Exit codes: 0 valid / every case passed / the run ended normally; 1 an invalid policy,
 a failed case, or a run that ended otherwise; 2 bad input (a cases file, an option, a
@@ -64,7 +64,7 @@ def _load(file: Path, tools: Optional[str], drivers: Optional[str], resolver: An
     except PolicyLoadError as e:
         _invalid(e)
     if resolver is not None:
-        eng._tool_resolver = resolver
+        eng.set_tool_resolver(resolver)
     return eng
 
 
@@ -165,9 +165,7 @@ def _outcome(d: Any) -> str:
 def register(app: typer.Typer) -> None:
     policy_app = typer.Typer(help="Check policy files (.agents/security.md) and what they decide.",
                              no_args_is_help=True)
-    audit_app = typer.Typer(help="The flight recorder: verify the keyed audit chain.", no_args_is_help=True)
     app.add_typer(policy_app, name="policy")
-    app.add_typer(audit_app, name="audit")
     register_run(policy_app)
 
     @policy_app.command("validate")
@@ -226,24 +224,6 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{len(failed)} case(s) failed: #{', #'.join(map(str, failed))}", err=True)
             raise typer.Exit(1)
 
-    @audit_app.command("verify")
-    @_guard
-    def verify(directory: Optional[Path] = typer.Option(None, "--dir",
-                                                         help="audit directory (default $AGENTOS_HOME/audit)")) -> None:
-        """Walk the HMAC chain and the anchor; report the first bad record (exit 1)."""
-        from ..audit.keys import AuditKeyError
-        from ..audit.recorder import verify_dir
-
-        d = directory or Path(os.environ.get("AGENTOS_HOME", ".agentos")) / "audit"
-        try:
-            report = verify_dir(d)
-        except (FileNotFoundError, AuditKeyError) as e:
-            typer.echo(f"cannot verify: {e}", err=True)
-            raise typer.Exit(2)
-        typer.echo(report.summary(), err=not report.ok)
-        if not report.ok:
-            raise typer.Exit(1)
-
 
 def register_run(policy_app: typer.Typer) -> None:
     @policy_app.command("run")
@@ -266,7 +246,7 @@ def register_run(policy_app: typer.Typer) -> None:
         import math
 
         from ..audit import FlightRecorder
-        from ..kernel import Kernel
+        from .. import Kernel
         from ..policy import ApprovalChannel, PolicyEngine, PolicyLoadError
         from ..policy.approval_io import ApprovalServer, PromptApprover
         from .cmd_core import load_program
@@ -303,7 +283,13 @@ def register_run(policy_app: typer.Typer) -> None:
             typer.echo("note: the policy sets observability.flight_recorder: false; the flight recorder "
                        "stays on under agentctl policy run (it cannot be turned off from the policy file)",
                        err=True)
-        rec = FlightRecorder.open(d, durability=dur)
+        from ..audit import AuditKeyError, AuditLogError
+
+        try:
+            rec = FlightRecorder.open(d, durability=dur)
+        except (AuditLogError, AuditKeyError) as e:
+            _stop_drivers(k)
+            _fail(f"error: flight recorder {d}: {e}", 2)
         k.audit = rec
         rec.attach(k)
 

@@ -1,7 +1,11 @@
 """`agentctl sandbox run FILE`: run untrusted agent code in the process sandbox.
 
 FILE defines `async def main(sys, args)`; it is never imported by agentctl, only read
-as text and handed to a sandboxed child, under the given rlimits and allow-list.
+as text and handed to a sandboxed child, under the given rlimits and allow-list. What the
+program logs is printed as plain text, never as terminal markup.
+
+Exit codes: 0 the program ended normally; 1 it did not (fault, kill, quota...); 2 bad
+arguments (a missing file, --args that is not JSON, a bad limit or allow-list).
 """
 from __future__ import annotations
 
@@ -10,6 +14,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+
+def _fail(msg: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {msg}", err=True)
+    return typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:
@@ -27,29 +36,37 @@ def register(app: typer.Typer) -> None:
             allow: Optional[str] = typer.Option(None, help="comma-separated syscall allow-list "
                                                 "(default: the standard list)"),
             allow_all_policy: bool = typer.Option(False, "--allow-all", help="policy: allow every action"),
-            workdir: Optional[Path] = typer.Option(None, help="its writable directory (default: a fresh one)"),
+            workdir: Optional[Path] = typer.Option(None, help="its writable directory: a path that does not "
+                                                   "exist yet, which the kernel creates for it (default: a "
+                                                   "fresh private one, removed afterwards)"),
             ) -> None:
         """Run FILE sandboxed; print its result, exit reason and what the sandbox achieved."""
         from rich.console import Console
 
-        from ..kernel import AllowAll, Kernel
+        from .. import AllowAll, Kernel
         from ..sandbox import DEFAULT_ALLOW, SandboxLimits, install, sandbox
+        from .render import untrusted
 
         console = Console()
-        if not file.exists():
-            raise typer.BadParameter(f"{file} does not exist")
+        try:
+            code = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise _fail(f"cannot read {file}: {e}") from None
         try:
             parsed = json.loads(args) if args is not None else None
         except ValueError as e:
-            raise typer.BadParameter(f"--args is not JSON: {e}") from None
-        limits = SandboxLimits(as_bytes=mem_mb << 20, cpu_s=cpu_s, nproc=nproc, nofile=nofile,
-                               fsize=fsize_mb << 20)
+            raise _fail(f"--args is not JSON: {e}") from None
+        try:
+            limits = SandboxLimits(as_bytes=mem_mb << 20, cpu_s=cpu_s, nproc=nproc, nofile=nofile,
+                                   fsize=fsize_mb << 20)
+        except (ValueError, TypeError) as e:
+            raise _fail(str(e)) from None
         allowed = DEFAULT_ALLOW if allow is None else frozenset(a.strip() for a in allow.split(",") if a.strip())
         try:
-            img = sandbox(file.read_text(), limits=limits, allow=allowed, name=file.stem,
+            img = sandbox(code, limits=limits, allow=allowed, name=file.stem,
                           workdir=str(workdir) if workdir else None)
         except (ValueError, SyntaxError) as e:
-            raise typer.BadParameter(str(e)) from None
+            raise _fail(f"{file}: {e}") from None
         from .strict import CliNoPolicy
 
         k = Kernel(policy=AllowAll() if allow_all_policy else CliNoPolicy("sandbox run", "--allow-all"))
@@ -64,11 +81,11 @@ def register(app: typer.Typer) -> None:
         started = [e.data[2] for e in k.events.events(kind="log") if e.data[1] == "sandbox started"]
         logs = [e.data for e in k.events.events(kind="log") if e.pid == 2 and e.data[1] != "sandbox started"]
         for level, msg, fields in logs:
-            console.print(f"[dim]{level}[/dim] {msg} {fields if fields else ''}")
+            console.print(f"[dim]{untrusted(level, 20)}[/dim] {untrusted(msg)} {untrusted(fields) if fields else ''}")
         if started:
             s = started[0]
-            console.print(f"child pid {s.get('child')} uid {s.get('uid')}: network {s.get('net')}, "
-                          f"file system {s.get('fs')}, seccomp {s.get('seccomp')}")
+            console.print(untrusted(f"child pid {s.get('child')} uid {s.get('uid')}: network {s.get('net')}, "
+                                    f"file system {s.get('fs')}, seccomp {s.get('seccomp')}"))
         reason = str(out.get("reason"))
-        console.print(f"exit: [{'green' if reason == 'normal' else 'red'}]{reason}[/]")
+        console.print(f"exit: [{'green' if reason == 'normal' else 'red'}]{untrusted(reason)}[/]")
         raise typer.Exit(0 if reason == "normal" else 1)

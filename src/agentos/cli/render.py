@@ -1,10 +1,30 @@
-"""Rendering shared by commands: process tables, run summaries, a live event narrator."""
+"""Rendering shared by commands: process tables, run summaries, a live event narrator.
+
+Text that agents or sandboxed programs wrote (log lines, process names, exit reasons,
+fault messages) is never rendered as terminal markup: it goes through `untrusted`, which
+escapes rich markup and shows control characters (ANSI escapes included) as \\xNN.
+"""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def untrusted(value: Any, limit: int = 2000) -> str:
+    """`value` as text safe to hand to rich: markup escaped, control characters and lone
+    surrogates made visible, at most `limit` characters."""
+    s = value if isinstance(value, str) else repr(value)
+    if len(s) > limit:
+        s = s[:limit] + "..."
+    s = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", s)
+    s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return escape(s)
 
 
 def console() -> Console:
@@ -28,7 +48,8 @@ def history_table(history: Any, title: str = "processes") -> Table:
         t.add_column(col, justify="right" if col not in ("name", "exit") else "left")
     for r in history.rows():
         ms = "" if r.ended is None else f"{r.ended - r.started:.1f}"
-        t.add_row(str(r.pid), r.name, str(r.parent), f"[{exit_style(r.exit)}]{r.exit or 'running'}[/]",
+        t.add_row(str(r.pid), untrusted(r.name), str(r.parent),
+                  f"[{exit_style(r.exit)}]{untrusted(r.exit or 'running')}[/]",
                   str(r.syscalls), str(r.tokens), str(r.tool_calls), f"{r.usd:.6f}", ms)
     return t
 
@@ -39,7 +60,7 @@ def ps_table(rows: list[dict[str, Any]], title: str = "ps") -> Table:
         t.add_column(col)
     for r in rows:
         u = r["used"]
-        t.add_row(str(r["pid"]), r["name"], r["state"], str(r["parent"]), str(r["priority"]),
+        t.add_row(str(r["pid"]), untrusted(r["name"]), r["state"], str(r["parent"]), str(r["priority"]),
                   str(r["reductions"]), str(r["mailbox"]), str(u["tokens"]), str(u["tool_calls"]),
                   f"{u['usd']:.6f}")
     return t
@@ -53,7 +74,7 @@ class Narrator:
         self.names: dict[int, str] = names if names is not None else {}
 
     def who(self, pid: int) -> str:
-        return f"[bold]{self.names.get(pid, '?')}[/]#{pid}" if pid else "[bold]kernel[/]"
+        return f"[bold]{untrusted(self.names.get(pid, '?'))}[/]#{pid}" if pid else "[bold]kernel[/]"
 
     def observe(self, batch: list[tuple[float, int, str, Any]], first_seq: int = 0) -> None:
         out = self.console.print
@@ -66,7 +87,7 @@ class Narrator:
             elif kind == "log":
                 level, msg, fields = data
                 style = {"error": "red", "warning": "yellow"}.get(level, "white")
-                out(f"{stamp} [{style}]{level:7}[/] {self.who(pid)}: {msg}")
+                out(f"{stamp} [{style}]{untrusted(level):7}[/] {self.who(pid)}: {untrusted(msg)}")
             elif kind == "charge":
                 _, tokens, calls, usd = data
                 parts = [p for p in (f"{tokens} tokens" if tokens else "", f"{calls} tool call(s)" if calls else "",
@@ -75,10 +96,11 @@ class Narrator:
             elif kind == "quota":
                 out(f"{stamp} [bold magenta]budget[/] {self.who(pid)}: {data[0]} exhausted")
             elif kind == "error":
-                out(f"{stamp} [red]refused[/] {self.who(pid)}: {data[0]}: {data[1]}")
+                out(f"{stamp} [red]refused[/] {self.who(pid)}: {untrusted(data[0])}: {untrusted(data[1])}")
             elif kind == "policy" and not data[1]:
-                out(f"{stamp} [bold red]policy[/] {self.who(pid)}: {data[0]} denied by {data[2]}")
+                out(f"{stamp} [bold red]policy[/] {self.who(pid)}: {untrusted(data[0])} denied by "
+                    f"{untrusted(data[2])}")
             elif kind == "signal":
-                out(f"{stamp} [yellow]signal[/] {data[0]} → {self.who(pid)} (from {self.who(data[1])})")
+                out(f"{stamp} [yellow]signal[/] {untrusted(data[0])} → {self.who(pid)} (from {self.who(data[1])})")
             elif kind == "exit":
-                out(f"{stamp} [{exit_style(str(data))}]exit[/]   {self.who(pid)}: {data}")
+                out(f"{stamp} [{exit_style(str(data))}]exit[/]   {self.who(pid)}: {untrusted(str(data))}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernel import Decision, NoPolicy
+from .. import Decision, NoPolicy
 
 
 class CliNoPolicy(NoPolicy):

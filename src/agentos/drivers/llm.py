@@ -10,8 +10,7 @@ deltas of the new attempt follow those already seen; `read_all` streams interlea
 
 What the driver adds on top of the SDK, and why:
 - a `PriorityGate` per device bounds concurrent requests; waiters go by the caller's
-  process priority, then FIFO (the kernel hands the driver a priority lookup at
-  registration);
+  process priority (from the `DriverHost` the kernel hands it at registration), then FIFO;
 - its own retries (the SDK's are off) for 429, 408/409, 5xx, timeouts and lost
   connections, with capped exponential backoff that honours Retry-After; the delays and
   the sleep function are configurable, so tests check the schedule without waiting;
@@ -37,11 +36,11 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
 
-from ..abi.driver import Driver, DriverResult
+from ..abi.driver import Driver, DriverHost, DriverResult
 from ..abi.errors import BadRequest, DriverError, DriverTimeout, RateLimited, UpstreamError
 from ..abi.types import Cost
 from .chat import ChatReply, ToolCall, check_request, parse_arguments, to_openai_messages, to_openai_tools
-from .llm_sched import PriorityGate, kernel_priority
+from .llm_sched import PriorityGate, caller_priority
 from .prices import PriceTable, price_table
 
 log = logging.getLogger("agentos.drivers.llm")
@@ -109,10 +108,9 @@ class LLMDriver(Driver):
         self.calls = 0         # HTTP attempts made
 
     # -- ABI --------------------------------------------------------------------------
-    def on_register(self, kernel: Any, name: str) -> None:
-        self.name = name
-        if self.priority_of is None:
-            self.priority_of = kernel_priority(kernel)
+    def on_register(self, host: DriverHost) -> None:
+        super().on_register(host)
+        self.name = host.name
 
     def open(self, owner: int, params: Any) -> LLMHandle:
         params = params or {}
@@ -166,13 +164,8 @@ class LLMDriver(Driver):
         return kw
 
     async def _chat(self, handle: LLMHandle, kwargs: dict[str, Any]) -> DriverResult:
-        prio = 0
-        if self.priority_of is not None:
-            try:
-                prio = self.priority_of(handle.pid)
-            except Exception:  # a lookup failure must not fail the call; rank it last
-                prio = -1
-        async with self.gate.slot(prio):
+        lookup = self.priority_of or (self.host.priority if self.host is not None else None)
+        async with self.gate.slot(caller_priority(lookup, handle.pid)):
             reply = await self._with_retries(handle, kwargs)
         cost = Cost(tokens=reply.total_tokens,
                     usd=self.prices.cost((reply.model, kwargs["model"]), reply.prompt_tokens,

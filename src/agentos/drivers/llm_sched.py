@@ -139,15 +139,15 @@ class _Slot:
         self.gate.release()
 
 
-def kernel_priority(kernel: Any) -> Callable[[int], int]:
-    """A priority lookup for a kernel's processes (an exited pid ranks lowest)."""
-    procs = kernel.procs
+def caller_priority(lookup: Callable[[int], int] | None, pid: int) -> int:
+    """The priority a waiting request ranks at: `lookup(pid)` (a `DriverHost.priority`, or a
+    lookup given explicitly); 0 with no lookup; -1 (last) if the lookup fails."""
+    if lookup is None:
+        return 0
+    try:
+        return int(lookup(pid))
+    except Exception:  # a lookup failure must not fail the call; rank it last
+        return -1
 
-    def lookup(pid: int) -> int:
-        p = procs.get(pid)
-        return p.priority if p is not None else -1
 
-    return lookup
-
-
-__all__ = ["GateStats", "PriorityGate", "kernel_priority"]
+__all__ = ["GateStats", "PriorityGate", "caller_priority"]

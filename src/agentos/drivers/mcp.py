@@ -29,7 +29,7 @@ from concurrent.futures import Future as CFuture
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, Mapping, Sequence
 
-from ..abi.driver import Driver, DriverResult
+from ..abi.driver import Driver, DriverHost, DriverResult
 from ..abi.errors import DriverError, DriverTimeout, ToolError, UpstreamError
 from ..abi.types import Cost
 from .tools import EFFECTS, ServedTool, Tool, check_class
@@ -82,8 +82,9 @@ class MCPDriver(Driver):
         self._errlog: Any = None
 
     # -- ABI ----------------------------------------------------------------------------
-    def on_register(self, kernel: Any, name: str) -> None:
-        self.name = name
+    def on_register(self, host: DriverHost) -> None:
+        super().on_register(host)
+        self.name = host.name
 
     def open(self, owner: int, params: Any) -> int:
         if params not in (None, {}):

@@ -7,8 +7,14 @@ never by the module or the process's open params:
 - linear memory: at most `memory_pages` 64 KiB pages (default 16 = 1 MiB) and one memory;
   a declared minimum over the cap is refused at open, `memory.grow` past it returns -1;
 - CPU: fuel. Each call gets `fuel` units; running out traps, and the fuel burnt is charged
-  to the caller either way (see `fuel_cost`);
+  to the caller either way; a call ended by its wall-time deadline (or by its caller going
+  away) is charged its whole reservation, the `fuel` it was given, since wasmtime reports
+  no fuel used after an epoch trap: so a usd price on fuel bounds WASM compute;
 - wall time: an epoch deadline per call (`timeout_ms`); a killed caller interrupts it too;
+- start-up: `open` only checks and compiles the module (cached); instantiation, which runs
+  the module's start function, happens on the worker thread at the first call, under the
+  same fuel and deadline, and is charged to that call (a trap there is that call's error,
+  and every later call on the handle says the module failed to start);
 - output: an export returning `(ptr, len)` (two i32) yields the bytes at `ptr`; more than
   `output_limit` (default 4096) bytes, or a range outside memory, is an error;
 - WASI (optional, device-level): one preopened host directory, read-only unless
@@ -18,8 +24,9 @@ A call is the action `<device>.<export>`: exports are tools to policy, typed by 
 device's `classes` (export name -> ontology class, `"*"` for every other export).
 
 Invariants: one call at a time per handle (each handle owns a Store on its own Engine, so
-cancelling one call never disturbs another); calls run on a worker thread, never on the
-kernel loop's thread; compiled code is cached per module hash (serialized once, loaded per
+cancelling one call never disturbs another); module code (start functions included) runs
+on a worker thread, never on the kernel loop's thread (an `inline` device excepted, whose
+deadline is at most INLINE_MAX_MS); compiled code is cached per module hash (serialized once, loaded per
 engine, which is ~20x cheaper than compiling).
 """
 from __future__ import annotations
@@ -79,7 +86,7 @@ class HostFunction:
 class _Handle:
     engine: Any
     store: Any
-    instance: Any
+    instance: Any          # None until the first call instantiates the module
     memory: Any
     pages: int
     fuel: int
@@ -89,6 +96,8 @@ class _Handle:
     closed: bool = False
     calls: int = 0
     funcs: dict[str, Any] = field(default_factory=dict)  # export name → caller (see _fast_call)
+    start: Any = None      # (linker, module) until instantiated
+    failed: str | None = None   # why the module could not start
 
 
 _VALTYPES = ("i32", "i64", "f32", "f64")
@@ -194,10 +203,11 @@ class WasmDriver(Driver):
         timeout_ms, memory_pages and output_limit."""
         wt = _wt()
         if not isinstance(params, dict):
-            raise DriverError(f"{self.name}: open params are a dict with 'wat' or 'wasm', got {params!r}")
+            raise DriverError(f"{self.name}: open params are a dict with 'wat' or 'wasm', got "
+                              f"{type(params).__name__}")
         unknown = set(params) - {"wat", "wasm", "fuel", "timeout_ms", "memory_pages", "output_limit"}
         if unknown:
-            raise DriverError(f"{self.name}: unknown open params {sorted(unknown)}")
+            raise DriverError(f"{self.name}: unknown open params {sorted(map(str, unknown))[:8]}")
         pages = self._narrow(params, "memory_pages", self.memory_pages)
         fuel = self._narrow(params, "fuel", self.fuel)
         timeout = float(self._narrow(params, "timeout_ms", self.timeout_ms))
@@ -219,25 +229,45 @@ class WasmDriver(Driver):
             hf = self.host_functions[key]
             ft = wt.FuncType([_valtype(t) for t in hf.params], [_valtype(t) for t in hf.results])
             linker.define_func(hf.module, hf.name, ft, hf.fn)
-        token = _WATCHDOG.arm(timeout / 1000.0, engine)
+        return _Handle(engine, store, None, None, pages, fuel, timeout, out_limit, start=(linker, module))
+
+    def _instantiate(self, h: _Handle) -> Cost:
+        """Run the module's start (under h.lock, on the calling thread: a worker, or the
+        kernel's for an inline device), with the handle's fuel and deadline. Returns its cost."""
+        wt = _wt()
+        linker, module = h.start
+        h.start = None
+        store = h.store
+        store.set_fuel(h.fuel)
+        token = _WATCHDOG.arm(h.timeout_ms / 1000.0, h.engine)
         try:
             instance = linker.instantiate(store, module)
         except Exception as e:
-            raise self._trap_error(e, store, fuel, "instantiate") from None
+            err = self._trap_error(e, store, h.fuel, "instantiate (the start function)")
+            h.failed = str(err)
+            raise err from None
         finally:
             _WATCHDOG.disarm(token)
-        memory = None
-        for name, ext in instance.exports(store).items():
+        used = h.fuel - store.get_fuel()
+        h.instance = instance
+        for _name, ext in instance.exports(store).items():
             if isinstance(ext, wt.Memory):
-                memory = ext
+                h.memory = ext
                 break
-        return _Handle(engine, store, instance, memory, pages, fuel, timeout, out_limit)
+        return self._cost(used)
+
+    def max_cost(self, handle: _Handle | None = None) -> Cost:
+        """The most one call can cost: its whole fuel (twice for a first call, which also
+        runs the start function). What a reservation should hold before the call runs."""
+        fuel = handle.fuel if handle is not None else self.fuel
+        first = handle is None or handle.instance is None
+        return self._cost(fuel * (2 if first else 1))
 
     @staticmethod
     def _narrow(params: dict[str, Any], key: str, cap: Any) -> Any:
         v = params.get(key, cap)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-            raise DriverError(f"wasm: {key} must be a positive number, got {v!r}")
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+            raise DriverError(f"wasm: {key} must be a positive number, got {str(v)[:40]}")
         if v > cap:
             raise DriverError(f"wasm: {key}={v} is over this device's limit of {cap}")
         return type(cap)(v)
@@ -341,6 +371,14 @@ class WasmDriver(Driver):
             store.set_epoch_deadline(1)  # arm before looking at the flags (see _submit)
             if h.closed or cancel.is_set():
                 raise DriverError(f"{self.name}: {func} was cancelled before it ran")
+            if h.failed is not None:
+                raise DriverError(f"{self.name}: the module failed to start: {h.failed}")
+            started = Cost()
+            if h.instance is None:
+                started = self._instantiate(h)
+                store.set_epoch_deadline(1)
+                if h.closed or cancel.is_set():
+                    raise DriverError(f"{self.name}: {func} was cancelled before it ran")
             fast = h.funcs.get(func)
             if fast is None:
                 ext = h.instance.exports(store).get(func)
@@ -357,11 +395,11 @@ class WasmDriver(Driver):
             except DriverError:
                 raise
             except Exception as e:
-                raise self._trap_error(e, store, h.fuel, func) from None
+                raise self._trap_error(e, store, h.fuel, func, started) from None
             finally:
                 _WATCHDOG.disarm(token)
             used = h.fuel - store.get_fuel()
-            return DriverResult(self._result(h, func, out), self._cost(used))
+            return DriverResult(self._result(h, func, out), _add(self._cost(used), started))
 
     def _write_input(self, h: _Handle, data: bytes) -> list[int]:
         wt = _wt()
@@ -394,19 +432,26 @@ class WasmDriver(Driver):
         usd = fuel_used * self.usd_per_gfuel / 1e9 if self.usd_per_gfuel else 0.0
         return Cost(usd=usd, reductions=reductions)
 
-    def _trap_error(self, e: BaseException, store: Any, fuel: int, what: str) -> DriverError:
+    def _trap_error(self, e: BaseException, store: Any, fuel: int, what: str,
+                    before: Cost | None = None) -> DriverError:
+        """The error for a trap, carrying what the call costs: the fuel burnt, or for an
+        epoch interrupt (wall-time deadline, caller gone) the whole reservation, since
+        wasmtime reports no fuel used then. `before`: the start function's cost, if this
+        call ran it."""
         wt = _wt()
         try:
             used = fuel - store.get_fuel()
         except Exception:
             used = fuel
-        cost = self._cost(used)
         code = getattr(e, "trap_code", None) if isinstance(e, wt.Trap) else None
+        if code == wt.TrapCode.INTERRUPT:
+            used = fuel  # settle at the full reservation
+        cost = _add(self._cost(used), before)
         if code == wt.TrapCode.OUT_OF_FUEL:
             return WasmTrap(f"{self.name}: {what} ran out of fuel after {used} units", cost, "fuel")
         if code == wt.TrapCode.INTERRUPT:
             return WasmTrap(f"{self.name}: {what} was interrupted at its wall-time deadline or "
-                            f"because its caller went away ({used} fuel used)", cost, "deadline")
+                            f"because its caller went away (charged its whole {fuel} fuel)", cost, "deadline")
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "memory minimum size" in msg or "exceeds memory limits" in msg or "resource limit" in msg:
             return WasmTrap(f"{self.name}: {what}: memory over the {self.memory_pages}-page cap: {msg}", cost, "memory")
@@ -418,6 +463,12 @@ class WasmDriver(Driver):
 
     def stats(self) -> dict[str, int]:
         return {"compiles": self.compiles, "cache_hits": self.cache_hits, "cached": len(self._cache)}
+
+
+def _add(a: Cost, b: Cost | None) -> Cost:
+    if b is None or (not b.usd and not b.reductions):
+        return a
+    return Cost(usd=a.usd + b.usd, reductions=a.reductions + b.reductions)
 
 
 _NUMERIC = {"i32": (1 << 31, 1 << 32), "i64": (1 << 63, 1 << 64), "f32": None, "f64": None}

@@ -31,10 +31,10 @@ import time
 import weakref
 from typing import Any, Callable, Iterable, Mapping
 
-from ..abi.driver import Driver, DriverResult
+from ..abi.driver import Driver, DriverHost, DriverResult
 from ..abi.errors import DriverError, DriverTimeout, ToolError
 from ..abi.types import Cost
-from .llm_sched import PriorityGate, kernel_priority
+from .llm_sched import PriorityGate, caller_priority
 from .tools import ServedTool, check_class, check_effect
 
 
@@ -146,10 +146,9 @@ class WorkerDriver(Driver):
         return dict(self.classes)
 
     # -- ABI ----------------------------------------------------------------------------
-    def on_register(self, kernel: Any, name: str) -> None:
-        self.name = name
-        if self.priority_of is None:
-            self.priority_of = kernel_priority(kernel)
+    def on_register(self, host: DriverHost) -> None:
+        super().on_register(host)
+        self.name = host.name
 
     def open(self, owner: int, params: Any) -> int:
         if params not in (None, {}):
@@ -216,13 +215,8 @@ class WorkerDriver(Driver):
 
     async def _run(self, owner: int, fname: str, fn: Callable[..., Any], args: list[Any],
                    kwargs: dict[str, Any]) -> DriverResult:
-        prio = 0
-        if self.priority_of is not None:
-            try:
-                prio = self.priority_of(owner)
-            except Exception:
-                prio = -1
-        async with self.gate.slot(prio):
+        lookup = self.priority_of or (self.host.priority if self.host is not None else None)
+        async with self.gate.slot(caller_priority(lookup, owner)):
             w = self._idle.pop() if self._idle else self._spawn()
             self._busy.add(w)
             try:

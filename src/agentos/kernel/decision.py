@@ -1,24 +1,14 @@
-"""What a policy answers, and the two policies the kernel knows without a policy engine.
+"""The two policies the kernel knows without a policy engine.
 
-A policy is any object with `check(pid, action, args, *, dry_run=False) -> Decision`;
-the engine in `agentos.policy` is the real one. These live apart from the kernel so that
-policies, drivers and tests can import them without the dispatch loop.
+A policy is any object with `check(pid, action, args, *, dry_run=False) -> Decision`
+(`agentos.abi.Policy`); the engine in `agentos.policy` is the real one. These live apart
+from the dispatch loop so that policies, drivers and tests can import them without it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass(frozen=True)
-class Decision:
-    """A policy answer. `rule` names what decided it; `reason` says why, for humans."""
-
-    allowed: bool
-    rule: str = "default"
-    reason: str = ""
-    effect: str = "allow"
-    extra: dict[str, Any] = field(default_factory=dict)
+from ..abi.policy import Decision
 
 
 # Kernel actions (spawn, send, signal.<SIG>, vfs.<op>) are governed by capabilities; a
@@ -55,3 +45,6 @@ class NoPolicy:
                         f"strict kernel with no policy loaded refuses {action}: load a policy "
                         f"(.agents/security.md) or pass policy=AllowAll() deliberately",
                         effect="raise")
+
+
+__all__ = ["AllowAll", "NoPolicy"]

@@ -30,8 +30,18 @@ class ProcessRecord:
 
 
 class ProcessHistory:
+    """One row per process (name, parent, lifetime, exit, syscalls, cost), folded from the
+    event stream. `ProcessHistory.attach(kernel)` before the run; `rows()` after it."""
+
     def __init__(self) -> None:
         self.records: dict[int, ProcessRecord] = {}
+
+    @classmethod
+    def attach(cls, kernel: Any) -> "ProcessHistory":
+        """A history fed by `kernel`'s event log from now on."""
+        h = cls()
+        kernel.events.add_raw_sink(h.observe)
+        return h
 
     def observe(self, batch: list[tuple[float, int, str, Any]], first_seq: int = 0) -> None:
         recs = self.records
@@ -63,6 +73,4 @@ class ProcessHistory:
 
 
 def attach_history(kernel: Any) -> ProcessHistory:
-    h = ProcessHistory()
-    kernel.events.add_raw_sink(h.observe)
-    return h
+    return ProcessHistory.attach(kernel)

@@ -3,8 +3,10 @@
 What belongs here: the trampoline that drives process coroutines, the handler table,
 spawn/exit, and the glue between subsystems. What does not: the semantics of any one
 syscall group (ipc, signals, devices, memory, caps live in their own modules) and any
-policy, storage or network logic (those plug in through hooks: `policy`, `journal`,
-event sinks, `install_syscall`).
+policy, storage, file-system or network logic. Those plug in through the kernel's hooks:
+`policy`, `journal`, `install_syscall`, `install_sender`, observers (`add_observer`, see
+observer.py) and extensions run at construction (`KernelConfig.extensions`; the VFS is
+one). Nothing under `agentos.kernel` imports `agentos.vfs` or `agentos.store`.
 
 Invariants: exactly one process runs at a time; a handler returns a value (the process
 continues in the same quantum), raises a `SyscallError` (thrown into the process), or
@@ -49,6 +51,9 @@ from .decision import AllowAll, Decision, NoPolicy
 from .handlers import Handlers
 from .introspect import Introspection
 from .lifecycle import Lifecycle, _NO_QUOTA, _pin_forever
+from .driverport import driver_port
+from .extend import ExtensionPoints
+from .observer import BootInfo, Extension, Observer, default_extensions
 
 
 @dataclass
@@ -72,6 +77,9 @@ class KernelConfig:
     pager: Pager | None = None
     recaller: Callable[[], Recaller] | None = None
     switch_batch: int = 512            # process switches between looks at asyncio
+    extensions: dict[str, Extension] | None = None
+                                       # install(kernel) callables run at construction, by name;
+                                       # None: the defaults `agentos` registers (the VFS)
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,7 @@ class RunResult:
     pid: int
 
 
-class Kernel(Lifecycle, Handlers, Introspection):
+class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
     def __init__(self, config: KernelConfig | None = None, **overrides: Any) -> None:
         cfg = config or KernelConfig()
         for key, val in overrides.items():
@@ -107,13 +115,18 @@ class Kernel(Lifecycle, Handlers, Introspection):
         self.images: dict[str, ProcessImage] = {}
         self._image_cache: dict[Any, ProcessImage] = {}
         self.drivers: dict[str, Driver] = {}
+        self.driver_shared: dict[str, Any] = {}  # DriverHost.shared: state drivers of this kernel share
         self.replaying = cfg.mode == "replay"
         self.journal: Journal | None = cfg.journal if (cfg.journal is not None or not cfg.record) else Journal()
         self.policy = cfg.policy if cfg.policy is not None else NoPolicy()
         self.audit: Any = cfg.audit
         self.approvals: Any = cfg.approvals
-        self.checkpointer: Callable[[Process], Any] | None = None
-        self.boot_hooks: list[Callable[[Process, dict[str, Any]], None]] = []  # record_run
+        self.observers: list[Observer] = []  # see add_observer; hooks wired per override
+        self._on_spawn: list[Callable[[Process], None]] = []
+        self._on_exit: list[Callable[[Process, ExitReason], None]] = []
+        self._on_checkpoint: list[Callable[[Process], str | None]] = []
+        self._senders: dict[int, Callable[[Process, Any, Any], Any]] = {}
+        self.extensions: dict[str, Any] = {}  # what each extension installed, by name
         self.io_tick = 0                   # await points with I/O in flight (replay timing)
         self.replay_io = ReplayIO(self) if self.replaying else None
         self.ipc = IPC(self)
@@ -144,9 +157,9 @@ class Kernel(Lifecycle, Handlers, Introspection):
             attach = getattr(part, "attach", None)
             if attach is not None:
                 attach(self)
-        from ..vfs import install as install_vfs  # stdlib only; the /agent tree costs a dict
-
-        self.vfs = install_vfs(self, checkpoints=False)
+        exts = default_extensions() if cfg.extensions is None else cfg.extensions
+        for ext_name, install in exts.items():
+            self.extensions[ext_name] = install(self)
         self._booted_parts = True
 
     @property
@@ -227,7 +240,7 @@ class Kernel(Lifecycle, Handlers, Introspection):
             check(name, driver)  # e.g. a tool typed by a class the ontology does not have
         hook = getattr(driver, "on_register", None)
         if hook is not None:
-            hook(self, name)
+            hook(driver_port(self, name))  # a driver gets a narrow DriverHost, never the kernel
         self.drivers[name] = driver
 
     def register_image(self, image: ProcessImage | Callable[..., Any]) -> ProcessImage:
@@ -255,10 +268,11 @@ class Kernel(Lifecycle, Handlers, Introspection):
             for dev in grants:
                 self.grant_device(proc, dev)
             self.init = proc
-            for hook in self.boot_hooks:
-                hook(proc, {"args": args, "grant": grants, "quota": quota, "name": name,
-                            "priority": priority})
             try:
+                if self.observers:
+                    info = BootInfo(args, tuple(grants), quota, name, priority)
+                    for obs in list(self.observers):
+                        obs.booted(self, proc, info)
                 await self._loop()
             except BaseException:
                 try:  # no process outlives a kernel that stopped on an error
@@ -554,11 +568,17 @@ class Kernel(Lifecycle, Handlers, Introspection):
             raise KernelError(f"snapshot: no live process {pid}")
         return snapshot(self, proc)
 
-    def restore(self, snap: dict[str, Any], image: Any) -> int:
-        """Start `image` again with the state in `snap`; refuses another ABI version. Returns the pid."""
+    def restore(self, snap: dict[str, Any], image: Any, *, parent: int | None = None) -> int:
+        """Start `image` again with the state in `snap`; refuses another ABI version. Returns
+        the pid. `parent` (a live pid) carves the budget from that process; by default init."""
         from .snapshot import restore
 
-        return restore(self, snap, image)
+        par = None
+        if parent is not None:
+            par = self.procs.get(parent) if type(parent) is int else None
+            if par is None or par.state is EXITED:
+                raise KernelError(f"restore: no live parent process {parent!r}")
+        return restore(self, snap, image, parent=par)
 
     @staticmethod
     def replay_from(store: Any, run_id: str, **kw: Any) -> Any:
@@ -566,12 +586,6 @@ class Kernel(Lifecycle, Handlers, Introspection):
         from .rebuild import replay_from
 
         return replay_from(store, run_id, **kw)
-
-    def checkpoint(self, proc: Process) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer(proc)
-        else:
-            self.events.emit(proc.pid, "checkpoint", None)
 
     def authorize(self, proc: Process, action: str, args: Any, req: Any = None) -> bool:
         """Ask policy about an action on the world, before the driver runs.
@@ -633,6 +647,6 @@ class Kernel(Lifecycle, Handlers, Introspection):
 
     def send_other(self, proc: Process, cap: Any, req: Any) -> Any:
         """A send on a non-process capability: remote proxies plug in here."""
-        raise CapError(f"send: the capability designates a {cap.describe()['kind']}, not a process")
+        return self.route_send(proc, cap, req)  # the sender installed for its kind (extend.py)
 
-__all__ = ["AgentOSError", "AllowAll", "Decision", "Kernel", "KernelConfig", "NoPolicy", "RunResult"]
+__all__ = ["Kernel", "KernelConfig", "RunResult"]

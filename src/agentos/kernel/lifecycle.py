@@ -9,7 +9,7 @@ teardown runs is queued, so link chains of any length end without recursion.
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, Callable
 
 from ..abi.errors import CapError, SyscallError, shown
 from ..abi.types import KERNEL_PID, NORMAL, SHUTDOWN, Down, ExitKind, ExitReason, Quota, WaitKind, quota
@@ -108,7 +108,17 @@ class Lifecycle(KernelState):
                     a.links.add(b)
         self._append((now, pid, "spawn", (parent.pid if parent else 0, proc.name, q)))
         self.runq.push(proc)
+        if self._on_spawn:
+            self._tell(self._on_spawn, "spawned", proc)
         return proc
+
+    def _tell(self, hooks: list[Callable[..., Any]], what: str, *args: Any) -> None:
+        """Run observer hooks; one that raises is recorded and the kernel carries on."""
+        for fn in hooks:
+            try:
+                fn(*args)
+            except Exception as e:
+                self.events.emit(KERNEL_PID, "observer_error", f"{what}: {type(e).__name__}: {e}")
 
     def _image_named(self, name: str) -> ProcessImage:
         img = self.images.get(name)
@@ -219,6 +229,8 @@ class Lifecycle(KernelState):
         self.procs.pop(proc.pid, None)
         proc.sys = None
         proc.args = None
+        if self._on_exit:
+            self._tell(self._on_exit, "exited", proc, reason)
 
     def shutdown(self) -> None:
         """End every remaining process with `shutdown`, children before parents."""

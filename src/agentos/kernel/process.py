@@ -55,6 +55,30 @@ class ProcessImage:
             return ProcessImage(getattr(image, "__name__", "anonymous"), image)
         raise TypeError(f"cannot run {shown(image)}: expected a ProcessImage or an async function (sys, args)")
 
+    def entry(self) -> dict[str, Any]:
+        """Where to find this image's code again (name, module, qualname, file): what runs
+        and snapshots record, so that replay and restore can import it."""
+        from .images import image_entry
+
+        return image_entry(self)
+
+    @staticmethod
+    def from_entry(entry: dict[str, Any]) -> "ProcessImage":
+        """Import the image an `entry()` describes; a `KernelError` says why it cannot be found."""
+        from ..abi.errors import KernelError
+        from .images import load_image
+
+        if not isinstance(entry, dict):
+            raise KernelError(f"an image entry is a dict (name, module, qualname, file), got "
+                              f"{type(entry).__name__}")
+        try:
+            return load_image(entry)
+        except KernelError:
+            raise
+        except Exception as e:
+            raise KernelError(f"cannot find image {entry.get('name')!r} "
+                              f"({entry.get('module')}.{entry.get('qualname')}): {type(e).__name__}: {e}") from None
+
 
 READY = ProcState.READY
 RUNNING = ProcState.RUNNING

@@ -12,10 +12,7 @@ short (a crash) is compared up to its committed prefix; the replay stops there.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import re
-import importlib.util
-import sys as _sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -23,6 +20,7 @@ from ..abi.errors import KernelError, NondeterminismError
 from ..abi.types import ABI_VERSION, Quota
 from .events import Event, encode_event
 from .journal import Journal
+from .images import load_image
 from .process import ProcessImage
 from .recording import check_replayable
 
@@ -55,33 +53,6 @@ class ReplayReport:
 
 class _Stop(BaseException):
     pass
-
-
-def load_image(entry: dict[str, Any]) -> ProcessImage:
-    """Find an image's code again from its recorded module, qualname and file."""
-    mod_name, qual, path = entry.get("module"), entry.get("qualname"), entry.get("file")
-    if not qual or "<locals>" in qual:
-        raise KernelError(f"image {entry.get('name')!r} ({qual}) was defined inside a function and "
-                          f"cannot be found again: pass images={{name: image}} to replay_from")
-    mod = None
-    if mod_name and mod_name != "__main__":
-        try:
-            mod = importlib.import_module(mod_name)
-        except ImportError:
-            mod = None
-    if mod is None and path:
-        spec = importlib.util.spec_from_file_location(f"_agentos_replay_{abs(hash(path))}", path)
-        if spec is None or spec.loader is None:
-            raise KernelError(f"cannot load image {entry.get('name')!r} from {path}")
-        mod = importlib.util.module_from_spec(spec)
-        _sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-    if mod is None:
-        raise KernelError(f"cannot import module {mod_name!r} of image {entry.get('name')!r}")
-    obj: Any = mod
-    for part in qual.split("."):
-        obj = getattr(obj, part)
-    return obj if isinstance(obj, ProcessImage) else ProcessImage(entry.get("name") or qual, obj)
 
 
 def replay_from(store: Any, run_id: str, *, image: Any = None, images: dict[str, Any] | None = None,

@@ -38,8 +38,6 @@ def _seg(s: Segment) -> dict[str, Any]:
 
 def snapshot(kernel: "Kernel", proc: "Process") -> dict[str, Any]:
     """The portable description of `proc` (JSON-ready)."""
-    from ..store.recorder import image_entry
-
     if proc.state is EXITED:
         raise KernelError(f"snapshot: pid {proc.pid} has exited")
     view = kernel.accounts.view(proc.account)  # type: ignore[arg-type]
@@ -58,7 +56,7 @@ def snapshot(kernel: "Kernel", proc: "Process") -> dict[str, Any]:
                for m in queued]
     snap = {
         "format": SNAPSHOT_FORMAT, "abi_version": ABI_VERSION, "pid": proc.pid, "name": proc.name,
-        "image": image_entry(proc.image), "args": canonical(proc.args), "priority": proc.priority,
+        "image": proc.image.entry(), "args": canonical(proc.args), "priority": proc.priority,
         "state": "suspended" if proc.stopped else proc.state.value, "taken_at": kernel.clock.now(),
         "names": sorted(proc.names or ()), "devices": sorted(proc.devices or ()),
         "caps": caps, "mailbox": mailbox,

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from .devices import Devices
     from .events import EventLog
     from .ipc import IPC
+    from .journal import Journal
+    from .observer import Observer
     from .kernel import KernelConfig
     from .memory import MemoryManager
     from .metrics import Metrics
@@ -51,6 +53,12 @@ class KernelState:
     _append: Callable[[tuple[Any, ...]], None]
     _now: Callable[[], float]
     _push: "Callable[[Process], None]"
+    journal: "Journal | None"
+    observers: "list[Observer]"
+    _on_spawn: "list[Callable[[Process], None]]"   # observer hooks (observer.py)
+    _on_exit: "list[Callable[..., None]]"
+    _on_checkpoint: "list[Callable[[Process], str | None]]"
+    _senders: "dict[int, Callable[[Process, Any, Any], Any]]"
     # implemented by Kernel or another mixin
     wake: Callable[..., None]
     park: Callable[..., Any]

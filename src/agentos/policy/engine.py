@@ -32,8 +32,8 @@ import time as _time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+from ..abi.policy import Decision
 from ..kernel.decision import BY_CAPS as _BY_CAPS
-from ..kernel.decision import Decision
 from .errors import PolicyLoadError
 from .loader import PolicySpec, parse_policy, read_policy_text
 from .ontology import SubsumptionIndex, load_ontology
@@ -98,6 +98,12 @@ class PolicyEngine:
                        for tool, cls in spec.tool_classes.items() if not ontology.has_class(cls)]
             if errors:
                 raise PolicyLoadError.collect(errors, spec.path)
+
+
+    def set_tool_resolver(self, resolver: Callable[[str], Any] | None) -> None:
+        """Who says which tool (class, effect) an action names, when no kernel is attached
+        (`agentctl policy test --effect ...`)."""
+        self._tool_resolver = resolver
 
     def _kernel_actions_named(self) -> frozenset[str]:
         """Which kernel actions ("spawn", "send", "signal", "vfs") any rule names."""

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def install(kernel: "Kernel", name: str = "sandbox") -> SandboxDriver:
     """Register the device that starts sandboxed children on `kernel`."""
-    driver = SandboxDriver(kernel, name)
+    driver = SandboxDriver(name)
     kernel.register_driver(driver)
     return driver
 

@@ -1,13 +1,18 @@
 """The `sandbox` device: one child OS process per handle, reached only through its pipe.
 
 `open` starts the child (the stub in `_child.py`) in its own session, with its own uid when
-the kernel runs as root, a fresh working directory owned by that uid, and a clean
-environment. `read(h, "next")` waits for the child's next request line; `write(h, reply)`
-answers it. Neither is an action on the world: the requests the monitor forwards are.
+the kernel runs as root, a fresh working directory owned by that uid, a clean environment
+and the seccomp allow-list (seccomp.py). `read(h, "next")` waits for the child's next
+request; `write(h, reply)` answers it. Neither is an action on the world: the requests the
+monitor forwards are. A sandbox opened by a process that already stands for sandboxed code
+(or by one below it) inherits that confinement and can only narrow it (confine.py).
 
 Invariants: the kernel never blocks on the child (pipes are non-blocking, driven by the
-event loop); a request line longer than `max_line` or a child that stops reading replies
-is killed; `close` (the teardown path of the owning kernel process, whatever ended it)
+event loop); the child speaks strictly in turn (hello, then one call at a time, each
+answered before the next, then exit), in frames bounded in size and depth (frames.py);
+any malformed or out-of-turn frame, a line longer than `max_line`, or a child that stops
+reading replies is killed, and the kill is a flight-recorder record, as is every refusal
+the monitor sends back; `close` (the teardown path of the owning kernel process, whatever ended it)
 SIGKILLs the child's whole process group and, when it has its own uid, every process of
 that uid, then reaps it. A child that dies on its own ends its kernel process at once,
 with the signal or exit status in the reason.
@@ -15,24 +20,22 @@ with the signal or exit status in the reason.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..abi.driver import Driver, DriverResult
+from ..abi.driver import Driver, DriverHost, DriverResult
 from ..abi.errors import DriverError
 from ..abi.types import Cost, Pid, fault
-
-if TYPE_CHECKING:
-    from ..kernel.kernel import Kernel
+from . import confine
+from .frames import FrameError, parse_frame
 
 STUB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child.py")
 EOF_GRACE_S = 0.5
@@ -54,10 +57,15 @@ class SandboxLimits:
     fsize: int | None = 16 * 1024 * 1024
     max_line: int = 1 << 20
     """Largest request line (bytes) the monitor accepts; longer ones kill the child."""
+    nested: int = 2
+    """How many sandboxes the code may have running at once below this one (0: none)."""
 
     def __post_init__(self) -> None:
         for k, v in asdict(self).items():
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+            if k == "nested":
+                if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                    raise ValueError(f"sandbox limit nested must be an int >= 0, got {v!r}")
+            elif v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
                 raise ValueError(f"sandbox limit {k} must be a positive int or None, got {v!r}")
 
 
@@ -82,15 +90,18 @@ class _Child:
     """Kernel-side state of one sandboxed OS process."""
 
     def __init__(self, driver: "SandboxDriver", owner: Pid, popen: subprocess.Popen[bytes], uid: int | None,
-                 workdir: str, own_dir: bool, max_line: int) -> None:
+                 workdir: tuple[str, bool, bool], max_line: int, conf: confine.Confinement,
+                 nested: bool) -> None:
         self.driver = driver
         self.owner = owner
         self.popen = popen
         self.pid = popen.pid
         self.uid = uid
-        self.workdir = workdir
-        self.own_dir = own_dir
+        self.workdir, self.dir_created, self.dir_remove = workdir
         self.max_line = max_line
+        self.conf = conf
+        self.nested = nested
+        self.phase = "start"   # start → running ⇄ waiting (a call unanswered) → done (exit sent)
         self.loop = asyncio.get_running_loop()
         self.inbuf = bytearray()
         self.lines: deque[Any] = deque()
@@ -101,6 +112,7 @@ class _Child:
         self.dead: dict[str, Any] | None = None
         self.closed = False
         self.said_exit = False
+        self.host: DriverHost | None = None  # set by the driver that started it
         assert popen.stdout is not None and popen.stdin is not None and popen.stderr is not None
         self.rfd, self.wfd, self.efd = popen.stdout.fileno(), popen.stdin.fileno(), popen.stderr.fileno()
         for fd in (self.rfd, self.wfd, self.efd):
@@ -154,17 +166,32 @@ class _Child:
                 self._violation(f"a request line over {self.max_line} bytes")
                 return
             try:
-                msg = json.loads(line)
-                if not isinstance(msg, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                self._violation("a request that is not a JSON object")
+                msg = parse_frame(line)
+                self._turn(msg["t"])
+            except FrameError as e:
+                self._violation(str(e))
                 return
             self._push(msg)
+            if self.dead is not None:
+                return
 
     def _eof_grace(self) -> None:
         if self.dead is None and not self.closed:
             self._eof()
+
+    def _turn(self, t: str) -> None:
+        """The protocol is strictly in turn: a frame out of turn is a violation."""
+        phase = self.phase
+        if t == "hello" and phase == "start":
+            self.phase = "running"
+        elif t == "call" and phase == "running":
+            self.phase = "waiting"
+        elif t == "exit" and phase == "running":
+            self.phase = "done"
+        else:
+            why = {"start": "before its hello", "waiting": "before its last call was answered",
+                   "done": "after it said exit", "running": "twice"}[phase]
+            raise FrameError(f"a {t!r} frame {why}")
 
     def _push(self, msg: Any) -> None:
         t = msg.get("t")
@@ -194,7 +221,11 @@ class _Child:
             del self.stderr[:-8192]
 
     def _violation(self, what: str) -> None:
+        if self.dead is not None:
+            return
         self.kill()
+        self.driver.audit(self.owner, "sandbox_kill", {"why": f"protocol violation: {what}",
+                                                       "child": self.pid, "uid": self.uid})
         self._finish({"t": "dead", "status": f"killed by the monitor: protocol violation ({what})",
                       "stderr": self.stderr_tail()})
 
@@ -247,6 +278,8 @@ class _Child:
     # -- kernel → child ----------------------------------------------------------------
     def send(self, obj: Any) -> Any:
         """Queue a reply; a DriverResult when it went out at once, else an awaitable."""
+        if self.phase == "waiting":
+            self.phase = "running"
         if not self.queue(obj) or not self.outbuf:
             return DriverResult(self.dead is None)
         assert self.drained is not None
@@ -255,7 +288,12 @@ class _Child:
     def queue(self, obj: Any) -> bool:
         if self.dead is not None:
             return False
-        self.outbuf += (json.dumps(obj, separators=(",", ":"), default=repr) + "\n").encode()
+        try:
+            text = json.dumps(obj, separators=(",", ":"), default=repr)
+        except (ValueError, TypeError, RecursionError) as e:  # never a value the child can't read
+            text = json.dumps({"ok": False, "error": "ValueError",
+                               "msg": f"the result cannot cross the pipe: {type(e).__name__}"})
+        self.outbuf += (text + "\n").encode()
         if len(self.outbuf) > 4 * self.max_line:
             self._violation("not reading its replies")
             return False
@@ -318,8 +356,7 @@ class _Child:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
-        if self.own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        confine.release_workdir(self.workdir, self.dir_created, self.dir_remove)
         self.driver.released(self)
 
 
@@ -342,55 +379,105 @@ class SandboxDriver(Driver):
 
     name = "sandbox"
 
-    def __init__(self, kernel: "Kernel | None" = None, name: str = "sandbox",
-                 python: str = sys.executable) -> None:
+    def __init__(self, name: str = "sandbox", python: str = sys.executable) -> None:
         self.name = name
-        self.kernel = kernel
         self.python = python
         self.live: set[_Child] = set()
         self.started = 0
         self.history: deque[tuple[int, int, int | None]] = deque(maxlen=1024)
         """(owner pid, OS pid, uid) of the most recent children, for audits and tests."""
+        self.confined: dict[int, confine.Confinement] = {}
+        """pid → the cage of the sandbox it opened: that process, and every one below it,
+        stands for sandboxed code from then on. Shared by every sandbox device of a kernel,
+        so a second device is no way around the first one's cage."""
+        self._nested_live: dict[int, int] = {}   # root pid → live nested sandboxes in its tree
+        self._prune_at = 1024
+
+    def on_register(self, host: DriverHost) -> None:
+        super().on_register(host)
+        # one registry per kernel, whichever sandbox device opened: a second device is no
+        # way around the first one's cage
+        self.confined, self._nested_live = host.shared("sandbox.cages", lambda: ({}, {}))
+
+    def confinement(self, pid: int) -> confine.Confinement | None:
+        """The cage `pid` lives in: its own sandbox's, or its nearest confined ancestor's."""
+        chain = self.host.lineage(pid) if self.host is not None else (pid,)
+        for p in chain:
+            c = self.confined.get(p)
+            if c is not None:
+                return c
+        return None
 
     def open(self, owner: Pid, params: Any) -> _Child:
-        if not isinstance(params, dict) or not isinstance(params.get("code"), str):
-            raise DriverError(f"{self.name}: open params are {{'code': str, 'limits': SandboxLimits, ...}}")
-        limits = params.get("limits") or SandboxLimits()
-        if not isinstance(limits, SandboxLimits):
-            raise DriverError(f"{self.name}: limits must be a SandboxLimits, got {type(limits).__name__}")
-        root = os.geteuid() == 0
-        uid = UID_BASE + secrets.randbelow(UID_SPAN) if root else None
-        given = params.get("workdir")
-        own = given is None
-        workdir = os.path.realpath(tempfile.mkdtemp(prefix=f"agentos-sbx-{owner}-") if own else str(given))
-        if not os.path.isdir(workdir):
-            raise DriverError(f"{self.name}: workdir {workdir!r} is not a directory")
-        if uid is not None:
-            os.chown(workdir, uid, uid)
-            os.chmod(workdir, 0o700)
+        where = self.name
+        params = confine.check_params(params, where)
+        inherited = self.confinement(int(owner))
+        if inherited is None:
+            conf = confine.trusted(params, int(owner), where)
+        else:
+            conf = confine.narrow(inherited, params, where)
+            root_limits = self.confined[conf.root].limits
+            if self._nested_live.get(conf.root, 0) >= root_limits.nested:
+                raise DriverError(f"{where}: a sandboxed process may run at most {root_limits.nested} "
+                                  f"nested sandbox(es) at once")
+        if int(owner) not in self.confined:
+            # from now on this process stands for sandboxed code, whatever happens below
+            self.confined[int(owner)] = conf
+            self._prune()
+        uid = UID_BASE + secrets.randbelow(UID_SPAN) if os.geteuid() == 0 else None
+        wd = confine.make_workdir(params.get("workdir"), int(owner), uid, where)
+        workdir = wd[0]
         cfg = {"code": params["code"], "entry": params.get("entry", "main"), "args": params.get("args"),
                "workdir": workdir, "uid": uid, "gid": uid, "ppid": os.getpid(),
-               "namespaces": bool(params.get("namespaces", True)),
-               "seccomp": bool(params.get("seccomp", True)),
-               "fs_view": params.get("fs_view", "minimal"),
-               "pid_namespace": bool(params.get("pid_namespace", True)), "preload": list(params.get("preload", ())),
-               "caps": [int(c) for c in params.get("caps", ())],
-               "limits": {k: v for k, v in asdict(limits).items() if k != "max_line"}}
+               "namespaces": conf.namespaces, "seccomp": conf.seccomp, "fs_view": conf.fs_view,
+               "pid_namespace": conf.pid_namespace, "preload": sorted(conf.preload),
+               "caps": list(params.get("caps", ())), "limits": confine.limits_dict(conf.limits)}
+        if conf.seccomp:
+            from .seccomp import SeccompUnavailable, filter_bpf
+
+            try:
+                cfg["seccomp_bpf"] = base64.b64encode(filter_bpf()).decode()
+            except SeccompUnavailable as e:  # the child reports it; require_isolation refuses it
+                cfg["seccomp_error"] = str(e)
         env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"}
         try:
             popen = subprocess.Popen([self.python, "-I", "-S", "-B", STUB], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir, env=env,
                                      close_fds=True, start_new_session=True)
         except OSError as e:
+            confine.release_workdir(*wd)
             raise DriverError(f"{self.name}: cannot start the child: {e}") from None
-        child = _Child(self, owner, popen, uid, workdir, own, limits.max_line)
+        nested = inherited is not None
+        child = _Child(self, owner, popen, uid, wd, conf.limits.max_line, conf, nested)
         self.live.add(child)
-        if self.kernel is not None:  # a live child can act (die) while every process waits
-            self.kernel.external_source(1)
+        if nested:
+            self._nested_live[conf.root] = self._nested_live.get(conf.root, 0) + 1
+        child.host = self.host  # the kernel its owner runs on, for the child's whole life
+        if child.host is not None:  # a live child can act (die) while every process waits
+            child.host.keep_alive(1)
         self.started += 1
         self.history.append((int(owner), popen.pid, uid))
         child.queue(cfg)
         return child
+
+    def _prune(self) -> None:
+        """Forget cages no live process is inside (keeps `confined` bounded)."""
+        host = self.host
+        if host is None or len(self.confined) < self._prune_at:
+            return
+        keep: set[int] = set()
+        for pid in host.live_pids():
+            keep.update(p for p in host.lineage(pid) if p in self.confined)
+        keep.update(c.owner for c in self.live)
+        keep.update(root for root, n in self._nested_live.items() if n)
+        for pid in [p for p in self.confined if p not in keep]:
+            del self.confined[pid]
+        self._prune_at = max(1024, 2 * len(self.confined))
+
+    def audit(self, pid: int, kind: str, data: dict[str, Any]) -> None:
+        """An event, and a flight-recorder record when the kernel has a recorder."""
+        if self.host is not None:
+            self.host.record(pid, kind, data)
 
     def action(self, op: str, handle: Any, req: Any) -> None:
         return None  # talking to the child is not an action; what it asks for is checked
@@ -401,6 +488,10 @@ class SandboxDriver(Driver):
         return handle.next()
 
     def write(self, handle: _Child, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("ok") is False:  # a refusal of sandboxed code
+            self.audit(handle.owner, "sandbox_refusal",
+                       {"syscall": str(data.get("call"))[:64], "error": str(data.get("error"))[:64],
+                        "msg": str(data.get("msg"))[:500], "child": handle.pid})
         return handle.send(data)
 
     def close(self, handle: _Child) -> None:
@@ -409,24 +500,22 @@ class SandboxDriver(Driver):
     def released(self, child: _Child) -> None:
         if child in self.live:
             self.live.discard(child)
-            if self.kernel is not None:
-                self.kernel.external_source(-1)
+            if child.nested:
+                root = child.conf.root
+                n = self._nested_live.get(root, 1) - 1
+                if n > 0:
+                    self._nested_live[root] = n
+                else:
+                    self._nested_live.pop(root, None)
+            if child.host is not None:
+                child.host.keep_alive(-1)
 
     def child_died(self, child: _Child, dead: dict[str, Any]) -> None:
         """A child died while its monitor was not reading: end the monitor now."""
-        k = self.kernel
-        proc = k.procs.get(child.owner) if k is not None else None
-        if proc is not None:
-            assert k is not None
-            # this runs in an event-loop callback, outside the dispatch loop: count it as an
-            # I/O completion so that the processes it wakes (waitpid, Down) get the loop's
-            # attention even when nothing else is in flight
-            k.io_started()
-            try:
-                k.events.emit(child.owner, "sandbox_dead", dead["status"])
-                k.terminate(proc, fault(f"sandboxed child {dead['status']}"))
-            finally:
-                k.io_finished()
+        host = child.host
+        if host is not None and host.alive(child.owner):
+            host.emit(child.owner, "sandbox_dead", dead["status"])
+            host.fail(child.owner, f"sandboxed child {dead['status']}")
 
     def shutdown(self) -> None:
         for child in list(self.live):

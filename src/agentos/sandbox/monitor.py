@@ -83,10 +83,12 @@ async def _monitor(sys: Sys, args: Any, params: dict[str, Any], allowed: frozens
     if hello.get("t") != "hello":
         return await _dead(sys, hello, "before it started")
     no_net = hello.get("net") == "private" or hello.get("seccomp") == "on"
-    if require_isolation and (not no_net or hello.get("fs") == "shared"):
-        why = hello.get("net_error") or hello.get("fs_error") or "namespaces were not requested"
-        await sys.exit(fault(f"sandbox: the OS gave the child no private network (namespace or seccomp) "
-                             f"or no read-only file system ({why}); refusing to run it "
+    no_filter = params.get("seccomp", True) and hello.get("seccomp") != "on"
+    if require_isolation and (not no_net or hello.get("fs") == "shared" or no_filter):
+        why = (hello.get("net_error") or hello.get("fs_error")
+               or (f"seccomp {hello.get('seccomp')}" if no_filter else "namespaces were not requested"))
+        await sys.exit(fault(f"sandbox: the OS gave the child no private network (namespace or seccomp), "
+                             f"no read-only file system or no seccomp filter ({why}); refusing to run it "
                              f"(require_isolation=False runs it with file permissions and rlimits only)"))
     await sys.log("info", "sandbox started", child=hello.get("pid"), net=hello.get("net"),
                   fs=hello.get("fs"), uid=hello.get("uid"), seccomp=hello.get("seccomp"),
@@ -113,20 +115,26 @@ async def _dead(sys: Sys, msg: dict[str, Any], when: str) -> Any:
 
 
 async def _forward(sys: Sys, msg: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
+    """Make one call for the child. A refusal goes back as {"ok": false, "call", "error",
+    "msg"}; the device records every such reply in the flight recorder."""
     name = msg.get("name")
     if not isinstance(name, str) or name not in allowed:
         await sys.log("warning", "sandbox: syscall refused by allow-list", syscall=str(name)[:64])
-        return {"ok": False, "error": "SandboxViolation",
+        return {"ok": False, "call": str(name)[:64], "error": "SandboxViolation",
                 "msg": f"syscall {str(name)[:64]!r} is not on this sandbox's allow-list"}
     args, kw = msg.get("args", []), msg.get("kw", {})
     if not isinstance(args, list) or not isinstance(kw, dict):
-        return {"ok": False, "error": "TypeError", "msg": "args must be a list and kw an object"}
+        return {"ok": False, "call": name, "error": "TypeError", "msg": "args must be a list and kw an object"}
     try:
         args, kw = _decode(name, args, kw)
         value = await getattr(sys, name)(*args, **kw)
-    except (SyscallError, TypeError, ValueError, NotImplementedError) as e:
-        return {"ok": False, "error": type(e).__name__, "msg": str(e)}
-    return {"ok": True, "value": to_wire(value)}
+    except (SyscallError, TypeError, ValueError, NotImplementedError, OverflowError) as e:
+        return {"ok": False, "call": name, "error": type(e).__name__, "msg": str(e)[:2000]}
+    try:
+        return {"ok": True, "value": to_wire(value)}
+    except Exception as e:  # too deep, or an object whose repr raises
+        return {"ok": False, "call": name, "error": "ValueError",
+                "msg": f"the result of {name} cannot cross the pipe: {e}"}
 
 
 def _decode(name: str, args: list[Any], kw: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -148,10 +156,17 @@ def _unwire(v: Any) -> Any:
     return v
 
 
-def to_wire(v: Any) -> Any:
+WIRE_DEPTH = 200
+"""Deepest value `to_wire` renders; a deeper one is a ValueError, never a RecursionError."""
+
+
+def to_wire(v: Any, _depth: int = 0) -> Any:
     """A JSON-safe rendering of a syscall result (messages, segments, decisions, budgets)."""
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
+    if _depth >= WIRE_DEPTH:
+        raise ValueError(f"a value nested more than {WIRE_DEPTH} deep")
+    d = _depth + 1
     if isinstance(v, enum.Enum):
         return v.value
     if isinstance(v, ExitReason):
@@ -159,14 +174,14 @@ def to_wire(v: Any) -> Any:
     if isinstance(v, (bytes, bytearray)):
         return {"$bytes": base64.b64encode(bytes(v)).decode()}
     if isinstance(v, Message):
-        return {"sender": v.sender, "body": to_wire(v.body), "caps": list(v.caps),
-                "corr": to_wire(v.corr), "deadline": v.deadline}
+        return {"sender": v.sender, "body": to_wire(v.body, d), "caps": list(v.caps),
+                "corr": to_wire(v.corr, d), "deadline": v.deadline}
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return {f.name: to_wire(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        return {f.name: to_wire(getattr(v, f.name), d) for f in dataclasses.fields(v)}
     if isinstance(v, dict):
-        return {str(k): to_wire(x) for k, x in v.items()}
+        return {str(k): to_wire(x, d) for k, x in v.items()}
     if isinstance(v, (list, tuple, set, frozenset)):
-        return [to_wire(x) for x in v]
+        return [to_wire(x, d) for x in v]
     return repr(v)
 
 

@@ -2,42 +2,32 @@
 
 `record_run(kernel, store, name)` must be called before `boot`/`run`. It writes a run row
 holding what replay needs to rebuild the run (the recording format, seed, clock,
-scheduler settings, and, at boot, the init image's import path, args, grants and quota),
-and attaches sinks: journal
-entries are buffered and pushed to the store ahead of the event batch that follows them,
-so a committed event prefix always has the journal entries it depends on. It also
-installs a SIGUSR1 checkpointer that writes snapshots to the store.
+scheduler settings, and, at boot, the init image's import path, args, grants and quota)
+and plugs a `Recording` in as the kernel's observer: journal entries are buffered and
+pushed to the store ahead of the event batch that follows them, so a committed event
+prefix always has the journal entries it depends on, and SIGUSR1 checkpoints are written
+to the store as snapshots.
 """
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import TYPE_CHECKING, Any
 
 from ..abi.types import ABI_VERSION
 from ..kernel.events import Event, canonical, encode_event
+from ..kernel.images import image_entry
 from ..kernel.journal import JournalEntry
+from ..kernel.observer import BootInfo, Observer
 from ..kernel.recording import FORMAT_KEY, RECORDING_FORMAT
 
 if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
-    from ..kernel.process import Process, ProcessImage
+    from ..kernel.process import Process
     from .base import Store
 
 
-def image_entry(img: "ProcessImage") -> dict[str, Any]:
-    """Where to find an image's code again: module, qualified name and source file."""
-    fn = img.main
-    try:
-        src = inspect.getsourcefile(fn)
-    except TypeError:
-        src = None
-    return {"name": img.name, "module": getattr(fn, "__module__", None),
-            "qualname": getattr(fn, "__qualname__", None), "file": src}
-
-
-class Recording:
-    """The live link between one kernel and one stored run."""
+class Recording(Observer):
+    """The live link between one kernel and one stored run: an observer of that kernel."""
 
     def __init__(self, kernel: "Kernel", store: "Store", name: str, run_id: str | None = None) -> None:
         self.kernel = kernel
@@ -47,6 +37,7 @@ class Recording:
         self._journal_n = 0
         self.init_pid: int | None = None
         self.finished = False
+        self.last_snapshot: str | None = None   # id of the latest SIGUSR1 snapshot stored
         clock = "virtual" if kernel.clock.virtual else "real"
         cfg = kernel.config
         self.meta: dict[str, Any] = {
@@ -57,12 +48,12 @@ class Recording:
         }
         self.run_id = store.create_run(name, self.meta, run_id)
 
-    # -- sinks (kernel thread) ------------------------------------------------------------
-    def on_journal(self, e: JournalEntry) -> None:
-        self._journal_rows.append((self._journal_n, e.to_json()))
+    # -- observer hooks (kernel thread) ---------------------------------------------------
+    def journaled(self, entry: JournalEntry) -> None:
+        self._journal_rows.append((self._journal_n, entry.to_json()))
         self._journal_n += 1
 
-    def on_events(self, batch: list[Event]) -> None:
+    def flushed(self, batch: list[Event]) -> None:
         if self._journal_rows:
             rows, self._journal_rows = self._journal_rows, []
             self.store.append_journal(self.run_id, rows)
@@ -74,14 +65,14 @@ class Recording:
                     self.finish(str(e.data))
                     break
 
-    def on_boot(self, proc: "Process", params: dict[str, Any]) -> None:
-        self.init_pid = proc.pid
-        q = params.get("quota")
+    def booted(self, kernel: "Kernel", init: "Process", boot: BootInfo) -> None:
+        self.init_pid = init.pid
+        q = boot.quota
         self.meta.update({
-            "init": image_entry(proc.image), "init_pid": proc.pid,
-            "args": canonical(params.get("args")), "grant": list(params.get("grant") or ()),
+            "init": image_entry(init.image), "init_pid": init.pid,
+            "args": canonical(boot.args), "grant": list(boot.grant),
             "quota": None if q is None else {k: v for k, v in dataclasses.asdict(q).items() if v is not None},
-            "name": params.get("name"), "priority": params.get("priority"),
+            "name": boot.name, "priority": boot.priority,
             "images": {n: image_entry(i) for n, i in self.kernel.images.items()},
             "drivers": sorted(self.kernel.drivers),
         })
@@ -93,15 +84,10 @@ class Recording:
             "exit": exit_reason, "events": self.kernel.events.seq,
             "journal": self._journal_n})
 
-    def checkpoint(self, proc: "Process") -> str:
-        """SIGUSR1: write the process's portable snapshot to the store."""
-        from ..kernel.snapshot import snapshot
-
-        snap = snapshot(self.kernel, proc)
-        sid = self.store.put_snapshot(snap, self.run_id)
-        # the same event a kernel without a checkpointer emits, so replays stay identical
-        self.kernel.events.emit(proc.pid, "checkpoint", None)
-        return sid
+    def checkpoint(self, proc: "Process") -> None:
+        """SIGUSR1: write the process's portable snapshot to the store. No label: the
+        kernel's `checkpoint` event is the same as without a recorder, so replays match."""
+        self.last_snapshot = self.store.put_snapshot(self.kernel.snapshot(proc.pid), self.run_id)
 
 
 def record_run(kernel: "Kernel", store: "Store", name: str, *, run_id: str | None = None) -> str:
@@ -117,12 +103,7 @@ def record_run(kernel: "Kernel", store: "Store", name: str, *, run_id: str | Non
     if kernel.journal is None:
         raise KernelError("record_run: this kernel keeps no journal (record=False); it could not be replayed")
     rec = Recording(kernel, store, name, run_id)
-    kernel.journal.sinks.append(rec.on_journal)
-    kernel.events.add_sink(rec.on_events)
-    kernel.boot_hooks.append(rec.on_boot)
-    if kernel.checkpointer is None:
-        kernel.checkpointer = rec.checkpoint
-    kernel.recording = rec  # type: ignore[attr-defined]
+    kernel.add_observer(rec)
     return rec.run_id
 
 

@@ -30,6 +30,7 @@ from ..abi.types import Cost
 from ..kernel.caps import DEVICE, PROC, R_KILL, R_MONITOR, R_READ, R_WRITE
 from ..kernel.events import canonical
 from ..kernel.journal import JournalEntry
+from ..kernel.observer import Observer
 from ..kernel.process import EXITED, PARK, Process
 from .backends import Backend, MemoryBackend, StoreBackend
 from .errors import AccessDenied, NotFound, ReadOnly, VfsError
@@ -42,7 +43,10 @@ EPISODIC_LIMIT = 500
 _VIEWS = ("ipc", "mem", "policy", "state")
 
 
-class Vfs:
+class Vfs(Observer):
+    """One kernel's file system. As an observer (when `install` is asked for checkpoints)
+    it files SIGUSR1 checkpoints under /agent/<pid>/state/checkpoints."""
+
     def __init__(self, kernel: "Kernel", *, longterm: Backend | None = None) -> None:
         self.k = kernel
         self.mounts: dict[tuple[str, ...], Backend] = {}
@@ -307,15 +311,16 @@ class Vfs:
         """Store a checkpoint record (the kernel's side; processes only read them)."""
         self.longterm.write((str(pid), "checkpoints", name), record)
 
-    def checkpointer(self, proc: Process) -> None:
-        """A `kernel.checkpointer`: records what SIGUSR1 saw into the process's tree."""
+    def checkpoint(self, proc: Process) -> str:
+        """Observer hook (SIGUSR1): record what the process holds into its tree; the
+        checkpoint's name is the label of the kernel's `checkpoint` event."""
         sp = proc.memory
         n = len(self._checkpoints(proc.pid, (), "list"))
         self.add_checkpoint(proc.pid, str(n + 1), {
             "pid": proc.pid, "name": proc.name, "time": self.k.clock.now(), "op_index": proc.op_index,
             "reductions": proc.reductions, "mailbox": len(proc.mailbox) if proc.mailbox else 0,
             "segments": [_segment(s) for s in sp.resident.values()] if sp is not None else []})
-        self.k.events.emit(proc.pid, "checkpoint", str(n + 1))
+        return str(n + 1)
 
 
 def _rebuild(etype: str | None, msg: Any) -> VfsError:
@@ -370,21 +375,27 @@ class MountDriver(Driver):
 
 def install(kernel: "Kernel", *, mounts: dict[str, Backend] | None = None, longterm: Backend | None = None,
             checkpoints: bool = True) -> Vfs:
-    """Give `kernel` a VFS (every Kernel gets one at boot; calling again reuses it): installs
-    vfs_read/vfs_write/vfs_list, mounts `mounts`, and (if the kernel has none) a
-    checkpointer that files SIGUSR1 checkpoints under /agent/<pid>/state/checkpoints."""
-    vfs = getattr(kernel, "vfs", None)
+    """Give `kernel` a VFS, or reuse the one it has (`kernel.extensions["vfs"]`): installs
+    vfs_read/vfs_write/vfs_list, mounts `mounts`, and with `checkpoints` attaches the VFS as
+    an observer that files SIGUSR1 checkpoints under /agent/<pid>/state/checkpoints."""
+    vfs = kernel.extensions.get("vfs")
     if not isinstance(vfs, Vfs):
         vfs = Vfs(kernel, longterm=longterm)
         vfs.install()
+        kernel.extensions["vfs"] = vfs
     elif longterm is not None:
         vfs.longterm = longterm
     for point, backend in (mounts or {}).items():
         vfs.mount(point, backend)
-    if checkpoints and kernel.checkpointer is None:
-        kernel.checkpointer = vfs.checkpointer
-    kernel.vfs = vfs
+    if checkpoints and vfs not in kernel.observers:
+        kernel.add_observer(vfs)
     return vfs
 
 
-__all__ = ["MountDriver", "Vfs", "install", "MemoryBackend"]
+def extension(kernel: "Kernel") -> Vfs:
+    """The default kernel extension (`agentos` registers it): every kernel built without an
+    explicit `extensions` list has a VFS; SIGUSR1 is filed there only once `install` asks."""
+    return install(kernel, checkpoints=False)
+
+
+__all__ = ["MountDriver", "Vfs", "extension", "install", "MemoryBackend"]
