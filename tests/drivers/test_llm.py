@@ -326,6 +326,25 @@ def test_image_parts_on_user_turns(srv: OpenAIServer) -> None:
     assert len(srv.log) == 1                 # the bad request never left the machine
 
 
+def test_response_format_reaches_the_endpoint(srv: OpenAIServer) -> None:
+    """Structured output: the JSON schema a program asks for goes out as OpenAI's response_format."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    srv.script(Reply('{"n": 3}'), Reply('{"a": 1}'))
+
+    async def init(sys: Any, args: Any) -> Any:
+        h = await sys.open("llm")
+        a = await sys.read(h, {"messages": USER, "response_format": {
+            "type": "json_schema", "json_schema": {"name": "count", "schema": schema, "strict": True}}})
+        b = await sys.read(h, {"messages": USER, "response_format": {"type": "json_object"}})
+        return a["content"], b["content"]
+
+    _, res = run(driver(srv), init)
+    assert res.value == ('{"n": 3}', '{"a": 1}')
+    assert srv.log[0]["body"]["response_format"] == {"type": "json_schema", "json_schema": {
+        "name": "count", "schema": schema, "strict": True}}
+    assert srv.log[1]["body"]["response_format"] == {"type": "json_object"}
+
+
 @pytest.mark.parametrize("req,needle", [
     ("hello", "a chat request is a dict"),
     ({"messages": []}, "non-empty list"),
@@ -336,6 +355,9 @@ def test_image_parts_on_user_turns(srv: OpenAIServer) -> None:
     ({"messages": USER, "tool_choice": "maybe"}, "tool_choice"),
     ({"messages": USER, "tools": [{"nope": 1}]}, "tool 0"),
     ({"messages": [{"role": "tool", "content": "x"}]}, "tool_call_id"),
+    ({"messages": USER, "response_format": "json"}, "response_format must be a dict"),
+    ({"messages": USER, "response_format": {"type": "yaml"}}, "response_format type"),
+    ({"messages": USER, "response_format": {"type": "json_schema"}}, "needs {'json_schema'"),
 ])
 def test_bad_requests_are_typed_errors_and_the_kernel_keeps_running(srv: OpenAIServer, req: Any, needle: str) -> None:
     async def bad(sys: Any, args: Any) -> Any:

@@ -229,3 +229,34 @@ def test_error_messages_about_a_callers_odd_value_carry_no_memory_address() -> N
         assert " at 0x" not in msg, msg
     for e in k.events.events():
         assert b" at 0x" not in encode_event(e), e
+
+
+def test_replay_asks_policy_about_the_kernel_actions_the_recorded_run_did_and_no_others() -> None:
+    """A device whose actions are named like the VFS's ("vfs.write") must not make a replay
+    police VFS calls the live kernel never asked its policy about: the run row says which."""
+    from agentos.abi.driver import Driver, DriverResult
+
+    class LooksLikeVfs(Driver):
+        name = "shelf"
+
+        def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any]:
+            return ("vfs.write", req)
+
+        def write(self, handle: Any, data: Any) -> DriverResult:
+            return DriverResult("shelved")
+
+    async def init(sys: Any, args: Any) -> Any:
+        h = await sys.open("shelf")
+        me = await sys.pid()
+        await sys.write(h, {"path": "x"})                           # asks policy: a device action
+        await sys.vfs_write(f"/agent/{me}/mem/semantic/note", "n")  # AllowAll governs no VFS call
+        return await sys.vfs_read(f"/agent/{me}/mem/semantic/note")
+
+    store = MemoryStore()
+    k = Kernel(deterministic=True, policy=AllowAll())
+    k.register_driver(LooksLikeVfs())
+    rid = record_run(k, store, "governs")
+    assert k.run(init, grant=["shelf"]).value == "n"
+    assert store.get_run(rid).meta["governs"] == []
+    rep = Kernel.replay_from(store, rid, image=init)
+    assert rep.identical, str(rep)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from typing import Any
 
 import pytest
 
@@ -168,3 +169,43 @@ def test_unknown_store_url():
     with pytest.raises(StoreError, match="unknown store URL"):
         open_store("ftp://x")
     assert isinstance(open_store("memory:"), MemoryStore)
+
+
+def test_key_value_space_round_trips_and_rejects_bad_keys(store: Any) -> None:
+    from agentos.store import StoreError
+
+    store.kv_put([("lessons/a/1", b"one"), ("lessons/a/2", b"two"), ("lessons/b/1", b"\x00\xff"),
+                  ("lessonsX", b"x")])
+    store.kv_put([("lessons/a/1", b"uno")])                       # overwrite
+    assert store.kv_get("lessons/a/1") == b"uno" and store.kv_get("missing") is None
+    assert store.kv_items("lessons/a/") == [("lessons/a/1", b"uno"), ("lessons/a/2", b"two")]
+    assert [k for k, _ in store.kv_items("lessons/")] == ["lessons/a/1", "lessons/a/2", "lessons/b/1"]
+    assert store.kv_items("lessons/b/") == [("lessons/b/1", b"\x00\xff")]
+    store.kv_delete(["lessons/a/2", "never-there"])
+    assert [k for k, _ in store.kv_items("lessons/a/")] == ["lessons/a/1"]
+    for bad in ("", "k\x00", "x" * 1025, "lone \ud800", 7):
+        with pytest.raises(StoreError):
+            store.kv_put([(bad, b"v")])  # type: ignore[list-item]
+    with pytest.raises(StoreError):
+        store.kv_put([("ok", "not bytes")])  # type: ignore[list-item]
+    assert store.kv_get("lessons/a/1") == b"uno"
+
+
+def test_vfs_files_outlive_the_kernel_in_a_store(store: Any) -> None:
+    """The VFS long-term tree over a store's key-value space: a second kernel reads what
+    the first wrote under /agent/<pid>/mem/semantic."""
+    from agentos import AllowAll, Kernel
+    from agentos.store.kv import StoreKV
+    from agentos.vfs import StoreBackend, install
+
+    async def writer(sys: Any, args: Any) -> None:
+        await sys.vfs_write(f"/agent/{await sys.pid()}/mem/semantic/facts/sky", {"color": "blue"})
+
+    async def reader(sys: Any, args: Any) -> Any:
+        return await sys.vfs_read(f"/agent/{await sys.pid()}/mem/semantic/facts/sky")
+
+    for body in (writer, reader):
+        k = Kernel(deterministic=True, policy=AllowAll())
+        install(k, longterm=StoreBackend(StoreKV(store), prefix="agent"))
+        res = k.run(body)
+    assert res.value == {"color": "blue"}

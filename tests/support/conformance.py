@@ -6,15 +6,17 @@ autouse fixture requesting `conformance` (this module is a pytest plugin, loaded
 tests/conftest.py; the directories are listed below). Tests need no change: in replay mode `Kernel.boot` is wrapped for the test's duration, so every run the
 test makes, through `tests.support.boot.boot` or on a `Kernel` it built itself, is
 
-  1. recorded into a store as it runs live (`record_run`), with a copy of the program's
-     closure state taken before it starts;
+  1. recorded into a store as it runs live (`record_run`, kept out of sight of drivers
+     that look for "the recorded run"), with a copy of the program's closure state, of
+     the test-module globals it names and of init's args taken before it starts;
   2. rebuilt from the stored run and replayed (`Kernel.replay_from`'s machinery, with no
-     driver present) by the copied program, so the replay cannot see what the live run
-     left in the test's lists and dicts;
+     driver present) by the copied program, on a kernel built with the live one's
+     settings the run row does not hold (recaller, pager, extensions, VFS mount table),
+     so the replay cannot see what the live run left in the test's lists and dicts;
   3. checked: the replay's event log is byte-identical to the live one, its result (exit
      reason, value, pid) is the same, `ps()` is the same at every event flush and at the
      end, metrics and the init process's budget are the same, and the plain data the
-     copied program left in its closures equals what the live program left in the test's.
+     copied program left in its closures and globals equals what the live program left.
 
 The test then gets the replay's `RunResult`, and the live kernel (whose state was checked
 equal to the replay's). A test that cannot replay on purpose (a real clock, wall time) is
@@ -23,13 +25,11 @@ kernel cannot be replayed fails in replay mode saying why. A test that runs no k
 completion in live mode is skipped in replay mode (there is nothing to replay).
 `pytest` ends with a summary line of how many tests ran in both modes and which are live only.
 
-Opted in: tests/kernel, tests/userland, tests/drivers, tests/store, tests/provenance.
-Not yet, and why: tests/vfs (a replay is not rebuilt with the live kernel's mounts, and the
-/agent/<pid>/policy view describes the live policy object, which no run row records);
-tests/policy (approval requests and answers are not journaled, so a run with an approval
-channel does not replay); tests/audit (its kernels commit in groups on the wall clock; its
-other tests run no kernel); tests/sandbox, tests/security, tests/cli and tests/e2e (real
-OS processes and wall-clock kernels).
+Opted in: tests/kernel, tests/userland, tests/drivers, tests/store, tests/provenance,
+tests/vfs. Not yet, and why: tests/policy (approval requests and answers are not
+journaled, so a run with an approval channel does not replay); tests/audit (its kernels
+commit in groups on the wall clock; its other tests run no kernel); tests/sandbox,
+tests/security, tests/cli and tests/e2e (real OS processes and wall-clock kernels).
 """
 from __future__ import annotations
 
@@ -183,8 +183,11 @@ async def _record_then_replay(live: Kernel, init: Any, kw: dict[str, Any], track
     from agentos.store import MemoryStore, record_run
 
     store = MemoryStore()
+    shared = dict(live.driver_shared)
     rid = record_run(live, store, tracker.test)
-    program = _Snapshot(live, init, dict(live.images))   # before the live run changes anything
+    live.driver_shared.clear()  # drivers that look for "the recorded run" must not find this one
+    live.driver_shared.update(shared)
+    program = _Snapshot(live, init, dict(live.images), kw.get("args"))  # before the live run changes anything
     live_ps: list[Any] = []
     sampler = _ps_sampler(live, live_ps)
     live.events.add_sink(sampler)
@@ -198,8 +201,9 @@ async def _record_then_replay(live: Kernel, init: Any, kw: dict[str, Any], track
     def setup(k: Kernel) -> None:
         program.kernel_seen_by_copy.target = k
         k.events.add_sink(_ps_sampler(k, replay_ps))
+        _same_mounts(live, k)
 
-    rep = await replay_run(store, rid, image=program.init, images=program.images,
+    rep = await replay_run(store, rid, image=program.init, images=program.images, args=program.args,
                            options=_options(live), setup=setup)
     where = f"{tracker.test}, run {tracker.completed}"
     assert rep.identical, f"{where}: the replay is not the live run: {rep}"
@@ -223,6 +227,14 @@ def _ps_sampler(k: Kernel, out: list[Any]) -> Callable[[list[Any]], None]:
     def sample(batch: list[Any]) -> None:
         out.append((batch[-1].seq, canonical(k.ps())))
     return sample
+
+
+def _same_mounts(live: Kernel, replay: Kernel) -> None:
+    """The replay's VFS gets the live kernel's mount table (setup made outside the run). A
+    replaying VFS answers every backend operation from the journal and touches no backend."""
+    lv, rv = live.extensions.get("vfs"), replay.extensions.get("vfs")
+    if lv is not None and rv is not None and hasattr(lv, "mounts"):
+        rv.mounts.update(lv.mounts)
 
 
 def _options(k: Kernel) -> dict[str, Any]:
@@ -252,7 +264,7 @@ class _Snapshot:
     of that module's namespace with the data it names deep-copied (a module-level `starts`
     list, say). The replay's side effects stay in the copy."""
 
-    def __init__(self, live: Kernel, init: Any, images: dict[str, Any]) -> None:
+    def __init__(self, live: Kernel, init: Any, images: dict[str, Any], args: Any) -> None:
         self.kernel_seen_by_copy = _Redirect()
         self.memo: dict[int, Any] = {id(live): self.kernel_seen_by_copy}
         self.pairs: list[tuple[Any, Any]] = []
@@ -260,6 +272,7 @@ class _Snapshot:
         with _cloning_functions(self):
             self.init = _deep(init, self.memo)
             self.images = {name: _deep(img, self.memo) for name, img in images.items()}
+            self.args = _deep(args, self.memo)  # as given, not the run row's JSON rendering
 
     def clone_function(self, fn: types.FunctionType, memo: dict[int, Any]) -> Any:
         ours = _is_test_code(fn)

@@ -290,3 +290,129 @@ def test_a_real_model_react_run_is_fully_metered_in_the_event_log():
     used = sum(c[1] for c in charges.values())
     assert used == drv.stats.prompt_tokens + drv.stats.completion_tokens
     drv.shutdown()
+
+
+# -- reflection ---------------------------------------------------------------------------
+
+def _verdict(accept: bool, critique: str = "") -> str:
+    return json.dumps({"verdict": "accept" if accept else "retry", "critique": critique})
+
+
+def test_reflection_accepts_an_answer_with_one_metered_call():
+    from agentos.userland.reflect import Reflect
+
+    k, chat = _kernel(["42", _verdict(True, "correct")])
+
+    async def init(sys, args):
+        return (await react_agent(sys, "What is 6 * 7?", [], reflect=Reflect())).to_dict()
+
+    res = k.run(init, grant=["llm", "tools"])
+    assert res.value == {"answer": "42", "stop": "answer", "steps": 1, "tool_calls": 0,
+                         "reflections": [{"accept": True, "critique": "correct"}], "rejected": [], "lessons": []}
+    judge = chat.requests[1]
+    assert judge["response_format"]["json_schema"]["name"] == "verdict"
+    assert "Proposed answer: 42" in judge["messages"][1]["content"]
+    assert len([e for e in k.events.events(kind="charge")]) == 2   # the answer and the reflection
+
+
+def test_a_rejected_answer_is_retried_with_the_critique_then_accepted():
+    from agentos.userland.reflect import Reflect
+
+    k, chat = _kernel(["41", _verdict(False, "6 * 7 is 42, check the product"),
+                       ChatReply("", [call("mul", {"a": 6, "b": 7})]), "42", _verdict(True, "")])
+
+    async def init(sys, args):
+        return (await react_agent(sys, "What is 6 * 7?", ["mul"], reflect=Reflect(max_retries=2))).to_dict()
+
+    res = k.run(init, grant=["llm", "tools"]).value
+    assert res["answer"] == "42" and res["stop"] == "answer" and res["rejected"] == ["41"]
+    assert [v["accept"] for v in res["reflections"]] == [False, True]
+    assert res["steps"] == 3 and res["tool_calls"] == 1
+    retry_turn = chat.requests[2]["messages"][-1]
+    assert retry_turn["role"] == "user" and "6 * 7 is 42, check the product" in retry_turn["content"]
+    logs = [e.data[1] for e in k.events.events(kind="log")]
+    assert logs.count("react.reflect") == 2
+
+
+def test_retries_are_bounded_and_a_last_rejection_is_reported():
+    from agentos.userland.reflect import Reflect
+
+    k, chat = _kernel(["1", _verdict(False, "wrong, try harder"), "2", _verdict(False, "still wrong")])
+
+    async def init(sys, args):
+        return (await react_agent(sys, "Pick the right number.", [], reflect=Reflect(max_retries=1))).to_dict()
+
+    res = k.run(init, grant=["llm", "tools"]).value
+    assert res["stop"] == "rejected" and res["answer"] == "2" and res["rejected"] == ["1", "2"]
+    assert len(chat.requests) == 4                                   # 2 answers + 2 reflections, no more
+
+
+@pytest.mark.parametrize("reply,needle", [
+    ("sure, looks fine", "not JSON"),
+    ('{"verdict": "maybe", "critique": ""}', "is not one of"),
+    ('{"verdict": "retry", "critique": ""}', "too short"),
+])
+def test_a_judge_that_talks_nonsense_is_a_reflect_error_never_a_silent_accept(reply, needle):
+    from agentos.userland.reflect import Reflect
+
+    k, chat = _kernel(["42", reply])
+
+    async def init(sys, args):
+        return (await react_agent(sys, "What is 6 * 7?", [], reflect=Reflect())).to_dict()
+
+    res = k.run(init, grant=["llm", "tools"])
+    assert res.value["stop"] == "reflect_error" and res.value["reflections"] == []
+    err = [e.data[2]["error"] for e in k.events.events(kind="log") if e.data[1] == "react.reflect_error"]
+    assert needle in err[0]
+
+
+def test_reflection_on_another_device_and_a_custom_judge():
+    from agentos.userland.reflect import Reflect, ReflectVerdict
+
+    k = Kernel(deterministic=True, policy=AllowAll())
+    k.register_driver(ScriptedChat(["41", "41", "42"], name="llm"))
+    judge_chat = ScriptedChat([_verdict(False, "off by one")], name="judge")
+    k.register_driver(judge_chat)
+
+    async def picky(sys, task, answer, messages):
+        return ReflectVerdict(answer == "42", "" if answer == "42" else "not 42")
+
+    async def init(sys, args):
+        a = await react_agent(sys, "What is 6 * 7?", [], reflect=Reflect(llm="judge", max_retries=0))
+        b = await react_agent(sys, "What is 6 * 7?", [], reflect=Reflect(judge=picky))
+        return a.to_dict(), b.to_dict()
+
+    a, b = k.run(init, grant=["llm", "judge"]).value
+    assert a["stop"] == "rejected" and a["reflections"][0]["critique"] == "off by one"
+    assert len(judge_chat.requests) == 1
+    assert b["answer"] == "42" and b["rejected"] == ["41"]
+    assert [v["critique"] for v in b["reflections"]] == ["not 42", ""]
+
+
+def test_critiques_of_rejected_answers_become_lessons():
+    from agentos.drivers.lessons import LongMemoryDriver
+    from agentos.userland.reflect import Reflect
+
+    k, chat = _kernel(["41", _verdict(False, "Multiply carefully: 6 times 7 is 42."), "42", _verdict(True)])
+    mem = LongMemoryDriver(clock=lambda: 1.0)
+    k.register_driver(mem)
+
+    async def init(sys, args):
+        return (await react_agent(sys, "What is 6 * 7?", [], reflect=Reflect(learn_to="lessons"))).to_dict()
+
+    res = k.run(init, grant=["llm", "tools", "lessons"]).value
+    (lesson,) = mem.index.lessons.values()
+    assert res["lessons"] == [lesson.id]
+    assert lesson.text == "Multiply carefully: 6 times 7 is 42." and lesson.outcome == "failure"
+    assert "reflection" in lesson.tags
+
+
+def test_reflect_settings_are_checked():
+    from agentos.userland.reflect import Reflect, ReflectVerdict
+
+    with pytest.raises(ValueError):
+        Reflect(max_retries=-1)
+    with pytest.raises(ValueError):
+        Reflect(max_retries=11)
+    with pytest.raises(ValueError):
+        ReflectVerdict(False, "  ")

@@ -8,6 +8,8 @@ records the same thing whichever answered. A request is a plain dict (it is jour
      "tools": [<OpenAI function spec>, ...],      # optional
      "tool_choice": "auto" | "none" | "required",  # optional
      "max_tokens": int, "temperature": float,      # optional
+     "response_format": {"type": "json_schema", "json_schema": {"name": str, "schema": {...}}},
+                                                   # optional: the reply's content is JSON matching it
      "model": str}                                 # optional; the driver's default otherwise
 
 A streaming callback is not part of the request (it is not data): pass it when opening
@@ -97,7 +99,7 @@ class Price:
 # Both LLM drivers send OpenAI-style messages (llama-cpp-python takes the same form), so
 # the conversion from the agentos request lives here, once.
 
-REQUEST_KEYS = ("messages", "tools", "tool_choice", "max_tokens", "temperature", "model")
+REQUEST_KEYS = ("messages", "tools", "tool_choice", "max_tokens", "temperature", "model", "response_format")
 _IMAGE_MIME = ("image/png", "image/jpeg", "image/gif", "image/webp")
 
 
@@ -120,7 +122,28 @@ def check_request(req: Any, device: str) -> dict[str, Any]:
     m = req.get("model")
     if m is not None and (not isinstance(m, str) or not m):
         raise DriverError(f"{device}: model must be a non-empty string, got {m!r}")
+    rf = req.get("response_format")
+    if rf is not None:
+        check_response_format(rf, device)
     return req
+
+
+def check_response_format(rf: Any, device: str) -> dict[str, Any]:
+    """`{"type": "text"}`, `{"type": "json_object"}` or `{"type": "json_schema", "json_schema":
+    {"name": str, "schema": {...}}}` (OpenAI's forms); anything else is a `DriverError`."""
+    if not isinstance(rf, dict):
+        raise DriverError(f"{device}: response_format must be a dict, got {type(rf).__name__}")
+    kind = rf.get("type")
+    if kind not in ("text", "json_object", "json_schema"):
+        raise DriverError(f"{device}: response_format type must be text, json_object or json_schema, got {kind!r:.40}")
+    if kind == "json_schema":
+        js = rf.get("json_schema")
+        if not isinstance(js, dict) or not isinstance(js.get("schema"), dict):
+            raise DriverError(f"{device}: response_format json_schema needs {{'json_schema': {{'name', 'schema': {{...}}}}}}")
+        name = js.get("name", "reply")
+        if not isinstance(name, str) or not name or len(name) > 64:
+            raise DriverError(f"{device}: response_format json_schema name must be a short string")
+    return rf
 
 
 def _image_part(part: dict[str, Any], where: str) -> dict[str, Any]:

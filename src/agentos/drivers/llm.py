@@ -161,6 +161,13 @@ class LLMDriver(Driver):
             v = req.get(key, d.get(key))
             if v is not None:
                 kw[key] = v
+        rf = req.get("response_format")
+        if rf is not None:  # structured output: the endpoint decodes to the schema
+            if rf.get("type") == "json_schema":
+                js = rf["json_schema"]
+                rf = {"type": "json_schema", "json_schema": {"name": js.get("name", "reply"), "schema": js["schema"],
+                                                             **({"strict": js["strict"]} if "strict" in js else {})}}
+            kw["response_format"] = rf
         return kw
 
     async def _chat(self, handle: LLMHandle, kwargs: dict[str, Any]) -> DriverResult:

@@ -82,6 +82,9 @@ class Journal:
 
     def __init__(self, entries: Iterable[JournalEntry] = (), *, format: int = RECORDING_FORMAT) -> None:
         self.format = format
+        # the kernel actions (spawn, send, signal, vfs) the recorded run's policy was asked
+        # about; None when not recorded (replay then infers them from the decisions)
+        self.governs: frozenset[str] | None = None
         self.entries: list[JournalEntry] = []
         self._by_key: dict[tuple[int, int], JournalEntry] = {}
         self._decisions: dict[int, list[JournalEntry]] = {}   # pid -> policy decisions in order

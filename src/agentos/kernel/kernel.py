@@ -265,8 +265,9 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
         try:
             proc = self._create(None, init, args, (), quota, False, priority, None, name)
             self.grant_device(proc, SPAWN, Right.SPAWN)  # init may spawn; it passes this on or not
-            for dev in grants:
-                self.grant_device(proc, dev)
+            # init is "spawned" with its grants: like any process, its `sys.caps` lists them
+            proc.spawn_caps = tuple(self.grant_device(proc, dev) for dev in grants)
+            proc.sys.caps = proc.spawn_caps  # type: ignore[union-attr]
             self.init = proc
             try:
                 if self.observers:

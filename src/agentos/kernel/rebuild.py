@@ -55,20 +55,26 @@ class _Stop(BaseException):
     pass
 
 
+_FROM_RUN: Any = object()
+
+
 def replay_from(store: Any, run_id: str, *, image: Any = None, images: dict[str, Any] | None = None,
                 probe: Callable[[Any, Event], bool] | None = None,
-                options: dict[str, Any] | None = None) -> ReplayReport:
+                options: dict[str, Any] | None = None, args: Any = _FROM_RUN) -> ReplayReport:
     """Replay a stored run. `probe(kernel, event)` sees each matched event; True stops the replay.
 
     With a probe, events are flushed one at a time, so the probe sees the kernel as it was
     just after the event (give or take the rest of the syscall that emitted it). `options`
-    are kernel settings the run row does not hold (a recaller, a pager) to rebuild with."""
-    return asyncio.run(replay_run(store, run_id, image=image, images=images, probe=probe, options=options))
+    are kernel settings the run row does not hold (a recaller, a pager) to rebuild with.
+    `args` replaces init's args when the run row's JSON rendering of them is not what the
+    program was given (objects, tuples), as `image` replaces code the row cannot find."""
+    return asyncio.run(replay_run(store, run_id, image=image, images=images, probe=probe, options=options,
+                                  args=args))
 
 
 async def replay_run(store: Any, run_id: str, *, image: Any = None, images: dict[str, Any] | None = None,
                      probe: Callable[[Any, Event], bool] | None = None,
-                     options: dict[str, Any] | None = None,
+                     options: dict[str, Any] | None = None, args: Any = _FROM_RUN,
                      setup: Callable[[Any], None] | None = None) -> ReplayReport:
     """`replay_from`, for a caller already inside an event loop. `setup(kernel)` is called
     with the replaying kernel before it boots (to attach sinks, say)."""
@@ -87,6 +93,9 @@ async def replay_run(store: Any, run_id: str, *, image: Any = None, images: dict
     if timeless:
         report.notes.append("recorded under a real clock: events compared without their timestamps")
     journal = Journal(store.journal(run_id), format=version)
+    governs = meta.get("governs")
+    if isinstance(governs, list) and all(isinstance(g, str) for g in governs):
+        journal.governs = frozenset(governs)
     k = Kernel(**{**(options or {}), "deterministic": True, "seed": meta["seed"], "mode": "replay",
                   "journal": journal, "quantum": meta.get("quantum", 2000),
                   "default_priority": meta.get("default_priority", 5),
@@ -139,7 +148,7 @@ async def replay_run(store: Any, run_id: str, *, image: Any = None, images: dict
     k.events.add_sink(compare)
     q = meta.get("quota")
     try:
-        res = await k.boot(init, args=meta.get("args"), grant=meta.get("grant") or (),
+        res = await k.boot(init, args=meta.get("args") if args is _FROM_RUN else args, grant=meta.get("grant") or (),
                            quota=Quota(**q) if q else None, name=meta.get("name"), priority=meta.get("priority"))
         report.result = res
     except _Stop:

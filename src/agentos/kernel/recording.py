@@ -37,8 +37,10 @@ Format log:
      bytes, so a program that looked at the type behaved differently under replay.
   3  ABI 2: init holds a spawn capability from boot, so every capability ref drawn after
      it differs from a format 1 or 2 run with the same seed, and spawn, send, signals and
-     VFS operations are journaled policy checks wherever a rule names them. This kernel
-     cannot reproduce the events of an ABI 1 run, so formats 1 and 2 are refused.
+     VFS operations are journaled policy checks wherever a rule names them; the run row
+     records which of those actions the policy governed (`governs`), so a replay asks
+     policy about the same ones. This kernel cannot reproduce the events of an ABI 1 run,
+     so formats 1 and 2 are refused.
 """
 from __future__ import annotations
 

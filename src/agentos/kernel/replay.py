@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from .process import Process
 
 
+EVERY_KERNEL_ACTION = frozenset({"spawn", "send", "signal", "vfs"})  # asked about when a policy does not say
+
 _DECISION_JSON = ('{"action":%s,"at":null,"device":"","error_type":null,"index":%d,"ok":%s,'
                   '"op":"policy","pid":%d,"reductions":0,"request":null,"tokens":0,"tool_calls":0,'
                   '"usd":0.0,"value":%s}')  # JournalEntry.to_json's layout, prebuilt: one per policy check
@@ -37,6 +39,8 @@ class DecisionRecorder:
     def __init__(self, inner: Any, journal: Journal) -> None:
         self.inner = inner
         self.journal = journal
+        governs = getattr(inner, "governs_kernel", None)  # what the kernel will ask this policy about
+        journal.governs = frozenset(governs) if governs is not None else EVERY_KERNEL_ACTION
         self._count: dict[int, int] = {}
         self._values: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
         self._actions: dict[str, str] = {}
@@ -87,7 +91,11 @@ class JournalPolicy:
 
     @property
     def governs_kernel(self) -> frozenset[str]:
-        """The kernel actions the recorded run asked policy about, so replay asks the same."""
+        """The kernel actions the recorded run asked policy about, so replay asks the same:
+        as recorded, or (a journal that does not say) inferred from its decisions. Inference
+        can be fooled: a device whose actions are named "vfs.*" looks like a governed VFS."""
+        if self.journal.governs is not None:
+            return self.journal.governs
         out: set[str] = set()
         for rows in self.journal.decisions.values():
             for e in rows:

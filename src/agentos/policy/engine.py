@@ -43,9 +43,10 @@ if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
 
 # actions that only read, for `mode: read_only` on actions that are not tools
-READ_ONLY_ACTIONS = frozenset({"kv.get", "kv.keys", "kv.has", "vfs.read", "vfs.list", "tools.list"})
+READ_ONLY_ACTIONS = frozenset({"kv.get", "kv.keys", "kv.has", "vfs.read", "vfs.list", "tools.list",
+                               "lessons.get", "lessons.list", "lessons.stats", "runs.list", "runs.digest"})
 # families whose operations are not tools: a tool name in guardrails.tools never types them
-NOT_TOOLS = frozenset({"kv", "llm", "local", "vfs", "sandbox"})
+NOT_TOOLS = frozenset({"kv", "llm", "local", "vfs", "sandbox", "lessons", "runs"})
 
 _NO_EXTRA: dict[str, Any] = {}
 

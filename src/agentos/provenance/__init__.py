@@ -11,8 +11,8 @@ import os
 from importlib import resources
 from typing import Any, TextIO
 
-from .model import STEP_TYPES, InteractionRecord, ReplayManifest, manifest_from_store
-from .writer import AOS, PROV, run_iri, write
+from .model import STEP_TYPES, InteractionRecord, LessonRecord, ReplayManifest, manifest_from_store
+from .writer import AOS, PROV, lesson_iri, run_iri, write
 
 
 def vocabulary() -> str:
@@ -36,5 +36,5 @@ def export(run: Any, format: str = "turtle", out: str | os.PathLike[str] | TextI
     return write(run, out, format)
 
 
-__all__ = ["AOS", "PROV", "STEP_TYPES", "InteractionRecord", "ReplayManifest", "export", "manifest_from_store",
-           "run_iri", "vocabulary"]
+__all__ = ["AOS", "PROV", "STEP_TYPES", "InteractionRecord", "LessonRecord", "ReplayManifest", "export",
+           "lesson_iri", "manifest_from_store", "run_iri", "vocabulary"]

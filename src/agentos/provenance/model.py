@@ -6,6 +6,12 @@ log and journal: an op on a chat-shaped device (a request with "messages") is a 
 step followed by a `response` step that carries its cost; any other device op is a
 `tool_call`; `recall`/`working_set` syscalls are `memory_retrieval`s. A step's
 `elapsed_ms` runs from its syscall to the process's next event (the result arriving).
+
+A step that added lessons to a long memory (a `lessons` device write whose result is a
+`lessons.add`) carries them as `LessonRecord`s: each lesson is a `prov:Entity` generated
+by that step and derived from the step it was learned from (its source run and step; a
+lesson with no source step, such as the critique of a rejected answer, derives from the
+last response of the same process in this run).
 """
 from __future__ import annotations
 
@@ -19,6 +25,17 @@ _MEMORY_OPS = ("Recall", "WorkingSet")
 
 
 @dataclass(frozen=True)
+class LessonRecord:
+    """A lesson a step stored (or reinforced, when `merged`), and the step it came from."""
+
+    lesson_id: str
+    text: str
+    source_run: str | None
+    source_step: int | None
+    merged: bool = False
+
+
+@dataclass(frozen=True)
 class InteractionRecord:
     step_id: str
     step_type: str
@@ -29,6 +46,7 @@ class InteractionRecord:
     elapsed_ms: float = 0.0
     process_id: int | None = None
     agent_id: str | None = None
+    lessons: tuple[LessonRecord, ...] = ()
 
     def __post_init__(self) -> None:
         if self.step_type not in STEP_TYPES:
@@ -68,13 +86,18 @@ def _steps(store: Any, run_id: str) -> Iterator[InteractionRecord]:
     names: dict[int, str] = {}
     counter = [0]
 
+    last_response: dict[int, int] = {}     # pid -> index of its latest response step
+
     def emit(items: list[dict[str, Any]], end: float) -> Iterator[InteractionRecord]:
         for it in items:
             i = counter[0]
             counter[0] += 1
+            lessons = tuple(_lesson_records(it.get("lessons"), run_id, last_response.get(it["pid"])))
+            if it["type"] == "response":
+                last_response[it["pid"]] = i
             yield InteractionRecord(f"{run_id}:{i}", it["type"], i, it["payload"], it.get("usd", 0.0),
                                     it.get("tokens", 0), max(0.0, end - it["t"]), it["pid"],
-                                    names.get(it["pid"]))
+                                    names.get(it["pid"]), lessons)
 
     for ev in store.events(run_id):
         pid, kind = ev.pid, ev.kind
@@ -121,10 +144,34 @@ def _steps(store: Any, run_id: str) -> Iterator[InteractionRecord]:
                 pending.setdefault(pid, []).append({
                     "type": "tool_call", "t": ev.time, "pid": pid, "usd": e.usd, "tokens": e.tokens,
                     "payload": _dumps({"device": e.device, "action": e.action, "op": e.op,
-                                       "request": e.request, "result": result})})
+                                       "request": e.request, "result": result}),
+                    "lessons": result if e.ok and isinstance(result, dict)
+                    and result.get("kind") == "lessons.add" else None})
     for pid in sorted(pending):
         items = pending[pid]
         yield from emit(items, items[-1]["t"])
 
 
-__all__ = ["InteractionRecord", "ReplayManifest", "STEP_TYPES", "manifest_from_store"]
+def _lesson_records(result: Any, run_id: str, last_response: int | None) -> Iterator[LessonRecord]:
+    """The lessons a `lessons.add` result reports, with the step each derives from."""
+    if not isinstance(result, dict):
+        return
+    for d in result.get("added") or ():
+        if isinstance(d, dict) and isinstance(d.get("id"), str):
+            yield _record(str(d["id"]), d, run_id, last_response, False)
+    for m in result.get("merged") or ():
+        if isinstance(m, dict) and isinstance(m.get("into"), str) and isinstance(m.get("from"), dict):
+            yield _record(m["into"], m["from"], run_id, last_response, True)
+
+
+def _record(lid: str, d: dict[str, Any], run_id: str, last_response: int | None, merged: bool) -> LessonRecord:
+    src_run, src_step = d.get("source_run"), d.get("source_step")
+    if not isinstance(src_step, int) or isinstance(src_step, bool):
+        src_step = None
+    if src_step is None and src_run in (None, run_id) and last_response is not None:
+        src_run, src_step = run_id, last_response   # learned here, from the last answer judged
+    return LessonRecord(lid, str(d.get("text") or ""), src_run if isinstance(src_run, str) else None,
+                        src_step, merged)
+
+
+__all__ = ["InteractionRecord", "LessonRecord", "ReplayManifest", "STEP_TYPES", "manifest_from_store"]

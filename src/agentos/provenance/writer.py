@@ -5,7 +5,10 @@ number of steps and memory is constant: steps come from an iterator and their tr
 straight to the output stream. Each step is an `aos:InteractionRecord` (a prov:Activity)
 that `prov:used` the previous step's output (the run's input for the first), whose own
 output `prov:wasGeneratedBy` it, `prov:wasAssociatedWith` the process that took it, and
-`prov:wasInformedBy` the step before it.
+`prov:wasInformedBy` the step before it. A lesson a step stored is an `aos:Lesson`
+(a prov:Entity) that `prov:wasGeneratedBy` that step and `prov:wasDerivedFrom` the step
+it was learned from, in whichever run that was (a reinforced lesson gains the new
+derivation and `prov:wasInfluencedBy` the step).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import datetime as _dt
 import json
 from typing import TextIO
 
-from .model import ReplayManifest
+from .model import InteractionRecord, ReplayManifest
 
 AOS = "https://agentos.dev/ns/prov#"
 PROV = "http://www.w3.org/ns/prov#"
@@ -22,6 +25,28 @@ XSD = "http://www.w3.org/2001/XMLSchema#"
 
 def run_iri(run_id: str) -> str:
     return f"urn:agentos:run:{run_id}"
+
+
+def lesson_iri(lesson_id: str) -> str:
+    return f"urn:agentos:lesson:{lesson_id}"
+
+
+def _safe_id(lesson_id: str) -> str:
+    """Lesson ids are hex; anything else is percent-encoded so the IRI stays valid."""
+    from urllib.parse import quote
+
+    return quote(lesson_id, safe="")
+
+
+def _lesson_nodes(s: InteractionRecord, step: str) -> list[tuple[str, dict[str, str | None]]]:
+    out = []
+    for l in s.lessons:
+        src = f"{run_iri(l.source_run)}/step/{int(l.source_step)}" \
+            if l.source_run is not None and l.source_step is not None else None
+        out.append((lesson_iri(_safe_id(l.lesson_id)), {"id": l.lesson_id, "text": l.text, "src": src,
+                                                       "gen": None if l.merged else step,
+                                                       "infl": step if l.merged else None}))
+    return out
 
 
 def _iso(ts: float) -> str:
@@ -81,6 +106,16 @@ def write_turtle(m: ReplayManifest, out: TextIO) -> int:
         if links.prev_step is not None:
             w(f" ;\n  prov:wasInformedBy <{links.prev_step}>")
         w(f" .\n<{outv}> a aos:StepOutput, prov:Entity ; prov:wasGeneratedBy <{step}> .\n")
+        for iri, l in _lesson_nodes(s, step):
+            w(f"<{iri}> a aos:Lesson, prov:Entity ; aos:lesson_id {_lit(l['id'] or '')} ; "
+              f"aos:lesson_text {_lit(l['text'] or '')}")
+            if l["gen"]:
+                w(f" ;\n  prov:wasGeneratedBy <{l['gen']}>")
+            if l["infl"]:
+                w(f" ;\n  prov:wasInfluencedBy <{l['infl']}>")
+            if l["src"]:
+                w(f" ;\n  prov:wasDerivedFrom <{l['src']}>")
+            w(" .\n")
         links.prev_step, links.prev_out = step, outv
         n += 1
     return n
@@ -93,6 +128,9 @@ _CONTEXT = {
     "wasGeneratedBy": {"@id": "prov:wasGeneratedBy", "@type": "@id"},
     "wasAssociatedWith": {"@id": "prov:wasAssociatedWith", "@type": "@id"},
     "wasInformedBy": {"@id": "prov:wasInformedBy", "@type": "@id"},
+    "wasDerivedFrom": {"@id": "prov:wasDerivedFrom", "@type": "@id"},
+    "wasInfluencedBy": {"@id": "prov:wasInfluencedBy", "@type": "@id"},
+    "lesson_id": "aos:lesson_id", "lesson_text": "aos:lesson_text",
     "id": "aos:id", "agent_id": "aos:agent_id", "step_id": "aos:step_id", "step_type": "aos:step_type",
     "payload_json": "aos:payload_json",
     "process_id": {"@id": "aos:process_id", "@type": "xsd:integer"},
@@ -139,6 +177,13 @@ def write_jsonld(m: ReplayManifest, out: TextIO) -> int:
         w(",\n  " + dump(node, ensure_ascii=False))
         w(",\n  " + dump({"@id": step + "/out", "@type": ["aos:StepOutput", "prov:Entity"],
                           "wasGeneratedBy": step}))
+        for iri, l in _lesson_nodes(s, step):
+            lnode: dict[str, object] = {"@id": iri, "@type": ["aos:Lesson", "prov:Entity"],
+                                        "lesson_id": l["id"], "lesson_text": l["text"]}
+            for key, name in (("gen", "wasGeneratedBy"), ("infl", "wasInfluencedBy"), ("src", "wasDerivedFrom")):
+                if l[key]:
+                    lnode[name] = l[key]
+            w(",\n  " + dump(lnode, ensure_ascii=False))
         links.prev_step, links.prev_out = step, step + "/out"
         n += 1
     w("\n ]}\n")
@@ -155,4 +200,4 @@ def write(m: ReplayManifest, out: TextIO, format: str = "turtle") -> int:
     raise ValueError(f"unknown provenance format {format!r}: use 'turtle' or 'jsonld'")
 
 
-__all__ = ["AOS", "PROV", "run_iri", "write", "write_jsonld", "write_turtle"]
+__all__ = ["AOS", "PROV", "lesson_iri", "run_iri", "write", "write_jsonld", "write_turtle"]

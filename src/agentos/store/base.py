@@ -80,6 +80,10 @@ class Store(Protocol):
     def set_anchor(self, anchor: bytes | str | dict[str, Any]) -> None: ...
     def get_anchor(self) -> bytes | None: ...
     def acked(self, run_id: str) -> int: ...
+    def kv_put(self, items: Iterable[tuple[str, bytes]]) -> None: ...
+    def kv_delete(self, keys: Iterable[str]) -> None: ...
+    def kv_get(self, key: str) -> bytes | None: ...
+    def kv_items(self, prefix: str) -> list[tuple[str, bytes]]: ...
     def flush(self) -> None: ...
     def close(self) -> None: ...
 
@@ -105,6 +109,34 @@ def entries_of(meta: dict[str, Any], rows: Iterable[str]) -> list[JournalEntry]:
     except RecordingFormatError:
         version = RECORDING_FORMAT
     return [JournalEntry.from_json(r, version) for r in rows]
+
+
+MAX_KEY = 1024
+
+
+def check_key(key: Any) -> str:
+    """A key of the store's key-value space: a non-empty str of at most MAX_KEY characters,
+    without NUL (PostgreSQL text cannot hold it) or lone surrogates (not encodable)."""
+    if not isinstance(key, str) or not key:
+        raise StoreError(f"a store key is a non-empty str, got {key!r:.80}")
+    if len(key) > MAX_KEY:
+        raise StoreError(f"a store key is at most {MAX_KEY} characters, got {len(key)}")
+    if "\x00" in key:
+        raise StoreError("a store key cannot contain NUL")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise StoreError("a store key must be valid Unicode (it holds a lone surrogate)") from None
+    return key
+
+
+def check_items(items: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    out = []
+    for key, value in items:
+        if not isinstance(value, (bytes, bytearray)):
+            raise StoreError(f"a store value is bytes, got {type(value).__name__}")
+        out.append((check_key(key), bytes(value)))
+    return out
 
 
 def new_run_id() -> str:
@@ -191,6 +223,19 @@ class WriterStore:
     def set_anchor(self, anchor: bytes | str | dict[str, Any]) -> None:
         self._put(("anchor", to_bytes(anchor)))
         self.flush()
+
+    def kv_put(self, items: Iterable[tuple[str, bytes]]) -> None:
+        """Write key-value pairs; returns once they are committed (durable per the mode)."""
+        rows = check_items(items)
+        if rows:
+            self._put(("kv_put", rows))
+            self.flush()
+
+    def kv_delete(self, keys: Iterable[str]) -> None:
+        rows = [check_key(k) for k in keys]
+        if rows:
+            self._put(("kv_del", rows))
+            self.flush()
 
     def acked(self, run_id: str) -> int:
         """The highest event seq of `run_id` whose commit has returned."""
@@ -333,5 +378,5 @@ class WriterStore:
         return sid
 
 
-__all__ = ["DURABILITY_MODES", "RunInfo", "Store", "StoreError", "StoredEvent", "WriterStore",
+__all__ = ["DURABILITY_MODES", "MAX_KEY", "RunInfo", "Store", "StoreError", "StoredEvent", "WriterStore",
            "entries_of", "new_run_id", "resolve", "to_bytes"]

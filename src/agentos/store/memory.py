@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 from ..kernel.journal import JournalEntry
-from .base import RunInfo, StoredEvent, StoreError, entries_of, new_run_id, to_bytes
+from .base import RunInfo, StoredEvent, StoreError, check_items, check_key, entries_of, new_run_id, to_bytes
 
 
 class MemoryStore:
@@ -24,6 +24,7 @@ class MemoryStore:
         self._snaps: dict[str, dict[str, Any]] = {}
         self._audit: list[bytes] = []
         self._anchor: bytes | None = None
+        self._kv: dict[str, bytes] = {}
         self.on_commit: list[Callable[[dict[str, int]], None]] = []
         self.durability = "memory"
 
@@ -132,6 +133,26 @@ class MemoryStore:
     def acked(self, run_id: str) -> int:
         evs = self._events.get(run_id)
         return evs[-1].seq if evs else 0
+
+    def kv_put(self, items: Iterable[tuple[str, bytes]]) -> None:
+        rows = check_items(items)
+        with self._lock:
+            self._kv.update(rows)
+
+    def kv_delete(self, keys: Iterable[str]) -> None:
+        rows = [check_key(k) for k in keys]
+        with self._lock:
+            for k in rows:
+                self._kv.pop(k, None)
+
+    def kv_get(self, key: str) -> bytes | None:
+        return self._kv.get(check_key(key))
+
+    def kv_items(self, prefix: str) -> list[tuple[str, bytes]]:
+        if not isinstance(prefix, str):
+            raise StoreError(f"a key prefix is a str, got {type(prefix).__name__}")
+        with self._lock:
+            return sorted((k, v) for k, v in self._kv.items() if k.startswith(prefix))
 
     def flush(self) -> None:
         pass

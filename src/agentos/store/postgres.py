@@ -28,6 +28,7 @@ SCHEMA = [
         created_at DOUBLE PRECISION NOT NULL, body TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS agentos_audit (n BIGSERIAL PRIMARY KEY, body BYTEA NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS agentos_anchor (k INT PRIMARY KEY CHECK (k = 1), body BYTEA NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS agentos_kv (key TEXT PRIMARY KEY, body BYTEA NOT NULL)""",
 ]
 
 
@@ -103,6 +104,13 @@ class PostgresStore(SqlReads, WriterStore):
             elif op == "anchor":
                 cur.execute("INSERT INTO agentos_anchor VALUES (1, %s) ON CONFLICT (k) DO UPDATE "
                             "SET body = EXCLUDED.body", (item[1],))
+            elif op == "kv_put":
+                cur.executemany("INSERT INTO agentos_kv VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
+                                "SET body = EXCLUDED.body", item[1])
+                return len(item[1])
+            elif op == "kv_del":
+                cur.executemany("DELETE FROM agentos_kv WHERE key=%s", [(k,) for k in item[1]])
+                return len(item[1])
             else:
                 raise StoreError(f"unknown store op {op!r}")
         return 1

@@ -75,6 +75,7 @@ class Recording(Observer):
             "name": boot.name, "priority": boot.priority,
             "images": {n: image_entry(i) for n, i in self.kernel.images.items()},
             "drivers": sorted(self.kernel.drivers),
+            "governs": sorted(self.kernel.governs),   # the kernel actions policy is asked about
         })
         self.store.update_run(self.run_id, meta=self.meta)
 
@@ -104,6 +105,7 @@ def record_run(kernel: "Kernel", store: "Store", name: str, *, run_id: str | Non
         raise KernelError("record_run: this kernel keeps no journal (record=False); it could not be replayed")
     rec = Recording(kernel, store, name, run_id)
     kernel.add_observer(rec)
+    kernel.driver_shared["recording"] = rec  # drivers that keep per-run state find the run here
     return rec.run_id
 
 

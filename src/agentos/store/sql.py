@@ -6,7 +6,7 @@ import json
 from typing import Any, Iterator
 
 from ..kernel.journal import JournalEntry
-from .base import RunInfo, StoredEvent, StoreError, entries_of
+from .base import RunInfo, StoredEvent, StoreError, check_key, entries_of
 
 
 class SqlReads:
@@ -88,3 +88,20 @@ class SqlReads:
     def get_anchor(self) -> bytes | None:
         rows = self._query(f"SELECT body FROM {self._T}anchor WHERE k=1")
         return bytes(rows[0][0]) if rows else None
+
+    # -- the key-value space (long-term memory, VFS files) ---------------------------------
+    def kv_get(self, key: str) -> bytes | None:
+        rows = self._query(f"SELECT body FROM {self._T}kv WHERE key={self._P}", (check_key(key),))
+        return bytes(rows[0][0]) if rows else None
+
+    def kv_items(self, prefix: str) -> list[tuple[str, bytes]]:
+        """Every (key, value) whose key starts with `prefix`, in key order."""
+        if not isinstance(prefix, str):
+            raise StoreError(f"a key prefix is a str, got {type(prefix).__name__}")
+        if not prefix:
+            rows = self._query(f"SELECT key, body FROM {self._T}kv ORDER BY key")
+        else:
+            check_key(prefix)
+            rows = self._query(f"SELECT key, body FROM {self._T}kv WHERE substr(key, 1, {self._P}) = {self._P} "
+                               f"ORDER BY key", (len(prefix), prefix))
+        return [(r[0], bytes(r[1])) for r in rows]

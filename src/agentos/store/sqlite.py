@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS snapshots (snap_id TEXT PRIMARY KEY, run_id TEXT, pid
     created_at REAL NOT NULL, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (n INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS anchor (k INTEGER PRIMARY KEY CHECK (k = 1), body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -85,6 +86,12 @@ class SqliteStore(SqlReads, WriterStore):
             return len(item[1])
         elif op == "anchor":
             conn.execute("INSERT OR REPLACE INTO anchor VALUES (1, ?)", (item[1],))
+        elif op == "kv_put":
+            conn.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", item[1])
+            return len(item[1])
+        elif op == "kv_del":
+            conn.executemany("DELETE FROM kv WHERE key=?", [(k,) for k in item[1]])
+            return len(item[1])
         else:
             raise StoreError(f"unknown store op {op!r}")
         return 1

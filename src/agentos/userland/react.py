@@ -11,6 +11,13 @@ model must answer; `max_steps` therefore bounds the number of LLM calls.
 Everything the agent does is a syscall: the kernel meters every LLM and tool call (the
 `policy` and `charge` events in the log) and the agent logs its steps (`react.*` events),
 so a run can be followed, audited and replayed from the event log alone.
+
+With `reflect=Reflect(...)`, an answer is judged before it is returned (see
+`reflect.py`): a `ReflectVerdict` accepts it or asks for a retry with a critique, which
+goes back to the model as a user turn; each attempt gets `max_steps` steps again, and
+at most `max_retries` retries are made, so the run stays bounded. Every reflection is a
+metered model call (`react.reflect` events); rejected answers are kept in the result and,
+with `learn_to`, their critiques become lessons in a long memory.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from typing import Any, Sequence
 
 from ..abi.errors import SyscallError, ToolError
 from ..kernel.trap import Sys
+from .reflect import Reflect, ReflectVerdict, learn_from_rejection, reflect_once
 
 SYSTEM = ("You are a careful assistant that solves the user's task step by step. "
           "Call a tool when it helps; each tool result comes back to you. "
@@ -29,21 +37,30 @@ SYSTEM = ("You are a careful assistant that solves the user's task step by step.
 @dataclass
 class ReactResult:
     answer: str | None
-    stop: str                      # "answer" | "step_limit" | "llm_error"
-    steps: int                     # LLM calls made
+    stop: str                      # "answer" | "step_limit" | "llm_error" | "rejected" | "reflect_error"
+    steps: int                     # LLM calls made by the agent (reflections not counted)
     tool_calls: int
     messages: list[dict[str, Any]] = field(default_factory=list)
+    reflections: list[ReflectVerdict] | None = None   # None: the run did not reflect
+    rejected: list[str] = field(default_factory=list)  # answers a reflection sent back
+    lessons: list[str] = field(default_factory=list)   # lessons learned from rejections
 
     def to_dict(self) -> dict[str, Any]:
-        return {"answer": self.answer, "stop": self.stop, "steps": self.steps,
-                "tool_calls": self.tool_calls}
+        out: dict[str, Any] = {"answer": self.answer, "stop": self.stop, "steps": self.steps,
+                               "tool_calls": self.tool_calls}
+        if self.reflections is not None:
+            out["reflections"] = [v.to_dict() for v in self.reflections]
+            out["rejected"] = list(self.rejected)
+            out["lessons"] = list(self.lessons)
+        return out
 
 
 async def react_agent(sys: Sys, task: str, tools: Sequence[str] | None = None, *,
                       llm: str = "llm", tools_device: str = "tools", max_steps: int = 6,
                       system: str = SYSTEM, max_tokens: int = 256, model: str | None = None,
                       max_observation: int = 2000, on_delta: Any = None,
-                      parallel: bool = True, repeat_guard: bool = True) -> ReactResult:
+                      parallel: bool = True, repeat_guard: bool = True,
+                      reflect: Reflect | None = None, temperature: float = 0.0) -> ReactResult:
     """Run the ReAct loop on `task` with the named tools (None: every tool on the device).
 
     `llm` and `tools_device` are device names this process holds capabilities for.
@@ -51,13 +68,19 @@ async def react_agent(sys: Sys, task: str, tools: Sequence[str] | None = None, *
     the run with `stop="llm_error"` and the message as the answer. With `repeat_guard`, a
     turn that only repeats earlier calls (same tool, same arguments) is not run and not
     added to the context, and the next step must answer (small models loop otherwise); the
-    `react.repeat` event records it.
+    `react.repeat` event records it. `reflect` judges each answer before it is returned
+    (see the module docstring).
     """
     if not isinstance(task, str) or not task.strip():
         raise ValueError("react_agent: task must be a non-empty string")
     if max_steps < 1:
         raise ValueError(f"react_agent: max_steps must be >= 1, got {max_steps}")
+    if reflect is not None and not isinstance(reflect, Reflect):
+        raise ValueError(f"react_agent: reflect must be a Reflect, got {type(reflect).__name__}")
     lh = await sys.open(llm, {"on_delta": on_delta} if on_delta is not None else None)
+    rh: int | None = None
+    if reflect is not None and reflect.judge is None:
+        rh = lh if reflect.llm in (None, llm) else await sys.open(reflect.llm)
     specs: list[dict[str, Any]] = []
     th = None
     if tools is None or tools:
@@ -78,9 +101,21 @@ async def react_agent(sys: Sys, task: str, tools: Sequence[str] | None = None, *
     n_calls = 0
     seen: dict[str, str] = {}     # call key -> observation, for the repeat guard
     force_answer = False
-    for step in range(1, max_steps + 1):
-        last = step == max_steps or force_answer
-        req: dict[str, Any] = {"messages": list(messages), "max_tokens": max_tokens, "temperature": 0.0}
+    verdicts: list[ReflectVerdict] | None = [] if reflect is not None else None
+    rejected: list[str] = []
+    learned: list[str] = []
+    retries = 0
+    step = 0                      # LLM calls of the agent so far
+    attempt_step = 0              # ... in the current attempt
+
+    def result(answer: str | None, stop: str) -> ReactResult:
+        return ReactResult(answer, stop, step, n_calls, messages, verdicts, rejected, learned)
+
+    while True:
+        step += 1
+        attempt_step += 1
+        last = attempt_step == max_steps or force_answer
+        req: dict[str, Any] = {"messages": list(messages), "max_tokens": max_tokens, "temperature": temperature}
         if model:
             req["model"] = model
         if specs:
@@ -90,7 +125,7 @@ async def react_agent(sys: Sys, task: str, tools: Sequence[str] | None = None, *
             reply = await sys.read(lh, req)
         except SyscallError as e:
             await sys.log("error", "react.llm_error", step=step, error=str(e))
-            return ReactResult(f"LLM error: {e}", "llm_error", step, n_calls, messages)
+            return result(f"LLM error: {e}", "llm_error")
         calls = reply.get("tool_calls") or []
         content = reply.get("content") or ""
         keys = [_call_key(c) for c in calls]
@@ -103,10 +138,33 @@ async def react_agent(sys: Sys, task: str, tools: Sequence[str] | None = None, *
         messages.append({"role": "assistant", "content": content, "tool_calls": calls})
         if not calls or th is None:
             await sys.log("info", "react.answer", step=step, answer=content)
-            return ReactResult(content, "answer", step, n_calls, messages)
+            if reflect is None or verdicts is None:
+                return result(content, "answer")
+            try:
+                verdict = await reflect_once(sys, rh, reflect, task, content, messages)
+            except SyscallError as e:  # a judge that fails or talks nonsense: say so, keep the answer
+                await sys.log("error", "react.reflect_error", step=step, error=str(e))
+                return result(content, "reflect_error")
+            verdicts.append(verdict)
+            await sys.log("info", "react.reflect", step=step, accept=verdict.accept, critique=verdict.critique)
+            if verdict.accept:
+                return result(content, "answer")
+            rejected.append(content)
+            if reflect.learn_to is not None:
+                lid = await learn_from_rejection(sys, reflect.learn_to, task, verdict)
+                if lid is not None:
+                    learned.append(lid)
+            if retries >= reflect.max_retries:
+                return result(content, "rejected")
+            retries += 1
+            messages.append({"role": "user", "content": f"A reviewer rejected that answer: {verdict.critique}\n"
+                                                        f"Try again and give a corrected answer."})
+            attempt_step = 0
+            force_answer = False
+            continue
         if last:  # the model was offered no tools and called one anyway
             await sys.log("warn", "react.step_limit", step=step, calls=[c["name"] for c in calls])
-            return ReactResult(content or None, "step_limit", step, n_calls, messages)
+            return result(content or None, "step_limit")
         if content:
             await sys.log("info", "react.thought", step=step, text=content)
         fresh = [c for c, key in zip(calls, keys) if key not in seen] if repeat_guard else list(calls)
@@ -125,7 +183,6 @@ async def react_agent(sys: Sys, task: str, tools: Sequence[str] | None = None, *
                 text = seen[key]
             messages.append({"role": "tool", "tool_call_id": c.get("id", ""), "name": c["name"],
                              "content": text})
-    raise AssertionError("unreachable: the last step always returns")
 
 
 async def _run_tools(sys: Sys, th: int, calls: list[dict[str, Any]], offered: set[str],

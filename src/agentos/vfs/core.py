@@ -4,6 +4,8 @@ Layout:
     /agent/<pid>/mem/working      the resident segments (read-only view)
     /agent/<pid>/mem/episodic     the process's recent events (read-only view)
     /agent/<pid>/mem/semantic/... long-term memory: files in the store, writable
+    /agent/<pid>/mem/semantic/lessons/<device>/<id>  the lessons of every long memory
+                                  (`lessons` device) pid holds a read capability for; read-only
     /agent/<pid>/state/checkpoints/<n>  checkpoints the kernel took (SIGUSR1); read-only
     /agent/<pid>/policy           what governs this process (read-only)
     /agent/<pid>/ipc              mailbox, names, limits (read-only view)
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
 
 EPISODIC_LIMIT = 500
+LESSONS = "lessons"   # under mem/semantic: the read-only view of long memories
 _VIEWS = ("ipc", "mem", "policy", "state")
 
 
@@ -243,6 +246,10 @@ class Vfs(Observer):
     def _semantic(self, proc: Process, pid: int, rel: tuple[str, ...], op: str, data: Any) -> Any:
         key = (str(pid), "semantic") + rel
         path = f"/agent/{pid}/mem/semantic" + ("/" + "/".join(rel) if rel else "")
+        if rel and rel[0] == LESSONS:
+            if op == "write":
+                raise ReadOnly(f"vfs: {path} is a read-only view; lessons are added through their device")
+            return self._io(proc, op, path, None, lambda: self._lessons(pid, rel[1:], op, path))
         if op == "write":
             if not rel:
                 raise VfsError("vfs: write to a file under mem/semantic, not the directory itself")
@@ -250,12 +257,38 @@ class Vfs(Observer):
 
         def get() -> Any:
             try:
-                return self.longterm.read(key) if op == "read" else self.longterm.list(key)
+                out = self.longterm.read(key) if op == "read" else self.longterm.list(key)
             except NotFound:
                 if rel:
                     raise NotFound(f"vfs: no file {path}") from None
-                return []
+                out = []
+            if not rel and isinstance(out, list) and pid in self.k.procs and self._lessons(pid, (), "list", path):
+                out = sorted(set(out) | {LESSONS})
+            return out
         return self._io(proc, op, path, None, get)
+
+    def _lessons(self, pid: int, rel: tuple[str, ...], op: str, path: str) -> Any:
+        """The long memories `pid` may read (devices with a `semantic_view`), by device name."""
+        target = self.k.procs.get(pid)
+        if target is None:
+            raise NotFound(f"vfs: pid {pid} is not running, so it holds no memory to show")
+        now = self.k.clock.now()
+        views: dict[str, Any] = {}
+        for cap in target.caps.values():
+            if cap.kind != DEVICE or not cap.rights & R_READ or (cap.expires is not None and cap.expires <= now):
+                continue
+            view = getattr(self.k.drivers.get(cap.target), "semantic_view", None)
+            if callable(view):
+                views[cap.target] = view
+        if not rel:
+            return sorted(views)
+        view = views.get(rel[0])
+        if view is None:
+            raise NotFound(f"vfs: pid {pid} holds no long memory named {rel[0]!r}")
+        out = view(rel[1:], op)
+        if out is None:
+            raise NotFound(f"vfs: no lesson {path}")
+        return out
 
     def _working(self, target: Process, rel: tuple[str, ...], op: str) -> Any:
         sp = target.memory
