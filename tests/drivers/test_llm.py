@@ -65,7 +65,9 @@ def test_chat_reply_and_cost_exact_to_price_table(srv: OpenAIServer) -> None:
     async def init(sys: Any, args: Any) -> Any:
         h = await sys.open("llm")
         a = await sys.read(h, {"messages": USER})
-        b = await sys.read(h, {"messages": USER, "model": "big-x", "max_tokens": 50, "temperature": 0})
+        # (the reservation is the prompt estimate plus max_tokens: it must cover what the
+        # endpoint reports, or the call is an overrun and the caller is killed)
+        b = await sys.read(h, {"messages": USER, "model": "big-x", "max_tokens": 1500, "temperature": 0})
         return a, b, (await sys.budget()).used
 
     k, res = run(d, init)
@@ -81,7 +83,7 @@ def test_chat_reply_and_cost_exact_to_price_table(srv: OpenAIServer) -> None:
     assert charges == [(1, 1801, 0, 8755000), (2, 1001, 0, 15060000)]  # op 0 is the open
     sent = [e["body"] for e in srv.log]
     assert sent[0]["model"] == "test-model" and sent[0]["messages"] == [{"role": "user", "content": "hi"}]
-    assert sent[1]["max_tokens"] == 50 and sent[1]["temperature"] == 0 and sent[1]["model"] == "big-x"
+    assert sent[1]["max_tokens"] == 1500 and sent[1]["temperature"] == 0 and sent[1]["model"] == "big-x"
     assert srv.log[0]["headers"]["authorization"] == "Bearer sk-test"
 
 
@@ -391,20 +393,50 @@ def test_open_params_are_checked(srv: OpenAIServer) -> None:
     assert srv.log[0]["body"]["model"] == "big-1" and srv.log[0]["body"]["max_tokens"] == 7
 
 
-def test_quota_kill_when_usage_overdraws(srv: OpenAIServer) -> None:
-    srv.script(Reply("a", usage=(60, 10)), Reply("b", usage=(60, 10)))
+def test_a_call_whose_bound_does_not_fit_never_reaches_the_endpoint(srv: OpenAIServer) -> None:
+    """Reserve, act, settle: each call sets aside its prompt estimate plus max_tokens; once
+    that no longer fits, the process is killed before the request is sent (counted at the
+    endpoint), and the books show exactly what the two calls that ran used."""
+    from agentos.drivers.chat import prompt_bound
+
+    req = {"messages": USER, "max_tokens": 10}
+    bound = prompt_bound(req) + 10
+    srv.script(*[Reply(f"r{i}", usage=(20, 10)) for i in range(5)])
 
     async def spender(sys: Any, args: Any) -> Any:
         h = await sys.open("llm")
         while True:
-            await sys.read(h, {"messages": USER})
+            await sys.read(h, req)
 
     async def init(sys: Any, args: Any) -> Any:
-        _, cap = await sys.spawn(spender, caps=["llm"], quota=Quota(tokens=100))
+        # room for two reservations (each call then settles at 30), not for a third
+        _, cap = await sys.spawn(spender, caps=["llm"], quota=Quota(tokens=bound + 45))
         return str(await sys.waitpid(cap))
 
-    _, res = run(driver(srv), init)
-    assert res.value == "quota(tokens)" and len(srv.log) == 2
+    k, res = run(driver(srv), init)
+    assert res.value == "quota(tokens)"
+    assert sum(e.data[1] for e in k.events.events() if e.kind == "charge") == 60
+    assert len(srv.log) == 2
+    assert [e.data[0] for e in k.events.events() if e.kind == "quota"] == ["tokens"]
+
+
+def test_a_reply_reporting_more_than_its_reservation_is_an_overrun_kill(srv: OpenAIServer) -> None:
+    srv.script(Reply("a", usage=(60, 5000)))
+
+    async def greedy(sys: Any, args: Any) -> Any:
+        h = await sys.open("llm")
+        await sys.read(h, {"messages": USER, "max_tokens": 10})
+        return "survived"
+
+    async def init(sys: Any, args: Any) -> Any:
+        _, cap = await sys.spawn(greedy, caps=["llm"], quota=Quota(tokens=100_000))
+        return str(await sys.waitpid(cap))
+
+    k, res = run(driver(srv), init)
+    assert res.value == "quota(tokens)"
+    charged = [e.data[1] for e in k.events.events() if e.kind == "charge"]
+    assert charged == [5060]  # charged in full, then killed
+    assert [e.data[0] for e in k.events.events() if e.kind == "overrun"] == ["tokens"]
 
 
 def test_action_is_device_chat_for_policy(srv: OpenAIServer) -> None:

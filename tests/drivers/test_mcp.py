@@ -91,7 +91,9 @@ def test_errors_are_typed_and_checked_before_the_call(mcp: MCPDriver) -> None:
     assert "'b' is a required property" in errs[2]
     assert "unknown tool 'missing'" in errs[3] and "add" in errs[3]
     assert "must be an object" in errs[4] and "unknown request key" in errs[5] and "a request is" in errs[6]
-    assert calls == 0               # the kernel charges no cost for a failed operation
+    # the call the server failed is a call (charged); malformed ones are refused before anything
+    # is reserved or sent, and cost nothing
+    assert calls == 1
     assert ok == {"result": 2}
 
 

@@ -56,7 +56,9 @@ def test_calls_validate_and_charge_one_tool_call_each():
     assert "unknown tool 'nope' (known: add, explode, fetch)" in out[4]
     assert out[5] == "tool 'explode' failed: RuntimeError: tool bug"
     assert "a request is" in out[6]
-    assert calls == 2  # only successful calls are charged
+    # charged: the two that worked and the one that raised after it ran (a call is a call);
+    # malformed requests are refused before anything is reserved, and cost nothing
+    assert calls == 3
 
 
 def test_tool_calls_quota_kills_the_caller():

@@ -16,7 +16,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "kernel"))
 
-from replay_workloads import BOOT, Typed, interp, live_kernel, typed_values  # noqa: E402
+from replay_workloads import BOOT, TOOLS, Typed, interp, live_kernel, tools_agent, typed_values  # noqa: E402
 
 from agentos.kernel.recording import RECORDING_FORMAT  # noqa: E402
 from agentos.store import MemoryStore, record_run  # noqa: E402
@@ -35,6 +35,8 @@ GOLDEN: dict[str, Any] = {
         + [("recv", 40) for _ in range(6)] + [("echo_all", [1, 2, 3, 4])]},
     # since format 2: values keep their Python types through a store
     "journal_values_keep_their_types": typed_values,
+    # since format 4: bounded tool calls are reserved, then settled
+    "tool_calls_reserved_and_settled": tools_agent,
 }
 
 
@@ -51,7 +53,13 @@ def main(argv: list[str]) -> int:
         store = MemoryStore()
         k = live_kernel(1234)
         rid = record_run(k, store, name)
-        if callable(spec):  # a program of its own, on the typed device
+        if spec is tools_agent:
+            from agentos import Quota
+            from agentos.drivers.tools import ToolsDriver
+
+            k.register_driver(ToolsDriver(TOOLS))
+            k.run(spec, grant=["tools"], quota=Quota(tool_calls=20, tokens=1000))
+        elif callable(spec):  # a program of its own, on the typed device
             k.register_driver(Typed())
             k.run(spec, grant=["typed"], quota=BOOT["quota"])
         else:

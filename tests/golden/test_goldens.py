@@ -10,7 +10,9 @@ format field) replayed under format 2, with its values read as the plain JSON th
 stored as (`ENTRY_UPGRADES[1]`). Format 3 came with ABI 2: init holds a spawn capability
 from boot, so every capability ref after it differs from an ABI 1 run with the same seed,
 and the kernel cannot reproduce format 1 and 2 events; their goldens are kept and must be
-refused, with a message naming both versions. Each later bump decides afresh for every
+refused, with a message naming both versions. Format 4 (hard budgets) only adds
+reservations a format 3 run never had, so format 3 runs still replay, setting nothing
+aside. Each later bump decides afresh for every
 older version (REPLAYABLE); this test holds each golden to that decision.
 """
 from __future__ import annotations
@@ -58,9 +60,23 @@ PROTECTS = {
         "interleaved asynchronous completions under ABI 2: `at` ticks and journal order decide "
         "the event order",
     "v3/journal_values_keep_their_types":
+        "format 3's tagged values (tuples, bytes, non-string and @-looking keys, infinities) as "
+        "recorded before hard budgets; still replayed",
+    "v3/tool_calls_before_reservations":
+        "tool calls that succeed, fail validation, raise and run concurrently, recorded before "
+        "hard budgets: no `reserve` on any entry, so a replay sets nothing aside and matches",
+    "v4/agents_kv_echo_policy":
+        "every device, policy and process path of the first workload, under hard budgets",
+    "v4/agents_many_children":
+        "interleaved asynchronous completions under hard budgets: `at` ticks and journal order",
+    "v4/journal_values_keep_their_types":
         "values come back from the store as the live program saw them: tuples, bytes, non-string "
         "and @-looking dict keys, infinities; the program logs their types and takes another "
         "path on a tuple, so plain JSON (format 1's reading) diverges",
+    "v4/tool_calls_reserved_and_settled":
+        "format 4's reason to exist: each bounded tool call is reserved (a `reserve` event, the "
+        "`reserve` field) before it runs and settled after, failures included; without the "
+        "recorded reservations a replay's events differ",
 }
 
 
@@ -221,6 +237,16 @@ def test_the_typed_values_golden_would_diverge_under_format_1s_plain_json() -> N
     rep = Kernel.replay_from(store, rid)
     assert not rep.identical and rep.divergence is not None
     assert "tuple" in str(rep.divergence["recorded"])
+
+
+def test_the_reservations_golden_would_diverge_without_its_recorded_reservations() -> None:
+    path = HERE / f"v{RECORDING_FORMAT}" / "tool_calls_reserved_and_settled.jsonl"
+    store, rid = load(path)
+    rows = [json.loads(r) for r in store._journal[rid]]
+    assert any("reserve" in r for r in rows)
+    store._journal[rid] = [json.dumps({k: v for k, v in r.items() if k != "reserve"}) for r in rows]
+    rep = Kernel.replay_from(store, rid)
+    assert not rep.identical and rep.divergence is not None, str(rep)
 
 
 def _bump(monkeypatch: pytest.MonkeyPatch, replayable: dict[int, str],

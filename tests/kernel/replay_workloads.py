@@ -11,6 +11,7 @@ from agentos import AllowAll, Decision, DriverError, Kernel, SyscallError
 from agentos.abi.driver import Driver, DriverResult
 from agentos.abi.types import Cost, Quota
 from agentos.drivers.kv import KVDriver
+from agentos.drivers.tools import tool
 
 
 class AsyncEcho(Driver):
@@ -197,3 +198,22 @@ async def typed_values(sys: Any, args: Any) -> list[str]:
         if isinstance(v, tuple):  # the program's path depends on the type
             await sys.sleep(1)
     return seen
+
+
+@tool()
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@tool()
+def boom() -> int:
+    raise RuntimeError("the tool broke")
+
+
+@tool()
+async def slow(x: int) -> int:
+    await asyncio.sleep(0)
+    return x * 2
+
+
+TOOLS = [add, boom, slow]   # the tools `tools_agent` calls (each bounded: reserved, then settled)

@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from agentos import AllowAll, Kernel, Quota
 from agentos.drivers.chat import ChatReply
+from agentos.drivers.chat import prompt_bound
 from agentos.drivers.scripted import ScriptedChat
 from agentos.userland.evolve import (
     MUTATE_SYSTEM, Candidate, Contains, ExactMatch, FunctionScorer, Scored, Task, evolve, metered_fitness, rank,
@@ -30,8 +31,8 @@ def model(req):
     system, task = msgs[0]["content"], msgs[1]["content"]
     if "verbose" in system:
         return ChatReply("well, " * 50, prompt_tokens=3000, completion_tokens=500)
-    if "padded" in system:
-        return ChatReply(ANSWERS[task], prompt_tokens=400, completion_tokens=10)
+    if "padded" in system:  # as many prompt tokens as its reservation allows: the costliest honest reply
+        return ChatReply(ANSWERS[task], prompt_tokens=prompt_bound(req), completion_tokens=10)
     return ANSWERS[task] if "calculator" in system else "I think 7."
 
 
@@ -79,12 +80,14 @@ def test_metered_fitness_prefers_the_cheaper_of_two_equally_good_prompts():
         metered = await tournament(sys, cands, metered_fitness(Contains(), per_1k_tokens=0.1), TASKS)
         return plain, metered
 
-    k, _, (plain, metered) = run(body)
+    k, chat, (plain, metered) = run(body)
     assert {s.score for s in plain} == {1.0}
     assert [s.candidate.id for s in plain] == ["lean", "padded"]       # equal fitness: fewer tokens first
     padded = next(s for s in metered if s.candidate.id == "padded")
     lean = next(s for s in metered if s.candidate.id == "lean")
-    assert padded.tokens == 2 * 410 and padded.fitness == pytest.approx(1.0 - 0.1 * 0.82)
+    asked = [r for r in chat.requests if "padded" in r["messages"][0]["content"]]
+    spent = sum(prompt_bound(r) + 10 for r in asked[len(asked) // 2:])   # the metered tournament's calls
+    assert padded.tokens == spent and padded.fitness == pytest.approx(1.0 - 0.1 * spent / 1000)
     assert lean.fitness == pytest.approx(1.0 - 0.1 * lean.tokens / 1000) and lean.fitness > padded.fitness
 
 

@@ -87,7 +87,7 @@ def test_a_job_that_runs_out_of_budget_is_an_error_for_the_caller():
     async def init(sys, args):
         expert = await PromptExpert.start(sys, ExpertOptions(memory=None, candidate_quota=Quota(tokens=2000)))
         errs = []
-        for tokens in (20, 150):   # too little for the first model call; too little for one generation
+        for tokens in (20, 3000):  # too little for the first model call; too little for one generation
             try:
                 await ask_expert(sys, BRIEF, EXAMPLES, quota=Quota(tokens=tokens))
             except SyscallError as e:

@@ -77,6 +77,11 @@ class DriverHost(Protocol):
         """An event, and a flight-recorder record when the kernel has a recorder."""
         ...
 
+    def limited(self, pid: Pid, resource: str) -> bool:
+        """Whether `pid`'s budget limits `resource` ("tokens", "tool_calls", "usd"): a
+        driver that cannot bound that resource must refuse such a caller."""
+        ...
+
     def shared(self, key: str, factory: Callable[[], Any]) -> Any:
         """State shared by every driver of this kernel under `key` (made by `factory` on
         first use): e.g. one confinement registry whichever sandbox device opened."""
@@ -91,14 +96,15 @@ class DriverPort:
     outlives its kernel keeps nothing alive)."""
 
     __slots__ = ("_name", "_now", "_priority", "_alive", "_emit", "_keep_alive", "_fail", "_lineage",
-                 "_live_pids", "_record", "_shared")
+                 "_live_pids", "_record", "_shared", "_limited")
 
     def __init__(self, name: str, *, now: Callable[[], float], priority: Callable[[Pid], int],
                  alive: Callable[[Pid], bool], emit: Callable[[Pid, str, Any], None],
                  keep_alive: Callable[[int], None], fail: Callable[[Pid, str], bool],
                  lineage: Callable[[Pid], tuple[Pid, ...]], live_pids: Callable[[], tuple[Pid, ...]],
                  record: Callable[[Pid, str, Any], None],
-                 shared: Callable[[str, Callable[[], Any]], Any]) -> None:
+                 shared: Callable[[str, Callable[[], Any]], Any],
+                 limited: Callable[[Pid, str], bool]) -> None:
         self._name = name
         self._now = now
         self._priority = priority
@@ -110,6 +116,7 @@ class DriverPort:
         self._live_pids = live_pids
         self._record = record
         self._shared = shared
+        self._limited = limited
 
     @property
     def name(self) -> str:
@@ -145,6 +152,9 @@ class DriverPort:
     def shared(self, key: str, factory: Callable[[], Any]) -> Any:
         return self._shared(key, factory)
 
+    def limited(self, pid: Pid, resource: str) -> bool:
+        return self._limited(pid, resource)
+
     def __repr__(self) -> str:
         return f"<DriverPort {self._name!r}>"
 
@@ -166,6 +176,17 @@ class Driver:
         the clock, callers' priorities, events). Overrides call this first."""
         self.host = host
         self.name = host.name  # the family of the actions it names, as policies see it
+
+    def bound(self, op: str, handle: Any, req: Any) -> "Cost | None":
+        """The most this operation can cost (tokens, tool_calls, usd), known before it runs.
+
+        The kernel reserves it from the caller's budget before the driver is called and
+        settles the actual cost after; an operation whose bound does not fit never starts.
+        A reported cost above the bound is an overrun: charged, and the caller is killed.
+        None: the driver declares no bound, and its costs are charged after the fact (a
+        charge that does not fit still kills, but the effect has happened). Every driver
+        agentos ships declares one."""
+        return None
 
     def open(self, owner: Pid, params: Any) -> Any:
         return params

@@ -57,6 +57,37 @@ class ChatReply:
                 "model": self.model}
 
 
+DEFAULT_CONTEXT = 8192
+"""Tokens a chat request may produce when it names no `max_tokens` and the model's own
+context limit is not known: the completion part of its reservation."""
+
+
+def prompt_bound(req: dict[str, Any]) -> int:
+    """An upper estimate of a request's prompt tokens, for the reservation made before the
+    call: half a token per UTF-8 byte of everything sent (tokenizers average three to four
+    bytes a token on prose), plus a per-message frame. A reply that reports more prompt
+    tokens than this overruns its reservation, which the kernel treats as a quota kill."""
+    import json
+
+    try:
+        sent = json.dumps([req.get("messages"), req.get("tools"), req.get("response_format")],
+                          ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        sent = str(req)
+    msgs = req.get("messages")
+    n = len(msgs) if isinstance(msgs, list) else 1
+    return len(sent.encode("utf-8", "surrogatepass")) // 2 + 8 * n + 16
+
+
+def completion_bound(req: dict[str, Any], defaults: dict[str, Any] | None = None,
+                     context: int = DEFAULT_CONTEXT) -> int:
+    """The request's `max_tokens` (or the handle's default), else the context limit."""
+    v = req.get("max_tokens", (defaults or {}).get("max_tokens"))
+    if type(v) is int and v > 0:
+        return min(v, context) if context else v
+    return context
+
+
 def validate_request(req: Any, device: str) -> dict[str, Any]:
     """Check the request's shape; a malformed one is a `DriverError` that says what is wrong."""
     if not isinstance(req, dict):

@@ -39,7 +39,10 @@ from typing import Any, Awaitable, Callable, Mapping
 from ..abi.driver import Driver, DriverHost, DriverResult
 from ..abi.errors import BadRequest, DriverError, DriverTimeout, RateLimited, UpstreamError
 from ..abi.types import Cost
-from .chat import ChatReply, ToolCall, check_request, parse_arguments, to_openai_messages, to_openai_tools
+from .chat import (
+    DEFAULT_CONTEXT, ChatReply, ToolCall, check_request, completion_bound, parse_arguments, prompt_bound,
+    to_openai_messages, to_openai_tools,
+)
 from .llm_sched import PriorityGate, caller_priority
 from .prices import PriceTable, price_table
 
@@ -84,7 +87,7 @@ class LLMDriver(Driver):
                  backoff: Backoff | None = None, sleep: Callable[[float], Awaitable[Any]] | None = None,
                  priority_of: Callable[[int], int] | None = None, stream_usage: bool = True,
                  headers: Mapping[str, str] | None = None, seed: int | None = None,
-                 name: str = "llm") -> None:
+                 name: str = "llm", context: int = DEFAULT_CONTEXT) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if timeout <= 0:
@@ -94,6 +97,7 @@ class LLMDriver(Driver):
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.model = model
         self.prices = price_table(prices)
+        self.context = context  # completion bound of a request without max_tokens
         self.gate = PriorityGate(max_concurrent)
         self.timeout = timeout
         self.max_retries = max_retries
@@ -125,6 +129,11 @@ class LLMDriver(Driver):
         defaults = {k: params[k] for k in ("model", "temperature", "max_tokens") if k in params}
         if defaults:
             check_request({"messages": [{"role": "user", "content": ""}], **defaults}, self.name)
+        model = defaults.get("model") or self.model
+        if (self.prices.lookup(model) is None and self.host is not None
+                and self.host.limited(owner, "usd")):
+            raise DriverError(f"{self.name}: model {model!r} has no price in this device's table, so "
+                              f"a usd budget cannot bound its calls (add a price, or drop the usd limit)")
         return LLMHandle(owner, on_delta, defaults)
 
     def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any]:
@@ -140,6 +149,25 @@ class LLMDriver(Driver):
             "tools": [_tool_name(t) for t in tools] if isinstance(tools, list) else [],
             "messages": len(req.get("messages") or ()),
         })
+
+    def bound(self, op: str, handle: Any, req: Any) -> Cost:
+        """The prompt estimate plus `max_tokens` (else the context limit), priced at the
+        table's rate. A model with no price, asked for by a caller whose budget limits usd,
+        is refused: its dollars could not be bounded."""
+        if op != "read" or not isinstance(req, dict) or not isinstance(handle, LLMHandle):
+            return Cost()
+        check_request(req, self.name)
+        prompt = prompt_bound(req)
+        completion = completion_bound(req, handle.defaults, self.context)
+        model = req.get("model") or handle.defaults.get("model") or self.model
+        price = self.prices.lookup(model) if isinstance(model, str) else None
+        if price is None:
+            if self.host is not None and self.host.limited(handle.pid, "usd"):
+                raise DriverError(f"{self.name}: model {model!r} has no price in this device's table, "
+                                  f"so a usd budget cannot bound its calls (add a price, or drop the "
+                                  f"usd limit)")
+            return Cost(tokens=prompt + completion)
+        return Cost(tokens=prompt + completion, usd=price.cost(prompt, completion))
 
     def read(self, handle: LLMHandle, req: Any) -> Awaitable[DriverResult]:
         check_request(req, self.name)

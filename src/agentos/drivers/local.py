@@ -27,7 +27,7 @@ from typing import Any, Callable
 from ..abi.driver import Driver, DriverResult
 from ..abi.errors import DriverError
 from ..abi.types import Cost, Pid
-from .chat import ChatReply, Price, validate_request
+from .chat import ChatReply, Price, prompt_bound, validate_request
 from .local_prompt import END, parse_reply, render, reply_schema, tool_names
 
 MODEL_ENV = "AGENTOS_LOCAL_MODEL"
@@ -173,6 +173,21 @@ class LocalDriver(Driver):
         except DriverError:
             names = []
         return (f"{self.name}.chat", {"model": req.get("model") or self.model_name, "tools": names})
+
+    def bound(self, op: str, handle: Any, req: Any) -> Cost:
+        """The prompt estimate (with room for the chat template and tool instructions) plus
+        `max_tokens`; never more than the context, which the model cannot exceed."""
+        if not isinstance(req, dict):
+            return Cost()
+        validate_request(req, self.name)
+        max_tokens = req.get("max_tokens", self.max_tokens)
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            raise DriverError(f"{self.name}: max_tokens must be a positive int, got {max_tokens!r}")
+        tokens = min(self.n_ctx, prompt_bound(req) + 256 + max_tokens)
+        usd = self.price.cost(tokens, 0) if self.price else 0.0
+        if self.price:
+            usd = max(usd, self.price.cost(0, tokens))
+        return Cost(tokens=tokens, usd=usd)
 
     def read(self, handle: Any, req: Any) -> Any:
         validate_request(req, self.name)

@@ -120,9 +120,25 @@ class MCPDriver(Driver):
         t = self.tools.get(tool)
         return t.classify(args) if t is not None else "unknown"
 
-    def read(self, handle: Any, req: Any) -> Any:
+    def bound(self, op: str, handle: Any, req: Any) -> Cost:
+        """One tool call (this server's declared cost); listing is free. A request that is
+        malformed, or names a tool the server does not have, or arguments its schema
+        refuses, is refused here, before anything is reserved or sent."""
         if isinstance(req, dict) and req.get("op") == "list":
-            return self._list()
+            return Cost()
+        tool, args = self._shape(req)
+        t = self.tools.get(tool) if self.tools else None
+        if self.tools and t is None:
+            known = ", ".join(sorted(self.tools)) or "none"
+            raise ToolError(f"{self.name}: unknown tool {tool!r} (server {self.server_name!r} has: {known})")
+        if t is not None:
+            errors = sorted(t._validator.iter_errors(args), key=lambda e: list(e.path))
+            if errors:
+                detail = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:3])
+                raise ToolError(f"{self.name}.{tool}: bad arguments: {detail}")
+        return self.cost
+
+    def _shape(self, req: Any) -> tuple[str, dict[str, Any]]:
         if not isinstance(req, dict) or not isinstance(req.get("tool"), str):
             raise ToolError(f"{self.name}: a request is {{'tool': name, 'args': {{...}}}} or {{'op': 'list'}}, "
                             f"got {req!r:.80}")
@@ -132,7 +148,13 @@ class MCPDriver(Driver):
         args = req.get("args") or {}
         if not isinstance(args, dict):
             raise ToolError(f"{self.name}.{req['tool']}: arguments must be an object, got {type(args).__name__}")
-        return self._call(req["tool"], args)
+        return req["tool"], args
+
+    def read(self, handle: Any, req: Any) -> Any:
+        if isinstance(req, dict) and req.get("op") == "list":
+            return self._list()
+        tool, args = self._shape(req)
+        return self._call(tool, args)
 
     def write(self, handle: Any, data: Any) -> Any:
         return self.read(handle, data)

@@ -14,7 +14,9 @@ from typing import Any, Callable, Union
 from ..abi.driver import Driver, DriverResult
 from ..abi.errors import DriverError
 from ..abi.types import Cost, Pid
-from .chat import ChatReply, Price, ToolCall, parse_arguments, validate_request
+from .chat import (
+    ChatReply, Price, ToolCall, completion_bound, parse_arguments, prompt_bound, validate_request,
+)
 
 Entry = Union[ChatReply, dict, str, Callable[[dict[str, Any]], Any]]
 
@@ -66,6 +68,15 @@ class ScriptedChat(Driver):
 
     def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any]:
         return (f"{self.name}.chat", {"model": (req or {}).get("model") if isinstance(req, dict) else None})
+
+    def bound(self, op: str, handle: Any, req: Any) -> Cost:
+        """As a model endpoint: the prompt estimate plus `max_tokens` (else the default
+        context), priced at this device's rate. A script entry that reports more overruns."""
+        if not isinstance(req, dict):
+            return Cost()
+        validate_request(req, self.name)
+        prompt, completion = prompt_bound(req), completion_bound(req)
+        return Cost(tokens=prompt + completion, usd=self.price.cost(prompt, completion) if self.price else 0.0)
 
     def read(self, handle: Any, req: Any) -> DriverResult:
         validate_request(req, self.name)

@@ -170,14 +170,26 @@ class ToolsDriver(Driver):
         t, args = self._parse(req)
         return (f"{self.name}.{t.name}", args)
 
-    def read(self, handle: Any, req: Any) -> DriverResult | Awaitable[DriverResult]:
+    def bound(self, op: str, handle: Any, req: Any) -> Cost:
+        """A tool call is one call (or the tool's declared cost); listing is free."""
         if isinstance(req, dict) and req.get("op") == "list":
-            return DriverResult(self.specs())
-        t, args = self._parse(req)
+            return Cost()
+        t, args = self._parse(req)  # a bad request is refused here, before anything is reserved
+        self._check_args(t, args)
+        return t.cost or Cost(tool_calls=1)
+
+    @staticmethod
+    def _check_args(t: Tool, args: dict[str, Any]) -> None:
         errors = sorted(t._validator.iter_errors(args), key=lambda e: list(e.path))
         if errors:
             detail = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:3])
             raise ToolError(f"tool {t.name!r}: bad arguments: {detail}")
+
+    def read(self, handle: Any, req: Any) -> DriverResult | Awaitable[DriverResult]:
+        if isinstance(req, dict) and req.get("op") == "list":
+            return DriverResult(self.specs())
+        t, args = self._parse(req)
+        self._check_args(t, args)
         cost = t.cost or Cost(tool_calls=1)
         try:
             out = t.fn(**args)

@@ -327,6 +327,10 @@ class WasmDriver(Driver):
     def tool_classes(self) -> dict[str, str]:
         return dict(self.classes)
 
+    def bound(self, op: str, handle: Any, req: Any) -> Cost:
+        """The whole fuel a call may burn (see `max_cost`)."""
+        return self.max_cost(handle if isinstance(handle, _Handle) else None)
+
     def read(self, handle: _Handle, req: Any) -> Any:
         """req: {"call": export, "args": [numbers], "input": bytes|str (optional)}."""
         if not isinstance(req, dict) or not isinstance(req.get("call"), str):

@@ -181,6 +181,10 @@ class WorkerDriver(Driver):
         return (f"{self.name}.{fname if isinstance(fname, str) else 'invalid'}",
                 {"args": req.get("args", []), "kwargs": req.get("kwargs", {})})
 
+    def bound(self, op: str, handle: Any, req: Any) -> Cost:
+        """One job costs this pool's declared cost (one tool call by default)."""
+        return self.cost
+
     def read(self, handle: int, req: Any) -> Any:
         fname, fn, args, kwargs = self._parse(req)
         return self._run(handle, fname, fn, args, kwargs)

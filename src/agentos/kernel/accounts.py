@@ -174,6 +174,67 @@ class Accounts:
                 b.balance[USD] -= usd_nano
         return None
 
+    # -- reserve → act → settle: device operations ------------------------------------------
+    @staticmethod
+    def _live_bank(acct: Account, i: int) -> "Account | None":
+        """The account that pays for resource i now (a closed bank forwards to its source)."""
+        b = acct.bank[i]
+        while b is not None and b.closed:
+            b = b.forward[i]
+        return b
+
+    def reserve(self, acct: Account, need: tuple[int, int, int]) -> str | None:
+        """Set aside an operation's maximum cost (tokens, tool_calls, usd_nano) before it
+        runs, atomically up the hierarchy. Returns the resource that does not fit (nothing
+        was taken), else None. A reservation is neither balance nor used until `settle`."""
+        for i, n in zip((TOKENS, TOOL_CALLS, USD), need):
+            if n < 0:
+                raise ValueError(f"a reservation cannot be negative, got {need}")
+            if n:
+                b = self._live_bank(acct, i)
+                if b is not None and b.balance[i] < n:
+                    return POOLED_RESOURCES[i]
+        for i, n in zip((TOKENS, TOOL_CALLS, USD), need):
+            if n:
+                b = self._live_bank(acct, i)
+                if b is not None:
+                    b.balance[i] -= n
+        return None
+
+    def shortfall_of(self, acct: Account, need: tuple[int, int, int]) -> str | None:
+        """The resource a reservation of `need` would not fit, else None. No side effects."""
+        for i, n in zip((TOKENS, TOOL_CALLS, USD), need):
+            if n:
+                b = self._live_bank(acct, i)
+                if b is not None and b.balance[i] < n:
+                    return POOLED_RESOURCES[i]
+        return None
+
+    def settle(self, acct: Account, reserved: tuple[int, int, int],
+               actual: tuple[int, int, int]) -> tuple[str, int] | None:
+        """Charge what the operation cost and release the rest of its reservation. A cost
+        above the reservation is charged as far as the bank can pay; the first resource that
+        overran is returned with the amount left unpaid (the caller is then killed)."""
+        overrun: tuple[str, int] | None = None
+        used = acct.used
+        for i, r, a in zip((TOKENS, TOOL_CALLS, USD), reserved, actual):
+            if not r and not a:
+                continue
+            b = self._live_bank(acct, i)
+            if a <= r:
+                if b is not None:
+                    b.balance[i] += r - a
+                used[i] += a
+                continue
+            extra = a - r
+            pay = extra if b is None else min(extra, b.balance[i])
+            if b is not None:
+                b.balance[i] -= pay
+            used[i] += r + pay
+            if overrun is None:
+                overrun = (POOLED_RESOURCES[i], extra - pay)
+        return overrun
+
     def mem_take(self, acct: Account, tokens: int) -> bool:
         b = acct.bank[MEM]
         if b is not None:

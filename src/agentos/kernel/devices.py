@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..abi.driver import Driver, DriverResult
 from ..abi.errors import (
-    AgentOSError, BadArgument, BadHandle, CapError, DriverError, NoSuchDevice, SyscallError,
+    AgentOSError, BadArgument, BadHandle, CapError, DriverError, DriverTimeout, NoSuchDevice,
+    SyscallError,
 )
 from ..abi.syscalls import Close, Open, Read, ReadAll, Write
 from ..abi.types import USD_SCALE, Cost, WaitKind, quota
@@ -46,16 +48,17 @@ class Handle:
 class PendingOp:
     """One operation of a `read`/`write`/`read_all` between issue and completion."""
 
-    __slots__ = ("index", "op", "device", "action", "payload", "result")
+    __slots__ = ("index", "op", "device", "action", "payload", "result", "reserve")
 
     def __init__(self, index: int, op: str, device: str, action: str | None, payload: Any,
-                 result: Any) -> None:
+                 result: Any, reserve: tuple[int, int, int] | None = None) -> None:
         self.index = index      # the caller's op index (journal key)
         self.op = op
         self.device = device
         self.action = action    # what policy authorized, journaled with the result
         self.payload = payload
         self.result = result    # DriverResult, an asyncio future, an exception, or a JournalEntry
+        self.reserve = reserve  # (tokens, tool_calls, usd_nano) set aside until it settles
 
 
 class Devices:
@@ -64,7 +67,8 @@ class Devices:
     def __init__(self, kernel: "Kernel") -> None:
         self.k = kernel
         self.reads = 0
-        self._inflight: dict[int, tuple[int, int]] = {}  # pid -> (first op index, count) parked on I/O
+        # pid -> (first op index, count, the ops) parked on I/O, for `_abandon`
+        self._inflight: dict[int, tuple[int, int, list[PendingOp]]] = {}
 
     def handlers(self) -> dict[type, Callable[..., Any]]:
         return {Open: self.sys_open, Read: self.sys_read, ReadAll: self.sys_read_all,
@@ -145,8 +149,8 @@ class Devices:
         self._abandon(proc)
         return True
 
-    def _park_io(self, proc: Process, io: Any, first: int, count: int) -> Any:
-        self._inflight[proc.pid] = (first, count)
+    def _park_io(self, proc: Process, io: Any, first: int, count: int, ops: list[PendingOp]) -> Any:
+        self._inflight[proc.pid] = (first, count, ops)
         proc.io = io
         self.k.io_started()
         return self.k.park(proc, WaitKind.IO, self.abort_io)
@@ -162,9 +166,17 @@ class Devices:
             task.cancel()
         k = self.k
         k.io_finished()
-        first, n = self._inflight.pop(proc.pid, (proc.op_index - 1, 1))
+        first, n, ops = self._inflight.pop(proc.pid, (proc.op_index - 1, 1, []))
+        # usage unknown (cancelled after it was sent): each op settles at its full reservation
+        total = [0, 0, 0]
+        for p in ops:
+            if p.reserve is not None:
+                self._settle(proc, p.index, p.reserve, p.reserve)
+                total = [a + b for a, b in zip(total, p.reserve)]
+                p.reserve = None
         if not k.replaying and k.journal is not None:  # replay: "this op never completed"
-            k.journal.record(JournalEntry(proc.pid, first, "io_cancel", "", None, None, True, n))
+            k.journal.record(JournalEntry(proc.pid, first, "io_cancel", "", None, None, True, n,
+                                          reserve=tuple(total) if any(total) else None))  # type: ignore[arg-type]
 
     # -- read / write ----------------------------------------------------------------
     def _handle(self, proc: Process, h: Any, right: int, op: str) -> Handle:
@@ -192,25 +204,31 @@ class Devices:
         except DriverError as err:  # the request is malformed: journaled, as replay has no driver
             self._journal_refusal(proc, op, name, payload, err)
             raise
-        if action is not None and not k.authorize(proc, action[0], action[1], req):
-            return PARK
+        need, bad = self._bound_or_error(driver, name, op, dh, payload)
+        if action is not None and not k.authorize(proc, action[0], action[1], req, need):
+            return PARK  # policy first: a deny is a deny, whatever else is wrong with the call
+        if bad is not None:
+            self._journal_refusal(proc, op, name, payload, bad, action[0] if action else None)
+            raise bad
         idx = proc.op_index
         proc.op_index = idx + 1
-        pending = PendingOp(idx, op, name, action[0] if action else None, payload, None)
+        pending = PendingOp(idx, op, name, action[0] if action else None, payload, None, need)
+        if need is not None and not self._reserve(proc, [pending]):
+            return PARK
         assert driver is not None
         try:
             res = driver.read(dh, payload) if op == "read" else driver.write(dh, payload)
         except Exception as e:
             return self._apply(proc, self._error_entry(proc, pending, e))
         if isinstance(res, DriverResult):
-            return self._apply(proc, self._entry(proc, pending, res))
+            return self._apply(proc, self._result_entry(proc, pending, res))
         if not inspect.isawaitable(res):
             e2 = DriverError(f"{name}.{op} returned {type(res).__name__}, not a DriverResult")
             return self._apply(proc, self._error_entry(proc, pending, e2))
         task = asyncio.ensure_future(res)
         pending.result = task
         task.add_done_callback(lambda t: self._done(proc, t, [pending], False))
-        return self._park_io(proc, task, idx, 1)
+        return self._park_io(proc, task, idx, 1, [pending])
 
     def sys_read_all(self, proc: Process, req: ReadAll) -> Any:
         handle = self._handle(proc, req.handle, R_READ, "read_all")
@@ -222,21 +240,33 @@ class Devices:
         except DriverError as err:
             self._journal_refusal(proc, "read_all", name, payloads, err)
             raise
-        for a in actions:  # authorize all before running any
-            if a is not None and not k.authorize(proc, a[0], a[1], req):
+        bounds = [self._bound_or_error(driver, name, "read", dh, p) for p in payloads]
+        needs = [b[0] for b in bounds]
+        for a, need in zip(actions, needs):  # authorize all before running any
+            if a is not None and not k.authorize(proc, a[0], a[1], req, need):
                 return PARK
+        bad = next((b[1] for b in bounds if b[1] is not None), None)
+        if bad is not None:
+            self._journal_refusal(proc, "read_all", name, payloads, bad, "read_all")
+            raise bad
         assert driver is not None
         pending: list[PendingOp] = []
-        for payload, action in zip(payloads, actions):
+        for payload, action, need in zip(payloads, actions, needs):
             idx = proc.op_index
             proc.op_index = idx + 1
+            pending.append(PendingOp(idx, "read", name, action[0] if action else None, payload, None, need))
+        # the sum of the bounds is set aside before any starts; if it does not fit, none starts
+        if any(p.reserve is not None for p in pending) and not self._reserve(proc, pending):
+            return PARK
+        for p in pending:
+            payload = p.payload
             try:
                 res: Any = driver.read(dh, payload)
             except Exception as e:
                 res = e
             if inspect.isawaitable(res):
                 res = asyncio.ensure_future(res)
-            pending.append(PendingOp(idx, "read", name, action[0] if action else None, payload, res))
+            p.result = res
         tasks = [p.result for p in pending if isinstance(p.result, asyncio.Future)]
         if not tasks:
             return self._finish_all(proc, pending)
@@ -249,7 +279,7 @@ class Devices:
 
         for t in tasks:
             t.add_done_callback(one_done)
-        return self._park_io(proc, tasks, pending[0].index, len(pending))
+        return self._park_io(proc, tasks, pending[0].index, len(pending), pending)
 
     # -- completion -----------------------------------------------------------------
     def _done(self, proc: Process, io: Any, pending: list[PendingOp], many: bool) -> None:
@@ -267,9 +297,11 @@ class Devices:
             return
         p = pending[0]
         try:
-            entry = self._entry(proc, p, _task_result(p.result, p.device, p.op))
+            res = _task_result(p.result, p.device, p.op)
         except BaseException as e:
             entry = self._error_entry(proc, p, e)
+        else:
+            entry = self._result_entry(proc, p, res)
         entry.at = k.io_tick
         try:
             value = self._apply(proc, entry)
@@ -293,33 +325,57 @@ class Devices:
                         raise res
                     if not isinstance(res, DriverResult):
                         raise DriverError(f"{p.device}.{p.op} returned {type(res).__name__}, not a DriverResult")
-                    entry = self._entry(proc, p, res)
                 except BaseException as e:
                     entry = self._error_entry(proc, p, e)
+                else:
+                    entry = self._result_entry(proc, p, res)
                 entry.at = at
             try:
                 v = self._apply(proc, entry)
             except SyscallError as e:
                 v = e
-            if v is PARK:
-                return PARK
-            values.append(v)
-        return values
+            values.append(v)  # after a kill the rest still settle: no reservation is left behind
+        return PARK if proc.state is EXITED or any(v is PARK for v in values) else values
 
     @staticmethod
     def _entry(proc: Process, p: PendingOp, res: DriverResult) -> JournalEntry:
-        c = res.cost
+        c = _reported(res.cost, f"{p.device}.{p.op}")
         return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, True,
-                            res.value, None, c.tokens, c.tool_calls, c.usd, c.reductions)
+                            res.value, None, c.tokens, c.tool_calls, c.usd, c.reductions, reserve=p.reserve)
+
+    def _result_entry(self, proc: Process, p: PendingOp, res: DriverResult) -> JournalEntry:
+        """A driver's answer; a cost it should never report (negative, NaN, fractional
+        tokens) makes it a DriverError charged at the full reservation."""
+        try:
+            return self._entry(proc, p, res)
+        except DriverError as e:
+            return self._error_entry(proc, p, e, unknown=True)
 
     @staticmethod
-    def _error_entry(proc: Process, p: PendingOp, e: BaseException) -> JournalEntry:
+    def _error_entry(proc: Process, p: PendingOp, e: BaseException, unknown: bool = False) -> JournalEntry:
+        """A failed operation, charged what it consumed and at least the call itself: the
+        cost it reports (wasm fuel), else its full reservation when its usage is unknown (a
+        timeout or cancel after the request went out), else the reservation's tool calls."""
         msg = str(e) if isinstance(e, AgentOSError) else f"{p.device}.{p.op} failed: {type(e).__name__}: {e}"
         etype = type(e).__name__ if isinstance(e, SyscallError) else "DriverError"
+        r = p.reserve
         c = getattr(e, "cost", None)  # work done before failing (e.g. wasm fuel) is still charged
         if isinstance(c, Cost):
+            try:
+                c = _reported(c, f"{p.device}.{p.op}")
+            except DriverError:
+                c = None
+        if isinstance(c, Cost):
+            calls = max(c.tool_calls, r[1]) if r is not None else c.tool_calls
             return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, False,
-                                msg, etype, c.tokens, c.tool_calls, c.usd, c.reductions)
+                                msg, etype, c.tokens, calls, c.usd, c.reductions, reserve=r)
+        if r is not None:
+            unknown = unknown or isinstance(e, (DriverTimeout, asyncio.CancelledError, asyncio.TimeoutError))
+            if unknown:
+                return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, False,
+                                    msg, etype, r[0], r[1], r[2] / USD_SCALE, 0, reserve=r)
+            return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, False,
+                                msg, etype, 0, r[1], 0.0, 0, reserve=r)
         return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, False, msg, etype)
 
     def _apply(self, proc: Process, e: JournalEntry) -> Any:
@@ -328,7 +384,10 @@ class Devices:
         if not k.replaying and k.journal is not None:
             k.journal.record(e)
         self.reads += 1
-        if e.tokens or e.tool_calls or e.usd:
+        if e.reserve is not None:
+            if not self._settle(proc, e.index, e.reserve, (e.tokens, e.tool_calls, round(e.usd * USD_SCALE))):
+                return PARK
+        elif e.tokens or e.tool_calls or e.usd:
             usd_nano = round(e.usd * USD_SCALE)
             short = k.accounts.charge(proc.account, e.tokens, e.tool_calls, usd_nano)  # type: ignore[arg-type]
             if short is not None:  # atomic: nothing was charged
@@ -342,11 +401,92 @@ class Devices:
             raise _rebuild_error(e)
         return e.value
 
-    def _journal_refusal(self, proc: Process, op: str, name: str, payload: Any, err: BaseException) -> None:
+    # -- reserve → act → settle ------------------------------------------------------------
+    @staticmethod
+    def _bound(driver: Driver | None, name: str, op: str, dh: Any, payload: Any) -> tuple[int, int, int] | None:
+        """The operation's maximum cost as (tokens, tool_calls, usd_nano), checked: a bound
+        that is not finite, not whole or negative is the driver's error, refused."""
+        if driver is None:
+            return None
+        try:
+            b = driver.bound(op, dh, payload)
+        except DriverError:
+            raise
+        except Exception as e:
+            raise DriverError(f"{name}: cannot bound the {op} request: {type(e).__name__}: {e}") from e
+        if b is None:
+            return None
+        if not isinstance(b, Cost):
+            raise DriverError(f"{name}.bound returned {type(b).__name__}, not a Cost")
+        c = _reported(b, f"{name}.bound")
+        return (c.tokens, c.tool_calls, math.ceil(c.usd * USD_SCALE))
+
+    def _reserve(self, proc: Process, ops: list[PendingOp]) -> bool:
+        """Set aside the sum of `ops`' bounds, all or nothing. If it does not fit, nothing
+        starts: the refusal is journaled (replay kills from it) and audited, and the caller
+        is killed with quota(resource)."""
+        k = self.k
+        need = [0, 0, 0]
+        for p in ops:
+            if p.reserve is not None:
+                need = [a + b for a, b in zip(need, p.reserve)]
+        short = k.accounts.reserve(proc.account, (need[0], need[1], need[2]))  # type: ignore[arg-type]
+        if short is None:
+            k.events.emit(proc.pid, "reserve", (ops[0].index, need[0], need[1], need[2]))
+            return True
+        self._refuse(proc, ops, short, tuple(need))  # type: ignore[arg-type]
+        return False
+
+    def _refuse(self, proc: Process, ops: list[PendingOp], short: str, need: tuple[int, int, int]) -> None:
+        k = self.k
+        for p in ops:
+            p.reserve = None
+        first = ops[0]
+        if not k.replaying and k.journal is not None:
+            k.journal.record(JournalEntry(proc.pid, first.index, first.op, first.device, first.action,
+                                          first.payload if len(ops) == 1 else [p.payload for p in ops],
+                                          False, short, "ReservationRefused", reserve=need))
+        k.events.emit(proc.pid, "quota", (short, first.index, need[0], need[1], need[2]))
+        audit = k.audit
+        if audit is not None:
+            try:
+                audit.append(proc.pid, "reservation_refused",
+                             {"resource": short, "op": first.index, "action": first.action,
+                              "tokens": need[0], "tool_calls": need[1], "usd_nano": need[2]})
+            except Exception as e:  # the kill stands; the recorder says why in its own event
+                k.events.emit(proc.pid, "audit_error", f"{type(e).__name__}: {e}")
+        k.terminate(proc, quota(short))
+
+    def _settle(self, proc: Process, index: int, reserved: tuple[int, int, int],
+                actual: tuple[int, int, int]) -> bool:
+        """Charge `actual` against the reservation; False (and the caller killed) on an overrun."""
+        k = self.k
+        over = k.accounts.settle(proc.account, reserved, actual)  # type: ignore[arg-type]
+        if actual[0] or actual[1] or actual[2]:
+            k.events.emit(proc.pid, "charge", (index, actual[0], actual[1], actual[2]))
+        if over is None:
+            return True
+        resource, unpaid = over
+        k.events.emit(proc.pid, "overrun", (resource, index, reserved, actual, unpaid))
+        if proc.state is not EXITED:
+            k.terminate(proc, quota(resource))
+        return False
+
+    def _journal_refusal(self, proc: Process, op: str, name: str, payload: Any, err: BaseException,
+                         action: str | None = None) -> None:
+        """A request refused before its driver ran; `action`: what policy already authorized
+        (so that replay asks policy the same questions before it meets the refusal)."""
         idx = proc.op_index
         proc.op_index = idx + 1
         if self.k.journal is not None:
-            self.k.journal.record(self._error_entry(proc, PendingOp(idx, op, name, None, payload, None), err))
+            self.k.journal.record(self._error_entry(proc, PendingOp(idx, op, name, action, payload, None), err))
+
+    def _bound_or_error(self, driver: Driver | None, name: str, op: str, dh: Any,
+                        payload: Any) -> tuple[tuple[int, int, int] | None, DriverError | None]:
+        try:
+            return self._bound(driver, name, op, dh, payload), None
+        except DriverError as e:
+            return None, e
 
     @staticmethod
     def _action(driver: Driver | None, name: str, op: str, dh: Any, payload: Any) -> tuple[str, Any] | None:
@@ -358,6 +498,18 @@ class Devices:
             raise  # already says what is wrong (ToolError for an unknown tool, ...)
         except Exception as e:
             raise DriverError(f"{name}: cannot classify the {op} request: {e}") from e
+
+
+def _reported(c: Any, where: str) -> Cost:
+    """A driver's cost, checked where it enters: whole, finite, non-negative. A driver can
+    never credit an account; a bad cost is the driver's error (the caller gets DriverError)."""
+    tokens, calls, usd, red = c.tokens, c.tool_calls, c.usd, c.reductions
+    for label, v in (("tokens", tokens), ("tool_calls", calls), ("reductions", red)):
+        if type(v) is not int or v < 0:
+            raise DriverError(f"{where} reported {label}={v!r}: costs are whole numbers >= 0")
+    if type(usd) not in (int, float) or not math.isfinite(usd) or usd < 0:
+        raise DriverError(f"{where} reported usd={usd!r}: a cost is a finite number >= 0")
+    return c if type(usd) is float else Cost(tokens, calls, float(usd), red)
 
 
 def _handle_no(op: str, h: Any) -> int:

@@ -13,7 +13,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from ..abi.driver import DriverPort
-from ..abi.types import Pid, fault
+from ..abi.types import POOLED_RESOURCES, Pid, fault
 from .process import EXITED
 
 if TYPE_CHECKING:
@@ -108,8 +108,15 @@ def driver_port(kernel: "Kernel", name: str) -> DriverPort:
             store[key] = factory()
         return store[key]
 
+    def limited(pid: Pid, resource: str) -> bool:
+        proc = live(pid)
+        if proc is None or resource not in POOLED_RESOURCES:
+            return False
+        return proc.account.bank[POOLED_RESOURCES.index(resource)] is not None
+
     return DriverPort(name, now=now, priority=priority, alive=alive, emit=emit, keep_alive=keep_alive,
-                      fail=fail, lineage=lineage, live_pids=live_pids, record=record, shared=shared)
+                      fail=fail, lineage=lineage, live_pids=live_pids, record=record, shared=shared,
+                      limited=limited)
 
 
 __all__ = ["driver_port"]

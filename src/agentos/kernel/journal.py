@@ -43,6 +43,8 @@ class JournalEntry:
     usd: float = 0.0
     reductions: int = 0
     at: int | None = None   # kernel I/O tick of an asynchronous completion; None: inline
+    reserve: tuple[int, int, int] | None = None  # (tokens, tool_calls, usd_nano) set aside before
+                                                 # the driver ran; replay reserves from this
     raw: str | None = field(default=None, compare=False, repr=False)  # to_json, when built already
 
     @property
@@ -57,7 +59,7 @@ class JournalEntry:
             "action": self.action, "request": canonical(self.request), "ok": self.ok,
             "value": encode_value(self.value), "error_type": self.error_type, "tokens": self.tokens,
             "tool_calls": self.tool_calls, "usd": self.usd, "reductions": self.reductions,
-            "at": self.at,
+            "at": self.at, **({"reserve": list(self.reserve)} if self.reserve is not None else {}),
         })
 
     @staticmethod
@@ -66,6 +68,8 @@ class JournalEntry:
         try:
             fields = upgrade_entry(json.loads(text), version)
             fields["value"] = decode_value(fields.get("value"))
+            if fields.get("reserve") is not None:
+                fields["reserve"] = tuple(fields["reserve"])
             return JournalEntry(**fields)
         except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
             raise RecordingFormatError(f"a journal entry is not one of recording format {version}: "
@@ -88,7 +92,7 @@ class Journal:
         self.entries: list[JournalEntry] = []
         self._by_key: dict[tuple[int, int], JournalEntry] = {}
         self._decisions: dict[int, list[JournalEntry]] = {}   # pid -> policy decisions in order
-        self._cancelled: set[tuple[int, int]] = set()           # (pid, op) in flight, never completed
+        self._cancelled: dict[tuple[int, int], JournalEntry] = {}  # (pid, op) in flight, never completed
         self._indexed = 0   # entries[:_indexed] are in the lookup indexes (built lazily)
         self.sinks: list[Callable[[JournalEntry], None]] = []
         self.extend(entries)
@@ -106,7 +110,8 @@ class Journal:
         return self._decisions
 
     @property
-    def cancelled(self) -> set[tuple[int, int]]:
+    def cancelled(self) -> dict[tuple[int, int], JournalEntry]:
+        """(pid, op index) → the io_cancel entry of an operation that never completed."""
         self._ensure_index()
         return self._cancelled
 
@@ -115,7 +120,7 @@ class Journal:
             self._decisions.setdefault(e.pid, []).append(e)
         elif e.op == "io_cancel":
             for i in range(e.index, e.index + int(e.value or 1)):
-                self._cancelled.add((e.pid, i))
+                self._cancelled[(e.pid, i)] = e
         else:
             self._by_key[(e.pid, e.index)] = e
 

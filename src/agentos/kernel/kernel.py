@@ -588,7 +588,8 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
 
         return replay_from(store, run_id, **kw)
 
-    def authorize(self, proc: Process, action: str, args: Any, req: Any = None) -> bool:
+    def authorize(self, proc: Process, action: str, args: Any, req: Any = None,
+                  need: tuple[int, int, int] | None = None) -> bool:
         """Ask policy about an action on the world, before the driver runs.
 
         True: go ahead; with a flight recorder, the action's record is already durable
@@ -619,6 +620,12 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
                     raise PolicyDenied(decision.rule, why)
                 self.signals.deliver(proc, Signal.SIGPOLICY, KERNEL_PID, decision.rule)
                 return False
+        if need is not None and audit is not None:
+            # the reservation comes before the write-ahead record: an action whose bound does not
+            # fit never gets a record saying it will run (the refusal is recorded instead)
+            short = self.accounts.shortfall_of(proc.account, need)  # type: ignore[arg-type]
+            if short is not None:
+                return True  # the device path refuses the reservation itself, and audits it
         if audit is not None:
             return audit.decision(proc.pid, action, args, decision, before_action=True, proc=proc, req=req)
         return True

@@ -41,6 +41,10 @@ Format log:
      records which of those actions the policy governed (`governs`), so a replay asks
      policy about the same ones. This kernel cannot reproduce the events of an ABI 1 run,
      so formats 1 and 2 are refused.
+  4  Hard budgets: an entry of a bounded driver's operation carries `reserve` (tokens,
+     tool_calls, usd_nano set aside before the driver ran), a reservation the budget
+     could not hold is journaled as a refusal, and replay reserves and kills from them.
+     A format 3 run has no `reserve` anywhere: replay sets nothing aside, as it did.
 """
 from __future__ import annotations
 
@@ -50,12 +54,15 @@ from typing import Any, Callable, Mapping
 from ..abi.errors import RecordingFormatError
 from .events import canonical
 
-RECORDING_FORMAT = 3
+RECORDING_FORMAT = 4
 
 FORMAT_KEY = "recording_format"   # where the version lives in a run's metadata
 
 # version -> what replay does differently for runs of that version ("" for the current one)
-REPLAYABLE: dict[int, str] = {3: ""}
+REPLAYABLE: dict[int, str] = {
+    3: "no reservation was recorded (no `reserve` on any entry): replay sets nothing aside",
+    4: "",
+}
 # (Format 1 replayed, until format 3, with its values as the plain JSON they were stored as:
 # ENTRY_UPGRADES[1], which still reads a format 1 journal for anything else that reads it.)
 

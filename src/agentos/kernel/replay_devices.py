@@ -15,6 +15,7 @@ from ..abi.syscalls import Open, ReadAll
 from .devices import Devices, Handle, PendingOp, _payloads, _rebuild_error
 from .journal import Journal, JournalEntry
 from .process import EXITED, PARK, Process
+from ..abi.types import quota
 
 if TYPE_CHECKING:
     from .replay import ReplayPending
@@ -51,8 +52,11 @@ class ReplayDevices(Devices):
         if journal.lookup(proc.pid, idx) is None and (proc.pid, idx) in journal.cancelled:
             return self._park_unfinished(proc, idx, 1)
         e = journal.replay(proc.pid, idx, op, name, payload)
+        if e.error_type == "ReservationRefused":
+            return self._refused(proc, e)
+        ops = self._reserve_recorded(proc, [e])
         if e.at is not None:
-            return self._park_replayed(proc, [e], False)
+            return self._park_replayed(proc, [e], False, ops)
         return self._apply(proc, e)
 
     def sys_read_all(self, proc: Process, req: ReadAll) -> Any:
@@ -63,9 +67,14 @@ class ReplayDevices(Devices):
         payloads = _payloads(req.reqs)
         base = proc.op_index
         first = journal.lookup(proc.pid, base)
-        if journal.matches(first, "read_all", name, payloads):
-            proc.op_index = base + 1  # the live driver could not classify one of these requests
-            return self._apply(proc, first)  # type: ignore[arg-type]  # raises its error
+        if first is not None and journal.matches(first, "read_all", name, payloads):
+            if first.action == "read_all":  # refused after policy authorized every request
+                for i, p in enumerate(payloads):
+                    a = self._recorded_action(proc, base + i, "read", name, p)
+                    if a is not None and not k.authorize(proc, a, p):
+                        return PARK
+            proc.op_index = base + 1  # the live driver could not classify or bound a request
+            return self._apply(proc, first)  # raises its error
         for i, p in enumerate(payloads):  # the live run authorized these in order, stopping at a deny
             a = self._recorded_action(proc, base + i, "read", name, p)
             if a is not None and not k.authorize(proc, a, p):
@@ -73,13 +82,17 @@ class ReplayDevices(Devices):
         if journal.lookup(proc.pid, base) is None and (proc.pid, base) in journal.cancelled:
             proc.op_index = base + len(payloads)
             return self._park_unfinished(proc, base, len(payloads))
+        if first is not None and first.error_type == "ReservationRefused":
+            proc.op_index = base + len(payloads)
+            return self._refused(proc, first)
         entries = []
         for p in payloads:
             idx = proc.op_index
             proc.op_index = idx + 1
             entries.append(journal.replay(proc.pid, idx, "read", name, p))
+        ops = self._reserve_recorded(proc, entries)
         if any(e.at is not None for e in entries):
-            return self._park_replayed(proc, entries, True)
+            return self._park_replayed(proc, entries, True, ops)
         return self._finish_all(proc, _from_entries(entries))
 
     def _recorded_action(self, proc: Process, idx: int, op: str, name: str, payload: Any) -> str | None:
@@ -95,18 +108,56 @@ class ReplayDevices(Devices):
             journal.replay(proc.pid, idx, op, name, payload)  # raises, naming the divergence
         return action
 
+    # -- reservations, as the live run took them -------------------------------------------
+    def _reserve_recorded(self, proc: Process, entries: list[JournalEntry]) -> list[PendingOp]:
+        """Set aside what the live run reserved for these ops (from the journal, never from a
+        driver); the returned ops carry it until the results settle or the process dies."""
+        ops = [PendingOp(e.index, e.op, e.device, e.action, e.request, e, e.reserve) for e in entries]
+        if any(e.reserve is not None for e in entries):
+            need = [0, 0, 0]
+            for e in entries:
+                if e.reserve is not None:
+                    need = [a + b for a, b in zip(need, e.reserve)]
+            short = self.k.accounts.reserve(proc.account, (need[0], need[1], need[2]))  # type: ignore[arg-type]
+            if short is not None:
+                raise NondeterminismError(
+                    f"replay diverged at pid {proc.pid} op #{entries[0].index}: the recorded run "
+                    f"reserved {need} but the replay's budget has no room for it ({short})")
+            self.k.events.emit(proc.pid, "reserve", (entries[0].index, need[0], need[1], need[2]))
+        return ops
+
+    def _refused(self, proc: Process, e: JournalEntry) -> Any:
+        """The live run's reservation did not fit here: kill the same way, from the journal."""
+        need = e.reserve or (0, 0, 0)
+        short = str(e.value)
+        self.k.events.emit(proc.pid, "quota", (short, e.index, need[0], need[1], need[2]))
+        self.k.terminate(proc, quota(short))
+        return PARK
+
     # -- parking until the recorded I/O tick ---------------------------------------------
-    def _park_replayed(self, proc: Process, entries: list[JournalEntry], many: bool) -> Any:
+    def _park_replayed(self, proc: Process, entries: list[JournalEntry], many: bool,
+                       ops: list[PendingOp]) -> Any:
         replay_io = self.k.replay_io
         assert replay_io is not None
         pending = replay_io.schedule(proc, entries, many)
-        return self._park_io(proc, pending, entries[0].index, len(entries))
+        return self._park_io(proc, pending, entries[0].index, len(entries), ops)
 
     def _park_unfinished(self, proc: Process, first: int, count: int) -> Any:
-        """An op the live run started but never saw complete: wait until the process dies."""
+        """An op the live run started but never saw complete: wait until the process dies.
+        What the live run reserved for it is set aside again, and settles in full then."""
         from .replay import ReplayPending
 
-        return self._park_io(proc, ReplayPending(proc, [], False, -1), first, count)
+        ops: list[PendingOp] = []
+        cancel = self.journal.cancelled.get((proc.pid, first))
+        if cancel is not None and cancel.reserve is not None:
+            r = cancel.reserve
+            short = self.k.accounts.reserve(proc.account, r)  # type: ignore[arg-type]
+            if short is not None:
+                raise NondeterminismError(f"replay diverged at pid {proc.pid} op #{first}: no room to "
+                                          f"reserve {r} as the recorded run did ({short})")
+            self.k.events.emit(proc.pid, "reserve", (first, r[0], r[1], r[2]))
+            ops = [PendingOp(first, "read", "", None, None, None, r)]
+        return self._park_io(proc, ReplayPending(proc, [], False, -1), first, count, ops)
 
     def replay_done(self, pending: "ReplayPending") -> None:
         """A replayed asynchronous result reaches its recorded tick: finish like `_done`."""
