@@ -12,10 +12,12 @@ from .abi import (
     ABI_VERSION, AgentOSError, BadArgument, BadHandle, Budget, CapError, CapRef, Cost, Decision, Down, Driver,
     DriverError, DriverHost, DriverResult, ExitKind, ExitReason, InternalError, Interrupted, KernelError,
     Message, NameTaken, NoSuchDevice, NondeterminismError, NotSupported, OutOfMemory, Pid, Policy, PolicyDenied,
-    ProcState, Quota, QuotaExceeded, Right, Segment, SegmentKind, Signal, SignalMessage, SyscallError,
+    ProcState, Quota, QuotaExceeded, RecordingFormatError, Right, Segment, SegmentKind, Signal, SignalMessage, SyscallError,
     ToolError, WaitKind,
 )
-from .kernel import Kernel, KernelConfig, ProcessImage, RealClock, RunResult, Sys, VirtualClock
+from .kernel import (
+    RECORDING_FORMAT, Kernel, KernelConfig, ProcessImage, RealClock, RunResult, Sys, VirtualClock,
+)
 from .kernel.decision import AllowAll, NoPolicy
 from .kernel.events import Event, digest
 from .kernel.history import ProcessHistory
@@ -37,7 +39,7 @@ __all__ = [
     "DropOldestPager", "Event", "ExitKind", "ExitReason", "InternalError", "Interrupted", "Journal",
     "JournalEntry", "Kernel", "KernelConfig", "KernelError", "KeywordRecaller", "Message", "NameTaken",
     "NoPolicy", "NoSuchDevice", "NondeterminismError", "NotSupported", "Observer", "OutOfMemory", "Pager", "Pid", "Policy",
-    "PolicyDenied", "ProcState", "ProcessHistory", "ProcessImage", "Quota", "QuotaExceeded", "RealClock",
-    "Recaller", "Right", "RunResult", "Segment", "SegmentKind", "Signal", "SignalMessage", "Sys",
+    "PolicyDenied", "ProcState", "ProcessHistory", "ProcessImage", "Quota", "QuotaExceeded", "RECORDING_FORMAT", "RealClock",
+    "Recaller", "RecordingFormatError", "Right", "RunResult", "Segment", "SegmentKind", "Signal", "SignalMessage", "Sys",
     "SyscallError", "ToolError", "VectorRecaller", "VirtualClock", "WaitKind", "__version__", "digest", "minilm_embed",
 ]

@@ -146,3 +146,51 @@ def test_replay_of_a_run_whose_code_is_gone_is_a_clear_error(home: tuple[Path, s
         st.close()
     r = runner.invoke(app, ["replay", home[1]])
     assert r.exit_code == 2 and "cannot replay run" in r.output and "no_such_module_anywhere" in r.output
+
+
+def _set_format(rid: str, value: Any) -> None:
+    from agentos.kernel.recording import FORMAT_KEY
+
+    st = open_default_store()
+    try:
+        meta = dict(st.get_run(rid).meta)
+        meta[FORMAT_KEY] = value
+        st.update_run(rid, meta=meta)
+    finally:
+        st.close()
+
+
+def test_replay_of_a_run_from_a_newer_format_is_one_line_naming_both_versions(home: tuple[Path, str]) -> None:
+    from agentos.kernel.recording import RECORDING_FORMAT
+
+    _set_format(home[1], RECORDING_FORMAT + 7)
+    r = runner.invoke(app, ["replay", home[1]])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit)
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot replay run"), r.output
+    assert f"format {RECORDING_FORMAT + 7}" in lines[0] and f"format {RECORDING_FORMAT}" in lines[0]
+    _set_format(home[1], "seven")
+    r = runner.invoke(app, ["replay", home[1]])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "invalid recording format" in r.output
+
+
+def test_replay_of_a_run_stored_before_formats_existed_reads_it_as_format_1(home: tuple[Path, str]) -> None:
+    import sys as _sys
+
+    from agentos.kernel.recording import REPLAYABLE
+    from agentos.store.transfer import load_run
+
+    tests = Path(__file__).resolve().parents[1]
+    _sys.path.insert(0, str(tests / "kernel"))  # the golden's program, found by its import path
+    st = open_default_store()
+    try:
+        with (tests / "golden" / "v1" / "agents_kv_echo_policy.jsonl").open() as f:
+            rid = load_run(st, f)
+        assert "recording_format" not in st.get_run(rid).meta
+    finally:
+        st.close()
+    r = runner.invoke(app, ["replay", rid])
+    if 1 in REPLAYABLE:
+        assert r.exit_code == 0 and "replay identical" in r.output, r.output
+    else:  # format 1 was dropped by a later bump: refused, saying so
+        assert r.exit_code == 2 and "recorded in format 1," in r.output, r.output

@@ -46,7 +46,7 @@ async def wait_file(path: str, timeout: float = 20.0) -> str:
 
 
 def run(d: WorkerDriver, init: Any, *, policy: Any = None, tools: bool = False) -> Any:
-    k = Kernel(policy=policy or AllowAll())
+    k = Kernel(deterministic=True, policy=policy or AllowAll())
     k.register_driver(d)
     grant = ["worker"]
     if tools:

@@ -1,22 +1,28 @@
-"""Re-record the golden runs: `python tests/golden/make_golden.py`.
+"""Record the golden runs of the current recording format: `python tests/golden/make_golden.py`.
 
-Only when a change to the event or journal format is deliberate (bump ABI_VERSION then):
-the point of these files is that old recordings keep replaying byte for byte.
+Goldens are written to tests/golden/v<RECORDING_FORMAT>/ and the goldens of older formats
+are never touched: the point of them is that recordings made by an older agentos keep
+replaying (or are refused clearly) after the format moves on. Record new goldens when
+RECORDING_FORMAT is bumped (kernel/recording.py says how), then add a line for each to
+PROTECTS in tests/golden/test_goldens.py. Re-recording the current version's goldens
+needs --force (only while that version is unreleased work in progress).
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "kernel"))
 
-from replay_workloads import BOOT, interp, live_kernel  # noqa: E402
+from replay_workloads import BOOT, TOOLS, Typed, interp, live_kernel, tools_agent, typed_values  # noqa: E402
 
+from agentos.kernel.recording import RECORDING_FORMAT  # noqa: E402
 from agentos.store import MemoryStore, record_run  # noqa: E402
 from agentos.store.transfer import dump_run  # noqa: E402
 
-GOLDEN = {
+GOLDEN: dict[str, Any] = {
     "agents_kv_echo_policy": {"ops": [
         ("set", "a", 1), ("echo", 1), ("echo_all", [1, 2, 3]), ("del", "a"), ("check", "kv.delete"),
         ("spawn", {"ops": [("echo", 5), ("send", 7), ("remember", "abc xyz"), ("sleep", 10)]}),
@@ -27,19 +33,42 @@ GOLDEN = {
     "agents_many_children": {"ops": [
         ("spawn", {"ops": [("echo", i), ("send", i), ("sleep", 5 * i)]}) for i in range(6)]
         + [("recv", 40) for _ in range(6)] + [("echo_all", [1, 2, 3, 4])]},
+    # since format 2: values keep their Python types through a store
+    "journal_values_keep_their_types": typed_values,
+    # since format 4: bounded tool calls are reserved, then settled
+    "tool_calls_reserved_and_settled": tools_agent,
 }
 
 
-def main() -> None:
+def main(argv: list[str]) -> int:
+    out = HERE / f"v{RECORDING_FORMAT}"
+    force = "--force" in argv
+    existing = sorted(out.glob("*.jsonl")) if out.is_dir() else []
+    if existing and not force:
+        print(f"{out} already holds {len(existing)} goldens of format {RECORDING_FORMAT}; "
+              f"bump RECORDING_FORMAT first, or pass --force to re-record them", file=sys.stderr)
+        return 2
+    out.mkdir(exist_ok=True)
     for name, spec in GOLDEN.items():
         store = MemoryStore()
         k = live_kernel(1234)
         rid = record_run(k, store, name)
-        k.run(interp, args=spec, **BOOT)
+        if spec is tools_agent:
+            from agentos import Quota
+            from agentos.drivers.tools import ToolsDriver
+
+            k.register_driver(ToolsDriver(TOOLS))
+            k.run(spec, grant=["tools"], quota=Quota(tool_calls=20, tokens=1000))
+        elif callable(spec):  # a program of its own, on the typed device
+            k.register_driver(Typed())
+            k.run(spec, grant=["typed"], quota=BOOT["quota"])
+        else:
+            k.run(interp, args=spec, **BOOT)
         lines = list(dump_run(store, rid))
-        (HERE / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
-        print(name, len(lines), "lines")
+        (out / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+        print(f"v{RECORDING_FORMAT}/{name}", len(lines), "lines")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(sys.argv[1:]))

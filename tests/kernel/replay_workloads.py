@@ -11,6 +11,7 @@ from agentos import AllowAll, Decision, DriverError, Kernel, SyscallError
 from agentos.abi.driver import Driver, DriverResult
 from agentos.abi.types import Cost, Quota
 from agentos.drivers.kv import KVDriver
+from agentos.drivers.tools import tool
 
 
 class AsyncEcho(Driver):
@@ -147,3 +148,72 @@ async def tools_agent(sys: Any, args: Any) -> Any:
     out.append(await sys.read_all(h, [{"tool": "slow", "args": {"x": i}} for i in range(4)]))
     out.append((await sys.budget()).used["tool_calls"])
     return out
+
+
+class Typed(Driver):
+    """Answers with values JSON alone cannot carry: tuples, bytes, keys that are not strings,
+    keys that look like the journal's own tags, non-finite floats."""
+
+    name = "typed"
+    VALUES: list[Any] = [
+        (1, "two", (3.0, None)),
+        b"\x00\xffbytes",
+        {1: "one", (2, 3): ["pair"], "s": {"nested": (True,)}},
+        {"@tuple": [1, 2], "@": "looks like a tag"},
+        [float("inf"), float("-inf")],
+        {"plain": [1, 2, {"json": "stays json"}]},
+    ]
+
+    def open(self, owner: int, params: Any) -> int:
+        return owner
+
+    def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any]:
+        return ("typed.read", req)
+
+    def read(self, handle: Any, req: Any) -> DriverResult:
+        return DriverResult(self.VALUES[req % len(self.VALUES)], Cost(tokens=1))
+
+    def write(self, handle: Any, data: Any) -> DriverResult:
+        return DriverResult(None)
+
+
+def shape(v: Any) -> str:
+    """The value's type structure: what a program that looks at types sees."""
+    if isinstance(v, (list, tuple)):
+        return f"{type(v).__name__}[{','.join(shape(x) for x in v)}]"
+    if isinstance(v, dict):
+        return "dict{" + ",".join(f"{shape(k)}:{shape(x)}" for k, x in v.items()) + "}"
+    return type(v).__name__
+
+
+async def typed_values(sys: Any, args: Any) -> list[str]:
+    """Logs the type structure of every value it reads: a replay that hands it a list for
+    a tuple logs something else, and the event logs differ."""
+    h = await sys.open("typed")
+    seen = []
+    for i in range(len(Typed.VALUES)):
+        v = await sys.read(h, i)
+        seen.append(shape(v))
+        await sys.log("info", seen[-1])
+        if isinstance(v, tuple):  # the program's path depends on the type
+            await sys.sleep(1)
+    return seen
+
+
+@tool()
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@tool()
+def boom() -> int:
+    raise RuntimeError("the tool broke")
+
+
+@tool()
+async def slow(x: int) -> int:
+    await asyncio.sleep(0)
+    return x * 2
+
+
+TOOLS = [add, boom, slow]   # the tools `tools_agent` calls (each bounded: reserved, then settled)

@@ -1,10 +1,8 @@
 """Record and replay: byte-identical event logs, no driver calls, named divergence."""
 from __future__ import annotations
 
-import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,8 +15,6 @@ from replay_workloads import BOOT, CoinPolicy, interp, live_kernel, replay_kerne
 from agentos import AllowAll, Journal, Kernel, KernelError, NondeterminismError, Quota  # noqa: E402
 from agentos.kernel.events import digest, encode_event  # noqa: E402
 from agentos.store import MemoryStore, record_run  # noqa: E402
-
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
 keys = st.sampled_from(["a", "b", "c", "forbidden"])
 leaf_ops = st.one_of(
@@ -129,23 +125,6 @@ def test_replay_from_reports_first_divergence() -> None:
     assert "diverged at event seq" in str(rep)
 
 
-@pytest.mark.parametrize("path", sorted(GOLDEN.glob("*.jsonl")), ids=lambda p: p.stem)
-def test_golden_runs_keep_replaying(path: Path) -> None:
-    from agentos.store.transfer import load_run
-
-    store = MemoryStore()
-    with path.open() as f:
-        rid = load_run(store, f)
-    info = store.get_run(rid)
-    assert info.events > 20
-    rep = Kernel.replay_from(store, rid)
-    assert rep.identical, str(rep)
-
-
-def test_golden_runs_exist() -> None:
-    assert len(list(GOLDEN.glob("*.jsonl"))) >= 2
-
-
 def test_no_event_is_lost_when_a_flush_lands_mid_quantum() -> None:
     async def chatty(sys: Any, args: Any) -> None:
         for i in range(50):
@@ -188,3 +167,96 @@ def test_tool_calls_and_their_errors_replay_identically() -> None:
     r2 = k2.run(tools_agent, grant=["tools"], quota=Quota(tool_calls=20))
     assert r2.value == r1.value
     assert_identical(k1, k2)
+
+
+def test_linked_children_are_torn_down_in_pid_order_not_memory_order() -> None:
+    """A set of linked processes iterates in memory-address order, which a replaying
+    kernel does not share: the teardown order (and so the event log) must not follow it."""
+    async def waiter(sys: Any, args: Any) -> None:
+        await sys.recv()
+
+    async def middle(sys: Any, args: Any) -> None:
+        for _ in range(40):
+            await sys.spawn(waiter, link=True)  # (it was handed the spawn right)
+        raise RuntimeError("the middle process crashes; its linked children go with it")
+
+    async def init(sys: Any, args: Any) -> str:
+        _, m = await sys.spawn(middle, caps=["spawn"])
+        return str(await sys.waitpid(m))
+
+    k = Kernel(deterministic=True, policy=AllowAll())
+    assert k.run(init).value.startswith("fault(RuntimeError")
+    killed = [e.pid for e in k.events.events(kind="exit") if str(e.data).startswith("killed(link:")]
+    assert len(killed) == 40 and killed == sorted(killed)
+
+
+def test_replay_reports_the_first_divergence_not_one_the_teardown_flushes_later() -> None:
+    store = MemoryStore()
+    k = live_kernel(3, policy=AllowAll(), event_batch=4)   # small batches: flushes mid-run
+    rid = record_run(k, store, "early-tamper")
+    k.run(interp, args={"ops": [("spawn", {"ops": [("recv", 0)]}), ("set", "a", 1), ("sleep", 5), ("now",)]},
+          **BOOT)
+    evs = store._events[rid]
+    i = [n for n, e in enumerate(evs) if e.kind == "sys"][3]
+    bad = evs[i]
+    evs[i] = type(bad)(bad.seq, bad.time, bad.pid, bad.kind, bad.raw.replace(b'"sys"', b'"SYS"'))
+    rep = Kernel.replay_from(store, rid)
+    assert not rep.identical and rep.divergence is not None
+    assert rep.divergence["seq"] == bad.seq, str(rep)
+
+
+def test_error_messages_about_a_callers_odd_value_carry_no_memory_address() -> None:
+    """An object's default repr holds its address; in an error message it would land in
+    the event log and no replay (nor a second live run) could reproduce it."""
+    class Odd:
+        pass
+
+    async def init(sys: Any, args: Any) -> list[str]:
+        out = []
+        for call in (lambda: sys.spawn(Odd()), lambda: sys.spawn(interp, priority=Odd()),
+                     lambda: sys.sched(priority=Odd()), lambda: sys.derive(sys.caps[0] if sys.caps else 1, Odd()),
+                     lambda: sys.signal(1, Odd()), lambda: sys.spawn(interp, caps=[Odd()])):
+            try:
+                await call()
+            except Exception as e:
+                out.append(f"{type(e).__name__}: {e}")
+        return out
+
+    k = Kernel(deterministic=True, policy=AllowAll())
+    res = k.run(init)
+    assert len(res.value) == 6
+    for msg in res.value:
+        assert " at 0x" not in msg, msg
+    for e in k.events.events():
+        assert b" at 0x" not in encode_event(e), e
+
+
+def test_replay_asks_policy_about_the_kernel_actions_the_recorded_run_did_and_no_others() -> None:
+    """A device whose actions are named like the VFS's ("vfs.write") must not make a replay
+    police VFS calls the live kernel never asked its policy about: the run row says which."""
+    from agentos.abi.driver import Driver, DriverResult
+
+    class LooksLikeVfs(Driver):
+        name = "shelf"
+
+        def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any]:
+            return ("vfs.write", req)
+
+        def write(self, handle: Any, data: Any) -> DriverResult:
+            return DriverResult("shelved")
+
+    async def init(sys: Any, args: Any) -> Any:
+        h = await sys.open("shelf")
+        me = await sys.pid()
+        await sys.write(h, {"path": "x"})                           # asks policy: a device action
+        await sys.vfs_write(f"/agent/{me}/mem/semantic/note", "n")  # AllowAll governs no VFS call
+        return await sys.vfs_read(f"/agent/{me}/mem/semantic/note")
+
+    store = MemoryStore()
+    k = Kernel(deterministic=True, policy=AllowAll())
+    k.register_driver(LooksLikeVfs())
+    rid = record_run(k, store, "governs")
+    assert k.run(init, grant=["shelf"]).value == "n"
+    assert store.get_run(rid).meta["governs"] == []
+    rep = Kernel.replay_from(store, rid, image=init)
+    assert rep.identical, str(rep)

@@ -45,3 +45,10 @@ def store(request: Any, tmp_path: Any) -> Iterator[Any]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture(autouse=True)
+def _live_and_replayed(conformance: str) -> Iterator[str]:
+    """Store tests that run a kernel run it live and recorded-then-replayed too
+    (tests/support/conformance.py)."""
+    yield conformance

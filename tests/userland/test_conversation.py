@@ -157,7 +157,7 @@ def test_a_conversation_on_the_embedded_model():
     from agentos.drivers.local import LocalDriver
 
     drv = LocalDriver(max_tokens=16)
-    k = Kernel(policy=AllowAll())
+    k = Kernel(deterministic=True, policy=AllowAll())
     k.register_driver(drv)
 
     async def init(sys, args):

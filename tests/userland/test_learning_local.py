@@ -12,7 +12,8 @@ import pytest
 
 from agentos import AllowAll, Kernel, Quota
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow,
+              pytest.mark.live_only(reason="the embedded model's I/O is real and deadlines run on the wall clock")]
 
 
 @pytest.fixture(scope="module")

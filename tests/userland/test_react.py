@@ -259,7 +259,7 @@ def test_a_real_model_react_run_is_fully_metered_in_the_event_log():
         return eval(compile(ast.parse(expression.strip(), mode="eval"), "<calc>", "eval"), {"__builtins__": {}})
 
     drv = LocalDriver(max_tokens=64, answer_chars=40)
-    k = Kernel(policy=AllowAll())
+    k = Kernel(deterministic=True, policy=AllowAll())
     k.register_driver(drv)
     k.register_driver(ToolsDriver([Tool("calculator", calculator, effect="read_only")]))
 

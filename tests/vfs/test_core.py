@@ -87,6 +87,7 @@ def test_read_only_views_refuse_writes():
     assert res.value == ["ReadOnly"] * 8
 
 
+@pytest.mark.live_only(reason="the /policy view describes the live policy object; its content is not journaled, so a replay rebuilt from the store has no policy to describe")
 def test_policy_view_shows_what_governs_the_process():
     class Described(AllowAll):
         def describe(self, pid):
@@ -108,6 +109,7 @@ def test_ipc_view_peeks_without_consuming():
     assert res.value == ([{"sender": 1, "corr": "c", "body": {"hello": 1}, "caps": 0}], {"hello": 1})
 
 
+@pytest.mark.live_only(reason="the VFS's checkpoint observer labels the checkpoint event, and a replay has no such observer")
 def test_checkpoints_are_filed_by_the_kernel_on_sigusr1():
     async def child(sys, _):
         await sys.remember("state")
@@ -318,6 +320,7 @@ def test_vfs_backend_reads_are_journaled_and_replayed(tmp_path):
     assert digest(k.events) == digest(k2.events)  # byte-identical event log
 
 
+@pytest.mark.live_only(reason="the /policy view describes the live policy object; its content is not journaled, so a replay rebuilt from the store has no policy to describe")
 def test_policy_view_describes_a_loaded_policy_engine(tmp_path):
     from agentos.policy.engine import load_policy
     f = tmp_path / "security.md"

@@ -3,8 +3,8 @@ from .driver import Driver, DriverHandle, DriverHost, DriverResult
 from .errors import (
     ABIMismatch, AgentOSError, BadArgument, BadHandle, BadRequest, CapError, DriverError, DriverTimeout,
     InternalError, Interrupted, KernelError, MailboxFull, NameTaken, NoSuchDevice,
-    NondeterminismError, NotSupported, OutOfMemory, PolicyDenied, QuotaExceeded, RateLimited, SyscallError,
-    ToolError, UpstreamError,
+    NondeterminismError, NotSupported, OutOfMemory, PolicyDenied, QuotaExceeded, RateLimited,
+    RecordingFormatError, SyscallError, ToolError, UpstreamError,
 )
 from .policy import Decision, Policy
 from .syscalls import SYSCALLS, SyscallSpec
@@ -20,6 +20,6 @@ __all__ = [
     "DriverTimeout", "ExitKind",
     "ExitReason", "InternalError", "Interrupted", "KernelError", "MailboxFull", "Message",
     "NameTaken", "NoSuchDevice", "NondeterminismError", "NotSupported", "OutOfMemory", "Pid", "Policy", "PolicyDenied",
-    "ProcState", "Quota", "QuotaExceeded", "RateLimited", "Right", "SYSCALLS", "Segment", "SegmentKind", "Signal",
+    "ProcState", "Quota", "QuotaExceeded", "RateLimited", "RecordingFormatError", "Right", "SYSCALLS", "Segment", "SegmentKind", "Signal",
     "SignalMessage", "SyscallError", "SyscallSpec", "ToolError", "UpstreamError", "WaitKind",
 ]

@@ -5,6 +5,23 @@ process at fault and keeps running.
 """
 from __future__ import annotations
 
+import re
+from typing import Any
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A caller's value as an error message shows it: its repr, bounded, and never with a
+    memory address (error messages land in the event log, which a replay reproduces)."""
+    if isinstance(value, (str, bytes)) and len(value) > limit:
+        value = value[:limit]
+    try:
+        text = _ADDRESS.sub("", repr(value))
+    except Exception:  # a repr that raises, or recurses 10,000 deep
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 class AgentOSError(Exception):
     """Base of every error agentos raises on purpose."""
@@ -84,6 +101,16 @@ class NondeterminismError(KernelError):
 
 class ABIMismatch(KernelError):
     """A snapshot from a kernel with another ABI_VERSION was offered for restore."""
+
+
+class RecordingFormatError(KernelError):
+    """A stored run's recording format is one this kernel cannot replay; the message names
+    both versions (`recorded`: the run's, None when unreadable; `current`: this kernel's)."""
+
+    def __init__(self, message: str, *, recorded: int | None = None, current: int | None = None) -> None:
+        super().__init__(message)
+        self.recorded = recorded
+        self.current = current
 
 
 class OutOfMemory(SyscallError):

@@ -8,6 +8,8 @@ from .clock import Clock, RealClock, VirtualClock
 from .decision import AllowAll, NoPolicy  # noqa: F401 - likewise
 from .kernel import Kernel, KernelConfig, RunResult
 from .process import ProcessImage
+from .recording import RECORDING_FORMAT
 from .trap import Sys
 
-__all__ = ["Clock", "Kernel", "KernelConfig", "ProcessImage", "RealClock", "RunResult", "Sys", "VirtualClock"]
+__all__ = ["RECORDING_FORMAT", "Clock", "Kernel", "KernelConfig", "ProcessImage", "RealClock", "RunResult", "Sys",
+           "VirtualClock"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
-from ..abi.errors import CapError
+from ..abi.errors import CapError, shown
 from ..abi.types import Right
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ class CapTable:
 
 
 def _fmt(ref: Any) -> str:
-    return f"{ref:#x}" if isinstance(ref, int) and not isinstance(ref, bool) else repr(ref)
+    return f"{ref:#x}" if isinstance(ref, int) and not isinstance(ref, bool) else shown(ref)
 
 
 def _held(holder: "Process", ref: Any, what: str) -> "Cap | None":

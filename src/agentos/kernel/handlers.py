@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..abi import syscalls as S
-from ..abi.errors import BadArgument, CapError, NameTaken, SyscallError
+from ..abi.errors import BadArgument, CapError, NameTaken, SyscallError, shown
 from ..abi.types import NORMAL, Budget, Down, ExitKind, ExitReason, Right, WaitKind, fault
 from . import args as A
 from .values import checked

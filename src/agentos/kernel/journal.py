@@ -13,6 +13,10 @@ but never completed (the process died or was interrupted while they were in flig
 and "clock_jump" entries: under a virtual clock, the I/O tick (`at`) at which virtual
 time jumped to the next timer (`value`, in ms) while driver I/O hung with nothing else
 to run; how long a driver took in real time decided it, so it is an input.
+
+What an entry holds and how it is encoded is part of the recording format
+(`recording.RECORDING_FORMAT`); a journal read back from a store knows the version it was
+recorded in (`Journal.format`), so replay can keep that version's semantics.
 """
 from __future__ import annotations
 
@@ -20,9 +24,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from ..abi.errors import NondeterminismError
+from ..abi.errors import NondeterminismError, RecordingFormatError
 from ..abi.types import Cost
 from .events import canonical, dumps_canonical, total
+from .recording import RECORDING_FORMAT, decode_value, encode_value, upgrade_entry
 
 
 @dataclass(slots=True)
@@ -34,7 +39,7 @@ class JournalEntry:
     action: str | None
     request: Any     # as issued; compared in canonical form on replay
     ok: bool
-    value: Any       # the result, or the error message when not ok
+    value: Any       # the result, or the error message when not ok (stored by `encode_value`)
     error_type: str | None = None
     tokens: int = 0
     tool_calls: int = 0
@@ -53,7 +58,7 @@ class JournalEntry:
         if self.raw is not None:
             return self.raw
         try:
-            request, value = canonical(self.request), canonical(self.value)
+            request, value = canonical(self.request), encode_value(self.value)
             dumps_canonical([request, value]).encode()
         except BaseException as e:  # never raises: see events.total
             request, value = total(self.request, e), total(self.value, e)
@@ -66,17 +71,32 @@ class JournalEntry:
         })
 
     @staticmethod
-    def from_json(text: str) -> "JournalEntry":
-        d = json.loads(text)
-        if d.get("reserve") is not None:
-            d["reserve"] = tuple(d["reserve"])
-        return JournalEntry(**d)
+    def from_json(text: str, version: int = RECORDING_FORMAT) -> "JournalEntry":
+        """An entry as stored by a run of recording format `version`, in today's shape."""
+        try:
+            fields = upgrade_entry(json.loads(text), version)
+            fields["value"] = decode_value(fields.get("value"))
+            if fields.get("reserve") is not None:
+                fields["reserve"] = tuple(fields["reserve"])
+            return JournalEntry(**fields)
+        except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
+            raise RecordingFormatError(f"a journal entry is not one of recording format {version}: "
+                                       f"{type(e).__name__}: {_short(str(e))}", recorded=version,
+                                       current=RECORDING_FORMAT) from None
 
 
 class Journal:
-    """In-memory journal; a store-backed one feeds `sinks` and loads with `extend`."""
+    """In-memory journal; a store-backed one feeds `sinks` and loads with `extend`.
 
-    def __init__(self, entries: Iterable[JournalEntry] = ()) -> None:
+    `format` is the recording format the entries were recorded in: the current one for a
+    live kernel's journal, the stored run's for a journal read back for replay. Replay
+    code whose semantics changed in a format bump branches on it."""
+
+    def __init__(self, entries: Iterable[JournalEntry] = (), *, format: int = RECORDING_FORMAT) -> None:
+        self.format = format
+        # the kernel actions (spawn, send, signal, vfs) the recorded run's policy was asked
+        # about; None when not recorded (replay then infers them from the decisions)
+        self.governs: frozenset[str] | None = None
         self.entries: list[JournalEntry] = []
         self._by_key: dict[tuple[int, int], JournalEntry] = {}
         self._decisions: dict[int, list[JournalEntry]] = {}   # pid -> policy decisions in order
@@ -113,12 +133,7 @@ class Journal:
         if e.op == "policy":
             self._decisions.setdefault(e.pid, []).append(e)
         elif e.op == "clock_jump":
-            # RECORDING FORMAT: "clock_jump" entries changed what a run journals, and the
-            # `recv` event (kernel/ipc.py, on when the run meta says "message_events")
-            # changed what its event log holds. The recording format version
-            # (RECORDING_FORMAT in kernel/recording.py) must be bumped for them, with a
-            # line in that module's log of versions: an older reader fails on a run that
-            # has them (an unknown entry op, events it never emits).
+            # (format 5: see kernel/recording.py)
             assert e.at is not None
             self._jumps[e.at] = float(e.value)
         elif e.op == "io_cancel":

@@ -9,12 +9,13 @@ teardown runs is queued, so link chains of any length end without recursion.
 from __future__ import annotations
 
 import inspect
+import operator
 from types import CoroutineType
 from typing import Any, Callable
 
 from . import args as A
 from .values import checked
-from ..abi.errors import BadArgument, CapError, SyscallError
+from ..abi.errors import BadArgument, CapError, SyscallError, shown
 from ..abi.types import (
     KERNEL_PID, NORMAL, SHUTDOWN, Down, ExitKind, ExitReason, Quota, WaitKind, check_quota, quota,
 )
@@ -26,6 +27,7 @@ from .state import KernelState
 
 
 _NO_QUOTA = Quota()
+_pid_of = operator.attrgetter("pid")
 
 
 def _bounded(e: BaseException) -> str:
@@ -86,7 +88,7 @@ class Lifecycle(KernelState):
                 if isinstance(c, str):
                     ref = parent.devices.get(c) if parent.devices else None
                     if ref is None:
-                        raise CapError(f"spawn: pid {parent.pid} holds no capability for device {c!r} to pass on")
+                        raise CapError(f"spawn: pid {parent.pid} holds no capability for device {shown(c)} to pass on")
                     c = ref
                 srcs.append(self.caps.resolve(parent, c, 0x7F, "spawn caps"))
         # build the coroutine now: a main of the wrong arity is refused before any budget moves
@@ -262,8 +264,8 @@ class Lifecycle(KernelState):
             for w in proc.watchers:
                 self.ipc.deliver_kernel(w, down)
             proc.watchers = None
-        if proc.links:
-            for other in proc.links:
+        if proc.links:  # in pid order: a set's order follows memory addresses, which a replay does not share
+            for other in sorted(proc.links, key=_pid_of):
                 if other.links is not None:
                     other.links.discard(proc)
                 if other.parent is proc:

@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
+from ..abi.errors import shown
 from ..abi.types import ExitReason, Message, ProcState, WaitKind
 
 if TYPE_CHECKING:

@@ -1,13 +1,17 @@
 """Rebuild a stored run and replay it: `Kernel.replay_from(store, run_id)`.
 
-The run row says how the live kernel was built (seed, scheduler settings) and booted
-(init image by import path, args, grants, quota). The replaying kernel answers every
-driver op and policy check from the stored journal and compares each event it emits,
-byte for byte, with the stored log. A run that was cut short (a crash) is compared up to
-its committed prefix; the replay stops there.
+The run row says which recording format the run was written in, how the live kernel was
+built (seed, scheduler settings) and booted (init image by import path, args, grants,
+quota). A format this kernel cannot replay is refused before anything runs, with a
+`RecordingFormatError` naming both versions; otherwise the journal is read in its
+version's shape and handed to the replaying kernel with that version (`Journal.format`).
+The replaying kernel answers every driver op and policy check from the stored journal
+and compares each event it emits, byte for byte, with the stored log. A run that was cut
+short (a crash) is compared up to its committed prefix; the replay stops there.
 """
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -18,6 +22,7 @@ from .events import Event, encode_event
 from .journal import Journal
 from .images import load_image
 from .process import ProcessImage
+from .recording import check_replayable
 
 
 @dataclass
@@ -30,8 +35,10 @@ class ReplayReport:
     identical: bool = False
     divergence: dict[str, Any] | None = None
     error: str | None = None
-    result: Any = None
+    result: Any = None                 # the replay's RunResult, when it ran to the end
     notes: list[str] = field(default_factory=list)
+    recording_format: int = 0          # the version the run was recorded in
+    kernel: Any = field(default=None, repr=False, compare=False)  # the replaying kernel, to inspect
 
     def __str__(self) -> str:
         if self.identical:
@@ -48,31 +55,54 @@ class _Stop(BaseException):
     pass
 
 
+_FROM_RUN: Any = object()
+
+
 def replay_from(store: Any, run_id: str, *, image: Any = None, images: dict[str, Any] | None = None,
-                probe: Callable[[Any, Event], bool] | None = None) -> ReplayReport:
+                probe: Callable[[Any, Event], bool] | None = None,
+                options: dict[str, Any] | None = None, args: Any = _FROM_RUN) -> ReplayReport:
     """Replay a stored run. `probe(kernel, event)` sees each matched event; True stops the replay.
 
     With a probe, events are flushed one at a time, so the probe sees the kernel as it was
-    just after the event (give or take the rest of the syscall that emitted it)."""
+    just after the event (give or take the rest of the syscall that emitted it). `options`
+    are kernel settings the run row does not hold (a recaller, a pager) to rebuild with.
+    `args` replaces init's args when the run row's JSON rendering of them is not what the
+    program was given (objects, tuples), as `image` replaces code the row cannot find."""
+    return asyncio.run(replay_run(store, run_id, image=image, images=images, probe=probe, options=options,
+                                  args=args))
+
+
+async def replay_run(store: Any, run_id: str, *, image: Any = None, images: dict[str, Any] | None = None,
+                     probe: Callable[[Any, Event], bool] | None = None,
+                     options: dict[str, Any] | None = None, args: Any = _FROM_RUN,
+                     setup: Callable[[Any], None] | None = None) -> ReplayReport:
+    """`replay_from`, for a caller already inside an event loop. `setup(kernel)` is called
+    with the replaying kernel before it boots (to attach sinks, say)."""
     from .kernel import Kernel
 
     info = store.get_run(run_id)
     meta = info.meta
+    version = check_replayable(meta, run_id)
     if meta.get("abi_version") != ABI_VERSION:
         raise KernelError(f"run {run_id} was recorded under ABI version {meta.get('abi_version')}, "
                           f"this kernel speaks {ABI_VERSION}")
     if "init" not in meta and image is None:
         raise KernelError(f"run {run_id} has no boot record (it never booted): nothing to replay")
-    report = ReplayReport(run_id, info.events, complete=info.status != "running")
+    report = ReplayReport(run_id, info.events, complete=info.status != "running", recording_format=version)
     timeless = meta.get("clock") != "virtual"
     if timeless:
         report.notes.append("recorded under a real clock: events compared without their timestamps")
-    journal = Journal(store.journal(run_id))
-    k = Kernel(deterministic=True, seed=meta["seed"], mode="replay", journal=journal,
-               quantum=meta.get("quantum", 2000), default_priority=meta.get("default_priority", 5),
-               switch_batch=meta.get("switch_batch", 512),
-               message_events=bool(meta.get("message_events", False)),
-               event_batch=1 if probe is not None else meta.get("event_batch", 4096))
+    journal = Journal(store.journal(run_id), format=version)
+    governs = meta.get("governs")
+    if isinstance(governs, list) and all(isinstance(g, str) for g in governs):
+        journal.governs = frozenset(governs)
+    k = Kernel(**{**(options or {}), "deterministic": True, "seed": meta["seed"], "mode": "replay",
+                  "journal": journal, "quantum": meta.get("quantum", 2000),
+                  "default_priority": meta.get("default_priority", 5),
+                  "switch_batch": meta.get("switch_batch", 512),
+                  "message_events": bool(meta.get("message_events", False)),
+                  "event_batch": 1 if probe is not None else meta.get("event_batch", 4096)})
+    report.kernel = k
     for name, entry in (meta.get("images") or {}).items():
         if images and name in images:
             continue
@@ -84,12 +114,18 @@ def replay_from(store: Any, run_id: str, *, image: Any = None, images: dict[str,
         k.register_image(ProcessImage(name, ProcessImage.of(img).main))
     init = image if image is not None else load_image(meta["init"])
     stored: Iterator[Any] = iter(store.events(run_id))
+    stopped: list[bool] = []
+    if setup is not None:
+        setup(k)
 
     def compare(batch: list[Event]) -> None:
+        if report.divergence is not None or stopped:
+            return  # the teardown after a stop flushes more: the first divergence is the one
         for ev in batch:
             rec = next(stored, None)
             if rec is None:
                 if not report.complete:
+                    stopped.append(True)
                     raise _Stop()  # past the committed prefix of a cut run
                 report.divergence = {"seq": ev.seq, "recorded": None, "replayed": encode_event(ev).decode()}
                 raise _Stop()
@@ -104,15 +140,17 @@ def replay_from(store: Any, run_id: str, *, image: Any = None, images: dict[str,
             report.matched += 1
             if probe is not None and probe(k, ev):
                 report.notes.append(f"stopped by probe at event seq {ev.seq}")
+                stopped.append(True)
                 raise _Stop()
             if not report.complete and report.matched == report.recorded:
+                stopped.append(True)
                 raise _Stop()
 
     k.events.add_sink(compare)
     q = meta.get("quota")
     try:
-        res = k.run(init, args=meta.get("args"), grant=meta.get("grant") or (),
-                    quota=Quota(**q) if q else None, name=meta.get("name"), priority=meta.get("priority"))
+        res = await k.boot(init, args=meta.get("args") if args is _FROM_RUN else args, grant=meta.get("grant") or (),
+                           quota=Quota(**q) if q else None, name=meta.get("name"), priority=meta.get("priority"))
         report.result = res
     except _Stop:
         pass
@@ -144,4 +182,4 @@ def _untimed(raw: bytes) -> bytes:
     return _TIME.sub(rb"[\1,0,", raw, count=1)
 
 
-__all__ = ["ReplayReport", "load_image", "replay_from"]
+__all__ = ["ReplayReport", "load_image", "replay_from", "replay_run"]

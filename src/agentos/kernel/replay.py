@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING, Any
 from ..abi.errors import NondeterminismError
 from .events import canonical, dumps_canonical
 from .journal import Journal, JournalEntry
+from .recording import encode_value
 
 if TYPE_CHECKING:
     from .kernel import Decision, Kernel
     from .process import Process
 
+
+EVERY_KERNEL_ACTION = frozenset({"spawn", "send", "signal", "vfs"})  # asked about when a policy does not say
 
 _DECISION_JSON = ('{"action":%s,"at":null,"device":"","error_type":null,"index":%d,"ok":%s,'
                   '"op":"policy","pid":%d,"reductions":0,"request":null,"tokens":0,"tool_calls":0,'
@@ -36,6 +39,8 @@ class DecisionRecorder:
     def __init__(self, inner: Any, journal: Journal) -> None:
         self.inner = inner
         self.journal = journal
+        governs = getattr(inner, "governs_kernel", None)  # what the kernel will ask this policy about
+        journal.governs = frozenset(governs) if governs is not None else EVERY_KERNEL_ACTION
         self._count: dict[int, int] = {}
         self._values: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
         self._actions: dict[str, str] = {}
@@ -47,9 +52,9 @@ class DecisionRecorder:
         key = (d.rule, d.reason, d.effect, dry_run) if not d.extra else None
         cached = self._values.get(key) if key is not None else None
         if cached is None:
-            value = {"rule": d.rule, "reason": d.reason, "effect": d.effect, "dry_run": dry_run,
-                     "extra": canonical(d.extra)}
-            cached = (value, dumps_canonical(canonical(value)))
+            value = {"dry_run": dry_run, "effect": d.effect, "extra": canonical(d.extra),  # sorted keys:
+                     "reason": d.reason, "rule": d.rule}  # stored as a plain JSON object
+            cached = (value, dumps_canonical(encode_value(value)))
             if key is not None and len(self._values) < 4096:
                 self._values[key] = cached
         aj = self._actions.get(action)
@@ -86,7 +91,11 @@ class JournalPolicy:
 
     @property
     def governs_kernel(self) -> frozenset[str]:
-        """The kernel actions the recorded run asked policy about, so replay asks the same."""
+        """The kernel actions the recorded run asked policy about, so replay asks the same:
+        as recorded, or (a journal that does not say) inferred from its decisions. Inference
+        can be fooled: a device whose actions are named "vfs.*" looks like a governed VFS."""
+        if self.journal.governs is not None:
+            return self.journal.governs
         out: set[str] = set()
         for rows in self.journal.decisions.values():
             for e in rows:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..abi.errors import BadArgument, Interrupted, SyscallError
+from ..abi.errors import BadArgument, Interrupted, SyscallError, shown
 from ..abi.syscalls import SendSignal, Sigmask
 from ..abi.types import ExitKind, ExitReason, Signal, SignalMessage, killed, policy
 from . import args as A

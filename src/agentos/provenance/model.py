@@ -197,7 +197,7 @@ def _steps(store: Any, run_id: str) -> Iterator[InteractionRecord]:
         next_op[pid] = idx + len(entries)
         for e in entries:
             assert e is not None
-            result = e.value if e.ok else {"error": e.error_type, "message": e.value}
+            result = canonical(e.value) if e.ok else {"error": e.error_type, "message": e.value}
             if isinstance(e.request, dict) and "messages" in e.request:
                 pending.setdefault(pid, []).append({"type": "prompt", "t": ev.time, "pid": pid,
                                                     "payload": _dumps({"device": e.device, "request": e.request})})

@@ -1,9 +1,12 @@
 """The `Store` protocol, its row types, and the background writer the SQL stores share.
 
-A store keeps, per run: a run row (name, status, the metadata replay needs), the event
-log as canonical bytes (`encode_event`), and the journal; and, across runs, snapshots and
-the flight recorder's audit records with their anchor. Audit records are opaque to the
-store: bytes kept in append order.
+A store keeps, per run: a run row (name, status, the metadata replay needs, including the
+recording format the run was written in), the event log as canonical bytes
+(`encode_event`), and the journal as the JSON text it was recorded as; and, across runs,
+snapshots and the flight recorder's audit records with their anchor. Audit records are
+opaque to the store: bytes kept in append order. Journal rows are read back in the
+current entry shape (`journal`), upgraded from the run's format, or as stored
+(`journal_rows`, which moving a run between stores uses, so it keeps its format).
 
 Invariant: writes leave the kernel's hot path. The kernel thread only encodes a batch and
 puts it on a bounded queue; one writer thread turns queue items into transactions and
@@ -20,8 +23,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
 
-from ..abi.errors import AgentOSError
+from ..abi.errors import AgentOSError, RecordingFormatError
 from ..kernel.journal import JournalEntry
+from ..kernel.recording import RECORDING_FORMAT, recorded_format
 
 DURABILITY_MODES = ("fsync", "group", "off")
 
@@ -78,6 +82,7 @@ class Store(Protocol):
     def events(self, run_id: str, *, pid: int | None = None, kind: str | None = None) -> Iterator[StoredEvent]: ...
     def append_journal(self, run_id: str, rows: list[tuple[int, str]]) -> None: ...
     def journal(self, run_id: str) -> list[JournalEntry]: ...
+    def journal_rows(self, run_id: str) -> list[str]: ...
     def put_snapshot(self, snap: dict[str, Any], run_id: str | None = None) -> str: ...
     def get_snapshot(self, snap_id: str) -> dict[str, Any]: ...
     def snapshots(self, run_id: str | None = None) -> list[dict[str, Any]]: ...
@@ -103,6 +108,18 @@ def to_bytes(rec: bytes | str | dict[str, Any] | list[Any]) -> bytes:
         return json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()
     raise StoreError(f"an audit record or anchor must be bytes, str or a JSON object, "
                      f"got {type(rec).__name__}")
+
+
+def entries_of(meta: dict[str, Any], rows: Iterable[str]) -> list[JournalEntry]:
+    """Stored journal rows as entries of today's shape, read per the run's recording format.
+
+    A run whose format is unreadable is read as the current one: replay refuses it anyway,
+    with the error that says why."""
+    try:
+        version = recorded_format(meta)
+    except RecordingFormatError:
+        version = RECORDING_FORMAT
+    return [JournalEntry.from_json(r, version) for r in rows]
 
 
 MAX_KEY = 1024
@@ -397,4 +414,4 @@ def _reason(e: BaseException | None) -> str:
 
 
 __all__ = ["DURABILITY_MODES", "MAX_KEY", "NoSuchRun", "RunInfo", "Store", "StoreError", "StoredEvent", "WriterStore",
-           "new_run_id", "resolve", "to_bytes"]
+           "entries_of", "new_run_id", "resolve", "to_bytes"]

@@ -12,7 +12,9 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 from ..kernel.journal import JournalEntry
-from .base import NOT_DEVICE_OPS, RunInfo, StoredEvent, StoreError, check_items, check_key, new_run_id, to_bytes
+from .base import (
+    NOT_DEVICE_OPS, RunInfo, StoredEvent, StoreError, check_items, check_key, entries_of, new_run_id, to_bytes,
+)
 
 
 class MemoryStore:
@@ -111,8 +113,11 @@ class MemoryStore:
             return None if at is None else JournalEntry.from_json(rows[at])
 
     def journal(self, run_id: str) -> list[JournalEntry]:
+        return entries_of(self._row(run_id)["meta"], self._journal[run_id])
+
+    def journal_rows(self, run_id: str) -> list[str]:
         self._row(run_id)
-        return [JournalEntry.from_json(b) for b in self._journal[run_id]]
+        return list(self._journal[run_id])
 
     def put_snapshot(self, snap: dict[str, Any], run_id: str | None = None) -> str:
         sid = new_run_id()

@@ -1,11 +1,12 @@
 """Recording a kernel's run into a store: the run row, the event log and the journal.
 
 `record_run(kernel, store, name)` must be called before `boot`/`run`. It writes a run row
-holding what replay needs to rebuild the run (seed, clock, scheduler settings, and, at
-boot, the init image's import path, args, grants and quota) and plugs a `Recording` in as
-the kernel's observer: journal entries are buffered and pushed to the store ahead of the
-event batch that follows them, so a committed event prefix always has the journal
-entries it depends on, and SIGUSR1 checkpoints are written to the store as snapshots.
+holding what replay needs to rebuild the run (the recording format, seed, clock,
+scheduler settings, and, at boot, the init image's import path, args, grants and quota)
+and plugs a `Recording` in as the kernel's observer: journal entries are buffered and
+pushed to the store ahead of the event batch that follows them, so a committed event
+prefix always has the journal entries it depends on, and SIGUSR1 checkpoints are written
+to the store as snapshots.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ..kernel.events import Event, canonical, encode_event
 from ..kernel.images import image_entry
 from ..kernel.journal import JournalEntry
 from ..kernel.observer import BootInfo, Observer
+from ..kernel.recording import FORMAT_KEY, RECORDING_FORMAT
 
 if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
@@ -40,7 +42,7 @@ class Recording(Observer):
         cfg = kernel.config
         kernel.message_events = True  # provenance follows messages; replay turns it on again
         self.meta: dict[str, Any] = {
-            "abi_version": ABI_VERSION, "seed": kernel.seed, "clock": clock,
+            FORMAT_KEY: RECORDING_FORMAT, "abi_version": ABI_VERSION, "seed": kernel.seed, "clock": clock,
             "deterministic": bool(cfg.deterministic), "quantum": cfg.quantum,
             "default_priority": cfg.default_priority, "switch_batch": cfg.switch_batch,
             "event_batch": cfg.event_batch, "message_events": True,
@@ -74,6 +76,7 @@ class Recording(Observer):
             "name": boot.name, "priority": boot.priority,
             "images": {n: image_entry(i) for n, i in self.kernel.images.items()},
             "drivers": sorted(self.kernel.drivers),
+            "governs": sorted(self.kernel.governs),   # the kernel actions policy is asked about
         })
         self.store.update_run(self.run_id, meta=self.meta)
 

@@ -6,7 +6,7 @@ import json
 from typing import Any, Iterator
 
 from ..kernel.journal import JournalEntry
-from .base import NOT_DEVICE_OPS, RunInfo, StoredEvent, StoreError, check_key
+from .base import NOT_DEVICE_OPS, RunInfo, StoredEvent, StoreError, check_key, entries_of
 
 
 class SqlReads:
@@ -85,11 +85,13 @@ class SqlReads:
         return None
 
     def journal(self, run_id: str) -> list[JournalEntry]:
+        rows = self._query(f"SELECT meta FROM {self._T}runs WHERE run_id={self._P}", (run_id,))
+        meta = rows[0][0] if rows else {}
+        return entries_of(meta if isinstance(meta, dict) else json.loads(meta), self.journal_rows(run_id))
+
+    def journal_rows(self, run_id: str) -> list[str]:
         rows = self._query(f"SELECT body FROM {self._T}journal WHERE run_id={self._P} ORDER BY n", (run_id,))
-        try:
-            return [JournalEntry.from_json(r[0]) for r in rows]
-        except (TypeError, ValueError) as e:
-            raise StoreError(f"{self._where()}: the journal of run {run_id!r:.80} is damaged: {e}") from None
+        return [r[0] for r in rows]
 
     def get_snapshot(self, snap_id: str) -> dict[str, Any]:
         rows = self._query(f"SELECT body FROM {self._T}snapshots WHERE snap_id={self._P}", (snap_id,))

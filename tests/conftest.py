@@ -1,0 +1,2 @@
+"""Suite-wide plugins: the live + replay conformance machinery (tests/support/conformance.py)."""
+pytest_plugins = ["tests.support.conformance"]
