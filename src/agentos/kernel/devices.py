@@ -24,7 +24,7 @@ from ..abi.errors import (
     SyscallError,
 )
 from ..abi.syscalls import Close, Open, Read, ReadAll, Write
-from ..abi.types import USD_SCALE, Cost, WaitKind, cost_units, quota
+from ..abi.types import COST_MAX, USD_SCALE, Cost, WaitKind, cost_units, quota
 from . import args as A
 from .caps import DEVICE, R_OPEN, R_READ, R_WRITE, Cap
 from .journal import JournalEntry
@@ -513,12 +513,14 @@ class Devices:
 def _reported(c: Any, where: str) -> Cost:
     """A driver's cost, checked where it enters: whole, finite, non-negative. A driver can
     never credit an account; a bad cost is the driver's error (the caller gets DriverError)."""
+    if type(c) is not Cost:
+        raise DriverError(f"{where} reported a bad cost: {A.shown(c)} is not a Cost")
     tokens, calls, usd, red = c.tokens, c.tool_calls, c.usd, c.reductions
     for label, v in (("tokens", tokens), ("tool_calls", calls), ("reductions", red)):
-        if type(v) is not int or v < 0:
-            raise DriverError(f"{where} reported {label}={v!r}: costs are whole numbers >= 0")
-    if type(usd) not in (int, float) or not math.isfinite(usd) or usd < 0:
-        raise DriverError(f"{where} reported usd={usd!r}: a cost is a finite number >= 0")
+        if type(v) is not int or not 0 <= v <= COST_MAX:
+            raise DriverError(f"{where} reported a bad cost: {label}={A.shown(v)} (costs are whole numbers >= 0)")
+    if type(usd) not in (int, float) or not math.isfinite(usd) or not 0 <= usd <= COST_MAX:
+        raise DriverError(f"{where} reported a bad cost: usd={A.shown(usd)} (a finite number >= 0)")
     return c if type(usd) is float else Cost(tokens, calls, float(usd), red)
 
 

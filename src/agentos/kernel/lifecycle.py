@@ -54,8 +54,8 @@ class Lifecycle(KernelState):
                 quota_: Quota | None, link: bool, priority: int | None, deadline: float | None,
                 name: str | None) -> Process:
         if not isinstance(image, (str, ProcessImage)) and not inspect.iscoroutinefunction(image):
-            raise BadArgument(f"spawn: cannot run a {type(image).__name__}: expected a ProcessImage, the name "
-                              f"of a registered one, or an async function (sys, args)")
+            raise BadArgument(f"spawn: cannot run a {type(image).__name__}: expected a ProcessImage or an async "
+                              f"function (sys, args), or the name of a registered image")
         img = self._image_cache.get(image) if not isinstance(image, (str, ProcessImage)) else None
         if img is None:
             try:
@@ -71,7 +71,7 @@ class Lifecycle(KernelState):
         if priority is None:
             priority = parent.priority if parent is not None else self.config.default_priority
         if type(priority) is not int or not 0 <= priority <= MAX_BASE_PRIORITY:
-            raise BadArgument(f"spawn: priority must be an int in 0..{MAX_BASE_PRIORITY}, got {priority!r}"[:200])
+            raise BadArgument(f"spawn: priority must be an int in 0..{MAX_BASE_PRIORITY}, got {shown(priority)}")
         if deadline is not None:
             deadline = A.number("spawn: deadline (ms)", deadline, minimum=0)
         if name is not None:

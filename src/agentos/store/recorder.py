@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 class Recording(Observer):
     """The live link between one kernel and one stored run: an observer of that kernel."""
 
-    def __init__(self, kernel: "Kernel", store: "Store", name: str, run_id: str | None = None) -> None:
+    def __init__(self, kernel: "Kernel", store: "Store", name: str, run_id: str | None = None, *,
+                 message_events: bool = True) -> None:
         self.kernel = kernel
         self.store = store
         self.name = name
@@ -40,12 +41,13 @@ class Recording(Observer):
         self.last_snapshot: str | None = None   # id of the latest SIGUSR1 snapshot stored
         clock = "virtual" if kernel.clock.virtual else "real"
         cfg = kernel.config
-        kernel.message_events = True  # provenance follows messages; replay turns it on again
+        if message_events:
+            kernel.message_events = True  # provenance follows messages; replay turns it on again
         self.meta: dict[str, Any] = {
             FORMAT_KEY: RECORDING_FORMAT, "abi_version": ABI_VERSION, "seed": kernel.seed, "clock": clock,
             "deterministic": bool(cfg.deterministic), "quantum": cfg.quantum,
             "default_priority": cfg.default_priority, "switch_batch": cfg.switch_batch,
-            "event_batch": cfg.event_batch, "message_events": True,
+            "event_batch": cfg.event_batch, "message_events": bool(kernel.message_events),
         }
         self.run_id = store.create_run(name, self.meta, run_id)
 
@@ -92,11 +94,14 @@ class Recording(Observer):
         self.last_snapshot = self.store.put_snapshot(self.kernel.snapshot(proc.pid), self.run_id)
 
 
-def record_run(kernel: "Kernel", store: "Store", name: str, *, run_id: str | None = None) -> str:
+def record_run(kernel: "Kernel", store: "Store", name: str, *, run_id: str | None = None,
+               message_events: bool = True) -> str:
     """Record everything `kernel` does into `store` as run `name`; returns the run id.
 
     Call before `kernel.run`/`boot`. The journal is required (a kernel built with
     record=False cannot be replayed) and a replaying kernel cannot be recorded.
+    `message_events=False` leaves the kernel's event log as it is without a recorder
+    (no `recv` events, so provenance links steps within a process only).
     """
     from ..abi.errors import KernelError
 
@@ -104,7 +109,7 @@ def record_run(kernel: "Kernel", store: "Store", name: str, *, run_id: str | Non
         raise KernelError("record_run: a replaying kernel is not recorded (its run is already stored)")
     if kernel.journal is None:
         raise KernelError("record_run: this kernel keeps no journal (record=False); it could not be replayed")
-    rec = Recording(kernel, store, name, run_id)
+    rec = Recording(kernel, store, name, run_id, message_events=message_events)
     kernel.add_observer(rec)
     kernel.driver_shared["recording"] = rec  # drivers that keep per-run state find the run here
     return rec.run_id
