@@ -53,6 +53,7 @@ from .introspect import Introspection
 from .lifecycle import Lifecycle, _NO_QUOTA, _pin_forever
 from .driverport import driver_port
 from .extend import ExtensionPoints
+from .operate import Operations
 from .observer import BootInfo, Extension, Observer, default_extensions
 
 
@@ -89,7 +90,7 @@ class RunResult:
     pid: int
 
 
-class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
+class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations):
     def __init__(self, config: KernelConfig | None = None, **overrides: Any) -> None:
         cfg = config or KernelConfig()
         for key, val in overrides.items():
@@ -316,6 +317,8 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
                         self.replay_io.tick(self.io_tick, idle=False)
                     else:
                         await asyncio.sleep(0)
+                elif self._external_sources:
+                    await asyncio.sleep(0)  # a served kernel keeps answering its control API
                 continue
             # idle: nothing runnable
             due = self.timers.next_due()
