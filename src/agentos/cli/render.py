@@ -27,6 +27,16 @@ def untrusted(value: Any, limit: int = 2000) -> str:
     return escape(s)
 
 
+def plain(value: Any, limit: int = 2000) -> str:
+    """`value` as text safe for a plain terminal: control characters (ANSI escapes) and lone
+    surrogates shown as escapes, at most `limit` characters. No rich markup handling."""
+    s = value if isinstance(value, str) else repr(value)
+    if len(s) > limit:
+        s = s[:limit] + "..."
+    s = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", s)
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def console() -> Console:
     """A console wide enough for our tables even when output is piped."""
     c = Console()
