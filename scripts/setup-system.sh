@@ -7,6 +7,10 @@ command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 command -v c++ >/dev/null 2>&1 || need+=(g++)   # builds llama-cpp-python (the local model)
 # the process sandbox's seccomp filter is built with libseccomp (through pyseccomp)
 { ldconfig -p 2>/dev/null | grep -q 'libseccomp\.so\.2' || ls /usr/lib/*/libseccomp.so.2 >/dev/null 2>&1; } || need+=(libseccomp2)
+# `promtool check metrics` checks the daemon's /metrics (Debian's prometheus package)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# the dashboard's browser tests drive the system's headless Chromium through Playwright
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 { command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; } || need+=(postgresql)
 if ((${#need[@]})); then
   if [[ $(id -u) -eq 0 ]]; then

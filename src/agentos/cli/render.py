@@ -112,5 +112,10 @@ class Narrator:
                     f"{untrusted(data[2])}")
             elif kind == "signal":
                 out(f"{stamp} [yellow]signal[/] {untrusted(data[0])} → {self.who(pid)} (from {self.who(data[1])})")
+            elif kind == "fault" and isinstance(data, dict):
+                frames = data.get("frames") or []
+                at = f" at {untrusted(frames[-1][0], 300)}:{frames[-1][1]}" if frames else ""
+                out(f"{stamp} [red]fault[/]  {self.who(pid)}: {untrusted(data.get('error'))}: "
+                    f"{untrusted(data.get('message'), 300)}{at}")
             elif kind == "exit":
                 out(f"{stamp} [{exit_style(str(data))}]exit[/]   {self.who(pid)}: {untrusted(str(data))}")

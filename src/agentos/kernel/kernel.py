@@ -57,6 +57,19 @@ from .operate import Operations
 from .observer import BootInfo, Extension, Observer, default_extensions
 
 
+def fault_frames(e: BaseException, limit: int = 20) -> dict[str, Any]:
+    """What a `fault` event keeps of an exception that ended a process: its type, message
+    and the program's frames (file, line, function; innermost last), without the kernel's."""
+    import traceback
+
+    frames = [[f.filename, f.lineno, f.name] for f in traceback.extract_tb(e.__traceback__)
+              if _KERNEL_DIR not in f.filename]
+    return {"error": type(e).__name__, "message": str(e)[:2000], "frames": frames[-limit:]}
+
+
+_KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 @dataclass
 class KernelConfig:
     """Everything a kernel can be booted with. Defaults suit a live, single-node run."""
@@ -144,6 +157,8 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations):
         self._dying: list[tuple[Process, ExitReason, Any]] = []
         self._draining = False
         self._running = False
+        self._stop_requested: str | None = None  # request_stop (operate.py): Ctrl-C, SIGTERM
+        self._loop_ref: asyncio.AbstractEventLoop | None = None
         self._external_sources = 0
         self._held_waits = 0               # parked on a person or the recorder (see park)
         self._table: dict[type, tuple[Callable[[Process, Any], Any], int]] = {}
@@ -306,7 +321,11 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations):
         assert init is not None and self._wakeup is not None
         wakeup = self._wakeup
         switch_batch = self.config.switch_batch
+        self._loop_ref = asyncio.get_running_loop()
         while init.state is not EXITED:
+            if self._stop_requested is not None:
+                self.terminate(init, ExitReason(ExitKind.SHUTDOWN, self._stop_requested))
+                break
             busy = self._run_ready(switch_batch)
             if init.state is EXITED:
                 break
@@ -421,6 +440,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations):
                 except KeyboardInterrupt:
                     raise
                 except BaseException as e:
+                    self._append((self._now(), proc.pid, "fault", fault_frames(e)))
                     terminate(proc, fault(e))
                     break
                 entry = table.get(type(req))

@@ -22,6 +22,9 @@ from .state import KernelState
 class Operations(KernelState):
     """Mixed into `Kernel`."""
 
+    _stop_requested: str | None
+    _loop_ref: Any
+
     def _live(self, pid: Any, what: str) -> Process:
         p = self.procs.get(pid) if type(pid) is int else None
         if p is None or p.state is EXITED:
@@ -61,6 +64,23 @@ class Operations(KernelState):
         self.signals.deliver(target, sig, KERNEL_PID)  # type: ignore[attr-defined]
         self.events.flush()
         self.poke()
+
+    def request_stop(self, why: str) -> None:
+        """Stop the whole kernel soon: init ends as `shutdown(<why>)`, then every other
+        process, and driver calls in flight are cancelled. Safe to call from a signal
+        handler (it only sets a field): the dispatch loop acts on it between batches."""
+        self._stop_requested = why
+        loop = self._loop_ref
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self.poke)
+            except RuntimeError:  # the loop already closed
+                pass
+
+    @property
+    def stop_requested(self) -> str | None:
+        """Why `request_stop` was called, or None."""
+        return self._stop_requested
 
     def poke(self) -> None:
         """Wake the dispatch loop if it idles on asyncio (work arrived from outside)."""
