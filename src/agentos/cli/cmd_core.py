@@ -48,6 +48,8 @@ def register(app: typer.Typer) -> None:
                 help="VirtualClock and seeded refs (replays byte for byte), or the wall clock"),
             seed: int = typer.Option(0, help="seed for deterministic mode"),
             record: bool = typer.Option(True, help="record the run in the default store ($AGENTOS_HOME)"),
+            trace: Optional[bool] = typer.Option(
+                None, "--trace/--no-trace", help="OpenTelemetry traces (default: on when OTEL_EXPORTER_OTLP_ENDPOINT is set)"),
             narrate: bool = typer.Option(True, help="print what processes do as they do it")) -> None:
         """Boot a kernel with FILE's `init`, then print a process table and a summary.
 
@@ -82,6 +84,7 @@ def register(app: typer.Typer) -> None:
             k.policy = policy
         kw = dict(grant=list(getattr(module, "GRANT", [])), quota=getattr(module, "QUOTA", None),
                   args=getattr(module, "ARGS", None))
+        tracing = maybe_trace(k, trace)
         run_id = None
         if record:
             from ..store import open_default_store, recorded
@@ -97,6 +100,8 @@ def register(app: typer.Typer) -> None:
                 st.close()
         else:
             res = run_interruptibly(k, module.init, kw)
+        if tracing is not None:
+            tracing.shutdown()
         console.print(history_table(history, title=f"processes of {file.name}"))
         if k.stop_requested:
             console.print(f"[bold yellow]interrupted[/] by {k.stop_requested}: every process was stopped and "
@@ -130,6 +135,28 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(int(e.code or 0))
         finally:
             sys.argv = old
+
+
+def maybe_trace(k: Any, trace: bool | None) -> Any:
+    """Trace `k` with OpenTelemetry (GenAI conventions) when asked, or by default when
+    OTEL_EXPORTER_OTLP_ENDPOINT is set; returns the provider to shut down, or None. Prompt
+    text is recorded only with OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true."""
+    import os
+
+    if trace is None:
+        trace = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    if not trace:
+        return None
+    try:
+        from ..telemetry import GenAITracer, configure_tracing
+
+        provider = configure_tracing()
+    except ImportError as e:
+        typer.echo(f"agentctl: tracing needs the otel extra (pip install 'agentos[otel]'): {e}", err=True)
+        raise typer.Exit(2) from None
+    capture = os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "").lower() == "true"
+    k.add_observer(GenAITracer(provider, capture_content=capture))
+    return provider
 
 
 def run_interruptibly(k: Any, init: Any, kw: dict[str, Any]) -> Any:

@@ -108,7 +108,10 @@ def register(app: typer.Typer) -> None:
               tokens: Optional[int] = typer.Option(None, help="the daemon's token budget"),
               tool_calls: Optional[int] = typer.Option(None, "--tool-calls", help="the daemon's tool-call budget"),
               usd: Optional[float] = typer.Option(None, help="the daemon's dollar budget"),
-              record: bool = typer.Option(True, help="record to the default store ($AGENTOS_HOME)")) -> None:
+              record: bool = typer.Option(True, help="record to the default store ($AGENTOS_HOME)"),
+              trace: Optional[bool] = typer.Option(
+                  None, "--trace/--no-trace",
+                  help="OpenTelemetry traces (default: on when OTEL_EXPORTER_OTLP_ENDPOINT is set)")) -> None:
         """Run a long-lived kernel with a control API and dashboard on 127.0.0.1.
 
         Programs are started with `agentctl submit FILE`. Ctrl-C or SIGTERM stops it: every
@@ -118,7 +121,7 @@ def register(app: typer.Typer) -> None:
 
         from .. import AllowAll, Quota
         from ..server import Daemon, TokenError
-        from .cmd_core import _policy
+        from .cmd_core import _policy, maybe_trace
         from .render import console as render_console
         from .strict import CliNoPolicy
 
@@ -131,6 +134,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"agentctl serve: {e}", err=True)
             raise typer.Exit(1) from None
 
+        tracing = maybe_trace(daemon.kernel, trace)
+
         def ready(d: Any) -> None:
             con.print(f"agentos daemon on [bold]{d.url}[/] (run {d.run_id or 'not recorded'})")
             con.print(f"dashboard: {d.url}/#token=<the token in {_home() / 'serve.token'}>")
@@ -141,6 +146,8 @@ def register(app: typer.Typer) -> None:
         except OSError as e:
             typer.echo(f"agentctl serve: {e}", err=True)
             raise typer.Exit(1) from None
+        if tracing is not None:
+            tracing.shutdown()
         rows = daemon.kernel.metrics()
         con.print(f"daemon stopped ({daemon.stopping or 'root ended'}): {rows['spawned']} processes, "
                   f"{rows['syscalls_total']} syscalls, {rows['tokens']} tokens, {rows['tool_calls']} tool calls"
