@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from ..abi.errors import KernelError
-from ..abi.types import KERNEL_PID, Quota, Signal
+from ..abi.types import KERNEL_PID, Quota, Right, Signal
+from .caps import SPAWN
 from .process import EXITED, Process
 from .state import KernelState
 
@@ -34,7 +35,8 @@ class Operations(KernelState):
     def start(self, image: Any, *, parent: int, args: Any = None, grant: Iterable[str] = (),
               quota: Quota | None = None, name: str | None = None, priority: int | None = None) -> int:
         """Start `image` as a child of live process `parent`, holding the device grants
-        `grant` and a budget carved from the parent's (`quota` narrows it). Returns the pid."""
+        `grant`, the spawn right (as init does), and a budget carved from the parent's
+        (`quota` narrows it). Returns the pid."""
         par = self._live(parent, "start")
         grants = list(grant)
         for dev in grants:
@@ -44,6 +46,8 @@ class Operations(KernelState):
         if quota is not None and not isinstance(quota, Quota):
             raise KernelError(f"start: quota must be a Quota, got {type(quota).__name__}")
         proc = self._create(par, image, args, (), quota, False, priority, None, name)
+        # like init, a started program may spawn (its children draw on its own budget)
+        self.grant_device(proc, SPAWN, Right.SPAWN)  # type: ignore[attr-defined]
         caps = tuple(self.grant_device(proc, dev) for dev in grants)  # type: ignore[attr-defined]
         proc.spawn_caps = caps
         proc.sys.caps = caps

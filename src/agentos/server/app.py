@@ -10,6 +10,8 @@ Routes (JSON unless said; field names are documented in docs/operations.md):
     POST /v1/submit                       {"path", "args"?, "quota"?, "name"?, "priority"?}
     GET  /v1/events?after=N&pid=&kind=&follow=1   NDJSON, one event a line; with follow,
                                           streams until the client goes or the daemon stops
+    GET  /v1/stream?q=&page=&size=&pid=&kind=   server-sent events (`state`) for the
+                                          dashboard, at most 10 a second; see view.py
     GET  /v1/approvals                    {"pending": [...]}
     POST /v1/approvals/{id}               {"approve": true|false}
     POST /v1/stop                         stop the daemon
@@ -29,6 +31,7 @@ from ..abi.types import ABI_VERSION
 
 MAX_BODY = 64 * 1024
 FOLLOW_POLL_S = 0.25
+MIN_INTERVAL_S = 0.1      # the dashboard stream: at most 10 updates a second per client
 
 
 class BadRequest(Exception):
@@ -192,6 +195,49 @@ def make_app(daemon: Any) -> Any:
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
+    async def stream(request: Request) -> Any:
+        """Server-sent events for the dashboard: the view for this client's query, sent when
+        something changed and at most `1 / MIN_INTERVAL_S` times a second."""
+        import time
+
+        from .view import MAX_ROWS, dashboard_view
+
+        qp = request.query_params
+        q = (qp.get("q") or "")[:200]
+        page = _int(qp.get("page"), "page", 0) or 0
+        size = min(_int(qp.get("size"), "size", MAX_ROWS) or MAX_ROWS, MAX_ROWS)
+        pid = _int(qp.get("pid"), "pid")
+        kind = (qp.get("kind") or None)
+        if kind is not None and len(kind) > 40:
+            raise BadRequest("kind is too long")
+        once = qp.get("once") in ("1", "true")
+
+        async def frames() -> AsyncIterator[bytes]:
+            last_sent = 0.0
+            last_seq = -1
+            last_approvals = -1
+            while not daemon.stopping:
+                k.events.flush()
+                n_appr = len(daemon.approvals.pending)
+                if daemon.hub.last_seq != last_seq or n_appr != last_approvals:
+                    wait = MIN_INTERVAL_S - (time.monotonic() - last_sent)
+                    if wait > 0:
+                        await asyncio.sleep(wait)  # coalesce: at most 10 updates a second
+                        k.events.flush()
+                    last_seq, last_approvals = daemon.hub.last_seq, len(daemon.approvals.pending)
+                    view = dashboard_view(daemon, q=q, page=page, size=size, pid=pid, kind=kind)
+                    data = json.dumps(_json_safe(view), ensure_ascii=False)
+                    last_sent = time.monotonic()
+                    yield f"event: state\ndata: {data}\n\n".encode()
+                    if once:
+                        return
+                await daemon.hub.wait(FOLLOW_POLL_S)
+                if await request.is_disconnected():
+                    return
+
+        return StreamingResponse(frames(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
     async def approvals(request: Request) -> Any:
         return ok({"pending": daemon.approvals.list()})
 
@@ -235,6 +281,7 @@ def make_app(daemon: Any) -> Any:
         Route("/v1/submit", guarded(submit), methods=["POST"]),
         Route("/v1/events", guarded(events)),
         Route("/v1/approvals", guarded(approvals)),
+        Route("/v1/stream", guarded(stream)),
         Route("/v1/approvals/{rid}", guarded(answer), methods=["POST"]),
         Route("/v1/stop", guarded(stop), methods=["POST"]),
     ]

@@ -22,7 +22,9 @@ class Folder:
     def __init__(self) -> None:
         self.policy: Counter[str] = Counter()
         self.quota: Counter[str] = Counter()
-        self.faults = 0
+        self.names: dict[int, str] = {}             # live pid -> name (for cost by agent)
+        self.cost_by_name: dict[str, float] = {}     # dollars charged, by process name
+        self.tokens_by_name: Counter[str] = Counter()
 
     def __call__(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
@@ -31,6 +33,19 @@ class Folder:
                 d = r["data"]
                 allowed = isinstance(d, list) and len(d) > 1 and d[1] is True
                 self.policy["allow" if allowed else "deny"] += 1
+            elif kind == "spawn":
+                d = r["data"]
+                if isinstance(d, list) and len(d) > 1:
+                    self.names[r["pid"]] = str(d[1])[:200]
+            elif kind == "exit":
+                self.names.pop(r["pid"], None)
+            elif kind == "charge":
+                d = r["data"]
+                if isinstance(d, list) and len(d) >= 4:
+                    name = self.names.get(r["pid"], "?")
+                    self.tokens_by_name[name] += d[1] if isinstance(d[1], int) else 0
+                    usd = d[3] / 1e9 if isinstance(d[3], (int, float)) else 0.0
+                    self.cost_by_name[name] = self.cost_by_name.get(name, 0.0) + usd
             elif kind == "quota":
                 d = r["data"]
                 res = d[0] if isinstance(d, list) and d and isinstance(d[0], str) else "unknown"
