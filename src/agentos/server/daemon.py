@@ -118,8 +118,7 @@ class Daemon:
             self._own_store = store is None
             self.run_id = record_run(self.kernel, self.store, "serve")
         self.narrate = narrate
-        self.server: Any = None
-        self.sock: socket.socket | None = None
+        self.http: Any = None  # LoopServer
         self.result: Any = None
         self.extra: dict[str, Any] = {}
 
@@ -161,33 +160,24 @@ class Daemon:
     # -- running ----------------------------------------------------------------------------
     def bind(self) -> socket.socket:
         """Bind 127.0.0.1:port now (port 0: any free one), so the URL is known before serving."""
-        if self.sock is None:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", self.port))
-            s.listen(128)
-            s.setblocking(False)
-            self.sock = s
-            self.port = s.getsockname()[1]
-        return self.sock
+        if self.http is None:
+            from .asgi import LoopServer
+
+            self.http = LoopServer(None, "127.0.0.1", self.port)
+        sock = self.http.bind()
+        self.port = self.http.port
+        return sock
 
     async def serve(self, *, signals: bool = True, on_ready: Callable[["Daemon"], None] | None = None) -> Any:
         """Serve until stopped; returns the kernel's RunResult for root."""
-        import uvicorn
-
         from .app import make_app
 
-        sock = self.bind()
-        app = make_app(self)
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                                timeout_graceful_shutdown=1)
-        if not config.loaded:
-            config.load()
-        self.server = uvicorn.Server(config)
+        self.bind()
+        assert self.http is not None
+        self.http.app = make_app(self)
         # uvicorn's own serve() installs signal handlers; the daemon keeps its own, so it
         # runs the server's startup and shutdown around the kernel instead
-        self.server.lifespan = config.lifespan_class(config)
-        await self.server.startup(sockets=[sock])
+        await self.http.start()
         write_state(self.home, {"url": self.url, "pid": os.getpid(), "run": self.run_id,
                                 "started": self.started})
         loop = asyncio.get_running_loop()
@@ -218,14 +208,9 @@ class Daemon:
         return self.result
 
     async def close_http(self) -> None:
-        if self.server is not None:
-            self.server.should_exit = True
-            self.server.force_exit = True  # streaming followers are cut, not awaited
-            await self.server.shutdown(sockets=[self.sock] if self.sock else None)
-            self.server = None
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        if self.http is not None:
+            await self.http.close()  # streaming followers are cut, not awaited
+            self.http = None
         try:
             (self.home / STATE_FILE).unlink()
         except FileNotFoundError:
