@@ -67,6 +67,11 @@ def _usage(value: Any) -> tuple[int | None, int | None, str | None]:
     return (p if isinstance(p, int) else None, c if isinstance(c, int) else None, m if isinstance(m, str) else None)
 
 
+def _sampled(span: Any) -> bool:
+    """Whether `span` was sampled (still true once it ended, unlike is_recording)."""
+    return bool(span.get_span_context().trace_flags.sampled)
+
+
 def _text(x: Any, limit: int = 16_000) -> str:
     try:
         s = json.dumps(x, ensure_ascii=False, default=str)
@@ -92,11 +97,16 @@ class GenAITracer(Observer):
         self.requested: dict[int, int] = {}   # pid -> ns of its last driver request seen
         self.kernel: Any = None
         self._epoch_ns = 0
+        self.recording = 0                    # open process spans that are sampled
+        self.closing: set[int] = set()        # sampled processes ended, exit event not yet seen
 
     # -- time: kernel ms -> epoch ns ------------------------------------------------------
     def attached(self, kernel: Any) -> None:
         self.kernel = kernel
         self._epoch_ns = time.time_ns() - int(kernel.clock.now() * 1e6)
+        # raw batches: no Event objects are built for this tracer, and an unsampled run
+        # costs one truth test per batch
+        kernel.events.add_raw_sink(self._raw)
 
     def _ns(self, kernel_ms: float | None = None) -> int:
         if self.kernel is None:
@@ -113,17 +123,30 @@ class GenAITracer(Observer):
     # -- hooks ------------------------------------------------------------------------------
     def spawned(self, proc: Any) -> None:
         parent = proc.parent.pid if proc.parent is not None else None
+        pspan = self.parents.get(parent) if parent is not None else None
+        if pspan is not None and not _sampled(pspan):
+            # a child of an unsampled process is unsampled (parent-based sampling): share
+            # the parent's non-recording span instead of asking the tracer again
+            self.spans[proc.pid] = self.parents[proc.pid] = pspan
+            return
         span = self.tracer.start_span(
             f"invoke_agent {proc.name}", context=self._ctx(parent), start_time=self._ns(),
             attributes={OP: "invoke_agent", "gen_ai.agent.name": str(proc.name), "gen_ai.agent.id": str(proc.pid),
                         "agentos.pid": proc.pid, "agentos.parent_pid": parent or 0})
         self.spans[proc.pid] = self.parents[proc.pid] = span
+        if _sampled(span):
+            self.recording += 1
 
     def exited(self, proc: Any, reason: Any) -> None:
         span = self.spans.pop(proc.pid, None)
         self.requested.pop(proc.pid, None)
         if span is None:
             return
+        if not _sampled(span):
+            self.parents.pop(proc.pid, None)
+            return
+        self.recording -= 1
+        self.closing.add(proc.pid)  # its parent span is kept until its exit event is seen
         span.set_attribute("agentos.exit", str(reason))
         if getattr(reason, "kind", None) in _BAD_EXITS:
             from opentelemetry.trace import Status, StatusCode
@@ -132,23 +155,32 @@ class GenAITracer(Observer):
             span.set_attribute("error.type", getattr(reason.kind, "value", "error"))
         span.end(end_time=self._ns())
 
-    def flushed(self, batch: list[Any]) -> None:
-        for e in batch:
-            if e.kind == "sys" and type(e.data).__name__ in ("Read", "Write"):
-                self.requested[e.pid] = self._ns(e.time)
-            elif e.kind == "policy" and isinstance(e.data, tuple) and len(e.data) >= 3:
-                action, allowed, rule = e.data[0], e.data[1], e.data[2]
-                at = self._ns(e.time)
-                span = self.tracer.start_span("apply_guardrail", context=self._ctx(e.pid), start_time=at,
-                                              attributes={OP: "apply_guardrail", "agentos.policy.action": str(action),
-                                                          "agentos.policy.allowed": bool(allowed),
-                                                          "agentos.policy.rule": str(rule), "agentos.pid": e.pid})
+    def _raw(self, batch: list[tuple[float, int, str, Any]], first_seq: int = 0) -> None:
+        if not self.recording and not self.closing:
+            return
+        for t, pid, kind, data in batch:
+            if kind == "sys":
+                if type(data).__name__ in ("Read", "Write"):
+                    self.requested[pid] = self._ns(t)
+            elif kind == "policy" and isinstance(data, tuple) and len(data) >= 3:
+                parent = self.parents.get(pid)
+                if parent is not None and not _sampled(parent):
+                    continue
+                at = self._ns(t)
+                span = self.tracer.start_span("apply_guardrail", context=self._ctx(pid), start_time=at,
+                                              attributes={OP: "apply_guardrail", "agentos.policy.action": str(data[0]),
+                                                          "agentos.policy.allowed": bool(data[1]),
+                                                          "agentos.policy.rule": str(data[2]), "agentos.pid": pid})
                 span.end(end_time=at)
-            elif e.kind == "exit":
-                self.parents.pop(e.pid, None)  # events of this process after its exit: none
+            elif kind == "exit":
+                self.parents.pop(pid, None)  # events of this process after its exit: none
+                self.closing.discard(pid)
 
     def journaled(self, entry: Any) -> None:
-        if entry.op not in ("read", "write"):
+        if not self.recording or entry.op not in ("read", "write"):
+            return  # nothing sampled is running: the common case at low sampling ratios
+        parent = self.parents.get(entry.pid)
+        if parent is not None and not _sampled(parent):
             return
         end = self._ns()
         start = min(self.requested.pop(entry.pid, end), end)
