@@ -48,7 +48,7 @@ class Served:
         payload = r.read()
         conn.close()
         ctype = r.getheader("content-type", "")
-        return r.status, json.loads(payload) if "json" in ctype and payload else payload.decode()
+        return r.status, json.loads(payload) if ctype.startswith("application/json") and payload else payload.decode()
 
     def program(self, tmp: Path, source: str, name: str = "prog") -> str:
         p = tmp / f"{name}.py"

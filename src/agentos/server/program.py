@@ -21,8 +21,12 @@ class ProgramError(Exception):
 def load_program(path: Path) -> Any:
     """Import the program at `path` and check it defines `async def init(sys, args)`."""
     path = Path(path)
-    if not path.is_file():
-        raise ProgramError(f"{path} does not exist or is not a file")
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError) as e:  # a name too long, a NUL, a lone surrogate
+        raise ProgramError(f"cannot use {str(path)[:200]!r} as a program: {type(e).__name__}: {e}"[:400]) from None
+    if not is_file:
+        raise ProgramError(f"{str(path)[:200]} does not exist or is not a file")
     spec = importlib.util.spec_from_file_location(f"agentos_program_{path.stem}", path)
     if spec is None or spec.loader is None:
         raise ProgramError(f"{path} is not a Python file")
