@@ -60,6 +60,13 @@ def test_serve_submit_ps_kill_and_ctrl_c(tmp_path: Path) -> None:
         pid = json.loads(r.stdout)["pid"]
         rows = {p["pid"]: p for p in json.loads(ctl(env, "ps", "--json").stdout)["processes"]}
         assert rows[pid]["remaining"]["tokens"] == 50 and rows[pid]["name"] == "sleeper"
+        top = ctl(env, "top", "--json", "--iterations", "2", "--interval", "0.1")
+        snaps = [json.loads(x) for x in top.stdout.splitlines()]
+        assert top.returncode == 0 and len(snaps) == 2 and pid in {p["pid"] for p in snaps[0]["processes"]}
+        assert ctl(env, "top", "--interval", "nan").returncode == 2
+        assert ctl(env, "stop", str(pid), "--json").returncode == 0
+        assert ctl(env, "budget", str(pid)).returncode == 0
+        assert ctl(env, "cont", str(pid)).returncode == 0
         logs = ctl(env, "logs", str(pid))
         assert "\x1b" not in logs.stdout and "\\x1b[31mred" in logs.stdout
         assert ctl(env, "kill", str(pid)).returncode == 0
