@@ -83,3 +83,35 @@ def test_serve_submit_ps_kill_and_ctrl_c(tmp_path: Path) -> None:
     runs = [json.loads(x) for x in ctl(env, "runs", "--json").stdout.splitlines()]
     assert [r["status"] for r in runs] == ["interrupted"]
     assert not (tmp_path / "home" / "serve.json").exists()
+
+
+def test_approvals_listed_and_answered_through_agentctl(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from agentos.cli.main import app
+    from tests.server.conftest import start, stop
+    from tests.server.test_dashboard_browser import PROGRAM, PayNeedsAPerson
+
+    s = start(tmp_path, policy=PayNeedsAPerson())
+    monkeypatch.setenv("AGENTOS_HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+    try:
+        r = runner.invoke(app, ["submit", s.program(tmp_path, PROGRAM, "payer"), "--name", "pay\x1b[2Jer"])
+        assert r.exit_code == 0, r.output
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            listed = json.loads(runner.invoke(app, ["approvals", "--json"]).output)["pending"]
+            if listed:
+                break
+            time.sleep(0.05)
+        [req] = listed
+        assert {"id", "pid", "process", "action", "args", "rule", "reason", "expires_in_ms"} <= set(req)
+        text = runner.invoke(app, ["approvals"])
+        assert text.exit_code == 0 and "tools.pay" in text.output and "\x1b" not in text.output
+        r = runner.invoke(app, ["approvals", "--approve", req["id"], "--json"])
+        assert r.exit_code == 0 and json.loads(r.output)["approved"] is True
+        r = runner.invoke(app, ["approvals", "--deny", req["id"]])
+        assert r.exit_code == 1  # already answered: one line, no traceback
+        assert runner.invoke(app, ["approvals", "--approve", "a", "--deny", "b"]).exit_code == 2
+    finally:
+        stop(s)

@@ -259,7 +259,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def logs(pid: int = typer.Argument(..., help="process id"), as_json: bool = JsonOpt) -> None:
         """A process's log lines, faults (with file:line) and exit, from the daemon."""
-        from .render import untrusted
+        from .render import plain
 
         got = _call(_client().get, f"/v1/procs/{pid}/logs")
         for e in got["events"]:
@@ -271,7 +271,7 @@ def register(app: typer.Typer) -> None:
                 line = f"{d[0]}: {d[1]}"
             else:
                 line = f"{e['kind']}: {json.dumps(d, ensure_ascii=False)[:400]}"
-            typer.echo(f"{e['time']:>12.1f}ms {untrusted(line, 2000)}")
+            typer.echo(f"{e['time']:>12.1f}ms {plain(line, 2000)}")
 
     @app.command()
     def approvals(approve: Optional[str] = typer.Option(None, "--approve", help="approve the request with this id"),
@@ -294,13 +294,13 @@ def register(app: typer.Typer) -> None:
         if as_json:
             _print_json(got)
             return
-        from .render import untrusted
+        from .render import plain
 
         if not got["pending"]:
             typer.echo("no pending approvals")
         for r in got["pending"]:
-            typer.echo(untrusted(f"{r['id']}  pid {r['pid']} ({r['name']}) wants {r['action']} "
-                                 f"{json.dumps(r['args'], ensure_ascii=False)[:200]}  rule {r['rule']}", 600))
+            typer.echo(plain(f"{r.get('id')}  pid {r.get('pid')} ({r.get('process')}) wants {r.get('action')} "
+                             f"{json.dumps(r.get('args'), ensure_ascii=False)[:200]}  rule {r.get('rule')}", 600))
 
     @app.command(name="shutdown")
     def shutdown_daemon(as_json: bool = JsonOpt) -> None:

@@ -81,7 +81,7 @@ function render(s) {
     const acts = el("span");
     acts.appendChild(button("approve", () => answer(r.id, true), "approve-" + r.id));
     acts.appendChild(button("deny", () => answer(r.id, false), "deny-" + r.id));
-    const tr = row([r.pid, r.name, r.action, JSON.stringify(r.args), r.rule, acts]); tr.dataset.approval = r.id; ap.appendChild(tr);
+    const tr = row([r.pid, r.process, r.action, JSON.stringify(r.args), r.rule, acts]); tr.dataset.approval = r.id; ap.appendChild(tr);
   }
   if (!s.approvals.length) ap.appendChild(row(["none pending"]));
   $("audit").textContent = s.audit.configured ? JSON.stringify(s.audit) : "no flight recorder configured on this daemon";
