@@ -83,3 +83,29 @@ def test_stream_query_is_checked(served: Served) -> None:
     assert served.request("GET", "/v1/stream?page=-1")[0] == 400
     assert served.request("GET", "/v1/stream?pid=abc")[0] == 400
     assert served.request("GET", "/v1/stream?kind=" + "k" * 100)[0] == 400
+
+
+def test_audit_status_and_metrics_come_from_the_flight_recorder(tmp_path: Path) -> None:
+    from agentos.audit import FlightRecorder
+
+    from .test_approvals_api import PROGRAM, PayNeedsAPerson, _pending
+
+    rec = FlightRecorder.in_memory(b"k" * 32)
+    s = start(tmp_path, policy=PayNeedsAPerson(), audit=rec)
+    try:
+        s.request("POST", "/v1/submit", {"path": s.program(tmp_path, PROGRAM % str(tmp_path / "paid.txt"))})
+        [req] = _pending(s)
+        s.request("POST", f"/v1/approvals/{req['id']}", {"approve": True})
+        end = time.monotonic() + 15
+        while time.monotonic() < end and not (tmp_path / "paid.txt").exists():
+            time.sleep(0.02)
+        [view], _ = _stream(s, "once=1", 1)
+        audit = view["audit"]
+        assert audit["configured"] is True and audit["records"] >= 3 and audit["records"] == rec.seq
+        text = s.request("GET", "/metrics")[1]
+        assert "agentos_audit_records_total" in text and "agentos_audit_commits_total" in text
+    finally:
+        stop(s)
+    from agentos.server.view import audit_view
+
+    assert audit_view(None) == {"configured": False}

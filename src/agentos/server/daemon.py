@@ -84,7 +84,7 @@ class Daemon:
 
     def __init__(self, *, home: Path, port: int = 0, policy: Any = None, quota: Quota | None = None,
                  store: Any = None, record: bool = True, approval_timeout_ms: float = 300_000.0,
-                 kernel: Any = None, narrate: Callable[[str], None] | None = None) -> None:
+                 kernel: Any = None, narrate: Callable[[str], None] | None = None, audit: Any = None) -> None:
         from .. import Kernel
         from ..policy.approvals import ApprovalChannel
         from .policy import SubmissionPolicy
@@ -96,7 +96,7 @@ class Daemon:
         self.approvals.outside += 1  # the control API answers approvals
         self.policy = SubmissionPolicy(policy)
         self.kernel = kernel if kernel is not None else Kernel(policy=self.policy, approvals=self.approvals,
-                                                               event_batch=256)
+                                                               audit=audit, event_batch=256)
         from .metrics import Folder
 
         self.hub = EventHub()

@@ -100,6 +100,11 @@ def collect(daemon: Any) -> Iterator[Any]:
     yield CounterMetricFamily("agentos_approvals_answered", "Approval requests answered",
                               value=daemon.approvals.answered)
     yield GaugeMetricFamily("agentos_capabilities_live", "Live capabilities", value=snap["caps_live"])
+    audit = getattr(k, "audit", None)
+    if audit is not None and isinstance(getattr(audit, "commits", None), int):
+        yield CounterMetricFamily("agentos_audit_commits", "Flight-recorder group commits", value=audit.commits)
+        yield CounterMetricFamily("agentos_audit_records", "Flight-recorder records written",
+                                  value=getattr(audit, "seq", 0))
 
 
 def exposition(daemon: Any) -> tuple[bytes, str]:

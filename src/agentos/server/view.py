@@ -20,6 +20,23 @@ def _budget(row: dict[str, Any]) -> dict[str, Any]:
     return {res: {"used": u.get(res), "left": rem.get(res)} for res in ("tokens", "tool_calls", "usd")}
 
 
+def audit_view(audit: Any) -> dict[str, Any]:
+    """The flight recorder's state: records written and durable, commits, the latest signed
+    checkpoint's size, checkpoint errors; `configured: false` without one."""
+    if audit is None:
+        return {"configured": False}
+    out: dict[str, Any] = {"configured": True}
+    for name, attr in (("records", "seq"), ("durable", "durable"), ("commits", "commits"),
+                       ("checkpoint_errors", "checkpoint_errors")):
+        v = getattr(audit, attr, None)
+        if isinstance(v, int):
+            out[name] = v
+    latest = getattr(audit, "latest", None)
+    size = getattr(latest, "size", None) if latest is not None else None
+    out["last_checkpoint_size"] = size if isinstance(size, int) else None
+    return out
+
+
 def dashboard_view(daemon: Any, *, q: str = "", page: int = 0, size: int = MAX_ROWS, pid: int | None = None,
                    kind: str | None = None) -> dict[str, Any]:
     """The dashboard's state for one client's query."""
@@ -35,13 +52,7 @@ def dashboard_view(daemon: Any, *, q: str = "", page: int = 0, size: int = MAX_R
     total = len(rows)
     shown = rows[page * size:(page + 1) * size]
     events, _ = daemon.hub.since(max(0, daemon.hub.last_seq - 5000), pid=pid, kind=kind)
-    audit = k.audit
-    audit_status: dict[str, Any] = {"configured": audit is not None}
-    if audit is not None:
-        for attr in ("committed", "last_verified", "checkpoints"):
-            v = getattr(audit, attr, None)
-            if isinstance(v, (int, float, str)) or v is None:
-                audit_status[attr] = v
+    audit_status = audit_view(k.audit)
     fold = daemon.folder
     top = sorted(fold.cost_by_name.items(), key=lambda kv: -kv[1])[:10]
     return {
