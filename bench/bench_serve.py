@@ -3,6 +3,8 @@ with nobody watching, and in the daemon while a client scrapes /metrics every 10
 dashboard client holds the live stream open. Wall time of the loop as the program
 measures it on the kernel's real clock (plain: around `run`); best of `reps`.
 
+The served kernel also records its run (to a memory store) and keeps the daemon's event
+ring, which the plain kernel does not: the figure is the whole cost of being served.
 Skips when starlette/uvicorn are not installed.
 """
 from __future__ import annotations
