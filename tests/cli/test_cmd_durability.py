@@ -62,7 +62,8 @@ def test_events_filters(home: tuple[Path, str]) -> None:
     r = runner.invoke(app, ["events", "cli-run", "--pid", "2", "--kind", "exit", "--json"])
     assert r.exit_code == 0, r.output
     lines = [json.loads(x) for x in r.output.splitlines()]
-    assert len(lines) == 1 and lines[0][2] == 2 and lines[0][3] == "exit"
+    assert len(lines) == 1 and lines[0]["pid"] == 2 and lines[0]["kind"] == "exit"
+    assert set(lines[0]) == {"seq", "time", "pid", "kind", "data"}
     r = runner.invoke(app, ["events", "no-such-run"])
     assert r.exit_code == 2 and "no run" in r.output
 
@@ -97,7 +98,7 @@ def test_snapshot_by_replay_then_restore(home: tuple[Path, str]) -> None:
     # and earlier in the run, before the third message arrived
     mid = [e for e in json.loads("[" + ",".join(
         runner.invoke(app, ["events", rid, "--pid", "2", "--kind", "sys", "--json"]).output.splitlines()) + "]")]
-    r = runner.invoke(app, ["snapshot", "2", "--run", rid, "--at", str(mid[3][0]), "-o", str(tmp / "early.json")])
+    r = runner.invoke(app, ["snapshot", "2", "--run", rid, "--at", str(mid[3]["seq"]), "-o", str(tmp / "early.json")])
     assert r.exit_code == 0, r.output
     early = json.loads((tmp / "early.json").read_text())
     assert len(early["memory"]["resident"]) < len(snap["memory"]["resident"])

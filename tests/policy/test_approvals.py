@@ -139,11 +139,14 @@ def test_killed_while_waiting_drops_the_request(calls) -> None:  # type: ignore[
     assert res.value[3] < 60_000 and calls == []
 
 
-async def _http(port: int, method: str, path: str, token: str | None, body: Any = None) -> tuple[int, Any]:
+async def _http(port: int, method: str, path: str, token: str | None, body: Any = None,
+                host: str | None = None) -> tuple[int, Any]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     data = b"" if body is None else json.dumps(body).encode()
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
-    writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    writer.write(f"{method} {path} HTTP/1.1\r\nHost: {host or f'127.0.0.1:{port}'}\r\n{auth}"
+                 f"Content-Type: application/json\r\nConnection: close\r\n"
+                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
     await writer.drain()
     raw = await reader.read()
     writer.close()
@@ -162,6 +165,8 @@ def test_http_endpoint_approves_with_the_operator_token(calls, recorder) -> None
             await asyncio.sleep(0.001)
         no_token = await _http(server.port, "GET", "/approvals", None)
         wrong = await _http(server.port, "POST", f"/approvals/{next(iter(chan.pending))}", "guess", {"approve": True})
+        rebound = await _http(server.port, "GET", "/approvals", server.token, host="evil.example")
+        assert rebound[0] == 421
         listed = await _http(server.port, "GET", "/approvals", server.token)
         rid = listed[1]["pending"][0]["id"]
         bad_id = await _http(server.port, "POST", "/approvals/nope", server.token, {"approve": True})

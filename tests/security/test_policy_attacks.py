@@ -95,8 +95,9 @@ def test_agent_cannot_approve_itself_over_loopback_http(calls) -> None:  # type:
     async def http_post(path: str) -> int:
         reader, writer = await asyncio.open_connection("127.0.0.1", box["port"])
         body = b'{"approve": true}'
-        writer.write(f"POST {path} HTTP/1.1\r\nAuthorization: Bearer agent-guess\r\n"
-                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{box['port']}\r\nAuthorization: Bearer agent-guess\r\n"
+                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                     + body)
         await writer.drain()
         raw = await reader.read()
         writer.close()

@@ -145,7 +145,7 @@ def test_signal_to_the_running_kernel_is_a_shutdown_request(sig):
 
     k, res = boot(init)
     assert res.reason.kind.value == "shutdown", res.reason
-    assert k.stop_signal == sig.name
+    assert k.stop_requested == sig.name
     assert any(e.kind == "shutdown_request" for e in k.events.events())
     assert k.accounts.open_count == 0
     assert signal.getsignal(sig) is before

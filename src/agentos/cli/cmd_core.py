@@ -1,8 +1,6 @@
 """Core commands: run a program, list syscalls, run the benchmark suite."""
 from __future__ import annotations
 
-import importlib.util
-import inspect
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -12,19 +10,16 @@ import typer
 
 def load_program(path: Path) -> Any:
     """Import a program file. It defines `init` (async def init(sys, args)); optionally
-    `setup(kernel)` to register drivers, `GRANT` (device names), `QUOTA`, `ARGS`, `POLICY`."""
-    if not path.exists():
-        raise typer.BadParameter(f"{path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"agentos_program_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise typer.BadParameter(f"{path} is not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    init = getattr(module, "init", None)
-    if init is None or not inspect.iscoroutinefunction(init):
-        raise typer.BadParameter(f"{path} must define `async def init(sys, args)`")
-    return module
+    `setup(kernel)` to register drivers, `GRANT` (device names), `QUOTA`, `ARGS`, `POLICY`.
+    A program that fails to import is one line on stderr (file:line: error), exit 2."""
+    from ..server.program import ProgramError
+    from ..server.program import load_program as load
+
+    try:
+        return load(path)
+    except ProgramError as e:
+        typer.echo(f"agentctl: {e}", err=True)
+        raise typer.Exit(2) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -53,6 +48,8 @@ def register(app: typer.Typer) -> None:
                 help="VirtualClock and seeded refs (replays byte for byte), or the wall clock"),
             seed: int = typer.Option(0, help="seed for deterministic mode"),
             record: bool = typer.Option(True, help="record the run in the default store ($AGENTOS_HOME)"),
+            trace: Optional[bool] = typer.Option(
+                None, "--trace/--no-trace", help="OpenTelemetry traces (default: on when OTEL_EXPORTER_OTLP_ENDPOINT is set)"),
             narrate: bool = typer.Option(True, help="print what processes do as they do it")) -> None:
         """Boot a kernel with FILE's `init`, then print a process table and a summary.
 
@@ -87,15 +84,30 @@ def register(app: typer.Typer) -> None:
             k.policy = policy
         kw = dict(grant=list(getattr(module, "GRANT", [])), quota=getattr(module, "QUOTA", None),
                   args=getattr(module, "ARGS", None))
+        tracing = maybe_trace(k, trace)
         run_id = None
         if record:
-            from ..store import recorded
+            from ..store import open_default_store, recorded
 
-            with recorded(k, file.stem) as run_id:
-                res = k.run(module.init, **kw)
+            st = open_default_store()
+            try:
+                with recorded(k, file.stem, st) as run_id:
+                    res = run_interruptibly(k, module.init, kw)
+                if k.stop_requested:
+                    st.update_run(run_id, status="interrupted", summary={
+                        "exit": str(res.reason), "stopped_by": k.stop_requested})
+            finally:
+                st.close()
         else:
-            res = k.run(module.init, **kw)
+            res = run_interruptibly(k, module.init, kw)
+        if tracing is not None:
+            tracing.shutdown()
         console.print(history_table(history, title=f"processes of {file.name}"))
+        if k.stop_requested:
+            console.print(f"[bold yellow]interrupted[/] by {k.stop_requested}: every process was stopped and "
+                          f"driver calls in flight were cancelled"
+                          + (f"; run {run_id} recorded as interrupted" if run_id else ""))
+            raise typer.Exit(143 if k.stop_requested == "SIGTERM" else 130)
         m = k.metrics()
         console.print(f"[bold]init[/] ended [{exit_style(str(res.reason))}]{untrusted(str(res.reason))}[/]"
                       f"{'' if res.value is None else ' → ' + untrusted(repr(res.value), 200)}")
@@ -123,6 +135,51 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(int(e.code or 0))
         finally:
             sys.argv = old
+
+
+def maybe_trace(k: Any, trace: bool | None) -> Any:
+    """Trace `k` with OpenTelemetry (GenAI conventions) when asked, or by default when
+    OTEL_EXPORTER_OTLP_ENDPOINT is set; returns the provider to shut down, or None. Prompt
+    text is recorded only with OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true."""
+    import os
+
+    if trace is None:
+        trace = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    if not trace:
+        return None
+    try:
+        from ..telemetry import GenAITracer, configure_tracing
+
+        provider = configure_tracing()
+    except ImportError as e:
+        typer.echo(f"agentctl: tracing needs the otel extra (pip install 'agentos[otel]'): {e}", err=True)
+        raise typer.Exit(2) from None
+    capture = os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "").lower() == "true"
+    k.add_observer(GenAITracer(provider, capture_content=capture))
+    return provider
+
+
+def run_interruptibly(k: Any, init: Any, kw: dict[str, Any]) -> Any:
+    """`k.run(init, **kw)`, with Ctrl-C and SIGTERM stopping the kernel cleanly: the
+    signal handler only asks the kernel to stop (`request_stop`), and the kernel ends every
+    process and cancels driver calls in flight between two dispatch batches."""
+    import asyncio
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        k.request_stop(signal.Signals(signum).name)
+
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: leave the process's handlers alone
+            pass
+    try:
+        return asyncio.run(k.boot(init, **kw))
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def _policy(path: Path | None, from_program: Any, drivers: Any) -> Any:

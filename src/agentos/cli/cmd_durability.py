@@ -36,14 +36,56 @@ def _run(store: Any, ref: str) -> Any:
         raise typer.Exit(2)
 
 
+def _print_event(e: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n")
+    else:
+        from .render import plain
+
+        data = json.dumps(e["data"], sort_keys=True, ensure_ascii=False)
+        line = f"{e['seq']:>8} {e['time']:>12.3f} {e['pid']:>6} {e['kind']:<12} {data[:160]}"
+        sys.stdout.write(plain(line) + "\n")
+
+
+def _follow(pid: int | None, kind: str | None, limit: int, as_json: bool) -> None:
+    """Stream the daemon's events (`GET /v1/events?follow=1`) until Ctrl-C or the daemon stops."""
+    from urllib.parse import urlencode
+
+    from ..server.client import ApiError
+    from .cmd_serve import EXIT_NO_DAEMON, EXIT_REFUSED, _client
+
+    q = {"follow": "1", **({"pid": str(pid)} if pid is not None else {}), **({"kind": kind} if kind else {})}
+    c = _client()
+    n = 0
+    try:
+        for e in c.stream("/v1/events?" + urlencode(q)):
+            if "gap" in e:
+                typer.echo(f"({e['gap']} events were missed: the daemon's ring moved on)", err=True)
+                continue
+            _print_event(e, as_json)
+            sys.stdout.flush()
+            n += 1
+            if limit and n >= limit:
+                return
+    except KeyboardInterrupt:
+        return
+    except ApiError as err:
+        typer.echo(f"agentctl: {err}", err=True)
+        raise typer.Exit(EXIT_NO_DAEMON if err.status == 0 else EXIT_REFUSED) from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
-    def runs(store: Optional[str] = StoreOpt) -> None:
-        """List stored runs: id, name, status, events, start time."""
+    def runs(store: Optional[str] = StoreOpt,
+             as_json: bool = typer.Option(False, "--json", help="one JSON object per run (fields in docs/operations.md)")) -> None:
+        """List stored runs: id, name, status, events, start time. A run whose kernel died
+        without finishing shows as `crashed`."""
         import datetime as dt
 
         from rich.console import Console
         from rich.table import Table
+
+        from ..store import effective_status
 
         st = _open(store)
         try:
@@ -51,31 +93,43 @@ def register(app: typer.Typer) -> None:
             for col in ("run", "name", "status", "events", "started (UTC)", "exit"):
                 t.add_column(col, no_wrap=col in ("run", "started (UTC)"))
             for r in st.runs():
+                status = effective_status(st, r.run_id, r.status)
+                if as_json:
+                    sys.stdout.write(json.dumps({"run": r.run_id, "name": r.name, "status": status,
+                                                 "events": r.events, "started": r.created_at,
+                                                 "exit": r.summary.get("exit")}, sort_keys=True) + "\n")
+                    continue
                 when = dt.datetime.fromtimestamp(r.created_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-                t.add_row(r.run_id, r.name, r.status, str(r.events), when, str(r.summary.get("exit", "")))
-            Console().print(t)
+                t.add_row(r.run_id, r.name, status, str(r.events), when, str(r.summary.get("exit", "")))
+            if not as_json:
+                Console().print(t)
         finally:
             st.close()
 
     @app.command()
-    def events(run: str, pid: Optional[int] = typer.Option(None, "--pid", help="only this process"),
+    def events(run: Optional[str] = typer.Argument(None, help="a stored run (omit with --follow: the daemon's)"),
+               pid: Optional[int] = typer.Option(None, "--pid", help="only this process"),
                kind: Optional[str] = typer.Option(None, "--kind", help="only this event kind (sys, exit, ...)"),
                limit: int = typer.Option(0, "--limit", help="at most this many (0: all)"),
-               as_json: bool = typer.Option(False, "--json", help="one canonical JSON event per line"),
+               follow: bool = typer.Option(False, "--follow", "-f",
+                                           help="stream the running daemon's events as they happen"),
+               as_json: bool = typer.Option(False, "--json",
+                                            help="one JSON object per line: seq, time, pid, kind, data"),
                store: Optional[str] = StoreOpt) -> None:
-        """Print a run's events (seq, time, pid, kind, data)."""
+        """Print a run's events (seq, time, pid, kind, data); --follow streams the daemon's."""
+        if follow:
+            _follow(pid, kind, limit, as_json)
+            return
+        if run is None:
+            typer.echo("agentctl events: name a run (see `agentctl runs`) or pass --follow", err=True)
+            raise typer.Exit(2)
         st = _open(store)
         try:
             info = _run(st, run)
-            out = sys.stdout
             for n, e in enumerate(st.events(info.run_id, pid=pid, kind=kind)):
                 if limit and n >= limit:
                     break
-                if as_json:
-                    out.write(e.raw.decode() + "\n")
-                else:
-                    data = json.dumps(e.data, sort_keys=True, ensure_ascii=False)
-                    out.write(f"{e.seq:>8} {e.time:>12.3f} {e.pid:>6} {e.kind:<12} {data[:160]}\n")
+                _print_event({"seq": e.seq, "time": e.time, "pid": e.pid, "kind": e.kind, "data": e.data}, as_json)
         finally:
             st.close()
 

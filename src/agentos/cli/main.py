@@ -29,8 +29,17 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import ABI_VERSION, __version__
+
+        typer.echo(f"agentctl (agentos) {__version__}, ABI {ABI_VERSION}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
     """agentos control tool."""
 
 

@@ -27,6 +27,16 @@ def untrusted(value: Any, limit: int = 2000) -> str:
     return escape(s)
 
 
+def plain(value: Any, limit: int = 2000) -> str:
+    """`value` as text safe for a plain terminal: control characters (ANSI escapes) and lone
+    surrogates shown as escapes, at most `limit` characters. No rich markup handling."""
+    s = value if isinstance(value, str) else repr(value)
+    if len(s) > limit:
+        s = s[:limit] + "..."
+    s = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", s)
+    return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def console() -> Console:
     """A console wide enough for our tables even when output is piped."""
     c = Console()
@@ -102,5 +112,10 @@ class Narrator:
                     f"{untrusted(data[2])}")
             elif kind == "signal":
                 out(f"{stamp} [yellow]signal[/] {untrusted(data[0])} → {self.who(pid)} (from {self.who(data[1])})")
+            elif kind == "fault" and isinstance(data, dict):
+                frames = data.get("frames") or []
+                at = f" at {untrusted(frames[-1][0], 300)}:{frames[-1][1]}" if frames else ""
+                out(f"{stamp} [red]fault[/]  {self.who(pid)}: {untrusted(data.get('error'))}: "
+                    f"{untrusted(data.get('message'), 300)}{at}")
             elif kind == "exit":
                 out(f"{stamp} [{exit_style(str(data))}]exit[/]   {self.who(pid)}: {untrusted(str(data))}")

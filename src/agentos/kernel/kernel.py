@@ -53,7 +53,21 @@ from .introspect import Introspection
 from .lifecycle import Lifecycle, _NO_QUOTA, _pin_forever
 from .driverport import driver_port
 from .extend import ExtensionPoints
+from .operate import Operations
 from .observer import BootInfo, Extension, Observer, default_extensions
+
+
+def fault_frames(e: BaseException, limit: int = 20) -> dict[str, Any]:
+    """What a `fault` event keeps of an exception that ended a process: its type, message
+    and the program's frames (file, line, function; innermost last), without the kernel's."""
+    import traceback
+
+    frames = [[f.filename, f.lineno, f.name] for f in traceback.extract_tb(e.__traceback__)
+              if _KERNEL_DIR not in f.filename]
+    return {"error": type(e).__name__, "message": str(e)[:2000], "frames": frames[-limit:]}
+
+
+_KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 @dataclass
@@ -96,7 +110,7 @@ class RunResult:
     pid: int
 
 
-class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
+class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations):
     def __init__(self, config: KernelConfig | None = None, **overrides: Any) -> None:
         cfg = config or KernelConfig()
         for key, val in overrides.items():
@@ -150,7 +164,8 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
         self._dying: list[tuple[Process, ExitReason, Any]] = []
         self._draining = False
         self._running = False
-        self.stop_signal: str | None = None   # SIGINT/SIGTERM received while running
+        self._stop_requested: str | None = None  # request_stop (operate.py): Ctrl-C, SIGTERM
+        self._loop_ref: asyncio.AbstractEventLoop | None = None
         self._external_sources = 0
         self._held_waits = 0               # parked on a person or the recorder (see park)
         self._table: dict[type, tuple[Callable[[Process, Any], Any], int]] = {}
@@ -277,7 +292,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
                 raise KernelError(f"cannot grant device {dev!r}: no such driver (registered: {known})")
         self._running = True
         self._wakeup = asyncio.Event()
-        self.stop_signal = None
+        self._stop_requested = None
         saved = self._catch_signals()
         try:
             proc = self._create(None, init, args, (), quota, False, priority, None, name)
@@ -317,13 +332,9 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
 
         if threading.current_thread() is not threading.main_thread():
             return {}
-        loop = asyncio.get_running_loop()
-        wakeup = self._wakeup
 
         def on_signal(signum: int, frame: Any) -> None:
-            self.stop_signal = signal.Signals(signum).name
-            if wakeup is not None:
-                loop.call_soon_threadsafe(wakeup.set)
+            self.request_stop(signal.Signals(signum).name)
 
         saved: dict[int, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -332,12 +343,6 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
             except (ValueError, OSError):  # pragma: no cover - not the main interpreter
                 pass
         return saved
-
-    def _stop_requested(self) -> None:
-        """A SIGINT or SIGTERM arrived: end init with `shutdown`; teardown does the rest."""
-        assert self.init is not None
-        self.events.emit(KERNEL_PID, "shutdown_request", self.stop_signal)
-        self.terminate(self.init, SHUTDOWN)
 
     def run(self, init: Any, **kw: Any) -> RunResult:
         """Synchronous `boot`, for scripts and tests."""
@@ -356,9 +361,11 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
         assert init is not None and self._wakeup is not None
         wakeup = self._wakeup
         switch_batch = self.config.switch_batch
+        self._loop_ref = asyncio.get_running_loop()
         while init.state is not EXITED:
-            if self.stop_signal is not None:
-                self._stop_requested()
+            if self._stop_requested is not None:
+                self.events.emit(KERNEL_PID, "shutdown_request", self._stop_requested)
+                self.terminate(init, ExitReason(ExitKind.SHUTDOWN, self._stop_requested))
                 break
             busy = self._run_ready(switch_batch)
             if init.state is EXITED:
@@ -370,6 +377,8 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
                         self.replay_io.tick(self.io_tick, idle=False)
                     else:
                         await asyncio.sleep(0)
+                elif self._external_sources:
+                    await asyncio.sleep(0)  # a served kernel keeps answering its control API
                 continue
             # idle: nothing runnable
             due = self.timers.next_due()
@@ -495,6 +504,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints):
                 except BaseException as e:
                     # whatever the body raised (KeyboardInterrupt, SystemExit included) is the
                     # process's own: a real Ctrl-C reaches the kernel through its signal handler
+                    self._append((self._now(), proc.pid, "fault", fault_frames(e)))
                     terminate(proc, fault(_exc_text(e)))
                     break
                 entry = table.get(type(req))

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 from .base import DURABILITY_MODES, NoSuchRun, RunInfo, Store, StoredEvent, StoreError, resolve
 from .memory import MemoryStore
+from .owners import effective_status
 from .recorder import Recording, record_run
 
 
@@ -79,6 +80,7 @@ def __getattr__(name: str) -> Any:  # the SQL backends load lazily
     raise AttributeError(name)
 
 
-__all__ = ["DURABILITY_MODES", "MemoryStore", "PostgresStore", "Recording", "RunInfo", "SqliteStore", "Store",
-           "NoSuchRun", "StoreError", "StoredEvent", "agentos_home", "open_default_store", "open_store", "record_run",
+__all__ = ["DURABILITY_MODES", "MemoryStore", "NoSuchRun", "PostgresStore", "Recording", "RunInfo", "SqliteStore",
+           "Store", "StoreError", "StoredEvent", "agentos_home", "effective_status", "open_default_store", "open_store",
+           "record_run",
            "recorded", "resolve"]

@@ -83,10 +83,13 @@ class Recording(Observer):
         self.store.update_run(self.run_id, meta=self.meta)
 
     def finish(self, exit_reason: str) -> None:
+        from .owners import release
+
         self.finished = True
         self.store.update_run(self.run_id, status="finished", summary={
             "exit": exit_reason, "events": self.kernel.events.seq,
             "journal": self._journal_n})
+        release(self.store, self.run_id)
 
     def checkpoint(self, proc: "Process") -> None:
         """SIGUSR1: write the process's portable snapshot to the store. No label: the
@@ -109,7 +112,10 @@ def record_run(kernel: "Kernel", store: "Store", name: str, *, run_id: str | Non
         raise KernelError("record_run: a replaying kernel is not recorded (its run is already stored)")
     if kernel.journal is None:
         raise KernelError("record_run: this kernel keeps no journal (record=False); it could not be replayed")
+    from .owners import claim
+
     rec = Recording(kernel, store, name, run_id, message_events=message_events)
+    claim(store, rec.run_id)  # `agentctl runs` tells a live run from one whose kernel died
     kernel.add_observer(rec)
     kernel.driver_shared["recording"] = rec  # drivers that keep per-run state find the run here
     return rec.run_id

@@ -1,0 +1,312 @@
+"""Operating a live kernel: serve, submit, ps, top, kill/stop/cont/term, budget, logs,
+approvals.
+
+`agentctl serve` runs the daemon (agentos.server); every other command here talks to it
+over its HTTP API, finding it through `$AGENTOS_HOME/serve.json` and its bearer token in
+`$AGENTOS_HOME/serve.token`. Every command takes `--json`; the field names are listed in
+docs/operations.md. Exit codes: 0 done, 1 the daemon refused (one line on stderr says
+why), 2 bad usage, 3 no daemon reachable.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+EXIT_REFUSED = 1
+EXIT_NO_DAEMON = 3
+
+JsonOpt = typer.Option(False, "--json", help="print JSON (fields in docs/operations.md)")
+
+
+def _home() -> Path:
+    from ..store import agentos_home
+
+    return agentos_home()
+
+
+def _client() -> Any:
+    from ..server import Client, TokenError
+
+    try:
+        return Client(_home())
+    except TokenError as e:
+        typer.echo(f"agentctl: {e}", err=True)
+        raise typer.Exit(EXIT_NO_DAEMON) from None
+
+
+def _call(fn: Any, *args: Any) -> Any:
+    from ..server.client import ApiError
+
+    try:
+        return fn(*args)
+    except ApiError as e:
+        typer.echo(f"agentctl: {e}", err=True)
+        raise typer.Exit(EXIT_NO_DAEMON if e.status == 0 else EXIT_REFUSED) from None
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def _quota(tokens: Optional[int], tool_calls: Optional[int], usd: Optional[float],
+           wall_ms: Optional[float]) -> dict[str, Any] | None:
+    q = {k: v for k, v in (("tokens", tokens), ("tool_calls", tool_calls), ("usd", usd), ("wall_ms", wall_ms))
+         if v is not None}
+    for k, v in q.items():
+        if v != v or v in (float("inf"), float("-inf")) or v < 0:
+            typer.echo(f"agentctl: --{k.replace('_', '-')} must be a finite non-negative number, got {v}", err=True)
+            raise typer.Exit(2)
+    return q or None
+
+
+def _tree(rows: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """Rows in tree order with their depth (children under their parent)."""
+    by_parent: dict[int, list[dict[str, Any]]] = {}
+    pids = {r["pid"] for r in rows}
+    for r in rows:
+        by_parent.setdefault(r["parent"] if r["parent"] in pids else 0, []).append(r)
+    out: list[tuple[int, dict[str, Any]]] = []
+    stack = [(0, r) for r in sorted(by_parent.get(0, []), key=lambda r: -r["pid"])]
+    while stack:
+        depth, r = stack.pop()
+        out.append((depth, r))
+        for c in sorted(by_parent.get(r["pid"], []), key=lambda r: -r["pid"]):
+            stack.append((depth + 1, c))
+    return out
+
+
+def _ps_table(rows: list[dict[str, Any]], title: str) -> Any:
+    from rich.table import Table
+
+    from .render import untrusted
+
+    def left(rem: Any) -> str:
+        return "∞" if rem is None else str(rem)
+
+    t = Table(title=title)
+    for col in ("pid", "name", "state", "wait", "prio", "tokens used/left", "tool calls used/left", "usd used/left"):
+        t.add_column(col)
+    for depth, r in _tree(rows):
+        u, rem = r["used"], r["remaining"]
+        t.add_row(str(r["pid"]), "  " * depth + untrusted(r["name"], 60), r["state"], str(r["wait"] or ""),
+                  str(r["priority"]), f"{u['tokens']}/{left(rem['tokens'])}",
+                  f"{u['tool_calls']}/{left(rem['tool_calls'])}",
+                  f"{u['usd']:.6f}/{left(rem['usd'])}")
+    return t
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(port: int = typer.Option(0, help="TCP port on 127.0.0.1 (0: any free port)"),
+              allow_all: bool = typer.Option(False, "--allow-all", help="allow every action (no policy)"),
+              policy_file: Optional[Path] = typer.Option(None, "--policy", help="policy file"),
+              tokens: Optional[int] = typer.Option(None, help="the daemon's token budget"),
+              tool_calls: Optional[int] = typer.Option(None, "--tool-calls", help="the daemon's tool-call budget"),
+              usd: Optional[float] = typer.Option(None, help="the daemon's dollar budget"),
+              record: bool = typer.Option(True, help="record to the default store ($AGENTOS_HOME)"),
+              trace: Optional[bool] = typer.Option(
+                  None, "--trace/--no-trace",
+                  help="OpenTelemetry traces (default: on when OTEL_EXPORTER_OTLP_ENDPOINT is set)")) -> None:
+        """Run a long-lived kernel with a control API and dashboard on 127.0.0.1.
+
+        Programs are started with `agentctl submit FILE`. Ctrl-C or SIGTERM stops it: every
+        process ends, driver calls in flight are cancelled, and the run is recorded as
+        interrupted."""
+        import asyncio
+
+        from .. import AllowAll, Quota
+        from ..server import Daemon, TokenError
+        from .cmd_core import _policy, maybe_trace
+        from .render import console as render_console
+        from .strict import CliNoPolicy
+
+        con = render_console()
+        q = _quota(tokens, tool_calls, usd, None)
+        try:
+            policy = AllowAll() if allow_all else (_policy(policy_file, None, {}) or CliNoPolicy("serve"))
+            daemon = Daemon(home=_home(), port=port, policy=policy, quota=Quota(**q) if q else None, record=record)
+        except (TokenError, OSError) as e:
+            typer.echo(f"agentctl serve: {e}", err=True)
+            raise typer.Exit(1) from None
+
+        tracing = maybe_trace(daemon.kernel, trace)
+
+        def ready(d: Any) -> None:
+            con.print(f"agentos daemon on [bold]{d.url}[/] (run {d.run_id or 'not recorded'})")
+            con.print(f"dashboard: {d.url}/#token=<the token in {_home() / 'serve.token'}>")
+            con.print("agentctl submit FILE | ps | top | kill PID | events --follow; Ctrl-C stops")
+
+        try:
+            asyncio.run(daemon.serve(on_ready=ready))
+        except OSError as e:
+            typer.echo(f"agentctl serve: {e}", err=True)
+            raise typer.Exit(1) from None
+        if tracing is not None:
+            tracing.shutdown()
+        rows = daemon.kernel.metrics()
+        con.print(f"daemon stopped ({daemon.stopping or 'root ended'}): {rows['spawned']} processes, "
+                  f"{rows['syscalls_total']} syscalls, {rows['tokens']} tokens, {rows['tool_calls']} tool calls"
+                  + (f"; run {daemon.run_id} recorded as interrupted" if daemon.run_id and daemon.stopping else ""))
+        raise typer.Exit(130 if daemon.stopping == "SIGINT" else 0)
+
+    @app.command()
+    def submit(file: Path = typer.Argument(..., help="a program file defining `async def init(sys, args)`"),
+               name: Optional[str] = typer.Option(None, help="process name (default: the file's stem)"),
+               args: Optional[str] = typer.Option(None, help="JSON args for init"),
+               tokens: Optional[int] = typer.Option(None, help="token budget (narrows the daemon's)"),
+               tool_calls: Optional[int] = typer.Option(None, "--tool-calls", help="tool-call budget"),
+               usd: Optional[float] = typer.Option(None, help="dollar budget"),
+               wall_ms: Optional[float] = typer.Option(None, "--wall-ms", help="wall-clock budget in ms"),
+               priority: Optional[int] = typer.Option(None, help="scheduling priority"),
+               as_json: bool = JsonOpt) -> None:
+        """Start FILE's `init` in the running daemon, as a child of its root."""
+        body: dict[str, Any] = {"path": str(file.resolve())}
+        if args is not None:
+            try:
+                body["args"] = json.loads(args)
+            except ValueError as e:
+                typer.echo(f"agentctl submit: --args is not JSON: {e}", err=True)
+                raise typer.Exit(2) from None
+        q = _quota(tokens, tool_calls, usd, wall_ms)
+        if q:
+            body["quota"] = q
+        if name is not None:
+            body["name"] = name
+        if priority is not None:
+            body["priority"] = priority
+        got = _call(_client().post, "/v1/submit", body)
+        if as_json:
+            _print_json(got)
+        else:
+            typer.echo(f"started pid {got['pid']} ({got['name']})")
+
+    @app.command()
+    def ps(as_json: bool = JsonOpt) -> None:
+        """The daemon's processes as a tree: state, wait, priority, budget used/left."""
+        got = _call(_client().get, "/v1/ps")
+        if as_json:
+            _print_json(got)
+            return
+        from .render import console
+
+        console().print(_ps_table(got["processes"], "agentos ps"))
+
+    @app.command()
+    def top(interval: float = typer.Option(1.0, help="seconds between refreshes"),
+            iterations: int = typer.Option(0, help="stop after this many refreshes (0: until Ctrl-C)"),
+            as_json: bool = JsonOpt) -> None:
+        """A live `ps`, refreshing (Ctrl-C to leave). With --json: one snapshot per line."""
+        if not (interval == interval) or not 0.05 <= interval <= 3600:
+            typer.echo("agentctl top: --interval must be between 0.05 and 3600 seconds", err=True)
+            raise typer.Exit(2)
+        c = _client()
+        n = 0
+        try:
+            if as_json:
+                while True:
+                    _print_json({"time": time.time(), **_call(c.get, "/v1/ps")})
+                    sys.stdout.flush()
+                    n += 1
+                    if iterations and n >= iterations:
+                        return
+                    time.sleep(interval)
+            from rich.live import Live
+
+            from .render import console
+
+            with Live(console=console(), auto_refresh=False) as live:
+                while True:
+                    rows = _call(c.get, "/v1/ps")["processes"]
+                    live.update(_ps_table(rows, f"agentos top ({len(rows)} processes)"), refresh=True)
+                    n += 1
+                    if iterations and n >= iterations:
+                        return
+                    time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+    def _signal_cmd(sig: str, doc: str) -> None:
+        def cmd(pid: int = typer.Argument(..., help="process id"), as_json: bool = JsonOpt) -> None:
+            got = _call(_client().post, f"/v1/procs/{pid}/signal", {"signal": sig})
+            if as_json:
+                _print_json(got)
+            else:
+                typer.echo(f"SIG{sig} → pid {pid}")
+        cmd.__doc__ = doc
+        app.command(name=sig.lower() if sig != "CONT" else "cont")(cmd)
+
+    _signal_cmd("KILL", "Kill process PID now (SIGKILL): its resources are returned, its children end.")
+    _signal_cmd("STOP", "Suspend process PID (SIGSTOP) until `agentctl cont PID`.")
+    _signal_cmd("CONT", "Resume a suspended process (SIGCONT).")
+    _signal_cmd("TERM", "Ask process PID to end (SIGTERM, delivered as a message it can handle).")
+
+    @app.command()
+    def budget(pid: int = typer.Argument(..., help="process id"), as_json: bool = JsonOpt) -> None:
+        """A process's budget: used and remaining per resource."""
+        got = _call(_client().get, f"/v1/procs/{pid}/budget")
+        if as_json:
+            _print_json(got)
+            return
+        for res in got["used"]:
+            rem = got["remaining"].get(res)
+            typer.echo(f"{res:12} used {got['used'][res]}  left {'unlimited' if rem is None else rem}")
+
+    @app.command()
+    def logs(pid: int = typer.Argument(..., help="process id"), as_json: bool = JsonOpt) -> None:
+        """A process's log lines, faults (with file:line) and exit, from the daemon."""
+        from .render import plain
+
+        got = _call(_client().get, f"/v1/procs/{pid}/logs")
+        for e in got["events"]:
+            if as_json:
+                _print_json(e)
+                continue
+            d = e["data"]
+            if e["kind"] == "log" and isinstance(d, list) and len(d) >= 2:
+                line = f"{d[0]}: {d[1]}"
+            else:
+                line = f"{e['kind']}: {json.dumps(d, ensure_ascii=False)[:400]}"
+            typer.echo(f"{e['time']:>12.1f}ms {plain(line, 2000)}")
+
+    @app.command()
+    def approvals(approve: Optional[str] = typer.Option(None, "--approve", help="approve the request with this id"),
+                  deny: Optional[str] = typer.Option(None, "--deny", help="deny the request with this id"),
+                  as_json: bool = JsonOpt) -> None:
+        """List pending approval requests, or answer one (--approve ID / --deny ID)."""
+        c = _client()
+        if approve and deny:
+            typer.echo("agentctl approvals: give --approve or --deny, not both", err=True)
+            raise typer.Exit(2)
+        if approve or deny:
+            rid = approve or deny
+            got = _call(c.post, f"/v1/approvals/{rid}", {"approve": bool(approve)})
+            if as_json:
+                _print_json(got)
+            else:
+                typer.echo(f"{'approved' if approve else 'denied'} {rid}")
+            return
+        got = _call(c.get, "/v1/approvals")
+        if as_json:
+            _print_json(got)
+            return
+        from .render import plain
+
+        if not got["pending"]:
+            typer.echo("no pending approvals")
+        for r in got["pending"]:
+            typer.echo(plain(f"{r.get('id')}  pid {r.get('pid')} ({r.get('process')}) wants {r.get('action')} "
+                             f"{json.dumps(r.get('args'), ensure_ascii=False)[:200]}  rule {r.get('rule')}", 600))
+
+    @app.command(name="shutdown")
+    def shutdown_daemon(as_json: bool = JsonOpt) -> None:
+        """Stop the running daemon (as Ctrl-C on `agentctl serve` does)."""
+        got = _call(_client().post, "/v1/stop", {})
+        if as_json:
+            _print_json(got)
+        else:
+            typer.echo("daemon stopping")

@@ -1,0 +1,106 @@
+"""The dashboard in a real browser: Debian's headless Chromium driven by Playwright (the
+system browser, never a downloaded one). The page shows a process appear, approves a
+pending request, kills a process, saves a screenshot, and shows agent-written markup as
+text."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from agentos import Decision
+
+from .conftest import Served, start, stop
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [
+    pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                       reason="Debian's chromium is not installed: run scripts/setup-system.sh"),
+]
+ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--no-first-run"]
+
+EVIL = "<script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">"
+
+PROGRAM = '''
+from agentos.drivers.tools import ToolsDriver, tool
+
+@tool()
+def pay(amount: int) -> str:
+    return f"paid {amount}"
+
+def setup(k):
+    k.register_driver(ToolsDriver([pay]))
+
+GRANT = ["tools"]
+
+async def init(sys, args):
+    await sys.log("info", %r)
+    h = await sys.open("tools")
+    got = await sys.read(h, {"tool": "pay", "args": {"amount": 7}})
+    await sys.log("info", got)
+    while True:
+        await sys.sleep(50)
+''' % EVIL
+
+
+class PayNeedsAPerson:
+    def check(self, pid: int, action: str, args: object, *, dry_run: bool = False) -> Decision:
+        if action == "tools.pay":
+            return Decision(False, "pay-gate", "a person approves payments", effect="approve")
+        return Decision(True, "ok")
+
+
+@pytest.fixture
+def browser():  # type: ignore[no-untyped-def]
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.mark.slow
+def test_dashboard_shows_approves_kills_and_escapes(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    s: Served = start(tmp_path, policy=PayNeedsAPerson())
+    try:
+        page = browser.new_page()
+        page.goto(f"{s.d.url}/#token={s.d.token}")
+        page.wait_for_selector(f'tr[data-pid="{s.d.root_pid}"]', timeout=15000)
+        st, got = s.request("POST", "/v1/submit", {"path": s.program(tmp_path, PROGRAM, "payer"), "name": EVIL})
+        assert st == 201, got
+        pid = got["pid"]
+        row = page.wait_for_selector(f'tr[data-pid="{pid}"]', timeout=15000)
+        assert EVIL in row.inner_text()                      # shown as text
+        page.wait_for_selector('tr[data-kind="log"]', timeout=15000)
+        assert page.evaluate("window.pwned") is None           # and never run
+        assert page.locator("script").count() == 1             # only the page's own
+        approve = page.wait_for_selector('[data-testid^="approve-"]', timeout=15000)
+        approve.click()
+        page.wait_for_function("() => !document.querySelector('[data-approval]')", timeout=15000)
+        page.wait_for_function("() => [...document.querySelectorAll('tr[data-kind=\"log\"]')]"
+                               ".some(r => r.textContent.includes('paid 7'))", timeout=15000)
+        page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+        assert (tmp_path / "dashboard.png").stat().st_size > 1000
+        page.click(f'[data-testid="kill-{pid}"]')
+        page.wait_for_selector(f'tr[data-pid="{pid}"]', state="detached", timeout=15000)
+        assert pid not in {r["pid"] for r in s.request("GET", "/v1/ps")[1]["processes"]}
+        assert page.evaluate("window.pwned") is None
+    finally:
+        stop(s)
+
+
+@pytest.mark.slow
+def test_a_page_without_the_token_sees_no_data(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    s = start(tmp_path)
+    try:
+        page = browser.new_page()
+        page.goto(s.d.url + "/")
+        page.wait_for_function("() => document.getElementById('status').textContent.includes('401')", timeout=15000)
+        assert page.locator("tr[data-pid]").count() == 0
+    finally:
+        stop(s)
