@@ -63,11 +63,22 @@ def fault_frames(e: BaseException, limit: int = 20) -> dict[str, Any]:
     import traceback
 
     frames = [[f.filename, f.lineno, f.name] for f in traceback.extract_tb(e.__traceback__)
-              if _KERNEL_DIR not in f.filename]
-    return {"error": type(e).__name__, "message": str(e)[:2000], "frames": frames[-limit:]}
+              if not _outside_the_program(f.filename)]
+    try:
+        message = str(e)[:2000]
+    except BaseException:  # noqa: BLE001 - a hostile __str__ must not escape the kernel
+        message = f"<{type(e).__name__} whose message cannot be shown>"
+    return {"error": type(e).__name__, "message": message, "frames": frames[-limit:]}
 
 
-_KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PROGRAM_DIRS = tuple(os.path.join(_PACKAGE_DIR, d) + os.sep for d in ("userland", "services"))
+
+
+def _outside_the_program(filename: str) -> bool:
+    """Frames of the kernel and its drivers are not the program's: a replay, which calls no
+    driver, would not have them (agent libraries in userland run in the process and stay)."""
+    return filename.startswith(_PACKAGE_DIR + os.sep) and not filename.startswith(_PROGRAM_DIRS)
 
 
 @dataclass
