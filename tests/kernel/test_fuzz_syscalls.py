@@ -350,6 +350,8 @@ def test_hostile_syscalls_keep_every_promise(reqs: list[Any], plan: list[Any]) -
 
 
 @pytest.mark.slow
+@pytest.mark.live_only(reason="every example already runs twice and compares the bystanders; its "
+                              "quick twin above runs record-then-replay as well")
 @settings(max_examples=2_000, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 @given(reqs=attack(), plan=DRIVER_PLAN)
