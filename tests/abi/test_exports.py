@@ -72,9 +72,13 @@ PUBLIC: dict[str, set[str]] = {
     },
     "agentos.store": {
         "DURABILITY_MODES", "MemoryStore", "NoSuchRun", "PostgresStore", "Recording", "RunInfo", "SqliteStore", "Store",
-        "StoreError", "StoredEvent", "agentos_home", "open_default_store", "open_store", "record_run",
-        "recorded", "resolve",
+        "StoreError", "StoredEvent", "agentos_home", "effective_status", "open_default_store", "open_store",
+        "record_run", "recorded", "resolve",
     },
+    "agentos.server": {
+        "Client", "Daemon", "TokenError", "load_or_create_token", "make_app", "read_state", "read_token",
+    },
+    "agentos.telemetry": {"GenAITracer", "configure_tracing"},
     "agentos.userland": {
         "AddResult", "CallTimeout", "Candidate", "ChildSpec", "Contains", "Distillation", "Distiller",
         "EvolveResult", "ExactMatch", "ExpertAnswer", "ExpertOptions", "ForgeBrief", "Forged", "FunctionScorer",
