@@ -132,11 +132,14 @@ class MCPDriver(Driver):
             known = ", ".join(sorted(self.tools)) or "none"
             raise ToolError(f"{self.name}: unknown tool {tool!r} (server {self.server_name!r} has: {known})")
         if t is not None:
-            errors = sorted(t._validator.iter_errors(args), key=lambda e: list(e.path))
-            if errors:
-                detail = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:3])
-                raise ToolError(f"{self.name}.{tool}: bad arguments: {detail}")
+            self._check_args(tool, t, args)
         return self.cost
+
+    def _check_args(self, tool: str, t: Any, args: dict[str, Any]) -> None:
+        errors = sorted(t._validator.iter_errors(args), key=lambda e: list(e.path))
+        if errors:
+            detail = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:3])
+            raise ToolError(f"{self.name}.{tool}: bad arguments: {detail}")
 
     def _shape(self, req: Any) -> tuple[str, dict[str, Any]]:
         if not isinstance(req, dict) or not isinstance(req.get("tool"), str):
@@ -170,10 +173,7 @@ class MCPDriver(Driver):
         if t is None:
             known = ", ".join(sorted(self.tools)) or "none"
             raise ToolError(f"{self.name}: unknown tool {tool!r} (server {self.server_name!r} has: {known})")
-        errors = sorted(t._validator.iter_errors(args), key=lambda e: list(e.path))
-        if errors:
-            detail = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:3])
-            raise ToolError(f"{self.name}.{tool}: bad arguments: {detail}")
+        self._check_args(tool, t, args)
         assert self._loop is not None
         fut = asyncio.run_coroutine_threadsafe(self._remote_call(client, tool, args), self._loop)
         try:
