@@ -71,14 +71,7 @@ class Tool:
         self._validator = cls(self.schema)
 
     def classify(self, args: dict[str, Any]) -> Effect:
-        eff = self.effect
-        if callable(eff):
-            try:
-                out = eff(args)
-            except Exception:
-                return "unknown"
-            return out if out in EFFECTS else "unknown"
-        return eff
+        return classify_effect(self.effect, args)
 
     def spec(self) -> dict[str, Any]:
         """OpenAI-style function description, for LLM tool calling."""
@@ -96,14 +89,20 @@ class ServedTool:
     effect: Effect | Callable[[dict[str, Any]], Effect] = "read_write"
 
     def classify(self, args: dict[str, Any]) -> Effect:
-        eff = self.effect
-        if callable(eff):
-            try:
-                out = eff(args)
-            except Exception:
-                return "unknown"
-            return out if out in EFFECTS else "unknown"
-        return eff
+        return classify_effect(self.effect, args)
+
+
+def classify_effect(effect: Any, args: dict[str, Any]) -> Effect:
+    """A tool's effect for these arguments: its declared word, or what its classifier says
+    (a classifier that raises or answers something unknown gives "unknown", which policy
+    refuses under read_only rules)."""
+    if callable(effect):
+        try:
+            out = effect(args)
+        except Exception:
+            return "unknown"
+        return out if out in EFFECTS else "unknown"
+    return effect
 
 
 def check_effect(owner: str, tool_name: str, effect: Any) -> None:
