@@ -129,3 +129,19 @@ def _a_snapshot() -> str:
 
 async def _idle_image(sys, args):
     await sys.recv()
+
+
+def test_one_damaged_page_no_write_touches_is_refused_at_open(stores, tmp_path):
+    """Damage far from where the next write lands (one interior page of the events table)
+    is still found: the store is checked before it accepts a write, so a run recorded into
+    it cannot succeed and bury the damage."""
+    path, _ = stores["damaged"]
+    good = path.with_name("good.db")
+    data = bytearray(good.read_bytes())
+    middle = (len(data) // PAGE // 2) * PAGE
+    data[middle + 8: middle + 40] = b"\xa5" * 32
+    one = tmp_path / "one-page.db"
+    one.write_bytes(bytes(data))
+    with pytest.raises(StoreError) as info:
+        open_store(str(one))
+    assert str(one) in str(info.value) and "damaged" in str(info.value)
