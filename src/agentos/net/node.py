@@ -102,7 +102,11 @@ class NetNode:
         transport = self.route(node)
         if transport is None:
             raise NoRoute(f"send: node {node!r} cannot be reached from {self.name!r} (no route)")
-        if not transport.send(frame):
+        try:
+            taken = transport.send(frame)
+        except Exception as e:  # a transport's failure is the sender's refusal, never a kernel crash
+            raise NoRoute(f"send: the link to node {node!r} failed ({type(e).__name__}: {str(e)[:200]})") from None
+        if not taken:
             raise LinkBackpressure(f"send: the link to node {node!r} holds all the frames it may "
                                    f"(is the peer down?); the message was not sent")
         self.sent += 1
@@ -144,6 +148,8 @@ class Loopback:
         self.frames = 0
 
     def send(self, frame: bytes) -> bool:
+        if self.peer.net is None:
+            return False  # the peer is on no network yet: nothing can take the frame
         self.frames += 1
         self.peer.ingress(frame)
         return True
