@@ -60,8 +60,8 @@ PUBLIC: dict[str, set[str]] = {
     },
     "agentos.net": {
         "MAX_FRAME", "REASONS", "REMOTE_SENDER", "Envelope", "EnvelopeRejected", "EnvelopeTooLarge",
-        "LinkBackpressure", "Loopback", "NetError", "NetNode", "NoRoute", "NonceGuard", "RemoteAddr", "Transport",
-        "fresh_nonce", "key_id", "seal", "verify",
+        "LinkBackpressure", "Loopback", "NetError", "NetNode", "NoRoute", "NonceGuard", "RemoteAddr", "TcpLink",
+        "TcpListener", "TcpNode", "Transport", "fresh_nonce", "key_id", "seal", "tcp_node", "verify",
     },
     "agentos.policy": {
         "ApprovalChannel", "ApprovalRequest", "ApprovalServer", "PolicyEngine", "PolicyLoadError", "PolicySpec",

@@ -438,7 +438,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
                 self.clock.advance_to(due)
             else:
                 delay = (due - self.clock.now()) / 1000.0
-                if delay > 0:
+                if delay > 0 and not self._net_inbox:  # network input waits for no timer
                     wakeup.clear()
                     try:
                         await asyncio.wait_for(wakeup.wait(), delay)

@@ -27,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, cast
 
-from ..abi.errors import BadArgument, KernelError, NondeterminismError, SyscallError
+from ..abi.errors import BadArgument, CapError, KernelError, NondeterminismError, SyscallError
 from ..abi.syscalls import Dial
 from ..abi.types import KERNEL_PID, Message
 from . import args as A
@@ -134,14 +134,17 @@ class Remote(KernelState):
             raise KernelError("ingress: this kernel is on no network (connect it first)")
         env = net.accept(frame)
         if env is None:
-            reason = net.last_reason
-            self._net_drops[reason] = self._net_drops.get(reason, 0) + 1
-        else:
-            self._net_inbox.append(("in", env))
+            self._net_dropped(net.last_reason)
+            return False
+        self._net_inbox.append(("in", env))
         wakeup = self._wakeup
         if wakeup is not None:
             wakeup.set()
-        return env is not None
+        return True
+
+    def _net_dropped(self, reason: str) -> None:
+        """Count a dropped frame for the next turn's `net_drop` event."""
+        self._net_drops[reason] = self._net_drops.get(reason, 0) + 1
 
     def on_envelope(self, kind: str, handler: Callable[[Any], None]) -> None:
         """Have `handler(envelope)` apply verified envelopes of `kind` (not "send", which the
@@ -266,7 +269,9 @@ class Remote(KernelState):
         net.check_route(node)
 
     def _remote_send(self, proc: Process, cap: Any, req: Any) -> Any:
-        addr: RemoteAddr = cap.target
+        addr = cap.target
+        if type(addr) is not RemoteAddr:  # a cap some other layer made: not ours to ship
+            raise CapError(f"send: the remote capability designates {addr!r:.60}, not a node and pid")
         reply = False
         if req.caps:
             reply = self._reply_marker(proc, A.sequence("send: caps", req.caps))

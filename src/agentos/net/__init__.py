@@ -15,13 +15,17 @@ from .errors import REASONS, EnvelopeRejected, EnvelopeTooLarge, LinkBackpressur
 from .node import Loopback, NetNode, Transport
 
 
+_LAZY = {"TcpLink": ".tcp", "TcpListener": ".tcp", "TcpNode": ".tcp", "tcp_node": ".tcp"}
+
+
 def __getattr__(name: str) -> Any:
-    if name == "TcpLink":  # asyncio streams: imported on first use
+    where = _LAZY.get(name)
+    if where is not None:  # asyncio streams: imported on first use
         import importlib
-        return importlib.import_module(".tcp", __name__).TcpLink
+        return getattr(importlib.import_module(where, __name__), name)
     raise AttributeError(f"module 'agentos.net' has no attribute {name!r}")
 
 
 __all__ = ["MAX_FRAME", "REASONS", "REMOTE_SENDER", "Envelope", "EnvelopeRejected", "EnvelopeTooLarge",
            "LinkBackpressure", "Loopback", "NetError", "NetNode", "NoRoute", "NonceGuard", "RemoteAddr",
-           "Transport", "fresh_nonce", "key_id", "seal", "verify"]
+           "TcpLink", "TcpListener", "TcpNode", "Transport", "fresh_nonce", "key_id", "seal", "tcp_node", "verify"]

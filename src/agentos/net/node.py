@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from ..abi.errors import KernelError
 from .envelope import MAX_FRAME, Envelope, NonceGuard, _NODE, _key, fresh_nonce, seal, verify
-from .errors import EnvelopeRejected, LinkBackpressure, NoRoute
+from .errors import REASONS, EnvelopeRejected, LinkBackpressure, NoRoute
 
 if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
@@ -127,13 +127,20 @@ class NetNode:
             self.dropped[e.reason] += 1
             self.last_reason = e.reason
             return None
-        except Exception as e:  # noqa: BLE001 - nothing a frame holds may crash the kernel
+        except Exception:  # noqa: BLE001 - nothing a frame holds may crash the kernel
             self.dropped["malformed"] += 1
             self.last_reason = "malformed"
-            self.kernel.events.emit(0, "net_error", f"verify raised {type(e).__name__}")
             return None
         self.accepted += 1
         return env
+
+    def drop(self, reason: str) -> None:
+        """A transport dropped a frame before it could reach `accept` (one longer than the
+        frame limit is never read into memory): counted like any other drop."""
+        if reason not in REASONS:
+            raise ValueError(f"unknown drop reason {reason!r}")
+        self.dropped[reason] += 1
+        self.kernel._net_dropped(reason)
 
     def stats(self) -> dict[str, Any]:
         return {"node": self.name, "incarnation": self.incarnation, "sent": self.sent,
