@@ -60,7 +60,7 @@ PUBLIC: dict[str, set[str]] = {
     },
     "agentos.net": {
         "MAX_FRAME", "REASONS", "REMOTE_SENDER", "Envelope", "EnvelopeRejected", "EnvelopeTooLarge",
-        "LinkBackpressure", "Loopback", "NetError", "NetNode", "NoRoute", "NonceGuard", "RemoteAddr", "TcpLink",
+        "GatewayDriver", "LinkBackpressure", "SecureGatewayDriver", "Loopback", "NetError", "NetNode", "NoRoute", "NonceGuard", "RemoteAddr", "TcpLink",
         "TcpListener", "TcpNode", "Transport", "fresh_nonce", "key_id", "seal", "tcp_node", "verify",
     },
     "agentos.policy": {

@@ -71,6 +71,8 @@ class Remote(KernelState):
     _net_handlers: "dict[str, Callable[[Any], None]]"
     _net_replay: "dict[int, list[JournalEntry]] | None"
     _net_seq: int
+    _net_name: str | None
+    _net_self_pending: bool
     _wakeup: Any
     _external_sources: int
     external_source: Callable[[int], None]
@@ -85,6 +87,8 @@ class Remote(KernelState):
         self._net_drops = {}
         self._net_handlers = {}
         self._net_replay = None
+        self._net_name = None            # this node's name (replay: from the "net.sources" entry)
+        self._net_self_pending = False   # a send to this very node this turn: deliver before time moves
         self._senders[REMOTE] = self._remote_send
         journal = self.journal
         if self.replaying and journal is not None:
@@ -117,7 +121,8 @@ class Remote(KernelState):
             net = NetNode(cast("Kernel", self), node, key, **options)
             self.net = net
             self.external_source(1)  # a kernel on a network waits for messages: it is never idle-dead
-            self._net_inbox.append(("sources", 1))
+            self._net_name = net.name
+            self._net_inbox.append(("sources", {"node": net.name, "sources": 1}))
             self._net_on = True      # from now on every loop turn looks at the inbox
         elif node is not None and node != net.name or options or key is not None and key != net.key:
             raise KernelError(f"connect: this kernel is already node {net.name!r}; its identity "
@@ -161,6 +166,7 @@ class Remote(KernelState):
         """Top of a loop turn: apply what arrived since the last one (live: the inbox and the
         drop counts, journaled; replay: the entries journaled at this turn)."""
         turn = self._net_turn  # counted by the loop, every turn, from boot
+        self._net_self_pending = False
         replay = self._net_replay
         if replay is not None:
             for e in replay.pop(turn, ()):
@@ -199,7 +205,17 @@ class Remote(KernelState):
         elif e.op == "net.drop":
             self.events.emit(KERNEL_PID, "net_drop", dict(e.value))
         elif e.op == "net.sources":
-            self.external_source(int(e.value))
+            self._net_name = e.value["node"]
+            self.external_source(int(e.value["sources"]))
+
+    def _net_input_waiting(self) -> bool:
+        """Whether network input will be applied at the next turn: live, something is queued;
+        in replay, the journal holds entries for that turn (the same answer, by construction:
+        under a virtual clock nothing else can arrive before the next turn's top)."""
+        replay = self._net_replay
+        if replay is not None:
+            return self._net_turn + 1 in replay
+        return bool(self._net_inbox or self._net_drops)
 
     def _net_replay_wait(self) -> None:
         """Replay, where the live loop waited on the network: the recorded input comes at a
@@ -288,6 +304,8 @@ class Remote(KernelState):
         body, corr = req.body, req.corr
         nonce = self._net_outcome(proc, idx, "net.send", [addr.node, addr.pid],
                                   lambda: self._live_ship(proc, addr, body, corr, reply))
+        if addr.node == self._net_name:
+            self._net_self_pending = True  # the loop takes another turn before time moves
         self.events.emit(proc.pid, "remote_send", (addr.node, addr.pid, nonce))
         return None
 

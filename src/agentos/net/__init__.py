@@ -12,6 +12,7 @@ from typing import Any
 from ..kernel.remote import REMOTE_SENDER, RemoteAddr
 from .envelope import MAX_FRAME, Envelope, NonceGuard, fresh_nonce, key_id, seal, verify
 from .errors import REASONS, EnvelopeRejected, EnvelopeTooLarge, LinkBackpressure, NetError, NoRoute
+from .gateway import GatewayDriver, SecureGatewayDriver
 from .node import Loopback, NetNode, Transport
 
 
@@ -27,5 +28,5 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["MAX_FRAME", "REASONS", "REMOTE_SENDER", "Envelope", "EnvelopeRejected", "EnvelopeTooLarge",
-           "LinkBackpressure", "Loopback", "NetError", "NetNode", "NoRoute", "NonceGuard", "RemoteAddr",
+           "GatewayDriver", "LinkBackpressure", "SecureGatewayDriver", "Loopback", "NetError", "NetNode", "NoRoute", "NonceGuard", "RemoteAddr",
            "TcpLink", "TcpListener", "TcpNode", "Transport", "fresh_nonce", "key_id", "seal", "tcp_node", "verify"]
