@@ -159,3 +159,20 @@ def test_a_full_mailbox_drops_remote_messages_instead_of_parking_anyone() -> Non
     run_both(a, b, client, server)
     drops = [e.data[3] for e in b.events.events() if e.kind == "net_undeliverable"]
     assert drops == ["mailbox full (2)"] * 3
+
+
+@pytest.mark.live_only(reason="the handler is installed from outside the run; the conformance replay kernel is rebuilt without it")
+def test_other_kinds_go_to_the_handler_a_layer_installed() -> None:
+    seen: list[Any] = []
+
+    async def init(sys: Any, args: Any) -> str:
+        await sys.sleep(5)
+        return "done"
+
+    a, b = pair()
+    b.on_envelope("down", lambda f: seen.append((f["kind"], f["from_node"], f["body"])))
+    a.net.ship(0, "b", 1, {"pid": 9}, kind="down")
+    a.net.ship(0, "b", 1, "?", kind="unknown")
+    assert b.run(init).value == "done"
+    assert seen == [("down", "a", {"pid": 9})]
+    assert [e.data[3] for e in b.events.events() if e.kind == "net_undeliverable"] == ["no handler for kind 'unknown'"]

@@ -152,9 +152,12 @@ class Remote(KernelState):
         self._net_drops[reason] = self._net_drops.get(reason, 0) + 1
 
     def on_envelope(self, kind: str, handler: Callable[[Any], None]) -> None:
-        """Have `handler(envelope)` apply verified envelopes of `kind` (not "send", which the
-        kernel delivers itself) at the loop turn they are applied at. A layer that adds kinds
-        (the cluster: "down", "spawn", ...) installs its handlers on replaying kernels too."""
+        """Have `handler(fields)` apply verified envelopes of `kind` (not "send", which the
+        kernel delivers itself) at the loop turn they are applied at. `fields` is the
+        envelope as journaled: a dict with from_node, from_pid, incarnation, to_node,
+        to_pid, sent_at, nonce, kind, corr, reply, body (the same dict in replay). A layer
+        that adds kinds (the cluster: "down", "spawn", ...) installs its handlers on
+        replaying kernels too; a handler that raises is a `net_error` event."""
         if type(kind) is not str or not kind or kind == "send":
             raise KernelError(f"on_envelope: kind must be a name other than 'send', got {kind!r}")
         if not callable(handler):
