@@ -119,6 +119,7 @@ class Remote(KernelState):
                 raise KernelError("connect: the first connect names this kernel's node and key "
                                   "(connect(peer, transport, node='a', key=b'...'))")
             net = NetNode(cast("Kernel", self), node, key, **options)
+            net.add_route(peer, transport)  # a bad route leaves the kernel off the network
             self.net = net
             self.external_source(1)  # a kernel on a network waits for messages: it is never idle-dead
             self._net_name = net.name
