@@ -71,8 +71,8 @@ async def _bare(n: int, frame: int) -> tuple[float, list[float]]:
                 data = await r.readexactly(int.from_bytes(head, "big"))
                 w.write(head + data)
                 await w.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            w.close()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            w.close()  # the client hung up, or the bench is over
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -89,6 +89,7 @@ async def _bare(n: int, frame: int) -> tuple[float, list[float]]:
         lat.append(time.perf_counter() - t)
     total = time.perf_counter() - t0
     w.close()
+    await w.wait_closed()
     server.close()
     await server.wait_closed()
     return total, lat

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .node import NetNode
 
 _LEN = 4
+_DIRECT_LIMIT = 1 << 20  # bytes the socket's buffer may hold before frames queue instead
 
 
 def encode_frame(frame: bytes) -> bytes:
@@ -63,12 +64,19 @@ class TcpLink:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._writing = 0
+        self._writer: asyncio.StreamWriter | None = None  # set while connected
 
     # the transport interface
     def send(self, frame: bytes) -> bool:
         if self._closed or len(self.queue) >= self.capacity or len(frame) > self.max_frame:
             self.refused += 1
             return False
+        w = self._writer
+        if w is not None and not self.queue and not self._writing and not w.transport.is_closing() \
+                and w.transport.get_write_buffer_size() < _DIRECT_LIMIT:
+            w.write(encode_frame(frame))  # connected and idle: straight to the socket's buffer
+            self.written += 1
+            return True
         self.queue.append(frame)
         if self._ready is not None:
             self._ready.set()
@@ -119,11 +127,13 @@ class TcpLink:
             delay = self.backoff_min
             self.connected = True
             self.connects += 1
+            self._writer = writer
             try:
                 await self._pump(reader, writer)
             except (OSError, asyncio.IncompleteReadError):
                 pass
             finally:
+                self._writer = None
                 self.connected = False
                 writer.close()
                 with contextlib.suppress(Exception):
