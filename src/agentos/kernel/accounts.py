@@ -222,13 +222,17 @@ class Accounts:
         return None
 
     def settle(self, acct: Account, reserved: tuple[int, int, int],
-               actual: tuple[int, int, int]) -> tuple[str, int] | None:
+               actual: tuple[int, int, int]) -> tuple[tuple[int, int, int], tuple[str, int] | None]:
         """Charge what the operation cost and release the rest of its reservation. A cost
-        above the reservation is charged as far as the bank can pay; the first resource that
-        overran is returned with the amount left unpaid (the caller is then killed)."""
+        above the reservation is charged as far as the bank can pay (a child's budget
+        bounds what its calls can take from the rest of the tree, whatever a driver
+        reports). Returns what was charged (tokens, tool_calls, usd_nano): the one figure
+        every view of the run reports; and the first resource that overran with the amount
+        left unpaid (the caller is then killed), else None."""
         overrun: tuple[str, int] | None = None
         used = acct.used
-        for i, r, a in zip((TOKENS, TOOL_CALLS, USD), reserved, actual):
+        charged = [0, 0, 0]
+        for k, (i, r, a) in enumerate(zip((TOKENS, TOOL_CALLS, USD), reserved, actual)):
             if not r and not a:
                 continue
             b = self._live_bank(acct, i)
@@ -236,15 +240,17 @@ class Accounts:
                 if b is not None:
                     b.balance[i] += r - a
                 used[i] += a
+                charged[k] = a
                 continue
             extra = a - r
-            pay = extra if b is None else min(extra, b.balance[i])
+            pay = extra if b is None else max(0, min(extra, b.balance[i]))
             if b is not None:
                 b.balance[i] -= pay
             used[i] += r + pay
+            charged[k] = r + pay
             if overrun is None:
                 overrun = (POOLED_RESOURCES[i], extra - pay)
-        return overrun
+        return (charged[0], charged[1], charged[2]), overrun
 
     def mem_take(self, acct: Account, tokens: int) -> bool:
         if type(tokens) is not int or tokens < 0:

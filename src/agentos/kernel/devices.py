@@ -171,13 +171,16 @@ class Devices:
         k = self.k
         k.io_finished()
         first, n, ops = self._inflight.pop(proc.pid, (proc.op_index - 1, 1, []))
-        # usage unknown (cancelled after it was sent): each op settles at its full reservation
+        # usage unknown (cancelled after it was sent): the ops settle at their full reservation,
+        # as one charge at the first op's index (a replay knows only the journaled total)
         total = [0, 0, 0]
         for p in ops:
             if p.reserve is not None:
-                self._settle(proc, p.index, p.reserve, p.reserve)
                 total = [a + b for a, b in zip(total, p.reserve)]
                 p.reserve = None
+        if any(total):
+            t = (total[0], total[1], total[2])
+            self._settle(proc, first, t, t)
         if not k.replaying and k.journal is not None:  # replay: "this op never completed"
             k.journal.record(JournalEntry(proc.pid, first, "io_cancel", "", None, None, True, n,
                                           reserve=tuple(total) if any(total) else None))  # type: ignore[arg-type]
@@ -380,7 +383,8 @@ class Devices:
             return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, False,
                                 msg, etype, c.tokens, calls, c.usd, c.reductions, reserve=r)
         if r is not None:
-            unknown = unknown or isinstance(e, (DriverTimeout, asyncio.CancelledError, asyncio.TimeoutError))
+            unknown = unknown or isinstance(e, (DriverTimeout, asyncio.CancelledError, asyncio.TimeoutError)) \
+                or getattr(e, "usage_unknown", False) is True
             if unknown:
                 return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, False,
                                     msg, etype, r[0], r[1], r[2] / USD_SCALE, 0, reserve=r)
@@ -469,11 +473,15 @@ class Devices:
 
     def _settle(self, proc: Process, index: int, reserved: tuple[int, int, int],
                 actual: tuple[int, int, int]) -> bool:
-        """Charge `actual` against the reservation; False (and the caller killed) on an overrun."""
+        """Charge `actual` against the reservation; False (and the caller killed) on an overrun.
+        The `charge` event carries what the account paid, not what the driver reported: an
+        overrun is charged only as far as the bank can pay, and the `overrun` event holds the
+        reported cost and the unpaid rest. The run table, `ps`, metrics and the PROV export
+        all read the charge, so they agree."""
         k = self.k
-        over = k.accounts.settle(proc.account, reserved, actual)  # type: ignore[arg-type]
-        if actual[0] or actual[1] or actual[2]:
-            k.events.emit(proc.pid, "charge", (index, actual[0], actual[1], actual[2]))
+        charged, over = k.accounts.settle(proc.account, reserved, actual)  # type: ignore[arg-type]
+        if charged[0] or charged[1] or charged[2]:
+            k.events.emit(proc.pid, "charge", (index, charged[0], charged[1], charged[2]))
         if over is None:
             return True
         resource, unpaid = over
