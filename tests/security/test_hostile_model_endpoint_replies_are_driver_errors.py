@@ -80,13 +80,35 @@ HOSTILE = {
 }
 
 
+def reservation() -> int:
+    """What a call of `call()` sets aside: the prompt bound plus the default context."""
+    from agentos.drivers.chat import DEFAULT_CONTEXT, prompt_bound
+
+    return prompt_bound({"messages": USER}) + DEFAULT_CONTEXT
+
+
+HOSTILE["no_choices"] = json.dumps({"id": "c1", "object": "chat.completion", "created": 0, "model": "test-model",
+                                    "choices": [], "usage": {"prompt_tokens": 0, "completion_tokens": 0}}).encode()
+HOSTILE["not_a_completion"] = b'{"hello": "world"}'
+
+
 @pytest.mark.parametrize("attack", sorted(HOSTILE))
-def test_hostile_reply_is_a_driver_error_and_credits_nothing(srv: OpenAIServer, attack: str) -> None:
+def test_hostile_reply_is_a_driver_error_charged_its_full_reservation(srv: OpenAIServer, attack: str) -> None:
+    """The endpoint got the request and answered outside the contract: what it used is
+    unknown, so the call costs its whole reservation, never what the answer claims."""
     srv.script(Raw(HOSTILE[attack]))
     out, remaining, _ = call(srv)
     assert isinstance(out, tuple) and out[0] in ("UpstreamError", "DriverError"), out
-    assert remaining <= 10_000  # never credited
+    assert remaining == 10_000 - reservation()  # never credited, never free
     assert len(srv.log) == 1
+
+
+def test_a_reply_without_usage_is_charged_its_full_reservation(srv: OpenAIServer) -> None:
+    srv.script(Raw(completion({"content": "hi"})))  # no "usage" at all
+    out, remaining, _ = call(srv)
+    assert out["content"] == "hi"
+    assert out["usage"]["prompt_tokens"] + out["usage"]["completion_tokens"] == reservation()
+    assert remaining == 10_000 - reservation()
 
 
 def test_honest_reply_is_charged(srv: OpenAIServer) -> None:
