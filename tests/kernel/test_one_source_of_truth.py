@@ -25,7 +25,7 @@ from agentos import AllowAll, Cost, Driver, DriverError, DriverResult, Kernel, Q
 from agentos.abi.errors import DriverTimeout, UpstreamError
 from agentos.abi.types import USD_SCALE
 from agentos.drivers import ToolsDriver, tool
-from agentos.drivers.chat import ChatReply, bad_reply
+from agentos.drivers.chat import ChatReply, Price, bad_reply
 from agentos.drivers.scripted import ScriptedChat
 from agentos.kernel.events import canonical
 from agentos.kernel.history import ProcessHistory
@@ -109,7 +109,7 @@ PLANS: dict[str, tuple[list[Any], Quota, tuple[int, int, int]]] = {
     "read-all-killed": (["ok", ("all", ["hang", "hang"])], Quota(tokens=1000), (240, 0, 2_400_000)),
     "interrupted": (["ok", "hang", "ok"], Quota(tokens=1000), (180, 0, 1_800_000)),
     "no-bound": (["ok", "nobound", "ok"], Quota(tokens=300), (40, 0, 400_000)),
-    "llm": (["chat", "chat"], Quota(tokens=100_000), (35 + 9030, 0, 0)),
+    "llm": (["chat", "chat"], Quota(tokens=100_000), (35 + 9030, 0, 40_000 + 18_030_000)),
 }
 KILLED_IN_FLIGHT = ("killed-in-flight", "read-all-killed")
 
@@ -163,7 +163,7 @@ def run_everything(ps_at_exit: dict[int, dict[str, Any]], k_ref: list[Kernel]) -
     k_ref.append(k)
     k.register_driver(tools(effects))
     k.register_driver(Meter(effects))
-    k.register_driver(ScriptedChat(list(LLM_SCRIPT) * 2, name="llm"))
+    k.register_driver(ScriptedChat(list(LLM_SCRIPT) * 2, name="llm", price=Price(1.0, 2.0)))
     store = MemoryStore()
     run_id = record_run(k, store, "one-truth")
     history = ProcessHistory.attach(k)

@@ -101,6 +101,8 @@ class LLMDriver(Driver):
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
                 or not math.isfinite(timeout) or timeout <= 0:
             raise ValueError(f"timeout must be positive seconds, got {timeout}")
+        if type(context) is not int or not 0 < context <= 1 << 32:
+            raise ValueError(f"context must be a positive number of tokens, got {context!r}")
         self.name = name
         self.base_url = base_url
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")

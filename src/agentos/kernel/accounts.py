@@ -198,9 +198,8 @@ class Accounts:
         """Set aside an operation's maximum cost (tokens, tool_calls, usd_nano) before it
         runs, atomically up the hierarchy. Returns the resource that does not fit (nothing
         was taken), else None. A reservation is neither balance nor used until `settle`."""
+        _amounts("reserve", need)
         for i, n in zip((TOKENS, TOOL_CALLS, USD), need):
-            if n < 0:
-                raise ValueError(f"a reservation cannot be negative, got {need}")
             if n:
                 b = self._live_bank(acct, i)
                 if b is not None and b.balance[i] < n:
@@ -229,6 +228,8 @@ class Accounts:
         reports). Returns what was charged (tokens, tool_calls, usd_nano): the one figure
         every view of the run reports; and the first resource that overran with the amount
         left unpaid (the caller is then killed), else None."""
+        _amounts("settle: reserved", reserved)
+        _amounts("settle: actual", actual)
         overrun: tuple[str, int] | None = None
         used = acct.used
         charged = [0, 0, 0]
@@ -314,6 +315,14 @@ class Accounts:
             remaining[name] = rem
             used[name] = u
         return {"limits": limits, "remaining": remaining, "used": used}
+
+
+def _amounts(what: str, amounts: Any) -> None:
+    """(tokens, tool_calls, usd_nano), each a non-negative int, or `BadAmount` before
+    anything is taken: a reservation or settlement can never credit or poison a balance."""
+    if type(amounts) is not tuple or len(amounts) != 3 \
+            or any(type(v) is not int or v < 0 for v in amounts):
+        raise BadAmount(f"{what}: amounts must be three non-negative ints, got {amounts!r:.120}")
 
 
 def _fmt(i: int, v: int) -> str:

@@ -1,9 +1,12 @@
 """Device syscalls: open, read, read_all, write, close.
 
 The order on every operation is the kernel's contract: (1) the handle's capability still
-holds the right, (2) policy authorizes the action on the world, (3) the driver runs, (4)
-the result is journaled, (5) its cost is charged atomically; a charge the account cannot
-pay kills the caller with `quota(resource)`. A driver may answer synchronously or with an
+holds the right, (2) policy authorizes the action on the world, (3) the driver's bound is
+reserved up the account hierarchy, all or nothing (if it does not fit, the driver is never
+called and the caller is killed with `quota(resource)`), (4) with a flight recorder the
+write-ahead record is made, (5) the driver runs, (6) the result is journaled with its
+reservation, (7) the cost is settled: charged, the rest released; a cost above the
+reservation is charged as far as the budget can pay and the caller is killed. A driver may answer synchronously or with an
 awaitable; awaitables run as asyncio tasks while the caller is parked (wait kind `io`),
 and are cancelled if the caller dies or is interrupted.
 
@@ -236,7 +239,7 @@ class Devices:
         if isinstance(res, DriverResult):
             return self._apply(proc, self._result_entry(proc, pending, res))
         if not inspect.isawaitable(res):
-            e2 = DriverError(f"{name}.{op} returned {type(res).__name__}, not a DriverResult")
+            e2 = _not_a_result(name, op, res)
             return self._apply(proc, self._error_entry(proc, pending, e2))
         task = asyncio.ensure_future(res)
         pending.result = task
@@ -337,7 +340,7 @@ class Devices:
                     if isinstance(res, BaseException):
                         raise res
                     if not isinstance(res, DriverResult):
-                        raise DriverError(f"{p.device}.{p.op} returned {type(res).__name__}, not a DriverResult")
+                        raise _not_a_result(p.device, p.op, res)
                 except BaseException as e:
                     entry = self._error_entry(proc, p, e)
                 else:
@@ -546,14 +549,24 @@ def _payloads(reqs: Any) -> list[Any]:
 
 def _task_result(task: Any, name: str, op: str) -> DriverResult:
     if task.cancelled():
-        raise DriverError(f"{name}.{op} was cancelled")
+        err = DriverError(f"{name}.{op} was cancelled")
+        err.usage_unknown = True
+        raise err
     exc = task.exception()
     if exc is not None:
         raise exc
     res = task.result()
     if not isinstance(res, DriverResult):
-        raise DriverError(f"{name}.{op} returned {type(res).__name__}, not a DriverResult")
+        raise _not_a_result(name, op, res)
     return res
+
+
+def _not_a_result(name: str, op: str, res: Any) -> DriverError:
+    """A driver that answered outside the ABI: a bad reply, charged its full reservation
+    (what the operation did before answering cannot be known)."""
+    err = DriverError(f"{name}.{op} returned {type(res).__name__}, not a DriverResult")
+    err.usage_unknown = True
+    return err
 
 
 def _rebuild_error(e: JournalEntry) -> SyscallError:
