@@ -144,3 +144,38 @@ def test_the_reply_contract_refuses(reply: ChatReply) -> None:
 def test_timeout_must_be_positive_and_finite(bad: Any) -> None:
     with pytest.raises(ValueError):
         LLMDriver(base_url="http://127.0.0.1:9/v1", api_key="k", timeout=bad)
+
+
+def test_a_call_queued_behind_a_hung_one_cannot_outlast_its_own_timeout(srv: OpenAIServer) -> None:
+    """`timeout` bounds the whole call, the wait for a request slot included: with one slot
+    held by a dripping endpoint, a second caller ends at its own deadline, not the first's
+    plus its own, and is charged nothing (its request was never sent)."""
+    body = completion({"content": "x" * 200}, {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2})
+    srv.script(Raw(body, drip=0.25), Raw(body, drip=0.25))
+    d = LLMDriver(base_url=srv.base_url, api_key="sk-test", model="test-model", prices={"test-model": (1.0, 1.0)},
+                  max_retries=0, timeout=1.0, max_concurrent=1)
+
+    async def caller(sys: Any, args: Any) -> Any:
+        h = await sys.open("llm")
+        try:
+            await sys.read(h, {"messages": USER})
+        except DriverError as e:
+            return type(e).__name__, "no request slot" in str(e), (await sys.budget()).remaining["tokens"]
+
+    async def init(sys: Any, args: Any) -> Any:
+        _, a = await sys.spawn(caller, caps=["llm"], quota=Quota(tokens=10_000, usd=1.0))
+        _, b = await sys.spawn(caller, caps=["llm"], quota=Quota(tokens=10_000, usd=1.0))
+        await sys.waitpid(a)
+        await sys.waitpid(b)
+
+    k = Kernel(policy=AllowAll())
+    k.register_driver(d)
+    t0 = time.monotonic()
+    k.run(init, grant=["llm"], quota=Quota(tokens=100_000, usd=10.0))
+    took = time.monotonic() - t0
+    results = [e.data for e in k.events.events() if e.kind == "exit" and e.pid in (2, 3)]
+    assert results == ["normal", "normal"]
+    assert took < 1.8, took                     # not 2 s: the queued call kept its own deadline
+    assert len(srv.log) == 1                    # the second request never went out
+    charged = {e.pid: e.data[1] for e in k.events.events() if e.kind == "charge"}
+    assert charged == {2: reservation()}        # the first: sent, usage unknown; the second: nothing

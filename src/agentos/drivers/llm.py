@@ -211,8 +211,20 @@ class LLMDriver(Driver):
 
     async def _chat(self, handle: LLMHandle, kwargs: dict[str, Any], req: dict[str, Any]) -> DriverResult:
         lookup = self.priority_of or (self.host.priority if self.host is not None else None)
-        async with self.gate.slot(caller_priority(lookup, handle.pid)):
-            reply = await self._with_retries(handle, kwargs)
+        # `timeout` bounds the whole call from here: the wait for a slot counts too
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        try:
+            await asyncio.wait_for(self.gate.acquire(caller_priority(lookup, handle.pid)), self.timeout)
+        except asyncio.TimeoutError:
+            err = DriverTimeout(f"{self.name}: no request slot within {self.timeout:g}s "
+                                f"({self.gate.limit} calls in flight); nothing was sent")
+            err.usage_unknown = False
+            raise err from None
+        try:
+            reply = await self._with_retries(handle, kwargs, deadline)
+        finally:
+            self.gate.release()
         if reply.prompt_tokens == _UNREPORTED:
             # the endpoint reported no usage (some servers omit it when streaming): unknown,
             # so the call costs what was reserved for it, never a guess below that
@@ -224,13 +236,12 @@ class LLMDriver(Driver):
                                          reply.completion_tokens))
         return DriverResult(reply.to_dict(), cost)
 
-    async def _with_retries(self, handle: LLMHandle, kwargs: dict[str, Any]) -> ChatReply:
+    async def _with_retries(self, handle: LLMHandle, kwargs: dict[str, Any], deadline: float) -> ChatReply:
         import openai
 
         # `timeout` bounds the whole call, retries and backoff included, not each socket
         # read: an endpoint that drips a byte at a time cannot keep a caller waiting longer
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
         attempt = 0
         served = False
         while True:

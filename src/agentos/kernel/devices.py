@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..abi.driver import Driver, DriverResult
 from ..abi.errors import (
-    AgentOSError, BadArgument, BadHandle, CapError, DriverError, DriverTimeout, NoSuchDevice,
+    AgentOSError, BadArgument, BadHandle, CapError, DriverError, NoSuchDevice,
     SyscallError,
 )
 from ..abi.syscalls import Close, Open, Read, ReadAll, Write
@@ -386,8 +386,10 @@ class Devices:
             return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, False,
                                 msg, etype, c.tokens, calls, c.usd, c.reductions, reserve=r)
         if r is not None:
-            unknown = unknown or isinstance(e, (DriverTimeout, asyncio.CancelledError, asyncio.TimeoutError)) \
-                or getattr(e, "usage_unknown", False) is True
+            if isinstance(e, DriverError):  # the driver says (a DriverTimeout is unknown unless it says not)
+                unknown = unknown or e.usage_unknown is True
+            else:
+                unknown = unknown or isinstance(e, (asyncio.CancelledError, asyncio.TimeoutError))
             if unknown:
                 return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, False,
                                     msg, etype, r[0], r[1], r[2] / USD_SCALE, 0, reserve=r)
