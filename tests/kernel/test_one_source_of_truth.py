@@ -137,8 +137,9 @@ async def worker(sys: Any, plan: list[Any]) -> None:
     await sys.recv(match=lambda msg: msg.body == "never")
 
 
-def run_everything(ps_at_exit: dict[int, dict[str, Any]], k_ref: list[Kernel]) -> tuple[Kernel, Any, Any, str, Folder]:
-    effects = Effects()
+def run_everything(ps_at_exit: dict[int, dict[str, Any]], k_ref: list[Kernel],
+                   effects: Effects | None = None) -> tuple[Kernel, Any, Any, str, Folder]:
+    effects = effects or Effects()
 
     def record_ps(reason: Any) -> None:
         ps_at_exit.update({r["pid"]: r for r in k_ref[0].ps() if r["state"] == "exited"})
@@ -207,7 +208,8 @@ def prometheus_totals(text: str) -> tuple[int, int, int]:
 
 def test_run_table_ps_metrics_and_prov_show_the_same_cost_for_every_process() -> None:
     ps_at_exit: dict[int, dict[str, Any]] = {}
-    k, store, history, run_id, folder = run_everything(ps_at_exit, [])
+    effects = Effects()
+    k, store, history, run_id, folder = run_everything(ps_at_exit, [], effects)
     summary = store.get_run(run_id).summary
     prov = prov_by_pid(store, run_id)
     rows = {r.pid: r for r in history.rows()}
@@ -233,7 +235,11 @@ def test_run_table_ps_metrics_and_prov_show_the_same_cost_for_every_process() ->
     assert prometheus_totals(k.metrics_text()) == tuple(total)
     assert (summary["tokens"], summary["tool_calls"]) == (total[0], total[1])
     assert round(summary["usd"] * USD_SCALE) == total[2]
-    # and the budget agrees: the root's remaining is its limit less every charge
+    # counted at the tool: every tool call charged happened, and none happened uncharged
+    assert effects.tool == total[1] == 4
+    # counted at the meter: 21 requests reached it (the plans' meter requests less the two
+    # refused before they started and the two after a kill)
+    assert effects.meter == 21
     assert k.accounts.open_count == 0
 
 
