@@ -237,8 +237,8 @@ def test_run_table_ps_metrics_and_prov_show_the_same_cost_for_every_process() ->
     assert round(summary["usd"] * USD_SCALE) == total[2]
     # counted at the tool: every tool call charged happened, and none happened uncharged
     assert effects.tool == total[1] == 4
-    # counted at the meter: 21 requests reached it (the plans' meter requests less the two
-    # refused before they started and the two after a kill)
+    # counted at the meter: 21 of the plans' 24 meter requests reached it (one was refused
+    # before it started; two came after their process was killed)
     assert effects.meter == 21
     assert k.accounts.open_count == 0
 
