@@ -356,12 +356,18 @@ class Devices:
     @staticmethod
     def _entry(proc: Process, p: PendingOp, res: DriverResult) -> JournalEntry:
         c = _reported(res.cost, f"{p.device}.{p.op}")
+        try:  # a value the journal cannot hold would replay as something else: a bad reply
+            checked("the reply", res.value)
+        except BadArgument as e:
+            raise DriverError(f"{p.device}.{p.op} answered with a value that cannot be recorded ({e})") from None
         return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, True,
                             res.value, None, c.tokens, c.tool_calls, c.usd, c.reductions, reserve=p.reserve)
 
     def _result_entry(self, proc: Process, p: PendingOp, res: DriverResult) -> JournalEntry:
         """A driver's answer; a cost it should never report (negative, NaN, fractional
-        tokens) makes it a DriverError charged at the full reservation."""
+        tokens) or a value no record can hold (a cycle, 1,000-deep nesting, a lone
+        surrogate, an object whose conversion raises) makes it a DriverError charged at the
+        full reservation."""
         try:
             return self._entry(proc, p, res)
         except DriverError as e:
