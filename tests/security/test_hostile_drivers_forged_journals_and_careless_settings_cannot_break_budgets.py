@@ -252,3 +252,48 @@ def test_an_unpriced_scripted_model_under_a_usd_budget_is_refused_at_open() -> N
     k2 = Kernel(deterministic=True, policy=AllowAll())
     k2.register_driver(ScriptedChat(["hi"]))
     assert k2.run(init, grant=["llm"], quota=Quota(tokens=1000)).value == "opened"
+
+
+@pytest.mark.parametrize("where", ["device default", "open param", "request", "inherited usd budget"])
+def test_an_unpriced_llm_model_under_a_usd_budget_never_reaches_the_endpoint(where: str) -> None:
+    """Its dollars could not be bounded: refused at open (or, for a model named per
+    request, when the call is bounded), before anything is sent."""
+    pytest.importorskip("openai")
+    from agentos.drivers.llm import LLMDriver
+
+    d = LLMDriver(base_url="http://127.0.0.1:9/v1", api_key="k", prices={"priced": (1.0, 1.0)},
+                  model="priced" if where in ("open param", "request") else "unpriced", max_retries=0)
+    params = {"model": "unpriced"} if where == "open param" else None
+    req: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}]}
+    if where == "request":
+        req["model"] = "unpriced"
+
+    async def caller(sys: Any, args: Any) -> Any:
+        try:
+            h = await sys.open("llm", params)
+        except DriverError as e:
+            return "open", "no price" in str(e)
+        try:
+            await sys.read(h, req)
+        except DriverError as e:
+            return "read", "no price" in str(e)
+        return "sent", False
+
+    seen: list[Any] = []
+
+    async def child(sys: Any, args: Any) -> None:
+        seen.append(await caller(sys, None))
+
+    async def init(sys: Any, args: Any) -> Any:
+        if where != "inherited usd budget":
+            return await caller(sys, None)
+        _, c = await sys.spawn(child, caps=["llm"])   # no quota of its own: draws on init's usd
+        await sys.waitpid(c)
+        return seen[0]
+
+    k = Kernel(deterministic=True, policy=AllowAll())
+    k.register_driver(d)
+    res = k.run(init, grant=["llm"], quota=Quota(usd=1.0))
+    want = "read" if where == "request" else "open"
+    assert res.value == (want, True)
+    assert d.calls == 0
