@@ -162,9 +162,10 @@ class LLMDriver(Driver):
         })
 
     def bound(self, op: str, handle: Any, req: Any) -> Cost:
-        """The prompt estimate plus `max_tokens` (else the context limit), priced at the
-        table's rate. A model with no price, asked for by a caller whose budget limits usd,
-        is refused: its dollars could not be bounded."""
+        """The prompt bound (`chat.prompt_bound`: one token per byte sent, an upper bound)
+        plus `max_tokens` (else the context limit), priced at the table's rate. A model with
+        no price, asked for by a caller whose budget limits usd, is refused: its dollars
+        could not be bounded."""
         if op != "read" or not isinstance(req, dict) or not isinstance(handle, LLMHandle):
             return Cost()
         check_request(req, self.name)

@@ -175,7 +175,7 @@ class LocalDriver(Driver):
         return (f"{self.name}.chat", {"model": req.get("model") or self.model_name, "tools": names})
 
     def bound(self, op: str, handle: Any, req: Any) -> Cost:
-        """The prompt estimate (with room for the chat template and tool instructions) plus
+        """The prompt bound (with room for the chat template and tool instructions) plus
         `max_tokens`; never more than the context, which the model cannot exceed."""
         if not isinstance(req, dict):
             return Cost()

@@ -74,7 +74,7 @@ class ScriptedChat(Driver):
         return (f"{self.name}.chat", {"model": (req or {}).get("model") if isinstance(req, dict) else None})
 
     def bound(self, op: str, handle: Any, req: Any) -> Cost:
-        """As a model endpoint: the prompt estimate plus `max_tokens` (else the default
+        """As a model endpoint: the prompt bound plus `max_tokens` (else the default
         context), priced at this device's rate. A script entry that reports more overruns."""
         if not isinstance(req, dict):
             return Cost()
