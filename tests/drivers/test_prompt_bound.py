@@ -119,3 +119,12 @@ def test_images_are_given_their_own_allowance() -> None:
     image = {"messages": [{"role": "user", "content": [{"type": "text", "text": "what is this?"},
                                                        {"type": "image", "url": "https://x/y.png"}]}]}
     assert prompt_bound(image) >= prompt_bound(text) + IMAGE_TOKENS
+
+
+def test_max_tokens_above_an_assumed_context_is_reserved_in_full() -> None:
+    """The endpoint stops at `max_tokens`, not at a context the driver can only guess."""
+    from agentos.drivers.chat import DEFAULT_CONTEXT, completion_bound
+
+    assert completion_bound({"max_tokens": 100_000}, None, DEFAULT_CONTEXT) == 100_000
+    assert completion_bound({}, {"max_tokens": 50}, DEFAULT_CONTEXT) == 50
+    assert completion_bound({}, None, DEFAULT_CONTEXT) == DEFAULT_CONTEXT

@@ -179,3 +179,22 @@ def test_a_call_queued_behind_a_hung_one_cannot_outlast_its_own_timeout(srv: Ope
     assert len(srv.log) == 1                    # the second request never went out
     charged = {e.pid: e.data[1] for e in k.events.events() if e.kind == "charge"}
     assert charged == {2: reservation()}        # the first: sent, usage unknown; the second: nothing
+
+
+def test_a_call_whose_dollar_bound_does_not_fit_never_reaches_the_endpoint(srv: OpenAIServer) -> None:
+    """The reservation is priced at the table's rate: prompt bound plus the default
+    context at $1 per million tokens is about $0.008, which a $0.001 budget cannot hold."""
+    srv.script(Reply("fine", usage=(10, 5)))
+    d = LLMDriver(base_url=srv.base_url, api_key="sk-test", model="test-model",
+                  prices={"test-model": (1.0, 1.0)}, max_retries=0)
+
+    async def init(sys: Any, args: Any) -> Any:
+        h = await sys.open("llm")
+        await sys.read(h, {"messages": USER})
+        return "sent"
+
+    k = Kernel(policy=AllowAll())
+    k.register_driver(d)
+    res = k.run(init, grant=["llm"], quota=Quota(usd=0.001))
+    assert str(res.reason) == "quota(usd)"
+    assert srv.log == [] and d.calls == 0
