@@ -11,7 +11,10 @@ generation at a time on a dedicated worker thread, FIFO, never on the kernel's l
 A cancelled read (the calling process was killed) sets a flag the generation checks at
 every token, so the thread stops within a token and the next request starts at once.
 Usage is counted from the tokens actually evaluated and generated; the cost is tokens
-(USD 0 unless a price is given). Streaming deltas go to `open(..., {"on_delta": fn})`,
+(USD 0 unless a price is given). The embedded model is not an unpriced model: it runs on
+this machine, so its price is known to be $0, and a process with a usd budget may use it
+(the `llm` and scripted devices refuse such a process at open when their model has no
+price, since their dollars could not be bounded). Streaming deltas go to `open(..., {"on_delta": fn})`,
 called on the event loop's thread, never the worker's.
 """
 from __future__ import annotations
