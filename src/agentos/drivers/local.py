@@ -14,8 +14,8 @@ Usage is counted from the tokens actually evaluated and generated; the cost is t
 (USD 0 unless a price is given). The embedded model is not an unpriced model: it runs on
 this machine, so its price is known to be $0, and a process with a usd budget may use it
 (the `llm` and scripted devices refuse such a process at open when their model has no
-price, since their dollars could not be bounded). Streaming deltas go to `open(..., {"on_delta": fn})`,
-called on the event loop's thread, never the worker's.
+price, since their dollars could not be bounded). Streaming deltas go to
+`open(..., {"on_delta": fn})`, called on the event loop's thread, never the worker's.
 """
 from __future__ import annotations
 
