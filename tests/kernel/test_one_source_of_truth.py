@@ -68,7 +68,7 @@ class Meter(Driver):
         self.effects = effects
 
     def bound(self, op: str, handle: Any, req: Any) -> Cost | None:
-        return None if req == "nobound" else Cost(tokens=100, usd=0.001)
+        return None if req in ("nobound", "nobound-hang") else Cost(tokens=100, usd=0.001)
 
     def read(self, handle: Any, req: Any) -> Any:
         self.effects.meter += 1
@@ -110,6 +110,7 @@ PLANS: dict[str, tuple[list[Any], Quota, tuple[int, int, int]]] = {
     "in-flight-at-shutdown": (["ok", "hang"], Quota(tokens=1000), (140, 0, 1_400_000)),
     "read-all-killed": (["ok", ("all", ["hang", "hang"])], Quota(tokens=1000), (240, 0, 2_400_000)),
     "interrupted": (["ok", "hang", "ok"], Quota(tokens=1000), (180, 0, 1_800_000)),
+    "interrupted-unbounded": (["ok", "nobound-hang", "ok"], Quota(tokens=1000), (80, 0, 800_000)),
     "no-bound": (["ok", "nobound", "ok"], Quota(tokens=300), (40, 0, 400_000)),
     "llm": (["chat", "chat"], Quota(tokens=100_000), (35 + 9030, 0, 40_000 + 18_030_000)),
 }
@@ -156,6 +157,7 @@ def run_everything(ps_at_exit: dict[int, dict[str, Any]], k_ref: list[Kernel],
             pids[name] = cap
         await sys.sleep(500)   # every worker has done its calls, or is parked in one
         await sys.signal(pids["interrupted"], Signal.SIGINT)
+        await sys.signal(pids["interrupted-unbounded"], Signal.SIGINT)
         await sys.sleep(500)
         for name, cap in pids.items():
             if name != "in-flight-at-shutdown":   # left to the kernel's shutdown, after init ends
@@ -237,9 +239,9 @@ def test_run_table_ps_metrics_and_prov_show_the_same_cost_for_every_process() ->
     assert round(summary["usd"] * USD_SCALE) == total[2]
     # counted at the tool: every tool call charged happened, and none happened uncharged
     assert effects.tool == total[1] == 4
-    # counted at the meter: 21 of the plans' 24 meter requests reached it (one was refused
+    # counted at the meter: 24 of the plans' 27 meter requests reached it (one was refused
     # before it started; two came after their process was killed)
-    assert effects.meter == 21
+    assert effects.meter == 24
     assert k.accounts.open_count == 0
 
 
