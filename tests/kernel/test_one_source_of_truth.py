@@ -109,6 +109,9 @@ PLANS: dict[str, tuple[list[Any], Quota, tuple[int, int, int]]] = {
     "killed-in-flight": (["ok", "hang"], Quota(tokens=1000), (140, 0, 1_400_000)),
     "in-flight-at-shutdown": (["ok", "hang"], Quota(tokens=1000), (140, 0, 1_400_000)),
     "read-all-killed": (["ok", ("all", ["hang", "hang"])], Quota(tokens=1000), (240, 0, 2_400_000)),
+    # the overrun kills, but only once the request beside it has settled: 40 + (100 + the 760
+    # left then) + 40; the 60 it released goes back with the closed account
+    "read-all-overrun": (["ok", ("all", ["over", "ok"])], Quota(tokens=1000, usd=0.01), (940, 0, 9_400_000)),
     "interrupted": (["ok", "hang", "ok"], Quota(tokens=1000), (180, 0, 1_800_000)),
     "interrupted-unbounded": (["ok", "nobound-hang", "ok"], Quota(tokens=1000), (80, 0, 800_000)),
     "no-bound": (["ok", "nobound", "ok"], Quota(tokens=300), (40, 0, 400_000)),
@@ -239,9 +242,9 @@ def test_run_table_ps_metrics_and_prov_show_the_same_cost_for_every_process() ->
     assert round(summary["usd"] * USD_SCALE) == total[2]
     # counted at the tool: every tool call charged happened, and none happened uncharged
     assert effects.tool == total[1] == 4
-    # counted at the meter: 24 of the plans' 27 meter requests reached it (one was refused
+    # counted at the meter: 27 of the plans' 30 meter requests reached it (one was refused
     # before it started; two came after their process was killed)
-    assert effects.meter == 24
+    assert effects.meter == 27
     assert k.accounts.open_count == 0
 
 

@@ -72,6 +72,7 @@ class Devices:
     def __init__(self, kernel: "Kernel") -> None:
         self.k = kernel
         self.reads = 0
+        self._overruns: list[str] | None = None  # set while a batch settles (`_finish_all`)
         # pid -> (first op index, count, the ops) parked on I/O, for `_abandon`
         self._inflight: dict[int, tuple[int, int, list[PendingOp]]] = {}
 
@@ -328,6 +329,18 @@ class Devices:
             k.wake(proc, value)
 
     def _finish_all(self, proc: Process, pending: list[PendingOp], at: int | None = None) -> Any:
+        # every op settles before an overrun among them kills the caller: a charge made after
+        # the process's exit would be missing from what `ps` last showed of it
+        self._overruns = []
+        try:
+            values = self._apply_all(proc, pending, at)
+        finally:
+            overruns, self._overruns = self._overruns, None
+        if overruns and proc.state is not EXITED:
+            self.k.terminate(proc, quota(overruns[0]))
+        return PARK if proc.state is EXITED or any(v is PARK for v in values) else values
+
+    def _apply_all(self, proc: Process, pending: list[PendingOp], at: int | None) -> list[Any]:
         values: list[Any] = []
         for p in pending:
             res = p.result
@@ -351,7 +364,7 @@ class Devices:
             except SyscallError as e:
                 v = e
             values.append(v)  # after a kill the rest still settle: no reservation is left behind
-        return PARK if proc.state is EXITED or any(v is PARK for v in values) else values
+        return values
 
     @staticmethod
     def _entry(proc: Process, p: PendingOp, res: DriverResult) -> JournalEntry:
@@ -497,7 +510,9 @@ class Devices:
             return True
         resource, unpaid = over
         k.events.emit(proc.pid, "overrun", (resource, index, reserved, actual, unpaid))
-        if proc.state is not EXITED:
+        if self._overruns is not None:  # settling a batch: the kill comes when all have settled
+            self._overruns.append(resource)
+        elif proc.state is not EXITED:
             k.terminate(proc, quota(resource))
         return False
 
