@@ -201,7 +201,7 @@ async def team(sys: Any, args: dict[str, Any]) -> dict[str, Any]:
     sup_pid, sup_cap = await sys.spawn(supervisor, name="supervisor", args=spec, caps=[llm, "tools", "spawn"],
                                  quota=Quota(tokens=12_000, tool_calls=8, children=4))
     _, budget_cap = await sys.spawn(WORKER, name="budget", caps=[llm, "tools"],
-                                    quota=Quota(tokens=args.get("budget_tokens", 1200), tool_calls=4), args={
+                                    quota=Quota(tokens=args.get("budget_tokens", 2000), tool_calls=4), args={
         "task": "List the files, read every one of them and summarise each in detail.",
         "tools": ["list_files", "read_file"], "llm": llm, "max_steps": 6, "on_delta": delta})
     await sys.monitor(sup_cap)
@@ -386,7 +386,7 @@ class DemoRun:
 
 
 def run_demo(driver: Any, console: Any, *, workdir: Path | None = None, stream: bool = True,
-             budget_tokens: int = 1200, timeout_ms: float = 600_000) -> DemoRun:
+             budget_tokens: int = 2000, timeout_ms: float = 600_000) -> DemoRun:
     """Boot a kernel with `driver` as the LLM device and run the team to the end."""
     tmp = None
     if workdir is None:

@@ -145,3 +145,29 @@ def test_one_damaged_page_no_write_touches_is_refused_at_open(stores, tmp_path):
     with pytest.raises(StoreError) as info:
         open_store(str(one))
     assert str(one) in str(info.value) and "damaged" in str(info.value)
+
+
+@pytest.mark.parametrize("summary", ["[1, 2]", '"text"', "null", "7"])
+def test_a_run_row_whose_summary_is_not_an_object_is_a_store_error(tmp_path, summary):
+    """A forged run row (its cost summary replaced by a list or a scalar) cannot crash
+    `agentctl runs` with a traceback: the row is damaged, exit 3, naming the file."""
+    import sqlite3
+
+    path = tmp_path / "forged.db"
+    st = open_store(f"sqlite:///{path}")
+    k = Kernel(deterministic=True, policy=AllowAll())
+    record_run(k, st, "forged")
+
+    async def init(sys, args):
+        return 1
+
+    k.run(init, quota=Quota(tokens=10))
+    st.close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE runs SET summary=?", (summary,))
+    conn.commit()
+    conn.close()
+    for argv in (["runs", "--store", str(path)], ["runs", "--json", "--store", str(path)]):
+        res = runner.invoke(app, argv)
+        assert res.exit_code == EXIT_STORE, (argv, res.output)
+        assert str(path) in res.stderr and len(res.stderr.strip().splitlines()) == 1

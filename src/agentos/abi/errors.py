@@ -70,6 +70,12 @@ class BadHandle(SyscallError):
 class DriverError(SyscallError):
     """A driver operation failed; the message is the driver's own description."""
 
+    usage_unknown: bool = False
+    """True when the operation may have consumed anything up to its reservation: the request
+    went out and what it used cannot be known (a timeout, an answer that breaks the reply
+    contract). The kernel then charges the full reservation; otherwise a failed call is
+    charged what it reports, at least the call itself."""
+
 
 class ToolError(DriverError):
     """A tool call failed: unknown tool, bad arguments, or the tool raised."""
@@ -119,6 +125,8 @@ class OutOfMemory(SyscallError):
 
 class DriverTimeout(DriverError):
     """A driver operation ran past its time limit (after any retries the driver makes)."""
+
+    usage_unknown = True
 
 
 class UpstreamError(DriverError):

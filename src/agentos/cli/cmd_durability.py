@@ -74,6 +74,17 @@ def _follow(pid: int | None, kind: str | None, limit: int, as_json: bool) -> Non
         raise typer.Exit(EXIT_NO_DAEMON if err.status == 0 else EXIT_REFUSED) from None
 
 
+def _cost(summary: dict[str, Any]) -> dict[str, Any]:
+    """What a run cost, from its summary (the kernel's charges, as `ps` and metrics show
+    them): totals and, by pid, every process that was charged anything. A run recorded
+    before summaries carried costs, or still running, shows zeros."""
+    def num(v: Any, kind: type) -> Any:
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else kind()
+    procs = summary.get("processes")
+    return {"tokens": num(summary.get("tokens"), int), "tool_calls": num(summary.get("tool_calls"), int),
+            "usd": num(summary.get("usd"), float), "processes": procs if isinstance(procs, dict) else {}}
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def runs(store: Optional[str] = StoreOpt,
@@ -90,17 +101,19 @@ def register(app: typer.Typer) -> None:
         st = _open(store)
         try:
             t = Table(title="agentos runs")
-            for col in ("run", "name", "status", "events", "started (UTC)", "exit"):
+            for col in ("run", "name", "status", "events", "started (UTC)", "exit", "tokens", "tool calls", "usd"):
                 t.add_column(col, no_wrap=col in ("run", "started (UTC)"))
             for r in st.runs():
                 status = effective_status(st, r.run_id, r.status)
+                cost = _cost(r.summary)
                 if as_json:
                     sys.stdout.write(json.dumps({"run": r.run_id, "name": r.name, "status": status,
                                                  "events": r.events, "started": r.created_at,
-                                                 "exit": r.summary.get("exit")}, sort_keys=True) + "\n")
+                                                 "exit": r.summary.get("exit"), **cost}, sort_keys=True) + "\n")
                     continue
                 when = dt.datetime.fromtimestamp(r.created_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-                t.add_row(r.run_id, r.name, status, str(r.events), when, str(r.summary.get("exit", "")))
+                t.add_row(r.run_id, r.name, status, str(r.events), when, str(r.summary.get("exit", "")),
+                          str(cost["tokens"]), str(cost["tool_calls"]), f"{cost['usd']:.6f}")
             if not as_json:
                 Console().print(t)
         finally:

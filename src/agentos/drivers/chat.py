@@ -62,29 +62,72 @@ DEFAULT_CONTEXT = 8192
 context limit is not known: the completion part of its reservation."""
 
 
+MESSAGE_FRAME = 8
+"""Tokens a chat template may add around one message (role markers, separators): OpenAI's
+format adds 3-4, Gemma's `<start_of_turn>role\n ... <end_of_turn>\n` 5."""
+REQUEST_FRAME = 16
+"""Tokens a template adds once per request (the reply's opening, a BOS token)."""
+TOOLS_FRAME = 64
+"""Tokens a template adds once when the request offers tools or a response schema (the
+`namespace functions {...}` header OpenAI renders tool specs into, the instructions the
+local driver prepends are counted by that driver itself)."""
+IMAGE_TOKENS = 1_536
+"""An image part's allowance: OpenAI's high-detail price for the largest image it accepts
+(85 + 170 per 512-px tile, at most 8 tiles once scaled to 2048 x 768) rounded up. A model
+that bills images at a multiple of that (some "mini" models do) must be given its own
+bound by its driver; text never needs one."""
+
+
 def prompt_bound(req: dict[str, Any]) -> int:
-    """An upper estimate of a request's prompt tokens, for the reservation made before the
-    call: half a token per UTF-8 byte of everything sent (tokenizers average three to four
-    bytes a token on prose), plus a per-message frame. A reply that reports more prompt
-    tokens than this overruns its reservation, which the kernel treats as a quota kill."""
+    """An upper bound on a request's prompt tokens, for the reservation made before the call.
+
+    One token per UTF-8 byte of everything sent, as JSON (messages, tools, response format),
+    plus a frame per message and per request. Why that is a true bound for the tokenizers
+    agentos talks to: a byte-level BPE (OpenAI's cl100k/o200k, Llama 3, Qwen) turns text
+    into byte sequences of at least one byte each, and a SentencePiece model with byte
+    fallback and no NFKC normalization (Gemma, the local model; Llama 2, Mistral) gives each
+    piece at least one character and an unknown character at most its UTF-8 bytes; so
+    neither gives more tokens than the text has bytes, whatever the text (emoji, CJK,
+    combining marks, whitespace runs, control characters). The JSON form only adds bytes
+    (quotes, keys, escapes), which pays for the template's role names and the tool-spec
+    rendering. Images are not text: each image part adds `IMAGE_TOKENS`. A tokenizer that
+    normalizes with NFKC (T5-style) can expand one character into many (U+FDFA is 18) and
+    is not covered; no shipped driver uses one. A reply reporting more prompt tokens than
+    this overruns its reservation: charged as far as the budget can pay, then a quota kill.
+    """
     import json
 
     try:
         sent = json.dumps([req.get("messages"), req.get("tools"), req.get("response_format")],
                           ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         sent = str(req)
     msgs = req.get("messages")
     n = len(msgs) if isinstance(msgs, list) else 1
-    return len(sent.encode("utf-8", "surrogatepass")) // 2 + 8 * n + 16
+    extra = TOOLS_FRAME if req.get("tools") or req.get("response_format") else 0
+    return len(sent.encode("utf-8", "surrogatepass")) + MESSAGE_FRAME * n + REQUEST_FRAME + extra \
+        + IMAGE_TOKENS * _images(msgs)
+
+
+def _images(msgs: Any) -> int:
+    """How many image parts the messages carry."""
+    n = 0
+    if isinstance(msgs, list):
+        for m in msgs:
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(content, list):
+                n += sum(1 for p in content if isinstance(p, dict) and p.get("type") in ("image", "image_url"))
+    return n
 
 
 def completion_bound(req: dict[str, Any], defaults: dict[str, Any] | None = None,
                      context: int = DEFAULT_CONTEXT) -> int:
-    """The request's `max_tokens` (or the handle's default), else the context limit."""
+    """The request's `max_tokens` (or the handle's default: the endpoint stops there), else
+    the context limit. Not the smaller of the two: `context` may be a guess
+    (`DEFAULT_CONTEXT`) below the model's real one, and an endpoint honours `max_tokens`."""
     v = req.get("max_tokens", (defaults or {}).get("max_tokens"))
     if type(v) is int and v > 0:
-        return min(v, context) if context else v
+        return v
     return context
 
 
@@ -100,15 +143,24 @@ def _shown(v: Any) -> str:
     return r if len(r) <= 60 else r[:60] + "..."
 
 
+def bad_reply(message: str) -> UpstreamError:
+    """An answer that breaks the chat contract. The endpoint got the request and did
+    something with it that cannot be measured from this answer, so its usage is unknown:
+    the kernel charges the call's full reservation (never what the answer claims)."""
+    e = UpstreamError(message)
+    e.usage_unknown = True
+    return e
+
+
 def reply_count(device: str, what: str, v: Any) -> int:
     """A token count from a reply: a non-negative int (None, an absent count, is 0)."""
     if v is None:
         return 0
     if type(v) is not int:
-        raise UpstreamError(f"{device}: the endpoint reported {what} as {type(v).__name__} "
+        raise bad_reply(f"{device}: the endpoint reported {what} as {type(v).__name__} "
                             f"{_shown(v)}; a token count is a non-negative integer")
     if not 0 <= v <= MAX_REPLY_TOKENS:
-        raise UpstreamError(f"{device}: the endpoint reported {what} = {_shown(v)}; "
+        raise bad_reply(f"{device}: the endpoint reported {what} = {_shown(v)}; "
                             f"a token count is a non-negative integer")
     return v
 
@@ -118,7 +170,7 @@ def reply_text(device: str, what: str, v: Any) -> str:
     if v is None:
         return ""
     if type(v) is not str:
-        raise UpstreamError(f"{device}: the endpoint's {what} is {type(v).__name__} {_shown(v)}, "
+        raise bad_reply(f"{device}: the endpoint's {what} is {type(v).__name__} {_shown(v)}, "
                             f"not a string or null")
     return v
 
@@ -127,7 +179,7 @@ def reply_arguments(device: str, raw: Any) -> dict[str, Any]:
     """Tool-call arguments: JSON text or an object. Text that does not parse is kept as
     {'_raw': text} (models emit junk; the agent decides), any other type is refused."""
     if raw is not None and not isinstance(raw, (str, dict)):
-        raise UpstreamError(f"{device}: tool-call arguments are {type(raw).__name__} {_shown(raw)}, "
+        raise bad_reply(f"{device}: tool-call arguments are {type(raw).__name__} {_shown(raw)}, "
                             f"not JSON text")
     return parse_arguments(raw)
 
@@ -138,22 +190,22 @@ def check_reply(reply: Any, device: str) -> ChatReply:
     arguments, finish_reason and model strings, token counts non-negative integers.
     A reply that breaks it is an `UpstreamError` (a `DriverError`) naming the field."""
     if not isinstance(reply, ChatReply):
-        raise UpstreamError(f"{device}: a reply must be a ChatReply, got {type(reply).__name__}")
+        raise bad_reply(f"{device}: a reply must be a ChatReply, got {type(reply).__name__}")
     reply_text(device, "content", reply.content)
     for i, tc in enumerate(reply.tool_calls):
         if not isinstance(tc, ToolCall):
-            raise UpstreamError(f"{device}: tool call {i} is {type(tc).__name__}, not a ToolCall")
+            raise bad_reply(f"{device}: tool call {i} is {type(tc).__name__}, not a ToolCall")
         if type(tc.name) is not str or not tc.name:
-            raise UpstreamError(f"{device}: tool call {i} has name {_shown(tc.name)}; a name is a non-empty string")
+            raise bad_reply(f"{device}: tool call {i} has name {_shown(tc.name)}; a name is a non-empty string")
         if type(tc.id) is not str:
-            raise UpstreamError(f"{device}: tool call {i} has id {_shown(tc.id)}; an id is a string")
+            raise bad_reply(f"{device}: tool call {i} has id {_shown(tc.id)}; an id is a string")
         if type(tc.arguments) is not dict:
-            raise UpstreamError(f"{device}: tool call {i}'s arguments are {type(tc.arguments).__name__}, "
+            raise bad_reply(f"{device}: tool call {i}'s arguments are {type(tc.arguments).__name__}, "
                                 f"not a JSON object")
     if type(reply.finish_reason) is not str:
-        raise UpstreamError(f"{device}: finish_reason {_shown(reply.finish_reason)} is not a string")
+        raise bad_reply(f"{device}: finish_reason {_shown(reply.finish_reason)} is not a string")
     if type(reply.model) is not str:
-        raise UpstreamError(f"{device}: model {_shown(reply.model)} is not a string")
+        raise bad_reply(f"{device}: model {_shown(reply.model)} is not a string")
     reply_count(device, "prompt_tokens", reply.prompt_tokens)
     reply_count(device, "completion_tokens", reply.completion_tokens)
     return reply

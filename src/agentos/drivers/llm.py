@@ -26,7 +26,9 @@ What the driver adds on top of the SDK, and why:
 
 Invariants: a reply is charged exactly `prompt + completion` tokens and the price table's
 USD for them; if the endpoint reports no usage (some servers omit it when streaming) the
-driver estimates it (4 characters a token) rather than letting the call go uncharged.
+usage is unknown, and the call is charged its reservation (`bound`), never a guess below
+it. An answer that breaks the reply contract is an `UpstreamError` marked
+`usage_unknown`, which the kernel charges at the full reservation too.
 One `AsyncOpenAI` client per event loop (an HTTP pool is bound to the loop it was made in).
 """
 from __future__ import annotations
@@ -34,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-import json
 import logging
 import os
 import random
@@ -46,7 +47,7 @@ from ..abi.driver import Driver, DriverHost, DriverResult
 from ..abi.errors import BadRequest, DriverError, DriverTimeout, RateLimited, UpstreamError
 from ..abi.types import Cost
 from .chat import (
-    DEFAULT_CONTEXT, ChatReply, ToolCall, check_reply, check_request, completion_bound, prompt_bound,
+    DEFAULT_CONTEXT, ChatReply, ToolCall, bad_reply, check_reply, check_request, completion_bound, prompt_bound,
     reply_arguments, reply_count, reply_text,
 )
 from .chat import parse_arguments, to_openai_messages, to_openai_tools
@@ -100,6 +101,8 @@ class LLMDriver(Driver):
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
                 or not math.isfinite(timeout) or timeout <= 0:
             raise ValueError(f"timeout must be positive seconds, got {timeout}")
+        if type(context) is not int or not 0 < context <= 1 << 32:
+            raise ValueError(f"context must be a positive number of tokens, got {context!r}")
         self.name = name
         self.base_url = base_url
         self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
@@ -159,9 +162,10 @@ class LLMDriver(Driver):
         })
 
     def bound(self, op: str, handle: Any, req: Any) -> Cost:
-        """The prompt estimate plus `max_tokens` (else the context limit), priced at the
-        table's rate. A model with no price, asked for by a caller whose budget limits usd,
-        is refused: its dollars could not be bounded."""
+        """The prompt bound (`chat.prompt_bound`: one token per byte sent, an upper bound)
+        plus `max_tokens` (else the context limit), priced at the table's rate. A model with
+        no price, asked for by a caller whose budget limits usd, is refused: its dollars
+        could not be bounded."""
         if op != "read" or not isinstance(req, dict) or not isinstance(handle, LLMHandle):
             return Cost()
         check_request(req, self.name)
@@ -182,7 +186,7 @@ class LLMDriver(Driver):
         kwargs = self._kwargs(handle, req)  # malformed input fails here, before any I/O
         if self.prices.strict:
             self.prices.cost((kwargs["model"],), 0, 0)
-        return self._chat(handle, kwargs)
+        return self._chat(handle, kwargs, req)
 
     # -- the call ------------------------------------------------------------------------
     def _kwargs(self, handle: LLMHandle, req: dict[str, Any]) -> dict[str, Any]:
@@ -206,23 +210,41 @@ class LLMDriver(Driver):
             kw["response_format"] = rf
         return kw
 
-    async def _chat(self, handle: LLMHandle, kwargs: dict[str, Any]) -> DriverResult:
+    async def _chat(self, handle: LLMHandle, kwargs: dict[str, Any], req: dict[str, Any]) -> DriverResult:
         lookup = self.priority_of or (self.host.priority if self.host is not None else None)
-        async with self.gate.slot(caller_priority(lookup, handle.pid)):
-            reply = check_reply(await self._with_retries(handle, kwargs), self.name)
+        # `timeout` bounds the whole call from here: the wait for a slot counts too
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        try:
+            await asyncio.wait_for(self.gate.acquire(caller_priority(lookup, handle.pid)), self.timeout)
+        except asyncio.TimeoutError:
+            err = DriverTimeout(f"{self.name}: no request slot within {self.timeout:g}s "
+                                f"({self.gate.limit} calls in flight); nothing was sent")
+            err.usage_unknown = False
+            raise err from None
+        try:
+            reply = await self._with_retries(handle, kwargs, deadline)
+        finally:
+            self.gate.release()
+        if reply.prompt_tokens == _UNREPORTED:
+            # the endpoint reported no usage (some servers omit it when streaming): unknown,
+            # so the call costs what was reserved for it, never a guess below that
+            reply.prompt_tokens = prompt_bound(req)
+            reply.completion_tokens = completion_bound(req, handle.defaults, self.context)
+        check_reply(reply, self.name)
         cost = Cost(tokens=reply.total_tokens,
                     usd=self.prices.cost((reply.model, kwargs["model"]), reply.prompt_tokens,
                                          reply.completion_tokens))
         return DriverResult(reply.to_dict(), cost)
 
-    async def _with_retries(self, handle: LLMHandle, kwargs: dict[str, Any]) -> ChatReply:
+    async def _with_retries(self, handle: LLMHandle, kwargs: dict[str, Any], deadline: float) -> ChatReply:
         import openai
 
         # `timeout` bounds the whole call, retries and backoff included, not each socket
         # read: an endpoint that drips a byte at a time cannot keep a caller waiting longer
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
         attempt = 0
+        served = False
         while True:
             self.calls += 1
             left = deadline - loop.time()
@@ -238,7 +260,9 @@ class LLMDriver(Driver):
             except openai.APIStatusError as e:
                 status = e.status_code
                 if status not in RETRY_STATUS and status < 500:
-                    raise _typed_status(self.name, e, self.api_key is None) from None
+                    refused = _typed_status(self.name, e, self.api_key is None)
+                    refused.usage_unknown = served
+                    raise refused from None
                 err: DriverError = _typed_status(self.name, e, False)
                 retry_after = _retry_after(e.response.headers)
             except openai.APITimeoutError:
@@ -248,14 +272,18 @@ class LLMDriver(Driver):
             except openai.APIConnectionError as e:
                 err = UpstreamError(f"{self.name}: cannot reach {self.base_url or 'the endpoint'}: "
                                     f"{e.__cause__ or e}")
+                # a connection that failed after the request went out may have been served
+                err.usage_unknown = not _never_sent(e)
                 retry_after = None
             except openai.OpenAIError as e:
-                raise UpstreamError(f"{self.name}: {type(e).__name__}: {e}") from None
+                raise bad_reply(f"{self.name}: {type(e).__name__}: {e}") from None
             except (ValueError, TypeError, AttributeError, KeyError) as e:  # a body that is not a completion
-                raise UpstreamError(f"{self.name}: the endpoint's answer is not a chat completion "
-                                    f"({type(e).__name__}: {str(e)[:200]})") from None
+                raise bad_reply(f"{self.name}: the endpoint's answer is not a chat completion "
+                                f"({type(e).__name__}: {str(e)[:200]})") from None
+            served = served or err.usage_unknown  # an earlier attempt may have been served
             delay = self.backoff.delay(attempt, self._rng, retry_after)
             if attempt >= self.max_retries or loop.time() + delay >= deadline:
+                err.usage_unknown = served
                 raise err
             attempt += 1
             self.retries += 1
@@ -279,7 +307,7 @@ class LLMDriver(Driver):
     async def _once(self, kwargs: dict[str, Any]) -> ChatReply:
         resp = await self._client().chat.completions.create(**kwargs)
         if not resp.choices:
-            raise UpstreamError(f"{self.name}: the endpoint answered with no choices")
+            raise bad_reply(f"{self.name}: the endpoint answered with no choices")
         choice = resp.choices[0]
         msg = choice.message
         calls: list[ToolCall] = []
@@ -295,7 +323,7 @@ class LLMDriver(Driver):
             p = reply_count(d, "prompt_tokens", usage.prompt_tokens)
             c = reply_count(d, "completion_tokens", usage.completion_tokens)
         else:
-            p, c = _estimate(kwargs, content, calls)
+            p = c = _UNREPORTED
         return ChatReply(content, calls, choice.finish_reason or "stop", p, c, resp.model or kwargs["model"])
 
     async def _stream(self, kwargs: dict[str, Any], on_delta: Callable[[str], Any]) -> ChatReply:
@@ -342,7 +370,7 @@ class LLMDriver(Driver):
             p = reply_count(self.name, "prompt_tokens", usage.prompt_tokens)
             c = reply_count(self.name, "completion_tokens", usage.completion_tokens)
         else:
-            p, c = _estimate(kwargs, content, calls)
+            p = c = _UNREPORTED
         return ChatReply(content, calls, finish, p, c, model or kwargs["model"])
 
     async def aclose(self) -> None:
@@ -372,10 +400,17 @@ def _tool_name(t: Any) -> str:
     return "?"
 
 
-def _estimate(kwargs: dict[str, Any], content: str, calls: list[ToolCall]) -> tuple[int, int]:
-    prompt = len(json.dumps(kwargs["messages"], default=str)) + len(json.dumps(kwargs.get("tools", [])))
-    out = len(content) + sum(len(json.dumps(c.arguments)) + len(c.name) for c in calls)
-    return max(1, prompt // 4), max(1, out // 4) if (content or calls) else 0
+_UNREPORTED = -1
+"""The usage of a reply that reported none (no endpoint can send a negative count: the
+reply contract refuses one), replaced by the call's reservation in `_chat`."""
+
+
+def _never_sent(e: BaseException) -> bool:
+    """Whether a connection error happened before the request could reach the endpoint
+    (connect refused or timed out), so it consumed nothing."""
+    cause = e.__cause__ or e.__context__
+    # httpx's classes, by name: the SDK's transport is httpx, but a test double may not be
+    return type(cause).__name__ in ("ConnectError", "ConnectTimeout")
 
 
 def _retry_after(headers: Any) -> float | None:

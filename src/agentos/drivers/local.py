@@ -11,8 +11,11 @@ generation at a time on a dedicated worker thread, FIFO, never on the kernel's l
 A cancelled read (the calling process was killed) sets a flag the generation checks at
 every token, so the thread stops within a token and the next request starts at once.
 Usage is counted from the tokens actually evaluated and generated; the cost is tokens
-(USD 0 unless a price is given). Streaming deltas go to `open(..., {"on_delta": fn})`,
-called on the event loop's thread, never the worker's.
+(USD 0 unless a price is given). The embedded model is not an unpriced model: it runs on
+this machine, so its price is known to be $0, and a process with a usd budget may use it
+(the `llm` and scripted devices refuse such a process at open when their model has no
+price, since their dollars could not be bounded). Streaming deltas go to
+`open(..., {"on_delta": fn})`, called on the event loop's thread, never the worker's.
 """
 from __future__ import annotations
 
@@ -175,7 +178,7 @@ class LocalDriver(Driver):
         return (f"{self.name}.chat", {"model": req.get("model") or self.model_name, "tools": names})
 
     def bound(self, op: str, handle: Any, req: Any) -> Cost:
-        """The prompt estimate (with room for the chat template and tool instructions) plus
+        """The prompt bound (with room for the chat template and tool instructions) plus
         `max_tokens`; never more than the context, which the model cannot exceed."""
         if not isinstance(req, dict):
             return Cost()

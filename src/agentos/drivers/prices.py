@@ -13,6 +13,7 @@ authoritative is worse than none. Pass a table, or load one from JSON:
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Mapping
 
@@ -35,8 +36,8 @@ def as_price(value: PriceLike, where: str = "price") -> Price:
     else:
         raise ValueError(f"{where}: a price is Price(prompt, completion), a pair or a dict, got {value!r}")
     for v in (p, c):
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-            raise ValueError(f"{where}: prices are non-negative numbers (USD per 1M tokens), got {v!r}")
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{where}: prices are finite non-negative numbers (USD per 1M tokens), got {v!r}")
     return Price(float(p), float(c))
 
 

@@ -63,6 +63,10 @@ class ScriptedChat(Driver):
         self._next = 0
 
     def open(self, owner: Pid, params: Any) -> Any:
+        if self.price is None and self.host is not None and self.host.limited(owner, "usd"):
+            # as a model endpoint would: an unpriced model cannot be bounded by a usd budget
+            raise DriverError(f"{self.name}: this scripted model has no price, so a usd budget cannot "
+                              f"bound its calls (give it price=..., or drop the usd limit)")
         on_delta = (params or {}).get("on_delta") if isinstance(params, dict) else None
         return {"owner": owner, "on_delta": on_delta}
 
@@ -70,7 +74,7 @@ class ScriptedChat(Driver):
         return (f"{self.name}.chat", {"model": (req or {}).get("model") if isinstance(req, dict) else None})
 
     def bound(self, op: str, handle: Any, req: Any) -> Cost:
-        """As a model endpoint: the prompt estimate plus `max_tokens` (else the default
+        """As a model endpoint: the prompt bound plus `max_tokens` (else the default
         context), priced at this device's rate. A script entry that reports more overruns."""
         if not isinstance(req, dict):
             return Cost()

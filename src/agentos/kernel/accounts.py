@@ -198,9 +198,8 @@ class Accounts:
         """Set aside an operation's maximum cost (tokens, tool_calls, usd_nano) before it
         runs, atomically up the hierarchy. Returns the resource that does not fit (nothing
         was taken), else None. A reservation is neither balance nor used until `settle`."""
+        _amounts("reserve", need)
         for i, n in zip((TOKENS, TOOL_CALLS, USD), need):
-            if n < 0:
-                raise ValueError(f"a reservation cannot be negative, got {need}")
             if n:
                 b = self._live_bank(acct, i)
                 if b is not None and b.balance[i] < n:
@@ -222,13 +221,19 @@ class Accounts:
         return None
 
     def settle(self, acct: Account, reserved: tuple[int, int, int],
-               actual: tuple[int, int, int]) -> tuple[str, int] | None:
+               actual: tuple[int, int, int]) -> tuple[tuple[int, int, int], tuple[str, int] | None]:
         """Charge what the operation cost and release the rest of its reservation. A cost
-        above the reservation is charged as far as the bank can pay; the first resource that
-        overran is returned with the amount left unpaid (the caller is then killed)."""
+        above the reservation is charged as far as the bank can pay (a child's budget
+        bounds what its calls can take from the rest of the tree, whatever a driver
+        reports). Returns what was charged (tokens, tool_calls, usd_nano): the one figure
+        every view of the run reports; and the first resource that overran with the amount
+        left unpaid (the caller is then killed), else None."""
+        _amounts("settle: reserved", reserved)
+        _amounts("settle: actual", actual)
         overrun: tuple[str, int] | None = None
         used = acct.used
-        for i, r, a in zip((TOKENS, TOOL_CALLS, USD), reserved, actual):
+        charged = [0, 0, 0]
+        for k, (i, r, a) in enumerate(zip((TOKENS, TOOL_CALLS, USD), reserved, actual)):
             if not r and not a:
                 continue
             b = self._live_bank(acct, i)
@@ -236,15 +241,17 @@ class Accounts:
                 if b is not None:
                     b.balance[i] += r - a
                 used[i] += a
+                charged[k] = a
                 continue
             extra = a - r
-            pay = extra if b is None else min(extra, b.balance[i])
+            pay = extra if b is None else max(0, min(extra, b.balance[i]))
             if b is not None:
                 b.balance[i] -= pay
             used[i] += r + pay
+            charged[k] = r + pay
             if overrun is None:
                 overrun = (POOLED_RESOURCES[i], extra - pay)
-        return overrun
+        return (charged[0], charged[1], charged[2]), overrun
 
     def mem_take(self, acct: Account, tokens: int) -> bool:
         if type(tokens) is not int or tokens < 0:
@@ -308,6 +315,14 @@ class Accounts:
             remaining[name] = rem
             used[name] = u
         return {"limits": limits, "remaining": remaining, "used": used}
+
+
+def _amounts(what: str, amounts: Any) -> None:
+    """(tokens, tool_calls, usd_nano), each a non-negative int, or `BadAmount` before
+    anything is taken: a reservation or settlement can never credit or poison a balance."""
+    if type(amounts) is not tuple or len(amounts) != 3 \
+            or any(type(v) is not int or v < 0 for v in amounts):
+        raise BadAmount(f"{what}: amounts must be three non-negative ints, got {amounts!r:.120}")
 
 
 def _fmt(i: int, v: int) -> str:

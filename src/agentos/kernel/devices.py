@@ -1,9 +1,12 @@
 """Device syscalls: open, read, read_all, write, close.
 
 The order on every operation is the kernel's contract: (1) the handle's capability still
-holds the right, (2) policy authorizes the action on the world, (3) the driver runs, (4)
-the result is journaled, (5) its cost is charged atomically; a charge the account cannot
-pay kills the caller with `quota(resource)`. A driver may answer synchronously or with an
+holds the right, (2) policy authorizes the action on the world, (3) the driver's bound is
+reserved up the account hierarchy, all or nothing (if it does not fit, the driver is never
+called and the caller is killed with `quota(resource)`), (4) with a flight recorder the
+write-ahead record is made, (5) the driver runs, (6) the result is journaled with its
+reservation, (7) the cost is settled: charged, the rest released; a cost above the
+reservation is charged as far as the budget can pay and the caller is killed. A driver may answer synchronously or with an
 awaitable; awaitables run as asyncio tasks while the caller is parked (wait kind `io`),
 and are cancelled if the caller dies or is interrupted.
 
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..abi.driver import Driver, DriverResult
 from ..abi.errors import (
-    AgentOSError, BadArgument, BadHandle, CapError, DriverError, DriverTimeout, NoSuchDevice,
+    AgentOSError, BadArgument, BadHandle, CapError, DriverError, NoSuchDevice,
     SyscallError,
 )
 from ..abi.syscalls import Close, Open, Read, ReadAll, Write
@@ -69,6 +72,7 @@ class Devices:
     def __init__(self, kernel: "Kernel") -> None:
         self.k = kernel
         self.reads = 0
+        self._overruns: list[str] | None = None  # set while a batch settles (`_finish_all`)
         # pid -> (first op index, count, the ops) parked on I/O, for `_abandon`
         self._inflight: dict[int, tuple[int, int, list[PendingOp]]] = {}
 
@@ -171,13 +175,16 @@ class Devices:
         k = self.k
         k.io_finished()
         first, n, ops = self._inflight.pop(proc.pid, (proc.op_index - 1, 1, []))
-        # usage unknown (cancelled after it was sent): each op settles at its full reservation
+        # usage unknown (cancelled after it was sent): the ops settle at their full reservation,
+        # as one charge at the first op's index (a replay knows only the journaled total)
         total = [0, 0, 0]
         for p in ops:
             if p.reserve is not None:
-                self._settle(proc, p.index, p.reserve, p.reserve)
                 total = [a + b for a, b in zip(total, p.reserve)]
                 p.reserve = None
+        if any(total):
+            t = (total[0], total[1], total[2])
+            self._settle(proc, first, t, t)
         if not k.replaying and k.journal is not None:  # replay: "this op never completed"
             k.journal.record(JournalEntry(proc.pid, first, "io_cancel", "", None, None, True, n,
                                           reserve=tuple(total) if any(total) else None))  # type: ignore[arg-type]
@@ -233,7 +240,7 @@ class Devices:
         if isinstance(res, DriverResult):
             return self._apply(proc, self._result_entry(proc, pending, res))
         if not inspect.isawaitable(res):
-            e2 = DriverError(f"{name}.{op} returned {type(res).__name__}, not a DriverResult")
+            e2 = _not_a_result(name, op, res)
             return self._apply(proc, self._error_entry(proc, pending, e2))
         task = asyncio.ensure_future(res)
         pending.result = task
@@ -322,6 +329,18 @@ class Devices:
             k.wake(proc, value)
 
     def _finish_all(self, proc: Process, pending: list[PendingOp], at: int | None = None) -> Any:
+        # every op settles before an overrun among them kills the caller: a charge made after
+        # the process's exit would be missing from what `ps` last showed of it
+        self._overruns = []
+        try:
+            values = self._apply_all(proc, pending, at)
+        finally:
+            overruns, self._overruns = self._overruns, None
+        if overruns and proc.state is not EXITED:
+            self.k.terminate(proc, quota(overruns[0]))
+        return PARK if proc.state is EXITED or any(v is PARK for v in values) else values
+
+    def _apply_all(self, proc: Process, pending: list[PendingOp], at: int | None) -> list[Any]:
         values: list[Any] = []
         for p in pending:
             res = p.result
@@ -334,7 +353,7 @@ class Devices:
                     if isinstance(res, BaseException):
                         raise res
                     if not isinstance(res, DriverResult):
-                        raise DriverError(f"{p.device}.{p.op} returned {type(res).__name__}, not a DriverResult")
+                        raise _not_a_result(p.device, p.op, res)
                 except BaseException as e:
                     entry = self._error_entry(proc, p, e)
                 else:
@@ -345,17 +364,23 @@ class Devices:
             except SyscallError as e:
                 v = e
             values.append(v)  # after a kill the rest still settle: no reservation is left behind
-        return PARK if proc.state is EXITED or any(v is PARK for v in values) else values
+        return values
 
     @staticmethod
     def _entry(proc: Process, p: PendingOp, res: DriverResult) -> JournalEntry:
         c = _reported(res.cost, f"{p.device}.{p.op}")
+        try:  # a value the journal cannot hold would replay as something else: a bad reply
+            checked("the reply", res.value)
+        except BadArgument as e:
+            raise DriverError(f"{p.device}.{p.op} answered with a value that cannot be recorded ({e})") from None
         return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, True,
                             res.value, None, c.tokens, c.tool_calls, c.usd, c.reductions, reserve=p.reserve)
 
     def _result_entry(self, proc: Process, p: PendingOp, res: DriverResult) -> JournalEntry:
         """A driver's answer; a cost it should never report (negative, NaN, fractional
-        tokens) makes it a DriverError charged at the full reservation."""
+        tokens) or a value no record can hold (a cycle, 1,000-deep nesting, a lone
+        surrogate, an object whose conversion raises) makes it a DriverError charged at the
+        full reservation."""
         try:
             return self._entry(proc, p, res)
         except DriverError as e:
@@ -380,7 +405,10 @@ class Devices:
             return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, False,
                                 msg, etype, c.tokens, calls, c.usd, c.reductions, reserve=r)
         if r is not None:
-            unknown = unknown or isinstance(e, (DriverTimeout, asyncio.CancelledError, asyncio.TimeoutError))
+            if isinstance(e, DriverError):  # the driver says (a DriverTimeout is unknown unless it says not)
+                unknown = unknown or e.usage_unknown is True
+            else:
+                unknown = unknown or isinstance(e, (asyncio.CancelledError, asyncio.TimeoutError))
             if unknown:
                 return JournalEntry(proc.pid, p.index, p.op, p.device, p.action, p.payload, False,
                                     msg, etype, r[0], r[1], r[2] / USD_SCALE, 0, reserve=r)
@@ -469,16 +497,22 @@ class Devices:
 
     def _settle(self, proc: Process, index: int, reserved: tuple[int, int, int],
                 actual: tuple[int, int, int]) -> bool:
-        """Charge `actual` against the reservation; False (and the caller killed) on an overrun."""
+        """Charge `actual` against the reservation; False (and the caller killed) on an overrun.
+        The `charge` event carries what the account paid, not what the driver reported: an
+        overrun is charged only as far as the bank can pay, and the `overrun` event holds the
+        reported cost and the unpaid rest. The run table, `ps`, metrics and the PROV export
+        all read the charge, so they agree."""
         k = self.k
-        over = k.accounts.settle(proc.account, reserved, actual)  # type: ignore[arg-type]
-        if actual[0] or actual[1] or actual[2]:
-            k.events.emit(proc.pid, "charge", (index, actual[0], actual[1], actual[2]))
+        charged, over = k.accounts.settle(proc.account, reserved, actual)  # type: ignore[arg-type]
+        if charged[0] or charged[1] or charged[2]:
+            k.events.emit(proc.pid, "charge", (index, charged[0], charged[1], charged[2]))
         if over is None:
             return True
         resource, unpaid = over
         k.events.emit(proc.pid, "overrun", (resource, index, reserved, actual, unpaid))
-        if proc.state is not EXITED:
+        if self._overruns is not None:  # settling a batch: the kill comes when all have settled
+            self._overruns.append(resource)
+        elif proc.state is not EXITED:
             k.terminate(proc, quota(resource))
         return False
 
@@ -538,14 +572,24 @@ def _payloads(reqs: Any) -> list[Any]:
 
 def _task_result(task: Any, name: str, op: str) -> DriverResult:
     if task.cancelled():
-        raise DriverError(f"{name}.{op} was cancelled")
+        err = DriverError(f"{name}.{op} was cancelled")
+        err.usage_unknown = True
+        raise err
     exc = task.exception()
     if exc is not None:
         raise exc
     res = task.result()
     if not isinstance(res, DriverResult):
-        raise DriverError(f"{name}.{op} returned {type(res).__name__}, not a DriverResult")
+        raise _not_a_result(name, op, res)
     return res
+
+
+def _not_a_result(name: str, op: str, res: Any) -> DriverError:
+    """A driver that answered outside the ABI: a bad reply, charged its full reservation
+    (what the operation did before answering cannot be known)."""
+    err = DriverError(f"{name}.{op} returned {type(res).__name__}, not a DriverResult")
+    err.usage_unknown = True
+    return err
 
 
 def _rebuild_error(e: JournalEntry) -> SyscallError:

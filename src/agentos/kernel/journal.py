@@ -21,11 +21,12 @@ recorded in (`Journal.format`), so replay can keep that version's semantics.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ..abi.errors import NondeterminismError, RecordingFormatError
-from ..abi.types import Cost
+from ..abi.types import COST_MAX, USD_SCALE, Cost
 from .events import canonical, dumps_canonical, total
 from .recording import RECORDING_FORMAT, decode_value, encode_value, upgrade_entry
 
@@ -78,6 +79,7 @@ class JournalEntry:
             fields["value"] = decode_value(fields.get("value"))
             if fields.get("reserve") is not None:
                 fields["reserve"] = tuple(fields["reserve"])
+            _check_amounts(fields)
             return JournalEntry(**fields)
         except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
             raise RecordingFormatError(f"a journal entry is not one of recording format {version}: "
@@ -88,6 +90,22 @@ class JournalEntry:
 TURN_OPS = frozenset({"net.in", "net.drop", "net.sources"})
 """Ops applied at a turn of the kernel's loop (`at`), not answers to a process's op index:
 network input (format 6, see kernel/recording.py and kernel/remote.py)."""
+
+
+def _check_amounts(fields: dict[str, Any]) -> None:
+    """A stored entry's costs and reservation are what the kernel wrote: whole numbers (usd
+    a finite number) from 0 to COST_MAX. Replay charges and reserves from them, so a forged
+    or damaged one (NaN, negative, 2.5 tokens) must not reach the accounts."""
+    for key in ("tokens", "tool_calls", "reductions"):
+        v = fields.get(key, 0)
+        if type(v) is not int or not 0 <= v <= COST_MAX:
+            raise ValueError(f"{key} = {_short(repr(v))} is not a whole number in 0..{COST_MAX}")
+    usd = fields.get("usd", 0.0)
+    if type(usd) not in (int, float) or not math.isfinite(usd) or not 0 <= usd <= COST_MAX:
+        raise ValueError(f"usd = {_short(repr(usd))} is not a finite amount in 0..{COST_MAX}")
+    r = fields.get("reserve")
+    if r is not None and (len(r) != 3 or any(type(v) is not int or not 0 <= v <= COST_MAX * USD_SCALE for v in r)):
+        raise ValueError(f"reserve = {_short(repr(r))} is not three whole amounts >= 0")
 
 
 class Journal:

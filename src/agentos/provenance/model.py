@@ -5,7 +5,16 @@ generator, for streaming). `manifest_from_store` derives the steps from the stor
 log and journal: an op on a chat-shaped device (a request with "messages") is a `prompt`
 step followed by a `response` step that carries its cost; any other device op is a
 `tool_call`; `recall`/`working_set` syscalls are `memory_retrieval`s. A step's
-`elapsed_ms` runs from its syscall to the process's next event (the result arriving).
+`elapsed_ms` runs from its syscall to the result arriving (its `charge` event, else the
+process's next event).
+
+A step's cost (`step_tokens`, `step_tool_calls`, `step_cost_usd`) is what the kernel's
+`charge` event for that op says the account paid, the same figure the run table, `ps` and
+the metrics show; never what the driver reported (an overrun is charged only as far as
+the budget could pay, a cost that did not fit is not charged at all). An op that was
+cancelled in flight (its process was killed or interrupted) has no journaled result; it
+is still a step, whose result is `{"error": "cancelled"}` and whose cost is the
+reservation it settled at.
 
 A step depends on what really fed it (`after`): the previous step of its own process, the
 step a sender had last taken before each message the process received since (the
@@ -24,6 +33,8 @@ import json
 from dataclasses import dataclass
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator
+
+from ..abi.types import USD_SCALE
 
 STEP_TYPES = ("prompt", "tool_call", "memory_retrieval", "response")
 _DEVICE_OPS = {"Read": "read", "Write": "write", "ReadAll": "read"}
@@ -60,6 +71,7 @@ class InteractionRecord:
     the steps in the order given."""
     started_ms: float | None = None      # ms since the run's start, when the step was asked for
     parent_process_id: int | None = None  # the process that spawned this step's process
+    step_tool_calls: int = 0             # tool calls charged for this step
 
     def __post_init__(self) -> None:
         if self.step_type not in STEP_TYPES:
@@ -121,6 +133,7 @@ def _steps(store: Any, run_id: str) -> Iterator[InteractionRecord]:
     last_step: dict[int, int] = {}         # pid -> index of its latest step
     informed: dict[int, list[int]] = {}    # pid -> steps of others its next step depends on
     sends: "OrderedDict[int, int]" = OrderedDict()  # seq of a send -> the sender's step before it
+    unresolved: dict[int, tuple[int, str, list[Any], float]] = {}  # pid -> an op with no journaled result
 
     def emit(items: list[dict[str, Any]], end: float) -> Iterator[InteractionRecord]:
         for it in items:
@@ -137,9 +150,10 @@ def _steps(store: Any, run_id: str) -> Iterator[InteractionRecord]:
                 if j not in deps:
                     deps.append(j)
             last_step[pid] = i
-            yield InteractionRecord(f"{run_id}:{i}", it["type"], i, it["payload"], it.get("usd", 0.0),
+            yield InteractionRecord(f"{run_id}:{i}", it["type"], i, it["payload"], it.get("usd", 0) / USD_SCALE,
                                     it.get("tokens", 0), max(0.0, end - it["t"]), pid,
-                                    names.get(pid), lessons, tuple(deps), it["t"], parents.get(pid))
+                                    names.get(pid), lessons, tuple(deps), it["t"], parents.get(pid),
+                                    it.get("calls", 0))
 
     def inform(pid: int, step: int | None) -> None:
         if step is not None:
@@ -147,9 +161,53 @@ def _steps(store: Any, run_id: str) -> Iterator[InteractionRecord]:
             if step not in lst and len(lst) < 1024:
                 lst.append(step)
 
+    def op_items(pid: int, t: float, index: int, device: str, op: str, action: Any, request: Any,
+                 result: Any, lessons: Any = None) -> list[dict[str, Any]]:
+        """The step(s) of one device op: a prompt and a response for a chat request (the
+        response carries the cost), else one tool call."""
+        if isinstance(request, dict) and "messages" in request:
+            return [{"type": "prompt", "t": t, "pid": pid, "op": None,
+                     "payload": _dumps({"device": device, "request": request})},
+                    {"type": "response", "t": t, "pid": pid, "op": index,
+                     "payload": _dumps({"device": device, "result": result})}]
+        return [{"type": "tool_call", "t": t, "pid": pid, "op": index,
+                 "payload": _dumps({"device": device, "action": action, "op": op,
+                                    "request": request, "result": result}),
+                 "lessons": lessons}]
+
+    def cancelled(pid: int) -> list[dict[str, Any]]:
+        """The steps of the op `pid` had in flight when it was cancelled (no journaled result)."""
+        idx, op, reqs, t = unresolved.pop(pid)
+        next_op[pid] = idx + len(reqs)
+        items: list[dict[str, Any]] = []
+        for j, r in enumerate(reqs):
+            items += op_items(pid, t, idx + j, "", op, None, canonical(r), {"error": "cancelled"})
+        return items
+
     for ev in store.events(run_id):
         pid, kind = ev.pid, ev.kind
-        if pid in pending and kind != "policy":  # the op's result (or the next op) has arrived
+        if kind == "charge":
+            d = ev.data
+            if isinstance(d, list) and len(d) == 4 and all(type(x) is int for x in d):
+                index, tokens, calls, usd = d
+                items = pending.get(pid, [])
+                at = next((n for n, it in enumerate(items) if it.get("op") == index), None)
+                if at is None and unresolved.get(pid, (None,))[0] == index:
+                    items = pending.setdefault(pid, [])
+                    items += cancelled(pid)
+                    at = next((n for n, it in enumerate(items) if it.get("op") == index), None)
+                if at is not None:
+                    it = items[at]
+                    it["tokens"] = it.get("tokens", 0) + tokens
+                    it["calls"] = it.get("calls", 0) + calls
+                    it["usd"] = it.get("usd", 0) + usd
+                    # the result has arrived: this step and those before it are complete
+                    done, pending[pid] = items[:at + 1], items[at + 1:]
+                    if not pending[pid]:
+                        del pending[pid]
+                    yield from emit(done, ev.time)
+            continue
+        if pid in pending and kind not in _NOT_A_RESULT:  # the op's result (or the next op) has arrived
             yield from emit(pending.pop(pid), ev.time)
         if kind == "spawn":
             d = ev.data
@@ -185,34 +243,56 @@ def _steps(store: Any, run_id: str) -> Iterator[InteractionRecord]:
         if op not in _DEVICE_OPS:
             continue
         reqs: list[Any] = (req.get("reqs") or []) if op == "ReadAll" else [req.get("req" if op == "Read" else "data")]
-        idx = next_op.get(pid, 0)
-        head = lookup(pid, idx)
-        if op == "ReadAll" and head is not None and head.op == "read_all":
-            next_op[pid] = idx + 1  # refused as a whole: the driver could not classify a request
+        if not isinstance(reqs, list):
             continue
-        entries = [head] + [lookup(pid, idx + j) for j in range(1, len(reqs))] if reqs else []
-        if not entries or any(e is None or e.op == "open" or canonical(e.request) != canonical(r)
-                              for e, r in zip(entries, reqs)):
-            continue  # refused before it ran (policy, a bad handle): no step
+        idx = next_op.get(pid, 0)
+        entries = _entries_at(lookup, pid, idx, reqs)
+        if entries is None and pid in unresolved:
+            # the op before this one was cancelled with nothing to settle (no charge event
+            # names it): it took its indices all the same
+            u_idx, _, u_reqs, _ = unresolved[pid]
+            if u_idx == idx:
+                later = _entries_at(lookup, pid, idx + len(u_reqs), reqs)
+                if later is not None:
+                    pending.setdefault(pid, []).extend(cancelled(pid))
+                    idx, entries = idx + len(u_reqs), later
+        if entries is None:
+            head = lookup(pid, idx)
+            if op == "ReadAll" and head is not None and head.op == "read_all":
+                next_op[pid] = idx + 1  # refused as a whole: the driver could not classify a request
+            elif head is None and reqs:
+                # no result journaled at this index: refused before it ran (policy, a bad
+                # handle; it took no index), or cancelled in flight (it did): a charge or
+                # the next op tells which
+                unresolved[pid] = (idx, _DEVICE_OPS[op], reqs, ev.time)
+            continue
+        unresolved.pop(pid, None)
         next_op[pid] = idx + len(entries)
         for e in entries:
-            assert e is not None
             result = canonical(e.value) if e.ok else {"error": e.error_type, "message": e.value}
-            if isinstance(e.request, dict) and "messages" in e.request:
-                pending.setdefault(pid, []).append({"type": "prompt", "t": ev.time, "pid": pid,
-                                                    "payload": _dumps({"device": e.device, "request": e.request})})
-                pending[pid].append({"type": "response", "t": ev.time, "pid": pid, "usd": e.usd,
-                                     "tokens": e.tokens, "payload": _dumps({"device": e.device, "result": result})})
-            else:
-                pending.setdefault(pid, []).append({
-                    "type": "tool_call", "t": ev.time, "pid": pid, "usd": e.usd, "tokens": e.tokens,
-                    "payload": _dumps({"device": e.device, "action": e.action, "op": e.op,
-                                       "request": e.request, "result": result}),
-                    "lessons": result if e.ok and isinstance(result, dict)
-                    and result.get("kind") == "lessons.add" else None})
+            lessons = result if e.ok and isinstance(result, dict) and result.get("kind") == "lessons.add" else None
+            pending.setdefault(pid, []).extend(
+                op_items(pid, ev.time, e.index, e.device, e.op, e.action, e.request, result, lessons))
     for pid in sorted(pending):
         items = pending[pid]
         yield from emit(items, items[-1]["t"])
+
+
+def _entries_at(lookup: Callable[[int, int], Any], pid: int, idx: int, reqs: list[Any]) -> list[Any] | None:
+    """The journaled results of `reqs` issued at op index `idx`, or None if they are not there."""
+    from ..kernel.events import canonical
+
+    if not reqs:
+        return None
+    entries = [lookup(pid, idx + j) for j in range(len(reqs))]
+    if any(e is None or e.op in ("open", "read_all") or canonical(e.request) != canonical(r)
+           for e, r in zip(entries, reqs)):
+        return None
+    return entries
+
+
+_NOT_A_RESULT = frozenset({"policy", "reserve", "overrun", "quota"})
+"""Events between an op's syscall and its result that are not the result."""
 
 
 def _lesson_records(result: Any, run_id: str, last_response: int | None) -> Iterator[LessonRecord]:

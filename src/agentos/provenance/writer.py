@@ -138,7 +138,7 @@ def write_turtle(m: ReplayManifest, out: TextIO) -> int:
           f"  aos:step_type {_lit(s.step_type)} ;\n  aos:index {int(s.index)} ;\n"
           f"  aos:payload_json {_lit(s.payload_json)} ;\n"
           f"  aos:step_cost_usd \"{_dec(s.step_cost_usd)}\"^^xsd:decimal ;\n"
-          f"  aos:step_tokens {int(s.step_tokens)} ;\n"
+          f"  aos:step_tokens {int(s.step_tokens)} ;\n  aos:step_tool_calls {int(s.step_tool_calls)} ;\n"
           f"  aos:elapsed_ms \"{float(s.elapsed_ms)!r}\"^^xsd:double ;\n"
           f"  prov:used {', '.join(f'<{u}>' for u in used)} ;\n  prov:wasAssociatedWith <{agent}>")
         if informers:
@@ -181,6 +181,7 @@ _CONTEXT = {
     "process_id": {"@id": "aos:process_id", "@type": "xsd:integer"},
     "index": {"@id": "aos:index", "@type": "xsd:integer"},
     "step_tokens": {"@id": "aos:step_tokens", "@type": "xsd:integer"},
+    "step_tool_calls": {"@id": "aos:step_tool_calls", "@type": "xsd:integer"},
     "created_at": {"@id": "aos:created_at", "@type": "xsd:dateTime"},
     "initial_budget_usd": {"@id": "aos:initial_budget_usd", "@type": "xsd:decimal"},
     "step_cost_usd": {"@id": "aos:step_cost_usd", "@type": "xsd:decimal"},
@@ -222,7 +223,8 @@ def write_jsonld(m: ReplayManifest, out: TextIO) -> int:
             "@reverse": {"HAS_STEP": {"@id": base}},
             "step_id": s.step_id, "step_type": s.step_type, "index": str(int(s.index)),
             "payload_json": s.payload_json, "step_cost_usd": _dec(s.step_cost_usd),
-            "step_tokens": str(int(s.step_tokens)), "elapsed_ms": repr(float(s.elapsed_ms)),
+            "step_tokens": str(int(s.step_tokens)), "step_tool_calls": str(int(s.step_tool_calls)),
+            "elapsed_ms": repr(float(s.elapsed_ms)),
             "used": used, "wasAssociatedWith": agent}
         if informers:
             node["wasInformedBy"] = informers

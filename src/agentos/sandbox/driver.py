@@ -171,6 +171,12 @@ class _Child:
             except FrameError as e:
                 self._violation(str(e))
                 return
+            checked_msg = self._recordable(msg)
+            if checked_msg is None:  # refused here, answered at once: the kernel never sees it
+                if self.dead is not None:
+                    return
+                continue
+            msg = checked_msg
             self._push(msg)
             if self.dead is not None:
                 return
@@ -192,6 +198,30 @@ class _Child:
             why = {"start": "before its hello", "waiting": "before its last call was answered",
                    "done": "after it said exit", "running": "twice"}[phase]
             raise FrameError(f"a {t!r} frame {why}")
+
+    def _recordable(self, msg: dict[str, Any]) -> dict[str, Any] | None:
+        """A frame holding a value no record can hold (JSON may carry a lone surrogate as
+        an escape): it must not reach the kernel as a device reply, which the journal
+        could not keep, so its replay would see something else. A call is answered
+        `BadArgument` at once, as the kernel would answer the syscall; an exit becomes a
+        failed one; a hello is a violation."""
+        from ..abi.errors import BadArgument
+        from ..kernel.values import checked
+
+        try:
+            checked("the frame", msg)
+            return msg
+        except BadArgument as e:
+            why = str(e)[:500]
+        t = msg.get("t")
+        if t == "call":
+            self.send({"ok": False, "call": str(msg.get("name"))[:64], "error": "BadArgument",
+                       "msg": f"{str(msg.get('name'))[:64]}: an argument cannot be recorded ({why})"})
+            return None
+        if t == "exit":
+            return {"t": "exit", "ok": False, "error": "BadArgument", "msg": f"its result cannot be recorded ({why})"}
+        self._violation(f"a {str(t)[:20]!r} frame that cannot be recorded ({why})")
+        return None
 
     def _push(self, msg: Any) -> None:
         t = msg.get("t")

@@ -23,8 +23,14 @@ class Folder:
         self.policy: Counter[str] = Counter()
         self.quota: Counter[str] = Counter()
         self.names: dict[int, str] = {}             # live pid -> name (for cost by agent)
-        self.cost_by_name: dict[str, float] = {}     # dollars charged, by process name
+        self.usd_nano_by_name: Counter[str] = Counter()  # nano-dollars charged, by process name (exact)
         self.tokens_by_name: Counter[str] = Counter()
+        self.tool_calls_by_name: Counter[str] = Counter()
+
+    @property
+    def cost_by_name(self) -> dict[str, float]:
+        """Dollars charged, by process name: summed in whole nano-dollars, converted once."""
+        return {n: v / 1e9 for n, v in self.usd_nano_by_name.items()}
 
     def __call__(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
@@ -43,9 +49,9 @@ class Folder:
                 d = r["data"]
                 if isinstance(d, list) and len(d) >= 4:
                     name = self.names.get(r["pid"], "?")
-                    self.tokens_by_name[name] += d[1] if isinstance(d[1], int) else 0
-                    usd = d[3] / 1e9 if isinstance(d[3], (int, float)) else 0.0
-                    self.cost_by_name[name] = self.cost_by_name.get(name, 0.0) + usd
+                    self.tokens_by_name[name] += d[1] if type(d[1]) is int else 0
+                    self.tool_calls_by_name[name] += d[2] if type(d[2]) is int else 0
+                    self.usd_nano_by_name[name] += d[3] if type(d[3]) is int else 0
             elif kind == "quota":
                 d = r["data"]
                 res = d[0] if isinstance(d, list) and d and isinstance(d[0], str) else "unknown"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from ..abi.types import ABI_VERSION
+from ..abi.types import ABI_VERSION, USD_SCALE
 from ..kernel.events import Event, canonical, encode_event
 from ..kernel.images import image_entry
 from ..kernel.journal import JournalEntry
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
     from ..kernel.process import Process
     from .base import Store
+
+
+_COST_KINDS = frozenset({"charge", "spawn", "exit"})
 
 
 class Recording(Observer):
@@ -39,6 +42,9 @@ class Recording(Observer):
         self.init_pid: int | None = None
         self.finished = False
         self.last_snapshot: str | None = None   # id of the latest SIGUSR1 snapshot stored
+        self.exit_reason = ""
+        self.costs: dict[int, list[int]] = {}    # pid -> [tokens, tool_calls, usd_nano] charged
+        self.names: dict[int, str] = {}
         clock = "virtual" if kernel.clock.virtual else "real"
         cfg = kernel.config
         if message_events:
@@ -62,11 +68,28 @@ class Recording(Observer):
             self.store.append_journal(self.run_id, rows)
         self.store.append_events(self.run_id, [(e.seq, round(e.time, 6), e.pid, e.kind, encode_event(e))
                                                for e in batch])
-        if self.init_pid is not None and not self.finished:
-            for e in batch:
-                if e.pid == self.init_pid and e.kind == "exit":
+        costs = self.costs
+        late = False
+        for e in [e for e in batch if e.kind in _COST_KINDS]:
+            if e.kind == "charge":
+                row = costs.get(e.pid)
+                if row is None:
+                    row = costs[e.pid] = [0, 0, 0]
+                _, t, c, u = e.data
+                row[0] += t
+                row[1] += c
+                row[2] += u
+                late = True
+            elif e.kind == "spawn":
+                self.names[e.pid] = str(e.data[1])
+            else:  # exit: a name is kept only for a process that cost something
+                if e.pid not in costs:
+                    self.names.pop(e.pid, None)
+                if e.pid == self.init_pid and not self.finished:
                     self.finish(str(e.data))
-                    break
+                    late = False
+        if late and self.finished:  # charged after init ended (its children, at shutdown)
+            self._write_summary()
 
     def booted(self, kernel: "Kernel", init: "Process", boot: BootInfo) -> None:
         self.init_pid = init.pid
@@ -86,10 +109,25 @@ class Recording(Observer):
         from .owners import release
 
         self.finished = True
-        self.store.update_run(self.run_id, status="finished", summary={
-            "exit": exit_reason, "events": self.kernel.events.seq,
-            "journal": self._journal_n})
+        self.exit_reason = exit_reason
+        self.store.update_run(self.run_id, status="finished", summary=self.summary())
         release(self.store, self.run_id)
+
+    def summary(self) -> dict[str, Any]:
+        """The run row's summary: how init ended, and what the run cost in total and per
+        process (every process charged anything, by pid; the others cost nothing). Folded
+        from the kernel's `charge` events, the figures `ps`, the metrics and the PROV
+        export show too."""
+        costs = self.costs
+        total = [sum(r[i] for r in costs.values()) for i in range(3)]
+        return {"exit": self.exit_reason, "events": self.kernel.events.seq, "journal": self._journal_n,
+                "tokens": total[0], "tool_calls": total[1], "usd": total[2] / USD_SCALE,
+                "processes": {str(pid): {"name": self.names.get(pid, ""), "tokens": r[0], "tool_calls": r[1],
+                                         "usd": r[2] / USD_SCALE, "usd_nano": r[2]}
+                              for pid, r in sorted(costs.items())}}
+
+    def _write_summary(self) -> None:
+        self.store.update_run(self.run_id, summary=self.summary())
 
     def checkpoint(self, proc: "Process") -> None:
         """SIGUSR1: write the process's portable snapshot to the store. No label: the

@@ -24,8 +24,11 @@ class SqlReads:
         try:
             meta = r[4] if isinstance(r[4], dict) else json.loads(r[4])
             summary = r[5] if isinstance(r[5], dict) else json.loads(r[5])
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, RecursionError) as e:
             raise StoreError(f"{self._where()}: run {r[0]!r:.80} has a damaged row: {e}") from None
+        if not isinstance(meta, dict) or not isinstance(summary, dict):
+            raise StoreError(f"{self._where()}: run {r[0]!r:.80} has a damaged row: its meta and summary "
+                             f"must be JSON objects")
         return RunInfo(r[0], r[1], r[2], r[3], meta, summary, r[6])
 
     def runs(self) -> list[RunInfo]:
