@@ -158,6 +158,11 @@ class FlightRecorder:
                 n = rec.seq if isinstance(rec, AuditRecord) else "?"
                 raise AuditAnchorLost(f"the audit log holds records (the first is {n}) but no anchor: the "
                                       f"anchor was deleted, so a cut tail could not be told{fix}")
+            signed = max((size for size, _, _ in getattr(backend, "checkpoints", lambda: ())()
+                          if type(size) is int), default=0)
+            if signed > 0:  # emptied, anchor and all: the checkpoints beside it remember
+                raise AuditAnchorLost(f"the audit log is empty and has no anchor, but a checkpoint signed "
+                                      f"beside it covers {signed} record(s): the log was deleted{fix}")
             return 0, GENESIS
         why = anchor_problem(anchor, self._key)
         if why is not None:
