@@ -57,6 +57,8 @@ burns a quantum's worth of fuel costs about what a busy kernel process does per 
 
 
 INLINE_MAX_MS = 10.0
+CACHE_MODULES = 256
+"""Compiled modules kept (oldest dropped first): processes choose the modules they open."""
 _EXPORT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,127}$")
 
 
@@ -195,6 +197,8 @@ class WasmDriver(Driver):
         self.compiles += 1
         with self._cache_lock:
             self._cache[key] = module.serialize()
+            while len(self._cache) > CACHE_MODULES:  # modules come from processes: keep it bounded
+                del self._cache[next(iter(self._cache))]
         return module
 
     # -- open ---------------------------------------------------------------------------
