@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import threading
 import time as _time
@@ -77,6 +78,7 @@ def _json(obj: Any) -> str:
 
 
 CHECKPOINT_EVERY = 1024
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1   # what an SQL INTEGER holds
 
 
 class FlightRecorder:
@@ -250,6 +252,12 @@ class FlightRecorder:
         try:
             rec = make_record(self._key, seq, float(self._now()), float(self._wall()), int(pid), str(kind),
                               encode(data), self.last)
+            # a record the verifier would call malformed, or a backend could not store, is
+            # refused before it is chained: it must never break the chain behind it
+            if not (_INT64_MIN <= rec.pid <= _INT64_MAX and rec.kind and rec.kind.isascii()
+                    and math.isfinite(rec.time) and math.isfinite(rec.wall)):
+                raise ValueError(f"pid {rec.pid!r:.30}, kind {rec.kind!r:.40}, times {rec.time!r}, "
+                                 f"{rec.wall!r}: not a record the log can hold")
         except Exception as e:  # nothing was chained: only this record's action is refused
             raise AuditUnavailable(f"the flight recorder cannot make a {str(kind)[:40]!r} record "
                                    f"({type(e).__name__}: {e})") from e
