@@ -211,12 +211,18 @@ class FlightRecorder:
                     at = next(iter(self.backend.audit_records(size - 1)), None)
                     if cp.size != size or f.root().hex() != cp.root or at is None or at.mac != cp.last_mac:
                         continue
-                except (ValueError, TypeError):
+                except (ValueError, TypeError, RecursionError):
                     continue
                 frontier, signed, latest = f, size, cp
                 break
         if frontier.size < self.seq:
-            for rec in self.backend.audit_records(frontier.size):
+            for rec in _safe_iter(self.backend.audit_records(frontier.size)):
+                problem = (f"it cannot be read ({type(rec).__name__})" if isinstance(rec, BaseException)
+                           else record_problem(rec))
+                if problem is not None:
+                    raise AuditLogError(f"refusing to continue the audit log: record {frontier.size + 1} is "
+                                        f"malformed ({problem}); `agentctl audit verify` says more")
+                assert isinstance(rec, AuditRecord)
                 if rec.seq > self.seq:
                     break
                 frontier.append(leaf_hash(leaf_data(rec)))
