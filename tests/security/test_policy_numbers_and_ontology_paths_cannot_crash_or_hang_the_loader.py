@@ -66,3 +66,11 @@ def test_validate_prints_one_line_for_a_huge_number(tmp_path: Path) -> None:
     assert r.exit_code == 1
     assert "Traceback" not in r.output
     assert "digits" in r.output and ":4:" in r.output
+
+
+@pytest.mark.parametrize("char", ["\x1b", "\x01", "\x7f"])
+def test_a_raw_control_character_names_its_line(char: str) -> None:
+    text = "# comment é\n" + HEAD + f"policies:\n - action: tools.x\n   description: \"a{char}b\"\n"
+    with pytest.raises(PolicyLoadError) as ei:
+        parse_policy(text, path="security.yaml")
+    assert ei.value.line == 5, str(ei.value)

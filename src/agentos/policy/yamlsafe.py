@@ -80,7 +80,7 @@ def load(text: str, *, path: str = "", line_offset: int = 0) -> Any:
     except PolicyLoadError as e:
         raise PolicyLoadError(e.cause, e.line, path) from None
     except yaml.YAMLError as e:
-        raise _yaml_error(e, path) from None
+        raise _yaml_error(e, path, body) from None
     except RecursionError:
         raise PolicyLoadError("the YAML nests too deeply", 0, path) from None
     except Exception as e:  # a constructor's own error (bad base64, ...): still the file's fault
@@ -89,9 +89,15 @@ def load(text: str, *, path: str = "", line_offset: int = 0) -> Any:
         loader.dispose()
 
 
-def _yaml_error(e: Any, path: str) -> PolicyLoadError:
+def _yaml_error(e: Any, path: str, body: str = "") -> PolicyLoadError:
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
     line = mark.line + 1 if mark is not None else 0
+    pos = getattr(e, "position", None)   # a reader error (a control character): no mark, an offset
+    if not line and isinstance(pos, int) and pos >= 0 and body:
+        if _base().__name__.startswith("C"):   # libyaml counts bytes of the UTF-8 text
+            line = body.encode("utf-8", "surrogatepass")[:pos].count(b"\n") + 1
+        else:
+            line = body[:pos].count("\n") + 1
     problem = getattr(e, "problem", None) or str(e).split("\n")[0]
     if "nesting depth" in str(problem):  # libyaml's own bound, met before ours
         return PolicyLoadError(f"nesting deeper than {MAX_DEPTH} levels", line, path)
@@ -141,7 +147,7 @@ def _prescan(body: str, path: str) -> None:
                 raise PolicyLoadError(f"more than {MAX_NODES} YAML nodes once aliases are expanded "
                                       f"(an alias bomb?)", line, path)
     except yaml.YAMLError as e:
-        raise _yaml_error(e, path) from None
+        raise _yaml_error(e, path, body) from None
     except RecursionError:
         raise PolicyLoadError("the YAML nests too deeply", 0, path) from None
 
