@@ -64,3 +64,16 @@ def test_a_new_path_is_created_for_the_sandbox_and_given_back_afterwards(tmp_pat
     assert (box / "out.txt").stat().st_uid == out.uid        # what the sandbox wrote is its own
     uid, _gid, mode = _owner_mode(box)
     assert uid == os.geteuid() and mode == 0o700              # the directory is the kernel's again
+
+
+def test_a_directory_swapped_in_while_the_sandbox_ran_is_not_given_back(tmp_path):
+    from agentos.sandbox import confine
+
+    path, created, remove = confine.make_workdir(str(tmp_path / "named"), 7, 1_654_321, "sandbox")
+    assert created and not remove and _owner_mode(path)[0] == 1_654_321
+    os.rename(path, str(tmp_path / "moved"))     # someone puts another directory in its place
+    os.mkdir(path, 0o755)
+    os.chown(path, 1_700_000, 1_700_000)
+    confine.release_workdir(path, created, remove)
+    assert _owner_mode(path) == (1_700_000, 1_700_000, 0o755)   # not the kernel's to change
+    assert path not in confine._MADE

@@ -134,7 +134,9 @@ class VerifyReport:
         lost = "".join(f"; WARNING: anchor lost after record {n} (re-anchored by an operator: records "
                        f"after {n} may be missing)" for n in self.losses)
         if self.ok:
-            tail = f"; {self.unanchored} valid record(s) past the anchor" if self.unanchored else ""
+            past = ("record(s) past the checkpoint, not covered by it" if "checkpoint" in self.what
+                    else "valid record(s) past the anchor")
+            tail = f"; {self.unanchored} {past}" if self.unanchored else ""
             return f"ok: {self.count} record(s), {self.what} verified{tail}{lost}"
         where = f"record {self.first_bad}" if self.first_bad is not None else "the log"
         return f"BAD at {where}: {self.reason}{lost}"
@@ -153,11 +155,11 @@ def anchor_problem(anchor: Any, key: bytes) -> str | None:
 
 def lost_after(rec: AuditRecord) -> int | None:
     """For an `anchor_lost` record, the N of "after record N"."""
-    if rec.kind != ANCHOR_LOST:
+    if rec.kind != ANCHOR_LOST or len(rec.data) > 4096:  # the recorder writes a few dozen bytes
         return None
     try:
         n = json.loads(rec.data).get("after")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     return n if type(n) is int else None
 

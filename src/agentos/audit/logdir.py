@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import urllib.parse
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 from .backend import SqliteAuditBackend
-from .chain import AuditRecord, VerifyReport, verify
+from .chain import Anchor, AuditRecord, VerifyReport, verify
 from .checkpoint import Checkpoint, CheckpointError, prove, verify_log
 from .keys import load_key
 from .recorder import reanchor
 
 RECORDS = "audit.db"
+ANCHOR = "audit-anchor.db"
 
 
 def _require(directory: str | os.PathLike[str]) -> Path:
@@ -32,11 +35,23 @@ def _require(directory: str | os.PathLike[str]) -> Path:
     return d
 
 
+def _read_only(path: Path) -> sqlite3.Connection:
+    """`path` opened read-only, whatever characters its name holds (`#`, `?`, `%` are URI
+    syntax) and even in a directory the reader cannot write (a copy kept for audit)."""
+    uri = "file:" + urllib.parse.quote(str(path.absolute()), safe="/")
+    try:
+        db = sqlite3.connect(uri + "?mode=ro", uri=True)
+        db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return db
+    except sqlite3.OperationalError:  # WAL needs a -shm file it cannot create here
+        return sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True)
+
+
 def read_records(directory: str | os.PathLike[str]) -> Iterator[AuditRecord]:
     """The records of `directory`, read-only, in stored order (errors surface as exceptions
     from the iterator, which the verifiers turn into a report)."""
     path = _require(directory) / RECORDS
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = _read_only(path)
     try:
         cur = db.execute("SELECT seq, time, wall, pid, kind, data, prev, mac FROM audit ORDER BY rowid")
         for row in cur:
@@ -45,22 +60,51 @@ def read_records(directory: str | os.PathLike[str]) -> Iterator[AuditRecord]:
         db.close()
 
 
+def read_anchor(directory: str | os.PathLike[str]) -> Anchor | None:
+    """The anchor of `directory`, read-only: None when its file, table or row is gone."""
+    path = Path(directory) / ANCHOR
+    if not path.exists():
+        return None
+    db = _read_only(path)
+    try:
+        try:
+            row = db.execute("SELECT count, last_mac, mac FROM anchor WHERE id = 1").fetchone()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return None
+            raise
+    finally:
+        db.close()
+    if row is None:
+        return None
+    count, last, mac = row
+    if type(count) is not int or not isinstance(last, str) or not isinstance(mac, str):
+        return Anchor(-1, "", "unreadable")
+    return Anchor(count, last, mac)
+
+
 def verify_dir(directory: str | os.PathLike[str], key: bytes | None = None) -> VerifyReport:
-    """Verify the keyed chain and the anchor in `directory` (`agentctl audit verify`)."""
+    """Verify the keyed chain and the anchor in `directory` (`agentctl audit verify`),
+    reading both read-only, then hold the log to the checkpoints signed beside it: a log
+    shorter than one of them was cut, even with its anchor gone too."""
     d = _require(directory)
     k = key if key is not None else load_key(d, create=False)
     try:
-        backend = SqliteAuditBackend(d, "os")
+        _read_only(d / RECORDS).close()
     except sqlite3.Error as e:
         return VerifyReport(False, 0, None, f"the audit log cannot be opened ({type(e).__name__}: {e})")
     try:
-        try:
-            anchor = backend.read_anchor()
-        except (sqlite3.Error, ValueError) as e:
-            return VerifyReport(False, 0, None, f"the anchor cannot be read ({type(e).__name__}: {e})")
-        return verify(backend.audit_records(0), anchor, k)
-    finally:
-        backend.close()
+        anchor = read_anchor(d)
+    except (sqlite3.Error, ValueError) as e:
+        return VerifyReport(False, 0, None, f"the anchor cannot be read ({type(e).__name__}: {e})")
+    report = verify(read_records(d), anchor, k)
+    if report.ok and not report.losses:  # a re-anchoring accepted the loss, on the record
+        signed = max((cp.size for cp in stored_checkpoints(d)), default=0)
+        if signed > report.count:
+            return replace(report, ok=False, first_bad=report.count + 1,
+                           reason=f"the log ends at record {report.count} but a checkpoint signed beside it "
+                                  f"covers {signed}: the log was cut")
+    return report
 
 
 def verify_dir_public(directory: str | os.PathLike[str], checkpoint: Checkpoint, public_key: Any) -> VerifyReport:
@@ -73,7 +117,7 @@ def stored_checkpoints(directory: str | os.PathLike[str]) -> list[Checkpoint]:
     path = _require(directory) / RECORDS
     out = []
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = _read_only(path)
         try:
             rows = db.execute("SELECT body FROM checkpoints ORDER BY id DESC").fetchall()
         finally:
@@ -117,5 +161,5 @@ def reanchor_dir(directory: str | os.PathLike[str], *, accept_loss: bool, reason
         backend.close()
 
 
-__all__ = ["latest_checkpoint", "prove_dir", "read_records", "reanchor_dir", "stored_checkpoints",
+__all__ = ["latest_checkpoint", "prove_dir", "read_anchor", "read_records", "reanchor_dir", "stored_checkpoints",
            "verify_dir", "verify_dir_public"]

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import threading
 import time as _time
@@ -77,6 +78,7 @@ def _json(obj: Any) -> str:
 
 
 CHECKPOINT_EVERY = 1024
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1   # what an SQL INTEGER holds
 
 
 class FlightRecorder:
@@ -158,6 +160,11 @@ class FlightRecorder:
                 n = rec.seq if isinstance(rec, AuditRecord) else "?"
                 raise AuditAnchorLost(f"the audit log holds records (the first is {n}) but no anchor: the "
                                       f"anchor was deleted, so a cut tail could not be told{fix}")
+            signed = max((size for size, _, _ in getattr(backend, "checkpoints", lambda: ())()
+                          if type(size) is int), default=0)
+            if signed > 0:  # emptied, anchor and all: the checkpoints beside it remember
+                raise AuditAnchorLost(f"the audit log is empty and has no anchor, but a checkpoint signed "
+                                      f"beside it covers {signed} record(s): the log was deleted{fix}")
             return 0, GENESIS
         why = anchor_problem(anchor, self._key)
         if why is not None:
@@ -204,12 +211,18 @@ class FlightRecorder:
                     at = next(iter(self.backend.audit_records(size - 1)), None)
                     if cp.size != size or f.root().hex() != cp.root or at is None or at.mac != cp.last_mac:
                         continue
-                except (ValueError, TypeError):
+                except (ValueError, TypeError, RecursionError):
                     continue
                 frontier, signed, latest = f, size, cp
                 break
         if frontier.size < self.seq:
-            for rec in self.backend.audit_records(frontier.size):
+            for rec in _safe_iter(self.backend.audit_records(frontier.size)):
+                problem = (f"it cannot be read ({type(rec).__name__})" if isinstance(rec, BaseException)
+                           else record_problem(rec))
+                if problem is not None:
+                    raise AuditLogError(f"refusing to continue the audit log: record {frontier.size + 1} is "
+                                        f"malformed ({problem}); `agentctl audit verify` says more")
+                assert isinstance(rec, AuditRecord)
                 if rec.seq > self.seq:
                     break
                 frontier.append(leaf_hash(leaf_data(rec)))
@@ -245,6 +258,12 @@ class FlightRecorder:
         try:
             rec = make_record(self._key, seq, float(self._now()), float(self._wall()), int(pid), str(kind),
                               encode(data), self.last)
+            # a record the verifier would call malformed, or a backend could not store, is
+            # refused before it is chained: it must never break the chain behind it
+            if not (_INT64_MIN <= rec.pid <= _INT64_MAX and rec.kind and rec.kind.isascii()
+                    and math.isfinite(rec.time) and math.isfinite(rec.wall)):
+                raise ValueError(f"pid {rec.pid!r:.30}, kind {rec.kind!r:.40}, times {rec.time!r}, "
+                                 f"{rec.wall!r}: not a record the log can hold")
         except Exception as e:  # nothing was chained: only this record's action is refused
             raise AuditUnavailable(f"the flight recorder cannot make a {str(kind)[:40]!r} record "
                                    f"({type(e).__name__}: {e})") from e

@@ -17,6 +17,13 @@ from typing import Any, Optional
 
 import typer
 
+
+def _plain(value: Any) -> str:
+    """A process's own text (its name, its result) as inert text: no terminal escapes."""
+    from .render import plain
+
+    return plain(value if isinstance(value, str) else repr(value), 500)
+
 StoreOpt = typer.Option(None, "--store", help="store URL (sqlite:///path, postgresql://..., a path)")
 
 
@@ -247,7 +254,7 @@ def register(app: typer.Typer) -> None:
             if output:
                 with open(output, "w", encoding="utf-8") as f:
                     f.write(text + "\n")
-                typer.echo(f"wrote snapshot of pid {pid} ({snap['name']}) to {output}")
+                typer.echo(f"wrote snapshot of pid {pid} ({_plain(snap['name'])}) to {output}")
             else:
                 typer.echo(text)
         finally:
@@ -317,4 +324,4 @@ def register(app: typer.Typer) -> None:
         finally:
             if st is not None:
                 st.close()
-        typer.echo(f"restored pid {holder.get('pid')} ({snap.get('name')}) exited: {res.value}")
+        typer.echo(f"restored pid {holder.get('pid')} ({_plain(snap.get('name'))}) exited: {_plain(res.value)}")

@@ -196,8 +196,9 @@ def register(app: typer.Typer) -> None:
                                         "rules be tested, e.g. --effect query=sql")) -> None:
         """Run decision cases against a policy (dry run: no rate-limit slot is taken)."""
         from rich.console import Console
-        from rich.markup import escape
         from rich.table import Table
+
+        from .render import untrusted as escape  # markup escaped, control characters shown
 
         resolver = _resolver(effect)
         eng = _load(file, tools, drivers, resolver)

@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
 
         from .. import AllowAll, Kernel
         from ..sandbox import DEFAULT_ALLOW, SandboxLimits, install, sandbox
-        from .render import untrusted
+        from .render import plain, untrusted
 
         console = Console()
         try:
@@ -54,12 +54,12 @@ def register(app: typer.Typer) -> None:
             raise _fail(f"cannot read {file}: {e}") from None
         try:
             parsed = json.loads(args) if args is not None else None
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise _fail(f"--args is not JSON: {e}") from None
         try:
             limits = SandboxLimits(as_bytes=mem_mb << 20, cpu_s=cpu_s, nproc=nproc, nofile=nofile,
                                    fsize=fsize_mb << 20)
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, OverflowError) as e:
             raise _fail(str(e)) from None
         allowed = DEFAULT_ALLOW if allow is None else frozenset(a.strip() for a in allow.split(",") if a.strip())
         try:
@@ -77,7 +77,9 @@ def register(app: typer.Typer) -> None:
             _pid, cap = await sys.spawn(img, args=parsed, caps=["sandbox"])
             out["reason"] = str(await sys.waitpid(cap))
 
-        k.run(init, grant=["sandbox"])
+        res = k.run(init, grant=["sandbox"])
+        if "reason" not in out:  # the sandboxed process could not even be started (its args...)
+            raise _fail(f"cannot start {plain(file.name)}: {plain(str(res.reason), 500)}")
         started = [e.data[2] for e in k.events.events(kind="log") if e.data[1] == "sandbox started"]
         logs = [e.data for e in k.events.events(kind="log") if e.pid == 2 and e.data[1] != "sandbox started"]
         for level, msg, fields in logs:

@@ -169,7 +169,7 @@ def register(app: typer.Typer) -> None:
         if args is not None:
             try:
                 body["args"] = json.loads(args)
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:
                 typer.echo(f"agentctl submit: --args is not JSON: {e}", err=True)
                 raise typer.Exit(2) from None
         q = _quota(tokens, tool_calls, usd, wall_ms)

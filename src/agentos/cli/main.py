@@ -17,10 +17,46 @@ import pkgutil
 from typing import Any, Callable
 
 import typer
+import typer.core
 
 EXIT_STORE = 3  # the store is damaged, truncated, not a store, or unreachable
+EXIT_USAGE = 2  # a bad option, argument or command name
+
+
+class _OneLineUsageErrors(typer.core.TyperGroup):
+    """A usage error (unknown option, a value of the wrong type, a missing argument) is one
+    line on stderr and exit 2, as every other bad input is, not a usage box."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as e:
+            _usage_error(e)
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as e:
+            _usage_error(e)
+            raise
+
+
+def _usage_error(e: Exception) -> None:
+    """Print a usage error as one line and exit 2; anything else is left to propagate.
+    (Matched by class name: recent typer versions parse with their own copy of click.)"""
+    names = {c.__name__ for c in type(e).__mro__}
+    if "UsageError" not in names or "NoArgsIsHelpError" in names:  # a bare group: its help
+        return
+    ctx = getattr(e, "ctx", None)
+    where = ctx.command_path + ": " if ctx is not None else ""
+    msg = " ".join(str(e.format_message()).split())  # type: ignore[attr-defined]
+    typer.echo(f"{where}{msg}", err=True)
+    raise typer.Exit(EXIT_USAGE)
+
 
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     name="agentctl",
     help="Control agentos kernels: run programs, inspect processes, events, budgets and audits.",
     no_args_is_help=True,

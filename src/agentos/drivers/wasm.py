@@ -57,6 +57,11 @@ burns a quantum's worth of fuel costs about what a busy kernel process does per 
 
 
 INLINE_MAX_MS = 10.0
+MAX_MODULE_BYTES = 8 << 20
+"""Largest module `open` compiles. Compiling runs on the kernel thread (about 30 ms per MB
+here), so this bounds how long one open can hold every other process up."""
+CACHE_MODULES = 256
+"""Compiled modules kept (oldest dropped first): processes choose the modules they open."""
 _EXPORT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,127}$")
 
 
@@ -173,6 +178,9 @@ class WasmDriver(Driver):
     def _module(self, engine: Any, source: Any) -> Any:
         wt = _wt()
         if isinstance(source, str):
+            if len(source) > 4 * MAX_MODULE_BYTES:  # text is larger than the binary it makes
+                raise DriverError(f"{self.name}: WAT text of {len(source)} characters; the limit is "
+                                  f"{4 * MAX_MODULE_BYTES}")
             try:
                 binary = bytes(wt.wat2wasm(source))
             except Exception as e:
@@ -182,6 +190,9 @@ class WasmDriver(Driver):
         else:
             raise DriverError(f"{self.name}: open params need 'wat' (str) or 'wasm' (bytes), "
                               f"got {type(source).__name__}")
+        if len(binary) > MAX_MODULE_BYTES:
+            raise DriverError(f"{self.name}: a module of {len(binary)} bytes; the limit is {MAX_MODULE_BYTES} "
+                              f"(it is compiled on the kernel thread)")
         key = hashlib.sha256(binary).hexdigest()
         with self._cache_lock:
             blob = self._cache.get(key)
@@ -195,6 +206,8 @@ class WasmDriver(Driver):
         self.compiles += 1
         with self._cache_lock:
             self._cache[key] = module.serialize()
+            while len(self._cache) > CACHE_MODULES:  # modules come from processes: keep it bounded
+                del self._cache[next(iter(self._cache))]
         return module
 
     # -- open ---------------------------------------------------------------------------

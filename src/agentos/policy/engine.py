@@ -143,6 +143,7 @@ class PolicyEngine:
             opath = Path(spec.ontology)
             if not opath.is_absolute():
                 opath = base / opath
+            _check_ontology_file(opath, path)
             try:
                 onto = load_ontology(opath, reasoner or spec.reasoner)
             except FileNotFoundError as e:
@@ -438,6 +439,29 @@ def served_tool_classes(driver: Any) -> dict[str, str]:
     if not isinstance(tools, dict):
         return {}
     return {n: t.ontology_class for n, t in tools.items() if getattr(t, "ontology_class", None)}
+
+
+MAX_ONTOLOGY_BYTES = 64 << 20
+
+
+def _check_ontology_file(opath: Path, path: str) -> None:
+    """The ontology a policy names is read whole: it must be a regular file of bounded
+    size (a policy naming /dev/zero, a FIFO or a directory is a load error, not a hang)."""
+    import stat
+
+    try:
+        st = opath.stat()
+    except FileNotFoundError:
+        raise PolicyLoadError(f"ontology file {opath} does not exist", 0, path) from None
+    except OSError as e:
+        raise PolicyLoadError(f"ontology {opath}: {e.strerror or e}", 0, path) from None
+    except ValueError:  # a NUL byte in the path
+        raise PolicyLoadError("the ontology path is not a valid path", 0, path) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise PolicyLoadError(f"ontology {opath} is not a regular file", 0, path)
+    if st.st_size > MAX_ONTOLOGY_BYTES:
+        raise PolicyLoadError(f"ontology {opath} is {st.st_size} bytes; the limit is {MAX_ONTOLOGY_BYTES}",
+                              0, path)
 
 
 def load_policy(path: str | Path, **kw: Any) -> PolicyEngine:

@@ -19,6 +19,7 @@ MAX_BYTES = 1 << 20          # a policy is a page of rules, not a data set
 MAX_DEPTH = 64               # the policy schema nests at most five levels
 MAX_NODES = 100_000          # after alias expansion
 MAX_SCALAR = 64 * 1024       # one string
+MAX_INT_DIGITS = 24          # wider than any count, size or amount a rule can mean
 
 
 class LDict(dict):
@@ -79,7 +80,7 @@ def load(text: str, *, path: str = "", line_offset: int = 0) -> Any:
     except PolicyLoadError as e:
         raise PolicyLoadError(e.cause, e.line, path) from None
     except yaml.YAMLError as e:
-        raise _yaml_error(e, path) from None
+        raise _yaml_error(e, path, body) from None
     except RecursionError:
         raise PolicyLoadError("the YAML nests too deeply", 0, path) from None
     except Exception as e:  # a constructor's own error (bad base64, ...): still the file's fault
@@ -88,10 +89,18 @@ def load(text: str, *, path: str = "", line_offset: int = 0) -> Any:
         loader.dispose()
 
 
-def _yaml_error(e: Any, path: str) -> PolicyLoadError:
+def _yaml_error(e: Any, path: str, body: str = "") -> PolicyLoadError:
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
     line = mark.line + 1 if mark is not None else 0
+    pos = getattr(e, "position", None)   # a reader error (a control character): no mark, an offset
+    if not line and isinstance(pos, int) and pos >= 0 and body:
+        if _base().__name__.startswith("C"):   # libyaml counts bytes of the UTF-8 text
+            line = body.encode("utf-8", "surrogatepass")[:pos].count(b"\n") + 1
+        else:
+            line = body[:pos].count("\n") + 1
     problem = getattr(e, "problem", None) or str(e).split("\n")[0]
+    if "nesting depth" in str(problem):  # libyaml's own bound, met before ours
+        return PolicyLoadError(f"nesting deeper than {MAX_DEPTH} levels", line, path)
     ctx = getattr(e, "context", None)
     return PolicyLoadError(f"not valid YAML: {problem}" + (f" ({ctx})" if ctx else ""), line, path)
 
@@ -106,7 +115,7 @@ def _prescan(body: str, path: str) -> None:
     sizes: dict[str, int] = {}
     open_: list[tuple[str | None, int]] = []   # (anchor, node count when the collection opened)
     try:
-        for e in yaml.parse(body, Loader=yaml.SafeLoader):
+        for e in yaml.parse(body, Loader=_base()):
             line = e.start_mark.line + 1 if e.start_mark is not None else 0
             if isinstance(e, ev.AliasEvent):
                 size = sizes.get(e.anchor)
@@ -138,12 +147,20 @@ def _prescan(body: str, path: str) -> None:
                 raise PolicyLoadError(f"more than {MAX_NODES} YAML nodes once aliases are expanded "
                                       f"(an alias bomb?)", line, path)
     except yaml.YAMLError as e:
-        raise _yaml_error(e, path) from None
+        raise _yaml_error(e, path, body) from None
     except RecursionError:
         raise PolicyLoadError("the YAML nests too deeply", 0, path) from None
 
 
 _LOADER: Any = None
+
+
+def _base() -> Any:
+    """libyaml's parser when PyYAML was built with it (a 1 MB file parses in well under a
+    second; the pure-Python one takes tens of seconds), else the pure-Python one."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
 
 
 def _loader_class() -> Any:
@@ -152,7 +169,7 @@ def _loader_class() -> Any:
         return _LOADER
     import yaml
 
-    class Loader(yaml.SafeLoader):
+    class Loader(_base()):  # type: ignore[misc]
         pass
 
     def mapping(loader: Any, node: Any) -> LDict:
@@ -184,9 +201,28 @@ def _loader_class() -> Any:
     def as_text(loader: Any, node: Any) -> str:  # dates and times stay the text they were
         return str(loader.construct_scalar(node))
 
+    def text(loader: Any, node: Any) -> str:
+        # a YAML escape ("\\udc80") can make a lone surrogate the raw text did not hold
+        v = str(loader.construct_scalar(node))
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PolicyLoadError("a string holds a lone surrogate (not valid Unicode)",
+                                  node.start_mark.line + 1) from None
+        return v
+
+    def integer(loader: Any, node: Any) -> int:
+        digits = sum(c.isalnum() for c in str(node.value))
+        if digits > MAX_INT_DIGITS:
+            raise PolicyLoadError(f"a number of {digits} digits; the limit is {MAX_INT_DIGITS}",
+                                  node.start_mark.line + 1)
+        return int(yaml.SafeLoader.construct_yaml_int(loader, node))
+
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, sequence)
     Loader.add_constructor("tag:yaml.org,2002:timestamp", as_text)
+    Loader.add_constructor("tag:yaml.org,2002:str", text)
+    Loader.add_constructor("tag:yaml.org,2002:int", integer)
     Loader.add_constructor("tag:yaml.org,2002:omap", sequence)
     Loader.add_constructor("tag:yaml.org,2002:pairs", sequence)
     Loader.add_constructor("tag:yaml.org,2002:set", mapping)

@@ -150,8 +150,14 @@ def _own(path: str, uid: int, where: str) -> None:
                               f"handed to the sandbox; refusing it")
         os.fchown(fd, uid, uid)
         os.fchmod(fd, 0o700)
+        _MADE[path] = (st.st_dev, st.st_ino)
     finally:
         os.close(fd)
+
+
+_MADE: dict[str, tuple[int, int]] = {}
+"""path → (device, inode) of each directory this kernel created and handed to a sandbox
+uid: what `release_workdir` may give back, and nothing put in its place since."""
 
 
 def make_workdir(given: str | None, owner: int, uid: int | None, where: str) -> tuple[str, bool, bool]:
@@ -197,6 +203,7 @@ def release_workdir(path: str, created: bool, remove: bool) -> None:
     kernel's uid (its files stay as the sandbox wrote them)."""
     import shutil
 
+    made = _MADE.pop(path, None)
     if remove:
         shutil.rmtree(path, ignore_errors=True)
     elif created and os.geteuid() == 0:
@@ -205,7 +212,9 @@ def release_workdir(path: str, created: bool, remove: bool) -> None:
         except OSError:
             return
         try:
-            os.fchown(fd, os.geteuid(), os.getegid())
+            st = os.fstat(fd)
+            if made == (st.st_dev, st.st_ino):  # the very directory it made, not one swapped in
+                os.fchown(fd, os.geteuid(), os.getegid())
         finally:
             os.close(fd)
 

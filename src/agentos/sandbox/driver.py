@@ -46,6 +46,11 @@ UID_SPAN = 400_000
 them, so file permissions, RLIMIT_NPROC and kill(-1) all mean "this sandbox only"."""
 
 
+LIMIT_MAX = 1 << 62
+"""Largest value any limit takes: an rlimit is a 64-bit number (RLIM_INFINITY is all ones),
+so a larger one could only fail later, in the child, as an overflow."""
+
+
 @dataclass(frozen=True)
 class SandboxLimits:
     """rlimits applied in the child before its code is compiled. None leaves one unset."""
@@ -65,8 +70,9 @@ class SandboxLimits:
             if k == "nested":
                 if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                     raise ValueError(f"sandbox limit nested must be an int >= 0, got {v!r}")
-            elif v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
-                raise ValueError(f"sandbox limit {k} must be a positive int or None, got {v!r}")
+            elif v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 0 < v <= LIMIT_MAX):
+                raise ValueError(f"sandbox limit {k} must be a positive int up to {LIMIT_MAX} or None, "
+                                 f"got {str(v)[:40]}")
 
 
 SIGNAL_WHY = {signal.SIGXCPU: "CPU-time limit", signal.SIGKILL: "killed", signal.SIGXFSZ: "file-size limit",
