@@ -86,6 +86,14 @@ class EventLog:
             for sink in self.sinks:
                 sink(events)
 
+    def bound_ring(self, size: int) -> None:
+        """Keep at most the last `size` events in the ring (a store holds the full log)."""
+        if self.ring.maxlen is None or size < self.ring.maxlen:
+            self.flush()
+            kept = len(self.ring)
+            self.ring = deque(self.ring, maxlen=size)
+            self.dropped_from_ring += kept - len(self.ring)
+
     def add_sink(self, sink: Sink) -> None:
         self.flush()
         self.sinks.append(sink)

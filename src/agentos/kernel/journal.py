@@ -104,6 +104,11 @@ class Journal:
         self._jumps: dict[int, float] = {}                      # I/O tick -> virtual time jumped to
         self._indexed = 0   # entries[:_indexed] are in the lookup indexes (built lazily)
         self.sinks: list[Callable[[JournalEntry], None]] = []
+        # False once a store holds every entry (a recorded run): entries go to the sinks only,
+        # so a long run's journal does not grow in memory. A run with no store keeps them:
+        # record-then-replay reads them back from here.
+        self.retain = True
+        self.shed = 0       # entries recorded but not kept (`retain` was off)
         self.extend(entries)
 
     def _ensure_index(self) -> None:
@@ -147,7 +152,10 @@ class Journal:
         self._ensure_index()
 
     def record(self, entry: JournalEntry) -> None:
-        self.entries.append(entry)
+        if self.retain:
+            self.entries.append(entry)
+        else:
+            self.shed += 1
         for sink in self.sinks:
             sink(entry)
 
@@ -175,7 +183,8 @@ class Journal:
         return e
 
     def __len__(self) -> int:
-        return len(self.entries)
+        """Entries recorded, kept in memory or not."""
+        return len(self.entries) + self.shed
 
 
 def _short(obj: Any, limit: int = 120) -> str:

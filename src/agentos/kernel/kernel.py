@@ -38,6 +38,8 @@ from .devices import Devices
 from .replay_devices import ReplayDevices
 from .events import EventLog
 from .ipc import IPC
+from . import gcpolicy as _gc
+from .gcpolicy import GcPolicy
 from .journal import Journal, JournalEntry
 from .memory import MemoryManager, Pager
 from .metrics import Metrics
@@ -109,6 +111,8 @@ class KernelConfig:
                                        # in-flight I/O with nothing runnable before virtual time
                                        # jumps to the next timer (trio's MockClock autojump);
                                        # None: time stands still until the I/O completes
+    gc: GcPolicy | None = GcPolicy()  # collector settings while the loop runs (gcpolicy.py);
+                                       # None: leave the interpreter's as they are
     extensions: dict[str, Extension] | None = None
                                        # install(kernel) callables run at construction, by name;
                                        # None: the defaults `agentos` registers (the VFS)
@@ -317,7 +321,11 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations):
                     info = BootInfo(args, tuple(grants), quota, name, priority)
                     for obs in list(self.observers):
                         obs.booted(self, proc, info)
-                await self._loop()
+                collector = _gc.apply(self.config.gc)  # what boot made is frozen from here on
+                try:
+                    await self._loop()
+                finally:
+                    _gc.restore(collector)
             except BaseException:
                 try:  # no process outlives a kernel that stopped on an error
                     self.shutdown()
