@@ -38,13 +38,18 @@ if TYPE_CHECKING:
 class Handle:
     """An open device in a process: what `read`/`write` on its number reach."""
 
-    __slots__ = ("driver", "dh", "cap", "device")
+    __slots__ = ("driver", "dh", "cap", "device", "actions")
 
     def __init__(self, driver: Driver | None, dh: Any, cap: Cap, device: str) -> None:
         self.driver = driver   # None in replay: no driver is ever called
         self.dh = dh           # the driver's own handle
         self.cap = cap         # the capability it was opened through (checked on every use)
         self.device = device
+        # op -> action name, built once here, for a driver that names its actions the default
+        # way (`Driver.action`: "<driver name>.<op>", the request as the policy's args)
+        self.actions: dict[str, str] | None = None
+        if driver is not None and type(driver).action is Driver.action:
+            self.actions = {"read": f"{driver.name}.read", "write": f"{driver.name}.write"}
 
 
 class PendingOp:
@@ -209,11 +214,15 @@ class Devices:
     def _op(self, proc: Process, handle: Handle, op: str, payload: Any, req: Any) -> Any:
         k = self.k
         driver, dh, name = handle.driver, handle.dh, handle.device
-        try:
-            action = self._action(driver, name, op, dh, payload)
-        except DriverError as err:  # the request is malformed: journaled, as replay has no driver
-            self._journal_refusal(proc, op, name, payload, err)
-            raise
+        acts = handle.actions
+        if acts is not None:
+            action: tuple[str, Any] | None = (acts[op], payload)
+        else:
+            try:
+                action = self._action(driver, name, op, dh, payload)
+            except DriverError as err:  # the request is malformed: journaled, as replay has no driver
+                self._journal_refusal(proc, op, name, payload, err)
+                raise
         need, bad = self._bound_or_error(driver, name, op, dh, payload)
         if action is not None and not k.authorize(proc, action[0], action[1], req, need):
             return PARK  # policy first: a deny is a deny, whatever else is wrong with the call
@@ -516,6 +525,10 @@ def _reported(c: Any, where: str) -> Cost:
     if type(c) is not Cost:
         raise DriverError(f"{where} reported a bad cost: {A.shown(c)} is not a Cost")
     tokens, calls, usd, red = c.tokens, c.tool_calls, c.usd, c.reductions
+    if (type(tokens) is int and type(calls) is int and type(red) is int and type(usd) is float
+            and 0 <= tokens <= COST_MAX and 0 <= calls <= COST_MAX and 0 <= red <= COST_MAX
+            and 0.0 <= usd <= COST_MAX):  # the common case in one test (NaN fails the comparison)
+        return c
     for label, v in (("tokens", tokens), ("tool_calls", calls), ("reductions", red)):
         if type(v) is not int or not 0 <= v <= COST_MAX:
             raise DriverError(f"{where} reported a bad cost: {label}={A.shown(v)} (costs are whole numbers >= 0)")
