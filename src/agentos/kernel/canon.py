@@ -527,11 +527,41 @@ def audit_tree(value: Any) -> Any:
     return AuditWalk().value(value, 0)
 
 
+def _plain(v: Any, depth: int, budget: list[int]) -> bool:
+    """Whether `v` is its own audit form (plain JSON within every bound, no "$" key): then
+    the walk would copy it unchanged, and it is written as it is."""
+    t = type(v)
+    if v is None or t is bool:
+        return True
+    if t is str:
+        return len(v) <= AUDIT_MAX_STR
+    if t is int:
+        return v.bit_length() <= AUDIT_MAX_INT_BITS
+    if t is float:
+        return math.isfinite(v)
+    if depth >= AUDIT_MAX_DEPTH - 1:
+        return False
+    budget[0] -= len(v) if (t is dict or t is list or t is tuple) else 0
+    if budget[0] < 0:
+        return False
+    if t is dict:
+        for k, x in v.items():
+            if type(k) is not str or k[:1] == "$" or len(k) > AUDIT_MAX_STR or not _plain(x, depth + 1, budget):
+                return False
+        return True
+    if t is list or t is tuple:
+        for x in v:
+            if not _plain(x, depth + 1, budget):
+                return False
+        return True
+    return False
+
+
 def audit_encode(value: Any) -> str:
     """Canonical ASCII JSON text of `value` in the audit dialect; never raises, never longer
     than AUDIT_MAX_TEXT."""
     try:
-        text = dumps_ascii(audit_tree(value))
+        text = dumps_ascii(value if _plain(value, 0, [AUDIT_MAX_NODES // 2]) else audit_tree(value))
     except RecursionError:  # only if the caller's own stack was already near the limit
         text = dumps_ascii({"$cut": "stack"})
     if len(text) > AUDIT_MAX_TEXT:
