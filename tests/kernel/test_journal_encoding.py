@@ -110,3 +110,31 @@ def test_action_names_are_built_once_per_handle_for_the_default_naming() -> None
     assert pol.actions == ["plain.read"] * 3 + ["named.read.custom"] * 3
     assert handles[0].actions == {"read": "plain.read", "write": "plain.write"}
     assert handles[1].actions is None and Named.asked == 3  # an overriding driver is asked every time
+
+
+class Bounded(Plain):
+    name = "bounded"
+    asked = 0
+
+    def bound(self, op: str, handle: Any, req: Any) -> Cost:
+        Bounded.asked += 1
+        return Cost(tool_calls=1)
+
+
+def test_a_driver_that_declares_no_bound_is_not_asked_for_one() -> None:
+    k = Kernel(deterministic=True, policy=AllowAll())
+    k.register_driver(Plain())
+    k.register_driver(Bounded())
+    handles: list[Any] = []
+
+    async def init(sys: Any, args: Any) -> None:
+        for dev in ("plain", "bounded"):
+            h = await sys.open(dev)
+            for i in range(3):
+                await sys.read(h, i)
+        handles.extend(k.procs[1].handles.values())  # type: ignore[union-attr]
+
+    Bounded.asked = 0
+    k.run(init, grant=["plain", "bounded"])
+    assert [h.unbounded for h in handles] == [True, False] and Bounded.asked == 3
+    assert sum(1 for e in k.events.events(kind="reserve")) == 3   # only the bounded reads reserve

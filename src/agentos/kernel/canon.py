@@ -293,15 +293,38 @@ def checked(what: str, value: Any) -> Any:
     return value
 
 
+_GETTERS: dict[type, Callable[[Any], Any]] = {}   # dataclass type -> all its fields in one C call
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Any], Any]:
+    """A function returning the tuple of the named attributes (one C call for two or more)."""
+    import operator
+
+    if len(names) > 1:
+        return operator.attrgetter(*names)
+    one = [operator.attrgetter(n) for n in names]
+    return lambda v: tuple(g(v) for g in one)
+
+
 def _flat_fields(value: Any, names: tuple[str, ...]) -> bool:
+    t = type(value)
+    get = _GETTERS.get(t)
+    if get is None:
+        get = _GETTERS[t] = _getter(names)
     try:
-        for n in names:
-            x = getattr(value, n)
-            tx = type(x)
-            if not (x is None or tx is bool or tx is float or (tx is int and x.bit_length() <= MAX_INT_BITS)
-                    or (tx is str and x.isascii()) or ((tx is tuple or tx is list) and _flat(x))):
-                return False
+        values = get(value)
     except BaseException:  # a hostile property: the walk says what is wrong
+        return False
+    for x in values:
+        tx = type(x)
+        if x is None or tx is bool or tx is float or (tx is str and x.isascii()):
+            continue
+        if tx is int:
+            if x.bit_length() <= MAX_INT_BITS:
+                continue
+            return False
+        if (tx is tuple or tx is list) and (not x or _flat(x)):
+            continue
         return False
     return True
 

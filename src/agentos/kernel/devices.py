@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 class Handle:
     """An open device in a process: what `read`/`write` on its number reach."""
 
-    __slots__ = ("driver", "dh", "cap", "device", "actions")
+    __slots__ = ("driver", "dh", "cap", "device", "actions", "unbounded")
 
     def __init__(self, driver: Driver | None, dh: Any, cap: Cap, device: str) -> None:
         self.driver = driver   # None in replay: no driver is ever called
@@ -50,6 +50,8 @@ class Handle:
         self.actions: dict[str, str] | None = None
         if driver is not None and type(driver).action is Driver.action:
             self.actions = {"read": f"{driver.name}.read", "write": f"{driver.name}.write"}
+        # a driver that declares no bound (`Driver.bound`): nothing to reserve, no call to make
+        self.unbounded = driver is not None and type(driver).bound is Driver.bound
 
 
 class PendingOp:
@@ -223,7 +225,7 @@ class Devices:
             except DriverError as err:  # the request is malformed: journaled, as replay has no driver
                 self._journal_refusal(proc, op, name, payload, err)
                 raise
-        need, bad = self._bound_or_error(driver, name, op, dh, payload)
+        need, bad = (None, None) if handle.unbounded else self._bound_or_error(driver, name, op, dh, payload)
         if action is not None and not k.authorize(proc, action[0], action[1], req, need):
             return PARK  # policy first: a deny is a deny, whatever else is wrong with the call
         if bad is not None:
