@@ -87,6 +87,19 @@ PROTECTS = {
         "typed values through a store, in format 5",
     "v5/tool_calls_reserved_and_settled":
         "reservations and settlements of bounded tool calls, in format 5",
+    "v6/agents_kv_echo_policy":
+        "every device, policy and process path of the first workload in format 6 (a policy "
+        "that is not constant: every decision is journaled)",
+    "v6/agents_many_children":
+        "messages and interleaved completions in format 6",
+    "v6/journal_values_keep_their_types":
+        "typed values through a store, in format 6",
+    "v6/tool_calls_reserved_and_settled":
+        "reservations and settlements of bounded tool calls, in format 6",
+    "v6/constant_policy_decisions_unjournaled":
+        "format 6's reason to exist: under AllowAll device reads and writes (sync, async, "
+        "read_all, a child's) journal no decision, a dry-run check still does, and one "
+        "run_policy entry names the policy replay must run under",
 }
 
 

@@ -28,6 +28,7 @@ from ..abi.types import COST_MAX, USD_SCALE, Cost, WaitKind, cost_units, quota
 from . import args as A
 from .caps import DEVICE, R_OPEN, R_READ, R_WRITE, Cap
 from .journal import JournalEntry
+from .replay import DecisionRecorder
 from .process import EXITED, PARK, Process
 from .values import checked
 
@@ -186,6 +187,7 @@ class Devices:
                 total = [a + b for a, b in zip(total, p.reserve)]
                 p.reserve = None
         if not k.replaying and k.journal is not None:  # replay: "this op never completed"
+            _journal_deferred(k, proc.pid)  # the ops' own entries will never name their actions
             k.journal.record(JournalEntry(proc.pid, first, "io_cancel", "", None, None, True, n,
                                           reserve=tuple(total) if any(total) else None))  # type: ignore[arg-type]
 
@@ -226,7 +228,7 @@ class Devices:
                 self._journal_refusal(proc, op, name, payload, err)
                 raise
         need, bad = (None, None) if handle.unbounded else self._bound_or_error(driver, name, op, dh, payload)
-        if action is not None and not k.authorize(proc, action[0], action[1], req, need):
+        if action is not None and not k.authorize(proc, action[0], action[1], req, need, True):
             return PARK  # policy first: a deny is a deny, whatever else is wrong with the call
         if bad is not None:
             self._journal_refusal(proc, op, name, payload, bad, action[0] if action else None)
@@ -264,7 +266,7 @@ class Devices:
         bounds = [self._bound_or_error(driver, name, "read", dh, p) for p in payloads]
         needs = [b[0] for b in bounds]
         for a, need in zip(actions, needs):  # authorize all before running any
-            if a is not None and not k.authorize(proc, a[0], a[1], req, need):
+            if a is not None and not k.authorize(proc, a[0], a[1], req, need, True):
                 return PARK
         bad = next((b[1] for b in bounds if b[1] is not None), None)
         if bad is not None:
@@ -404,6 +406,8 @@ class Devices:
         k = self.k
         if not k.replaying and k.journal is not None:
             k.journal.record(e)
+            if e.action is not None and type(k.policy) is DecisionRecorder and k.policy.deferred:
+                k.policy.carried(proc.pid)  # this entry names the action: no decision entry
         self.reads += 1
         if e.reserve is not None:
             if not self._settle(proc, e.index, e.reserve, (e.tokens, e.tool_calls, round(e.usd * USD_SCALE))):
@@ -464,6 +468,7 @@ class Devices:
             p.reserve = None
         first = ops[0]
         if not k.replaying and k.journal is not None:
+            _journal_deferred(k, proc.pid)  # a refusal entry names no op's action for replay
             k.journal.record(JournalEntry(proc.pid, first.index, first.op, first.device, first.action,
                                           first.payload if len(ops) == 1 else [p.payload for p in ops],
                                           False, short, "ReservationRefused", reserve=need))
@@ -499,8 +504,13 @@ class Devices:
         (so that replay asks policy the same questions before it meets the refusal)."""
         idx = proc.op_index
         proc.op_index = idx + 1
-        if self.k.journal is not None:
-            self.k.journal.record(self._error_entry(proc, PendingOp(idx, op, name, action, payload, None), err))
+        k = self.k
+        if k.journal is not None:
+            if op == "read_all":   # one entry for many ops: replay asks policy from the journal
+                _journal_deferred(k, proc.pid)
+            k.journal.record(self._error_entry(proc, PendingOp(idx, op, name, action, payload, None), err))
+            if action is not None and op != "read_all" and type(k.policy) is DecisionRecorder:
+                k.policy.carried(proc.pid)
 
     def _bound_or_error(self, driver: Driver | None, name: str, op: str, dh: Any,
                         payload: Any) -> tuple[tuple[int, int, int] | None, DriverError | None]:
@@ -519,6 +529,14 @@ class Devices:
             raise  # already says what is wrong (ToolError for an unknown tool, ...)
         except Exception as e:
             raise DriverError(f"{name}: cannot classify the {op} request: {e}") from e
+
+
+def _journal_deferred(k: "Kernel", pid: int) -> None:
+    """Journal the decisions a constant policy's recorder held back for `pid`'s ops: those
+    ops will not get entries naming their actions, so replay reads the decisions instead."""
+    pol = k.policy
+    if type(pol) is DecisionRecorder and pol.deferred:
+        pol.flush(pid)
 
 
 def _reported(c: Any, where: str) -> Cost:

@@ -37,7 +37,7 @@ from .recording import RECORDING_FORMAT, decode_value, encode_value, upgrade_ent
 class JournalEntry:
     pid: int
     index: int
-    op: str          # "read" | "write" | "open" | "policy" | "io_cancel" | "clock_jump"
+    op: str          # "read" | "write" | "open" | "policy" | "io_cancel" | "clock_jump" | "run_policy"
     device: str
     action: str | None
     request: Any     # as issued; compared in canonical form on replay
@@ -126,6 +126,9 @@ class Journal:
         # so a long run's journal does not grow in memory. A run with no store keeps them:
         # record-then-replay reads them back from here.
         self.retain = True
+        # (format 6) {"policy": import path, "rule": ...} of a constant policy whose allows of
+        # device operations were not journaled; None: every decision is in the journal
+        self._run_policy: dict[str, Any] | None = None
         self.shed = 0       # entries recorded but not kept (`retain` was off)
         self.extend(entries)
 
@@ -148,6 +151,12 @@ class Journal:
         return self._cancelled
 
     @property
+    def run_policy(self) -> dict[str, Any] | None:
+        """(format 6) The constant policy whose device-operation allows were not journaled."""
+        self._ensure_index()
+        return self._run_policy
+
+    @property
     def jumps(self) -> dict[int, float]:
         self._ensure_index()
         return self._jumps
@@ -159,6 +168,8 @@ class Journal:
             # (format 5: see kernel/recording.py)
             assert e.at is not None
             self._jumps[e.at] = float(e.value)
+        elif e.op == "run_policy":  # (format 6) the constant policy the run was recorded under
+            self._run_policy = e.value if isinstance(e.value, dict) else {"policy": "?"}
         elif e.op == "io_cancel":
             for i in range(e.index, e.index + int(e.value or 1)):
                 self._cancelled[(e.pid, i)] = e

@@ -51,6 +51,13 @@ Format log:
      seq of its send (`message_events`, recorded in the run row), which provenance follows
      across messages. A format 3 or 4 run has neither: replay applies no jump and writes
      no `recv` event, as its kernel did.
+  6  Cheap recording: under a policy that gives every action the same allow
+     (`constant_decision`, e.g. AllowAll) a device read or write journals no "policy"
+     entry (its own entry names the action); one "run_policy" entry names the policy (its
+     import path and rule), and replay answers those checks from it, refusing to replay
+     under another policy. Journal entries are written by a fixed layout with the same
+     bytes as before. A format 3, 4 or 5 run has every decision in its journal: replay
+     reads them all, as it did.
 """
 from __future__ import annotations
 
@@ -60,7 +67,7 @@ from typing import Any, Callable, Mapping
 from ..abi.errors import RecordingFormatError
 from .events import canonical
 
-RECORDING_FORMAT = 5
+RECORDING_FORMAT = 6
 
 FORMAT_KEY = "recording_format"   # where the version lives in a run's metadata
 
@@ -68,7 +75,8 @@ FORMAT_KEY = "recording_format"   # where the version lives in a run's metadata
 REPLAYABLE: dict[int, str] = {
     3: "no reservation was recorded (no `reserve` on any entry): replay sets nothing aside",
     4: "no clock jump or recv event was recorded: replay applies none and writes none",
-    5: "",
+    5: "no run_policy entry: every policy decision is in the journal, and replay reads each",
+    6: "",
 }
 # (Format 1 replayed, until format 3, with its values as the plain JSON they were stored as:
 # ENTRY_UPGRADES[1], which still reads a format 1 journal for anything else that reads it.)
