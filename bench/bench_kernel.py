@@ -2,7 +2,8 @@
 
 Every figure runs the loop several times, interleaved with its ceiling, and keeps the
 best (least disturbed) CPU time of each: on a small shared machine the noise is all on the
-slow side. Absolute numbers move from run to
+slow side. Each figure is measured with the garbage collector on (as users run: the
+headline `ops_per_s` and `ratio`) and again with it off (`*_gc_off`). Absolute numbers move from run to
 run; the ratio to the ceiling measured in the same run is the figure to compare.
 """
 from __future__ import annotations
@@ -22,13 +23,20 @@ SEED = {"ipc_round_trips": 530e3, "spawn_exit": 135e3, "context_switches": 2.1e6
 TARGETS = {"ipc_round_trips": 300e3, "spawn_exit": 100e3}
 
 
-def _best(fn: Callable[[], float], repeats: int) -> float:
+GC_MODES = ("on", "off")
+"""Columns to measure: "on" (the collector runs, as in every real program: the headline
+figure) and "off" (collector disabled while timing, the loop's own cost). compare.py sets one."""
+
+
+def _best(fn: Callable[[], float], repeats: int, gc_on: bool = True) -> float:
     """Best CPU time of `repeats` runs. CPU time (not wall) because these loops never wait,
-    and on a shared 2-core machine wall time mostly measures the neighbours."""
+    and on a shared 2-core machine wall time mostly measures the neighbours. With `gc_on`
+    the collector stays enabled while timing; it starts each run from a clean heap either way."""
     best = float("inf")
     for _ in range(repeats):
         gc.collect()
-        gc.disable()
+        if not gc_on:
+            gc.disable()
         try:
             t0 = time.process_time()
             fn()
@@ -203,33 +211,70 @@ def read_all_speedup() -> tuple[float, float]:
 
 # -- memory per idle process ------------------------------------------------------------------------
 
-def _rss() -> int:
-    with open(f"/proc/{os.getpid()}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+_IDLE_CHILD = r"""
+import sys
+sys.path.insert(0, sys.argv[3])
+from agentos import AllowAll, Kernel
+import ceiling as bare
+n, where = int(sys.argv[1]), sys.argv[2]
+
+async def idler(sys_, args):
+    await sys_.recv()
+
+async def init(sys_, args):
+    print("base", flush=True); sys.stdin.readline()
+    for _ in range(n):
+        await sys_.spawn(idler)
+    await sys_.yield_()  # every child runs to its recv and blocks
+    print("full", flush=True); sys.stdin.readline()
+
+if where == "kernel":
+    Kernel(deterministic=True, policy=AllowAll(), event_ring=1024).run(init)
+else:
+    bare.Bare().run(init)
+"""
 
 
-def idle_memory(n: int) -> tuple[float, float]:
-    """Bytes per process blocked in recv: on the kernel, and the same body on the bare loop."""
-    out: dict[str, float] = {}
+def _status(pid: int) -> dict[str, int]:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                k, v, _unit = line.split()
+                out[k[:-1]] = int(v) * 1024
+    return out
 
-    async def idler(sys, args):
-        await sys.recv()
 
-    def body(measure_key: str) -> Any:
-        async def init(sys, args):
-            gc.collect()
-            before = _rss()
-            for _ in range(n):
-                await sys.spawn(idler)
-            await sys.yield_()  # every child runs to its recv and blocks
-            gc.collect()
-            out[measure_key] = (_rss() - before) / n
-        return init
+def _idle_in_fresh_process(n: int, where: str) -> tuple[float, int]:
+    """(RSS growth per idle process, peak RSS), read from outside a fresh interpreter: inside
+    a long benchmark run, freed memory is reused and the growth reads low."""
+    import subprocess
+    import sys
 
-    _kernel(event_ring=1024).run(body("kernel"))
-    gc.collect()
-    bare.Bare().run(body("bare"))
-    return out["kernel"], out["bare"]
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    child = subprocess.Popen([sys.executable, "-c", _IDLE_CHILD, str(n), where, os.path.dirname(__file__)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline().strip() == "base"
+        before = _status(child.pid)["VmRSS"]
+        child.stdin.write("\n"); child.stdin.flush()
+        assert child.stdout.readline().strip() == "full"
+        after = _status(child.pid)
+        child.stdin.write("\n"); child.stdin.flush()
+        child.wait(timeout=600)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    return (after["VmRSS"] - before) / n, after["VmHWM"]
+
+
+def idle_memory(n: int) -> tuple[float, float, int]:
+    """Bytes per process blocked in recv on the kernel and on the bare loop (each in a fresh
+    process, RSS read from outside), and the kernel's peak RSS."""
+    per, peak = _idle_in_fresh_process(n, "kernel")
+    bare_per, _ = _idle_in_fresh_process(n, "bare")
+    return per, bare_per, peak
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
@@ -241,14 +286,23 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
     def figure(name: str, n: int, body: Callable[[int], Any], unit: str, notes: str = "",
                kernel_kw: dict[str, Any] | None = None, bare_kw: dict[str, Any] | None = None) -> None:
-        tk = tc = float("inf")
-        for _ in range(reps):  # interleaved, so both see the same machine weather
-            tk = min(tk, _best(lambda: on_kernel(body, **dict(kernel_kw or {}))(n), 1))
-            tc = min(tc, _best(lambda: on_bare(body, **(bare_kw or {}))(n), 1))
-        ops, cops = n / tk, n / tc
-        results.append({"name": name, "ops_per_s": round(ops), "ceiling_ops_per_s": round(cops),
-                        "ratio": round(ops / cops, 3), "unit": unit, "seed": SEED.get(name),
-                        "target": TARGETS.get(name), "n": n, "notes": notes})
+        row: dict[str, Any] = {"name": name}
+        for mode in GC_MODES:  # the collector on is the headline; off is the second column
+            on = mode == "on"
+            tk = tc = float("inf")
+            for _ in range(reps):  # interleaved, so both see the same machine weather
+                tk = min(tk, _best(lambda: on_kernel(body, **dict(kernel_kw or {}))(n), 1, on))
+                tc = min(tc, _best(lambda: on_bare(body, **(bare_kw or {}))(n), 1, on))
+            ops, cops = n / tk, n / tc
+            sfx = "" if on else "_gc_off"
+            row.update({f"ops_per_s{sfx}": round(ops), f"ceiling_ops_per_s{sfx}": round(cops),
+                        f"ratio{sfx}": round(ops / cops, 3)})
+        row.update({"unit": unit, "seed": SEED.get(name), "target": TARGETS.get(name), "n": n,
+                    "gc": "/".join(GC_MODES), "notes": notes})
+        if "ops_per_s" not in row:  # only the GC-off column was asked for (compare.py --gc off)
+            row.update(ops_per_s=row["ops_per_s_gc_off"], ceiling_ops_per_s=row["ceiling_ops_per_s_gc_off"],
+                       ratio=row["ratio_gc_off"])
+        results.append(row)
 
     null = Null()
     figure("ipc_round_trips", 20_000 * scale, ipc_body, "round trips/s", "send + recv both ways between two processes")
@@ -271,11 +325,13 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                     "seed": SEED["read_all_speedup"], "target": None, "n": 16,
                     "notes": "16 reads of 10 ms each: sequential read vs one read_all"})
     for n_idle in ((20_000,) if quick else (100_000, 1_000_000)):
-        per, bare_per = idle_memory(n_idle)
+        per, bare_per, peak = idle_memory(n_idle)
         label = f"{n_idle // 1000}k" if n_idle < 1_000_000 else f"{n_idle // 1_000_000}M"
         results.append({"name": f"idle_process_bytes_{label}", "ops_per_s": None, "bytes": round(per),
                         "ceiling_bytes": round(bare_per), "ratio": round(bare_per / per, 3) if per else None,
                         "unit": "bytes/process", "seed": None, "target": 2048, "n": n_idle,
-                        "notes": "RSS growth per process blocked in recv (ceiling: the same body on the bare "
-                                 "trampoline)"})
+                        "peak_rss_bytes": peak,
+                        "notes": f"RSS growth per process blocked in recv, read from outside a fresh "
+                                 f"interpreter (ceiling: the same body on the bare trampoline); "
+                                 f"peak RSS {peak / 2**30:.2f} GiB"})
     return results

@@ -1,7 +1,8 @@
 """Run the benchmark suite: every `bench_*.py` beside this file, in one process run.
 
 Prints a table and writes JSON (bench/results/latest.json, or --out). Each figure is
-reported as ops/s beside its bare-trampoline ceiling from the same run, and the ratio.
+reported as ops/s beside its bare-trampoline ceiling from the same run, and the ratio, with
+the garbage collector on (as users run) and, in a second column, off.
 Usage: python bench/run.py [--quick] [--only NAME ...] [--out FILE]
 """
 from __future__ import annotations
@@ -65,8 +66,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="agentos benchmarks (best of N; ratio = ours / bare trampoline, same run)")
-    for col in ("figure", "ours", "ceiling", "ratio", "unit", "seed", "target", "notes"):
+    t = Table(title="agentos benchmarks (best of N; ratio = ours / bare trampoline, same run; "
+                    "GC on as users run, GC off beside it)")
+    for col in ("figure", "ours", "ceiling", "ratio", "ours gc off", "ratio gc off", "unit", "seed", "target",
+                "notes"):
         t.add_column(col, overflow="fold")
     for r in rows:
         if "error" in r:
@@ -74,7 +77,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             continue
         ours = r.get("ops_per_s") or r.get("speedup") or r.get("bytes") or r.get("value")
         ceil = r.get("ceiling_ops_per_s") or r.get("ceiling_speedup") or r.get("ceiling_bytes") or r.get("ceiling")
-        t.add_row(r["name"], _fmt(ours), _fmt(ceil), _fmt(r.get("ratio")), r.get("unit", ""),
+        t.add_row(r["name"], _fmt(ours), _fmt(ceil), _fmt(r.get("ratio")), _fmt(r.get("ops_per_s_gc_off")),
+                  _fmt(r.get("ratio_gc_off")), r.get("unit", ""),
                   _fmt(r.get("seed")), _fmt(r.get("target")), r.get("notes", ""))
     Console(width=160).print(t)
 

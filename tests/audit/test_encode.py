@@ -125,3 +125,24 @@ def test_encode_is_total_and_deterministic(v: Any) -> None:
     a, b = encode(v), encode(v)
     assert a == b and a.isascii() and len(a) <= E.MAX_TEXT
     json.loads(a)
+
+
+PLAIN = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                     lambda c: st.lists(c, max_size=4) | st.tuples(c, c)
+                     | st.dictionaries(st.text(max_size=4) | st.sampled_from(["$x", "$"]), c, max_size=4),
+                     max_leaves=25)
+
+
+@settings(derandomize=True, max_examples=400, deadline=None)
+@given(PLAIN)
+def test_plain_values_skip_the_walk_and_write_the_same_text(v: Any) -> None:
+    # JSON-plain values are written as they are; the text must be what the walk writes
+    assert encode(v) == E._dumps(E.to_tree(v))
+
+
+def test_the_plain_shortcut_still_cuts_long_strings_and_deep_nesting() -> None:
+    assert json.loads(encode({"s": "x" * (E.MAX_STR + 1)}))["s"]["len"] == E.MAX_STR + 1
+    deep: Any = 1
+    for _ in range(E.MAX_DEPTH + 3):
+        deep = [deep]
+    assert "$cut" in encode(deep)

@@ -258,3 +258,47 @@ def test_group_commit_failure_refuses_the_action(tmp_path: Path) -> None:
         except AuditUnavailable as e:
             return str(e)
     assert "disk on fire" in k.run(main, grant=["tools"]).value
+
+
+def test_a_group_commit_holds_every_caller_that_can_run_before_it_starts(tmp_path: Path) -> None:
+    # 16 processes, 4 audited calls each: a flush that started as soon as the first caller
+    # parked would commit that one alone and the other 15 next (8 per commit on average)
+    k, rec = _live_kernel(tmp_path)
+
+    async def worker(sys, base):  # type: ignore[no-untyped-def]
+        h = await sys.open("tools")
+        return [await sys.read(h, {"tool": "work", "args": {"n": base + i}}) for i in range(4)]
+
+    async def init(sys, args):  # type: ignore[no-untyped-def]
+        caps = [(await sys.spawn(worker, args=100 * j, caps=["tools"]))[1] for j in range(1, 17)]
+        for c in caps:
+            await sys.waitpid(c)
+        return "done"
+    assert k.run(init, grant=["tools"]).value == "done"
+    actions = 16 * 4
+    assert rec.commits * 12 <= actions, f"{actions} actions took {rec.commits} commits"
+    rec.close()
+    assert _report(tmp_path).ok
+
+
+def test_the_wal_checkpoint_runs_off_the_commit_path(tmp_path: Path) -> None:
+    rec = FlightRecorder.open(tmp_path, durability="os", key=KEY)
+    b = rec.backend
+    assert isinstance(b, SqliteAuditBackend)
+    assert b.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0   # no commit checkpoints inline
+    assert b.adb.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    b.checkpointer.every = 8
+    import threading
+    for i in range(40):
+        rec.append(1, "decision", {"i": i})
+        rec.commit()
+    for _ in range(200):  # the checkpoint thread runs on its own time
+        if b.checkpointer.runs:
+            break
+        threading.Event().wait(0.01)
+    assert b.checkpointer.runs > 0 and b.checkpointer._thread is not None
+    assert b.checkpointer._thread.name == "agentos-audit-checkpoint"
+    rec.close()
+    assert not b.checkpointer._thread.is_alive()
+    r = _report(tmp_path)
+    assert r.ok and r.count == 40

@@ -41,7 +41,13 @@ GOLDEN: dict[str, Any] = {
     "tool_calls_reserved_and_settled": tools_agent,
     # since format 6: network input (dial, remote sends and deliveries) is journaled
     "net_self_loop": net_self_loop,
+    # since format 6: under a constant policy (AllowAll) device ops journal no decision
+    "constant_policy_decisions_unjournaled": {"ops": [
+        ("set", "a", 1), ("echo", 1), ("echo_all", [1, 2, 3]), ("get", "a"),
+        ("spawn", {"ops": [("echo", 5), ("send", 7), ("set", "b", 2)]}),
+        ("recv", 50), ("check", "kv.delete"), ("del", "a"), ("echo", 3)]},
 }
+CONSTANT_POLICY = {"constant_policy_decisions_unjournaled"}  # recorded under AllowAll
 
 
 def main(argv: list[str]) -> int:
@@ -55,7 +61,14 @@ def main(argv: list[str]) -> int:
     out.mkdir(exist_ok=True)
     for name, spec in GOLDEN.items():
         store = MemoryStore()
-        k = net_kernel(1234) if spec is net_self_loop else live_kernel(1234)
+        if spec is net_self_loop:
+            k = net_kernel(1234)
+        elif name in CONSTANT_POLICY:
+            from agentos import AllowAll
+
+            k = live_kernel(1234, policy=AllowAll())
+        else:
+            k = live_kernel(1234)
         rid = record_run(k, store, name)
         if spec is net_self_loop:
             k.run(spec, **BOOT)

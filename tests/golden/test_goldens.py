@@ -88,8 +88,9 @@ PROTECTS = {
     "v5/tool_calls_reserved_and_settled":
         "reservations and settlements of bounded tool calls, in format 5",
     "v6/agents_kv_echo_policy":
-        "every device, policy and process path of the first workload in format 6, on a kernel "
-        "that counts loop turns for network input (none here)",
+        "every device, policy and process path of the first workload in format 6 (a policy "
+        "that is not constant: every decision is journaled), on a kernel that counts loop "
+        "turns for network input (none here)",
     "v6/agents_many_children":
         "messages between many processes and interleaved completions, in format 6",
     "v6/journal_values_keep_their_types":
@@ -97,10 +98,14 @@ PROTECTS = {
     "v6/tool_calls_reserved_and_settled":
         "reservations and settlements of bounded tool calls, in format 6",
     "v6/net_self_loop":
-        "format 6's reason to exist: a node dials itself and sends typed values with a reply "
+        "one of format 6's reasons to exist: a node dials itself and sends typed values with a reply "
         "address; the dial and send outcomes, the delivery at its loop turn, the policy asked "
         "on delivery and a dial with no route are journaled, so the replay, which has no node, "
         "no key and no transport, reproduces every event",
+    "v6/constant_policy_decisions_unjournaled":
+        "the other of format 6's reasons to exist: under AllowAll device reads and writes (sync, async, "
+        "read_all, a child's) journal no decision, a dry-run check still does, and one "
+        "run_policy entry names the policy replay must run under",
 }
 
 

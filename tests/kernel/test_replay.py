@@ -162,7 +162,8 @@ def test_tool_calls_and_their_errors_replay_identically() -> None:
     r1 = k1.run(tools_agent, grant=["tools"], quota=Quota(tool_calls=20))
     assert r1.value[0] == 5 and r1.value[4] == [0, 2, 4, 6]
     assert r1.value[1].startswith("ToolError") and "the tool broke" in r1.value[3]
-    k2 = Kernel(deterministic=True, seed=8, mode="replay", journal=Journal(k1.journal.entries))  # type: ignore[union-attr]
+    k2 = Kernel(deterministic=True, seed=8, mode="replay", journal=Journal(k1.journal.entries),  # type: ignore[union-attr]
+                policy=AllowAll())  # recorded under AllowAll, whose device allows are not journaled
     k2.register_driver(Exploding("tools"))
     r2 = k2.run(tools_agent, grant=["tools"], quota=Quota(tool_calls=20))
     assert r2.value == r1.value

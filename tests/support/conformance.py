@@ -186,7 +186,7 @@ async def _record_then_replay(live: Kernel, init: Any, kw: dict[str, Any], track
     shared = dict(live.driver_shared)
     # recorded without the `recv` events a store's recorder would add: the test sees the
     # kernel exactly as it built it
-    rid = record_run(live, store, tracker.test, message_events=False)
+    rid = record_run(live, store, tracker.test, message_events=False, keep_in_memory=True)  # the test reads them
     live.driver_shared.clear()  # drivers that look for "the recorded run" must not find this one
     live.driver_shared.update(shared)
     program = _Snapshot(live, init, dict(live.images), kw.get("args"))  # before the live run changes anything

@@ -117,6 +117,7 @@ class FlightRecorder:
         self._tickets = 0                    # batches taken from `pending`, in chain order
         self._written = 0                    # of those, written (or failed)
         self._flushing = False
+        self._kick_due = False               # a group commit is scheduled to start (call_soon)
         self._executor: ThreadPoolExecutor | None = None
         self._kernel: Kernel | None = None
 
@@ -422,9 +423,17 @@ class FlightRecorder:
         assert k is not None
         self._waiters.append((seq, proc, req, action + "\x00" + _json(args)))
         k.park(proc, WaitKind.AUDIT, self._withdraw, held=True)
+        if not self._flushing and not self._kick_due:
+            # not at once: the processes the kernel runs before it next looks at asyncio park
+            # here too, and the group that commits holds all of them (one fsync for all)
+            self._kick_due = True
+            asyncio.get_running_loop().call_soon(self._kick)
+        return False
+
+    def _kick(self) -> None:
+        self._kick_due = False
         if not self._flushing:
             self._start_flush()
-        return False
 
     def _withdraw(self, proc: Any) -> bool:
         """The abort of an audit wait: the caller ended or was interrupted before its record
@@ -453,8 +462,11 @@ class FlightRecorder:
             return
         self._wake_durable()
         again, self._again = self._again, False
-        if (self._waiters or again) and self.pending:
-            self._start_flush()    # records that queued up during this write: the next group
+        if (self._waiters or again) and self.pending and not self._kick_due:
+            # records that queued up during this write are the next group, joined by those of
+            # the processes just woken, which run before asyncio calls `_kick`
+            self._kick_due = True
+            asyncio.get_running_loop().call_soon(self._kick)
 
     def _schedule_wake(self) -> None:
         try:

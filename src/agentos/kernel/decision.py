@@ -11,6 +11,10 @@ from typing import Any
 from ..abi.policy import Decision
 
 
+# A policy whose every answer is the same allow may say so with a `constant_decision`
+# attribute (that Decision): device operations under it are then recorded without a
+# decision entry each, the run's journal names the policy, and replay answers from it.
+#
 # Kernel actions (spawn, send, signal.<SIG>, vfs.<op>) are governed by capabilities; a
 # policy lists in `governs_kernel` which of them ("spawn", "send", "signal", "vfs") it has
 # rules for, and the kernel asks it about those only. A policy without the attribute is
@@ -27,6 +31,9 @@ class AllowAll:
 
     _YES = Decision(True, "allow-all", "AllowAll policy installed")
     governs_kernel: frozenset[str] = frozenset()
+    # the answer to every question: a recording kernel journals no decision for a device
+    # operation under it (the operation's own entry names the action; replay.py)
+    constant_decision: Decision = _YES
 
     def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> Decision:
         return self._YES

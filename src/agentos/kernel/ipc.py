@@ -47,7 +47,7 @@ class IPC:
     # -- send -----------------------------------------------------------------------
     def sys_send(self, proc: Process, req: Send) -> Any:
         body = req.body  # checked where it enters: the log must be able to hold it
-        if body is not None and (type(body) is not int or body.bit_length() > 64):
+        if body is not None and (type(body) is not int or body.bit_length() > 64) and body is not proc.last_msg:
             checked("send: body", body)
         if req.corr is not None:
             checked("send: corr", req.corr)
@@ -112,6 +112,7 @@ class IPC:
                 target.timer = None
             if msg.sent and self.k.message_events:
                 self.k.events.emit(target.pid, "recv", (msg.sender, msg.sent))
+            target.last_msg = msg
             self._wake(target, msg)
             return
         mb = target.mailbox
@@ -146,12 +147,14 @@ class IPC:
             if msg is not None:
                 if msg.sent and self.k.message_events:
                     self.k.events.emit(proc.pid, "recv", (msg.sender, msg.sent))
+                proc.last_msg = msg
                 return msg
         if match is not None and proc.blocked_senders:
             msg = self._take_blocked(proc, match)
             if msg is not None:
                 if msg.sent and self.k.message_events:
                     self.k.events.emit(proc.pid, "recv", (msg.sender, msg.sent))
+                proc.last_msg = msg
                 return msg
         timeout = req.timeout
         if timeout is not None:

@@ -27,6 +27,8 @@ from typing import Any, Callable, Iterable
 
 from ..abi.errors import NondeterminismError, RecordingFormatError
 from ..abi.types import COST_MAX, USD_SCALE, Cost
+from json.encoder import encode_basestring as _enc_str
+
 from .events import canonical, dumps_canonical, total
 from .recording import RECORDING_FORMAT, decode_value, encode_value, upgrade_entry
 
@@ -35,7 +37,7 @@ from .recording import RECORDING_FORMAT, decode_value, encode_value, upgrade_ent
 class JournalEntry:
     pid: int
     index: int
-    op: str          # "read" | "write" | "open" | "policy" | "io_cancel" | "clock_jump" | "net.*"
+    op: str          # "read" | "write" | "open" | "policy" | "io_cancel" | "clock_jump" | "run_policy" | "net.*"
     device: str
     action: str | None
     request: Any     # as issued; compared in canonical form on replay
@@ -58,6 +60,13 @@ class JournalEntry:
     def to_json(self) -> str:
         if self.raw is not None:
             return self.raw
+        try:  # the fixed layout: the bytes the generic encoding below writes, without sorting keys
+            return _fixed(self)
+        except BaseException:
+            pass
+        return self._to_json_generic()
+
+    def _to_json_generic(self) -> str:
         try:
             request, value = canonical(self.request), encode_value(self.value)
             dumps_canonical([request, value]).encode()
@@ -74,17 +83,24 @@ class JournalEntry:
     @staticmethod
     def from_json(text: str, version: int = RECORDING_FORMAT) -> "JournalEntry":
         """An entry as stored by a run of recording format `version`, in today's shape."""
-        try:
-            fields = upgrade_entry(json.loads(text), version)
-            fields["value"] = decode_value(fields.get("value"))
-            if fields.get("reserve") is not None:
-                fields["reserve"] = tuple(fields["reserve"])
-            _check_amounts(fields)
-            return JournalEntry(**fields)
-        except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
-            raise RecordingFormatError(f"a journal entry is not one of recording format {version}: "
-                                       f"{type(e).__name__}: {_short(str(e))}", recorded=version,
-                                       current=RECORDING_FORMAT) from None
+        return JournalEntry.from_json_many([text], version)[0]
+
+    @staticmethod
+    def from_json_many(texts: list[str], version: int = RECORDING_FORMAT) -> "list[JournalEntry]":
+        """Stored entries, decoded in one `json.loads` per batch. Each keeps its stored text
+        (`raw`), which also marks its request as already canonical: replay compares it as is."""
+        out: list[JournalEntry] = []
+        for i in range(0, len(texts), _BATCH):
+            chunk = texts[i:i + _BATCH]
+            try:
+                rows = json.loads("[" + ",".join(chunk) + "]")
+                if len(rows) != len(chunk):  # a row that was not one JSON value
+                    raise ValueError(f"{len(chunk)} rows decoded as {len(rows)} values")
+            except (ValueError, RecursionError):
+                rows = None  # find the bad row (and say what is wrong with it) one by one
+            for j, text in enumerate(chunk):
+                out.append(_entry(rows[j] if rows is not None else None, text, version))
+        return out
 
 
 TURN_OPS = frozenset({"net.in", "net.drop", "net.sources"})
@@ -127,6 +143,14 @@ class Journal:
         self._jumps: dict[int, float] = {}                      # I/O tick -> virtual time jumped to
         self._indexed = 0   # entries[:_indexed] are in the lookup indexes (built lazily)
         self.sinks: list[Callable[[JournalEntry], None]] = []
+        # False once a store holds every entry (a recorded run): entries go to the sinks only,
+        # so a long run's journal does not grow in memory. A run with no store keeps them:
+        # record-then-replay reads them back from here.
+        self.retain = True
+        # (format 6) {"policy": import path, "rule": ...} of a constant policy whose allows of
+        # device operations were not journaled; None: every decision is in the journal
+        self._run_policy: dict[str, Any] | None = None
+        self.shed = 0       # entries recorded but not kept (`retain` was off)
         self.extend(entries)
 
     def _ensure_index(self) -> None:
@@ -148,6 +172,12 @@ class Journal:
         return self._cancelled
 
     @property
+    def run_policy(self) -> dict[str, Any] | None:
+        """(format 6) The constant policy whose device-operation allows were not journaled."""
+        self._ensure_index()
+        return self._run_policy
+
+    @property
     def jumps(self) -> dict[int, float]:
         self._ensure_index()
         return self._jumps
@@ -161,6 +191,8 @@ class Journal:
             self._jumps[e.at] = float(e.value)
         elif e.op in TURN_OPS:
             pass  # read in order by the replaying kernel (remote.py), never looked up by key
+        elif e.op == "run_policy":  # (format 6) the constant policy the run was recorded under
+            self._run_policy = e.value if isinstance(e.value, dict) else {"policy": "?"}
         elif e.op == "io_cancel":
             for i in range(e.index, e.index + int(e.value or 1)):
                 self._cancelled[(e.pid, i)] = e
@@ -172,7 +204,10 @@ class Journal:
         self._ensure_index()
 
     def record(self, entry: JournalEntry) -> None:
-        self.entries.append(entry)
+        if self.retain:
+            self.entries.append(entry)
+        else:
+            self.shed += 1
         for sink in self.sinks:
             sink(entry)
 
@@ -183,7 +218,7 @@ class Journal:
 
     def matches(self, e: JournalEntry | None, op: str, device: str, request: Any) -> bool:
         return (e is not None and e.op == op and e.device == device
-                and canonical(e.request) == canonical(request))
+                and _recorded(e) == canonical(request))
 
     def replay(self, pid: int, index: int, op: str, device: str, request: Any) -> JournalEntry:
         if self._indexed != len(self.entries):
@@ -193,14 +228,85 @@ class Journal:
             raise NondeterminismError(
                 f"replay diverged at pid {pid} op #{index}: the program asked for {op} on "
                 f"{device!r} with {_short(request)}, but the recorded run has no such operation")
-        if e.op != op or e.device != device or canonical(e.request) != canonical(request):
+        if e.op != op or e.device != device or _recorded(e) != canonical(request):
             raise NondeterminismError(
                 f"replay diverged at pid {pid} op #{index}: recorded {e.op} on {e.device!r} with "
                 f"{_short(e.request)}, replay asked for {op} on {device!r} with {_short(request)}")
         return e
 
     def __len__(self) -> int:
-        return len(self.entries)
+        """Entries recorded, kept in memory or not."""
+        return len(self.entries) + self.shed
+
+
+_INF = math.inf
+_BATCH = 4096
+_FIELD_NAMES = frozenset(("pid", "index", "op", "device", "action", "request", "ok", "value", "error_type",
+                          "tokens", "tool_calls", "usd", "reductions", "at", "reserve"))
+
+
+def _entry(obj: Any, text: str, version: int) -> JournalEntry:
+    try:
+        if obj is None:
+            obj = json.loads(text)
+        fields = upgrade_entry(obj, version)
+        if type(fields) is not dict or not fields.keys() <= _FIELD_NAMES:
+            raise TypeError(f"unexpected fields {sorted(set(fields) - _FIELD_NAMES) if type(fields) is dict else fields!r}")
+        fields["value"] = decode_value(fields.get("value"))
+        if fields.get("reserve") is not None:
+            fields["reserve"] = tuple(fields["reserve"])
+        _check_amounts(fields)
+        return JournalEntry(**fields, raw=text)
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
+        raise RecordingFormatError(f"a journal entry is not one of recording format {version}: "
+                                   f"{type(e).__name__}: {_short(str(e))}", recorded=version,
+                                   current=RECORDING_FORMAT) from None
+
+
+_json_str = _enc_str   # a str as JSON, non-ASCII kept (as dumps_canonical writes it)
+_BOOL = {True: "true", False: "false"}
+_LAYOUT = ('{"action":%s,"at":%s,"device":%s,"error_type":%s,"index":%d,"ok":%s,"op":%s,"pid":%d,'
+           '"reductions":%d,"request":%s,%s"tokens":%d,"tool_calls":%d,"usd":%s,"value":%s}')
+
+
+def _fixed(e: JournalEntry) -> str:
+    """`to_json` of an entry whose fields have their usual types, laid out by hand: the same
+    bytes `dumps_canonical` writes for the entry's dict (keys in sorted order), checked
+    encodable the same way. Anything unusual raises, and `to_json` takes the generic path."""
+    if not (type(e.pid) is int and type(e.index) is int and type(e.tokens) is int and type(e.tool_calls) is int
+            and type(e.reductions) is int and type(e.usd) is float and type(e.ok) is bool
+            and type(e.op) is str and type(e.device) is str):
+        raise TypeError("not the usual field types")
+    usd = e.usd
+    if usd != usd or usd in (_INF, -_INF):
+        raise ValueError("usd is not finite")
+    a, et, at, r = e.action, e.error_type, e.at, e.reserve
+    if r is None:
+        reserve = ""
+    elif type(r) is tuple and len(r) == 3 and all(type(x) is int for x in r):
+        reserve = '"reserve":[%d,%d,%d],' % r
+    else:
+        raise TypeError("reserve")
+    text = _LAYOUT % (
+        "null" if a is None else _json_str(a) if type(a) is str else _raise(),
+        "null" if at is None else "%d" % at if type(at) is int else _raise(),
+        _json_str(e.device),
+        "null" if et is None else _json_str(et) if type(et) is str else _raise(),
+        e.index, _BOOL[e.ok], _json_str(e.op), e.pid, e.reductions,
+        dumps_canonical(canonical(e.request)), reserve, e.tokens, e.tool_calls, repr(usd),
+        dumps_canonical(encode_value(e.value)))
+    text.encode()  # a lone surrogate: the generic path writes the tag
+    return text
+
+
+def _raise() -> str:
+    raise TypeError("unusual field")
+
+
+def _recorded(e: JournalEntry) -> Any:
+    """An entry's request in canonical form: as decoded, for an entry read back from its
+    stored text (which is that form already); built, for one recorded in this process."""
+    return e.request if e.raw is not None else canonical(e.request)
 
 
 def _short(obj: Any, limit: int = 120) -> str:

@@ -38,12 +38,14 @@ from .devices import Devices
 from .replay_devices import ReplayDevices
 from .events import EventLog
 from .ipc import IPC
+from . import gcpolicy as _gc
+from .gcpolicy import GcPolicy
 from .journal import Journal, JournalEntry
 from .memory import MemoryManager, Pager
 from .metrics import Metrics
 from .process import EXITED, PARK, READY, RUNNING, SUSPENDED, WAITING, Process, ProcessImage
 from .recall import Recaller
-from .replay import ReplayIO, wrap_policy
+from .replay import DecisionRecorder, JournalPolicy, ReplayIO, wrap_policy
 from .scheduler import MAX_BASE_PRIORITY, RunQueue, Timers
 from .signals import Signals
 from .trap import Sys
@@ -74,6 +76,7 @@ def fault_frames(e: BaseException, limit: int = 20) -> dict[str, Any]:
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PROGRAM_DIRS = tuple(os.path.join(_PACKAGE_DIR, d) + os.sep for d in ("userland", "services"))
+_RECORDING_POLICIES = (DecisionRecorder, JournalPolicy)   # they know `check_carried`
 
 
 def _outside_the_program(filename: str) -> bool:
@@ -110,6 +113,8 @@ class KernelConfig:
                                        # in-flight I/O with nothing runnable before virtual time
                                        # jumps to the next timer (trio's MockClock autojump);
                                        # None: time stands still until the I/O completes
+    gc: GcPolicy | None = GcPolicy()  # collector settings while the loop runs (gcpolicy.py);
+                                       # None: leave the interpreter's as they are
     extensions: dict[str, Extension] | None = None
                                        # install(kernel) callables run at construction, by name;
                                        # None: the defaults `agentos` registers (the VFS)
@@ -320,7 +325,11 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
                     info = BootInfo(args, tuple(grants), quota, name, priority)
                     for obs in list(self.observers):
                         obs.booted(self, proc, info)
-                await self._loop()
+                collector = _gc.apply(self.config.gc)  # what boot made is frozen from here on
+                try:
+                    await self._loop()
+                finally:
+                    _gc.restore(collector)
             except BaseException:
                 try:  # no process outlives a kernel that stopped on an error
                     self.shutdown()
@@ -715,8 +724,9 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
         return replay_from(store, run_id, **kw)
 
     def authorize(self, proc: Process, action: str, args: Any, req: Any = None,
-                  need: tuple[int, int, int] | None = None) -> bool:
-        """Ask policy about an action on the world, before the driver runs.
+                  need: tuple[int, int, int] | None = None, carried: bool = False) -> bool:
+        """Ask policy about an action on the world, before the driver runs. `carried`: the
+        operation's own journal entry will name the action (a device read or write).
 
         True: go ahead; with a flight recorder, the action's record is already durable
         (write-ahead). False: not now: the process was killed (SIGPOLICY, naming the rule)
@@ -726,7 +736,11 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
         audit = self.audit
         if audit is not None and audit.passes and audit.cleared(proc.pid, action, args):
             return True  # decided and recorded before it parked for the group commit
-        decision = self.policy.check(proc.pid, action, args)
+        pol = self.policy
+        if carried and type(pol) in _RECORDING_POLICIES:  # the op's journal entry names the action
+            decision = pol.check_carried(proc.pid, action, args)
+        else:
+            decision = pol.check(proc.pid, action, args)
         self._append((self._now(), proc.pid, "policy", (action, decision.allowed, decision.rule)))
         if decision.effect == "log":  # permissive/audit: allowed, but strict would not have
             self._append((self._now(), proc.pid, "policy_violation", (action, decision.rule, decision.reason)))

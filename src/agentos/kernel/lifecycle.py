@@ -225,6 +225,9 @@ class Lifecycle(KernelState):
                 self.events.emit(proc.pid, "close_error", f"{type(e).__name__}: {_bounded(e)}")
         if proc.wait_kind is not None:
             self._abort_wait(proc)  # withdraw what it waited for: a queue place, an op, a timer
+        held = getattr(self._policy, "deferred", None)  # type: ignore[attr-defined]
+        if held and proc.pid in held:  # decisions whose ops will never get an entry (replay.py)
+            self._policy.flush(proc.pid)  # type: ignore[attr-defined]
         if proc.timer is not None or proc.dl_timer is not None:
             self.timers.cancel(proc.timer)
             self.timers.cancel(proc.dl_timer)

@@ -98,6 +98,7 @@ class Process:
         "cleanups", "names", "sigmask", "pending_signals", "memory", "op_index", "io",
         "exit_reason", "result", "started", "reductions", "syscalls", "sys", "self_ref",
         "spawn_caps", "wait_kind", "abort", "wait_held", "args", "dl_timer", "wait_target",
+        "last_msg",
     )
 
     def __init__(self, pid: int, name: str, image: ProcessImage, parent: "Process | None") -> None:
@@ -149,6 +150,8 @@ class Process:
         self.args: Any = None
         self.dl_timer: list[Any] | None = None              # deadline / wall_ms timer
         self.wait_target: Process | None = None             # parked in waitpid on this one
+        self.last_msg: Any = None   # the Message recv last handed over: the kernel made it from
+                                    # a checked body, so sending it on needs no second check
 
     def __repr__(self) -> str:
         return f"<Process {self.pid} {self.name} {self.state.value}>"

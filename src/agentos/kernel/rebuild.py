@@ -96,7 +96,12 @@ async def replay_run(store: Any, run_id: str, *, image: Any = None, images: dict
     governs = meta.get("governs")
     if isinstance(governs, list) and all(isinstance(g, str) for g in governs):
         journal.governs = frozenset(governs)
-    k = Kernel(**{**(options or {}), "deterministic": True, "seed": meta["seed"], "mode": "replay",
+    options = dict(options or {})
+    named = journal.run_policy
+    if named is not None and options.get("policy") is None:
+        # device-operation allows of this constant policy were not journaled: replay under it
+        options["policy"] = _load_policy(run_id, named.get("policy"))
+    k = Kernel(**{**options, "deterministic": True, "seed": meta["seed"], "mode": "replay",
                   "journal": journal, "quantum": meta.get("quantum", 2000),
                   "default_priority": meta.get("default_priority", 5),
                   "switch_batch": meta.get("switch_batch", 512),
@@ -172,6 +177,25 @@ async def replay_run(store: Any, run_id: str, *, image: Any = None, images: dict
         else:
             report.identical = report.matched == report.recorded
     return report
+
+
+def _load_policy(run_id: str, path: Any) -> Any:
+    """The constant policy a run names (by import path), built with no arguments."""
+    import importlib
+
+    if not isinstance(path, str) or "." not in path:
+        raise KernelError(f"run {run_id} names no loadable policy ({path!r})")
+    module, _, name = path.rpartition(".")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        if not (isinstance(obj, type) and getattr(obj, "constant_decision", None) is not None):
+            raise TypeError("it is not a policy class with a constant_decision")  # nothing else is called
+        return obj()
+    except Exception as e:
+        raise KernelError(f"run {run_id} was recorded under policy {path!r}, which cannot be loaded "
+                          f"({type(e).__name__}: {e}): pass options={{'policy': ...}}") from None
 
 
 _TIME = re.compile(rb"^\[(\d+),[^,]*,")

@@ -58,6 +58,13 @@ Format log:
      capability journal their outcome ("net.dial", "net.send", keyed by the process's op
      index). Events `remote_send`, `remote_recv`, `net_drop`, `net_undeliverable`. A format
      5 run has none of these: replay applies none, as its kernel never received any.
+     Cheap recording: under a policy that gives every action the same allow
+     (`constant_decision`, e.g. AllowAll) a device read or write journals no "policy"
+     entry (its own entry names the action); one "run_policy" entry names the policy (its
+     import path and rule), and replay answers those checks from it, refusing to replay
+     under another policy. Journal entries are written by a fixed layout with the same
+     bytes as before. A format 3, 4 or 5 run has every decision in its journal:
+     replay reads them all, as it did.
 """
 from __future__ import annotations
 
@@ -75,7 +82,7 @@ FORMAT_KEY = "recording_format"   # where the version lives in a run's metadata
 REPLAYABLE: dict[int, str] = {
     3: "no reservation was recorded (no `reserve` on any entry): replay sets nothing aside",
     4: "no clock jump or recv event was recorded: replay applies none and writes none",
-    5: "no network input was recorded: replay applies none",
+    5: "no network input and no run_policy entry were recorded: replay applies no network input, and reads every policy decision from the journal",
     6: "",
 }
 # (Format 1 replayed, until format 3, with its values as the plain JSON they were stored as:

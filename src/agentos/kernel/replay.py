@@ -31,10 +31,32 @@ _DECISION_JSON = ('{"action":%s,"at":null,"device":"","error_type":null,"index":
                   '"usd":0.0,"value":%s}')  # JournalEntry.to_json's layout, prebuilt: one per policy check
 
 
-class DecisionRecorder:
-    """Wraps a live policy: every answer is journaled as an op "policy" entry."""
+def policy_name(policy: Any) -> str:
+    """How a run names the policy it was recorded under: its class's import path."""
+    t = type(policy)
+    return f"{t.__module__}.{t.__qualname__}"
 
-    __slots__ = ("inner", "journal", "_count", "_values", "_actions")
+
+def constant_of(policy: Any) -> "Decision | None":
+    """The allow a policy gives every action, if it declares one (`constant_decision`)."""
+    from ..abi.policy import Decision
+
+    d = getattr(type(policy), "constant_decision", None)
+    return d if isinstance(d, Decision) and d.allowed and d.effect == "allow" and not d.extra else None
+
+
+RUN_POLICY = "run_policy"
+"""Journal op naming a constant policy whose device-operation allows were not journaled."""
+
+
+class DecisionRecorder:
+    """Wraps a live policy: every answer is journaled as an op "policy" entry, except the
+    allow of a device operation under a policy that gives every action the same allow
+    (`constant_decision`): the operation's own entry names the action, and one "run_policy"
+    entry names the policy, so that replay answers those checks as it did, and refuses to
+    replay under another policy."""
+
+    __slots__ = ("inner", "journal", "_count", "_values", "_actions", "constant", "_named", "deferred")
 
     def __init__(self, inner: Any, journal: Journal) -> None:
         self.inner = inner
@@ -44,9 +66,54 @@ class DecisionRecorder:
         self._count: dict[int, int] = {}
         self._values: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
         self._actions: dict[str, str] = {}
+        self.constant = constant_of(inner)
+        self._named = False
+        # pid -> actions of device ops allowed under the constant policy whose entries are
+        # not yet journaled: dropped when the op's entry names its action (`carried`), else
+        # journaled as decisions (`flush`) so that replay reads them as before
+        self.deferred: dict[int, list[str]] = {}
+
+    def check_carried(self, pid: int, action: str, args: Any) -> "Decision":
+        """A check whose operation's journal entry should carry the action (a device read or
+        write): under a constant policy, its answer, with the decision entry held back."""
+        d = self.constant
+        if d is None:
+            return self.check(pid, action, args)
+        if not self._named:  # before the first held-back decision, so every journal has it
+            self._named = True
+            self.journal.record(JournalEntry(0, 0, RUN_POLICY, "", None, None, True,
+                                             {"policy": policy_name(self.inner), "rule": d.rule}))
+        q = self.deferred.get(pid)
+        if q is None:
+            self.deferred[pid] = [action]
+        else:
+            q.append(action)
+        return d
+
+    def carried(self, pid: int) -> None:
+        """The oldest held-back decision of `pid` is named by its op's entry: no entry of its own."""
+        q = self.deferred.get(pid)
+        if q:
+            q.pop(0)
+            if not q:
+                del self.deferred[pid]
+
+    def flush(self, pid: int | None = None) -> None:
+        """Journal the held-back decisions of `pid` (None: of every pid), in order."""
+        d = self.constant
+        assert d is not None
+        for p in ([pid] if pid is not None else sorted(self.deferred)):
+            for action in self.deferred.pop(p, ()):
+                self._record(p, action, d, False)
 
     def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> "Decision":
+        if self.deferred and pid in self.deferred:
+            self.flush(pid)  # decisions stay in the order they were made
         d = self.inner.check(pid, action, args, dry_run=dry_run)
+        self._record(pid, action, d, dry_run)
+        return d
+
+    def _record(self, pid: int, action: str, d: "Decision", dry_run: bool) -> None:
         n = self._count.get(pid, 0)
         self._count[pid] = n + 1
         key = (d.rule, d.reason, d.effect, dry_run) if not d.extra else None
@@ -67,7 +134,6 @@ class DecisionRecorder:
         # the prebuilt JSON only matters to a sink (a store); to_json builds the same bytes
         raw = _DECISION_JSON % (aj, n, "true" if ok else "false", pid, cached[1]) if journal.sinks else None
         journal.record(JournalEntry(pid, n, "policy", "", action, None, ok, cached[0], raw=raw))
-        return d
 
     def __getattr__(self, name: str) -> Any:  # approvals, rules, ... of the real engine
         return getattr(self.inner, name)
@@ -76,12 +142,32 @@ class DecisionRecorder:
 class JournalPolicy:
     """Answers policy checks in replay from the recorded decisions, pid by pid, in order."""
 
-    __slots__ = ("journal", "_next", "inner")
+    __slots__ = ("journal", "_next", "inner", "_constant")
 
     def __init__(self, journal: Journal, inner: Any = None) -> None:
         self.journal = journal
         self.inner = inner
         self._next: dict[int, int] = {}
+        self._constant: "Decision | None" = None
+
+    def check_carried(self, pid: int, action: str, args: Any) -> "Decision":
+        """A device operation's check: from the recorded constant policy when the live run
+        journaled none for it (refused if this replay runs under another policy), else from
+        the recorded decisions."""
+        named = self.journal.run_policy
+        if named is None:
+            return self.check(pid, action, args)
+        d = self._constant
+        if d is None:
+            mine = policy_name(self.inner) if self.inner is not None else "no policy"
+            d = constant_of(self.inner) if self.inner is not None else None
+            if mine != named.get("policy") or d is None or d.rule != named.get("rule"):
+                raise NondeterminismError(
+                    f"replay refused: the run was recorded under policy {named.get('policy')!r}, whose "
+                    f"allows of device operations were not journaled; this replay runs under {mine!r}. "
+                    f"Replay it under {named.get('policy')!r}")
+            self._constant = d
+        return d
 
     def peek_action(self, pid: int, ahead: int = 0) -> str | None:
         """The action of the `ahead`-th decision still to come for `pid` (None: no more)."""
@@ -213,4 +299,5 @@ class ReplayIO:
             self.k.devices.replay_done(item)  # type: ignore[attr-defined]  # ReplayDevices
 
 
-__all__ = ["DecisionRecorder", "JournalPolicy", "ReplayIO", "ReplayPending", "wrap_policy"]
+__all__ = ["RUN_POLICY", "DecisionRecorder", "JournalPolicy", "ReplayIO", "ReplayPending", "constant_of",
+           "policy_name", "wrap_policy"]

@@ -45,8 +45,8 @@ class ReplayDevices(Devices):
         journal = self.journal
         name = handle.device
         idx = proc.op_index
-        action = self._recorded_action(proc, idx, op, name, payload)
-        if action is not None and not k.authorize(proc, action, payload):
+        action, carried = self._recorded_action(proc, idx, op, name, payload)
+        if action is not None and not k.authorize(proc, action, payload, carried=carried):
             return PARK
         proc.op_index = idx + 1
         if journal.lookup(proc.pid, idx) is None and (proc.pid, idx) in journal.cancelled:
@@ -70,14 +70,14 @@ class ReplayDevices(Devices):
         if first is not None and journal.matches(first, "read_all", name, payloads):
             if first.action == "read_all":  # refused after policy authorized every request
                 for i, p in enumerate(payloads):
-                    a = self._recorded_action(proc, base + i, "read", name, p)
-                    if a is not None and not k.authorize(proc, a, p):
+                    a, carried = self._recorded_action(proc, base + i, "read", name, p)
+                    if a is not None and not k.authorize(proc, a, p, carried=carried):
                         return PARK
             proc.op_index = base + 1  # the live driver could not classify or bound a request
             return self._apply(proc, first)  # raises its error
         for i, p in enumerate(payloads):  # the live run authorized these in order, stopping at a deny
-            a = self._recorded_action(proc, base + i, "read", name, p)
-            if a is not None and not k.authorize(proc, a, p):
+            a, carried = self._recorded_action(proc, base + i, "read", name, p)
+            if a is not None and not k.authorize(proc, a, p, carried=carried):
                 return PARK
         if journal.lookup(proc.pid, base) is None and (proc.pid, base) in journal.cancelled:
             proc.op_index = base + len(payloads)
@@ -95,18 +95,21 @@ class ReplayDevices(Devices):
             return self._park_replayed(proc, entries, True, ops)
         return self._finish_all(proc, _from_entries(entries))
 
-    def _recorded_action(self, proc: Process, idx: int, op: str, name: str, payload: Any) -> str | None:
-        """The action the live run authorized for this op, without asking any driver."""
+    def _recorded_action(self, proc: Process, idx: int, op: str, name: str,
+                         payload: Any) -> tuple[str | None, bool]:
+        """The action the live run authorized for this op, without asking any driver, and
+        whether the op's own entry names it (then a constant policy's decision for it was
+        not journaled: format 6)."""
         journal = self.journal
         e = journal.lookup(proc.pid, idx)
         if journal.matches(e, op, name, payload):
-            return e.action  # type: ignore[union-attr]
+            return e.action, e.action is not None  # type: ignore[union-attr]
         # no result recorded: the live run must have been refused by policy here
         peek = getattr(self.k.policy, "peek_action", None)
         action = peek(proc.pid, 0) if peek is not None else None
         if action is None:
             journal.replay(proc.pid, idx, op, name, payload)  # raises, naming the divergence
-        return action
+        return action, False
 
     # -- reservations, as the live run took them -------------------------------------------
     def _reserve_recorded(self, proc: Process, entries: list[JournalEntry]) -> list[PendingOp]:

@@ -119,7 +119,7 @@ def entries_of(meta: dict[str, Any], rows: Iterable[str]) -> list[JournalEntry]:
         version = recorded_format(meta)
     except RecordingFormatError:
         version = RECORDING_FORMAT
-    return [JournalEntry.from_json(r, version) for r in rows]
+    return JournalEntry.from_json_many(list(rows), version)
 
 
 MAX_KEY = 1024

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 _COST_KINDS = frozenset({"charge", "spawn", "exit"})
 
 
+RECORDED_RING = 4096
+"""Events a recorded kernel keeps in memory for `events()`; the store has all of them."""
+
+
 class Recording(Observer):
     """The live link between one kernel and one stored run: an observer of that kernel."""
 
@@ -136,13 +140,17 @@ class Recording(Observer):
 
 
 def record_run(kernel: "Kernel", store: "Store", name: str, *, run_id: str | None = None,
-               message_events: bool = True) -> str:
+               message_events: bool = True, keep_in_memory: bool = False) -> str:
     """Record everything `kernel` does into `store` as run `name`; returns the run id.
 
     Call before `kernel.run`/`boot`. The journal is required (a kernel built with
     record=False cannot be replayed) and a replaying kernel cannot be recorded.
     `message_events=False` leaves the kernel's event log as it is without a recorder
     (no `recv` events, so provenance links steps within a process only).
+    The store holds the journal and the events, so the kernel stops keeping the journal in
+    memory (`kernel.journal.entries` stays empty; `len(kernel.journal)` still counts every
+    entry) and keeps only the last `RECORDED_RING` events in its ring; `keep_in_memory=True`
+    keeps both as an unrecorded run does (to replay from memory as well).
     """
     from ..abi.errors import KernelError
 
@@ -155,8 +163,11 @@ def record_run(kernel: "Kernel", store: "Store", name: str, *, run_id: str | Non
     rec = Recording(kernel, store, name, run_id, message_events=message_events)
     claim(store, rec.run_id)  # `agentctl runs` tells a live run from one whose kernel died
     kernel.add_observer(rec)
+    if not keep_in_memory:  # the store holds every entry and event: memory stays flat
+        kernel.journal.retain = False
+        kernel.events.bound_ring(RECORDED_RING)
     kernel.driver_shared["recording"] = rec  # drivers that keep per-run state find the run here
     return rec.run_id
 
 
-__all__ = ["Recording", "image_entry", "record_run"]
+__all__ = ["RECORDED_RING", "Recording", "image_entry", "record_run"]
