@@ -1,26 +1,19 @@
-"""The dashboard in a real browser: Debian's headless Chromium driven by Playwright (the
-system browser, never a downloaded one). The page shows a process appear, approves a
+"""The dashboard in a real browser: a headless Chromium (Debian's, else the one npm's
+@sparticuz/chromium ships; never one Playwright downloads) driven by Playwright. The page shows a process appear, approves a
 pending request, kills a process, saves a screenshot, and shows agent-written markup as
 text."""
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from agentos import Decision
 
+from .chromium import ARGS, CHROMIUM, MISSING
 from .conftest import Served, start, stop
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = [
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason="Debian's chromium is not installed: run scripts/setup-system.sh"),
-]
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
+pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason=MISSING)]
 
 EVIL = "<script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">"
 
