@@ -97,3 +97,28 @@ def test_a_page_without_the_token_sees_no_data(browser, tmp_path: Path) -> None:
         assert page.locator("tr[data-pid]").count() == 0
     finally:
         stop(s)
+
+
+@pytest.mark.slow
+def test_budget_bars_show_what_a_call_in_flight_holds_and_audit_reads_as_text(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from agentos.audit import FlightRecorder
+
+    from .test_daemon import SLOW_TOOL
+
+    s = start(tmp_path, audit=FlightRecorder.in_memory(b"k" * 32))
+    try:
+        page = browser.new_page()
+        page.goto(f"{s.d.url}/#token={s.d.token}")
+        st, got = s.request("POST", "/v1/submit", {"path": s.program(tmp_path, SLOW_TOOL, "slow"),
+                                                   "quota": {"tool_calls": 5}})
+        assert st == 201, got
+        pid = got["pid"]
+        page.wait_for_function(f"() => (document.querySelector('tr[data-pid=\"{pid}\"]') || {{}}).textContent"
+                               "?.includes('0 +1 held / 4 left')", timeout=15000)
+        held = page.locator(f'tr[data-pid="{pid}"] .bar > i.held').nth(1)
+        assert held.evaluate("e => e.getBoundingClientRect().width") > 0   # the amber part is drawn
+        audit = page.locator("#audit").inner_text()
+        assert "records" in audit and "{" not in audit                   # a sentence, not raw JSON
+        page.screenshot(path=str(tmp_path / "held.png"), full_page=True)
+    finally:
+        stop(s)

@@ -247,14 +247,15 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def budget(pid: int = typer.Argument(..., help="process id"), as_json: bool = JsonOpt) -> None:
-        """A process's budget: used and remaining per resource."""
+        """A process's budget: used, held by calls in flight, and remaining per resource."""
         got = _call(_client().get, f"/v1/procs/{pid}/budget")
         if as_json:
             _print_json(got)
             return
         for res in got["used"]:
             rem = got["remaining"].get(res)
-            typer.echo(f"{res:12} used {got['used'][res]}  left {'unlimited' if rem is None else rem}")
+            held = (got.get("reserved") or {}).get(res, 0)
+            typer.echo(f"{res:12} used {got['used'][res]}  held {held}  left {'unlimited' if rem is None else rem}")
 
     @app.command()
     def logs(pid: int = typer.Argument(..., help="process id"), as_json: bool = JsonOpt) -> None:
