@@ -134,7 +134,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"agentctl serve: {e}", err=True)
             raise typer.Exit(1) from None
 
-        tracing = maybe_trace(daemon.kernel, trace)
+        tracing = maybe_trace(daemon.kernel, trace, served=True)
 
         def ready(d: Any) -> None:
             con.print(f"agentos daemon on [bold]{d.url}[/] (run {d.run_id or 'not recorded'})")
