@@ -23,6 +23,11 @@ EXIT_NO_DAEMON = 3
 JsonOpt = typer.Option(False, "--json", help="print JSON (fields in docs/operations.md)")
 
 
+TABLE_ROWS = 1000
+"""The most processes `serve` keeps for the table it prints when it stops (live ones and the
+latest ended; older ended ones are counted, not kept), so a long-lived daemon stays bounded."""
+
+
 def _home() -> Path:
     from ..store import agentos_home
 
@@ -135,6 +140,9 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
 
         tracing = maybe_trace(daemon.kernel, trace, served=True)
+        from .. import ProcessHistory
+
+        history = ProcessHistory.attach(daemon.kernel, limit=TABLE_ROWS)
 
         def ready(d: Any) -> None:
             con.print(f"agentos daemon on [bold]{d.url}[/] (run {d.run_id or 'not recorded'})")
@@ -148,11 +156,17 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         if tracing is not None:
             tracing.shutdown()
-        rows = daemon.kernel.metrics()
-        con.print(f"daemon stopped ({daemon.stopping or 'root ended'}): {rows['spawned']} processes, "
-                  f"{rows['syscalls_total']} syscalls, {rows['tokens']} tokens, {rows['tool_calls']} tool calls"
+        from .render import history_table
+
+        shown = "every process" if not history.dropped else \
+            f"the last {len(history.records)} processes ({history.dropped} earlier ones not kept)"
+        con.print(history_table(history, title=f"{shown} of this daemon, and what it cost"))
+        m = daemon.kernel.metrics()
+        con.print(f"daemon stopped ({daemon.stopping or 'root ended'}): {m['spawned']} processes, "
+                  f"{m['syscalls_total']} syscalls, {m['tokens']} tokens, {m['tool_calls']} tool calls, "
+                  f"${m['usd']:.6f}; exits: {m['exits']}"
                   + (f"; run {daemon.run_id} recorded as interrupted" if daemon.run_id and daemon.stopping else ""))
-        raise typer.Exit(130 if daemon.stopping == "SIGINT" else 0)
+        raise typer.Exit({"SIGINT": 130, "SIGTERM": 143}.get(daemon.stopping or "", 0))
 
     @app.command()
     def submit(file: Path = typer.Argument(..., help="a program file defining `async def init(sys, args)`"),
