@@ -93,15 +93,19 @@ def _ps_table(rows: list[dict[str, Any]], title: str) -> Any:
     def left(rem: Any) -> str:
         return "∞" if rem is None else str(rem)
 
+    def cell(used: Any, held: Any, rem: Any, usd: bool = False) -> str:
+        fmt = (lambda v: f"{v:.6f}") if usd else str
+        return fmt(used) + (f" +{fmt(held)} held" if held else "") + "/" + left(rem)
+
     t = Table(title=title)
     for col in ("pid", "name", "state", "wait", "prio", "tokens used/left", "tool calls used/left", "usd used/left"):
         t.add_column(col)
     for depth, r in _tree(rows):
-        u, rem = r["used"], r["remaining"]
+        u, rem, held = r["used"], r["remaining"], r.get("reserved") or {}
         t.add_row(str(r["pid"]), "  " * depth + untrusted(r["name"], 60), r["state"], str(r["wait"] or ""),
-                  str(r["priority"]), f"{u['tokens']}/{left(rem['tokens'])}",
-                  f"{u['tool_calls']}/{left(rem['tool_calls'])}",
-                  f"{u['usd']:.6f}/{left(rem['usd'])}")
+                  str(r["priority"]), cell(u["tokens"], held.get("tokens", 0), rem["tokens"]),
+                  cell(u["tool_calls"], held.get("tool_calls", 0), rem["tool_calls"]),
+                  cell(u["usd"], held.get("usd", 0), rem["usd"], usd=True))
     return t
 
 

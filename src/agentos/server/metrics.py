@@ -3,10 +3,14 @@
 Naming follows Prometheus: the `agentos_` prefix, base units (dollars, not nano-dollars),
 `_total` on counters. No label carries a pid or a name an agent chose: with a million
 agents that would be a million series. Labels are closed sets: a process state, a
-syscall name from the registry, a policy decision (allow/deny), a resource, an exit kind.
+syscall name from the registry, a policy decision (allow/deny) and its effect, a
+resource, an exit kind.
 
-Counts the kernel does not fold itself (policy decisions, quota kills) are folded here
-from the event stream by `Folder`, a listener on the daemon's `EventHub`.
+Counts the kernel does not fold itself (quota kills, cost by agent) are folded here from
+the event stream by `Folder`, a listener on the daemon's `EventHub`; policy decisions by
+effect are counted by the daemon's policy (`SubmissionPolicy`), since the event log
+records allowed/denied only. A quota kill is any exit `quota(resource)`: a refused
+reservation, an overrun, a wall-clock budget that ran out.
 """
 from __future__ import annotations
 
@@ -39,6 +43,10 @@ class Folder:
                     self.names[r["pid"]] = str(d[1])[:200]
             elif kind == "exit":
                 self.names.pop(r["pid"], None)
+                d = r["data"]
+                if isinstance(d, str) and d.startswith("quota(") and d.endswith(")"):
+                    res = d[6:-1]
+                    self.quota[res if res in _RESOURCES else "other"] += 1
             elif kind == "charge":
                 d = r["data"]
                 if isinstance(d, list) and len(d) >= 4:
@@ -46,10 +54,6 @@ class Folder:
                     self.tokens_by_name[name] += d[1] if isinstance(d[1], int) else 0
                     usd = d[3] / 1e9 if isinstance(d[3], (int, float)) else 0.0
                     self.cost_by_name[name] = self.cost_by_name.get(name, 0.0) + usd
-            elif kind == "quota":
-                d = r["data"]
-                res = d[0] if isinstance(d, list) and d and isinstance(d[0], str) else "unknown"
-                self.quota[res if res in _RESOURCES else "other"] += 1
 
 
 _RESOURCES = {"tokens", "tool_calls", "usd", "wall_ms", "children", "mem", "max_mailbox", "reductions"}
@@ -81,9 +85,15 @@ def collect(daemon: Any) -> Iterator[Any]:
         err.add_metric([str(name) if str(name) in _SYSCALLS else "other"], n)
     yield err
     fold: Folder = daemon.folder
-    p = CounterMetricFamily("agentos_policy_decisions", "Policy decisions, by decision", labels=["decision"])
-    for d in ("allow", "deny"):
-        p.add_metric([d], fold.policy.get(d, 0))
+    p = CounterMetricFamily("agentos_policy_decisions", "Policy decisions, by decision and effect",
+                            labels=["decision", "effect"])
+    counted = getattr(getattr(daemon, "policy", None), "decisions", None)
+    if counted:
+        for (allowed, eff), n in sorted(counted.items()):
+            p.add_metric(["allow" if allowed else "deny", eff], n)
+    else:  # a kernel not checked through the daemon's policy: the log's allow/deny only
+        for d in ("allow", "deny"):
+            p.add_metric([d, "unknown"], fold.policy.get(d, 0))
     yield p
     q = CounterMetricFamily("agentos_quota_kills", "Processes ended by an exhausted budget, by resource",
                             labels=["resource"])
