@@ -105,7 +105,7 @@ def test_sigterm_to_serve_stops_it_with_143_and_the_table(tmp_path: Path) -> Non
         if serve.poll() is None:
             serve.kill()
             serve.communicate()
-    assert serve.returncode == 143, (out, err)
+    assert serve.returncode == 143, (serve.returncode, out, err)
     assert "Traceback" not in err and "every process of this daemon" in out and "root" in out
 
 

@@ -210,3 +210,18 @@ def test_stop_ends_every_process_and_records_the_run_interrupted(tmp_path: Path)
     assert run.status == "interrupted" and effective_status(store, run.run_id, run.status) == "interrupted"
     assert pid not in {r["pid"] for r in s.d.kernel.ps()}
     assert not (tmp_path / "home" / "serve.json").exists()
+
+
+def test_a_stop_the_kernel_caught_itself_is_the_daemons_and_recorded_interrupted(tmp_path: Path) -> None:
+    """SIGINT/SIGTERM reach the kernel's own handler (request_stop) first; the daemon must
+    still know it was stopped by the signal: its exit code and the run's status say so."""
+    from agentos.store import open_store
+
+    store = open_store("memory:")
+    s = start(tmp_path, store=store)
+    run_id = s.d.run_id
+    s.loop.call_soon_threadsafe(s.d.kernel.request_stop, "SIGTERM")
+    s.thread.join(20)
+    assert not s.thread.is_alive()
+    assert s.d.stopping == "SIGTERM" and s.d.interrupted
+    assert store.get_run(run_id).status == "interrupted"

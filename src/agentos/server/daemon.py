@@ -205,6 +205,11 @@ class Daemon:
             self.result = await self.kernel.boot(root, name="root", quota=self.quota)
         finally:
             self.kernel.external_source(-1)
+            # the kernel catches SIGINT/SIGTERM itself while it runs (request_stop); the
+            # loop's handlers may run after it ended, or never: a stop the kernel was asked
+            # for is the daemon's stop too (so the run is recorded as interrupted)
+            if self.stopping is None and self.kernel.stop_requested:
+                self.stopping, self.interrupted = self.kernel.stop_requested, True
             for sig in installed:
                 loop.remove_signal_handler(sig)
             await self.close_http()
