@@ -117,6 +117,11 @@ def test_budget_bars_show_what_a_call_in_flight_holds_and_audit_reads_as_text(br
                                "?.includes('0 +1 held / 4 left')", timeout=15000)
         held = page.locator(f'tr[data-pid="{pid}"] .bar > i.held').nth(1)
         assert held.evaluate("e => e.getBoundingClientRect().width") > 0   # the amber part is drawn
+        # the row's controls fit in the processes panel (none hidden past its edge)
+        edge = page.evaluate("() => document.querySelector('#procs').closest('section').getBoundingClientRect().right")
+        for b in ("kill", "stop", "cont"):
+            box = page.locator(f'[data-testid="{b}-{pid}"]').bounding_box()
+            assert box is not None and box["x"] + box["width"] <= edge, b
         audit = page.locator("#audit").inner_text()
         assert "records" in audit and "{" not in audit                   # a sentence, not raw JSON
         page.screenshot(path=str(tmp_path / "held.png"), full_page=True)

@@ -17,10 +17,10 @@ main{display:grid;grid-template-columns:3fr 2fr;gap:10px;padding:10px}
 section{background:#1a1a1a;border:1px solid #333;border-radius:4px;padding:8px;overflow:auto;max-height:46vh}
 h2{font-size:13px;margin:10px 0 6px}h2:first-child{margin-top:0}
 table{border-collapse:collapse;width:100%} td,th{padding:2px 6px;border-bottom:1px solid #2a2a2a;text-align:left}
-.bar{display:inline-block;height:8px;background:#333;width:80px;vertical-align:middle}
+.bar{display:inline-block;height:8px;background:#333;width:56px;vertical-align:middle}
 .bar{display:inline-flex}.bar>i{display:block;height:8px;background:#4a8}.bar>i.held{background:#db4}
 .waiting{color:#8ac}.running,.ready{color:#6d6}.suspended{color:#db4}.exited{color:#888}
-button{font-size:11px;margin-right:2px}.nw{white-space:nowrap}
+button{font-size:11px;margin-right:2px;padding:1px 4px}.nw{white-space:nowrap}
 #err{color:#f66}
 </style></head><body>
 <header><b>agentos</b><span id="status">connecting…</span><span id="err"></span>
