@@ -86,6 +86,9 @@ def test_serve_submit_ps_kill_and_ctrl_c(tmp_path: Path) -> None:
             serve.communicate()
     runs = [json.loads(x) for x in ctl(env, "runs", "--json").stdout.splitlines()]
     assert [r["status"] for r in runs] == ["interrupted"]
+    # a served run cannot be replayed (its programs came through the API): one clear line
+    r = ctl(env, "replay", runs[0]["run"])
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "was served" in r.stderr, r.stderr
     assert not (tmp_path / "home" / "serve.json").exists()
 
 
