@@ -561,7 +561,7 @@ def _run_served(driver: Any, console: Any, home: Path, *, workdir: Path | None, 
     ends, the daemon stops and the run is recorded as finished (a signal: interrupted)."""
     import asyncio
 
-    from agentos.kernel.kernel import RunResult
+    from agentos import ExitKind, ExitReason, RunResult
     from agentos.server import Daemon
 
     tmp = _workspace() if workdir is None else None
@@ -599,9 +599,6 @@ def _run_served(driver: Any, console: Any, home: Path, *, workdir: Path | None, 
     narrator.end_stream()
     if tmp is not None:
         tmp.cleanup()
-    from agentos import ExitReason
-    from agentos.abi.types import ExitKind
-
     reason = box.get("reason") or ExitReason(ExitKind.SHUTDOWN, d.stopping or "stopped")
     return DemoRun(k, RunResult(reason, box.get("value"), box.get("pid", 0)), narrator, secs, run_id=d.run_id,
                    url=d.url, interrupted=d.stopping if d.interrupted else None)
