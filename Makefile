@@ -11,7 +11,7 @@ EMBED  := $(VENV)/.installed-embed
 # crashes on some CPUs), with --no-cache-dir so a natively built wheel is never reused.
 LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: demo test bench system clean typecheck
+.PHONY: demo test bench system browser clean typecheck
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +35,14 @@ $(EMBED): | $(STAMP)
 system:
 	bash scripts/setup-system.sh
 
+# The dashboard's browser tests: Debian's chromium, else the one in npm's @sparticuz/chromium.
+browser: system | $(STAMP)
+	bash scripts/setup-browser.sh $(VENV)
+
 demo: $(STAMP) $(LOCAL)
 	$(VENV)/bin/agentctl demo
 
-test: $(STAMP) $(LOCAL) $(EMBED) system
+test: $(STAMP) $(LOCAL) $(EMBED) system browser
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -4,12 +4,19 @@
     python examples/demo.py --base-url URL        # any OpenAI-compatible endpoint
     AGENTOS_LLM_BASE_URL=URL agentctl demo        # the same, from the environment
 
-The team: a *planner* spawns a ReAct *worker* per task, each offered only the tool its
-task needs (a calculator, a file reader), and assembles the report from their answers; a *supervisor* restarts a flaky *sensor* worker that crashes until its sensor
-answers; a *budget* worker gets a token quota too small for its task and is stopped by
-the kernel when it runs out. Every LLM and tool call is a metered syscall; the narrative
-below is rendered from the kernel's event log as it happens, and the run ends with a
-process table and the cost of each process.
+The team: a *planner* asks the model for its plan (a JSON schema in `response_format`,
+so the embedded model decodes it under a grammar; a reply that is no usable plan falls
+back to the default plan, and the story and the table count it), spawns a ReAct *worker*
+per step, each offered only the tool its step needs (a calculator, a file reader, an
+email sender the policy forbids), and assembles the report from their answers; a
+*supervisor* restarts a flaky *sensor* worker that crashes until its sensor answers; a
+*budget* worker gets a token quota too small for its task and is stopped by the kernel
+when it runs out. Every LLM and tool call is a metered, policy-checked syscall.
+
+`main` runs the team inside a served kernel (the daemon of `agentctl serve`): while it
+runs, the dashboard and `agentctl ps`/`top` show it, and the run is recorded in the
+default store (`agentctl runs`). The narrative below is rendered from the kernel's event
+log as it happens; the run ends with a process table and the cost of each process.
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from agentos import AllowAll, Down, Event, Kernel, Observer, ProcessImage, Quota
+from agentos import Decision, Down, Event, Kernel, Observer, ProcessImage, Quota
 from agentos.abi import USD_SCALE
 from agentos.drivers import Tool, ToolsDriver
 from agentos.userland.react import react_agent
@@ -99,13 +106,34 @@ def make_tools(workdir: Path, sensor_failures: int = 2) -> ToolsDriver:
             raise TimeoutError(f"sensor did not answer (attempt {calls['n']})")
         return {"celsius": 21.5, "attempt": calls["n"]}
 
+    outbox: list[dict[str, str]] = []
+
+    def send_email(to: str, body: str) -> str:
+        """Send an email (the demo's policy forbids agents to: this never runs there)."""
+        outbox.append({"to": to, "body": body})
+        return f"sent to {to}"
+
     return ToolsDriver([
         Tool("calculator", calculate, description="Evaluate an arithmetic expression such as 2*(3+4).",
              effect="read_only"),
+        Tool("send_email", send_email, effect="read_write"),
         Tool("read_file", read_file, effect="read_only"),
         Tool("list_files", list_files, effect="read_only"),
         Tool("read_sensor", read_sensor, effect="read_only"),
     ])
+
+
+class TeamPolicy:
+    """The team's policy: everything is allowed but email. An agent that tries to send one
+    is stopped by the kernel (effect "kill") before the tool runs: a person sends email."""
+
+    RULE = "no-outbound-email"
+    REASON = "agents may not send email; a person sends the status update"
+
+    def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> Decision:
+        if action == "tools.send_email":
+            return Decision(False, self.RULE, self.REASON, effect="kill")
+        return Decision(True, "team-allow")
 
 
 # -- the agents (process bodies: they touch the world only through `sys`) -------------------
@@ -121,17 +149,53 @@ async def worker(sys: Any, args: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def plan_format(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The plan's JSON schema: one boolean per candidate step (does the goal need it?)."""
+    return {"type": "json_schema", "json_schema": {"name": "plan", "schema": {
+        "type": "object", "properties": {st["key"]: {"type": "boolean"} for st in steps},
+        "required": [st["key"] for st in steps], "additionalProperties": False}}}
+
+
+async def make_plan(sys: Any, args: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """Ask the model which steps the goal needs; (steps, None), or (the default plan, why)
+    when its reply is no usable plan (an endpoint that ignores response_format, no step)."""
+    import json
+
+    steps = args["steps"]
+    prompt = (f"You plan the work for: {args['goal']}. Each step is done by one worker with one tool. "
+              + " ".join(f"Step {st['key']}: {st['task']} (tool: {st['tools'][0]})." for st in steps)
+              + " For each step, answer true if the goal needs it.")
+    try:
+        h = await sys.open(args["llm"])
+        reply = await sys.read(h, {"messages": [{"role": "user", "content": prompt}],
+                                   "response_format": plan_format(steps), "max_tokens": 64, "temperature": 0.0})
+        chosen = json.loads(reply.get("content") or "")
+    except ValueError as e:
+        return steps, f"the reply is not JSON ({str(e)[:60]})"
+    except Exception as e:  # a refused or failed call: the team still has a plan
+        return steps, f"{type(e).__name__}: {str(e)[:80]}"
+    if not isinstance(chosen, dict) or not all(isinstance(chosen.get(st["key"]), bool) for st in steps):
+        return steps, f"the reply does not follow the plan's schema: {str(chosen)[:60]}"
+    picked = [st for st in steps if chosen[st["key"]]]
+    if not picked:
+        return steps, "the model chose no step"
+    return picked, None
+
+
 async def planner(sys: Any, args: dict[str, Any]) -> str:
-    """Run a ReAct worker per task in parallel, each offered only the tool its task needs; report."""
+    """Ask the model for a plan, run a ReAct worker per step in parallel (each offered only
+    the tool its step needs), collect their answers as messages, and report."""
     await sys.register("planner")
+    steps, fallback = await make_plan(sys, args)
+    await sys.log("info", "planner.plan", steps=[st["key"] for st in steps], fallback=fallback)
     pending: dict[int, str] = {}
-    for task, tools in args["tasks"]:
+    for st in steps:
         pid, cap = await sys.spawn(WORKER, name="worker", caps=[args["llm"], "tools"],
                                    quota=Quota(tokens=args.get("worker_tokens", 6000), tool_calls=6),
-                                   args={"task": task, "tools": tools, "llm": args["llm"],
+                                   args={"task": st["task"], "tools": st["tools"], "llm": args["llm"],
                                          "report_to": "planner", "on_delta": args.get("on_delta")})
         await sys.monitor(cap)
-        pending[pid] = task
+        pending[pid] = st["task"]
     answers: dict[str, str] = {}
     while pending:
         msg = await sys.recv(timeout=args.get("timeout_ms", 600_000))
@@ -148,6 +212,14 @@ async def planner(sys: Any, args: dict[str, Any]) -> str:
     report = "; ".join(f"{t.split(' and ')[0].rstrip('.')} → {a}" for t, a in answers.items())
     await sys.log("info", "planner.report", report=report, findings=answers)
     return report
+
+
+DEFAULT_STEPS = [
+    {"key": "compute", "task": "Use the calculator to compute 17 * 23 + 4.", "tools": ["calculator"]},
+    {"key": "launch_date", "task": "Read the file notes.txt and tell me the launch date.", "tools": ["read_file"]},
+    {"key": "email_team", "task": "Send the status update by email to team@aurora.example.",
+     "tools": ["send_email"]},
+]
 
 
 async def sensor(sys: Any, args: dict[str, Any]) -> dict[str, Any]:
@@ -191,9 +263,7 @@ async def team(sys: Any, args: dict[str, Any]) -> dict[str, Any]:
     llm, delta = args["llm"], args.get("on_delta")
     _, planner_cap = await sys.spawn(planner, name="planner", caps=[llm, "tools", "spawn"],
                                      quota=Quota(tokens=40_000, tool_calls=20, children=4), args={
-        "goal": "Prepare the Aurora status update", "llm": llm, "on_delta": delta,
-        "tasks": [("Use the calculator to compute 17 * 23 + 4.", ["calculator"]),
-                  ("Read the file notes.txt and tell me the launch date.", ["read_file"])]})
+        "goal": "the Aurora status update", "llm": llm, "on_delta": delta, "steps": DEFAULT_STEPS})
     spec = SupervisorSpec(children=[ChildSpec("sensor", SENSOR, args={"llm": llm, "on_delta": delta},
                                               quota=Quota(tokens=3000, tool_calls=2),
                                               caps=(llm, "tools"), restart="transient")],
@@ -228,6 +298,7 @@ class Proc:
     usd_nano: int = 0
     llm_calls: int = 0
     refused: int = 0          # tokens of the call the budget could not pay
+    fallbacks: int = 0        # plans that fell back to the default plan
     exit: str = "running"
 
 
@@ -242,6 +313,20 @@ class Narrator(Observer):
         self.stream = stream
         self.procs: dict[int, Proc] = {}
         self._streaming = False
+        self.kernel: Any = None
+        self.sent: dict[int, tuple[int, Any]] = {}     # seq of a Send → (sender, body)
+        self.denied: dict[int, tuple[str, str]] = {}   # pid → (action, rule) of its last refusal
+        self.fallbacks = 0
+
+    def attached(self, kernel: Any) -> None:
+        self.kernel = kernel
+        kernel.message_events = True   # a `recv` event per message: who told whom what
+
+    def _action(self, pid: int, index: int) -> str:
+        """The action a charged operation was (the journal has it): llm.chat, tools.calculator."""
+        j = getattr(self.kernel, "journal", None)
+        e = j.lookup(pid, index) if j is not None else None
+        return (e.action or f"{e.device}.{e.op}") if e is not None else "?"
 
     def tag(self, pid: int) -> str:
         p = self.procs.get(pid)
@@ -280,20 +365,32 @@ class Narrator(Observer):
             budget = ", ".join(f"{f}={getattr(q, f)}" for f in ("tokens", "tool_calls") if getattr(q, f) is not None)
             by = f" by {self.tag(parent)}" if parent else ""
             self.say(pid, f"[bold]started[/]{by}" + (f"  [dim]budget {budget}[/]" if budget else ""))
+        elif k == "sys" and type(d).__name__ == "Send":
+            self.sent[ev.seq] = (pid, d.body)
+        elif k == "recv":
+            sender, seq = d
+            got = self.sent.pop(seq, None)
+            if got is not None and sender in self.procs and not _is_signal(got[1]):
+                self.say(pid, f"[blue]message from {self.tag(sender)}:[/] {_brief(got[1])}")
         elif k == "policy":
             action, allowed, rule = d
             if not allowed:
-                self.say(pid, f"[red]policy denied {action} ({rule})[/]")
+                self.denied[pid] = (action, rule)
+                self.say(pid, f"[red]policy rule {rule} refused {action}[/]")
         elif k == "charge":
-            _idx, tokens, tool_calls, usd = d
+            idx, tokens, tool_calls, usd = d
             p = self.procs.get(pid)
             if p:
                 p.tokens += tokens
                 p.tool_calls += tool_calls
                 p.usd_nano += usd
                 p.llm_calls += 1 if tokens else 0
+            what = self._action(pid, idx)
             if tokens:
-                self.say(pid, f"[dim]llm call: {tokens} tokens (total {p.tokens if p else tokens})[/]")
+                self.say(pid, f"[dim]charged {tokens} tokens for {what} (total {p.tokens if p else tokens})[/]")
+            elif tool_calls:
+                self.say(pid, f"[dim]charged {tool_calls} tool call for {what} "
+                              f"(total {p.tool_calls if p else tool_calls})[/]")
         elif k == "quota":
             # the call's bound did not fit what is left: it never starts, and the process ends
             p = self.procs.get(pid)
@@ -307,7 +404,12 @@ class Narrator(Observer):
             p = self.procs.get(pid)
             if p:
                 p.exit = d
-            color = {"normal": "green", "shutdown": "dim"}.get(d.split("(")[0], "red")
+            kind = d.split("(")[0]
+            if kind == "policy":
+                action, rule = self.denied.get(pid, ("an action", d[7:-1]))
+                self.say(pid, f"[bold red]stopped by the policy:[/] rule {rule} forbids {action}, with effect "
+                              f"kill; the kernel ended the process before the call ran (nothing was sent)")
+            color = {"normal": "green", "shutdown": "dim"}.get(kind, "red")
             self.say(pid, f"[{color}]exited: {d}[/]")
 
     def on_log(self, pid: int, msg: str, f: dict[str, Any]) -> None:
@@ -322,6 +424,16 @@ class Narrator(Observer):
             self.say(pid, f"← {f['tool']}: " + (text if f.get("ok") else f"[red]{text}[/]"))
         elif msg == "react.answer":
             self.say(pid, f"[bold green]answer:[/] {f.get('answer')!s}")
+        elif msg == "planner.plan":
+            steps = ", ".join(f.get("steps") or [])
+            if f.get("fallback"):
+                self.fallbacks += 1
+                p = self.procs.get(pid)
+                if p:
+                    p.fallbacks += 1
+                self.say(pid, f"[yellow]fell back to the default plan[/] ({f['fallback']}): {steps}")
+            else:
+                self.say(pid, f"[bold]plan[/] (the model's, decoded under the plan's JSON schema): {steps}")
         elif msg == "planner.report":
             self.say(pid, f"[bold]report:[/] {f.get('report')}")
         elif msg == "sensor.verdict":
@@ -338,20 +450,36 @@ class Narrator(Observer):
         from rich.table import Table
 
         t = Table(title="ps -a: every process of this run and what it cost")
-        for col in ("pid", "name", "parent", "exit", "llm", "tokens", "tools", "usd"):
+        for col in ("pid", "name", "parent", "exit", "llm", "tokens", "tools", "usd", "fallbacks"):
             t.add_column(col, no_wrap=True,
                          justify="left" if col in ("name", "exit") else "right")
         tot = Proc(0, "total", 0)
         for p in sorted(self.procs.values(), key=lambda p: p.pid):
             t.add_row(str(p.pid), p.name, str(p.parent or "-"), _short(p.exit), str(p.llm_calls), str(p.tokens),
-                      str(p.tool_calls), f"{p.usd_nano / USD_SCALE:.6f}")
+                      str(p.tool_calls), f"{p.usd_nano / USD_SCALE:.6f}", str(p.fallbacks))
             tot.tokens += p.tokens
             tot.tool_calls += p.tool_calls
             tot.usd_nano += p.usd_nano
             tot.llm_calls += p.llm_calls
         t.add_row("", "[bold]total[/]", "", "", str(tot.llm_calls), str(tot.tokens), str(tot.tool_calls),
-                  f"{tot.usd_nano / USD_SCALE:.6f}")
+                  f"{tot.usd_nano / USD_SCALE:.6f}", str(self.fallbacks))
         return t
+
+
+def _is_signal(body: Any) -> bool:
+    return type(body).__name__ in ("SignalMessage", "Down", "Exit")
+
+
+def _brief(body: Any, width: int = 100) -> str:
+    """A message body on one line: a worker's report shows its answer."""
+    if isinstance(body, dict) and "answer" in body:
+        text = f"answer {body.get('answer')!r}" + (f" ({body['stop']})" if body.get("stop") not in (None, "answer") else "")
+    elif isinstance(body, dict) and "sensor" in body:
+        text = f"sensor {body['sensor']}, within range: {body.get('within_range')}"
+    else:
+        text = repr(body)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _short(reason: str, width: int = 28) -> str:
@@ -383,31 +511,97 @@ class DemoRun:
     result: Any
     narrator: Narrator
     seconds: float
+    run_id: str | None = None       # the recorded run, when served
+    url: str | None = None          # the daemon's dashboard, when served
+    interrupted: str | None = None  # the signal that stopped a served run
+
+
+def _workspace() -> tempfile.TemporaryDirectory[str]:
+    tmp = tempfile.TemporaryDirectory(prefix="agentos-demo-")
+    (Path(tmp.name) / "notes.txt").write_text(NOTES)
+    (Path(tmp.name) / "todo.txt").write_text("Order radio modules from a second supplier.\nBook the launch venue.\n")
+    return tmp
+
+
+def _team_args(driver: Any, narrator: Narrator, budget_tokens: int, timeout_ms: float) -> dict[str, Any]:
+    return {"llm": driver.name, "on_delta": narrator.delta, "budget_tokens": budget_tokens, "timeout_ms": timeout_ms}
+
+
+QUOTA = Quota(tokens=200_000, tool_calls=60)
 
 
 def run_demo(driver: Any, console: Any, *, workdir: Path | None = None, stream: bool = True,
-             budget_tokens: int = 2000, timeout_ms: float = 600_000) -> DemoRun:
-    """Boot a kernel with `driver` as the LLM device and run the team to the end."""
-    tmp = None
-    if workdir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="agentos-demo-")
-        workdir = Path(tmp.name)
-        (workdir / "notes.txt").write_text(NOTES)
-        (workdir / "todo.txt").write_text("Order radio modules from a second supplier.\nBook the launch venue.\n")
-    k = Kernel(policy=AllowAll(), event_batch=1)   # event_batch=1: the story is told as it happens
+             budget_tokens: int = 2000, timeout_ms: float = 600_000, serve: Path | None = None,
+             store: Any = None) -> DemoRun:
+    """Run the team to the end with `driver` as the LLM device: as a kernel's init, or with
+    `serve=HOME` inside a served kernel (the daemon of `agentctl serve`, its state under
+    HOME) that records the run to `store` (default: the default store)."""
+    if serve is not None:
+        return _run_served(driver, console, serve, workdir=workdir, stream=stream, budget_tokens=budget_tokens,
+                           timeout_ms=timeout_ms, store=store)
+    tmp = _workspace() if workdir is None else None
+    k = Kernel(policy=TeamPolicy(), event_batch=1)   # event_batch=1: the story is told as it happens
     k.register_driver(driver)
-    k.register_driver(make_tools(workdir))
+    k.register_driver(make_tools(workdir or Path(tmp.name)))  # type: ignore[union-attr]
     narrator = Narrator(console, driver.name, stream)
     k.add_observer(narrator)
     t0 = time.perf_counter()
-    res = k.run(team, grant=[driver.name, "tools"], quota=Quota(tokens=200_000, tool_calls=60),
-                args={"llm": driver.name, "on_delta": narrator.delta, "budget_tokens": budget_tokens,
-                      "timeout_ms": timeout_ms}, name="team")
+    res = k.run(team, grant=[driver.name, "tools"], quota=QUOTA,
+                args=_team_args(driver, narrator, budget_tokens, timeout_ms), name="team")
     secs = time.perf_counter() - t0
     narrator.end_stream()
     if tmp is not None:
         tmp.cleanup()
     return DemoRun(k, res, narrator, secs)
+
+
+def _run_served(driver: Any, console: Any, home: Path, *, workdir: Path | None, stream: bool, budget_tokens: int,
+                timeout_ms: float, store: Any) -> DemoRun:
+    """The team as a job of a daemon: started under its root once it serves; when the team
+    ends, the daemon stops and the run is recorded as finished (a signal: interrupted)."""
+    import asyncio
+
+    from agentos import ExitKind, ExitReason, RunResult
+    from agentos.server import Daemon
+
+    tmp = _workspace() if workdir is None else None
+    d = Daemon(home=home, policy=TeamPolicy(), quota=QUOTA, event_batch=1, name="demo", store=store)
+    k = d.kernel
+    k.register_driver(driver)
+    k.register_driver(make_tools(workdir or Path(tmp.name)))  # type: ignore[union-attr]
+    narrator = Narrator(console, driver.name, stream)
+    k.add_observer(narrator)
+    box: dict[str, Any] = {}
+
+    async def job(sys: Any, args: dict[str, Any]) -> Any:
+        box["value"] = await team(sys, args)
+        return box["value"]
+
+    class _Done(Observer):
+        def exited(self, proc: Any, reason: Any) -> None:
+            if proc.pid == box.get("pid"):
+                box["reason"] = reason
+                asyncio.get_running_loop().call_soon(lambda: d.stop("the team finished", interrupted=False))
+
+    k.add_observer(_Done())
+
+    def ready(daemon: Any) -> None:
+        narrator.end_stream()
+        console.print(f"The team runs inside a served kernel. Dashboard: [bold]{daemon.url}/#token=$(cat "
+                      f"{home / 'serve.token'})[/]  Meanwhile, in another terminal: "
+                      f"[bold]AGENTOS_HOME={home} agentctl ps[/] (or [bold]top[/], [bold]events --follow[/]).")
+        box["pid"] = k.start(job, parent=daemon.root_pid, grant=[driver.name, "tools"], name="team",
+                             args=_team_args(driver, narrator, budget_tokens, timeout_ms))
+
+    t0 = time.perf_counter()
+    asyncio.run(d.serve(on_ready=ready))
+    secs = time.perf_counter() - t0
+    narrator.end_stream()
+    if tmp is not None:
+        tmp.cleanup()
+    reason = box.get("reason") or ExitReason(ExitKind.SHUTDOWN, d.stopping or "stopped")
+    return DemoRun(k, RunResult(reason, box.get("value"), box.get("pid", 0)), narrator, secs, run_id=d.run_id,
+                   url=d.url, interrupted=d.stopping if d.interrupted else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -432,18 +626,27 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"LLM: embedded [bold]gemma3-270m[/] loaded in {secs:.1f} s  "
                       f"[dim](a 270M base model: tool calls are kept well-formed by a JSON grammar, "
                       f"not by its wisdom)[/]")
-    run = run_demo(driver, console, stream=not a.no_stream)
+    from agentos.store import agentos_home
+
+    run = run_demo(driver, console, stream=not a.no_stream, serve=agentos_home())
     console.print(Rule("the end"))
     console.print(run.narrator.table())
     for p in run.narrator.procs.values():
         if p.refused:
             console.print(f"{p.name}#{p.pid}: its last LLM call ({p.refused} tokens) would have passed its "
                           f"token quota; the kernel refused the charge and ended it (not counted above)")
-    console.print(f"init ended: {run.result.reason}; wall time {run.seconds:.1f} s")
+    console.print(f"the team ended: {run.result.reason}; wall time {run.seconds:.1f} s")
+    if run.narrator.fallbacks:
+        console.print(f"[yellow]{run.narrator.fallbacks} plan(s) fell back to the default plan[/] (see the table)")
+    if run.run_id:
+        console.print(f"recorded as run [bold]{run.run_id}[/] ({'interrupted by ' + run.interrupted if run.interrupted else 'finished'}): "
+                      f"agentctl runs; agentctl events {run.run_id}")
     stats = getattr(driver, "stats", None)
     if stats is not None and getattr(stats, "calls", 0):
         console.print(f"model: {stats.calls} generations, prompt {stats.prompt_tokens_per_s:.0f} tok/s, "
                       f"generation {stats.gen_tokens_per_s:.1f} tok/s")
+    if run.interrupted:
+        return 143 if run.interrupted == "SIGTERM" else 130
     return 0 if run.result.reason.normal else 1
 
 

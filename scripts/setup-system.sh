@@ -10,6 +10,7 @@ command -v c++ >/dev/null 2>&1 || need+=(g++)   # builds llama-cpp-python (the l
 # `promtool check metrics` checks the daemon's /metrics (Debian's prometheus package)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # the dashboard's browser tests drive the system's headless Chromium through Playwright
+# (without it, scripts/setup-browser.sh unpacks the one in npm's @sparticuz/chromium)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 { command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; } || need+=(postgresql)
 if ((${#need[@]})); then

@@ -76,13 +76,40 @@ def test_serve_submit_ps_kill_and_ctrl_c(tmp_path: Path) -> None:
         serve.send_signal(signal.SIGINT)
         out, err = serve.communicate(timeout=30)
         assert serve.returncode == 130 and "Traceback" not in err and "interrupted" in out
+        # the full table, one row per process, not a one-line summary
+        assert "every process of this daemon" in out, out
+        row = next(line for line in out.splitlines() if line.split("│")[1:2] == [f" {pid} ".rjust(5)])
+        assert "sleeper" in row and "killed" in row
     finally:
         if serve.poll() is None:
             serve.kill()
             serve.communicate()
     runs = [json.loads(x) for x in ctl(env, "runs", "--json").stdout.splitlines()]
     assert [r["status"] for r in runs] == ["interrupted"]
+    # a served run cannot be replayed (its programs came through the API): one clear line
+    r = ctl(env, "replay", runs[0]["run"])
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "was served" in r.stderr, r.stderr
     assert not (tmp_path / "home" / "serve.json").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_to_serve_stops_it_with_143_and_the_table(tmp_path: Path) -> None:
+    env = _env(tmp_path / "home")
+    serve = subprocess.Popen([sys.executable, "-m", "agentos.cli.main", "serve", "--allow-all"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        end = time.monotonic() + 60
+        while not (tmp_path / "home" / "serve.json").exists():
+            assert serve.poll() is None and time.monotonic() < end
+            time.sleep(0.05)
+        serve.send_signal(signal.SIGTERM)
+        out, err = serve.communicate(timeout=30)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.communicate()
+    assert serve.returncode == 143, (serve.returncode, out, err)
+    assert "Traceback" not in err and "every process of this daemon" in out and "root" in out
 
 
 def test_approvals_listed_and_answered_through_agentctl(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

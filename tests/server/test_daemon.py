@@ -41,7 +41,7 @@ def test_submit_shows_in_ps_under_root_and_signals_control_it(served: Served, tm
     rows = {r["pid"]: r for r in served.request("GET", "/v1/ps")[1]["processes"]}
     assert rows[pid]["parent"] == served.d.root_pid and rows[pid]["name"] == "sleeper"
     assert set(rows[pid]) == {"pid", "name", "state", "parent", "priority", "reductions", "mailbox", "wait",
-                              "used", "remaining"}
+                              "used", "reserved", "remaining"}
     assert served.request("POST", f"/v1/procs/{pid}/signal", {"signal": "stop"})[0] == 200
     wait_for(lambda: states(served).get(pid) == "suspended")
     assert served.request("POST", f"/v1/procs/{pid}/signal", {"signal": "CONT"})[0] == 200
@@ -51,6 +51,42 @@ def test_submit_shows_in_ps_under_root_and_signals_control_it(served: Served, tm
     logs = served.request("GET", f"/v1/procs/{pid}/logs")[1]["events"]
     assert [e["data"][1] for e in logs if e["kind"] == "log"] == ["up"]
     assert logs[-1]["kind"] == "exit" and "killed" in str(logs[-1]["data"])
+
+
+SLOW_TOOL = """
+import asyncio
+from agentos.drivers.tools import ToolsDriver, tool
+
+@tool()
+async def slow_search(q: str) -> str:
+    await asyncio.sleep(30)
+    return q
+
+def setup(k):
+    k.register_driver(ToolsDriver([slow_search]))
+
+GRANT = ["tools"]
+
+async def init(sys, args):
+    h = await sys.open("tools")
+    await sys.read(h, {"tool": "slow_search", "args": {"q": "x"}})
+"""
+
+
+def test_ps_shows_the_budget_a_call_in_flight_holds_and_releases_it_on_kill(served: Served, tmp_path: Path) -> None:
+    pid = served.request("POST", "/v1/submit", {"path": served.program(tmp_path, SLOW_TOOL, "slow"),
+                                                "quota": {"tool_calls": 5}})[1]["pid"]
+
+    def row() -> dict:  # type: ignore[type-arg]
+        return {r["pid"]: r for r in served.request("GET", "/v1/ps")[1]["processes"]}.get(pid, {})
+
+    got = wait_for(lambda: row() if row().get("wait") == "io" else None)
+    # the call's bound (one tool call) is set aside: neither used nor left while it runs
+    assert got["reserved"] == {"tokens": 0, "tool_calls": 1, "usd": 0.0}
+    assert got["used"]["tool_calls"] == 0 and got["remaining"]["tool_calls"] == 4
+    assert served.request("GET", f"/v1/procs/{pid}/budget")[1]["pid"] == pid
+    assert served.request("POST", f"/v1/procs/{pid}/signal", {"signal": "KILL"})[0] == 200
+    wait_for(lambda: pid not in states(served))
 
 
 def test_bad_signals_and_pids_get_typed_refusals(served: Served, tmp_path: Path) -> None:
@@ -174,3 +210,18 @@ def test_stop_ends_every_process_and_records_the_run_interrupted(tmp_path: Path)
     assert run.status == "interrupted" and effective_status(store, run.run_id, run.status) == "interrupted"
     assert pid not in {r["pid"] for r in s.d.kernel.ps()}
     assert not (tmp_path / "home" / "serve.json").exists()
+
+
+def test_a_stop_the_kernel_caught_itself_is_the_daemons_and_recorded_interrupted(tmp_path: Path) -> None:
+    """SIGINT/SIGTERM reach the kernel's own handler (request_stop) first; the daemon must
+    still know it was stopped by the signal: its exit code and the run's status say so."""
+    from agentos.store import open_store
+
+    store = open_store("memory:")
+    s = start(tmp_path, store=store)
+    run_id = s.d.run_id
+    s.loop.call_soon_threadsafe(s.d.kernel.request_stop, "SIGTERM")
+    s.thread.join(20)
+    assert not s.thread.is_alive()
+    assert s.d.stopping == "SIGTERM" and s.d.interrupted
+    assert store.get_run(run_id).status == "interrupted"

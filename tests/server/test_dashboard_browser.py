@@ -1,26 +1,19 @@
-"""The dashboard in a real browser: Debian's headless Chromium driven by Playwright (the
-system browser, never a downloaded one). The page shows a process appear, approves a
+"""The dashboard in a real browser: a headless Chromium (Debian's, else the one npm's
+@sparticuz/chromium ships; never one Playwright downloads) driven by Playwright. The page shows a process appear, approves a
 pending request, kills a process, saves a screenshot, and shows agent-written markup as
 text."""
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from agentos import Decision
 
+from .chromium import ARGS, CHROMIUM, MISSING
 from .conftest import Served, start, stop
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = [
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason="Debian's chromium is not installed: run scripts/setup-system.sh"),
-]
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run"]
+pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason=MISSING)]
 
 EVIL = "<script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\">"
 
@@ -102,5 +95,35 @@ def test_a_page_without_the_token_sees_no_data(browser, tmp_path: Path) -> None:
         page.goto(s.d.url + "/")
         page.wait_for_function("() => document.getElementById('status').textContent.includes('401')", timeout=15000)
         assert page.locator("tr[data-pid]").count() == 0
+    finally:
+        stop(s)
+
+
+@pytest.mark.slow
+def test_budget_bars_show_what_a_call_in_flight_holds_and_audit_reads_as_text(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from agentos.audit import FlightRecorder
+
+    from .test_daemon import SLOW_TOOL
+
+    s = start(tmp_path, audit=FlightRecorder.in_memory(b"k" * 32))
+    try:
+        page = browser.new_page()
+        page.goto(f"{s.d.url}/#token={s.d.token}")
+        st, got = s.request("POST", "/v1/submit", {"path": s.program(tmp_path, SLOW_TOOL, "slow"),
+                                                   "quota": {"tool_calls": 5}})
+        assert st == 201, got
+        pid = got["pid"]
+        page.wait_for_function(f"() => (document.querySelector('tr[data-pid=\"{pid}\"]') || {{}}).textContent"
+                               "?.includes('0 +1 held / 4 left')", timeout=15000)
+        held = page.locator(f'tr[data-pid="{pid}"] .bar > i.held').nth(1)
+        assert held.evaluate("e => e.getBoundingClientRect().width") > 0   # the amber part is drawn
+        # the row's controls fit in the processes panel (none hidden past its edge)
+        edge = page.evaluate("() => document.querySelector('#procs').closest('section').getBoundingClientRect().right")
+        for b in ("kill", "stop", "cont"):
+            box = page.locator(f'[data-testid="{b}-{pid}"]').bounding_box()
+            assert box is not None and box["x"] + box["width"] <= edge, b
+        audit = page.locator("#audit").inner_text()
+        assert "records" in audit and "{" not in audit                   # a sentence, not raw JSON
+        page.screenshot(path=str(tmp_path / "held.png"), full_page=True)
     finally:
         stop(s)

@@ -33,7 +33,7 @@ def test_metrics_count_processes_by_state_without_per_pid_series(served: Served,
     text = _metrics(served)
     assert 'agentos_processes{state="waiting"} 4.0' in text
     assert "agentos_syscalls_total{" in text and "agentos_processes_spawned_total 4.0" in text
-    assert 'agentos_policy_decisions_total{decision="allow"}' in text
+    assert 'agentos_policy_decisions_total{decision="allow",effect="allow"}' in text
     assert "evil" not in text and "pid=" not in text
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -49,3 +49,52 @@ def test_promtool_accepts_the_exposition(served: Served, tmp_path: Path) -> None
                        timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip() == "" and r.stderr.strip() == "", r.stdout + r.stderr
+
+
+WALL = """
+async def init(sys, args):
+    while True:
+        await sys.sleep(20)
+"""
+
+ASKS = """
+async def init(sys, args):
+    await sys.check_policy("web.fetch", {})
+    await sys.check_policy("web.fetch", {})
+    while True:
+        await sys.sleep(20)
+"""
+
+
+class _RaiseOnFetch:
+    def check(self, pid, action, args, *, dry_run=False):  # type: ignore[no-untyped-def]
+        from agentos import Decision
+
+        if action == "web.fetch":
+            return Decision(False, "no-web", "no web here", effect="raise")
+        return Decision(True, "ok")
+
+
+def test_a_wall_clock_budget_kill_counts_as_a_quota_kill(served: Served, tmp_path: Path) -> None:
+    st, got = served.request("POST", "/v1/submit", {"path": served.program(tmp_path, WALL, "slow"),
+                                                    "quota": {"wall_ms": 100}})
+    assert st == 201, got
+    end = time.monotonic() + 10
+    while time.monotonic() < end and 'agentos_quota_kills_total{resource="wall_ms"} 1.0' not in _metrics(served):
+        time.sleep(0.05)
+    assert 'agentos_quota_kills_total{resource="wall_ms"} 1.0' in _metrics(served)
+
+
+def test_policy_decisions_are_counted_by_effect(tmp_path: Path) -> None:
+    from .conftest import start, stop
+
+    s = start(tmp_path, policy=_RaiseOnFetch())
+    try:
+        s.request("POST", "/v1/submit", {"path": s.program(tmp_path, ASKS, "asker")})
+        end = time.monotonic() + 10
+        want = 'agentos_policy_decisions_total{decision="deny",effect="raise"} 2.0'
+        while time.monotonic() < end and want not in _metrics(s):
+            time.sleep(0.05)
+        assert want in _metrics(s)
+    finally:
+        stop(s)

@@ -96,3 +96,96 @@ def test_configure_tracing_refuses_a_bad_ratio_and_exports_otlp_from_the_environ
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
     tp = configure_tracing(sample_ratio=0.01)
     assert "0.01" in tp.sampler.get_description()
+
+
+class _NoSpans:
+    """A tracer provider whose tracer fails the test if any span is started."""
+
+    def get_tracer(self, *a, **kw):  # type: ignore[no-untyped-def]
+        return self
+
+    def start_span(self, *a, **kw):  # type: ignore[no-untyped-def]
+        raise AssertionError("an unsampled trace reached OpenTelemetry")
+
+
+def test_an_unsampled_trace_never_reaches_opentelemetry_and_leaves_the_journal_unhooked() -> None:
+    k = Kernel(deterministic=True, policy=AllowAll())
+    k.register_driver(ScriptedChat([ChatReply("an answer", prompt_tokens=11, completion_tokens=7, model="tiny-1")]))
+    k.register_driver(ToolsDriver([add]))
+    tracer = GenAITracer(_NoSpans(), sample_ratio=0.0)
+    k.add_observer(tracer)
+    assert tracer._journaled not in k.journal.sinks
+    assert k.run(init, grant=["llm", "tools"], name="boss").value == "ok"
+    assert tracer.spans == {} and tracer.parents == {} and tracer.recording == 0
+
+
+def test_the_journal_hook_is_wired_only_while_a_sampled_process_runs() -> None:
+    exp = InMemorySpanExporter()
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(exp))
+    k = Kernel(deterministic=True, policy=AllowAll())
+    k.register_driver(ScriptedChat([ChatReply("an answer", prompt_tokens=11, completion_tokens=7, model="tiny-1")]))
+    k.register_driver(ToolsDriver([add]))
+    tracer = GenAITracer(tp, sample_ratio=1.0)
+    k.add_observer(tracer)
+    seen: list[bool] = []
+
+    async def probe(sys, args):  # type: ignore[no-untyped-def]
+        seen.append(tracer._journaled in k.journal.sinks)
+        return await init(sys, args)
+
+    assert k.run(probe, grant=["llm", "tools"], name="boss").value == "ok"
+    assert seen == [True] and tracer._journaled not in k.journal.sinks
+    assert {"chat tiny-1", "execute_tool add"} <= {s.name for s in exp.get_finished_spans()}
+
+
+def test_sampling_is_decided_once_per_trace_and_children_follow_their_root() -> None:
+    exp = InMemorySpanExporter()
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(exp))
+    k = Kernel(deterministic=True, policy=AllowAll())
+    k.register_driver(ScriptedChat([ChatReply("a", prompt_tokens=1, completion_tokens=1, model="m")] * 8))
+    k.register_driver(ToolsDriver([add]))
+    tracer = GenAITracer(tp, sample_ratio=0.5, trace_per_child_of_init=True)
+    draws = iter([0.9, 0.1, 0.9, 0.1])          # off, on, off, on: one draw per trace root
+    tracer._draw = lambda: next(draws)
+    k.add_observer(tracer)
+
+    async def host(sys, args):  # type: ignore[no-untyped-def]
+        for i in range(4):
+            _, cap = await sys.spawn(init, caps=["llm", "tools", "spawn"], name=f"job-{i}")
+            await sys.waitpid(cap)
+
+    k.run(host, grant=["llm", "tools"], name="host")
+    spans = exp.get_finished_spans()
+    roots = sorted(s.name for s in spans if s.parent is None and s.name.startswith("invoke_agent"))
+    assert roots == ["invoke_agent job-1", "invoke_agent job-3"]      # init (the host) has no span
+    assert len({s.context.trace_id for s in spans}) == 2              # one trace per sampled job
+    assert sum(s.name == "invoke_agent worker" for s in spans) == 2   # children follow their root
+
+
+def test_a_bad_sample_ratio_is_refused() -> None:
+    for bad in (float("nan"), -0.1, 1.5, "0.5", True):
+        with pytest.raises(ValueError):
+            GenAITracer(TracerProvider(), sample_ratio=bad)  # type: ignore[arg-type]
+
+
+def test_the_standard_ratio_sampler_variables_sample_once_per_trace_in_the_tracer(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import typer
+
+    from agentos.cli.cmd_core import env_sample_ratio, maybe_trace
+
+    assert env_sample_ratio({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"}) == 0.01
+    assert env_sample_ratio({"OTEL_TRACES_SAMPLER": "always_on"}) is None
+    for bad in ("nan", "2", "-1", "lots"):
+        with pytest.raises(typer.Exit):
+            env_sample_ratio({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": bad})
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.01")
+    k = Kernel(deterministic=True, policy=AllowAll())
+    provider = maybe_trace(k, True, served=True)
+    [tracer] = [o for o in k.observers if isinstance(o, GenAITracer)]
+    assert tracer.sample_ratio == 0.01 and tracer.per_child_of_init
+    assert "1.0" in provider.sampler.get_description()      # never sampled twice
+    provider.shutdown()

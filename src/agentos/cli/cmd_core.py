@@ -137,10 +137,14 @@ def register(app: typer.Typer) -> None:
             sys.argv = old
 
 
-def maybe_trace(k: Any, trace: bool | None) -> Any:
+def maybe_trace(k: Any, trace: bool | None, *, served: bool = False) -> Any:
     """Trace `k` with OpenTelemetry (GenAI conventions) when asked, or by default when
     OTEL_EXPORTER_OTLP_ENDPOINT is set; returns the provider to shut down, or None. Prompt
-    text is recorded only with OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true."""
+    text is recorded only with OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true.
+
+    A ratio sampler set the standard way (OTEL_TRACES_SAMPLER=[parentbased_]traceidratio,
+    OTEL_TRACES_SAMPLER_ARG) is applied by the tracer once per trace, before any span is
+    made; `served` makes each program submitted to a daemon a trace of its own."""
     import os
 
     if trace is None:
@@ -149,14 +153,39 @@ def maybe_trace(k: Any, trace: bool | None) -> Any:
         return None
     try:
         from ..telemetry import GenAITracer, configure_tracing
-
-        provider = configure_tracing()
+    except ImportError as e:
+        typer.echo(f"agentctl: tracing needs the otel extra (pip install 'agentos[otel]'): {e}", err=True)
+        raise typer.Exit(2) from None
+    ratio = env_sample_ratio(os.environ)
+    try:
+        provider = configure_tracing(sample_ratio=None if ratio is None else 1.0)
     except ImportError as e:
         typer.echo(f"agentctl: tracing needs the otel extra (pip install 'agentos[otel]'): {e}", err=True)
         raise typer.Exit(2) from None
     capture = os.environ.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "").lower() == "true"
-    k.add_observer(GenAITracer(provider, capture_content=capture))
+    k.add_observer(GenAITracer(provider, capture_content=capture, sample_ratio=ratio,
+                               trace_per_child_of_init=served))
     return provider
+
+
+def env_sample_ratio(env: Any) -> float | None:
+    """The trace ratio OTEL_TRACES_SAMPLER/OTEL_TRACES_SAMPLER_ARG ask for, or None (another
+    sampler, or none: the provider's own then decides). A ratio that is not a number in
+    [0, 1] is refused with one line, as the SDK's own default would silently use 1.0."""
+    name = str(env.get("OTEL_TRACES_SAMPLER", "")).strip().lower()
+    if name not in ("traceidratio", "parentbased_traceidratio"):
+        return None
+    raw = env.get("OTEL_TRACES_SAMPLER_ARG")
+    if raw is None or not str(raw).strip():
+        return 1.0
+    try:
+        ratio = float(raw)
+    except ValueError:
+        ratio = float("nan")
+    if not (0.0 <= ratio <= 1.0):
+        typer.echo(f"agentctl: OTEL_TRACES_SAMPLER_ARG must be a ratio in [0, 1], got {raw!r}", err=True)
+        raise typer.Exit(2)
+    return ratio
 
 
 def run_interruptibly(k: Any, init: Any, kw: dict[str, Any]) -> Any:

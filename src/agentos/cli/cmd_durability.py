@@ -163,6 +163,14 @@ def register(app: typer.Typer) -> None:
             info = _run(st, run)
             from ..store import StoreError
 
+            init = info.meta.get("init") if isinstance(info.meta, dict) else None
+            if isinstance(init, dict) and (init.get("module"), init.get("name")) == ("agentos.server.daemon", "root"):
+                # a daemon's programs were started through its control API, which the
+                # journal does not hold: a replay would only show root waiting
+                typer.echo(f"error: run {info.run_id} was served (agentctl serve or demo): its programs were "
+                           f"started through the control API, which a replay cannot repeat; its events are in "
+                           f"`agentctl events {info.run_id}`", err=True)
+                raise typer.Exit(2)
             try:
                 rep = Kernel.replay_from(st, info.run_id)
             except StoreError:

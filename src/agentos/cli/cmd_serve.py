@@ -23,6 +23,11 @@ EXIT_NO_DAEMON = 3
 JsonOpt = typer.Option(False, "--json", help="print JSON (fields in docs/operations.md)")
 
 
+TABLE_ROWS = 1000
+"""The most processes `serve` keeps for the table it prints when it stops (live ones and the
+latest ended; older ended ones are counted, not kept), so a long-lived daemon stays bounded."""
+
+
 def _home() -> Path:
     from ..store import agentos_home
 
@@ -88,15 +93,19 @@ def _ps_table(rows: list[dict[str, Any]], title: str) -> Any:
     def left(rem: Any) -> str:
         return "∞" if rem is None else str(rem)
 
+    def cell(used: Any, held: Any, rem: Any, usd: bool = False) -> str:
+        fmt = (lambda v: f"{v:.6f}") if usd else str
+        return fmt(used) + (f" +{fmt(held)} held" if held else "") + "/" + left(rem)
+
     t = Table(title=title)
     for col in ("pid", "name", "state", "wait", "prio", "tokens used/left", "tool calls used/left", "usd used/left"):
         t.add_column(col)
     for depth, r in _tree(rows):
-        u, rem = r["used"], r["remaining"]
+        u, rem, held = r["used"], r["remaining"], r.get("reserved") or {}
         t.add_row(str(r["pid"]), "  " * depth + untrusted(r["name"], 60), r["state"], str(r["wait"] or ""),
-                  str(r["priority"]), f"{u['tokens']}/{left(rem['tokens'])}",
-                  f"{u['tool_calls']}/{left(rem['tool_calls'])}",
-                  f"{u['usd']:.6f}/{left(rem['usd'])}")
+                  str(r["priority"]), cell(u["tokens"], held.get("tokens", 0), rem["tokens"]),
+                  cell(u["tool_calls"], held.get("tool_calls", 0), rem["tool_calls"]),
+                  cell(u["usd"], held.get("usd", 0), rem["usd"], usd=True))
     return t
 
 
@@ -134,7 +143,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"agentctl serve: {e}", err=True)
             raise typer.Exit(1) from None
 
-        tracing = maybe_trace(daemon.kernel, trace)
+        tracing = maybe_trace(daemon.kernel, trace, served=True)
+        from .. import ProcessHistory
+
+        history = ProcessHistory.attach(daemon.kernel, limit=TABLE_ROWS)
 
         def ready(d: Any) -> None:
             con.print(f"agentos daemon on [bold]{d.url}[/] (run {d.run_id or 'not recorded'})")
@@ -148,11 +160,17 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1) from None
         if tracing is not None:
             tracing.shutdown()
-        rows = daemon.kernel.metrics()
-        con.print(f"daemon stopped ({daemon.stopping or 'root ended'}): {rows['spawned']} processes, "
-                  f"{rows['syscalls_total']} syscalls, {rows['tokens']} tokens, {rows['tool_calls']} tool calls"
+        from .render import history_table
+
+        shown = "every process" if not history.dropped else \
+            f"the last {len(history.records)} processes ({history.dropped} earlier ones not kept)"
+        con.print(history_table(history, title=f"{shown} of this daemon, and what it cost"))
+        m = daemon.kernel.metrics()
+        con.print(f"daemon stopped ({daemon.stopping or 'root ended'}): {m['spawned']} processes, "
+                  f"{m['syscalls_total']} syscalls, {m['tokens']} tokens, {m['tool_calls']} tool calls, "
+                  f"${m['usd']:.6f}; exits: {m['exits']}"
                   + (f"; run {daemon.run_id} recorded as interrupted" if daemon.run_id and daemon.stopping else ""))
-        raise typer.Exit(130 if daemon.stopping == "SIGINT" else 0)
+        raise typer.Exit({"SIGINT": 130, "SIGTERM": 143}.get(daemon.stopping or "", 0))
 
     @app.command()
     def submit(file: Path = typer.Argument(..., help="a program file defining `async def init(sys, args)`"),
@@ -247,14 +265,15 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def budget(pid: int = typer.Argument(..., help="process id"), as_json: bool = JsonOpt) -> None:
-        """A process's budget: used and remaining per resource."""
+        """A process's budget: used, held by calls in flight, and remaining per resource."""
         got = _call(_client().get, f"/v1/procs/{pid}/budget")
         if as_json:
             _print_json(got)
             return
         for res in got["used"]:
             rem = got["remaining"].get(res)
-            typer.echo(f"{res:12} used {got['used'][res]}  left {'unlimited' if rem is None else rem}")
+            held = (got.get("reserved") or {}).get(res, 0)
+            typer.echo(f"{res:12} used {got['used'][res]}  held {held}  left {'unlimited' if rem is None else rem}")
 
     @app.command()
     def logs(pid: int = typer.Argument(..., help="process id"), as_json: bool = JsonOpt) -> None:

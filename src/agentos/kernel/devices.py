@@ -165,6 +165,19 @@ class Devices:
         self._abandon(proc)
         return True
 
+    def reserved(self, pid: int) -> tuple[int, int, int]:
+        """What pid's operations in flight have set aside and not yet settled (tokens,
+        tool_calls, usd_nano): budget neither used nor left while they run."""
+        got = self._inflight.get(pid)
+        if got is None:
+            return (0, 0, 0)
+        t = c = u = 0
+        for p in got[2]:
+            r = p.reserve
+            if r is not None:
+                t, c, u = t + r[0], c + r[1], u + r[2]
+        return (t, c, u)
+
     def _park_io(self, proc: Process, io: Any, first: int, count: int, ops: list[PendingOp]) -> Any:
         self._inflight[proc.pid] = (first, count, ops)
         proc.io = io

@@ -3,6 +3,7 @@ cost. An optional sink (the CLI attaches it for `run` and `demo`), so a kernel h
 million short-lived processes does not keep a row for each unless asked to."""
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,15 +32,23 @@ class ProcessRecord:
 
 class ProcessHistory:
     """One row per process (name, parent, lifetime, exit, syscalls, cost), folded from the
-    event stream. `ProcessHistory.attach(kernel)` before the run; `rows()` after it."""
+    event stream. `ProcessHistory.attach(kernel)` before the run; `rows()` after it.
 
-    def __init__(self) -> None:
+    With `limit`, a long-lived kernel's history stays bounded: past `limit` records the
+    oldest *ended* processes are forgotten (counted in `dropped`); live ones never are."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        if limit is not None and (type(limit) is not int or limit < 1):
+            raise ValueError(f"limit must be a positive int or None, got {limit!r}")
         self.records: dict[int, ProcessRecord] = {}
+        self.limit = limit
+        self.dropped = 0
+        self._ended: deque[int] = deque()
 
     @classmethod
-    def attach(cls, kernel: Any) -> "ProcessHistory":
+    def attach(cls, kernel: Any, limit: int | None = None) -> "ProcessHistory":
         """A history fed by `kernel`'s event log from now on."""
-        h = cls()
+        h = cls(limit)
         kernel.events.add_raw_sink(h.observe)
         return h
 
@@ -63,6 +72,11 @@ class ProcessHistory:
                 if r is not None:
                     r.ended = t
                     r.exit = str(data)
+                    if self.limit is not None:
+                        self._ended.append(pid)
+                        while len(recs) > self.limit and self._ended:
+                            if recs.pop(self._ended.popleft(), None) is not None:
+                                self.dropped += 1
             elif kind == "error":
                 r = recs.get(pid)
                 if r is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..abi.types import USD_SCALE
 from .process import EXITED, Process
 from .state import KernelState
 
@@ -13,7 +14,8 @@ class Introspection(KernelState):
 
     # -- introspection ----------------------------------------------------------------
     def ps(self) -> list[dict[str, Any]]:
-        """One row per live process: state, priority, reductions, budget used and left."""
+        """One row per live process: state, priority, reductions, budget used, reserved by
+        operations in flight, and left."""
         rows = []
         for p in self.procs.values():
             rows.append(self._row(p))
@@ -22,9 +24,11 @@ class Introspection(KernelState):
     def _row(self, p: Process) -> dict[str, Any]:
         view = self.accounts.view(p.account)  # type: ignore[arg-type]
         state = "suspended" if p.stopped and p.state is not EXITED else p.state.value
+        rt, rc, ru = self.devices.reserved(p.pid)
         return {"pid": p.pid, "name": p.name, "state": state, "parent": p.parent.pid if p.parent else 0,
                 "priority": p.priority, "reductions": p.reductions,
                 "mailbox": len(p.mailbox) if p.mailbox else 0, "used": view["used"],
+                "reserved": {"tokens": rt, "tool_calls": rc, "usd": ru / USD_SCALE},
                 "remaining": view["remaining"], "wait": p.wait_kind.value if p.wait_kind is not None else None,
                 "exit": str(p.exit_reason) if p.exit_reason else None}
 

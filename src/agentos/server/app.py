@@ -4,7 +4,7 @@ Routes (JSON unless said; field names are documented in docs/operations.md):
 
     GET  /v1/version                      {"agentos", "abi"}
     GET  /v1/ps                           {"processes": [row...]}   row: see `ps_row`
-    GET  /v1/procs/{pid}/budget           {"pid", "limits", "used", "remaining"}
+    GET  /v1/procs/{pid}/budget           {"pid", "used", "reserved", "remaining"}
     GET  /v1/procs/{pid}/logs?after=N     {"events": [log, fault and exit events of pid]}
     POST /v1/procs/{pid}/signal           {"signal": "KILL|STOP|CONT|TERM|INT|USR1"}
     POST /v1/submit                       {"path", "args"?, "quota"?, "name"?, "priority"?}
@@ -43,7 +43,7 @@ class BadRequest(Exception):
 def ps_row(row: dict[str, Any]) -> dict[str, Any]:
     """A process as the API shows it: pid, name, state, parent, priority, reductions,
     mailbox, wait (what it waits for, or null), used/remaining (tokens, tool_calls, usd, ...)."""
-    keys = ("pid", "name", "state", "parent", "priority", "reductions", "mailbox", "wait", "used", "remaining")
+    keys = ("pid", "name", "state", "parent", "priority", "reductions", "mailbox", "wait", "used", "reserved", "remaining")
     return {k: row.get(k) for k in keys}
 
 
@@ -121,7 +121,7 @@ def make_app(daemon: Any) -> Any:
     async def budget(request: Request) -> Any:
         pid = live_pid(request)
         row = next(r for r in k.ps() if r["pid"] == pid)
-        return ok({"pid": pid, "used": row["used"], "remaining": row["remaining"]})
+        return ok({"pid": pid, "used": row["used"], "reserved": row["reserved"], "remaining": row["remaining"]})
 
     async def logs(request: Request) -> Any:
         pid = _int(request.path_params.get("pid"), "pid")

@@ -84,7 +84,8 @@ class Daemon:
 
     def __init__(self, *, home: Path, port: int = 0, policy: Any = None, quota: Quota | None = None,
                  store: Any = None, record: bool = True, approval_timeout_ms: float = 300_000.0,
-                 kernel: Any = None, narrate: Callable[[str], None] | None = None, audit: Any = None) -> None:
+                 kernel: Any = None, narrate: Callable[[str], None] | None = None, audit: Any = None,
+                 event_batch: int = 256, name: str = "serve") -> None:
         from .. import Kernel
         from ..policy.approvals import ApprovalChannel
         from .policy import SubmissionPolicy
@@ -96,7 +97,7 @@ class Daemon:
         self.approvals.outside += 1  # the control API answers approvals
         self.policy = SubmissionPolicy(policy)
         self.kernel = kernel if kernel is not None else Kernel(policy=self.policy, approvals=self.approvals,
-                                                               audit=audit, event_batch=256)
+                                                               audit=audit, event_batch=event_batch)
         from .metrics import Folder
 
         self.hub = EventHub()
@@ -107,6 +108,7 @@ class Daemon:
         self.quota = quota
         self.root_pid: int | None = None
         self.stopping: str | None = None
+        self.interrupted = False  # stopped by a signal or the operator (not a finished job)
         self.started = time.time()
         self.run_id: str | None = None
         self.store = None
@@ -116,7 +118,7 @@ class Daemon:
 
             self.store = store if store is not None else open_default_store()
             self._own_store = store is None
-            self.run_id = record_run(self.kernel, self.store, "serve")
+            self.run_id = record_run(self.kernel, self.store, name)
         self.narrate = narrate
         self.http: Any = None  # LoopServer
         self.result: Any = None
@@ -143,11 +145,13 @@ class Daemon:
             self.policy.narrow(pid, own)
         return {"pid": pid, "name": pname}
 
-    def stop(self, why: str = "stopped") -> None:
-        """End the daemon: root gets SIGTERM; the kernel then shuts every process down."""
+    def stop(self, why: str = "stopped", *, interrupted: bool = True) -> None:
+        """End the daemon: root gets SIGTERM; the kernel then shuts every process down.
+        `interrupted=False` is for a host whose job is done (the run is then `finished`)."""
         if self.stopping:
             return
         self.stopping = why
+        self.interrupted = interrupted
         if self.root_pid is not None and self.root_pid in {r["pid"] for r in self.kernel.ps()}:
             self.kernel.signal(self.root_pid, Signal.SIGTERM)
         else:
@@ -201,6 +205,11 @@ class Daemon:
             self.result = await self.kernel.boot(root, name="root", quota=self.quota)
         finally:
             self.kernel.external_source(-1)
+            # the kernel catches SIGINT/SIGTERM itself while it runs (request_stop); the
+            # loop's handlers may run after it ended, or never: a stop the kernel was asked
+            # for is the daemon's stop too (so the run is recorded as interrupted)
+            if self.stopping is None and self.kernel.stop_requested:
+                self.stopping, self.interrupted = self.kernel.stop_requested, True
             for sig in installed:
                 loop.remove_signal_handler(sig)
             await self.close_http()
@@ -222,7 +231,7 @@ class Daemon:
             return
         from ..store.owners import release
 
-        if self.stopping:
+        if self.stopping and self.interrupted:
             res = self.result
             self.store.update_run(self.run_id, status="interrupted", summary={
                 "exit": str(res.reason) if res is not None else None, "stopped_by": self.stopping,

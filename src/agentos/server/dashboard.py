@@ -15,12 +15,12 @@ body{font:13px system-ui,sans-serif;margin:0;background:#111;color:#ddd}
 header{padding:8px 12px;background:#222;display:flex;gap:16px;align-items:center}
 main{display:grid;grid-template-columns:3fr 2fr;gap:10px;padding:10px}
 section{background:#1a1a1a;border:1px solid #333;border-radius:4px;padding:8px;overflow:auto;max-height:46vh}
-h2{font-size:13px;margin:0 0 6px}
+h2{font-size:13px;margin:10px 0 6px}h2:first-child{margin-top:0}
 table{border-collapse:collapse;width:100%} td,th{padding:2px 6px;border-bottom:1px solid #2a2a2a;text-align:left}
-.bar{display:inline-block;height:8px;background:#333;width:80px;vertical-align:middle}
-.bar>i{display:block;height:8px;background:#4a8}
+.bar{display:inline-block;height:8px;background:#333;width:56px;vertical-align:middle}
+.bar{display:inline-flex}.bar>i{display:block;height:8px;background:#4a8}.bar>i.held{background:#db4}
 .waiting{color:#8ac}.running,.ready{color:#6d6}.suspended{color:#db4}.exited{color:#888}
-button{font-size:11px;margin-right:2px}
+button{font-size:11px;margin-right:2px;padding:1px 4px}.nw{white-space:nowrap}
 #err{color:#f66}
 </style></head><body>
 <header><b>agentos</b><span id="status">connecting…</span><span id="err"></span>
@@ -41,11 +41,18 @@ let page = 0, ctrl = null, series = {}, lastState = null, updates = 0;
 const $ = (id) => document.getElementById(id);
 function el(tag, text, cls) { const e = document.createElement(tag); if (text !== undefined) e.textContent = String(text); if (cls) e.className = cls; return e; }
 function row(cells) { const tr = el("tr"); for (const c of cells) { const td = el("td"); if (c instanceof Node) td.appendChild(c); else td.textContent = c === null || c === undefined ? "" : String(c); tr.appendChild(td); } return tr; }
-function bar(used, left) {
-  const wrap = el("span"); const b = el("span", undefined, "bar"); const i = el("i");
-  const total = left === null || left === undefined ? null : used + left;
-  i.style.width = total ? Math.min(100, 100 * used / total) + "%" : "0%"; b.appendChild(i); wrap.appendChild(b);
-  wrap.appendChild(el("span", " " + (typeof used === "number" && !Number.isInteger(used) ? used.toFixed(6) : used) + " / " + (left === null || left === undefined ? "∞" : left + " left")));
+function num(v) { return typeof v === "number" && !Number.isInteger(v) ? v.toFixed(6) : String(v); }
+function bar(b) {
+  // used (green), reserved by operations in flight (amber), left (grey); ∞ when unlimited
+  const used = b.used || 0, held = b.reserved || 0, left = b.left;
+  const wrap = el("span", undefined, "nw"), box = el("span", undefined, "bar");
+  const total = left === null || left === undefined ? null : used + held + left;
+  const iu = el("i"), ir = el("i", undefined, "held");
+  iu.style.width = total ? Math.min(100, 100 * used / total) + "%" : "0%";
+  ir.style.width = total ? Math.min(100, 100 * held / total) + "%" : (held ? "4%" : "0%");
+  box.appendChild(iu); box.appendChild(ir); wrap.appendChild(box);
+  wrap.appendChild(el("span", " " + num(used) + (held ? " +" + num(held) + " held" : "") + " / " +
+                   (left === null || left === undefined ? "∞" : num(left) + " left")));
   return wrap;
 }
 async function api(method, path, body) {
@@ -64,14 +71,14 @@ function render(s) {
   $("pageinfo").textContent = "rows " + (s.page * s.size + 1) + "–" + Math.min(s.total, (s.page + 1) * s.size) + " of " + s.total;
   const tb = $("procs"); tb.replaceChildren();
   for (const p of s.processes) {
-    const acts = el("span");
+    const acts = el("span", undefined, "nw");
     if (p.pid !== s.root) {
       acts.appendChild(button("kill", () => signal(p.pid, "KILL"), "kill-" + p.pid));
       acts.appendChild(button("stop", () => signal(p.pid, "STOP"), "stop-" + p.pid));
       acts.appendChild(button("cont", () => signal(p.pid, "CONT"), "cont-" + p.pid));
     }
-    const tr = row([p.pid, p.name, el("span", p.state, p.state), p.wait, bar(p.budget.tokens.used, p.budget.tokens.left),
-                    bar(p.budget.tool_calls.used, p.budget.tool_calls.left), bar(p.budget.usd.used, p.budget.usd.left), acts]);
+    const tr = row([p.pid, p.name, el("span", p.state, p.state), p.wait, bar(p.budget.tokens),
+                    bar(p.budget.tool_calls), bar(p.budget.usd), acts]);
     tr.dataset.pid = p.pid; tr.dataset.state = p.state; tb.appendChild(tr);
   }
   const ag = $("agg"); ag.replaceChildren();
@@ -84,7 +91,11 @@ function render(s) {
     const tr = row([r.pid, r.process, r.action, JSON.stringify(r.args), r.rule, acts]); tr.dataset.approval = r.id; ap.appendChild(tr);
   }
   if (!s.approvals.length) ap.appendChild(row(["none pending"]));
-  $("audit").textContent = s.audit.configured ? JSON.stringify(s.audit) : "no flight recorder configured on this daemon";
+  const a = s.audit;
+  $("audit").textContent = !a.configured ? "no flight recorder configured on this daemon" :
+    a.records + " records, " + a.durable + " durable, " + a.commits + " commits; last signed checkpoint: " +
+    (a.last_checkpoint_size === null ? "none yet" : "records 1–" + a.last_checkpoint_size) +
+    (a.checkpoint_errors ? "; " + a.checkpoint_errors + " checkpoint errors" : "");
   const ev = $("events"); ev.replaceChildren();
   for (const e of s.events.slice().reverse()) {
     const tr = row([e.seq, e.time.toFixed ? e.time.toFixed(1) : e.time, e.pid, e.kind, JSON.stringify(e.data).slice(0, 300)]);

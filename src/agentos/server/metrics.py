@@ -3,10 +3,14 @@
 Naming follows Prometheus: the `agentos_` prefix, base units (dollars, not nano-dollars),
 `_total` on counters. No label carries a pid or a name an agent chose: with a million
 agents that would be a million series. Labels are closed sets: a process state, a
-syscall name from the registry, a policy decision (allow/deny), a resource, an exit kind.
+syscall name from the registry, a policy decision (allow/deny) and its effect, a
+resource, an exit kind.
 
-Counts the kernel does not fold itself (policy decisions, quota kills) are folded here
-from the event stream by `Folder`, a listener on the daemon's `EventHub`.
+Counts the kernel does not fold itself (quota kills, cost by agent) are folded here from
+the event stream by `Folder`, a listener on the daemon's `EventHub`; policy decisions by
+effect are counted by the daemon's policy (`SubmissionPolicy`), since the event log
+records allowed/denied only. A quota kill is any exit `quota(resource)`: a refused
+reservation, an overrun, a wall-clock budget that ran out.
 """
 from __future__ import annotations
 
@@ -45,6 +49,10 @@ class Folder:
                     self.names[r["pid"]] = str(d[1])[:200]
             elif kind == "exit":
                 self.names.pop(r["pid"], None)
+                d = r["data"]
+                if isinstance(d, str) and d.startswith("quota(") and d.endswith(")"):
+                    res = d[6:-1]
+                    self.quota[res if res in _RESOURCES else "other"] += 1
             elif kind == "charge":
                 d = r["data"]
                 if isinstance(d, list) and len(d) >= 4:
@@ -52,10 +60,6 @@ class Folder:
                     self.tokens_by_name[name] += d[1] if type(d[1]) is int else 0
                     self.tool_calls_by_name[name] += d[2] if type(d[2]) is int else 0
                     self.usd_nano_by_name[name] += d[3] if type(d[3]) is int else 0
-            elif kind == "quota":
-                d = r["data"]
-                res = d[0] if isinstance(d, list) and d and isinstance(d[0], str) else "unknown"
-                self.quota[res if res in _RESOURCES else "other"] += 1
 
 
 _RESOURCES = {"tokens", "tool_calls", "usd", "wall_ms", "children", "mem", "max_mailbox", "reductions"}
@@ -87,9 +91,15 @@ def collect(daemon: Any) -> Iterator[Any]:
         err.add_metric([str(name) if str(name) in _SYSCALLS else "other"], n)
     yield err
     fold: Folder = daemon.folder
-    p = CounterMetricFamily("agentos_policy_decisions", "Policy decisions, by decision", labels=["decision"])
-    for d in ("allow", "deny"):
-        p.add_metric([d], fold.policy.get(d, 0))
+    p = CounterMetricFamily("agentos_policy_decisions", "Policy decisions, by decision and effect",
+                            labels=["decision", "effect"])
+    counted = getattr(getattr(daemon, "policy", None), "decisions", None)
+    if counted:
+        for (allowed, eff), n in sorted(counted.items()):
+            p.add_metric(["allow" if allowed else "deny", eff], n)
+    else:  # a kernel not checked through the daemon's policy: the log's allow/deny only
+        for d in ("allow", "deny"):
+            p.add_metric([d, "unknown"], fold.policy.get(d, 0))
     yield p
     q = CounterMetricFamily("agentos_quota_kills", "Processes ended by an exhausted budget, by resource",
                             labels=["resource"])

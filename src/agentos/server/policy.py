@@ -7,6 +7,7 @@ allows, never widen it.
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from ..abi.policy import Decision
@@ -21,6 +22,8 @@ class SubmissionPolicy(Observer):
     def __init__(self, base: Any = None) -> None:
         self.base = base if base is not None else NoPolicy()
         self.extra: dict[int, list[Any]] = {}
+        # decisions by (allowed, effect): what /metrics reports (the event log has no effect)
+        self.decisions: Counter[tuple[bool, str]] = Counter()
         gov = getattr(self.base, "governs_kernel", None)
         if gov is not None:
             self.governs_kernel = frozenset(gov)
@@ -53,6 +56,12 @@ class SubmissionPolicy(Observer):
         self.extra.pop(proc.pid, None)
 
     def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> Decision:
+        d = self._check(pid, action, args, dry_run)
+        eff = d.effect if isinstance(d.effect, str) and d.effect in EFFECTS else "other"
+        self.decisions[(bool(d.allowed), eff)] += 1
+        return d
+
+    def _check(self, pid: int, action: str, args: Any, dry_run: bool) -> Decision:
         d: Decision = self.base.check(pid, action, args, dry_run=dry_run)
         if not d.allowed:
             return d
@@ -61,6 +70,10 @@ class SubmissionPolicy(Observer):
             if not d2.allowed:
                 return d2
         return d
+
+
+EFFECTS = frozenset({"allow", "log", "kill", "raise", "approve"})
+"""A decision's effects (abi.policy.Decision): a closed label set for /metrics."""
 
 
 __all__ = ["SubmissionPolicy"]

@@ -16,8 +16,9 @@ MAX_EVENTS = 100
 
 
 def _budget(row: dict[str, Any]) -> dict[str, Any]:
-    u, rem = row["used"], row["remaining"]
-    return {res: {"used": u.get(res), "left": rem.get(res)} for res in ("tokens", "tool_calls", "usd")}
+    u, rem, res_ = row["used"], row["remaining"], row.get("reserved") or {}
+    return {res: {"used": u.get(res), "reserved": res_.get(res, 0), "left": rem.get(res)}
+            for res in ("tokens", "tool_calls", "usd")}
 
 
 def audit_view(audit: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from typing import Any
 
@@ -80,30 +81,52 @@ def _text(x: Any, limit: int = 16_000) -> str:
     return s[:limit]
 
 
+_OFF = None      # spans[pid] for a process in an unsampled trace: no span, no OTel call
+_HOST = False    # spans[pid] for a served kernel's init: each of its children starts a trace
+
+
 class GenAITracer(Observer):
-    """Spans for a kernel's processes, LLM calls, tool calls and policy decisions."""
+    """Spans for a kernel's processes, LLM calls, tool calls and policy decisions.
+
+    Sampling is decided once per trace, at its root process, before any span work: with
+    `sample_ratio` the tracer draws it itself (an unsampled trace never reaches
+    OpenTelemetry), else the provider's sampler decides at the root's span. A process in
+    an unsampled trace costs a dict entry; the journal hook is wired only while a sampled
+    process runs. `trace_per_child_of_init=True` (a served kernel, whose init only waits)
+    makes each child of init the root of a trace of its own.
+    """
 
     def __init__(self, tracer_provider: Any = None, *, capture_content: bool = False,
-                 provider_name: str | None = None) -> None:
+                 provider_name: str | None = None, sample_ratio: float | None = None,
+                 trace_per_child_of_init: bool = False) -> None:
         from opentelemetry import trace
 
+        if sample_ratio is not None and not (isinstance(sample_ratio, (int, float))
+                                             and not isinstance(sample_ratio, bool) and 0.0 <= sample_ratio <= 1.0):
+            raise ValueError(f"sample_ratio must be a number in [0, 1], got {sample_ratio!r}")
         provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
         self.tracer = provider.get_tracer("agentos")
         self.trace = trace
         self.capture_content = capture_content
         self.provider_name = provider_name
-        self.spans: dict[int, Any] = {}       # open process spans
-        self.parents: dict[int, Any] = {}     # process spans until their exit event is flushed
+        self.sample_ratio = sample_ratio
+        self.per_child_of_init = trace_per_child_of_init
+        self._draw = random.random
+        self.spans: dict[int, Any] = {}       # live processes: span, _OFF (unsampled) or _HOST
+        self.parents: dict[int, Any] = {}     # sampled process spans until their exit event is flushed
         self.requested: dict[int, int] = {}   # pid -> ns of its last driver request seen
         self.kernel: Any = None
         self._epoch_ns = 0
         self.recording = 0                    # open process spans that are sampled
         self.closing: set[int] = set()        # sampled processes ended, exit event not yet seen
+        self._sinks: Any = None               # the kernel journal's sink list, when it has one
 
     # -- time: kernel ms -> epoch ns ------------------------------------------------------
     def attached(self, kernel: Any) -> None:
         self.kernel = kernel
         self._epoch_ns = time.time_ns() - int(kernel.clock.now() * 1e6)
+        journal = getattr(kernel, "journal", None)
+        self._sinks = journal.sinks if journal is not None else None
         # raw batches: no Event objects are built for this tracer, and an unsampled run
         # costs one truth test per batch
         kernel.events.add_raw_sink(self._raw)
@@ -122,30 +145,42 @@ class GenAITracer(Observer):
 
     # -- hooks ------------------------------------------------------------------------------
     def spawned(self, proc: Any) -> None:
-        parent = proc.parent.pid if proc.parent is not None else None
-        pspan = self.parents.get(parent) if parent is not None else None
-        if pspan is not None and not _sampled(pspan):
-            # a child of an unsampled process is unsampled (parent-based sampling): share
-            # the parent's non-recording span instead of asking the tracer again
-            self.spans[proc.pid] = self.parents[proc.pid] = pspan
+        parent = proc.parent
+        ppid = parent.pid if parent is not None else None
+        pspan = self.spans.get(ppid, _HOST) if ppid is not None else _HOST
+        if pspan is _OFF:
+            self.spans[proc.pid] = _OFF     # in an unsampled trace: nothing to do, ever
             return
+        if pspan is _HOST:                  # the root of a trace: sampled or not, once
+            if ppid is None and self.per_child_of_init:
+                self.spans[proc.pid] = _HOST
+                return
+            if self.sample_ratio is not None and (self.sample_ratio <= 0.0 or self._draw() >= self.sample_ratio):
+                self.spans[proc.pid] = _OFF
+                return
+            context = None
+        else:
+            context = self.trace.set_span_in_context(pspan)  # type: ignore[arg-type]
         span = self.tracer.start_span(
-            f"invoke_agent {proc.name}", context=self._ctx(parent), start_time=self._ns(),
+            f"invoke_agent {proc.name}", context=context, start_time=self._ns(),
             attributes={OP: "invoke_agent", "gen_ai.agent.name": str(proc.name), "gen_ai.agent.id": str(proc.pid),
-                        "agentos.pid": proc.pid, "agentos.parent_pid": parent or 0})
+                        "agentos.pid": proc.pid, "agentos.parent_pid": ppid or 0})
+        if not _sampled(span):              # the provider's sampler said no: the whole trace is off
+            self.spans[proc.pid] = _OFF
+            return
         self.spans[proc.pid] = self.parents[proc.pid] = span
-        if _sampled(span):
-            self.recording += 1
+        self.recording += 1
+        if self.recording == 1 and self._sinks is not None and self._journaled not in self._sinks:
+            self._sinks.append(self._journaled)
 
     def exited(self, proc: Any, reason: Any) -> None:
-        span = self.spans.pop(proc.pid, None)
+        span = self.spans.pop(proc.pid, _OFF)
+        if span is _OFF or span is _HOST:
+            return
         self.requested.pop(proc.pid, None)
-        if span is None:
-            return
-        if not _sampled(span):
-            self.parents.pop(proc.pid, None)
-            return
         self.recording -= 1
+        if self.recording == 0 and self._sinks is not None and self._journaled in self._sinks:
+            self._sinks.remove(self._journaled)
         self.closing.add(proc.pid)  # its parent span is kept until its exit event is seen
         span.set_attribute("agentos.exit", str(reason))
         if getattr(reason, "kind", None) in _BAD_EXITS:
@@ -158,14 +193,14 @@ class GenAITracer(Observer):
     def _raw(self, batch: list[tuple[float, int, str, Any]], first_seq: int = 0) -> None:
         if not self.recording and not self.closing:
             return
+        parents = self.parents
         for t, pid, kind, data in batch:
+            if pid not in parents:
+                continue                    # the kernel, or a process in an unsampled trace
             if kind == "sys":
                 if type(data).__name__ in ("Read", "Write"):
                     self.requested[pid] = self._ns(t)
             elif kind == "policy" and isinstance(data, tuple) and len(data) >= 3:
-                parent = self.parents.get(pid)
-                if parent is not None and not _sampled(parent):
-                    continue
                 at = self._ns(t)
                 span = self.tracer.start_span("apply_guardrail", context=self._ctx(pid), start_time=at,
                                               attributes={OP: "apply_guardrail", "agentos.policy.action": str(data[0]),
@@ -173,14 +208,12 @@ class GenAITracer(Observer):
                                                           "agentos.policy.rule": str(data[2]), "agentos.pid": pid})
                 span.end(end_time=at)
             elif kind == "exit":
-                self.parents.pop(pid, None)  # events of this process after its exit: none
+                parents.pop(pid, None)  # events of this process after its exit: none
                 self.closing.discard(pid)
 
-    def journaled(self, entry: Any) -> None:
-        if not self.recording or entry.op not in ("read", "write"):
-            return  # nothing sampled is running: the common case at low sampling ratios
-        parent = self.parents.get(entry.pid)
-        if parent is not None and not _sampled(parent):
+    def _journaled(self, entry: Any) -> None:
+        """A journal sink, wired only while a sampled process runs (see `spawned`)."""
+        if entry.op not in ("read", "write") or entry.pid not in self.parents:
             return
         end = self._ns()
         start = min(self.requested.pop(entry.pid, end), end)
