@@ -86,6 +86,9 @@ class Send:
     caps: tuple[CapRef, ...] = ()
     corr: Any = None
     deadline: float | None = None
+    durable: bool = False
+    """To a process on another node: through the cluster's durable stream, delivered exactly
+    once even across a restart of the receiving kernel (locally every send is already)."""
 
 
 @syscall("ipc")
@@ -371,9 +374,13 @@ class Dial:
 @syscall("distribution", owner="net")
 @dataclass(slots=True)
 class SpawnRemote:
+    """Start an image `node` published; its quota is carved from yours and returned on exit.
+    Returns (pid on that node, send+monitor proxy capability)."""
     node: str
     image_name: str
     args: Any = None
+    quota: Quota | None = None
+    link: bool = False
     syscall_name: ClassVar[str] = "spawn_remote"
 
 
