@@ -122,7 +122,8 @@ class Cluster:
         self.published[name] = ProcessImage(name, main) if not isinstance(main, ProcessImage) else main
 
     def on_change(self, fn: Callable[[Change], None]) -> None:
-        """Call `fn(change)` whenever a peer goes up or down (tests, operations)."""
+        """Call `fn(change)` whenever a peer goes up or down, and when this node fences
+        itself (a Change for its own name, up=False) and rejoins (up=True)."""
         self._on_change.append(fn)
 
     # -- joining and leaving -------------------------------------------------------------
@@ -161,13 +162,14 @@ class Cluster:
         self._joined = False
 
     # -- the lease -----------------------------------------------------------------------
-    async def _renew(self) -> None:
+    async def _renew(self, incarnation: int | None = None) -> None:
         self._stamp += 1
-        rec = {"incarnation": self.members.incarnation, "stamp": [time.time(), self._stamp],
+        rec = {"incarnation": incarnation or self.members.incarnation, "stamp": [time.time(), self._stamp],
                "lease": self.config.lease, "pid": _os_pid()}
         assert self.config.period is not None
         await asyncio.wait_for(self.link.put_member(rec), timeout=max(self.config.period, 0.05) * 2)
-        self.members.renewed(time.monotonic())
+        if incarnation is None:
+            self.members.renewed(time.monotonic())
 
     async def _lease_loop(self) -> None:
         period = self.config.period
@@ -176,9 +178,13 @@ class Cluster:
             self.check_fence()
             try:
                 if self.members.fenced:
-                    self.members.rejoin()
+                    await self._renew(self.members.incarnation + 1)  # first written, then held
+                    self.members.rejoin(time.monotonic())
+                    await self._scan()  # know the others again before taking their frames
                     self.k.events.emit(KERNEL_PID, "cluster_rejoin", self.members.incarnation)
-                await self._renew()
+                    self._tell(Change(self.node, self.members.incarnation, True))
+                else:
+                    await self._renew()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - NATS away: the fence check decides
@@ -200,6 +206,7 @@ class Cluster:
         self.counters["fenced"] += 1
         self.k.events.emit(KERNEL_PID, "cluster_fenced", {"node": self.node,
                                                           "incarnation": self.members.incarnation})
+        self._tell(Change(self.node, self.members.incarnation, False))
         for name, pid in list(self.claimed.items()):
             proc = self.k.procs.get(pid)
             if proc is not None and self.k.names.get(name) is proc:
@@ -212,17 +219,16 @@ class Cluster:
         for addr in list(self.monitors):
             self._lost(addr, noconnection(addr.node))
         self.calls.node_lost(None)
-        for peer in self.members.peers.values():
-            if peer.up:
-                peer.up = False
-                self.members.refused[peer.node] = max(self.members.refused.get(peer.node, 0), peer.incarnation)
+        # what we knew of the others is void: after the rejoin each is read afresh (and is
+        # not held against them: it was us who lost touch)
+        self.members.peers.clear()
         self._poke()
 
     # -- reading the table ---------------------------------------------------------------
     async def _scan(self) -> None:
         records = await self.link.read_members()
         now = time.monotonic()
-        if self.members.fenced:
+        if self.check_fence():  # woken from a stop: we are the stale one, not our peers
             return
         table: dict[str, tuple[Any, Any, dict[str, Any]]] = {}
         for node, rec in records.items():
@@ -251,6 +257,9 @@ class Cluster:
             self.counters["nodes_down"] += 1
             self.k.events.emit(KERNEL_PID, "node_down", {"node": change.node, "incarnation": change.incarnation})
             self._node_down(change.node)
+        self._tell(change)
+
+    def _tell(self, change: Change) -> None:
         for fn in list(self._on_change):
             try:
                 fn(change)

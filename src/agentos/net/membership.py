@@ -70,11 +70,11 @@ class Membership:
     def fence(self) -> None:
         self.fenced = True
 
-    def rejoin(self) -> int:
-        """Come back as a new incarnation (after a fence); returns it."""
+    def rejoin(self, now: float) -> int:
+        """Come back as the next incarnation, whose lease was written at `now`; returns it."""
         self.incarnation += 1
         self.fenced = False
-        self.last_renewed = None
+        self.last_renewed = now
         for peer in self.peers.values():  # start each peer's clock afresh: we saw nothing meanwhile
             peer.changed_at = math.inf
         return self.incarnation
