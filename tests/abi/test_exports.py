@@ -58,6 +58,11 @@ PUBLIC: dict[str, set[str]] = {
         "Clock", "Kernel", "KernelConfig", "ProcessImage", "RECORDING_FORMAT", "RealClock", "RunResult", "Sys",
         "VirtualClock",
     },
+    "agentos.net": {
+        "MAX_FRAME", "REASONS", "REMOTE_SENDER", "Envelope", "EnvelopeRejected", "EnvelopeTooLarge",
+        "LinkBackpressure", "Loopback", "NetError", "NetNode", "NoRoute", "NonceGuard", "RemoteAddr", "Transport",
+        "fresh_nonce", "key_id", "seal", "verify",
+    },
     "agentos.policy": {
         "ApprovalChannel", "ApprovalRequest", "ApprovalServer", "PolicyEngine", "PolicyLoadError", "PolicySpec",
         "PromptApprover", "SubsumptionIndex", "load_ontology", "load_policy", "parse_policy",
@@ -110,7 +115,7 @@ ALIASES = {"agentos.userland.PersonaPersist": "agentos.vfs.Backend"}  # a person
 
 # Design-surface syscalls whose handler is still the not-supported stub. When one is
 # provided, remove it here (the test says so); a new stub must be added here, not hidden.
-NOT_YET_PROVIDED = {"dial": "net", "spawn_remote": "net"}
+NOT_YET_PROVIDED = {"spawn_remote": "net"}
 
 DESIGN_SURFACE = {
     "pid", "self_cap", "now", "budget", "log", "send", "recv", "register", "unregister", "lookup", "spawn", "exit",

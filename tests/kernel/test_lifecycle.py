@@ -244,9 +244,9 @@ def test_spawn_with_bad_arguments_is_a_syscall_error_not_a_crash():
 def test_unimplemented_syscall_area_names_itself():
     async def init(sys, args):
         try:
-            await sys.dial("node-b", 1)
+            await sys.spawn_remote("node-b", "img")
         except NotSupported as e:
             return str(e)
 
     _, res = boot(init)
-    assert "dial" in res.value and "net" in res.value
+    assert "spawn_remote" in res.value and "net" in res.value

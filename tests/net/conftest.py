@@ -1,4 +1,6 @@
-"""Fixtures for the cluster's tests: a real nats-server, stopped after the test."""
+"""Kernel tests here run live and again recorded then replayed (tests/support/conformance.py):
+a node's run replays from its own journal, remote deliveries included. The cluster's tests
+also get a real nats-server on 127.0.0.1 (`nats_server`), stopped after the test."""
 from __future__ import annotations
 
 from typing import Iterator
@@ -6,6 +8,11 @@ from typing import Iterator
 import pytest
 
 from tests.support.nats_server import NatsServer, find_nats_server
+
+
+@pytest.fixture(autouse=True)
+def _live_and_replayed(conformance: str) -> Iterator[str]:
+    yield conformance
 
 
 @pytest.fixture

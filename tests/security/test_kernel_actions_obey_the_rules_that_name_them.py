@@ -283,7 +283,7 @@ def test_the_default_strict_kernel_says_yes_to_kernel_actions_and_no_to_the_worl
     assert res.value == [True, True, True, False]
 
 
-@pytest.mark.parametrize("action", ["dial", "spawn_remote"])
+@pytest.mark.parametrize("action", ["spawn_remote"])
 def test_a_rule_on_an_action_nothing_enforces_does_not_load(action: str) -> None:
     with pytest.raises(PolicyLoadError, match="nothing in this kernel enforces"):
         policy(f"  - {{action: {action}, effect: deny}}\n")

@@ -50,7 +50,7 @@ class Cap:
 
     def describe(self) -> dict[str, Any]:
         target = self.target
-        tname = getattr(target, "pid", target)
+        tname = str(target) if self.kind == REMOTE else getattr(target, "pid", target)
         return {"kind": _KIND_NAMES[self.kind], "target": tname,
                 "rights": rights_text(self.rights), "expires": self.expires}
 

@@ -34,7 +34,7 @@ from .recording import RECORDING_FORMAT, decode_value, encode_value, upgrade_ent
 class JournalEntry:
     pid: int
     index: int
-    op: str          # "read" | "write" | "open" | "policy" | "io_cancel" | "clock_jump"
+    op: str          # "read" | "write" | "open" | "policy" | "io_cancel" | "clock_jump" | "net.*"
     device: str
     action: str | None
     request: Any     # as issued; compared in canonical form on replay
@@ -83,6 +83,11 @@ class JournalEntry:
             raise RecordingFormatError(f"a journal entry is not one of recording format {version}: "
                                        f"{type(e).__name__}: {_short(str(e))}", recorded=version,
                                        current=RECORDING_FORMAT) from None
+
+
+TURN_OPS = frozenset({"net.in", "net.drop", "net.sources"})
+"""Ops applied at a turn of the kernel's loop (`at`), not answers to a process's op index:
+network input (format 6, see kernel/recording.py and kernel/remote.py)."""
 
 
 class Journal:
@@ -136,6 +141,8 @@ class Journal:
             # (format 5: see kernel/recording.py)
             assert e.at is not None
             self._jumps[e.at] = float(e.value)
+        elif e.op in TURN_OPS:
+            pass  # read in order by the replaying kernel (remote.py), never looked up by key
         elif e.op == "io_cancel":
             for i in range(e.index, e.index + int(e.value or 1)):
                 self._cancelled[(e.pid, i)] = e

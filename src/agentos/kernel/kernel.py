@@ -54,6 +54,7 @@ from .lifecycle import Lifecycle, _NO_QUOTA, _pin_forever
 from .driverport import driver_port
 from .extend import ExtensionPoints
 from .operate import Operations
+from .remote import Remote
 from .observer import BootInfo, Extension, Observer, default_extensions
 
 
@@ -121,7 +122,7 @@ class RunResult:
     pid: int
 
 
-class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations):
+class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Remote):
     def __init__(self, config: KernelConfig | None = None, **overrides: Any) -> None:
         cfg = config or KernelConfig()
         for key, val in overrides.items():
@@ -180,6 +181,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations):
         self._external_sources = 0
         self._held_waits = 0               # parked on a person or the recorder (see park)
         self._table: dict[type, tuple[Callable[[Process, Any], Any], int]] = {}
+        self._init_remote()  # before the table: it installs the remote sender (remote.py)
         self._build_table()
         # cached for the dispatch loop (the event buffer list is never replaced)
         self._append = self.events.buf.append
@@ -245,6 +247,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations):
             S.Sleep: self._sys_sleep,
             S.Yield: self._sys_yield,
             S.Sched: self._sys_sched,
+            S.Dial: self._sys_dial,
         }
         for sub in (self.ipc, self.signals, self.devices, self.memory):
             handlers.update(sub.handlers())
@@ -378,6 +381,9 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations):
                 self.events.emit(KERNEL_PID, "shutdown_request", self._stop_requested)
                 self.terminate(init, ExitReason(ExitKind.SHUTDOWN, self._stop_requested))
                 break
+            self._net_turn += 1      # network input is applied at a turn (remote.py)
+            if self._net_on:
+                self._net_tick()
             busy = self._run_ready(switch_batch)
             if init.state is EXITED:
                 break
@@ -410,6 +416,8 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations):
                         self.io_tick += 1  # held waits (approvals, audit) are not I/O: no tick
                     if self.replay_io is not None and self._io_inflight:
                         self.replay_io.tick(self.io_tick, idle=True)
+                    elif self._net_replay is not None:
+                        self._net_replay_wait()  # the recorded network input comes at a later turn
                     else:
                         try:
                             await asyncio.wait_for(wakeup.wait(), timeout)

@@ -36,9 +36,11 @@ FAMILY_OPS = {"kv": frozenset({"get", "keys", "has", "set", "delete"}),
 # Kernel actions (governed by capabilities; by policy only where a rule names them).
 KERNEL_ACTIONS = frozenset({"spawn", "send", "signal", "kill"})
 # Actions the language names that only a subsystem this build may lack can enforce.
-# A subsystem that enforces one (the distribution layer: dial, spawn_remote) calls
+# A subsystem that enforces one (the cluster layer: spawn_remote) calls
 # `register_enforced_action`; until then a rule naming it is a load error.
-UNENFORCED_UNLESS_REGISTERED = frozenset({"dial", "spawn_remote"})
+UNENFORCED_UNLESS_REGISTERED = frozenset({"spawn_remote"})
+# Actions on the world every kernel enforces itself (kernel/remote.py asks policy at `dial`).
+ENFORCED_BY_EVERY_KERNEL = frozenset({"dial"})
 _ENFORCED_EXTRA: set[str] = set()
 
 MODES = ("strict", "permissive", "audit")
@@ -59,6 +61,8 @@ MAX_RULES = 10_000
 
 def register_enforced_action(name: str) -> None:
     """Declare that this process enforces kernel action `name` (e.g. `dial`)."""
+    if name in ENFORCED_BY_EVERY_KERNEL:
+        return
     if name not in UNENFORCED_UNLESS_REGISTERED:
         raise ValueError(f"{name!r} is not an action that needs registering")
     _ENFORCED_EXTRA.add(name)
@@ -137,6 +141,8 @@ def normalise_action(name: Any, *, known_tools: Iterable[str] | None, line: int,
         return "signal.*"
     if name == "kill":
         return "signal.SIGKILL"
+    if name in ENFORCED_BY_EVERY_KERNEL:
+        return name
     if name in UNENFORCED_UNLESS_REGISTERED:
         if name in _ENFORCED_EXTRA:
             return name
