@@ -15,6 +15,8 @@ import pytest
 
 from tests.support.cluster_procs import NodeProc
 
+pytestmark = pytest.mark.live_only(reason="real OS processes, a real nats-server and wall-clock leases")
+
 LEASE = 0.8
 
 

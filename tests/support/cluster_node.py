@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from agentos import Kernel
+from agentos import AllowAll, Kernel
 from agentos.abi.types import Down, Quota
 from agentos.net.cluster import Cluster, ClusterConfig
 
@@ -103,7 +103,7 @@ async def run(sys_: Any, caps: dict[str, Any], cmd: dict[str, Any]) -> dict[str,
         return {"ok": True}
     if op == "call":
         corr = sys_.next_corr()
-        await sys_.send(caps[cmd["to"]], cmd["body"], corr=corr)
+        await sys_.send(caps[cmd["to"]], cmd["body"], corr=corr, caps=[await sys_.self_cap()])
         r = await sys_.recv(match=lambda m: m.corr == corr, timeout=cmd.get("timeout", 5000))
         return {"reply": None if r is None else r.body}
     if op == "monitor":
@@ -136,16 +136,17 @@ async def run(sys_: Any, caps: dict[str, Any], cmd: dict[str, Any]) -> dict[str,
             for cap in targets:
                 await sys_.send(cap, 1)
         corr = sys_.next_corr()
-        await sys_.send(targets[-1], {"count?": 1}, corr=corr)  # per-sender order: all before it are in
+        await sys_.send(targets[-1], {"count?": 1}, corr=corr, caps=[await sys_.self_cap()])  # per-sender order: all before it are in
         await sys_.recv(match=lambda m: m.corr == corr, timeout=30000)
         dt = time.perf_counter() - t0
         return {"msgs": n * cmd.get("rounds", 1), "seconds": dt}
     if op == "rtt":
         lat = []
         corr0 = sys_.next_corr()
+        me = await sys_.self_cap()
         for i in range(cmd["n"]):
             t0 = time.perf_counter()
-            await sys_.send(caps[cmd["to"]], i, corr=corr0 + i)
+            await sys_.send(caps[cmd["to"]], i, corr=corr0 + i, caps=[me])
             await sys_.recv(match=lambda m, c=corr0 + i: m.corr == c, timeout=5000)
             lat.append(time.perf_counter() - t0)
         return {"lat": lat}
@@ -162,7 +163,7 @@ async def main() -> None:
     ap.add_argument("--sink")
     ap.add_argument("--grant-children", type=int, default=2000)
     opts = ap.parse_args()
-    k = Kernel()
+    k = Kernel(policy=AllowAll())
     cfg = ClusterConfig(opts.url, opts.node, KEY, lease=opts.lease,
                         grants={"*": Quota(children=opts.grant_children, tokens=1_000_000)})
     cluster = Cluster(k, cfg)
@@ -188,14 +189,19 @@ async def main() -> None:
             except ValueError:
                 out({"error": "bad command line"})
                 continue
+            if cmd.get("op") == "events":
+                k.events.flush()
+                out({"re": cmd.get("id"), "events": [[e.pid, e.kind, repr(e.data)[:200]]
+                                                     for e in k.events.events()][-cmd.get("n", 30):]})
+                continue
             if cmd.get("op") == "stats":
-                out({"re": cmd.get("id"), "counters": cluster.counters, "drops": cluster.codec.drops,
-                     "up": cluster.members.up_nodes(), "incarnation": cluster.members.incarnation})
+                out({"re": cmd.get("id"), **cluster.stats()})
                 continue
             init = k.init
             if init is not None:
                 k.ipc.deliver_kernel(init, cmd)
-                cluster._poke()
+                if k._wakeup is not None:
+                    k._wakeup.set()
 
     feeder = loop.create_task(feed())
     try:

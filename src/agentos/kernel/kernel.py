@@ -425,7 +425,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
                             if jump and not wakeup.is_set() and self.runq.top < 0 and self._io_inflight:
                                 assert due is not None
                                 self._clock_jump(due)
-                if self.runq.top >= 0 or self._io_inflight or self._held_waits:
+                if self.runq.top >= 0 or self._io_inflight or self._held_waits or self._net_inbox:
                     continue
             if due is None:
                 self.events.flush()

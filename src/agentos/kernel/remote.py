@@ -143,6 +143,14 @@ class Remote(KernelState):
             wakeup.set()
         return env is not None
 
+    def ingress_verified(self, env: Any) -> None:
+        """An envelope a layer verified under its own guard (the cluster's durable stream,
+        whose frames may be older than the node's window): delivered at the next loop turn
+        and journaled like any other."""
+        self._net_inbox.append(("in", env))
+        if self._wakeup is not None:
+            self._wakeup.set()
+
     def on_envelope(self, kind: str, handler: Callable[[Any], None]) -> None:
         """Have `handler(envelope)` apply verified envelopes of `kind` (not "send", which the
         kernel delivers itself) at the loop turn they are applied at. A layer that adds kinds
