@@ -425,7 +425,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
                             if jump and not wakeup.is_set() and self.runq.top < 0 and self._io_inflight:
                                 assert due is not None
                                 self._clock_jump(due)
-                if self.runq.top >= 0 or self._io_inflight or self._held_waits or self._net_inbox:
+                if self.runq.top >= 0 or self._io_inflight or self._held_waits:
                     continue
             if due is None:
                 self.events.flush()
@@ -438,7 +438,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
                 self.clock.advance_to(due)
             else:
                 delay = (due - self.clock.now()) / 1000.0
-                if delay > 0:
+                if delay > 0 and not self._net_inbox:  # network input waits for no timer
                     wakeup.clear()
                     try:
                         await asyncio.wait_for(wakeup.wait(), delay)
