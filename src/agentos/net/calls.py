@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..abi import syscalls as S
 from ..abi.errors import BadArgument, CapError, NameTaken, SyscallError
-from ..abi.types import Down, ExitKind, ExitReason, Quota, WaitKind, killed, noconnection
+from ..abi.types import NORMAL, Down, ExitKind, ExitReason, Quota, WaitKind, killed, noconnection
 from ..kernel import args as A
 from ..kernel.caps import REMOTE, R_MONITOR, R_SEND
 from ..kernel.process import EXITED, PARK, ProcessImage
@@ -306,7 +306,7 @@ class ClusterCalls:
         try:
             k._net_outcome(proc, idx, "net.spawn", [node, image], lambda: self._live_spawn(proc, node, body))
         except SyscallError:
-            k.terminate(stub, noconnection(node))
+            k.terminate(stub, NORMAL)
             raise
         self.pending[rid] = {"caller": proc.pid, "stub": stub.pid, "node": node, "timer": None}
         if not k.replaying:
@@ -332,7 +332,7 @@ class ClusterCalls:
         node = p["node"]
         if error is not None or type(pid) is not int:
             if stub is not None:
-                k.terminate(stub, noconnection(node))
+                k.terminate(stub, NORMAL)  # it never stood for anything: its budget goes back
             if caller is not None and caller.state is not EXITED:
                 k.wake(caller, None, RemoteRefused(f"spawn_remote: node {node!r} refused: {error}"))
             return
