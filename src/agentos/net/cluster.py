@@ -231,7 +231,7 @@ class Cluster:
     async def _renew(self, incarnation: int | None = None) -> None:
         self._stamp += 1
         rec = {"incarnation": incarnation or self.members.incarnation, "stamp": [time.time(), self._stamp],
-               "lease": self.config.lease, "os_pid": os.getpid()}
+               "lease": self.config.lease, "os_pid": os.getpid(), "procs": len(self.k.procs)}
         assert self.config.period is not None
         await asyncio.wait_for(self.link.put_member(rec), timeout=max(self.config.period, 0.05) * 2)
         if incarnation is None:
@@ -288,7 +288,8 @@ class Cluster:
             return
         table: dict[str, tuple[Any, Any, dict[str, Any]]] = {}
         for node, rec in records.items():
-            table[node] = (rec.get("incarnation"), rec.get("stamp"), {"os_pid": rec.get("os_pid")})
+            table[node] = (rec.get("incarnation"), rec.get("stamp"),
+                           {"os_pid": rec.get("os_pid"), "procs": rec.get("procs")})
         for change in self.members.observe(table, now):
             self._changed(change)
 
@@ -518,6 +519,21 @@ class Cluster:
                 if not self.k.replaying and self.k.net is not None:
                     self._spawn_task(self.link.drop_name(name, _same(self.name_record(pid))))
         self.calls.local_exit(proc)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Every node this one knows of (itself first), as the detector sees it now: for
+        `agentctl ps` and the dashboard. `procs` is what each node last published."""
+        m = self.members
+        rows = [{"node": self.node, "incarnation": m.incarnation, "state": "fenced" if m.fenced else "self",
+                 "procs": len(self.k.procs)}]
+        for peer in sorted(m.peers.values(), key=lambda p: p.node):
+            procs = peer.info.get("procs")
+            rows.append({"node": peer.node, "incarnation": peer.incarnation, "state": "up" if peer.up else "down",
+                         "procs": procs if type(procs) is int else None})
+        for node, inc in sorted(m.refused.items()):
+            if node not in m.peers:
+                rows.append({"node": node, "incarnation": inc, "state": "down", "procs": None})
+        return rows
 
     def stats(self) -> dict[str, Any]:
         """For operations: this node, its view of the others, and its counters."""
