@@ -139,7 +139,8 @@ async def _bench(url: str, n_rtt: int, n_fan: int, rounds: int) -> dict[str, Any
         for i in range(n_rtt):
             t = time.perf_counter()
             await sys_.send(echo, i, corr=i, caps=[me])
-            await sys_.recv(match=lambda m, i=i: m.corr == i)
+            if await sys_.recv(match=lambda m, i=i: m.corr == i, timeout=10_000) is None:
+                raise RuntimeError(f"round trip {i} lost (at most once: was a node fenced under load?)")
             lat2.append(time.perf_counter() - t)
         out["rtt"] = n_rtt / (time.perf_counter() - t0)
         out["p50"], out["p99"] = _pcts(lat2)
@@ -154,16 +155,21 @@ async def _bench(url: str, n_rtt: int, n_fan: int, rounds: int) -> dict[str, Any
                 await sys_.send(c, 1)
         for c in (caps[0], caps[-1]):  # per-sender order: all sent before these are in
             await sys_.send(c, "count?", corr=-1, caps=[me])
-            r = await sys_.recv(match=lambda m: m.corr == -1)
-            assert r is not None and r.body == rounds, r
+            r = await sys_.recv(match=lambda m: m.corr == -1, timeout=10_000)
+            if r is None or r.body != rounds:
+                raise RuntimeError(f"fan-out: a counter saw {None if r is None else r.body} of {rounds}")
         out["fan"] = n_fan * rounds / (time.perf_counter() - t0)
 
     tb = asyncio.ensure_future(kb.boot(_serve))
-    await ka.boot(client)
-    kb.request_stop("bench over")
-    await tb
-    await ca.leave()
-    await cb.leave()
+    try:
+        res = await ka.boot(client)
+    finally:
+        kb.request_stop("bench over")
+        await tb
+        await ca.leave()
+        await cb.leave()
+    if not res.reason.normal:
+        raise RuntimeError(f"the client ended {res.reason}")
     out.update(bare_rtt=bare_rtt, bare_p50=bare_p50, bare_p99=bare_p99, bare_fan=bare_fan)
     return out
 
@@ -180,7 +186,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = _start(binary, os.path.join(tmp, "js"))
         try:
-            r = asyncio.run(_bench(url, n_rtt, n_fan, rounds))
+            r = asyncio.run(asyncio.wait_for(_bench(url, n_rtt, n_fan, rounds), 300))
         finally:
             proc.terminate()
             proc.wait(10)
