@@ -129,8 +129,8 @@ class ClusterCalls:
         if c.check_fence() or c.fenced:
             raise RemoteRefused("send: this node is fenced (its lease lapsed); it rejoins shortly")
         net = self.k.net
-        if net is None:
-            raise RemoteRefused("send: this kernel has not joined a cluster")
+        if net is None or not c.joined:
+            raise RemoteRefused("send: a durable send needs this node to have joined a cluster")
         env = Envelope(c.node, proc.pid, addr.node, addr.pid, time.time(), fresh_nonce(), body,
                        net.incarnation, "send", corr, reply)
         frame = seal(c.config.key, env, max_frame=net.max_frame)

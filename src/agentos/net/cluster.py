@@ -150,6 +150,7 @@ class Cluster:
         self._out: deque[tuple[str, bytes]] = deque()
         self._out_ready: asyncio.Event | None = None
         self._stamp = 0
+        self.joined = False  # live: connected to NATS (join ran, leave did not)
         self._on_change: list[Callable[[Change], None]] = []
         kernel.add_observer(_ExitWatch(self))
         self.calls.install()
@@ -193,8 +194,10 @@ class Cluster:
         self._out_ready = asyncio.Event()
         self._tasks = [loop.create_task(self._lease_loop()), loop.create_task(self._scan_loop()),
                        loop.create_task(self._pump())]
+        self.joined = True
 
     async def leave(self) -> None:
+        self.joined = False
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
