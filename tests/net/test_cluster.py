@@ -349,3 +349,74 @@ def test_a_nodes_run_replays_from_its_own_journal(nats_server) -> None:  # type:
     replayed = rk.run(init)
     assert replayed.value == res.value
     assert [encode_event(e) for e in rk.events.events()] == live_events
+
+
+async def counting(sys: Any, args: Any) -> None:
+    """A message loop whose state is in its memory: it survives a migration."""
+    await sys.register("acc")
+    while True:
+        m = await sys.recv()
+        await sys.remember({"seen": m.body})
+        await sys.send(m.caps[0], [m.body, len(await sys.working_set())], corr=m.corr)
+
+
+def test_a_message_loop_migrates_with_its_name_memory_and_budget_and_its_old_address_forwards(
+        nats_server) -> None:  # type: ignore[no-untyped-def]
+    a = node(nats_server.url, "a")
+    b = node(nats_server.url, "b", grants={"a": Quota(children=5, tokens=10_000)})
+    for _, c in (a, b):
+        c.register_image("counting", counting)
+    state: dict[str, Any] = {}
+
+    async def a_init(sys: Any, args: Any) -> None:
+        pid, _ = await sys.spawn("counting", quota=Quota(tokens=700))
+        state["pid"] = pid
+        await sys.recv(match=lambda m: m.body == "quit")
+
+    async def call(sys: Any, cap: Any, body: Any) -> Any:
+        corr = sys.next_corr()
+        await sys.send(cap, body, corr=corr, caps=[await sys.self_cap()])
+        r = await sys.recv(match=lambda m: m.corr == corr, timeout=5000)
+        return None if r is None else r.body
+
+    async def b_init(sys: Any, args: Any) -> Any:
+        old = None
+        while old is None:
+            old = await sys.lookup("acc")
+            if old is None:
+                await sys.sleep(20)
+        out = [await call(sys, old, "x1"), await call(sys, old, "x2")]
+        state["ready"] = True
+        while "moved" not in state:
+            await sys.sleep(20)
+        out.append(await call(sys, old, "x3"))          # the old address: forwarded
+        new = None
+        for _ in range(100):
+            new = await sys.lookup("acc")                # the name moved with it: local now
+            if new is not None:
+                break
+            await sys.sleep(20)
+        out.append(await call(sys, new, "x4"))
+        moved = b[0].procs[state["moved"][1]]          # (the test looks at the kernel's books)
+        state["carved"] = b[0].accounts.view(moved.account)
+        state["parent"] = moved.parent.name if moved.parent else None
+        return out
+
+    async def main() -> Any:
+        a[0].register_image(counting)
+        async with cluster(a, b):
+            ta = asyncio.ensure_future(a[0].boot(a_init))
+            tb = asyncio.ensure_future(b[0].boot(b_init))
+            while "ready" not in state:
+                await asyncio.sleep(0.02)
+            where = await a[1].migrate(state["pid"], "b")
+            state["moved"] = where
+            res = await tb
+            a[0].request_stop("test over")
+            await ta
+            return res, where, state.get("carved")
+
+    res, where, carved = run(main())
+    assert where[0] == "b"
+    assert res.value == [["x1", 1], ["x2", 2], ["x3", 3], ["x4", 4]], res.value
+    assert carved is not None and carved["limits"]["tokens"] == 700 and state["parent"] == "peer:a"

@@ -44,11 +44,10 @@ if TYPE_CHECKING:
 
 
 async def _stub_main(sys: Any, args: Any) -> None:
-    """Stands for a process on another node: holds its budget here until its Down comes."""
+    """Stands for a process on another node: holds its budget here until the kernel ends it
+    with that process's exit reason (Cluster.lost)."""
     while True:
-        msg = await sys.recv()
-        if isinstance(msg.body, Down):
-            await sys.exit(msg.body.reason)
+        await sys.recv()
 
 
 async def _peer_account_main(sys: Any, args: Any) -> None:
@@ -73,7 +72,8 @@ class ClusterCalls:
         self._prev_sender: Any = None
         self._rid = 0
         self.pending: dict[int, dict[str, Any]] = {}     # spawn_remote calls awaiting an answer
-        self.claims: dict[tuple[str, int], bool] = {}     # register calls awaiting the table
+        self.claims: dict[tuple[str, int], bool] = {}     # claims awaiting the table: True, a
+                                                          # register call waits on it
         self.stubs: dict[int, RemoteAddr] = {}            # stub pid → the process it stands for
         self.spawned_by: dict[int, str] = {}              # local pid → node that spawned it
         self.peer_accounts: dict[str, int] = {}           # peer node → pid holding its account
@@ -197,6 +197,8 @@ class ClusterCalls:
     def sys_register(self, proc: "Process", req: S.Register) -> Any:
         c = self.c
         name = req.name
+        if type(name) is str and self.k.names.get(name) is proc:
+            return self._orig[S.Register](proc, req)  # its own already (a restored process)
         rec = c.names.get(name) if type(name) is str else None
         if rec is not None and rec.get("node") != c.node and c.holder_alive(rec):
             raise NameTaken(f"register: {name!r} is held by {rec.get('node')}/{rec.get('pid')}")
@@ -231,7 +233,8 @@ class ClusterCalls:
         if env["from_node"] != self.c.node or not isinstance(b, dict):
             return
         name, pid, rec = b.get("name"), b.get("pid"), b.get("record")
-        if type(name) is not str or type(pid) is not int or self.claims.pop((name, pid), None) is None:
+        waiter = self.claims.pop((name, pid), None) if type(name) is str and type(pid) is int else None
+        if waiter is None or type(name) is not str or type(pid) is not int:
             return
         c = self.c
         proc = self.k.procs.get(pid)
@@ -248,7 +251,7 @@ class ClusterCalls:
                 del self.k.names[name]
                 if proc.names:
                     proc.names.discard(name)
-        if proc is not None and proc.state is not EXITED:
+        if waiter and proc is not None and proc.state is not EXITED:
             self.k.wake(proc, None, err)
 
     def sys_unregister(self, proc: "Process", req: S.Unregister) -> Any:

@@ -125,6 +125,7 @@ class Cluster:
 
     def __init__(self, kernel: "Kernel", config: ClusterConfig) -> None:
         from .calls import ClusterCalls
+        from .migrate import Migrations
 
         if "cluster" in kernel.extensions:
             raise ValueError("this kernel is already a node of a cluster")
@@ -146,6 +147,7 @@ class Cluster:
         self.link = NatsLink(config.url, config.cluster, config.node)
         self.durable_guard = NonceGuard(DURABLE_WINDOW_S, 200_000)
         self.calls = ClusterCalls(self)
+        self.migrations = Migrations(self)
         self._tasks: list[asyncio.Task[Any]] = []
         self._out: deque[tuple[str, bytes]] = deque()
         self._out_ready: asyncio.Event | None = None
@@ -167,6 +169,11 @@ class Cluster:
         if type(name) is not str or not name or len(name) > 256:
             raise ValueError(f"an image name is a non-empty string of at most 256 characters, got {name!r}")
         self.published[name] = main if isinstance(main, ProcessImage) else ProcessImage(name, main)
+
+    async def migrate(self, pid: int, node: str, *, timeout: float = 10.0) -> tuple[str, int]:
+        """Move message-loop process `pid` to `node` (see migrate.py); returns (node, pid)
+        where it runs now. The old pid forwards what reaches it afterwards."""
+        return await self.migrations.migrate(pid, node, timeout=timeout)
 
     def on_change(self, fn: Callable[[Change], None]) -> None:
         """Call `fn(change)` whenever the detector sees a peer go up or down, and when this
@@ -487,9 +494,14 @@ class Cluster:
 
     def lost(self, addr: RemoteAddr, reason: ExitReason, name: str = "") -> None:
         """Process `addr` ended (or cannot be reached): one Down to each local monitor of it."""
+        ends = self.calls.stubs
         for pid in self.monitors.pop(addr, ()):
             proc = self.k.procs.get(pid)
-            if proc is not None and proc.state is not EXITED:
+            if proc is None or proc.state is EXITED:
+                continue
+            if ends.get(pid) == addr or pid in self.migrations.forwarders:
+                self.k.terminate(proc, reason)  # it stood for that process: it ends as that one did
+            else:
                 self.k.ipc.deliver_kernel(proc, Down(addr.pid, reason, name or str(addr)))
 
     def is_up(self, node: str) -> bool:
