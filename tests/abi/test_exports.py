@@ -59,9 +59,9 @@ PUBLIC: dict[str, set[str]] = {
         "VirtualClock",
     },
     "agentos.net": {
-        "Cluster", "ClusterConfig", "MAX_FRAME", "REASONS", "REMOTE_SENDER", "Envelope", "EnvelopeRejected",
-        "EnvelopeTooLarge", "LinkBackpressure", "Loopback", "NetError", "NetNode", "NoRoute", "NonceGuard",
-        "RemoteAddr", "RemoteRefused", "Transport", "fresh_nonce", "key_id", "seal", "verify",
+        "Cluster", "ClusterConfig", "MAX_FRAME", "REASONS", "REMOTE_SENDER", "Envelope", "EnvelopeRejected", "EnvelopeTooLarge",
+        "GatewayDriver", "LinkBackpressure", "SecureGatewayDriver", "Loopback", "NetError", "NetNode", "NoRoute", "NonceGuard", "RemoteAddr", "RemoteRefused", "TcpLink",
+        "TcpListener", "TcpNode", "Transport", "fresh_nonce", "key_id", "seal", "tcp_node", "verify",
     },
     "agentos.policy": {
         "ApprovalChannel", "ApprovalRequest", "ApprovalServer", "PolicyEngine", "PolicyLoadError", "PolicySpec",

@@ -16,7 +16,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "kernel"))
 
-from replay_workloads import BOOT, TOOLS, Typed, interp, live_kernel, tools_agent, typed_values  # noqa: E402
+from replay_workloads import (  # noqa: E402
+    BOOT, TOOLS, Typed, interp, live_kernel, net_kernel, net_self_loop, tools_agent, typed_values,
+)
 
 from agentos.kernel.recording import RECORDING_FORMAT  # noqa: E402
 from agentos.store import MemoryStore, record_run  # noqa: E402
@@ -37,6 +39,8 @@ GOLDEN: dict[str, Any] = {
     "journal_values_keep_their_types": typed_values,
     # since format 4: bounded tool calls are reserved, then settled
     "tool_calls_reserved_and_settled": tools_agent,
+    # since format 6: network input (dial, remote sends and deliveries) is journaled
+    "net_self_loop": net_self_loop,
 }
 
 
@@ -51,9 +55,11 @@ def main(argv: list[str]) -> int:
     out.mkdir(exist_ok=True)
     for name, spec in GOLDEN.items():
         store = MemoryStore()
-        k = live_kernel(1234)
+        k = net_kernel(1234) if spec is net_self_loop else live_kernel(1234)
         rid = record_run(k, store, name)
-        if spec is tools_agent:
+        if spec is net_self_loop:
+            k.run(spec, **BOOT)
+        elif spec is tools_agent:
             from agentos import Quota
             from agentos.drivers.tools import ToolsDriver
 

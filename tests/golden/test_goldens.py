@@ -87,6 +87,20 @@ PROTECTS = {
         "typed values through a store, in format 5",
     "v5/tool_calls_reserved_and_settled":
         "reservations and settlements of bounded tool calls, in format 5",
+    "v6/agents_kv_echo_policy":
+        "every device, policy and process path of the first workload in format 6, on a kernel "
+        "that counts loop turns for network input (none here)",
+    "v6/agents_many_children":
+        "messages between many processes and interleaved completions, in format 6",
+    "v6/journal_values_keep_their_types":
+        "typed values through a store, in format 6",
+    "v6/tool_calls_reserved_and_settled":
+        "reservations and settlements of bounded tool calls, in format 6",
+    "v6/net_self_loop":
+        "format 6's reason to exist: a node dials itself and sends typed values with a reply "
+        "address; the dial and send outcomes, the delivery at its loop turn, the policy asked "
+        "on delivery and a dial with no route are journaled, so the replay, which has no node, "
+        "no key and no transport, reproduces every event",
 }
 
 

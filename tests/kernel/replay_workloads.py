@@ -217,3 +217,34 @@ async def slow(x: int) -> int:
 
 
 TOOLS = [add, boom, slow]   # the tools `tools_agent` calls (each bounded: reserved, then settled)
+
+
+NET_KEY = b"golden-node-key-0123456789abcdef"
+
+
+def net_kernel(seed: int) -> Kernel:
+    """A kernel on a network of its own (node "golden"): its sends to itself go through
+    seal, ingress and the loop turn like any remote message (format 6)."""
+    from agentos.net import Loopback
+
+    k = live_kernel(seed)
+    k.connect("golden", Loopback(k), node="golden", key=NET_KEY)
+    return k
+
+
+async def net_self_loop(sys: Any, args: Any) -> Any:
+    """Dial itself, send typed values with a reply address, answer, and dial nowhere."""
+    from agentos.net import NoRoute
+
+    me = await sys.pid()
+    cap = await sys.dial("golden", me)
+    await sys.send(cap, ("tuple", b"bytes", 1.5, {"k": [1, 2]}), caps=[await sys.self_cap()], corr=("c", 1))
+    msg = await sys.recv(timeout=100)
+    await sys.log("info", "got", sender=msg.sender, corr=list(msg.corr))
+    await sys.send(msg.caps[0], "answer", corr=msg.corr)
+    answer = await sys.recv(timeout=100)
+    try:
+        await sys.dial("nowhere", 1)
+    except NoRoute as e:
+        await sys.log("info", str(e))
+    return [msg.body, answer.body]

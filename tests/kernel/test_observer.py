@@ -208,17 +208,24 @@ def test_a_send_on_a_remote_cap_goes_to_the_installed_sender():
     assert wire == [(1, "node-b/7", {"hello": 1})]
 
 
-def test_without_a_sender_a_remote_cap_is_a_cap_error():
+def test_a_remote_cap_on_a_kernel_on_no_network_is_no_route():
+    from agentos.net import NoRoute, RemoteAddr
+
     k = Kernel(policy=AllowAll(), deterministic=True)
 
     async def body(sys, _):
-        cap = _remote_cap(k, k.procs[1])
-        try:
-            await sys.send(cap, "x")
-        except CapError as e:
-            return str(e)
+        out = []
+        for target in (RemoteAddr("node-b", 7), "node-b/7"):  # the second: not a remote address
+            cap = _remote_cap(k, k.procs[1], target)
+            try:
+                await sys.send(cap, "x")
+            except (NoRoute, CapError) as e:
+                out.append(f"{type(e).__name__}: {e}")
+        return out
 
-    assert "designates a remote, not a process" in k.run(body).value
+    value = k.run(body).value
+    assert value[0].startswith("NoRoute: send: this kernel is on no network") and "node-b/7" in value[0]
+    assert value[1].startswith("CapError:")
 
 
 def test_install_sender_refuses_process_and_unknown_kinds():

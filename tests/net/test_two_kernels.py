@@ -159,3 +159,41 @@ def test_a_full_mailbox_drops_remote_messages_instead_of_parking_anyone() -> Non
     run_both(a, b, client, server)
     drops = [e.data[3] for e in b.events.events() if e.kind == "net_undeliverable"]
     assert drops == ["mailbox full (2)"] * 3
+
+
+@pytest.mark.live_only(reason="the handler is installed from outside the run; the conformance replay kernel is rebuilt without it")
+def test_other_kinds_go_to_the_handler_a_layer_installed() -> None:
+    seen: list[Any] = []
+
+    async def init(sys: Any, args: Any) -> str:
+        await sys.sleep(5)
+        return "done"
+
+    a, b = pair()
+    b.on_envelope("down", lambda f: seen.append((f["kind"], f["from_node"], f["body"])))
+    a.net.ship(0, "b", 1, {"pid": 9}, kind="down")
+    a.net.ship(0, "b", 1, "?", kind="unknown")
+    assert b.run(init).value == "done"
+    assert seen == [("down", "a", {"pid": 9})]
+    assert [e.data[3] for e in b.events.events() if e.kind == "net_undeliverable"] == ["no handler for kind 'unknown'"]
+
+
+def test_connect_refuses_what_it_cannot_use() -> None:
+    from agentos import KernelError
+
+    k = Kernel(deterministic=True)
+    for kwargs, match in (({}, "names this kernel's node and key"),
+                          ({"node": "a", "key": b"short"}, "at least 16"),
+                          ({"node": "bad name", "key": KEY}, "node name"),
+                          ({"node": "a", "key": KEY, "window_s": float("nan")}, "window_s"),
+                          ({"node": "a", "key": KEY, "max_frame": 10}, "max_frame")):
+        with pytest.raises(KernelError, match=match):
+            k.connect("b", Loopback(k), **kwargs)
+    with pytest.raises(KernelError, match="send"):
+        k.connect("b", object(), node="a", key=KEY)
+    assert k.net is None
+    k.connect("b", Loopback(k), node="a", key=KEY)
+    with pytest.raises(KernelError, match="already node 'a'"):
+        k.connect("c", Loopback(k), node="z", key=KEY)
+    with pytest.raises(KernelError, match="on no network"):
+        Kernel().ingress(b"x")

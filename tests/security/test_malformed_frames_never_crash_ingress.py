@@ -106,3 +106,12 @@ def test_a_kernel_fed_garbage_counts_every_frame_and_delivers_only_the_good_one(
     assert k.run(collect).value == ["good"]
     assert sum(k.net.dropped.values()) == len(junk)
     assert k.net.dropped["oversize"] == 1
+
+
+def test_a_flood_into_a_kernel_that_is_not_running_is_bounded() -> None:
+    k, _ = receiver(max_inbox=100)
+    for i in range(1000):
+        k.ingress(frame(i))
+    assert len(k._net_inbox) == 100 and k.net.dropped == {"overload": 901}  # the node's start is one
+    got = k.run(collect).value
+    assert got == list(range(99))

@@ -398,6 +398,8 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
                     await asyncio.sleep(0)  # a served kernel keeps answering its control API
                 continue
             # idle: nothing runnable
+            if self._net_self_pending:
+                continue  # a message this node sent itself is applied at the next turn, before time moves
             due = self.timers.next_due()
             if self._io_inflight or self._external_sources or self._held_waits:
                 wakeup.clear()
@@ -425,6 +427,13 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
                             if jump and not wakeup.is_set() and self.runq.top < 0 and self._io_inflight:
                                 assert due is not None
                                 self._clock_jump(due)
+                elif self._net_on and self._external_sources:
+                    # virtual time is about to move: a node lets its peers speak first, and what
+                    # they said is applied (at the next turn) before time moves (remote.py)
+                    if self._net_replay is None:
+                        await asyncio.sleep(0)
+                    if self._net_input_waiting():
+                        continue
                 if self.runq.top >= 0 or self._io_inflight or self._held_waits:
                     continue
             if due is None:

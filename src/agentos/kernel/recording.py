@@ -51,6 +51,13 @@ Format log:
      seq of its send (`message_events`, recorded in the run row), which provenance follows
      across messages. A format 3 or 4 run has neither: replay applies no jump and writes
      no `recv` event, as its kernel did.
+  6  Network input: a kernel on a network journals, at the turn of its dispatch loop they
+     were applied at (`at`), each verified remote delivery ("net.in", the envelope's fields),
+     the frames dropped at ingress since the last turn ("net.drop", counts by reason) and
+     the start of its network source ("net.sources"); `dial` and a `send` on a remote
+     capability journal their outcome ("net.dial", "net.send", keyed by the process's op
+     index). Events `remote_send`, `remote_recv`, `net_drop`, `net_undeliverable`. A format
+     5 run has none of these: replay applies none, as its kernel never received any.
 """
 from __future__ import annotations
 
@@ -60,7 +67,7 @@ from typing import Any, Callable, Mapping
 from ..abi.errors import RecordingFormatError
 from .events import canonical
 
-RECORDING_FORMAT = 5
+RECORDING_FORMAT = 6
 
 FORMAT_KEY = "recording_format"   # where the version lives in a run's metadata
 
@@ -68,7 +75,8 @@ FORMAT_KEY = "recording_format"   # where the version lives in a run's metadata
 REPLAYABLE: dict[int, str] = {
     3: "no reservation was recorded (no `reserve` on any entry): replay sets nothing aside",
     4: "no clock jump or recv event was recorded: replay applies none and writes none",
-    5: "",
+    5: "no network input was recorded: replay applies none",
+    6: "",
 }
 # (Format 1 replayed, until format 3, with its values as the plain JSON they were stored as:
 # ENTRY_UPGRADES[1], which still reads a format 1 journal for anything else that reads it.)

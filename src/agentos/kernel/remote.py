@@ -27,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, cast
 
-from ..abi.errors import BadArgument, KernelError, NondeterminismError, SyscallError
+from ..abi.errors import BadArgument, CapError, KernelError, NondeterminismError, SyscallError
 from ..abi.syscalls import Dial
 from ..abi.types import KERNEL_PID, Message
 from . import args as A
@@ -71,6 +71,8 @@ class Remote(KernelState):
     _net_handlers: "dict[str, Callable[[Any], None]]"
     _net_replay: "dict[int, list[JournalEntry]] | None"
     _net_seq: int
+    _net_name: str | None
+    _net_self_pending: bool
     _wakeup: Any
     _external_sources: int
     external_source: Callable[[int], None]
@@ -85,6 +87,8 @@ class Remote(KernelState):
         self._net_drops = {}
         self._net_handlers = {}
         self._net_replay = None
+        self._net_name = None            # this node's name (replay: from the "net.sources" entry)
+        self._net_self_pending = False   # a send to this very node this turn: deliver before time moves
         self._senders[REMOTE] = self._remote_send
         journal = self.journal
         if self.replaying and journal is not None:
@@ -115,9 +119,11 @@ class Remote(KernelState):
                 raise KernelError("connect: the first connect names this kernel's node and key "
                                   "(connect(peer, transport, node='a', key=b'...'))")
             net = NetNode(cast("Kernel", self), node, key, **options)
+            net.add_route(peer, transport)  # a bad route leaves the kernel off the network
             self.net = net
             self.external_source(1)  # a kernel on a network waits for messages: it is never idle-dead
-            self._net_inbox.append(("sources", 1))
+            self._net_name = net.name
+            self._net_inbox.append(("sources", {"node": net.name, "sources": 1}))
             self._net_on = True      # from now on every loop turn looks at the inbox
         elif node is not None and node != net.name or options or key is not None and key != net.key:
             raise KernelError(f"connect: this kernel is already node {net.name!r}; its identity "
@@ -134,14 +140,17 @@ class Remote(KernelState):
             raise KernelError("ingress: this kernel is on no network (connect it first)")
         env = net.accept(frame)
         if env is None:
-            reason = net.last_reason
-            self._net_drops[reason] = self._net_drops.get(reason, 0) + 1
-        else:
-            self._net_inbox.append(("in", env))
+            self._net_dropped(net.last_reason)
+            return False
+        self._net_inbox.append(("in", env))
         wakeup = self._wakeup
         if wakeup is not None:
             wakeup.set()
-        return env is not None
+        return True
+
+    def _net_dropped(self, reason: str) -> None:
+        """Count a dropped frame for the next turn's `net_drop` event."""
+        self._net_drops[reason] = self._net_drops.get(reason, 0) + 1
 
     def ingress_verified(self, env: Any) -> None:
         """An envelope a layer verified under its own guard (the cluster's durable stream,
@@ -152,9 +161,12 @@ class Remote(KernelState):
             self._wakeup.set()
 
     def on_envelope(self, kind: str, handler: Callable[[Any], None]) -> None:
-        """Have `handler(envelope)` apply verified envelopes of `kind` (not "send", which the
-        kernel delivers itself) at the loop turn they are applied at. A layer that adds kinds
-        (the cluster: "down", "spawn", ...) installs its handlers on replaying kernels too."""
+        """Have `handler(fields)` apply verified envelopes of `kind` (not "send", which the
+        kernel delivers itself) at the loop turn they are applied at. `fields` is the
+        envelope as journaled: a dict with from_node, from_pid, incarnation, to_node,
+        to_pid, sent_at, nonce, kind, corr, reply, body (the same dict in replay). A layer
+        that adds kinds (the cluster: "down", "spawn", ...) installs its handlers on
+        replaying kernels too; a handler that raises is a `net_error` event."""
         if type(kind) is not str or not kind or kind == "send":
             raise KernelError(f"on_envelope: kind must be a name other than 'send', got {kind!r}")
         if not callable(handler):
@@ -166,6 +178,7 @@ class Remote(KernelState):
         """Top of a loop turn: apply what arrived since the last one (live: the inbox and the
         drop counts, journaled; replay: the entries journaled at this turn)."""
         turn = self._net_turn  # counted by the loop, every turn, from boot
+        self._net_self_pending = False
         replay = self._net_replay
         if replay is not None:
             for e in replay.pop(turn, ()):
@@ -204,7 +217,17 @@ class Remote(KernelState):
         elif e.op == "net.drop":
             self.events.emit(KERNEL_PID, "net_drop", dict(e.value))
         elif e.op == "net.sources":
-            self.external_source(int(e.value))
+            self._net_name = e.value["node"]
+            self.external_source(int(e.value["sources"]))
+
+    def _net_input_waiting(self) -> bool:
+        """Whether network input will be applied at the next turn: live, something is queued;
+        in replay, the journal holds entries for that turn (the same answer, by construction:
+        under a virtual clock nothing else can arrive before the next turn's top)."""
+        replay = self._net_replay
+        if replay is not None:
+            return self._net_turn + 1 in replay
+        return bool(self._net_inbox or self._net_drops)
 
     def _net_replay_wait(self) -> None:
         """Replay, where the live loop waited on the network: the recorded input comes at a
@@ -274,7 +297,9 @@ class Remote(KernelState):
         net.check_route(node)
 
     def _remote_send(self, proc: Process, cap: Any, req: Any) -> Any:
-        addr: RemoteAddr = cap.target
+        addr = cap.target
+        if type(addr) is not RemoteAddr:  # a cap some other layer made: not ours to ship
+            raise CapError(f"send: the remote capability designates {addr!r:.60}, not a node and pid")
         reply = False
         if req.caps:
             reply = self._reply_marker(proc, A.sequence("send: caps", req.caps))
@@ -291,6 +316,8 @@ class Remote(KernelState):
         body, corr = req.body, req.corr
         nonce = self._net_outcome(proc, idx, "net.send", [addr.node, addr.pid],
                                   lambda: self._live_ship(proc, addr, body, corr, reply))
+        if addr.node == self._net_name:
+            self._net_self_pending = True  # the loop takes another turn before time moves
         self.events.emit(proc.pid, "remote_send", (addr.node, addr.pid, nonce))
         return None
 

@@ -16,19 +16,22 @@ from .envelope import MAX_FRAME, Envelope, NonceGuard, fresh_nonce, key_id, seal
 from .errors import (
     REASONS, EnvelopeRejected, EnvelopeTooLarge, LinkBackpressure, NetError, NoRoute, RemoteRefused,
 )
+from .gateway import GatewayDriver, SecureGatewayDriver
 from .node import Loopback, NetNode, Transport
 
 
+_LAZY = {"TcpLink": ".tcp", "TcpListener": ".tcp", "TcpNode": ".tcp", "tcp_node": ".tcp",
+         "Cluster": ".cluster", "ClusterConfig": ".cluster"}  # the NATS cluster: on first use too
+
+
 def __getattr__(name: str) -> Any:
-    if name == "TcpLink":  # asyncio streams: imported on first use
+    where = _LAZY.get(name)
+    if where is not None:  # asyncio streams: imported on first use
         import importlib
-        return importlib.import_module(".tcp", __name__).TcpLink
-    if name in ("Cluster", "ClusterConfig"):  # the NATS cluster: imported on first use
-        import importlib
-        return getattr(importlib.import_module(".cluster", __name__), name)
+        return getattr(importlib.import_module(where, __name__), name)
     raise AttributeError(f"module 'agentos.net' has no attribute {name!r}")
 
 
-__all__ = ["Cluster", "ClusterConfig", "MAX_FRAME", "REASONS", "REMOTE_SENDER", "Envelope", "EnvelopeRejected",
-           "EnvelopeTooLarge", "LinkBackpressure", "Loopback", "NetError", "NetNode", "NoRoute", "NonceGuard",
-           "RemoteAddr", "RemoteRefused", "Transport", "fresh_nonce", "key_id", "seal", "verify"]
+__all__ = ["Cluster", "ClusterConfig", "MAX_FRAME", "REASONS", "REMOTE_SENDER", "Envelope", "EnvelopeRejected", "EnvelopeTooLarge",
+           "GatewayDriver", "LinkBackpressure", "SecureGatewayDriver", "Loopback", "NetError", "NetNode", "NoRoute", "NonceGuard", "RemoteAddr",
+           "RemoteRefused", "TcpLink", "TcpListener", "TcpNode", "Transport", "fresh_nonce", "key_id", "seal", "tcp_node", "verify"]

@@ -245,7 +245,7 @@ def verify(key: bytes, frame: Any, guard: NonceGuard | None, now: float, *,
 def _parse(payload: bytes) -> Envelope:
     """The fields of a payload whose MAC checked out (a key holder may still be hostile)."""
     try:
-        doc = json.loads(payload.decode("utf-8"), parse_constant=_no_constant)
+        doc = _DECODER.decode(payload.decode("utf-8"))
     except (ValueError, RecursionError, UnicodeError) as e:
         raise EnvelopeRejected("malformed", f"the payload is not JSON ({type(e).__name__})") from None
     if type(doc) is not dict or set(doc) != _FIELDS or doc.get("v") != 1:
@@ -276,6 +276,9 @@ def _parse(payload: bytes) -> Envelope:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
 __all__ = ["Envelope", "HEADER_LEN", "MAGIC", "MAX_FRAME", "NonceGuard", "fresh_nonce", "key_id",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..abi.errors import AgentOSError, BadArgument, SyscallError
 
 REASONS = ("malformed", "oversize", "forged", "tampered", "stale", "replayed", "misrouted",
-           "incarnation")
+           "incarnation", "overload")
 """Why an envelope was dropped at ingress:
 
 - malformed: not a frame, or a frame whose fields are of the wrong type or shape;
@@ -21,7 +21,9 @@ REASONS = ("malformed", "oversize", "forged", "tampered", "stale", "replayed", "
 - stale: sent too long ago (or too far in the future) for the nonce guard's window;
 - replayed: a nonce the guard has already seen within its window;
 - misrouted: addressed to another node;
-- incarnation: from an incarnation of its sender the receiver knows to be over.
+- incarnation: from an incarnation of its sender the receiver knows to be over;
+- overload: verified, but the kernel already holds `max_inbox` deliveries it has not
+  applied yet (it is not running, or input outpaces it): memory stays bounded.
 """
 
 

@@ -44,9 +44,10 @@ if TYPE_CHECKING:
 
 # actions that only read, for `mode: read_only` on actions that are not tools
 READ_ONLY_ACTIONS = frozenset({"kv.get", "kv.keys", "kv.has", "vfs.read", "vfs.list", "tools.list",
+                               "gateway.stats", "secure_gateway.stats",
                                "lessons.get", "lessons.list", "lessons.stats", "runs.list", "runs.digest"})
 # families whose operations are not tools: a tool name in guardrails.tools never types them
-NOT_TOOLS = frozenset({"kv", "llm", "local", "vfs", "sandbox", "lessons", "runs"})
+NOT_TOOLS = frozenset({"kv", "llm", "local", "vfs", "sandbox", "lessons", "runs", "gateway", "secure_gateway"})
 
 _NO_EXTRA: dict[str, Any] = {}
 

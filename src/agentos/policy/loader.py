@@ -28,11 +28,13 @@ from .yamlsafe import LDict, LList
 # Families of the drivers agentos ships (a driver registered under another name adds its
 # name through `families=`), and the operations the fixed-vocabulary ones have.
 ACTION_FAMILIES = frozenset({"tools", "kv", "llm", "local", "mcp", "wasm", "worker", "sandbox", "vfs",
-                             "lessons", "runs"})
+                             "lessons", "runs", "gateway", "secure_gateway"})
 FAMILY_OPS = {"kv": frozenset({"get", "keys", "has", "set", "delete"}),
               "vfs": frozenset({"read", "write", "list"}),
               "lessons": frozenset({"recall", "get", "list", "stats", "add", "forget", "prune"}),
-              "runs": frozenset({"list", "digest"})}
+              "runs": frozenset({"list", "digest"}),
+              "gateway": frozenset({"take", "inject", "stats"}),
+              "secure_gateway": frozenset({"take", "inject", "stats"})}
 # Kernel actions (governed by capabilities; by policy only where a rule names them).
 KERNEL_ACTIONS = frozenset({"spawn", "send", "signal", "kill"})
 # Actions the language names that only a subsystem this build may lack can enforce.
