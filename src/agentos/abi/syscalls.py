@@ -86,9 +86,14 @@ class Send:
     caps: tuple[CapRef, ...] = ()
     corr: Any = None
     deadline: float | None = None
-    durable: bool = False
-    """To a process on another node: through the cluster's durable stream, delivered exactly
-    once even across a restart of the receiving kernel (locally every send is already)."""
+
+
+@syscall("ipc")
+@dataclass(slots=True)
+class SendDurable(Send):
+    """`send(..., durable=True)`: to a process on another node, through the cluster's durable
+    stream, delivered once even across a restart of the receiving kernel; locally, a send."""
+    syscall_name: ClassVar[str] = "send_durable"
 
 
 @syscall("ipc")

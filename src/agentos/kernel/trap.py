@@ -54,7 +54,7 @@ class Sys:
     async def send(self, cap: CapRef, body: Any, *, caps: Sequence[CapRef] = (), corr: Any = None,
                    deadline: float | None = None, durable: bool = False) -> None:
         if durable:
-            return await trap(S.Send(cap, body, tuple(caps) if caps else (), corr, deadline, True))
+            return await trap(S.SendDurable(cap, body, tuple(caps) if caps else (), corr, deadline))
         return await trap(S.Send(cap, body, tuple(caps) if caps else (), corr, deadline))
 
     async def recv(self, *, timeout: float | None = None,

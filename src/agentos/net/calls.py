@@ -99,7 +99,7 @@ class ClusterCalls:
 
     # -- send: durable through the stream, the rest as the kernel does it ------------------
     def send_remote(self, proc: "Process", cap: Any, req: S.Send) -> Any:
-        if not req.durable:
+        if type(req) is not S.SendDurable:
             if self._prev_sender is None:
                 raise CapError("send: this kernel cannot reach other nodes")
             return self._prev_sender(proc, cap, req)
