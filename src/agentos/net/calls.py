@@ -27,7 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..abi import syscalls as S
-from ..abi.errors import BadArgument, CapError, NameTaken, SyscallError
+from ..abi.errors import BadArgument, CapError, KernelError, NameTaken, SyscallError
 from ..abi.types import NORMAL, Down, ExitKind, ExitReason, Quota, WaitKind, killed, noconnection
 from ..kernel import args as A
 from ..kernel.caps import REMOTE, R_MONITOR, R_SEND
@@ -391,7 +391,7 @@ class ClusterCalls:
                 q = Quota(**q)
             holder = self._peer_account(src)
             child = self.k._create(holder, img, b.get("args"), (), q, False, None, None, None)
-        except (SyscallError, ValueError, TypeError) as e:
+        except (SyscallError, KernelError, ValueError, TypeError) as e:
             self.k.events.emit(0, "remote_spawn_refused", {"from": src, "error": f"{type(e).__name__}: {e}"[:300]})
             self.c.ship(0, src, caller, {"rid": rid, "error": f"{type(e).__name__}: {e}"[:500]}, "cl_spawned")
             return
