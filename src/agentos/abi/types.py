@@ -105,6 +105,7 @@ class ExitKind(enum.Enum):
     DEADLINE = "deadline"
     POLICY = "policy"
     SHUTDOWN = "shutdown"
+    NOCONNECTION = "noconnection"  # a remote process whose node was lost (Erlang's name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +141,11 @@ def killed(by: int | str) -> ExitReason:
 
 def quota(resource: str) -> ExitReason:
     return ExitReason(ExitKind.QUOTA, resource)
+
+
+def noconnection(node: str) -> ExitReason:
+    """The process lived on `node`, which this kernel lost (declared down or fenced)."""
+    return ExitReason(ExitKind.NOCONNECTION, node)
 
 
 def fault(error: BaseException | str) -> ExitReason:

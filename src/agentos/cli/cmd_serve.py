@@ -109,6 +109,60 @@ def _ps_table(rows: list[dict[str, Any]], title: str) -> Any:
     return t
 
 
+def _nodes_table(rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    from .render import untrusted
+
+    t = Table(title="cluster nodes")
+    for col in ("node", "incarnation", "state", "processes"):
+        t.add_column(col)
+    for r in rows:
+        procs = r.get("procs")
+        t.add_row(untrusted(str(r.get("node")), 64), str(r.get("incarnation")), str(r.get("state")),
+                  "?" if procs is None else str(procs))
+    return t
+
+
+def _join_config(kernel: Any, url: str, node: Optional[str], key_file: Optional[Path], lease: float,
+                 grant_children: int, grant_tokens: Optional[int]) -> Any:
+    """The daemon's `Cluster` from the command line; a bad option is one line and exit 2."""
+    import os
+    import re
+    import socket
+
+    from .. import Quota
+    from ..net.cluster import Cluster, ClusterConfig
+
+    def bad(msg: str) -> Any:
+        typer.echo(f"agentctl serve: {msg}", err=True)
+        raise typer.Exit(2)
+
+    if not url.startswith(("nats://", "tls://")):
+        bad(f"--cluster must be a nats:// URL, got {url!r}")
+    if node is None:
+        node = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64] or "node"
+    if key_file is not None:
+        try:
+            key = key_file.read_bytes().strip()
+        except OSError as e:
+            bad(f"cannot read --cluster-key-file: {e.strerror or e}")
+    else:
+        key = os.environ.get("AGENTOS_CLUSTER_KEY", "").encode()
+    if len(key) < 16:
+        bad("the cluster needs a shared key of at least 16 bytes (--cluster-key-file or $AGENTOS_CLUSTER_KEY)")
+    if not (lease == lease and 0 < lease < 3600):
+        bad(f"--lease must be a number of seconds in (0, 3600), got {lease}")
+    if grant_children < 0 or (grant_tokens is not None and grant_tokens < 0):
+        bad("--grant-children and --grant-tokens must not be negative")
+    try:
+        cfg = ClusterConfig(url, node, key, lease=lease,
+                            grants={"*": Quota(children=grant_children, tokens=grant_tokens)})
+        return Cluster(kernel, cfg)
+    except ValueError as e:
+        bad(str(e))
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(port: int = typer.Option(0, help="TCP port on 127.0.0.1 (0: any free port)"),
@@ -118,6 +172,15 @@ def register(app: typer.Typer) -> None:
               tool_calls: Optional[int] = typer.Option(None, "--tool-calls", help="the daemon's tool-call budget"),
               usd: Optional[float] = typer.Option(None, help="the daemon's dollar budget"),
               record: bool = typer.Option(True, help="record to the default store ($AGENTOS_HOME)"),
+              cluster: Optional[str] = typer.Option(
+                  None, "--cluster", help="join the NATS cluster at this URL (nats://host:port) as a node"),
+              node: Optional[str] = typer.Option(None, "--node", help="this node's name (default: the host name)"),
+              cluster_key_file: Optional[Path] = typer.Option(
+                  None, "--cluster-key-file", help="file holding the cluster's shared key (else $AGENTOS_CLUSTER_KEY)"),
+              lease: float = typer.Option(2.0, "--lease", help="seconds a node's lease holds without renewal"),
+              grant_children: int = typer.Option(
+                  100, "--grant-children", help="processes each peer may run here (its account)"),
+              grant_tokens: Optional[int] = typer.Option(None, "--grant-tokens", help="tokens each peer may spend here"),
               trace: Optional[bool] = typer.Option(
                   None, "--trace/--no-trace",
                   help="OpenTelemetry traces (default: on when OTEL_EXPORTER_OTLP_ENDPOINT is set)")) -> None:
@@ -143,6 +206,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"agentctl serve: {e}", err=True)
             raise typer.Exit(1) from None
 
+        if cluster is not None:
+            daemon.cluster = _join_config(daemon.kernel, cluster, node, cluster_key_file, lease,
+                                          grant_children, grant_tokens)
         tracing = maybe_trace(daemon.kernel, trace, served=True)
         from .. import ProcessHistory
 
@@ -213,6 +279,8 @@ def register(app: typer.Typer) -> None:
         from .render import console
 
         console().print(_ps_table(got["processes"], "agentos ps"))
+        if got.get("nodes"):
+            console().print(_nodes_table(got["nodes"]))
 
     @app.command()
     def top(interval: float = typer.Option(1.0, help="seconds between refreshes"),

@@ -20,7 +20,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..abi.errors import BadArgument
-from ..abi.syscalls import Recv, Send
+from ..abi.syscalls import Recv, Send, SendDurable
 from ..abi.types import KERNEL_PID, Message, WaitKind
 from . import args as A
 from .values import checked
@@ -42,7 +42,7 @@ class IPC:
         self.delivered = 0
 
     def handlers(self) -> dict[type, Callable[..., Any]]:
-        return {Send: self.sys_send, Recv: self.sys_recv}
+        return {Send: self.sys_send, SendDurable: self.sys_send, Recv: self.sys_recv}  # durable: see net/calls.py
 
     # -- send -----------------------------------------------------------------------
     def sys_send(self, proc: Process, req: Send) -> Any:

@@ -152,6 +152,14 @@ class Remote(KernelState):
         """Count a dropped frame for the next turn's `net_drop` event."""
         self._net_drops[reason] = self._net_drops.get(reason, 0) + 1
 
+    def ingress_verified(self, env: Any) -> None:
+        """An envelope a layer verified under its own guard (the cluster's durable stream,
+        whose frames may be older than the node's window): delivered at the next loop turn
+        and journaled like any other."""
+        self._net_inbox.append(("in", env))
+        if self._wakeup is not None:
+            self._wakeup.set()
+
     def on_envelope(self, kind: str, handler: Callable[[Any], None]) -> None:
         """Have `handler(fields)` apply verified envelopes of `kind` (not "send", which the
         kernel delivers itself) at the loop turn they are applied at. `fields` is the

@@ -52,7 +52,9 @@ class Sys:
 
     # IPC
     async def send(self, cap: CapRef, body: Any, *, caps: Sequence[CapRef] = (), corr: Any = None,
-                   deadline: float | None = None) -> None:
+                   deadline: float | None = None, durable: bool = False) -> None:
+        if durable:
+            return await trap(S.SendDurable(cap, body, tuple(caps) if caps else (), corr, deadline))
         return await trap(S.Send(cap, body, tuple(caps) if caps else (), corr, deadline))
 
     async def recv(self, *, timeout: float | None = None,
@@ -180,5 +182,6 @@ class Sys:
     async def dial(self, node: str, pid: Pid) -> CapRef:
         return await trap(S.Dial(node, pid))
 
-    async def spawn_remote(self, node: str, image_name: str, args: Any = None) -> tuple[str, Pid]:
-        return await trap(S.SpawnRemote(node, image_name, args))
+    async def spawn_remote(self, node: str, image_name: str, args: Any = None, *,
+                           quota: Quota | None = None, link: bool = False) -> tuple[Pid, CapRef]:
+        return await trap(S.SpawnRemote(node, image_name, args, quota, link))

@@ -49,8 +49,14 @@ class NoRoute(SyscallError):
     """`dial` or a remote `send` names a node this kernel has no route to."""
 
 
+class RemoteRefused(SyscallError):
+    """The other node refused a cluster call or did not answer it (no such image, no account
+    granted, not a live member, fenced)."""
+
+
 class LinkBackpressure(SyscallError):
     """The link to a node holds as many unsent frames as it may: the message was not sent."""
 
 
-__all__ = ["REASONS", "EnvelopeRejected", "EnvelopeTooLarge", "LinkBackpressure", "NetError", "NoRoute"]
+__all__ = ["REASONS", "EnvelopeRejected", "EnvelopeTooLarge", "LinkBackpressure", "NetError", "NoRoute",
+           "RemoteRefused"]

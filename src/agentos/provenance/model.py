@@ -225,7 +225,7 @@ def _steps(store: Any, run_id: str) -> Iterator[InteractionRecord]:
             continue
         req = ev.data
         op = req.get("@")
-        if op == "Send":
+        if op in ("Send", "SendDurable"):
             if pid in last_step:
                 sends[ev.seq] = last_step[pid]
                 if len(sends) > _MAX_IN_FLIGHT:

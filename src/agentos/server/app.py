@@ -3,7 +3,8 @@
 Routes (JSON unless said; field names are documented in docs/operations.md):
 
     GET  /v1/version                      {"agentos", "abi"}
-    GET  /v1/ps                           {"processes": [row...]}   row: see `ps_row`
+    GET  /v1/ps                           {"processes": [row...], "nodes"?: [...]}   row: see
+                                          `ps_row`; nodes: a cluster node's members (Cluster.nodes)
     GET  /v1/procs/{pid}/budget           {"pid", "used", "reserved", "remaining"}
     GET  /v1/procs/{pid}/logs?after=N     {"events": [log, fault and exit events of pid]}
     POST /v1/procs/{pid}/signal           {"signal": "KILL|STOP|CONT|TERM|INT|USR1"}
@@ -116,7 +117,10 @@ def make_app(daemon: Any) -> Any:
         return ok({"agentos": __version__, "abi": ABI_VERSION})
 
     async def ps(request: Request) -> Any:
-        return ok({"processes": [ps_row(r) for r in k.ps()], "root": daemon.root_pid})
+        out: dict[str, Any] = {"processes": [ps_row(r) for r in k.ps()], "root": daemon.root_pid}
+        if daemon.cluster is not None:
+            out["nodes"] = daemon.cluster.nodes()
+        return ok(out)
 
     async def budget(request: Request) -> Any:
         pid = live_pid(request)

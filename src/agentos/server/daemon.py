@@ -123,6 +123,7 @@ class Daemon:
         self.http: Any = None  # LoopServer
         self.result: Any = None
         self.extra: dict[str, Any] = {}
+        self.cluster: Any = None  # agentos.net.Cluster: joined before the kernel boots, left after
 
     # -- operations the API calls ---------------------------------------------------------
     def submit(self, path: str | Path, *, args: Any = None, quota: dict[str, Any] | None = None,
@@ -202,6 +203,8 @@ class Daemon:
 
         self.hub.on_boot = booted
         try:
+            if self.cluster is not None:
+                await self.cluster.join()
             self.result = await self.kernel.boot(root, name="root", quota=self.quota)
         finally:
             self.kernel.external_source(-1)
@@ -210,6 +213,8 @@ class Daemon:
             # for is the daemon's stop too (so the run is recorded as interrupted)
             if self.stopping is None and self.kernel.stop_requested:
                 self.stopping, self.interrupted = self.kernel.stop_requested, True
+            if self.cluster is not None:
+                await self.cluster.leave()
             for sig in installed:
                 loop.remove_signal_handler(sig)
             await self.close_http()
