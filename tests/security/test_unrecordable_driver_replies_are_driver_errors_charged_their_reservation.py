@@ -80,7 +80,7 @@ def test_an_unrecordable_reply_is_a_driver_error_charged_its_reservation(kind: s
     live = Kernel(deterministic=True, seed=3, policy=AllowAll())
     live.register_driver(drv)
     store = MemoryStore()
-    record_run(live, store, "hostile-reply")   # the default of `agentctl run`
+    record_run(live, store, "hostile-reply", keep_in_memory=True)   # as `agentctl run` records
     res = live.run(program, grant=["hostile"], quota=Quota(tokens=100))
     assert res.value == [("DriverError", True), "fine", 100 - 10 - 1]
     assert drv.calls == 2
