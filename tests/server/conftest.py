@@ -60,7 +60,9 @@ async def _wrap(fn: Any, *args: Any) -> Any:
     return fn(*args)
 
 
-def start(tmp_path: Path, **kw: Any) -> Served:
+def start(tmp_path: Path, prepare: Any = None, **kw: Any) -> Served:
+    """Serve a Daemon(**kw); `prepare(daemon)` runs on its thread before it serves (to make
+    it a node of a cluster, say)."""
     kw.setdefault("policy", AllowAll())
     kw.setdefault("store", open_store("memory:"))
     ready = threading.Event()
@@ -73,6 +75,8 @@ def start(tmp_path: Path, **kw: Any) -> Served:
         d = Daemon(home=tmp_path / "home", **kw)
         box["d"] = d
         try:
+            if prepare is not None:
+                prepare(d)
             loop.run_until_complete(d.serve(signals=False, on_ready=lambda _: ready.set()))
         except BaseException as e:  # noqa: BLE001 - reported to the test
             box["error"] = e

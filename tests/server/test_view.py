@@ -109,3 +109,13 @@ def test_audit_status_and_metrics_come_from_the_flight_recorder(tmp_path: Path) 
     from agentos.server.view import audit_view
 
     assert audit_view(None) == {"configured": False}
+
+
+def test_a_daemon_outside_a_cluster_has_no_nodes_panel_data(tmp_path: Path) -> None:
+    from agentos.server.view import dashboard_view
+
+    s = start(tmp_path)
+    try:
+        assert s.call(lambda: dashboard_view(s.d))["nodes"] is None
+    finally:
+        stop(s)

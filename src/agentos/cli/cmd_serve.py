@@ -115,12 +115,13 @@ def _nodes_table(rows: list[dict[str, Any]]) -> Any:
     from .render import untrusted
 
     t = Table(title="cluster nodes")
-    for col in ("node", "incarnation", "state", "processes"):
+    for col in ("node", "incarnation", "state", "processes", "lease age"):
         t.add_column(col)
     for r in rows:
-        procs = r.get("procs")
-        t.add_row(untrusted(str(r.get("node")), 64), str(r.get("incarnation")), str(r.get("state")),
-                  "?" if procs is None else str(procs))
+        procs, age = r.get("procs"), r.get("lease_age")
+        t.add_row(untrusted(str(r.get("node")), 64), str(r.get("incarnation")), untrusted(str(r.get("state")), 16),
+                  "?" if procs is None else str(procs),
+                  f"{age:.1f}s" if isinstance(age, (int, float)) else "?")
     return t
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -537,17 +538,24 @@ class Cluster:
 
     def nodes(self) -> list[dict[str, Any]]:
         """Every node this one knows of (itself first), as the detector sees it now: for
-        `agentctl ps` and the dashboard. `procs` is what each node last published."""
+        `agentctl ps` and the dashboard. `procs` is what each node last published;
+        `lease_age` is the seconds since its lease last changed, on this node's monotonic
+        clock (our own: since we last renewed; null when unknown)."""
         m = self.members
+        now = time.monotonic()
+
+        def age(at: float | None) -> float | None:  # seconds since the lease last changed, as seen here
+            return None if at is None or at == math.inf else round(max(0.0, now - at), 3)
+
         rows = [{"node": self.node, "incarnation": m.incarnation, "state": "fenced" if m.fenced else "self",
-                 "procs": len(self.k.procs)}]
+                 "procs": len(self.k.procs), "lease_age": age(m.last_renewed)}]
         for peer in sorted(m.peers.values(), key=lambda p: p.node):
             procs = peer.info.get("procs")
             rows.append({"node": peer.node, "incarnation": peer.incarnation, "state": "up" if peer.up else "down",
-                         "procs": procs if type(procs) is int else None})
+                         "procs": procs if type(procs) is int else None, "lease_age": age(peer.changed_at)})
         for node, inc in sorted(m.refused.items()):
             if node not in m.peers:
-                rows.append({"node": node, "incarnation": inc, "state": "down", "procs": None})
+                rows.append({"node": node, "incarnation": inc, "state": "down", "procs": None, "lease_age": None})
         return rows
 
     def stats(self) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from ..abi.types import ABI_VERSION
 MAX_BODY = 64 * 1024
 FOLLOW_POLL_S = 0.25
 MIN_INTERVAL_S = 0.1      # the dashboard stream: at most 10 updates a second per client
+NODES_REFRESH_S = 1.0     # a cluster node's dashboard refreshes its nodes' lease ages this often
 
 
 class BadRequest(Exception):
@@ -204,7 +205,7 @@ def make_app(daemon: Any) -> Any:
         something changed and at most `1 / MIN_INTERVAL_S` times a second."""
         import time
 
-        from .view import MAX_ROWS, dashboard_view
+        from .view import MAX_ROWS, cluster_nodes, dashboard_view
 
         qp = request.query_params
         q = (qp.get("q") or "")[:200]
@@ -216,19 +217,30 @@ def make_app(daemon: Any) -> Any:
             raise BadRequest("kind is too long")
         once = qp.get("once") in ("1", "true")
 
+        def node_states() -> Any:
+            nodes = cluster_nodes(daemon)
+            return None if nodes is None else [(n["node"], n["state"], n["incarnation"], n["procs"]) for n in nodes]
+
         async def frames() -> AsyncIterator[bytes]:
             last_sent = 0.0
             last_seq = -1
             last_approvals = -1
+            last_nodes: Any = ()
             while not daemon.stopping:
                 k.events.flush()
                 n_appr = len(daemon.approvals.pending)
-                if daemon.hub.last_seq != last_seq or n_appr != last_approvals:
+                nodes = node_states()
+                # a node going up or down changes the page even when no event was written,
+                # and a cluster's lease ages are refreshed every NODES_REFRESH_S
+                stale_nodes = nodes != last_nodes or (
+                    nodes is not None and time.monotonic() - last_sent >= NODES_REFRESH_S)
+                if daemon.hub.last_seq != last_seq or n_appr != last_approvals or stale_nodes:
                     wait = MIN_INTERVAL_S - (time.monotonic() - last_sent)
                     if wait > 0:
                         await asyncio.sleep(wait)  # coalesce: at most 10 updates a second
                         k.events.flush()
                     last_seq, last_approvals = daemon.hub.last_seq, len(daemon.approvals.pending)
+                    last_nodes = node_states()
                     view = dashboard_view(daemon, q=q, page=page, size=size, pid=pid, kind=kind)
                     data = json.dumps(_json_safe(view), ensure_ascii=False)
                     last_sent = time.monotonic()

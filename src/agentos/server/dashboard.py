@@ -19,13 +19,14 @@ h2{font-size:13px;margin:10px 0 6px}h2:first-child{margin-top:0}
 table{border-collapse:collapse;width:100%} td,th{padding:2px 6px;border-bottom:1px solid #2a2a2a;text-align:left}
 .bar{display:inline-block;height:8px;background:#333;width:56px;vertical-align:middle}
 .bar{display:inline-flex}.bar>i{display:block;height:8px;background:#4a8}.bar>i.held{background:#db4}
-.waiting{color:#8ac}.running,.ready{color:#6d6}.suspended{color:#db4}.exited{color:#888}
+.waiting{color:#8ac}.running,.ready{color:#6d6}.up,.self{color:#6d6}.down,.fenced{color:#f66}.suspended{color:#db4}.exited{color:#888}
 button{font-size:11px;margin-right:2px;padding:1px 4px}.nw{white-space:nowrap}
 #err{color:#f66}
 </style></head><body>
 <header><b>agentos</b><span id="status">connecting…</span><span id="err"></span>
 <input id="q" placeholder="search name or pid"><button id="prev">◀</button><span id="pageinfo"></span><button id="next">▶</button></header>
 <main>
+<section id="nodes-panel" style="grid-column:1/3" hidden><h2>cluster nodes</h2><table><thead><tr><th>node</th><th>state</th><th>incarnation</th><th>processes</th><th>lease age</th></tr></thead><tbody id="nodes"></tbody></table></section>
 <section><h2>processes</h2><table><thead><tr><th>pid</th><th>name</th><th>state</th><th>wait</th><th>tokens</th><th>tool calls</th><th>usd</th><th></th></tr></thead><tbody id="procs"></tbody></table>
 <h2>by name and state</h2><table><tbody id="agg"></tbody></table></section>
 <section><h2>pending approvals</h2><table><tbody id="approvals"></tbody></table>
@@ -80,6 +81,13 @@ function render(s) {
     const tr = row([p.pid, p.name, el("span", p.state, p.state), p.wait, bar(p.budget.tokens),
                     bar(p.budget.tool_calls), bar(p.budget.usd), acts]);
     tr.dataset.pid = p.pid; tr.dataset.state = p.state; tb.appendChild(tr);
+  }
+  const np = $("nodes-panel"), nb = $("nodes"); nb.replaceChildren();
+  np.hidden = !Array.isArray(s.nodes);
+  for (const n of s.nodes || []) {
+    const age = typeof n.lease_age === "number" ? n.lease_age.toFixed(1) + " s" : "?";
+    const tr = row([n.node, el("span", n.state, n.state), n.incarnation, n.procs === null ? "?" : n.procs, age]);
+    tr.dataset.node = n.node; tr.dataset.state = n.state; nb.appendChild(tr);
   }
   const ag = $("agg"); ag.replaceChildren();
   for (const a of s.aggregate) ag.appendChild(row([a.name, a.state, a.count]));

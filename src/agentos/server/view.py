@@ -1,7 +1,7 @@
 """What the dashboard shows, computed on the server so that a page never holds more than
 it can draw: at most `MAX_ROWS` process rows (a page of a search), aggregates by name and
 state for the rest, the last events matching the page's filters, pending approvals, cost
-per agent, and the audit status.
+per agent, the audit status, and the cluster's nodes when the daemon is one.
 
 Every string here may have been written by an agent; the page puts them into the DOM as
 text only (never as HTML).
@@ -68,7 +68,15 @@ def dashboard_view(daemon: Any, *, q: str = "", page: int = 0, size: int = MAX_R
         "tokens": {n: fold.tokens_by_name.get(n, 0) for n, _ in top},
         "audit": audit_status,
         "root": daemon.root_pid,
+        "nodes": cluster_nodes(daemon),
     }
 
 
-__all__ = ["MAX_ROWS", "dashboard_view"]
+def cluster_nodes(daemon: Any) -> list[dict[str, Any]] | None:
+    """The cluster's nodes as this node sees them (`Cluster.nodes`), or None when the
+    daemon is not a node of a cluster."""
+    cluster = getattr(daemon, "cluster", None)
+    return None if cluster is None else cluster.nodes()
+
+
+__all__ = ["MAX_ROWS", "cluster_nodes", "dashboard_view"]
