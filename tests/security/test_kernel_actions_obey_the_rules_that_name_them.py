@@ -11,7 +11,7 @@ import pytest
 from agentos import Kernel, Quota
 from agentos.abi.errors import CapError, PolicyDenied
 from agentos.abi.types import ExitKind, Signal
-from agentos.policy import PolicyEngine, PolicyLoadError
+from agentos.policy import PolicyEngine
 
 HEAD = 'kernel: {version: "1.0", mode: %s}\n'
 
@@ -283,10 +283,15 @@ def test_the_default_strict_kernel_says_yes_to_kernel_actions_and_no_to_the_worl
     assert res.value == [True, True, True, False]
 
 
-@pytest.mark.parametrize("action", ["spawn_remote"])
-def test_a_rule_on_an_action_nothing_enforces_does_not_load(action: str) -> None:
-    with pytest.raises(PolicyLoadError, match="nothing in this kernel enforces"):
-        policy(f"  - {{action: {action}, effect: deny}}\n")
+@pytest.mark.parametrize("action", ["dial", "spawn_remote"])
+def test_cross_node_actions_are_actions_on_the_world_every_kernel_asks_about(action: str) -> None:
+    """A rule on one loads on any kernel (every kernel enforces it: tests/net/
+    test_spawn_remote_policy.py), denies by its name, and with no rule strict denies it."""
+    eng = policy(f"  - {{name: no-{action}, action: {action}, effect: deny}}\n")
+    d = eng.check(1, action, {"node": "b"})
+    assert not d.allowed and d.rule == f"no-{action}"
+    assert not PolicyEngine.from_text(HEAD % "strict" + "policies: []\n").check(1, action, {"node": "b"}).allowed
+    assert action not in eng.governs_kernel  # not a kernel action: asked every time, not only when named
 
 
 def test_star_does_not_silently_govern_kernel_actions() -> None:

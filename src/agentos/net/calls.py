@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..abi import syscalls as S
 from ..abi.errors import BadArgument, CapError, KernelError, NameTaken, SyscallError
-from ..abi.types import NORMAL, Down, ExitKind, ExitReason, Quota, WaitKind, killed, noconnection
+from ..abi.types import KERNEL_PID, NORMAL, Down, ExitKind, ExitReason, Quota, WaitKind, killed, noconnection
 from ..kernel import args as A
 from ..kernel.caps import REMOTE, R_MONITOR, R_SEND
 from ..kernel.process import EXITED, PARK, ProcessImage
@@ -275,6 +275,9 @@ class ClusterCalls:
         node, pid = rec.get("node"), rec.get("pid")
         if type(node) is not str or node == c.node or type(pid) is not int or not c.holder_alive(rec):
             return None
+        # a proxy to another node's process is what `dial` hands out: the same policy decides
+        if not self.k.authorize(proc, "dial", {"node": node, "pid": pid, "name": req.name}, req):
+            return PARK
         return self._proxy(proc, RemoteAddr(node, pid), R_SEND)
 
     # -- spawn_remote --------------------------------------------------------------------
@@ -293,8 +296,9 @@ class ClusterCalls:
             raise BadArgument(f"spawn_remote: quota must be a Quota, got {type(q).__name__}")
         link = req.link if req.link is False or req.link is True else A.flag("spawn_remote: link", req.link)
         k._spawn_right(proc)
-        if "spawn_remote" in k.governs and not k.authorize(proc, "spawn_remote",
-                                                           {"node": node, "image": image}, req):
+        # an action on the world, asked on every kernel before anything is carved or sent:
+        # a strict kernel with no rule allowing it refuses, a deny kills (or raises) naming its rule
+        if not k.authorize(proc, "spawn_remote", {"node": node, "image": image, "args": args}, req):
             return PARK
         if not c.is_up(node):
             raise RemoteRefused(f"spawn_remote: node {node!r} is not a live member of the cluster")
@@ -360,6 +364,20 @@ class ClusterCalls:
         if env["from_node"] == self.c.node and isinstance(b, dict):
             self._answer(b.get("rid"), None, "no answer in time")
 
+    def admit(self, src: str, src_pid: Any, image: str, args: Any, how: str) -> None:
+        """This node's own policy on a process a peer starts here (`how`: spawn_remote or
+        migrate): where a rule names `spawn`, it is asked as the kernel (pid 0), with the
+        image, the peer's node and pid, and the args, as delivery asks about `send`. The
+        grant and the published images are the capabilities; this is the operator's say."""
+        k = self.k
+        if not k.police_spawn:
+            return
+        d = k.policy.check(KERNEL_PID, "spawn", {"image": image, "args": args, "from_node": src,
+                                                 "from_pid": src_pid, "remote": how})
+        k._append((k._now(), KERNEL_PID, "policy", ("spawn", d.allowed, d.rule)))
+        if not d.allowed:
+            raise RemoteRefused(f"{how}: the policy of {self.c.node!r} refuses it (rule {d.rule})")
+
     def _peer_account(self, peer: str) -> "Process":
         pid = self.peer_accounts.get(peer)
         proc = self.k.procs.get(pid) if pid is not None else None
@@ -389,6 +407,7 @@ class ClusterCalls:
                 if not isinstance(q, dict) or not set(q) <= set(QUOTA_FIELDS):
                     raise BadArgument(f"bad quota {q!r}")
                 q = Quota(**q)
+            self.admit(src, caller, str(b.get("image")), b.get("args"), "spawn_remote")
             holder = self._peer_account(src)
             child = self.k._create(holder, img, b.get("args"), (), q, False, None, None, None)
         except (SyscallError, KernelError, ValueError, TypeError) as e:

@@ -203,6 +203,7 @@ class Migrations:
             img = self.c.published.get(str((snap.get("image") or {}).get("name")))
             if img is None:
                 raise KernelError(f"image {(snap.get('image') or {}).get('name')!r} is not published on {self.c.node!r}")
+            self.c.calls.admit(src, env["from_pid"], str(img.name), None, "migrate")
             holder = self.c.calls._peer_account(src)
             pid = k.restore(snap, img, parent=holder.pid)
         except (KernelError, SyscallError, ValueError, TypeError) as e:

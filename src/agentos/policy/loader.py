@@ -37,13 +37,11 @@ FAMILY_OPS = {"kv": frozenset({"get", "keys", "has", "set", "delete"}),
               "secure_gateway": frozenset({"take", "inject", "stats"})}
 # Kernel actions (governed by capabilities; by policy only where a rule names them).
 KERNEL_ACTIONS = frozenset({"spawn", "send", "signal", "kill"})
-# Actions the language names that only a subsystem this build may lack can enforce.
-# A subsystem that enforces one (the cluster layer: spawn_remote) calls
-# `register_enforced_action`; until then a rule naming it is a load error.
-UNENFORCED_UNLESS_REGISTERED = frozenset({"spawn_remote"})
-# Actions on the world every kernel enforces itself (kernel/remote.py asks policy at `dial`).
-ENFORCED_BY_EVERY_KERNEL = frozenset({"dial"})
-_ENFORCED_EXTRA: set[str] = set()
+# Actions on the world every kernel enforces itself: kernel/remote.py asks policy at
+# `dial` (and when `lookup` hands out a proxy to another node's process), the cluster's
+# calls at `spawn_remote`; a kernel on no network refuses both after asking. Nothing here
+# depends on which subsystems this process happened to import.
+ENFORCED_BY_EVERY_KERNEL = frozenset({"dial", "spawn_remote"})
 
 MODES = ("strict", "permissive", "audit")
 VERSIONS = ("1", "1.0")
@@ -59,15 +57,6 @@ _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _FAMILY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-:/]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 MAX_RULES = 10_000
-
-
-def register_enforced_action(name: str) -> None:
-    """Declare that this process enforces kernel action `name` (e.g. `dial`)."""
-    if name in ENFORCED_BY_EVERY_KERNEL:
-        return
-    if name not in UNENFORCED_UNLESS_REGISTERED:
-        raise ValueError(f"{name!r} is not an action that needs registering")
-    _ENFORCED_EXTRA.add(name)
 
 
 _FENCE = re.compile(r"^(\s*)(```|~~~)\s*(yaml|yml)\s*$", re.IGNORECASE)
@@ -145,11 +134,6 @@ def normalise_action(name: Any, *, known_tools: Iterable[str] | None, line: int,
         return "signal.SIGKILL"
     if name in ENFORCED_BY_EVERY_KERNEL:
         return name
-    if name in UNENFORCED_UNLESS_REGISTERED:
-        if name in _ENFORCED_EXTRA:
-            return name
-        raise PolicyLoadError(f"nothing in this kernel enforces {name!r} (it needs the distribution "
-                              f"layer, which is not running here): a rule on it would never apply", line, path)
     families = ACTION_FAMILIES | set(extra_families)
     if "." not in name:
         if not _TOOL_NAME.match(name):
@@ -526,4 +510,4 @@ def read_policy_text(path: str | Path) -> bytes:
 
 
 __all__ = ["ACTION_FAMILIES", "KERNEL_ACTIONS", "LDict", "LList", "PolicyLoadError", "PolicySpec",
-           "extract_yaml", "normalise_action", "parse_policy", "read_policy_text", "register_enforced_action"]
+           "extract_yaml", "normalise_action", "parse_policy", "read_policy_text"]
