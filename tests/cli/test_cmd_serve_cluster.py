@@ -1,5 +1,5 @@
 """`agentctl serve --cluster`: two daemons join one NATS cluster, and `agentctl ps` on
-either shows both nodes; bad cluster options are one line on stderr and exit 2."""
+either shows both nodes and the other node's processes; bad cluster options are one line on stderr and exit 2."""
 from __future__ import annotations
 
 import json
@@ -86,8 +86,18 @@ def test_two_served_nodes_join_and_ps_shows_every_node(tmp_path: Path, nats_serv
                 break
             time.sleep(0.2)
         assert states == {"east": "self", "west": "up"}, nodes
+        # west's own processes are listed on east, each with its node (published with west's lease)
+        end = time.monotonic() + 20
+        while True:
+            remote = json.loads(ctl(env, "ps", "--json").stdout).get("remote", [])
+            if remote or time.monotonic() > end:
+                break
+            time.sleep(0.2)
+        assert {"node": "west", "pid": 1, "name": "root", "state": "waiting", "wait": "recv"} in remote, remote
+        assert {r["node"] for r in remote} == {"west"}
         table = ctl(env, "ps")
         assert table.returncode == 0 and "cluster nodes" in table.stdout and "west" in table.stdout
+        assert "processes on other nodes" in table.stdout and "lease age" in table.stdout
         # west goes: east's ps shows it down within a couple of leases
         daemons[1][2].send_signal(signal.SIGKILL)
         daemons[1][2].wait(10)
@@ -98,6 +108,7 @@ def test_two_served_nodes_join_and_ps_shows_every_node(tmp_path: Path, nats_serv
                 break
             time.sleep(0.2)
         assert {n["node"]: n["state"] for n in nodes}["west"] == "down"
+        assert json.loads(ctl(env, "ps", "--json").stdout)["remote"] == []  # a node that is down lists nothing
     finally:
         for _, _, p in daemons:
             if p.poll() is None:

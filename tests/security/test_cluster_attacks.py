@@ -218,3 +218,30 @@ def test_durable_sends_refuse_what_cannot_cross_and_say_when_not_joined() -> Non
     res = ka.run(init)
     assert res.value[:2] == ["bad", "bad"]
     assert res.value[2] == "send: a durable send needs this node to have joined a cluster"
+
+
+def test_hostile_process_rows_in_the_membership_table_are_checked_and_bounded() -> None:
+    """The membership table is plain NATS KV, not sealed: whoever can write it can publish
+    any `ps` rows for a node. Only well-formed rows of a node that is up are shown, at most
+    100 a node, names cut to 64 characters and made encodable."""
+    _, c = node("a")
+    good = [[1, "root", "waiting", "recv"], [2, "w\udc80" + "x" * 10_000, "running", None]]
+    deep: Any = []
+    for _ in range(10_000):
+        deep = [deep]
+    junk = [None, 5, "row", [], [1, 2, 3], [0, "z", "ready", None], [-1, "z", "ready", None],
+            [True, "z", "ready", None], [1.5, "z", "ready", None], [math.nan, "z", "ready", None],
+            [1 << 70, "z", "ready", None], [3, None, "ready", None], [3, "z", "<b>pwned</b>", None],
+            [3, "z", "ready", 7], [3, "z", "ready", None, "extra"], deep, {"pid": 3}]
+    c.members.observe({"b": (1, [0, 1], {"ps": good + junk + [[10 + i, "n", "ready", None] for i in range(500)]}),
+                       "c": (1, [0, 1], {"ps": {"not": "a list"}}),
+                       "d": (1, [0, 1], {"ps": deep})}, 0.0)
+    rows = c.remote_ps()
+    assert {r["node"] for r in rows} == {"b"}
+    assert rows[:2] == [{"node": "b", "pid": 1, "name": "root", "state": "waiting", "wait": "recv"},
+                        {"node": "b", "pid": 2, "name": "w?" + "x" * 62, "state": "running", "wait": None}]
+    assert len(rows) == 2 + (100 - len(good) - len(junk))  # only the first 100 published rows are read
+    import json
+    json.dumps(rows, ensure_ascii=False).encode("utf-8")     # every row can be served
+    c.members.observe({"b": (1, [0, 1], {})}, 10.0)          # b's lease not renewed: down
+    assert c.remote_ps() == []

@@ -125,6 +125,20 @@ def _nodes_table(rows: list[dict[str, Any]]) -> Any:
     return t
 
 
+def _remote_table(rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    from .render import untrusted
+
+    t = Table(title="processes on other nodes")
+    for col in ("node", "pid", "name", "state", "wait"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(untrusted(str(r.get("node")), 64), str(r.get("pid")), untrusted(str(r.get("name")), 60),
+                  untrusted(str(r.get("state")), 16), untrusted(str(r.get("wait") or ""), 32))
+    return t
+
+
 def _join_config(kernel: Any, url: str, node: Optional[str], key_file: Optional[Path], lease: float,
                  grant_children: int, grant_tokens: Optional[int]) -> Any:
     """The daemon's `Cluster` from the command line; a bad option is one line and exit 2."""
@@ -282,6 +296,8 @@ def register(app: typer.Typer) -> None:
         console().print(_ps_table(got["processes"], "agentos ps"))
         if got.get("nodes"):
             console().print(_nodes_table(got["nodes"]))
+        if got.get("remote"):
+            console().print(_remote_table(got["remote"]))
 
     @app.command()
     def top(interval: float = typer.Option(1.0, help="seconds between refreshes"),

@@ -28,6 +28,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import os
@@ -51,6 +52,11 @@ if TYPE_CHECKING:
     from ..kernel.process import Process
 
 log = logging.getLogger("agentos.net.cluster")
+
+PS_ROWS = 100
+"""How many of its processes a node publishes with its lease (the lowest pids)."""
+PS_NAME = 64
+PS_STATES = frozenset({"ready", "running", "waiting", "suspended", "exited", "hibernated"})
 
 DURABLE_WINDOW_S = 7 * 24 * 3600.0
 """How old a durable frame may be and still be delivered (the stream keeps it meanwhile)."""
@@ -242,7 +248,8 @@ class Cluster:
     async def _renew(self, incarnation: int | None = None) -> None:
         self._stamp += 1
         rec = {"incarnation": incarnation or self.members.incarnation, "stamp": [time.time(), self._stamp],
-               "lease": self.config.lease, "os_pid": os.getpid(), "procs": len(self.k.procs)}
+               "lease": self.config.lease, "os_pid": os.getpid(), "procs": len(self.k.procs),
+               "ps": self._ps_digest()}
         assert self.config.period is not None
         await asyncio.wait_for(self.link.put_member(rec), timeout=max(self.config.period, 0.05) * 2)
         if incarnation is None:
@@ -300,7 +307,7 @@ class Cluster:
         table: dict[str, tuple[Any, Any, dict[str, Any]]] = {}
         for node, rec in records.items():
             table[node] = (rec.get("incarnation"), rec.get("stamp"),
-                           {"os_pid": rec.get("os_pid"), "procs": rec.get("procs")})
+                           {"os_pid": rec.get("os_pid"), "procs": rec.get("procs"), "ps": rec.get("ps")})
         for change in self.members.observe(table, now):
             self._changed(change)
 
@@ -558,12 +565,46 @@ class Cluster:
                 rows.append({"node": node, "incarnation": inc, "state": "down", "procs": None, "lease_age": None})
         return rows
 
+    def _ps_digest(self) -> list[list[Any]]:
+        """The first `PS_ROWS` processes of this node (pid, name, state, wait), published
+        with each lease renewal so that every node's `ps` can list them."""
+        out: list[list[Any]] = []
+        for pid, p in itertools.islice(self.k.procs.items(), PS_ROWS):
+            state = "suspended" if p.stopped and p.state is not EXITED else p.state.value
+            out.append([pid, str(p.name)[:PS_NAME], state, p.wait_kind.value if p.wait_kind is not None else None])
+        return out
+
+    def remote_ps(self) -> list[dict[str, Any]]:
+        """The processes of every peer that is up, as each last published them (at most
+        `PS_ROWS` a node, the lowest pids): rows `node`, `pid`, `name`, `state`, `wait`.
+        The membership table is not sealed, so every field is checked and bounded here."""
+        rows: list[dict[str, Any]] = []
+        for peer in sorted(self.members.peers.values(), key=lambda p: p.node):
+            got = peer.info.get("ps")
+            if not peer.up or type(got) is not list:
+                continue
+            for r in got[:PS_ROWS]:
+                if type(r) is not list or len(r) != 4:
+                    continue
+                pid, name, state, wait = r
+                if type(pid) is not int or not 0 < pid < 1 << 63 or type(name) is not str \
+                        or state not in PS_STATES or not (wait is None or type(wait) is str):
+                    continue
+                rows.append({"node": peer.node, "pid": pid, "name": _text(name, PS_NAME), "state": state,
+                             "wait": None if wait is None else _text(wait, 32)})
+        return rows
+
     def stats(self) -> dict[str, Any]:
         """For operations: this node, its view of the others, and its counters."""
         net = self.k.net
         return {"node": self.node, "incarnation": self.incarnation, "fenced": self.fenced,
                 "up": dict(sorted(self.view.items())), "counters": dict(self.counters),
                 "net": net.stats() if net is not None else None}
+
+
+def _text(s: str, n: int) -> str:
+    """At most `n` characters of `s`, lone surrogates replaced (they cannot be encoded)."""
+    return s[:n].encode("utf-8", "replace").decode("utf-8")
 
 
 def _same(rec: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:

@@ -3,8 +3,9 @@
 Routes (JSON unless said; field names are documented in docs/operations.md):
 
     GET  /v1/version                      {"agentos", "abi"}
-    GET  /v1/ps                           {"processes": [row...], "nodes"?: [...]}   row: see
-                                          `ps_row`; nodes: a cluster node's members (Cluster.nodes)
+    GET  /v1/ps                           {"processes": [row...], "nodes"?: [...], "remote"?: [...]}
+                                          row: see `ps_row`; on a cluster node, nodes: its members
+                                          (Cluster.nodes), remote: their processes (Cluster.remote_ps)
     GET  /v1/procs/{pid}/budget           {"pid", "used", "reserved", "remaining"}
     GET  /v1/procs/{pid}/logs?after=N     {"events": [log, fault and exit events of pid]}
     POST /v1/procs/{pid}/signal           {"signal": "KILL|STOP|CONT|TERM|INT|USR1"}
@@ -121,6 +122,7 @@ def make_app(daemon: Any) -> Any:
         out: dict[str, Any] = {"processes": [ps_row(r) for r in k.ps()], "root": daemon.root_pid}
         if daemon.cluster is not None:
             out["nodes"] = daemon.cluster.nodes()
+            out["remote"] = daemon.cluster.remote_ps()
         return ok(out)
 
     async def budget(request: Request) -> Any:
