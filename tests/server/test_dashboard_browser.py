@@ -133,7 +133,8 @@ def test_budget_bars_show_what_a_call_in_flight_holds_and_audit_reads_as_text(br
 def test_a_cluster_nodes_dashboard_lists_every_node_and_shows_one_go_down(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A served daemon that is node `east` of a real NATS cluster, and `west` (another
     `agentctl serve --cluster` OS process): the page's nodes panel lists both with state,
-    incarnation, processes and lease age; `kill -9` of west turns its row `down`."""
+    incarnation, processes and lease age, and west's processes in a table of their own;
+    `kill -9` of west turns its row `down` and its processes leave the page."""
     import os
     import shutil
     import signal
@@ -170,6 +171,11 @@ def test_a_cluster_nodes_dashboard_lists_every_node_and_shows_one_go_down(browse
         assert int(cells[3]) >= 1 and cells[4].endswith(" s") and float(cells[4][:-2]) < 5
         cells = page.locator('#nodes tr[data-node="west"] td').all_inner_texts()
         assert cells[:3] == ["west", "up", "1"] and cells[3] != "" and cells[4].endswith(" s")
+        # west's own processes, each with its node, in their own table (not among east's rows)
+        page.wait_for_selector('#remote tr[data-remote-node="west"][data-remote-pid="1"]', timeout=15000)
+        assert page.locator('#remote tr[data-remote-node="west"][data-remote-pid="1"] td').all_inner_texts()[:4] == \
+            ["west", "1", "root", "waiting"]
+        assert page.locator('#procs tr[data-pid]').count() == 1          # east's root only
         shot = tmp_path / "cluster.png"
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 1000
@@ -178,6 +184,7 @@ def test_a_cluster_nodes_dashboard_lists_every_node_and_shows_one_go_down(browse
         west.send_signal(signal.SIGKILL)
         west.wait(10)
         page.wait_for_selector('#nodes tr[data-node="west"][data-state="down"]', timeout=15000)
+        page.wait_for_selector('#remote tr[data-remote-node="west"]', state="detached", timeout=15000)
         assert page.locator('#nodes tr[data-node="east"]').get_attribute("data-state") == "self"
     finally:
         if s is not None:

@@ -26,7 +26,8 @@ button{font-size:11px;margin-right:2px;padding:1px 4px}.nw{white-space:nowrap}
 <header><b>agentos</b><span id="status">connecting…</span><span id="err"></span>
 <input id="q" placeholder="search name or pid"><button id="prev">◀</button><span id="pageinfo"></span><button id="next">▶</button></header>
 <main>
-<section id="nodes-panel" style="grid-column:1/3" hidden><h2>cluster nodes</h2><table><thead><tr><th>node</th><th>state</th><th>incarnation</th><th>processes</th><th>lease age</th></tr></thead><tbody id="nodes"></tbody></table></section>
+<section id="nodes-panel" style="grid-column:1/3" hidden><h2>cluster nodes</h2><table><thead><tr><th>node</th><th>state</th><th>incarnation</th><th>processes</th><th>lease age</th></tr></thead><tbody id="nodes"></tbody></table>
+<h2>processes on other nodes</h2><table><thead><tr><th>node</th><th>pid</th><th>name</th><th>state</th><th>wait</th></tr></thead><tbody id="remote"></tbody></table></section>
 <section><h2>processes</h2><table><thead><tr><th>pid</th><th>name</th><th>state</th><th>wait</th><th>tokens</th><th>tool calls</th><th>usd</th><th></th></tr></thead><tbody id="procs"></tbody></table>
 <h2>by name and state</h2><table><tbody id="agg"></tbody></table></section>
 <section><h2>pending approvals</h2><table><tbody id="approvals"></tbody></table>
@@ -88,6 +89,11 @@ function render(s) {
     const age = typeof n.lease_age === "number" ? n.lease_age.toFixed(1) + " s" : "?";
     const tr = row([n.node, el("span", n.state, n.state), n.incarnation, n.procs === null ? "?" : n.procs, age]);
     tr.dataset.node = n.node; tr.dataset.state = n.state; nb.appendChild(tr);
+  }
+  const rb = $("remote"); rb.replaceChildren();
+  for (const r of s.remote || []) {
+    const tr = row([r.node, r.pid, r.name, el("span", r.state, r.state), r.wait]);
+    tr.dataset.remoteNode = r.node; tr.dataset.remotePid = r.pid; rb.appendChild(tr);
   }
   const ag = $("agg"); ag.replaceChildren();
   for (const a of s.aggregate) ag.appendChild(row([a.name, a.state, a.count]));

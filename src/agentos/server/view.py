@@ -1,7 +1,7 @@
 """What the dashboard shows, computed on the server so that a page never holds more than
 it can draw: at most `MAX_ROWS` process rows (a page of a search), aggregates by name and
 state for the rest, the last events matching the page's filters, pending approvals, cost
-per agent, the audit status, and the cluster's nodes when the daemon is one.
+per agent, the audit status, and the cluster's nodes and their processes when the daemon is one.
 
 Every string here may have been written by an agent; the page puts them into the DOM as
 text only (never as HTML).
@@ -69,6 +69,7 @@ def dashboard_view(daemon: Any, *, q: str = "", page: int = 0, size: int = MAX_R
         "audit": audit_status,
         "root": daemon.root_pid,
         "nodes": cluster_nodes(daemon),
+        "remote": None if getattr(daemon, "cluster", None) is None else daemon.cluster.remote_ps()[:MAX_ROWS],
     }
 
 
