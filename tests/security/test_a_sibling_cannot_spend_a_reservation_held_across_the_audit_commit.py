@@ -157,3 +157,51 @@ def test_a_caller_killed_while_its_record_commits_gives_its_reservation_back() -
     assert CALLS == []
     assert seen == [(0, 1, 0), (0, 0, 1)]     # held while parked, all of it back after the kill
     assert all(sum(b) == 1 for b in rec.checks)
+
+
+def test_an_interrupted_caller_gives_its_held_reservation_back_and_can_try_again() -> None:
+    CALLS.clear()
+    k, rec = _kernel()
+    seen: list[Any] = []
+
+    async def child(sys: Any, args: Any) -> Any:
+        h = await sys.open("tools")
+        try:
+            await sys.read(h, {"tool": "spend", "args": {"n": 1}})
+        except Exception as e:  # Interrupted: the call never ran
+            seen.append((type(e).__name__, books(k)))
+        return await sys.read(h, {"tool": "spend", "args": {"n": 2}})
+
+    async def init(sys: Any, args: Any) -> Any:
+        _, c = await sys.spawn(child, caps=["tools"])
+        await sys.sleep(0)
+        await sys.signal(c, Signal.SIGINT)
+        return str(await sys.waitpid(c)), books(k)
+
+    res = k.run(init, grant=["tools"], quota=Quota(tool_calls=1))
+    assert res.value == ("normal", (1, 0, 0))
+    assert seen == [("Interrupted", (0, 0, 1))]
+    assert CALLS == [2]
+    assert all(sum(b) == 1 for b in rec.checks)
+
+
+def test_a_failed_commit_gives_the_held_reservation_back() -> None:
+    from agentos.audit import AuditUnavailable
+
+    CALLS.clear()
+    k, rec = _kernel()
+
+    def broken(records: Any) -> None:
+        raise OSError("disk on fire")
+    rec.backend.append_audit = broken  # type: ignore[method-assign]
+
+    async def main(sys: Any, args: Any) -> Any:
+        h = await sys.open("tools")
+        try:
+            await sys.read_all(h, [{"tool": "spend", "args": {"n": i}} for i in range(2)])
+        except AuditUnavailable as e:
+            return "disk on fire" in str(e), books(k)
+
+    res = k.run(main, grant=["tools"], quota=Quota(tool_calls=2))
+    assert res.value == (True, (0, 0, 2))
+    assert CALLS == []
