@@ -77,6 +77,22 @@ def _json(obj: Any) -> str:
     return encode(obj)
 
 
+def _decision_data(action: str, args: Any, decision: Any, before_action: bool) -> dict[str, Any]:
+    data = {"action": action, "args": args, "allowed": decision.allowed, "rule": decision.rule,
+            "effect": decision.effect, "reason": decision.reason}
+    if decision.extra:
+        data["extra"] = decision.extra
+    if before_action and not decision.allowed:
+        data["approved"] = True  # an approval-gated action that the channel approved
+    return data
+
+
+def _give_back(release: Callable[[], None] | None) -> None:
+    """Run a parked caller's release; it is idempotent (a consumed hold gives back nothing)."""
+    if release is not None:
+        release()
+
+
 CHECKPOINT_EVERY = 1024
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1   # what an SQL INTEGER holds
 
@@ -111,7 +127,9 @@ class FlightRecorder:
         self._again = False                  # a `note` arrived while a group commit was writing
         self.group_commit = group_commit     # None: group when the kernel is live (not deterministic)
         self.passes: dict[int, list[str]] = {}      # pid → cleared action keys (one-shot)
-        self._waiters: list[tuple[int, Any, Any, str]] = []  # (seq, proc, req, key)
+        # (seq, proc, req, keys, release): a parked caller, the clearances its records earn,
+        # and what to give back (its held reservation) if it never uses them
+        self._waiters: list[tuple[int, Any, Any, list[str], Callable[[], None] | None]] = []
         self._lock = threading.Lock()        # one backend writer at a time
         self._turn = threading.Condition(self._lock)
         self._tickets = 0                    # batches taken from `pending`, in chain order
@@ -385,22 +403,28 @@ class FlightRecorder:
                  proc: Any = None, req: Any = None) -> bool:
         """Record a policy decision. With `before_action`: True once the record is durable;
         False when the process has been parked for the group commit (its syscall reruns)."""
-        data = {"action": action, "args": args, "allowed": decision.allowed, "rule": decision.rule,
-                "effect": decision.effect, "reason": decision.reason}
-        if decision.extra:
-            data["extra"] = decision.extra
-        if before_action and not decision.allowed:
-            data["approved"] = True  # an approval-gated action that the channel approved
-        rec = self.append(pid, "action" if before_action else "decision", data)
-        if not before_action:
-            return True
+        if before_action:
+            return self.actions(pid, [(action, args, decision)], proc=proc, req=req)
+        self.append(pid, "decision", _decision_data(action, args, decision, False))
+        return True
+
+    def actions(self, pid: int, items: list[tuple[str, Any, Any]], *, proc: Any = None, req: Any = None,
+                release: Callable[[], None] | None = None) -> bool:
+        """Write ahead the records of actions about to run together ((action, args, decision)
+        each): True once they are durable; False when the process has been parked, once, for
+        the group commit that makes them all durable (its syscall reruns and finds a clearance
+        for each). `release(...)` gives back what the caller holds for them (its reservation)
+        if it never gets to use them: killed, interrupted, or the commit failed."""
+        seq = 0
+        for action, args, decision in items:
+            seq = self.append(pid, "action", _decision_data(action, args, decision, True)).seq
         k = self._kernel
         if self.group_commit and k is not None and proc is not None and req is not None:
-            return self._park(rec.seq, proc, req, action, args)
+            return self._park(seq, proc, req, [a + "\x00" + _json(b) for a, b, _d in items], release)
         try:
             self.commit()
         except Exception as e:  # fail closed: no durable record, no action
-            raise AuditUnavailable(f"{action} refused: the flight recorder cannot make its record "
+            raise AuditUnavailable(f"{items[0][0]} refused: the flight recorder cannot make its record "
                                    f"durable ({type(e).__name__}: {e})") from e
         return True
 
@@ -418,10 +442,10 @@ class FlightRecorder:
             del self.passes[pid]
         return True
 
-    def _park(self, seq: int, proc: Any, req: Any, action: str, args: Any) -> bool:
+    def _park(self, seq: int, proc: Any, req: Any, keys: list[str], release: Callable[[], None] | None) -> bool:
         k = self._kernel
         assert k is not None
-        self._waiters.append((seq, proc, req, action + "\x00" + _json(args)))
+        self._waiters.append((seq, proc, req, keys, release))
         k.park(proc, WaitKind.AUDIT, self._withdraw, held=True)
         if not self._flushing and not self._kick_due:
             # not at once: the processes the kernel runs before it next looks at asyncio park
@@ -437,8 +461,12 @@ class FlightRecorder:
 
     def _withdraw(self, proc: Any) -> bool:
         """The abort of an audit wait: the caller ended or was interrupted before its record
-        became durable. The record stays (it was written ahead); the action never runs."""
+        became durable. The record stays (it was written ahead); the action never runs, and
+        what the caller held for it (its reservation) is given back."""
+        mine = [w for w in self._waiters if w[1] is proc]
         self._waiters = [w for w in self._waiters if w[1] is not proc]
+        for w in mine:
+            _give_back(w[4])
         return True
 
     def _start_flush(self) -> None:
@@ -483,24 +511,29 @@ class FlightRecorder:
         durable = self.durable
         ready = [w for w in self._waiters if w[0] <= durable]
         self._waiters = [w for w in self._waiters if w[0] > durable]
-        for _seq, proc, req, key in ready:
+        for _seq, proc, req, mine, release in ready:
             if proc.state is not EXITED and proc.wait_kind is WaitKind.AUDIT:
-                self.passes.setdefault(proc.pid, []).append(key)
-                k.retry_syscall(proc, req)
-                keys = self.passes.get(proc.pid)
-                if keys and key in keys:  # the rerun did not use it (revoked cap, ...): drop it
-                    keys.remove(key)
-                    if not keys:
+                self.passes.setdefault(proc.pid, []).extend(mine)
+                try:
+                    k.retry_syscall(proc, req)
+                finally:
+                    keys = self.passes.get(proc.pid)
+                    for key in mine:
+                        if keys and key in keys:  # the rerun did not use it (revoked cap, ...): drop it
+                            keys.remove(key)
+                    if keys is not None and not keys:
                         del self.passes[proc.pid]
+            _give_back(release)  # a rerun that consumed what it held left nothing to give back
 
     def _fail_waiters(self, err: BaseException) -> None:
         k = self._kernel
         from ..kernel.process import EXITED
 
         waiters, self._waiters = self._waiters, []
-        for _seq, proc, _req, key in waiters:
+        for _seq, proc, _req, keys, release in waiters:
+            _give_back(release)
             if k is not None and proc.state is not EXITED and proc.wait_kind is WaitKind.AUDIT:
-                action = key.split("\x00", 1)[0]
+                action = keys[0].split("\x00", 1)[0] if keys else "the action"
                 k.wake(proc, None, AuditUnavailable(
                     f"{action} refused: the flight recorder cannot make its record durable "
                     f"({type(err).__name__}: {err})"))

@@ -4,7 +4,9 @@ The order on every operation is the kernel's contract: (1) the handle's capabili
 holds the right, (2) policy authorizes the action on the world, (3) the driver's bound is
 reserved up the account hierarchy, all or nothing (if it does not fit, the driver is never
 called and the caller is killed with `quota(resource)`), (4) with a flight recorder the
-write-ahead record is made, (5) the driver runs, (6) the result is journaled with its
+write-ahead record is made; under group commit the caller parks until it is durable and
+holds its reservation meanwhile (`_Held`: consumed by the rerun, given back if the caller
+dies or is interrupted first), (5) the driver runs, (6) the result is journaled with its
 reservation, (7) the cost is settled: charged, the rest released; a cost above the
 reservation is charged as far as the budget can pay and the caller is killed. A driver may answer synchronously or with an
 awaitable; awaitables run as asyncio tasks while the caller is parked (wait kind `io`),
@@ -74,6 +76,19 @@ class PendingOp:
         self.reserve = reserve  # (tokens, tool_calls, usd_nano) set aside until it settles
 
 
+class _Held:
+    """What a caller parked for its write-ahead records holds: the ops, numbered and with
+    their reservations taken, and the (action, args) each record clears. The rerun of the
+    same request consumes it; anything else gives the reservations back."""
+
+    __slots__ = ("req", "ops", "actions")
+
+    def __init__(self, req: Any, ops: list[PendingOp], actions: list[tuple[str, Any]]) -> None:
+        self.req = req
+        self.ops = ops
+        self.actions = actions
+
+
 class Devices:
     """The live device path."""
 
@@ -83,6 +98,7 @@ class Devices:
         self._overruns: list[str] | None = None  # set while a batch settles (`_finish_all`)
         # pid -> (first op index, count, the ops) parked on I/O, for `_abandon`
         self._inflight: dict[int, tuple[int, int, list[PendingOp]]] = {}
+        self._held: dict[int, _Held] = {}  # pid -> ops parked for their write-ahead records
 
     def handlers(self) -> dict[type, Callable[..., Any]]:
         return {Open: self.sys_open, Read: self.sys_read, ReadAll: self.sys_read_all,
@@ -153,6 +169,9 @@ class Devices:
 
     def release(self, proc: Process) -> None:
         """`proc` is exiting: cancel its in-flight I/O and close its handles."""
+        held = self._held.get(proc.pid)
+        if held is not None:
+            self._give_back(proc, held)
         self._abandon(proc)
         handles = proc.handles
         proc.handles = None
@@ -169,10 +188,11 @@ class Devices:
         """What pid's operations in flight have set aside and not yet settled (tokens,
         tool_calls, usd_nano): budget neither used nor left while they run."""
         got = self._inflight.get(pid)
-        if got is None:
+        held = self._held.get(pid)
+        if got is None and held is None:
             return (0, 0, 0)
         t = c = u = 0
-        for p in got[2]:
+        for p in (got[2] if got is not None else []) + (held.ops if held is not None else []):
             r = p.reserve
             if r is not None:
                 t, c, u = t + r[0], c + r[1], u + r[2]
@@ -238,6 +258,9 @@ class Devices:
     def _op(self, proc: Process, handle: Handle, op: str, payload: Any, req: Any) -> Any:
         k = self.k
         driver, dh, name = handle.driver, handle.dh, handle.device
+        held = self._resume(proc, req)
+        if held is not None:  # its record is durable now; its reservation was held meanwhile
+            return self._run(proc, handle, op, held[0])
         acts = handle.actions
         if acts is not None:
             action: tuple[str, Any] | None = (acts[op], payload)
@@ -248,8 +271,11 @@ class Devices:
                 self._journal_refusal(proc, op, name, payload, err)
                 raise
         need, bad = (None, None) if handle.unbounded else self._bound_or_error(driver, name, op, dh, payload)
-        if action is not None and not k.authorize(proc, action[0], action[1], req, need, True):
-            return PARK  # policy first: a deny is a deny, whatever else is wrong with the call
+        decision = None
+        if action is not None:
+            decision = k.decide(proc, action[0], action[1], req, True)
+            if decision is None:
+                return PARK  # policy first: a deny is a deny, whatever else is wrong with the call
         if bad is not None:
             self._journal_refusal(proc, op, name, payload, bad, action[0] if action else None)
             raise bad
@@ -258,6 +284,14 @@ class Devices:
         pending = PendingOp(idx, op, name, action[0] if action else None, payload, None, need)
         if need is not None and not self._reserve(proc, [pending]):
             return PARK
+        if action is not None and k.audit is not None \
+                and not self._write_ahead(proc, [(action, decision)], [pending], req):
+            return PARK  # parked for the group commit, holding the reservation
+        return self._run(proc, handle, op, pending)
+
+    def _run(self, proc: Process, handle: Handle, op: str, pending: PendingOp) -> Any:
+        driver, dh, name = handle.driver, handle.dh, handle.device
+        payload, idx = pending.payload, pending.index
         assert driver is not None
         try:
             res = driver.read(dh, payload) if op == "read" else driver.write(dh, payload)
@@ -277,6 +311,9 @@ class Devices:
         handle = self._handle(proc, req.handle, R_READ, "read_all")
         driver, dh, name = handle.driver, handle.dh, handle.device
         k = self.k
+        held = self._resume(proc, req)
+        if held is not None:  # their records are durable now; the reservation was held meanwhile
+            return self._run_all(proc, driver, dh, held)
         payloads = _payloads(req.reqs)
         try:
             actions = [self._action(driver, name, "read", dh, p) for p in payloads]
@@ -285,22 +322,32 @@ class Devices:
             raise
         bounds = [self._bound_or_error(driver, name, "read", dh, p) for p in payloads]
         needs = [b[0] for b in bounds]
-        for a, need in zip(actions, needs):  # authorize all before running any
-            if a is not None and not k.authorize(proc, a[0], a[1], req, need, True):
-                return PARK
+        decided: list[tuple[tuple[str, Any], Any]] = []
+        for a in actions:  # authorize all before running any
+            if a is not None:
+                decision = k.decide(proc, a[0], a[1], req, True)
+                if decision is None:
+                    return PARK
+                decided.append((a, decision))
         bad = next((b[1] for b in bounds if b[1] is not None), None)
         if bad is not None:
             self._journal_refusal(proc, "read_all", name, payloads, bad, "read_all")
             raise bad
-        assert driver is not None
         pending: list[PendingOp] = []
         for payload, action, need in zip(payloads, actions, needs):
             idx = proc.op_index
             proc.op_index = idx + 1
             pending.append(PendingOp(idx, "read", name, action[0] if action else None, payload, None, need))
-        # the sum of the bounds is set aside before any starts; if it does not fit, none starts
+        # the sum of the bounds is set aside before any starts (and before their records are
+        # written ahead); if it does not fit, none starts
         if any(p.reserve is not None for p in pending) and not self._reserve(proc, pending):
             return PARK
+        if decided and k.audit is not None and not self._write_ahead(proc, decided, pending, req):
+            return PARK  # parked once for all their records, holding the reservation
+        return self._run_all(proc, driver, dh, pending)
+
+    def _run_all(self, proc: Process, driver: Driver | None, dh: Any, pending: list[PendingOp]) -> Any:
+        assert driver is not None
         for p in pending:
             payload = p.payload
             try:
@@ -466,6 +513,58 @@ class Devices:
         if not e.ok:
             raise _rebuild_error(e)
         return e.value
+
+    # -- write-ahead records, with the reservation held across the group commit ----------
+    def _write_ahead(self, proc: Process, decided: list[tuple[tuple[str, Any], Any]],
+                     ops: list[PendingOp], req: Any) -> bool:
+        """Write the ops' action records ahead, after their reservation. True: durable, go
+        ahead. False: parked for the group commit; the ops and their reservation are held
+        (`_held`) for the rerun, and given back if the caller never gets there."""
+        audit = self.k.audit
+        items = [(a[0], a[1], d) for a, d in decided]
+        held = _Held(req, ops, [(a[0], a[1]) for a, _d in decided])
+        self._held[proc.pid] = held
+        try:
+            if hasattr(audit, "actions"):
+                done = audit.actions(proc.pid, items, proc=proc, req=req,
+                                     release=lambda: self._give_back(proc, held))
+            else:  # a recorder with the one-record interface: synchronous
+                done = all(audit.decision(proc.pid, a, b, d, before_action=True) for a, b, d in items)
+        except BaseException:
+            # no durable record, no action: nothing ran, nothing is charged, the op numbers
+            # taken for it are returned (it never happened)
+            self._give_back(proc, held)
+            proc.op_index = ops[0].index
+            raise
+        if done:
+            self._held.pop(proc.pid, None)
+        return bool(done)
+
+    def _resume(self, proc: Process, req: Any) -> list[PendingOp] | None:
+        """The ops a rerun of `req` held across its audit park, once their clearances are
+        consumed; None for a fresh call (then anything stale is given back)."""
+        held = self._held.get(proc.pid)
+        if held is None:
+            return None
+        audit = self.k.audit
+        if held.req is req and audit is not None \
+                and all([audit.cleared(proc.pid, a, b) for a, b in held.actions]):
+            del self._held[proc.pid]
+            return held.ops
+        self._give_back(proc, held)
+        return None
+
+    def _give_back(self, proc: Process, held: _Held) -> None:
+        """Release what a parked caller held, if it still holds it: the action never ran,
+        so nothing is charged. Idempotent (a consumed hold is no longer in `_held`)."""
+        if self._held.get(proc.pid) is not held:
+            return
+        del self._held[proc.pid]
+        for p in held.ops:
+            r = p.reserve
+            p.reserve = None
+            if r is not None and proc.account is not None:
+                self.k.accounts.settle(proc.account, r, (0, 0, 0))
 
     # -- reserve → act → settle ------------------------------------------------------------
     @staticmethod

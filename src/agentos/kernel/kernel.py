@@ -724,18 +724,31 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
         return replay_from(store, run_id, **kw)
 
     def authorize(self, proc: Process, action: str, args: Any, req: Any = None,
-                  need: tuple[int, int, int] | None = None, carried: bool = False) -> bool:
-        """Ask policy about an action on the world, before the driver runs. `carried`: the
+                  carried: bool = False) -> bool:
+        """Ask policy about an action on the world, before it happens. `carried`: the
         operation's own journal entry will name the action (a device read or write).
 
         True: go ahead; with a flight recorder, the action's record is already durable
         (write-ahead). False: not now: the process was killed (SIGPOLICY, naming the rule)
         or parked until the approval channel answers or its record is durable (group
-        commit); then `req` runs again and finds its clearance.
+        commit); then `req` runs again and finds its clearance. A device operation uses
+        `decide` and writes its record itself, after its reservation (devices.py).
         """
         audit = self.audit
         if audit is not None and audit.passes and audit.cleared(proc.pid, action, args):
             return True  # decided and recorded before it parked for the group commit
+        decision = self.decide(proc, action, args, req, carried)
+        if decision is None:
+            return False
+        if audit is not None:
+            return audit.decision(proc.pid, action, args, decision, before_action=True, proc=proc, req=req)
+        return True
+
+    def decide(self, proc: Process, action: str, args: Any, req: Any = None, carried: bool = False) -> Any:
+        """The policy half of `authorize`: the allowing (or approved) `Decision`, with no
+        write-ahead record yet; None when the process was killed or parked for an approval
+        (holding nothing while it waits); `PolicyDenied` raised for a refusal."""
+        audit = self.audit
         pol = self.policy
         if carried and type(pol) in _RECORDING_POLICIES:  # the op's journal entry names the action
             decision = pol.check_carried(proc.pid, action, args)
@@ -749,7 +762,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
                 if audit is not None:
                     audit.decision(proc.pid, action, args, decision, before_action=False)
                 if not self.approvals.ask(proc, action, args, decision, req):  # a refusal raises
-                    return False
+                    return None
             else:
                 if audit is not None:
                     audit.decision(proc.pid, action, args, decision, before_action=False)
@@ -759,16 +772,8 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
                         why += ": no approval channel can answer this call"
                     raise PolicyDenied(decision.rule, why)
                 self.signals.deliver(proc, Signal.SIGPOLICY, KERNEL_PID, decision.rule)
-                return False
-        if need is not None and audit is not None:
-            # the reservation comes before the write-ahead record: an action whose bound does not
-            # fit never gets a record saying it will run (the refusal is recorded instead)
-            short = self.accounts.shortfall_of(proc.account, need)  # type: ignore[arg-type]
-            if short is not None:
-                return True  # the device path refuses the reservation itself, and audits it
-        if audit is not None:
-            return audit.decision(proc.pid, action, args, decision, before_action=True, proc=proc, req=req)
-        return True
+                return None
+        return decision
 
     def retry_syscall(self, proc: Process, req: Any) -> None:
         """Run a parked process's syscall again (an approval came, a record became durable)
