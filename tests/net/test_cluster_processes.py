@@ -74,10 +74,15 @@ def test_kill_9_is_noticed_within_two_lease_periods(nodes) -> None:  # type: ign
     t0 = time.time()
     c.signal(signal.SIGKILL)
     for p in (a, b):
-        d = p.cmd("await_down", timeout=int(4 * LEASE * 1000))
+        # the bound is measured on the detector's own clock: how long c's lease had gone
+        # unchanged when p declared it down. Wall time from the kill to the test reading the
+        # Down adds the loaded machine's scheduling and pipe delays, so it gets a hang bound.
+        down = p.ev("node_down", node="c", timeout=30)
+        assert LEASE < down["lease_age"] <= 2 * LEASE, f"declared down at lease age {down['lease_age']:.2f}s, lease {LEASE}s"
+        assert down["t"] - t0 <= 2 * LEASE + 5, f"Down after {down['t'] - t0:.2f}s, lease {LEASE}s"
+        d = p.cmd("await_down", timeout=30_000)
         assert d["down"] is not None, "no Down after kill -9"
         assert d["reason"] == "noconnection(c)"
-        assert d["t"] - t0 <= 2 * LEASE, f"Down after {d['t'] - t0:.2f}s, lease {LEASE}s"
 
 
 @pytest.mark.slow

@@ -169,8 +169,16 @@ async def main() -> None:
     cluster = Cluster(k, cfg)
     for name, main_ in (("echo", echo), ("sleeper", sleeper), ("counter", counter)):
         cluster.register_image(name, main_)
-    cluster.on_change(lambda ch: out({"ev": "node_up" if ch.up else "node_down", "node": ch.node,
-                                      "incarnation": ch.incarnation, "t": time.time()}))
+    def changed(ch: Any) -> None:
+        # `lease_age`: seconds, on this node's monotonic clock, since it last saw the
+        # peer's lease change: the detector's own measure, free of the test's pipe delays
+        peer = cluster.members.peers.get(ch.node)
+        age = None
+        if peer is not None and ch.node != opts.node and peer.changed_at != float("inf"):
+            age = time.monotonic() - peer.changed_at
+        out({"ev": "node_up" if ch.up else "node_down", "node": ch.node,
+             "incarnation": ch.incarnation, "t": time.time(), "lease_age": age})
+    cluster.on_change(changed)
     await cluster.join()
     out({"ev": "joined", "node": opts.node, "incarnation": cluster.members.incarnation})
     cmds: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
