@@ -104,13 +104,13 @@ async def run(sys_: Any, caps: dict[str, Any], cmd: dict[str, Any]) -> dict[str,
     if op == "call":
         corr = sys_.next_corr()
         await sys_.send(caps[cmd["to"]], cmd["body"], corr=corr, caps=[await sys_.self_cap()])
-        r = await sys_.recv(match=lambda m: m.corr == corr, timeout=cmd.get("timeout", 5000))
+        r = await sys_.recv(match=lambda m: m.corr == corr, timeout=cmd.get("timeout", 30_000))
         return {"reply": None if r is None else r.body}
     if op == "monitor":
         await sys_.monitor(caps[cmd["to"]])
         return {"ok": True}
     if op == "await_down":
-        r = await sys_.recv(match=lambda m: isinstance(m.body, Down), timeout=cmd.get("timeout", 10000))
+        r = await sys_.recv(match=lambda m: isinstance(m.body, Down), timeout=cmd.get("timeout", 30_000))
         if r is None:
             return {"down": None}
         return {"down": r.body.pid, "reason": str(r.body.reason), "t": time.time()}
