@@ -78,7 +78,7 @@ def test_serve_submit_ps_kill_and_ctrl_c(tmp_path: Path) -> None:
         assert serve.returncode == 130 and "Traceback" not in err and "interrupted" in out
         # the full table, one row per process, not a one-line summary
         assert "every process of this daemon" in out, out
-        row = next(line for line in out.splitlines() if line.split("│")[1:2] == [f" {pid} ".rjust(5)])
+        row = next(line for line in out.splitlines() if [c.strip() for c in line.split("│")[1:2]] == [str(pid)])
         assert "sleeper" in row and "killed" in row
     finally:
         if serve.poll() is None:

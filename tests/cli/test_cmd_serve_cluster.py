@@ -78,7 +78,7 @@ def test_two_served_nodes_join_and_ps_shows_every_node(tmp_path: Path, nats_serv
                 assert p.poll() is None and time.monotonic() < end, p.stderr.read() if p.stderr else ""
                 time.sleep(0.05)
         name, env, _ = daemons[0]
-        end = time.monotonic() + 20
+        end = time.monotonic() + 60  # each ps is a fresh interpreter: slow on a loaded machine
         while True:
             nodes = json.loads(ctl(env, "ps", "--json").stdout).get("nodes", [])
             states = {n["node"]: n["state"] for n in nodes}
@@ -87,7 +87,7 @@ def test_two_served_nodes_join_and_ps_shows_every_node(tmp_path: Path, nats_serv
             time.sleep(0.2)
         assert states == {"east": "self", "west": "up"}, nodes
         # west's own processes are listed on east, each with its node (published with west's lease)
-        end = time.monotonic() + 20
+        end = time.monotonic() + 60  # each ps is a fresh interpreter: slow on a loaded machine
         while True:
             remote = json.loads(ctl(env, "ps", "--json").stdout).get("remote", [])
             if remote or time.monotonic() > end:
@@ -101,7 +101,7 @@ def test_two_served_nodes_join_and_ps_shows_every_node(tmp_path: Path, nats_serv
         # west goes: east's ps shows it down within a couple of leases
         daemons[1][2].send_signal(signal.SIGKILL)
         daemons[1][2].wait(10)
-        end = time.monotonic() + 10
+        end = time.monotonic() + 60
         while time.monotonic() < end:
             nodes = json.loads(ctl(env, "ps", "--json").stdout)["nodes"]
             if {n["node"]: n["state"] for n in nodes}.get("west") == "down":

@@ -25,7 +25,7 @@ OUT = {out!r}
 async def side_effect(n: int) -> int:
     with open(OUT, "a") as f:
         f.write(f"start {{n}}\\n")
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(2)  # long enough that a loaded machine still signals mid-call
     with open(OUT, "a") as f:
         f.write(f"done {{n}}\\n")
     return n

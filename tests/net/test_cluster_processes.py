@@ -52,7 +52,7 @@ def test_three_nodes_spawn_send_monitor_call_and_names(nodes) -> None:  # type: 
     assert a.cmd("call", to="e", body="hi")["reply"] == {"echo": "hi", "args": {"k": 1}}
     a.cmd("monitor", to="e")
     a.cmd("send", to="e", body="crash")
-    d = a.cmd("await_down", timeout=5000)
+    d = a.cmd("await_down", timeout=60)
     assert d["down"] == r["pid"] and d["reason"].startswith("fault"), d
     # names are cluster-wide: registered on c, found from a, refused twice
     assert c.cmd("register", name="svc")["ok"]
@@ -74,10 +74,15 @@ def test_kill_9_is_noticed_within_two_lease_periods(nodes) -> None:  # type: ign
     t0 = time.time()
     c.signal(signal.SIGKILL)
     for p in (a, b):
-        d = p.cmd("await_down", timeout=int(4 * LEASE * 1000))
+        # the bound is measured on the detector's own clock: how long c's lease had gone
+        # unchanged when p declared it down. Wall time from the kill to the test reading the
+        # Down adds the loaded machine's scheduling and pipe delays, so it gets a hang bound.
+        down = p.ev("node_down", node="c", timeout=30)
+        assert LEASE < down["lease_age"] <= 2 * LEASE, f"declared down at lease age {down['lease_age']:.2f}s, lease {LEASE}s"
+        assert down["t"] - t0 <= 2 * LEASE + 5, f"Down after {down['t'] - t0:.2f}s, lease {LEASE}s"
+        d = p.cmd("await_down", timeout=60)
         assert d["down"] is not None, "no Down after kill -9"
         assert d["reason"] == "noconnection(c)"
-        assert d["t"] - t0 <= 2 * LEASE, f"Down after {d['t'] - t0:.2f}s, lease {LEASE}s"
 
 
 @pytest.mark.slow
@@ -89,15 +94,17 @@ def test_sigstop_longer_than_the_lease_is_declared_down_then_fenced_and_rejoins(
     assert c.cmd("spawn_remote", node="a", image="sleeper", **{"as": "t"}).get("pid")
     c.cmd("monitor", to="t")
     c.signal(signal.SIGSTOP)
-    assert a.cmd("await_down", timeout=int(4 * LEASE * 1000))["reason"] == "noconnection(c)"
-    b.ev("node_down", node="c", timeout=4 * LEASE)
+    # waits, not bounds (the kill -9 test bounds detection): generous for a loaded machine
+    # (a cmd's timeout is the test's wait for the answer; the node waits 30 s for the Down)
+    assert a.cmd("await_down", timeout=60)["reason"] == "noconnection(c)"
+    b.ev("node_down", node="c", timeout=30)
     c.signal(signal.SIGCONT)
-    fenced = c.ev("node_down", node="c", timeout=4 * LEASE)  # c's own fence
+    fenced = c.ev("node_down", node="c", timeout=30)  # c's own fence
     assert fenced["incarnation"] == 1
-    d = c.cmd("await_down", timeout=3000)   # its monitor of a process on a: noconnection
+    d = c.cmd("await_down", timeout=60)   # its monitor of a process on a: noconnection
     assert d["reason"] == "noconnection(a)", d
-    assert c.ev("node_up", node="c", timeout=4 * LEASE)["incarnation"] == 2
-    assert a.ev("node_up", node="c", timeout=4 * LEASE)["incarnation"] == 2
+    assert c.ev("node_up", node="c", timeout=30)["incarnation"] == 2
+    assert a.ev("node_up", node="c", timeout=30)["incarnation"] == 2
     # the rejoined node works as a member again
     assert a.cmd("spawn_remote", node="c", image="echo", **{"as": "e"}).get("pid")
     assert a.cmd("call", to="e", body=5)["reply"]["echo"] == 5
@@ -119,7 +126,7 @@ def test_durable_sends_arrive_once_across_a_receiver_restart(nodes, nats_server)
         assert a.cmd("send", to="box", body=i, durable=True)["ok"]
     b2 = nodes["start"]("b", sink="box")
     nodes["all"]["b2"] = b2
-    got += [b2.ev("got", timeout=10)["body"] for _ in range(3)]
+    got += [b2.ev("got", timeout=30)["body"] for _ in range(3)]
     assert sorted(got) == list(range(6))
     time.sleep(1.0)
     extra = [o for o in b2.seen if o.get("ev") == "got"]

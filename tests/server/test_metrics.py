@@ -29,8 +29,12 @@ def _metrics(served: Served) -> str:
 def test_metrics_count_processes_by_state_without_per_pid_series(served: Served, tmp_path: Path) -> None:
     for i in range(3):
         served.request("POST", "/v1/submit", {"path": served.program(tmp_path, CHATTY, f"p{i}"), "name": f"evil\"{i}"})
-    time.sleep(0.3)
+    want = ('agentos_processes{state="waiting"} 4.0', 'agentos_policy_decisions_total{decision="allow",effect="allow"}')
+    end = time.monotonic() + 20             # the three reach their sleep loop when the machine lets them
     text = _metrics(served)
+    while time.monotonic() < end and not all(w in text for w in want):
+        time.sleep(0.05)
+        text = _metrics(served)
     assert 'agentos_processes{state="waiting"} 4.0' in text
     assert "agentos_syscalls_total{" in text and "agentos_processes_spawned_total 4.0" in text
     assert 'agentos_policy_decisions_total{decision="allow",effect="allow"}' in text

@@ -104,13 +104,13 @@ async def run(sys_: Any, caps: dict[str, Any], cmd: dict[str, Any]) -> dict[str,
     if op == "call":
         corr = sys_.next_corr()
         await sys_.send(caps[cmd["to"]], cmd["body"], corr=corr, caps=[await sys_.self_cap()])
-        r = await sys_.recv(match=lambda m: m.corr == corr, timeout=cmd.get("timeout", 5000))
+        r = await sys_.recv(match=lambda m: m.corr == corr, timeout=cmd.get("timeout", 30_000))
         return {"reply": None if r is None else r.body}
     if op == "monitor":
         await sys_.monitor(caps[cmd["to"]])
         return {"ok": True}
     if op == "await_down":
-        r = await sys_.recv(match=lambda m: isinstance(m.body, Down), timeout=cmd.get("timeout", 10000))
+        r = await sys_.recv(match=lambda m: isinstance(m.body, Down), timeout=cmd.get("timeout", 30_000))
         if r is None:
             return {"down": None}
         return {"down": r.body.pid, "reason": str(r.body.reason), "t": time.time()}
@@ -169,8 +169,16 @@ async def main() -> None:
     cluster = Cluster(k, cfg)
     for name, main_ in (("echo", echo), ("sleeper", sleeper), ("counter", counter)):
         cluster.register_image(name, main_)
-    cluster.on_change(lambda ch: out({"ev": "node_up" if ch.up else "node_down", "node": ch.node,
-                                      "incarnation": ch.incarnation, "t": time.time()}))
+    def changed(ch: Any) -> None:
+        # `lease_age`: seconds, on this node's monotonic clock, since it last saw the
+        # peer's lease change: the detector's own measure, free of the test's pipe delays
+        peer = cluster.members.peers.get(ch.node)
+        age = None
+        if peer is not None and ch.node != opts.node and peer.changed_at != float("inf"):
+            age = time.monotonic() - peer.changed_at
+        out({"ev": "node_up" if ch.up else "node_down", "node": ch.node,
+             "incarnation": ch.incarnation, "t": time.time(), "lease_age": age})
+    cluster.on_change(changed)
     await cluster.join()
     out({"ev": "joined", "node": opts.node, "incarnation": cluster.members.incarnation})
     cmds: asyncio.Queue[dict[str, Any]] = asyncio.Queue()

@@ -75,11 +75,13 @@ class NodeProc:
                 return obj
             self.seen.append(obj)
 
-    def ev(self, name: str, timeout: float = 15.0, **match: Any) -> dict[str, Any]:
+    def ev(self, name: str, timeout: float = 30.0, **match: Any) -> dict[str, Any]:
         return self.wait(lambda o: o.get("ev") == name and all(o.get(k) == v for k, v in match.items()),
                          timeout)
 
-    def cmd(self, op: str, timeout: float = 15.0, **kw: Any) -> dict[str, Any]:
+    def cmd(self, op: str, timeout: float = 60.0, **kw: Any) -> dict[str, Any]:
+        """Send one command and wait up to `timeout` seconds for its answer (the node's own
+        waits, such as a call's or await_down's, are 30 s unless the command says)."""
         rid = next(self._ids)
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps({"op": op, "id": rid, **kw}) + "\n")

@@ -34,12 +34,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _ExitedAtOnce(RuntimeError):
+    pass
+
+
 class NatsServer:
     """One nats-server process with JetStream, its store in `store_dir`."""
 
     def __init__(self, binary: str, store_dir: str, port: int | None = None) -> None:
         self.binary = binary
         self.store_dir = store_dir
+        self._chosen = port is None   # a port we picked may be taken before the server binds it
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -47,14 +52,29 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self, timeout: float = 30.0) -> None:
+        """Start and wait until it accepts connections. The first start on a port we
+        picked retries on a fresh port if the server exits at once (someone else bound
+        the port between our choosing it and the server binding it); a restart keeps its
+        port, since the cluster's nodes know that address."""
+        for attempt in range(5):
+            try:
+                self._start_once(timeout)
+                self._chosen = False
+                return
+            except _ExitedAtOnce:
+                if not self._chosen or attempt == 4:
+                    raise
+                self.port = free_port()
+
+    def _start_once(self, timeout: float) -> None:
         self.proc = subprocess.Popen(
             [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.store_dir],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"nats-server exited at once with code {self.proc.returncode}")
+                raise _ExitedAtOnce(f"nats-server exited at once with code {self.proc.returncode}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return
