@@ -116,7 +116,13 @@ class NatsLink:
             self._watch.cancel()
             self._watch = None
         nc, self.nc = self.nc, None
+        subs, self._subs = self._subs, []
         if nc is not None:
+            for sub in subs:  # a JetStream push subscription's heartbeat and flow-control tasks
+                try:          # stop only on unsubscribe: closing the connection leaves them pending
+                    await sub.unsubscribe()
+                except Exception:  # noqa: BLE001 - a broken connection cannot unsubscribe
+                    pass
             try:
                 await nc.close()
             except Exception:  # noqa: BLE001 - closing a broken connection
