@@ -300,14 +300,7 @@ class Remote(KernelState):
         addr = cap.target
         if type(addr) is not RemoteAddr:  # a cap some other layer made: not ours to ship
             raise CapError(f"send: the remote capability designates {addr!r:.60}, not a node and pid")
-        reply = False
-        if req.caps:
-            reply = self._reply_marker(proc, A.sequence("send: caps", req.caps))
-        if req.deadline is not None:
-            raise BadArgument(f"send: a deadline does not cross nodes (sending to {addr})")
-        _no_caps_inside(proc, canonical_checked("send: body", req.body), "body")
-        if req.corr is not None:
-            _no_caps_inside(proc, canonical_checked("send: corr", req.corr), "corr")
+        reply = self._remote_send_checked(proc, req, addr)
         if self.police_send and not self.authorize(
                 proc, "send", {"to": addr.pid, "node": addr.node, "body": req.body}, req):
             return PARK
@@ -320,6 +313,20 @@ class Remote(KernelState):
             self._net_self_pending = True  # the loop takes another turn before time moves
         self.events.emit(proc.pid, "remote_send", (addr.node, addr.pid, nonce))
         return None
+
+    def _remote_send_checked(self, proc: Process, req: Any, addr: RemoteAddr) -> bool:
+        """What every send to another node refuses, plain or durable: caps other than the
+        sender's own (which travels as a reply marker: the returned flag), a deadline, and
+        capability refs or unencodable values in the body or corr."""
+        reply = False
+        if req.caps:
+            reply = self._reply_marker(proc, A.sequence("send: caps", req.caps))
+        if req.deadline is not None:
+            raise BadArgument(f"send: a deadline does not cross nodes (sending to {addr})")
+        _no_caps_inside(proc, canonical_checked("send: body", req.body), "body")
+        if req.corr is not None:
+            _no_caps_inside(proc, canonical_checked("send: corr", req.corr), "corr")
+        return reply
 
     def _live_ship(self, proc: Process, addr: RemoteAddr, body: Any, corr: Any, reply: bool) -> str:
         net = self.net

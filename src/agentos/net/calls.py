@@ -105,14 +105,7 @@ class ClusterCalls:
             return self._prev_sender(proc, cap, req)
         addr: RemoteAddr = cap.target
         k = self.k
-        reply = False
-        if req.caps:
-            reply = k._reply_marker(proc, A.sequence("send: caps", req.caps))
-        if req.deadline is not None:
-            raise BadArgument(f"send: a deadline does not cross nodes (sending to {addr})")
-        _no_caps_inside(proc, canonical_checked("send: body", req.body), "body")
-        if req.corr is not None:
-            _no_caps_inside(proc, canonical_checked("send: corr", req.corr), "corr")
+        reply = k._remote_send_checked(proc, req, addr)
         if k.police_send and not k.authorize(proc, "send", {"to": addr.pid, "node": addr.node,
                                                               "body": req.body, "durable": True}, req):
             return PARK
