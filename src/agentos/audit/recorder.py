@@ -33,6 +33,7 @@ The backend is anything with `append_audit`/`audit_records`/`read_anchor`/`write
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import os
@@ -91,6 +92,12 @@ def _give_back(release: Callable[[], None] | None) -> None:
     """Run a parked caller's release; it is idempotent (a consumed hold gives back nothing)."""
     if release is not None:
         release()
+
+
+def _abort_held(release: Callable[[], None] | None, proc: Any) -> bool:
+    """The abort of a durable record's action held for a stopped caller: it never runs."""
+    _give_back(release)
+    return True
 
 
 CHECKPOINT_EVERY = 1024
@@ -513,16 +520,29 @@ class FlightRecorder:
         self._waiters = [w for w in self._waiters if w[0] > durable]
         for _seq, proc, req, mine, release in ready:
             if proc.state is not EXITED and proc.wait_kind is WaitKind.AUDIT:
-                self.passes.setdefault(proc.pid, []).extend(mine)
-                try:
-                    k.retry_syscall(proc, req)
-                finally:
-                    keys = self.passes.get(proc.pid)
-                    for key in mine:
-                        if keys and key in keys:  # the rerun did not use it (revoked cap, ...): drop it
-                            keys.remove(key)
-                    if keys is not None and not keys:
-                        del self.passes[proc.pid]
+                if proc.stopped:  # SIGSTOP: the action runs at SIGCONT, not now
+                    k.hold_until_continued(
+                        proc, WaitKind.AUDIT, functools.partial(self._rerun, proc, req, mine, release),
+                        functools.partial(_abort_held, release))
+                    continue
+                self._rerun(proc, req, mine, release)
+                continue
+            _give_back(release)
+
+    def _rerun(self, proc: Any, req: Any, mine: list[str], release: Callable[[], None] | None) -> None:
+        """Run a caller's action now that its record is durable, with a pass for each record."""
+        k = self._kernel
+        assert k is not None
+        self.passes.setdefault(proc.pid, []).extend(mine)
+        try:
+            k.retry_syscall(proc, req)
+        finally:
+            keys = self.passes.get(proc.pid)
+            for key in mine:
+                if keys and key in keys:  # the rerun did not use it (revoked cap, ...): drop it
+                    keys.remove(key)
+            if keys is not None and not keys:
+                del self.passes[proc.pid]
             _give_back(release)  # a rerun that consumed what it held left nothing to give back
 
     def _fail_waiters(self, err: BaseException) -> None:

@@ -185,6 +185,8 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
         self._loop_ref: asyncio.AbstractEventLoop | None = None
         self._external_sources = 0
         self._held_waits = 0               # parked on a person or the recorder (see park)
+        # stopped processes whose wait ended while they were stopped: what to run at SIGCONT
+        self._on_continue: dict[Process, Callable[[], None]] = {}
         self._table: dict[type, tuple[Callable[[Process, Any], Any], int]] = {}
         self._init_remote()  # before the table: it installs the remote sender (remote.py)
         self._build_table()
@@ -665,6 +667,34 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
             return
         proc.state = READY
         self.runq.push(proc)
+
+    def hold_until_continued(self, proc: Process, kind: WaitKind, resume: Callable[[], None],
+                             abort: Callable[[Process], bool]) -> None:
+        """`proc`'s wait ended while it is stopped (SIGSTOP): its action must not run yet.
+
+        The process stays parked, as a plain wait that keeps no loop listening, until SIGCONT
+        runs `resume`; if it ends or is interrupted first, `abort` gives back what the wait
+        held. Approvals and audit commits use this, so a stopped process's driver call never
+        runs while it is stopped."""
+        if proc.wait_kind is not None:
+            self._unpark(proc)
+
+        def withdraw(p: Process) -> bool:
+            self._on_continue.pop(p, None)
+            return abort(p)
+
+        self._on_continue[proc] = resume
+        self.park(proc, kind, withdraw)
+
+    def continued(self, proc: Process) -> bool:
+        """SIGCONT reached `proc`: run the action held for it, if any (see hold_until_continued)."""
+        resume = self._on_continue.pop(proc, None)
+        if resume is None:
+            return False
+        if proc.wait_kind is not None:
+            self._unpark(proc)
+        resume()
+        return True
 
     def cancel_wait(self, proc: Process) -> bool:
         """Withdraw whatever `proc` waits for (SIGINT). True if the wait was withdrawn; the

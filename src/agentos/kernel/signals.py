@@ -129,6 +129,8 @@ class Signals:
         if p.state is SUSPENDED:
             p.state = READY
             self.k.runq.push(p)
+        else:
+            self.k.continued(p)  # an approval or audit commit that came while it was stopped
 
     def _interrupt(self, p: Process) -> None:
         if p.state is WAITING and self.k.cancel_wait(p):

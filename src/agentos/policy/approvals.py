@@ -153,6 +153,11 @@ class ApprovalChannel:
             return True
         if approved is True:
             self.grants.setdefault(r.pid, []).append(r.key)
+            if proc.stopped:  # SIGSTOP: the approved action runs at SIGCONT, not now
+                k.hold_until_continued(proc, WaitKind.APPROVAL,
+                                       functools.partial(k.retry_syscall, proc, r.req),
+                                       functools.partial(self._drop_grant, r.pid, r.key))
+                return True
             k.retry_syscall(proc, r.req)
         else:
             k.wake(proc, None, PolicyDenied(r.rule, f"{r.action}: approval refused by {by}"))
@@ -189,6 +194,15 @@ class ApprovalChannel:
         why = "process ended" if proc.state is EXITED else "process interrupted"
         self._audit(r.pid, "approval", {"id": rid, "approved": False, "by": why})
         self.grants.pop(r.pid, None)
+        return True
+
+    def _drop_grant(self, pid: int, key: Any, proc: Any) -> bool:
+        """An approved action held for a stopped process that ended first: the grant lapses."""
+        keys = self.grants.get(pid)
+        if keys and key in keys:
+            keys.remove(key)
+            if not keys:
+                del self.grants[pid]
         return True
 
     def list(self) -> list[dict[str, Any]]:
