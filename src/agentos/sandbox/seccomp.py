@@ -13,8 +13,14 @@ Policy, in order of what it stops:
     with EPERM, so no path (unshare, clone flags, clone3, setns) makes a namespace;
   * `clone3` fails with ENOSYS: its flags live in memory a filter cannot read, and ENOSYS
     makes the C library fall back to `clone` for threads and fork;
-  * `socket` only for AF_UNIX (anything else: EACCES); `ioctl` only for the few terminal
-    and file-descriptor requests the interpreter makes (not TIOCSTI: no typing into a tty).
+  * no socket can be reached by address: `socket` makes only AF_UNIX stream sockets
+    (another family: EACCES; another type: EPERM) and `connect` and `bind` fail with EACCES, so code
+    that sees host files (`fs_view="host"`) still cannot connect to a world-writable Unix
+    socket, to an abstract one (shared with the host when no private network namespace
+    could be made), or send a datagram to /dev/log; `socketpair` (anonymous, already
+    connected) stays, for asyncio and the like;
+  * `ioctl` only for the few terminal and file-descriptor requests the interpreter makes
+    (not TIOCSTI: no typing into a tty).
 
 Invariant: the filter only ever narrows (seccomp filters stack; a child inherits them and
 cannot remove them), and it is installed after no_new_privs and the uid drop.
@@ -33,6 +39,8 @@ exists only for unshare and clone3, both refused; in clone()'s flags that bit is
 the exit signal.)"""
 
 AF_UNIX = 1
+SOCK_STREAM = 1
+SOCK_TYPE_MASK = 0xF   # the type without SOCK_NONBLOCK / SOCK_CLOEXEC
 
 IOCTL_ALLOW = (
     0x5401,  # TCGETS: isatty()
@@ -75,8 +83,9 @@ ALLOW: tuple[str, ...] = (
     "getresgid", "getgroups", "getpgrp", "getpgid", "setpgid", "getsid", "setsid",
     "getpriority", "setpriority", "getrlimit", "setrlimit", "prlimit64", "getrusage",
     "capget", "uname", "sysinfo", "getrandom", "getcpu", "membarrier",
-    # sockets: only AF_UNIX ones can be made (see `socket` below)
-    "socketpair", "connect", "bind", "listen", "accept", "accept4", "sendto", "recvfrom",
+    # sockets: only AF_UNIX stream ones can be made (see `socket` below), and none can be
+    # connected or bound to an address: no connect, no bind (EACCES below)
+    "socketpair", "listen", "accept", "accept4", "sendto", "recvfrom",
     "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "shutdown", "getsockname", "getpeername",
     "getsockopt", "setsockopt",
 )
@@ -111,8 +120,12 @@ def _build(seccomp: Any) -> Any:
         f.add_rule(seccomp.ALLOW, name)
     f.add_rule(seccomp.ALLOW, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_NS_FLAGS, 0))
     f.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
-    f.add_rule(seccomp.ALLOW, "socket", seccomp.Arg(0, seccomp.EQ, AF_UNIX))
+    f.add_rule(seccomp.ALLOW, "socket", seccomp.Arg(0, seccomp.EQ, AF_UNIX),
+               seccomp.Arg(1, seccomp.MASKED_EQ, SOCK_TYPE_MASK, SOCK_STREAM))
     f.add_rule(seccomp.ERRNO(errno.EACCES), "socket", seccomp.Arg(0, seccomp.NE, AF_UNIX))
+    # an AF_UNIX socket of another type (datagram, seqpacket) matches no rule: EPERM
+    for name in ("connect", "bind"):
+        f.add_rule(seccomp.ERRNO(errno.EACCES), name)
     return f
 
 
