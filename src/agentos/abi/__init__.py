@@ -1,10 +1,10 @@
 """The agentos ABI: types, errors, the driver protocol and the syscall table. No logic."""
 from .driver import Driver, DriverHandle, DriverHost, DriverResult
 from .errors import (
-    ABIMismatch, AgentOSError, BadArgument, BadHandle, BadRequest, CapError, DriverError, DriverTimeout,
+    ABIMismatch, AgentOSError, AttestationError, BadArgument, BadHandle, BadRequest, CapError, DriverError, DriverTimeout,
     InternalError, Interrupted, KernelError, MailboxFull, NameTaken, NoSuchDevice,
     NondeterminismError, NotSupported, OutOfMemory, PolicyDenied, QuotaExceeded, RateLimited,
-    RecordingFormatError, SyscallError, ToolError, UpstreamError,
+    RecordingFormatError, SyscallError, ToolError, TrustDenied, UpstreamError,
 )
 from .policy import Decision, Policy
 from .syscalls import SYSCALLS, SyscallSpec
@@ -14,12 +14,12 @@ from .types import (
 )
 
 __all__ = [
-    "ABI_VERSION", "KERNEL_PID", "USD_SCALE", "ABIMismatch", "AgentOSError", "BadArgument", "BadHandle", "BadRequest", "Budget",
+    "ABI_VERSION", "KERNEL_PID", "USD_SCALE", "ABIMismatch", "AgentOSError", "AttestationError", "BadArgument", "BadHandle", "BadRequest", "Budget",
     "CapError", "CapRef", "Cost", "Decision", "Down", "Driver", "DriverError", "DriverHandle", "DriverHost",
     "DriverResult",
     "DriverTimeout", "ExitKind",
     "ExitReason", "InternalError", "Interrupted", "KernelError", "MailboxFull", "Message",
     "NameTaken", "NoSuchDevice", "NondeterminismError", "NotSupported", "OutOfMemory", "Pid", "Policy", "PolicyDenied",
     "ProcState", "Quota", "QuotaExceeded", "RateLimited", "RecordingFormatError", "Right", "SYSCALLS", "Segment", "SegmentKind", "Signal",
-    "SignalMessage", "SyscallError", "SyscallSpec", "ToolError", "UpstreamError", "WaitKind",
+    "SignalMessage", "SyscallError", "SyscallSpec", "ToolError", "TrustDenied", "UpstreamError", "WaitKind",
 ]

@@ -89,6 +89,25 @@ class PolicyDenied(SyscallError):
         self.rule = rule
 
 
+class TrustDenied(PolicyDenied):
+    """A policy rule's `min_trust` (or `target_min_trust`) refused the call: the trust score
+    the kernel keeps for the caller (or the send's target) is below the rule's minimum."""
+
+
+class AttestationError(SyscallError):
+    """An attestation did not verify. `reason` says how: malformed (not an attestation's
+    shape), forged (not signed by the key it must be signed by), tampered (a claim changed
+    after signing), unknown_node (no published key for the node it names)."""
+
+    REASONS = ("malformed", "forged", "tampered", "unknown_node")
+
+    def __init__(self, reason: str, message: str) -> None:
+        if reason not in self.REASONS:
+            reason = "malformed"
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
 class Interrupted(SyscallError):
     """SIGINT arrived: raised at the process's pending or next syscall."""
 

@@ -319,6 +319,41 @@ class CheckPolicy:
     syscall_name: ClassVar[str] = "check_policy"
 
 
+# -- trust (installed by the trust service through the kernel's syscall hook) ---------------
+
+@syscall("trust", reductions=5, owner="trust")
+@dataclass(slots=True)
+class Attest:
+    """Your attestation, signed with the key the kernel holds for you: image, persona,
+    parent, node, pid, issued-at. Hand it to a peer; it verifies it with `verify`."""
+
+
+@syscall("trust", reductions=5, owner="trust")
+@dataclass(slots=True)
+class Verify:
+    """Check an attestation against the key of the node it names; returns its claims, or
+    raises `AttestationError` (forged, tampered, malformed, unknown_node)."""
+    attestation: Any
+
+
+@syscall("trust", reductions=2, owner="trust")
+@dataclass(slots=True)
+class Report:
+    """Report misbehaviour of the process `cap` designates: `evidence` (a short text) with
+    `weight` in (0, 1]. Weighted by your own trust and capped; returns the penalty applied."""
+    cap: CapRef
+    evidence: str
+    weight: float = 1.0
+
+
+@syscall("trust", owner="trust")
+@dataclass(slots=True)
+class TrustScore:
+    """The trust score the kernel keeps for you, or for the process `cap` designates."""
+    cap: CapRef | None = None
+    syscall_name: ClassVar[str] = "trust"
+
+
 # -- VFS (installed by the vfs package through the kernel's syscall hook) --------------
 
 @syscall("vfs", owner="vfs")

@@ -106,6 +106,7 @@ class ExitKind(enum.Enum):
     POLICY = "policy"
     SHUTDOWN = "shutdown"
     NOCONNECTION = "noconnection"  # a remote process whose node was lost (Erlang's name)
+    TRUST = "trust"                # the kernel's SIGTRUST: its trust score fell below the kill threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,12 @@ def fault(error: BaseException | str) -> ExitReason:
 
 def policy(rule: str) -> ExitReason:
     return ExitReason(ExitKind.POLICY, rule)
+
+
+def trust(detail: str) -> ExitReason:
+    """SIGTRUST: the kernel ended the process because its trust score fell below the kill
+    threshold; `detail` names the score and the evidence that took it there."""
+    return ExitReason(ExitKind.TRUST, detail)
 
 
 POOLED_RESOURCES = ("tokens", "tool_calls", "usd", "children", "mem")

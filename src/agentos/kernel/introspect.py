@@ -30,7 +30,8 @@ class Introspection(KernelState):
                 "mailbox": len(p.mailbox) if p.mailbox else 0, "used": view["used"],
                 "reserved": {"tokens": rt, "tool_calls": rc, "usd": ru / USD_SCALE},
                 "remaining": view["remaining"], "wait": p.wait_kind.value if p.wait_kind is not None else None,
-                "exit": str(p.exit_reason) if p.exit_reason else None}
+                "exit": str(p.exit_reason) if p.exit_reason else None,
+                "trust": self.trust.score(p.pid) if self.trust is not None else None}
 
     def metrics(self) -> dict[str, Any]:
         self.events.flush()

@@ -25,7 +25,7 @@ from ..abi import syscalls as S
 from ..abi.driver import Driver
 from ..abi.errors import (
     AgentOSError, CapError, InternalError, KernelError, NameTaken, NondeterminismError, NotSupported,
-    PolicyDenied, SyscallError,
+    PolicyDenied, SyscallError, TrustDenied,
 )
 from ..abi.types import (
     KERNEL_PID, NORMAL, SHUTDOWN, Budget, Down, ExitKind, ExitReason, Quota, Right, Signal,
@@ -165,6 +165,8 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
         self._on_checkpoint: list[Callable[[Process], str | None]] = []
         self._senders: dict[int, Callable[[Process, Any, Any], Any]] = {}
         self.extensions: dict[str, Any] = {}  # what each extension installed, by name
+        self.trust: Any = None             # the trust service (services/trust.py), when installed:
+                                           # told of the misbehaviour the kernel sees (evidence)
         self.io_tick = 0                   # await points with I/O in flight (replay timing)
         self.replay_io = ReplayIO(self) if self.replaying else None
         self.ipc = IPC(self)
@@ -559,6 +561,8 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
                     value = None
                     exc = e
                     append((now(), pid, "error", (type(e).__name__, str(e))))
+                    if type(e) is CapError and self.trust is not None:  # refused capability use
+                        self.trust.evidence(proc, "cap_refused")
                 except NondeterminismError:
                     raise  # a replay that left the recorded path: the replayer must hear it
                 except Exception as e:
@@ -787,6 +791,10 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
         self._append((self._now(), proc.pid, "policy", (action, decision.allowed, decision.rule)))
         if decision.effect == "log":  # permissive/audit: allowed, but strict would not have
             self._append((self._now(), proc.pid, "policy_violation", (action, decision.rule, decision.reason)))
+            if self.trust is not None:
+                self.trust.evidence(proc, "policy_violation")
+                if proc.state is EXITED:  # SIGTRUST: the action must not run for a dead process
+                    return None
         if not decision.allowed:
             if decision.effect == "approve" and self.approvals is not None and req is not None:
                 if audit is not None:
@@ -800,6 +808,10 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
                     why = decision.reason or f"policy denies {action}"
                     if decision.effect == "approve":
                         why += ": no approval channel can answer this call"
+                    if decision.extra and "min_trust" in decision.extra:
+                        raise TrustDenied(decision.rule, why)  # low trust is not new misbehaviour
+                    if self.trust is not None:
+                        self.trust.evidence(proc, "policy_denial")  # SIGTRUST may end it here
                     raise PolicyDenied(decision.rule, why)
                 self.signals.deliver(proc, Signal.SIGPOLICY, KERNEL_PID, decision.rule)
                 return None

@@ -279,6 +279,8 @@ class Lifecycle(KernelState):
         self.procs.pop(proc.pid, None)
         proc.sys = None
         proc.args = None
+        if reason.kind is ExitKind.QUOTA and self.trust is not None and parent is not None:
+            self.trust.evidence(parent, "child_quota_kill")  # a runaway child counts against its parent
         if self._on_exit:
             self._tell(self._on_exit, "exited", proc, reason)
 

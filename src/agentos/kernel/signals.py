@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..abi.errors import BadArgument, Interrupted, SyscallError, shown
 from ..abi.syscalls import SendSignal, Sigmask
-from ..abi.types import ExitKind, ExitReason, Signal, SignalMessage, killed, policy
+from ..abi.types import ExitKind, ExitReason, Signal, SignalMessage, killed, policy, trust
 from . import args as A
 from .caps import PROC, R_KILL
 from .process import EXITED, PARK, READY, RUNNING, SUSPENDED, WAITING, Process
@@ -94,7 +94,7 @@ class Signals:
             k.terminate(target, policy(detail or f"SIGPOLICY from {sender}"))
             return
         if sig is Signal.SIGTRUST:
-            k.terminate(target, ExitReason(ExitKind.KILLED, f"{sender}:SIGTRUST"))
+            k.terminate(target, trust(detail or f"SIGTRUST from {sender}"))
             return
         if target.sigmask & (1 << sig):
             pend = target.pending_signals

@@ -41,6 +41,7 @@ class KernelState:
     memory: "MemoryManager"
     metrics_folder: "Metrics"
     audit: Any
+    trust: Any
     policy: Any
     governs: frozenset[str]
     police_spawn: bool

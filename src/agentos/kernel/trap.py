@@ -158,6 +158,19 @@ class Sys:
     async def check_policy(self, action: str, args: Any = None) -> Any:
         return await trap(S.CheckPolicy(action, args))
 
+    # trust (the trust service)
+    async def attest(self) -> dict[str, Any]:
+        return await trap(S.Attest())
+
+    async def verify(self, attestation: Any) -> dict[str, Any]:
+        return await trap(S.Verify(attestation))
+
+    async def report(self, cap: CapRef, evidence: str, weight: float = 1.0) -> float:
+        return await trap(S.Report(cap, evidence, weight))
+
+    async def trust(self, cap: CapRef | None = None) -> float:
+        return await trap(S.TrustScore(cap))
+
     # VFS
     async def vfs_read(self, path: str) -> Any:
         return await trap(S.VfsRead(path))

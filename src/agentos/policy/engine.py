@@ -72,7 +72,8 @@ class _Plan:
                 self.simple = _BY_CAPS
             elif len(allows) == 1 and self.dry_run is None:
                 r = allows[0]
-                if not (r.constraints or r.mode == "read_only" or r.rate or r.requires_approval):
+                if not (r.constraints or r.mode == "read_only" or r.rate or r.requires_approval
+                        or r.min_trust is not None or r.target_min_trust is not None):
                     self.simple = Decision(True, r.name, f"allowed by {r.name}", "allow",
                                            {"log": True} if r.log else _NO_EXTRA)
 
@@ -311,13 +312,21 @@ class PolicyEngine:
             return plan.fixed
         for r in plan.denies:
             if r.deny_applies(args):
-                return Decision(False, r.name, f"{action} is denied by rule {r.name}", "kill")
+                if r.min_trust is None and r.target_min_trust is None:
+                    return Decision(False, r.name, f"{action} is denied by rule {r.name}", "kill")
+                low = self._below_trust(pid, action, args, r)
+                if low is not None:
+                    return low
         applicable = plan.allows
         if not applicable:
             if plan.kernel:
                 return _BY_CAPS
             return Decision(False, "default-deny", f"no rule allows {action} (strict: default deny)", "kill")
         for r in applicable:
+            if r.min_trust is not None or r.target_min_trust is not None:
+                low = self._below_trust(pid, action, args, r)
+                if low is not None:
+                    return low
             why = r.unmet(args)
             if why is None and r.mode == "read_only":
                 why = self._read_only(action, args)
@@ -345,6 +354,41 @@ class PolicyEngine:
         first = applicable[0]
         return Decision(True, first.name, f"allowed by {first.name}", "allow",
                         {"log": True} if any(r.log for r in applicable) else _NO_EXTRA)
+
+    def _trust_of(self, pid: Any) -> float | None:
+        """The trust score the kernel keeps for `pid`; None when it cannot be known (no trust
+        service, not a local process). The kernel itself (pid 0: a remote delivery, whose
+        sender the ingress check has verified by attestation) is trusted."""
+        if pid == 0 and type(pid) is int:
+            return 1.0
+        k = self._kernel
+        svc = getattr(k, "trust", None) if k is not None else None
+        if svc is None or type(pid) is not int:
+            return None
+        return svc.score(pid)
+
+    @property
+    def trust_settings(self) -> Any:
+        """The `trust:` section of the file (`TrustSettings`), read by the trust service."""
+        return self.spec.trust
+
+    def _below_trust(self, pid: int, action: str, args: Any, r: Rule) -> Decision | None:
+        """A refusal when the caller's (or a send's target's) trust is below what rule `r`
+        asks, else None. A score that cannot be known is below any minimum (fail closed)."""
+        checks = []
+        if r.min_trust is not None:
+            checks.append(("caller", pid, r.min_trust, "min_trust"))
+        if r.target_min_trust is not None:
+            to = args.get("to") if isinstance(args, dict) and "node" not in args else None
+            checks.append(("target", to, r.target_min_trust, "target_min_trust"))
+        for who, p, need, key in checks:
+            score = self._trust_of(p)
+            if score is None or score < need:
+                have = "unknown" if score is None else f"{score:.3f}"
+                return Decision(False, r.name, f"{action}: the {who}'s trust {have} is below rule {r.name}'s "
+                                               f"{key} {need:g}", "raise",
+                                {"min_trust": need, "trust": score, "who": who})
+        return None
 
     def consume(self, pid: int, decision: Decision) -> None:
         """An approved action is about to run: take its rate-limit slots now."""

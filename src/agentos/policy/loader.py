@@ -45,10 +45,11 @@ ENFORCED_BY_EVERY_KERNEL = frozenset({"dial", "spawn_remote"})
 
 MODES = ("strict", "permissive", "audit")
 VERSIONS = ("1", "1.0")
-TOP_KEYS = {"kernel", "signals", "policies", "guardrails", "observability"}
+TOP_KEYS = {"kernel", "signals", "policies", "guardrails", "observability", "trust"}
 KERNEL_KEYS = {"version", "mode"}
 RULE_KEYS = {"name", "action", "actions", "class", "classes", "effect", "mode", "requires_approval",
-             "approval_timeout", "rate_limit", "rate_per", "constraints", "description"}
+             "approval_timeout", "rate_limit", "rate_per", "constraints", "description", "min_trust",
+             "target_min_trust"}
 CONSTRAINT_KEYS = {"min", "max", "enum", "regex", "path_under", "max_length"}
 CONSTRAINT_FLAGS = {"log", "dry_run"}
 GUARDRAIL_KEYS = {"ontology", "reasoner", "tools"}
@@ -57,6 +58,10 @@ _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _FAMILY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-:/]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 MAX_RULES = 10_000
+# the kernel's own evidence of misbehaviour (services/trust.py feeds these)
+TRUST_EVIDENCE = ("policy_denial", "policy_violation", "cap_refused", "child_quota_kill")
+TRUST_KEYS = {"initial", "kill_below", "report_floor", "report_weight", "per_reporter_cap",
+              "per_target_cap", "evidence"}
 
 
 _FENCE = re.compile(r"^(\s*)(```|~~~)\s*(yaml|yml)\s*$", re.IGNORECASE)
@@ -90,6 +95,36 @@ def extract_yaml(text: str, path: str = "") -> tuple[str, int]:
     return "\n".join(lines[start:end]), start
 
 
+@dataclass(frozen=True)
+class TrustSettings:
+    """The `trust:` section: how the kernel scores processes (scores are in [0, 1]).
+
+    `initial`: a new process's score. `kill_below`: below it the kernel raises SIGTRUST.
+    `report_floor`: peers' reports alone never take a score below it (it is above
+    `kill_below`, so reports can refuse access through `min_trust` but never kill).
+    `report_weight`: the most one report can take off, before it is scaled by its weight
+    and the reporter's own score. `per_reporter_cap`: the most one reporter, with every
+    ancestor that is not also the target's, can take off one target in total (a swarm of
+    children shares its parent's cap). `per_target_cap`: the most all reports together
+    can take off one target. `evidence`: what each kind of misbehaviour the kernel sees
+    itself takes off (0 turns one off)."""
+
+    initial: float = 1.0
+    kill_below: float = 0.2
+    report_floor: float = 0.3
+    report_weight: float = 0.05
+    per_reporter_cap: float = 0.1
+    per_target_cap: float = 0.4
+    evidence: tuple[tuple[str, float], ...] = (("policy_denial", 0.1), ("policy_violation", 0.05),
+                                               ("cap_refused", 0.02), ("child_quota_kill", 0.02))
+
+    def weight_of(self, kind: str) -> float:
+        for k, w in self.evidence:
+            if k == kind:
+                return w
+        return 0.0
+
+
 @dataclass
 class PolicySpec:
     version: str
@@ -103,6 +138,7 @@ class PolicySpec:
     observability: dict[str, Any] = field(default_factory=dict)
     path: str = ""
     class_lines: list[tuple[str, int]] = field(default_factory=list)
+    trust: TrustSettings = field(default_factory=TrustSettings)
 
 
 def parse_duration_ms(v: Any) -> float:
@@ -316,6 +352,11 @@ def parse_policy(text: str | bytes, *, path: str = "", known_tools: Iterable[str
                 errs.add("observability.audit_dir must be a directory path", _at(o, "audit_dir", oline))
             obs = dict(o)
 
+    # -- trust ------------------------------------------------------------------------------
+    trust = TrustSettings()
+    if doc.get("trust") is not None:
+        trust = _trust(doc["trust"], _at(doc, "trust", top), errs) or trust
+
     # -- policies ---------------------------------------------------------------------------
     rules: list[Rule] = []
     class_lines: list[tuple[str, int]] = []
@@ -345,7 +386,55 @@ def parse_policy(text: str | bytes, *, path: str = "", known_tools: Iterable[str
     if errs.items:
         raise PolicyLoadError.collect(errs.items, path)
     return PolicySpec(version, mode, rules, signals, ontology, reasoner, tool_classes, tool_class_lines,
-                      obs, path, class_lines)
+                      obs, path, class_lines, trust)
+
+
+def _score(v: Any) -> bool:
+    """A trust amount: a finite number in [0, 1] (not a bool)."""
+    return _finite(v) and 0.0 <= v <= 1.0
+
+
+def _trust(t: Any, line: int, errs: _Errors) -> TrustSettings | None:
+    """The `trust:` section, validated; None after recording why it is not one."""
+    before = len(errs.items)
+    d = _mapping(t, TRUST_KEYS, "trust", line, errs)
+    if d is None:
+        return None
+    base = TrustSettings()
+    vals: dict[str, float] = {}
+    for k in ("initial", "kill_below", "report_floor", "report_weight", "per_reporter_cap", "per_target_cap"):
+        if k in d:
+            if not _score(d[k]):
+                errs.add(f"trust.{k} must be a number in [0, 1], got {d[k]!r:.40}", _at(d, k, line))
+            else:
+                vals[k] = float(d[k])
+    evidence = dict(base.evidence)
+    if "evidence" in d:
+        ev = _mapping(d["evidence"], set(TRUST_EVIDENCE), "trust.evidence", _at(d, "evidence", line), errs)
+        if ev is not None:
+            for k, w in ev.items():
+                if k in TRUST_EVIDENCE:
+                    if not _score(w):
+                        errs.add(f"trust.evidence.{k} must be a number in [0, 1], got {w!r:.40}", _at(ev, k, line))
+                    else:
+                        evidence[k] = float(w)
+    if len(errs.items) > before:
+        return None
+    initial = vals.get("initial", base.initial)
+    kill = vals.get("kill_below", base.kill_below)
+    floor = vals.get("report_floor", base.report_floor)
+    if not kill < floor:
+        errs.add(f"trust.report_floor ({floor:g}) must be above trust.kill_below ({kill:g}): peers' "
+                 f"reports alone must never reach the kill threshold", _at(d, "report_floor", line))
+    if not floor <= initial:
+        errs.add(f"trust.initial ({initial:g}) must be at least trust.report_floor ({floor:g})",
+                 _at(d, "initial", line))
+    if len(errs.items) > before:
+        return None
+    return TrustSettings(initial, kill, floor, vals.get("report_weight", base.report_weight),
+                         vals.get("per_reporter_cap", base.per_reporter_cap),
+                         vals.get("per_target_cap", base.per_target_cap),
+                         tuple((k, evidence[k]) for k in TRUST_EVIDENCE))
 
 
 def _names(r: LDict, keys: tuple[str, str], rl: int) -> list[tuple[Any, int]]:
@@ -418,6 +507,16 @@ def _rule(i: int, r: Any, rl: int, errs: _Errors, tools: list[str] | None, famil
         errs.add(f"rate_per must be kernel or process, got {per!r:.40}", _at(rd, "rate_per", rl))
     if "description" in rd and not isinstance(rd["description"], str):
         errs.add("description must be text", _at(rd, "description", rl))
+    mins: dict[str, float | None] = {"min_trust": None, "target_min_trust": None}
+    for k in mins:
+        if k in rd:
+            if not _score(rd[k]):
+                errs.add(f"{k} must be a number in [0, 1], got {rd[k]!r:.40}", _at(rd, k, rl))
+            else:
+                mins[k] = float(rd[k])
+    if mins["target_min_trust"] is not None and any(a != "send" for a in actions):
+        errs.add("target_min_trust applies to send only (the trust of the process sent to)",
+                 _at(rd, "target_min_trust", rl))
     checks, log, dry = _constraints(rd.get("constraints"), _at(rd, "constraints", rl), str(name), errs)
     if effect == "deny" and (appr is True or rate or rmode or dry):
         errs.add("a deny rule cannot carry requires_approval, rate_limit, mode or dry_run", rl)
@@ -425,7 +524,8 @@ def _rule(i: int, r: Any, rl: int, errs: _Errors, tools: list[str] | None, famil
         return None
     return Rule(name, rl, effect, actions=tuple(actions), classes=tuple(c for c, _ in cls_raw), mode=rmode,
                 requires_approval=appr, approval_timeout_ms=timeout, rate=rate, rate_per=per,
-                constraints=checks, log=log, dry_run=dry)
+                constraints=checks, log=log, dry_run=dry, min_trust=mins["min_trust"],
+                target_min_trust=mins["target_min_trust"])
 
 
 def _finite(v: Any) -> bool:
@@ -509,5 +609,6 @@ def read_policy_text(path: str | Path) -> bytes:
     return data
 
 
-__all__ = ["ACTION_FAMILIES", "KERNEL_ACTIONS", "LDict", "LList", "PolicyLoadError", "PolicySpec",
+__all__ = ["ACTION_FAMILIES", "KERNEL_ACTIONS", "LDict", "LList", "PolicyLoadError", "PolicySpec", "TRUST_EVIDENCE",
+           "TrustSettings",
            "extract_yaml", "normalise_action", "parse_policy", "read_policy_text"]

@@ -227,6 +227,8 @@ class Rule:
     constraints: tuple[Check, ...] = ()
     log: bool = False
     dry_run: bool = False                    # allowed calls are answered, not performed
+    min_trust: float | None = None           # the caller's trust score must be at least this
+    target_min_trust: float | None = None    # send: the target's trust score must be at least this
     windows: dict[Any, RateWindow] = field(default_factory=dict, repr=False)
 
     def matches_action(self, action: str) -> bool:
