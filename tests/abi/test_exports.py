@@ -35,13 +35,14 @@ PUBLIC: dict[str, set[str]] = {
         "VectorRecaller", "VirtualClock", "WaitKind", "__version__", "digest", "minilm_embed",
     },
     "agentos.abi": {
-        "ABIMismatch", "ABI_VERSION", "AgentOSError", "BadArgument", "BadHandle", "BadRequest", "Budget",
+        "ABIMismatch", "ABI_VERSION", "AgentOSError", "AttestationError", "BadArgument", "BadHandle", "BadRequest", "Budget",
         "CapError", "CapRef", "Cost", "Decision", "Down", "Driver", "DriverError", "DriverHandle", "DriverHost",
         "DriverResult", "DriverTimeout", "ExitKind", "ExitReason", "InternalError", "Interrupted", "KERNEL_PID",
         "KernelError", "MailboxFull", "Message", "NameTaken", "NoSuchDevice", "NondeterminismError",
         "NotSupported", "OutOfMemory", "Pid", "Policy", "PolicyDenied", "ProcState", "Quota", "QuotaExceeded",
         "RateLimited", "RecordingFormatError", "Right", "SYSCALLS", "Segment", "SegmentKind", "Signal",
-        "SignalMessage", "SyscallError", "SyscallSpec", "ToolError", "USD_SCALE", "UpstreamError", "WaitKind",
+        "SignalMessage", "SyscallError", "SyscallSpec", "ToolError", "TrustDenied", "USD_SCALE", "UpstreamError",
+        "WaitKind",
     },
     "agentos.audit": {
         "Anchor", "AuditAnchorLost", "AuditBackend", "AuditKeyError", "AuditLogError", "AuditRecord",
@@ -80,6 +81,7 @@ PUBLIC: dict[str, set[str]] = {
         "StoreError", "StoredEvent", "agentos_home", "effective_status", "open_default_store", "open_store",
         "record_run", "recorded", "resolve",
     },
+    "agentos.services": {"ATTESTATION_VERSION", "TrustService", "verify_attestation"},
     "agentos.server": {
         "Client", "Daemon", "TokenError", "load_or_create_token", "make_app", "read_state", "read_token",
     },
@@ -121,7 +123,8 @@ DESIGN_SURFACE = {
     "pid", "self_cap", "now", "budget", "log", "send", "recv", "register", "unregister", "lookup", "spawn", "exit",
     "monitor", "waitpid", "on_cleanup", "signal", "sigmask", "derive", "attenuate", "revoke", "open", "read",
     "read_all", "write", "close", "remember", "working_set", "recall", "forget", "pin", "check_policy", "vfs_read",
-    "vfs_write", "vfs_list", "sleep", "yield_", "sched", "dial", "spawn_remote",
+    "vfs_write", "vfs_list", "sleep", "yield_", "sched", "dial", "spawn_remote", "attest", "verify", "report",
+    "trust",
 }
 
 

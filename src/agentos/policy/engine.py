@@ -375,7 +375,7 @@ class PolicyEngine:
     def _below_trust(self, pid: int, action: str, args: Any, r: Rule) -> Decision | None:
         """A refusal when the caller's (or a send's target's) trust is below what rule `r`
         asks, else None. A score that cannot be known is below any minimum (fail closed)."""
-        checks = []
+        checks: list[tuple[str, Any, float, str]] = []
         if r.min_trust is not None:
             checks.append(("caller", pid, r.min_trust, "min_trust"))
         if r.target_min_trust is not None:

@@ -274,11 +274,12 @@ class TrustService:
             return
         rec = self._rec(proc.pid)
         rec.kernel_penalty = round(rec.kernel_penalty + w, 9)
-        score = self._score(rec)
-        self.k.events.emit(proc.pid, "trust", (kind, -w, score))
+        # no event of its own: the evidence is already in the log (the `policy`, `error` or
+        # `exit` event that showed it), so a score is a fold of the log, and a run recorded
+        # before trust scoring replays to the same bytes
         base = st.initial - rec.kernel_penalty
         if round(base, 9) < st.kill_below:
-            self._sigtrust(proc, kind, score, st.kill_below)
+            self._sigtrust(proc, kind, self._score(rec), st.kill_below)
 
     def _sigtrust(self, proc: Process, kind: str, score: float, threshold: float) -> None:
         detail = f"score {score:.3f} below {threshold:g} after {kind}"
@@ -444,7 +445,8 @@ class TrustService:
         if cap.kind != PROC:
             raise CapError(f"{what}: the capability designates a {cap.describe()['kind']}, not a "
                            f"process on this kernel")
-        return cap.target  # type: ignore[no-any-return]
+        target: Process = cap.target
+        return target
 
     def sys_report(self, proc: Process, req: Report) -> float:
         ev = req.evidence
