@@ -40,6 +40,7 @@ from ..abi.syscalls import Attest, Report, TrustScore, Verify
 from ..abi.types import KERNEL_PID, Signal
 from ..kernel import args as A
 from ..kernel.caps import PROC, R_ANY
+from ..kernel.observer import Observer
 from ..kernel.process import EXITED, Process
 
 if TYPE_CHECKING:
@@ -59,6 +60,9 @@ MAX_EVIDENCE = 200
 """The longest evidence text a report may carry, characters."""
 MAX_LINEAGE = 64
 """How many ancestors of a reporter share its cap (deeper ones are charged to the 64th)."""
+SETTINGS_OP = "trust.settings"
+SETTINGS_INDEX = -1
+"""The journal entry (pid 0, index -1) that holds a run's trust settings."""
 LOCAL_NODE = "local"
 """The node a kernel on no network names in its attestations."""
 
@@ -172,6 +176,25 @@ def verify_attestation(att: Any, node_key: bytes | str) -> dict[str, Any]:
     return {k: v for k, v in att.items() if k not in ("cert", "sig")}
 
 
+def _settings_value(st: Any) -> dict[str, Any]:
+    return {"initial": st.initial, "kill_below": st.kill_below, "report_floor": st.report_floor,
+            "report_weight": st.report_weight, "per_reporter_cap": st.per_reporter_cap,
+            "per_target_cap": st.per_target_cap, "evidence": dict(st.evidence)}
+
+
+def _settings_from(value: Any) -> Any:
+    """Trust settings back from their journal entry; None if it does not hold any."""
+    from ..policy.loader import TrustSettings
+
+    try:
+        ev = value["evidence"]
+        return TrustSettings(float(value["initial"]), float(value["kill_below"]), float(value["report_floor"]),
+                             float(value["report_weight"]), float(value["per_reporter_cap"]),
+                             float(value["per_target_cap"]), tuple((str(k), float(w)) for k, w in ev.items()))
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
+
+
 def _persona_of(args: Any) -> dict[str, Any] | None:
     """The persona a process was started as ({"persona": {...}} in its spawn args), named by
     name, version and the digest of its whole description; None for any other process."""
@@ -211,6 +234,14 @@ class TrustStats:
     unverified_ingress: int = 0
 
 
+class _JournalSettings(Observer):
+    def __init__(self, svc: "TrustService") -> None:
+        self.svc = svc
+
+    def booted(self, kernel: Any, init: Any, boot: Any) -> None:
+        self.svc.booted()
+
+
 class TrustService:
     """One kernel's trust service: install with `install(kernel)` (a default extension)."""
 
@@ -224,19 +255,54 @@ class TrustService:
         self._verified: dict[bytes, dict[str, Any]] = {}
         self._pol: Any = None
         self._settings: Any = None
+        self._booted = False
         self.stats = TrustStats()
+        if not kernel.replaying:
+            kernel.add_observer(_JournalSettings(self))
 
     # -- settings -----------------------------------------------------------------------
     def settings(self) -> Any:
-        """The `trust:` section of the kernel's policy (defaults when it has none)."""
+        """The `trust:` section of the kernel's policy (defaults when it has none). A live
+        kernel journals a section that is not the default (op "trust.settings"), and a
+        replaying one reads it back from there: its policy is answered from the journal
+        and may not be the engine that held the section."""
         pol = self.k.policy
-        if pol is not self._pol or self._settings is None:
-            from ..policy.loader import TrustSettings
+        if pol is self._pol and self._settings is not None:
+            return self._settings
+        from ..policy.loader import TrustSettings
 
+        self._pol = pol
+        journal = self.k.journal
+        if self.k.replaying:
+            e = journal.lookup(KERNEL_PID, SETTINGS_INDEX) if journal is not None else None
+            st = _settings_from(e.value) if e is not None and e.op == SETTINGS_OP else None
+        else:
             st = getattr(pol, "trust_settings", None)
-            self._settings = st if isinstance(st, TrustSettings) else TrustSettings()
-            self._pol = pol
+            if not isinstance(st, TrustSettings):
+                st = None
+            before = self._settings if self._settings is not None else TrustSettings()
+            if self._booted and journal is not None and (st if st is not None else TrustSettings()) != before:
+                self._journal(st if st is not None else TrustSettings())
+        self._settings = st if st is not None else TrustSettings()
         return self._settings
+
+    def _journal(self, st: Any) -> None:
+        from ..kernel.journal import JournalEntry
+
+        journal = self.k.journal
+        if journal is not None:
+            journal.record(JournalEntry(KERNEL_PID, SETTINGS_INDEX, SETTINGS_OP, "trust", None, None, True,
+                                        _settings_value(st)))
+
+    def booted(self) -> None:
+        """The run starts (a recorder, if any, is listening): journal a section that is not
+        the default, so the replay scores with it too."""
+        from ..policy.loader import TrustSettings
+
+        self._booted = True
+        st = self.settings()
+        if st != TrustSettings():
+            self._journal(st)
 
     # -- scores -------------------------------------------------------------------------
     def _rec(self, pid: int) -> _Record:
