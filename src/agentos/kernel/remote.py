@@ -333,7 +333,9 @@ class Remote(KernelState):
         if net is None:
             from ..net.errors import NoRoute
             raise NoRoute(f"send: this kernel is on no network, so {addr} cannot be reached")
-        return str(net.ship(proc.pid, addr.node, addr.pid, body, corr=corr, reply=reply))
+        trust = self.trust  # the sender's attestation travels with it (verified at ingress)
+        att = trust.wire_attestation(proc.pid) if trust is not None else None
+        return str(net.ship(proc.pid, addr.node, addr.pid, body, corr=corr, reply=reply, att=att))
 
     def _reply_marker(self, proc: Process, refs: tuple[Any, ...]) -> bool:
         """The one capability a remote send may carry: the sender's own send capability (a

@@ -49,6 +49,7 @@ _KIND = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _NONCE = re.compile(r"[0-9a-f]{32}")
 _PID_MAX = (1 << 63) - 1
 _FIELDS = frozenset({"v", "kind", "from", "to", "at", "nonce", "corr", "body", "reply"})
+_FIELDS_ATT = _FIELDS | {"att"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +69,9 @@ class Envelope:
     kind: str = "send"
     corr: Any = None
     reply: bool = False
+    att: Any = None
+    """The sender's attestation (services/trust.py), signed by the key its node holds for
+    it; None when the sending kernel attests nothing. The MAC covers it like every field."""
 
 
 def fresh_nonce() -> str:
@@ -109,6 +113,8 @@ def _field_problem(env: Envelope) -> str | None:
         return f"kind must be a short lowercase identifier, got {_shown(env.kind)}"
     if type(env.reply) is not bool:
         return f"reply must be a bool, got {_shown(env.reply)}"
+    if env.att is not None and type(env.att) is not dict:
+        return f"att must be an attestation (a dict) or None, got {_shown(env.att)}"
     return None
 
 
@@ -132,6 +138,9 @@ def payload_of(env: Envelope) -> bytes:
     doc = {"v": 1, "kind": env.kind, "from": [env.from_node, env.from_pid, env.incarnation],
            "to": [env.to_node, env.to_pid], "at": float(env.sent_at), "nonce": env.nonce,
            "corr": encode_value(env.corr), "body": encode_value(env.body), "reply": env.reply}
+    if env.att is not None:  # absent, not null, when there is none: frames without one are unchanged
+        canonical_checked("send: attestation", env.att)
+        doc["att"] = env.att
     try:
         return dumps_canonical(doc).encode("utf-8")
     except (RecursionError, ValueError, UnicodeError) as e:  # checked above; belt and braces
@@ -248,7 +257,7 @@ def _parse(payload: bytes) -> Envelope:
         doc = _DECODER.decode(payload.decode("utf-8"))
     except (ValueError, RecursionError, UnicodeError) as e:
         raise EnvelopeRejected("malformed", f"the payload is not JSON ({type(e).__name__})") from None
-    if type(doc) is not dict or set(doc) != _FIELDS or doc.get("v") != 1:
+    if type(doc) is not dict or (set(doc) != _FIELDS and set(doc) != _FIELDS_ATT) or doc.get("v") != 1:
         raise EnvelopeRejected("malformed", "the payload does not have the fields of envelope format 1")
     frm, to = doc["from"], doc["to"]
     if type(frm) is not list or len(frm) != 3 or type(to) is not list or len(to) != 2:
@@ -260,7 +269,7 @@ def _parse(payload: bytes) -> Envelope:
         raise EnvelopeRejected("malformed", f"the body cannot be decoded ({type(e).__name__})") from None
     at = doc["at"]
     env = Envelope(frm[0], frm[1], to[0], to[1], at, doc["nonce"], body, frm[2], doc["kind"], corr,
-                   doc["reply"])
+                   doc["reply"], doc.get("att"))
     problem = _field_problem(env)
     if problem is not None:
         raise EnvelopeRejected("malformed", problem)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..abi.errors import AgentOSError, BadArgument, SyscallError
 
 REASONS = ("malformed", "oversize", "forged", "tampered", "stale", "replayed", "misrouted",
-           "incarnation", "overload")
+           "incarnation", "overload", "attestation")
 """Why an envelope was dropped at ingress:
 
 - malformed: not a frame, or a frame whose fields are of the wrong type or shape;
@@ -23,7 +23,10 @@ REASONS = ("malformed", "oversize", "forged", "tampered", "stale", "replayed", "
 - misrouted: addressed to another node;
 - incarnation: from an incarnation of its sender the receiver knows to be over;
 - overload: verified, but the kernel already holds `max_inbox` deliveries it has not
-  applied yet (it is not running, or input outpaces it): memory stays bounded.
+  applied yet (it is not running, or input outpaces it): memory stays bounded;
+- attestation: a send from a node whose key this kernel pins (`kernel.trust.trust_node`)
+  without an attestation of its sender, or with one that is forged, tampered or of
+  another process (services/trust.py).
 """
 
 

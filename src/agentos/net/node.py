@@ -94,10 +94,11 @@ class NetNode:
 
     # -- out --------------------------------------------------------------------------------
     def ship(self, from_pid: int, node: str, pid: int, body: Any, *, corr: Any = None,
-             kind: str = "send", reply: bool = False) -> str:
-        """Seal a message and hand it to the route for `node`; returns its nonce."""
+             kind: str = "send", reply: bool = False, att: Any = None) -> str:
+        """Seal a message and hand it to the route for `node`; returns its nonce. `att`: the
+        sender's attestation, which a receiver that pins this node's key requires."""
         env = Envelope(self.name, from_pid, node, pid, self.wall(), fresh_nonce(), body,
-                       self.incarnation, kind, corr, reply)
+                       self.incarnation, kind, corr, reply, att)
         frame = seal(self.key, env, max_frame=self.max_frame)
         if node == self.name:
             self.kernel.ingress(frame)  # to itself: through the same checks as any frame
@@ -129,6 +130,12 @@ class NetNode:
             if floor is not None and env.incarnation < floor:
                 raise EnvelopeRejected("incarnation", f"from incarnation {env.incarnation} of "
                                                       f"{env.from_node!r}, which is over (now {floor})")
+            trust = getattr(self.kernel, "trust", None)
+            if trust is not None and env.kind == "send":
+                why = trust.check_ingress(env)
+                if why is not None:
+                    trust.stats.refused_ingress += 1
+                    raise EnvelopeRejected("attestation", why)
         except EnvelopeRejected as e:
             self.dropped[e.reason] += 1
             self.last_reason = e.reason
