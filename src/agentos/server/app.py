@@ -45,8 +45,10 @@ class BadRequest(Exception):
 
 def ps_row(row: dict[str, Any]) -> dict[str, Any]:
     """A process as the API shows it: pid, name, state, parent, priority, reductions,
-    mailbox, wait (what it waits for, or null), used/remaining (tokens, tool_calls, usd, ...)."""
-    keys = ("pid", "name", "state", "parent", "priority", "reductions", "mailbox", "wait", "used", "reserved", "remaining")
+    mailbox, wait (what it waits for, or null), used/remaining (tokens, tool_calls, usd, ...),
+    trust (the score the kernel keeps for it, or null without a trust service)."""
+    keys = ("pid", "name", "state", "parent", "priority", "reductions", "mailbox", "wait", "used", "reserved", "remaining",
+            "trust")
     return {k: row.get(k) for k in keys}
 
 
