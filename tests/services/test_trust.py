@@ -400,7 +400,7 @@ def test_report_flooding_by_a_swarm_of_children_never_reaches_the_kill_threshold
     assert alive and exit_ == "normal" and not k.events.events(kind="trust_kill")
     assert score >= 0.3 > 0.2
     # each lineage (a child of init and its whole subtree) spends one reporter cap
-    assert score >= round(1.0 - min(per_target, lineages * per_reporter), 9) - 1e-9
+    assert score >= 1.0 - min(per_target, lineages * per_reporter) - 1e-7  # scores are kept to 9 places
 
 
 def test_a_swarm_of_children_shares_its_parents_cap() -> None:

@@ -216,13 +216,14 @@ def _persona_of(args: Any) -> dict[str, Any] | None:
 class _Record:
     """What the kernel knows of one process's trust."""
 
-    __slots__ = ("kernel_penalty", "peer_penalty", "by_reporter", "key", "attestation")
+    __slots__ = ("kernel_penalty", "peer_penalty", "by_reporter", "key", "cert", "attestation")
 
     def __init__(self) -> None:
         self.kernel_penalty = 0.0
         self.peer_penalty = 0.0
         self.by_reporter: dict[int, float] | None = None   # charged pid -> penalty it took off
         self.key: Any = None                                # Ed25519 private key, made on first use
+        self.cert: tuple[tuple[str, int], str, str] | None = None  # ((node, incarnation), key hex, cert hex)
         self.attestation: dict[str, Any] | None = None      # the last one issued (reused on the wire)
 
 
@@ -423,12 +424,14 @@ class TrustService:
     def attest(self, proc: Process) -> dict[str, Any]:
         """A fresh attestation of `proc`, signed with the key the kernel holds for it."""
         rec = self._rec(proc.pid)
+        node, inc = self.node_name(), self.incarnation()
         if rec.key is None:
             rec.key = _derive(self.k.seed, b"proc:%d" % proc.pid)
-        node, inc = self.node_name(), self.incarnation()
-        key_hex = _public_raw(rec.key).hex()
-        self.node_public_key()
-        cert = self._node_priv.sign(_cert_bytes(node, proc.pid, inc, key_hex)).hex()
+        if rec.cert is None or rec.cert[0] != (node, inc):  # the node certifies the key once
+            key_hex = _public_raw(rec.key).hex()
+            self.node_public_key()
+            rec.cert = ((node, inc), key_hex, self._node_priv.sign(_cert_bytes(node, proc.pid, inc, key_hex)).hex())
+        _, key_hex, cert = rec.cert
         image = proc.image
         ref = None
         main = getattr(image, "main", None)
