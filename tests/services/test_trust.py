@@ -446,3 +446,20 @@ def test_a_report_needs_a_capability_to_the_target() -> None:
 
     k, res = run(init)
     assert res.value[1] == 1.0
+
+
+@pytest.mark.live_only(reason="a flight recorder commits on the wall clock; its kernels are not replayed")
+def test_a_sigtrust_kill_is_a_flight_recorder_record() -> None:
+    from agentos.audit import FlightRecorder, MemoryAuditBackend
+
+    async def init(sys: Any, args: Any) -> Any:
+        pid, cap = await sys.spawn(misbehave, args=1000)
+        return pid, str(await sys.waitpid(cap))
+
+    backend = MemoryAuditBackend()
+    rec = FlightRecorder(backend, b"k" * 32, group_commit=False)
+    k = Kernel(deterministic=True, policy=AllowAll(), audit=rec)
+    pid, exit_ = k.run(init).value
+    assert exit_.startswith("trust(")
+    notes = [r for r in rec.records() if r.kind == "sigtrust"]
+    assert len(notes) == 1 and notes[0].pid == pid and rec.verify().ok
