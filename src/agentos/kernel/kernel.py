@@ -329,6 +329,8 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
                     info = BootInfo(args, tuple(grants), quota, name, priority)
                     for obs in list(self.observers):
                         obs.booted(self, proc, info)
+                if self.trust is not None:
+                    self.trust.booted()  # journals the run's trust settings (a recorder now listens)
                 collector = _gc.apply(self.config.gc)  # what boot made is frozen from here on
                 try:
                     await self._loop()

@@ -40,7 +40,6 @@ from ..abi.syscalls import Attest, Report, TrustScore, Verify
 from ..abi.types import KERNEL_PID, Signal
 from ..kernel import args as A
 from ..kernel.caps import PROC, R_ANY
-from ..kernel.observer import Observer
 from ..kernel.process import EXITED, Process
 
 if TYPE_CHECKING:
@@ -235,14 +234,6 @@ class TrustStats:
     unverified_ingress: int = 0
 
 
-class _JournalSettings(Observer):
-    def __init__(self, svc: "TrustService") -> None:
-        self.svc = svc
-
-    def booted(self, kernel: Any, init: Any, boot: Any) -> None:
-        self.svc.booted()
-
-
 class TrustService:
     """One kernel's trust service: install with `install(kernel)` (a default extension)."""
 
@@ -258,8 +249,6 @@ class TrustService:
         self._settings: Any = None
         self._booted = False
         self.stats = TrustStats()
-        if not kernel.replaying:
-            kernel.add_observer(_JournalSettings(self))
 
     # -- settings -----------------------------------------------------------------------
     def settings(self) -> Any:
@@ -297,10 +286,12 @@ class TrustService:
 
     def booted(self) -> None:
         """The run starts (a recorder, if any, is listening): journal a section that is not
-        the default, so the replay scores with it too."""
+        the default, so the replay scores with it too. Called by `Kernel.boot`."""
         from ..policy.loader import TrustSettings
 
         self._booted = True
+        if self.k.replaying:
+            return
         st = self.settings()
         if st != TrustSettings():
             self._journal(st)
