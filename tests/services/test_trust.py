@@ -306,25 +306,21 @@ def test_a_refusal_for_low_trust_is_not_new_evidence() -> None:
                 await sys.send(sys.caps[0], "x")
             except TrustDenied:
                 out.append(await sys.trust())
+        assert out == [0.5] * 5
         return out
 
     async def init(sys: Any, args: Any) -> Any:
-        pid, cap = await sys.spawn(child, caps=[await sys.self_cap()])
+        _, cap = await sys.spawn(child, caps=[await sys.self_cap()])
         await sys.report(cap, "suspicious", 1.0)
         await sys.send(cap, "go")
-        await sys.waitpid(cap)
-        return pid
+        return str(await sys.waitpid(cap))
 
     pol = policy(REPORTS_HURT + "policies:\n  - {name: trusted-send, action: send, min_trust: 0.6}\n")
-    k = Kernel(deterministic=True, policy=pol)
-    scores: list[Any] = []
-
-    async def watch(sys: Any, args: Any) -> Any:
-        return await init(sys, args)
-
-    k.run(watch)
+    k, res = run(init, pol)
     errors = [e.data[0] for e in k.events.events(kind="error")]
+    # five refusals for low trust, and the score never moved from where the report put it
     assert errors == ["TrustDenied"] * 5 and not k.events.events(kind="trust_kill")
+    assert res.value == "normal"
 
 
 def test_quota_kills_of_children_count_against_the_parent() -> None:
@@ -380,9 +376,8 @@ async def swarm_init(sys: Any, args: Any) -> Any:
         _, acap = await sys.spawn(reporter, args=args, caps=[vcap, "spawn"])
         await sys.waitpid(acap)
     score = await sys.trust(vcap)
-    alive = await sys.trust(vcap) is not None
-    await sys.send(vcap, "done")
-    return score, alive, str(await sys.waitpid(vcap))
+    await sys.send(vcap, "done")  # the victim is alive to take it, and exits normally
+    return score, str(await sys.waitpid(vcap))
 
 
 @settings(max_examples=8, deadline=None)
@@ -396,8 +391,8 @@ def test_report_flooding_by_a_swarm_of_children_never_reaches_the_kill_threshold
                  f"per_target_cap: {per_target!r}, kill_below: 0.2, report_floor: 0.3}}\npolicies: []\n")
     k, res = run(swarm_init, pol, args={"lineages": lineages, "fan": fan, "depth": depth, "weight": weight},
                  quota=None)
-    score, alive, exit_ = res.value
-    assert alive and exit_ == "normal" and not k.events.events(kind="trust_kill")
+    score, exit_ = res.value
+    assert exit_ == "normal" and not k.events.events(kind="trust_kill")
     assert score >= 0.3 > 0.2
     # each lineage (a child of init and its whole subtree) spends one reporter cap
     assert score >= 1.0 - min(per_target, lineages * per_reporter) - 1e-7  # scores are kept to 9 places
@@ -445,7 +440,8 @@ def test_a_report_needs_a_capability_to_the_target() -> None:
         return await sys.waitpid(scap), await sys.trust(vcap)
 
     k, res = run(init)
-    assert res.value[1] == 1.0
+    assert res.value[1] == 1.0 and not k.events.events(kind="trust_report")
+    assert [e.data[0] for e in k.events.events(kind="error")] == ["CapError"]
 
 
 @pytest.mark.live_only(reason="a flight recorder commits on the wall clock; its kernels are not replayed")
