@@ -459,3 +459,24 @@ def test_a_sigtrust_kill_is_a_flight_recorder_record() -> None:
     assert exit_.startswith("trust(")
     notes = [r for r in rec.records() if r.kind == "sigtrust"]
     assert len(notes) == 1 and notes[0].pid == pid and rec.verify().ok
+
+
+def test_in_permissive_mode_a_low_score_is_logged_but_is_not_evidence() -> None:
+    async def child(sys: Any, args: Any) -> Any:
+        await sys.recv()
+        for i in range(30):
+            await sys.send(sys.caps[0], i)
+        return await sys.trust()
+
+    async def init(sys: Any, args: Any) -> Any:
+        _, cap = await sys.spawn(child, caps=[await sys.self_cap()])
+        await sys.report(cap, "suspicious", 1.0)
+        await sys.send(cap, "go")
+        return str(await sys.waitpid(cap))
+
+    pol = PolicyEngine.from_text('kernel: {version: "1.0", mode: permissive}\n'
+                                 "trust: {report_weight: 0.5, per_reporter_cap: 0.6, per_target_cap: 0.6, "
+                                   "evidence: {policy_violation: 0.3}}\n"
+                                 "policies:\n  - {name: trusted-send, action: send, min_trust: 0.6}\n")
+    k, res = run(init, pol)
+    assert res.value == "normal" and len(k.events.events(kind="policy_violation")) == 30

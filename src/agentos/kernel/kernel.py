@@ -793,7 +793,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
         self._append((self._now(), proc.pid, "policy", (action, decision.allowed, decision.rule)))
         if decision.effect == "log":  # permissive/audit: allowed, but strict would not have
             self._append((self._now(), proc.pid, "policy_violation", (action, decision.rule, decision.reason)))
-            if self.trust is not None:
+            if self.trust is not None and not (decision.extra and "min_trust" in decision.extra):
                 self.trust.evidence(proc, "policy_violation")
                 if proc.state is EXITED:  # SIGTRUST: the action must not run for a dead process
                     return None

@@ -420,8 +420,10 @@ class PolicyEngine:
         if self.mode == "permissive":
             if d.effect == "approve":
                 return d
-            return Decision(True, d.rule, f"permissive: would deny: {d.reason}", "log",
-                            {"violation": d.rule, "would": d.effect})
+            extra = {"violation": d.rule, "would": d.effect}
+            if d.extra and "min_trust" in d.extra:  # a low score, not misbehaviour: no evidence
+                extra["min_trust"] = d.extra["min_trust"]
+            return Decision(True, d.rule, f"permissive: would deny: {d.reason}", "log", extra)
         return Decision(True, d.rule, f"audit: would {'ask approval' if d.effect == 'approve' else 'deny'}: "
                         f"{d.reason}", "log", {"violation": d.rule, "would": d.effect})
 
