@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..abi.errors import BadArgument, Interrupted, SyscallError, shown
 from ..abi.syscalls import SendSignal, Sigmask
-from ..abi.types import ExitKind, ExitReason, Signal, SignalMessage, killed, policy, trust
+from ..abi.types import Signal, SignalMessage, killed, policy, trust
 from . import args as A
 from .caps import PROC, R_KILL
 from .process import EXITED, PARK, READY, RUNNING, SUSPENDED, WAITING, Process
