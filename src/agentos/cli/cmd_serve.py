@@ -88,7 +88,7 @@ def _tree(rows: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
 def _ps_table(rows: list[dict[str, Any]], title: str) -> Any:
     from rich.table import Table
 
-    from .render import untrusted
+    from .render import trust_cell, untrusted
 
     def left(rem: Any) -> str:
         return "∞" if rem is None else str(rem)
@@ -98,14 +98,15 @@ def _ps_table(rows: list[dict[str, Any]], title: str) -> Any:
         return fmt(used) + (f" +{fmt(held)} held" if held else "") + "/" + left(rem)
 
     t = Table(title=title)
-    for col in ("pid", "name", "state", "wait", "prio", "tokens used/left", "tool calls used/left", "usd used/left"):
+    for col in ("pid", "name", "state", "wait", "prio", "tokens used/left", "tool calls used/left", "usd used/left",
+                "trust"):
         t.add_column(col)
     for depth, r in _tree(rows):
         u, rem, held = r["used"], r["remaining"], r.get("reserved") or {}
         t.add_row(str(r["pid"]), "  " * depth + untrusted(r["name"], 60), r["state"], str(r["wait"] or ""),
                   str(r["priority"]), cell(u["tokens"], held.get("tokens", 0), rem["tokens"]),
                   cell(u["tool_calls"], held.get("tool_calls", 0), rem["tool_calls"]),
-                  cell(u["usd"], held.get("usd", 0), rem["usd"], usd=True))
+                  cell(u["usd"], held.get("usd", 0), rem["usd"], usd=True), trust_cell(r.get("trust")))
     return t
 
 

@@ -64,15 +64,21 @@ def history_table(history: Any, title: str = "processes") -> Table:
     return t
 
 
+def trust_cell(score: Any) -> str:
+    """A trust score as ps shows it ("" when the kernel keeps none)."""
+    return f"{score:.3f}" if isinstance(score, float) else ""
+
+
 def ps_table(rows: list[dict[str, Any]], title: str = "ps") -> Table:
     t = Table(title=title)
-    for col in ("pid", "name", "state", "parent", "prio", "reductions", "mailbox", "tokens", "tool calls", "usd"):
+    for col in ("pid", "name", "state", "parent", "prio", "reductions", "mailbox", "tokens", "tool calls", "usd",
+                "trust"):
         t.add_column(col)
     for r in rows:
         u = r["used"]
         t.add_row(str(r["pid"]), untrusted(r["name"]), r["state"], str(r["parent"]), str(r["priority"]),
                   str(r["reductions"]), str(r["mailbox"]), str(u["tokens"]), str(u["tool_calls"]),
-                  f"{u['usd']:.6f}")
+                  f"{u['usd']:.6f}", trust_cell(r.get("trust")))
     return t
 
 
