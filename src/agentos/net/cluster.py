@@ -78,6 +78,10 @@ class ClusterConfig:
     remote_quota: Quota | None = None   # what a spawn_remote without a quota carves here
     spawn_timeout: float = 10.0         # seconds a spawn_remote waits for the peer's answer
     durable_retry: float = 60.0         # seconds a durable send keeps trying the stream
+    node_keys: dict[str, Any] = field(default_factory=dict)
+    """Peers' published trust keys (`kernel.trust.node_public_key()`: 32 bytes, or 64 hex
+    digits), pinned at join: sends from a node named here must carry an attestation that
+    verifies against its key, or they are dropped at ingress (services/trust.py)."""
 
     def __post_init__(self) -> None:
         check_node(self.node)
@@ -95,6 +99,12 @@ class ClusterConfig:
         for peer, q in self.grants.items():
             if not isinstance(q, Quota):
                 raise ValueError(f"grant for {peer!r} must be a Quota, got {type(q).__name__}")
+        for peer, key in self.node_keys.items():
+            check_node(peer)
+            ok = (type(key) is bytes and len(key) == 32) or (
+                type(key) is str and len(key) == 64 and all(c in "0123456789abcdef" for c in key))
+            if not ok:
+                raise ValueError(f"the trust key of node {peer!r} must be 32 bytes or 64 lowercase hex digits")
 
 
 class _ExitWatch(Observer):
@@ -192,6 +202,12 @@ class Cluster:
         """Connect, take the next incarnation, read the table, then start taking frames."""
         if self.k.replaying:
             raise RemoteRefused("join: a replaying kernel takes the cluster's input from its journal")
+        if self.config.node_keys:
+            trust = self.k.trust
+            if trust is None:
+                raise RemoteRefused("join: node_keys are pinned by the trust service, which this kernel lacks")
+            for peer, key in self.config.node_keys.items():
+                trust.trust_node(peer, key)
         await self.link.connect()
         prev = await self.link.get_member(self.node)
         if prev is not None and type(prev.get("incarnation")) is int:
