@@ -99,3 +99,11 @@ def test_forged_tampered_missing_and_borrowed_attestations_are_dropped_at_ingres
     assert b.net.dropped == {"attestation": 5} and b.trust.stats.refused_ingress == 5
     assert b.run(collect).value == ["the real one"]
     assert [e.data for e in b.events.events(kind="net_drop")] == [{"attestation": 5}]
+
+
+def test_a_nodes_attestation_names_its_incarnation_and_replays_alike() -> None:
+    a = Kernel(deterministic=True, seed=1, policy=AllowAll())
+    a.connect("b", Sink(), node="a", key=KEY, incarnation=3, wall=Clock())
+    att = a.run(attest).value  # the conformance replay has no node: it reads the incarnation back
+    assert (att["node"], att["incarnation"]) == ("a", 3)
+    assert att["key"] != genuine()[0]["key"]  # incarnation 0's process 1 has another key

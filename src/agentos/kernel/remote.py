@@ -72,6 +72,7 @@ class Remote(KernelState):
     _net_replay: "dict[int, list[JournalEntry]] | None"
     _net_seq: int
     _net_name: str | None
+    _net_incarnation: int
     _net_self_pending: bool
     _wakeup: Any
     _external_sources: int
@@ -88,6 +89,7 @@ class Remote(KernelState):
         self._net_handlers = {}
         self._net_replay = None
         self._net_name = None            # this node's name (replay: from the "net.sources" entry)
+        self._net_incarnation = 0        # and its incarnation (what attestations name)
         self._net_self_pending = False   # a send to this very node this turn: deliver before time moves
         self._senders[REMOTE] = self._remote_send
         journal = self.journal
@@ -123,7 +125,7 @@ class Remote(KernelState):
             self.net = net
             self.external_source(1)  # a kernel on a network waits for messages: it is never idle-dead
             self._net_name = net.name
-            self._net_inbox.append(("sources", {"node": net.name, "sources": 1}))
+            self._net_inbox.append(("sources", {"node": net.name, "sources": 1, "incarnation": net.incarnation}))
             self._net_on = True      # from now on every loop turn looks at the inbox
         elif node is not None and node != net.name or options or key is not None and key != net.key:
             raise KernelError(f"connect: this kernel is already node {net.name!r}; its identity "
@@ -218,6 +220,8 @@ class Remote(KernelState):
             self.events.emit(KERNEL_PID, "net_drop", dict(e.value))
         elif e.op == "net.sources":
             self._net_name = e.value["node"]
+            inc = e.value.get("incarnation", 0)  # recorded since attestations name it
+            self._net_incarnation = inc if type(inc) is int else 0
             self.external_source(int(e.value["sources"]))
 
     def _net_input_waiting(self) -> bool:

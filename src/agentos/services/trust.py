@@ -1,7 +1,8 @@
 """Inter-agent trust: kernel-held identities, attestations, trust scores and SIGTRUST.
 
 Identity. Every process has an Ed25519 key pair that the kernel holds and the process
-never sees. It is derived (HKDF-SHA256) from the kernel's seed and the pid, so a seeded
+never sees. It is derived (HKDF-SHA256) from the kernel's seed, the pid and the node's
+incarnation (journaled with the node's "net.sources" entry), so a seeded
 kernel and its replay hold the same keys and sign the same bytes (Ed25519 signatures are
 deterministic); it is made on first use, so spawning costs nothing. The node has a key
 of its own, derived from the seed the same way, which certifies each process key.
@@ -393,8 +394,9 @@ class TrustService:
         return name if type(name) is str else LOCAL_NODE
 
     def incarnation(self) -> int:
+        """The node's incarnation: the live node's, or in replay the one its journal names."""
         net = getattr(self.k, "net", None)
-        inc = getattr(net, "incarnation", 0) if net is not None else 0
+        inc = getattr(net, "incarnation", 0) if net is not None else getattr(self.k, "_net_incarnation", 0)
         return inc if type(inc) is int else 0
 
     def node_public_key(self) -> bytes:
@@ -416,8 +418,8 @@ class TrustService:
         """A fresh attestation of `proc`, signed with the key the kernel holds for it."""
         rec = self._rec(proc.pid)
         node, inc = self.node_name(), self.incarnation()
-        if rec.key is None:
-            rec.key = _derive(self.k.seed, b"proc:%d" % proc.pid)
+        if rec.key is None:  # seed + pid + incarnation: a restarted node's processes get new keys
+            rec.key = _derive(self.k.seed, b"proc:%d:%d" % (proc.pid, inc))
         if rec.cert is None or rec.cert[0] != (node, inc):  # the node certifies the key once
             key_hex = _public_raw(rec.key).hex()
             self.node_public_key()
