@@ -55,7 +55,7 @@ _NO_EXTRA: dict[str, Any] = {}
 class _Plan:
     """The candidate rules for one action name, split by effect."""
 
-    __slots__ = ("denies", "allows", "simple", "kernel", "fixed", "dry_run")
+    __slots__ = ("denies", "allows", "simple", "kernel", "fixed", "dry_run", "allowed")
 
     def __init__(self, denies: tuple[Rule, ...], allows: tuple[Rule, ...], kernel: bool,
                  fixed: Decision | None = None) -> None:
@@ -63,6 +63,7 @@ class _Plan:
         self.allows = allows
         self.kernel = kernel
         self.fixed = fixed            # a deny that needs no arguments (signals list, untyped tool)
+        self.allowed: Decision | None = None  # the allow every call that passes gets (made once)
         self.dry_run = next((r for r in allows if r.dry_run), None)
         # one unconditional allow and nothing else (or, for a kernel action, nothing at all):
         # the decision is a constant
@@ -351,9 +352,12 @@ class PolicyEngine:
         if not dry_run:
             for r in limited:
                 r.window(pid).take(now)
-        first = applicable[0]
-        return Decision(True, first.name, f"allowed by {first.name}", "allow",
-                        {"log": True} if any(r.log for r in applicable) else _NO_EXTRA)
+        d = plan.allowed
+        if d is None:
+            first = applicable[0]
+            d = plan.allowed = Decision(True, first.name, f"allowed by {first.name}", "allow",
+                                        {"log": True} if any(r.log for r in applicable) else _NO_EXTRA)
+        return d
 
     def _trust_of(self, pid: Any) -> float | None:
         """The trust score the kernel keeps for `pid`; None when it cannot be known (no trust
@@ -375,19 +379,17 @@ class PolicyEngine:
     def _below_trust(self, pid: int, action: str, args: Any, r: Rule) -> Decision | None:
         """A refusal when the caller's (or a send's target's) trust is below what rule `r`
         asks, else None. A score that cannot be known is below any minimum (fail closed)."""
-        checks: list[tuple[str, Any, float, str]] = []
-        if r.min_trust is not None:
-            checks.append(("caller", pid, r.min_trust, "min_trust"))
-        if r.target_min_trust is not None:
-            to = args.get("to") if isinstance(args, dict) and "node" not in args else None
-            checks.append(("target", to, r.target_min_trust, "target_min_trust"))
-        for who, p, need, key in checks:
-            score = self._trust_of(p)
+        need = r.min_trust
+        if need is not None:
+            score = self._trust_of(pid)
             if score is None or score < need:
-                have = "unknown" if score is None else f"{score:.3f}"
-                return Decision(False, r.name, f"{action}: the {who}'s trust {have} is below rule {r.name}'s "
-                                               f"{key} {need:g}", "raise",
-                                {"min_trust": need, "trust": score, "who": who})
+                return _trust_refusal(action, r, "caller", score, need, "min_trust")
+        need = r.target_min_trust
+        if need is not None:
+            to = args.get("to") if isinstance(args, dict) and "node" not in args else None
+            score = self._trust_of(to)
+            if score is None or score < need:
+                return _trust_refusal(action, r, "target", score, need, "target_min_trust")
         return None
 
     def consume(self, pid: int, decision: Decision) -> None:
@@ -448,6 +450,12 @@ class PolicyEngine:
                 "governs_kernel": sorted(self.governs_kernel),
                 "ontology": None if self.ontology is None else {
                     "classes": len(self.ontology.ancestors), "reasoner": self.ontology.reasoner}}
+
+
+def _trust_refusal(action: str, r: Rule, who: str, score: float | None, need: float, key: str) -> Decision:
+    have = "unknown" if score is None else f"{score:.3f}"
+    return Decision(False, r.name, f"{action}: the {who}'s trust {have} is below rule {r.name}'s {key} {need:g}",
+                    "raise", {"min_trust": need, "trust": score, "who": who})
 
 
 # -- what a driver serves: tools with a class and an effect classifier -------------------
