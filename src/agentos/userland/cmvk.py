@@ -91,7 +91,10 @@ class CmvkOptions:
     when `schema` is given) or ``lexical`` (word overlap, a rule; needs nothing installed).
     `threshold`: two answers agree when their similarity is at least this. `quota` is the
     whole budget of one verification (carved from the caller). `timeout_ms` (kernel time)
-    bounds the wait for the askers; a device that has not answered by then is a timeout."""
+    bounds the wait for the askers; a device that has not answered by then is a timeout.
+    It is off by default: under a virtual clock, kernel time jumps while a real endpoint is
+    still working, so a wall-clock bound belongs to the driver (`LLMDriver(timeout=...)`,
+    whose `DriverTimeout` is a `timeout` failure too)."""
 
     panel: tuple[Panelist, ...]
     measure: str = "minilm"
@@ -101,7 +104,7 @@ class CmvkOptions:
     max_tokens: int = 256
     temperature: float = 0.0
     quota: Quota = field(default_factory=lambda: Quota(tokens=20_000))
-    timeout_ms: float | None = 120_000.0
+    timeout_ms: float | None = None
     max_answer_chars: int = 20_000
     store: str = "kv"               # the device holding baselines and drift history
     namespace: str = "cmvk"
