@@ -38,6 +38,7 @@ from ..abi.types import Down, Quota
 from ..kernel.process import ProcessImage
 from ..kernel.trap import Sys
 from .agreement import canonical_json, known_measure, measure
+from .jobs import run_job
 from .failures import Failure, FailureKind, Severity, failure_from_error
 from .structured import json_format
 
@@ -493,22 +494,9 @@ def _opts_args(o: CmvkOptions) -> dict[str, Any]:
 async def _run(sys: Sys, op: str, questions: list[str], options: CmvkOptions) -> tuple[dict[str, Any] | None, Any]:
     if not isinstance(options, CmvkOptions):
         raise TypeError(f"options must be CmvkOptions, got {type(options).__name__}")
-    me = await sys.self_cap()
-    corr = ("cmvk", await sys.pid(), sys.next_corr())
-    caps: list[Any] = [*options.devices()]
-    if op != "verify":
-        caps.append(options.store)
-    caps += [me, "spawn"]
-    pid, cap = await sys.spawn(JOB, name=f"cmvk_{op}", quota=options.quota, caps=caps,
-                               args={"op": op, "questions": questions, "options": _opts_args(options),
-                                     "corr": corr, "reply_index": len(caps) - 2})
-    await sys.monitor(cap)
-    msg = await sys.recv(match=lambda m: m.corr == corr or (isinstance(m.body, Down) and m.body.pid == pid))
-    assert msg is not None
-    if isinstance(msg.body, Down):
-        return None, msg.body.reason
-    await sys.recv(match=lambda m: isinstance(m.body, Down) and m.body.pid == pid)  # it ends after answering
-    return msg.body, None
+    caps: list[Any] = [*options.devices()] + ([options.store] if op != "verify" else [])
+    return await run_job(sys, JOB, args={"op": op, "questions": questions, "options": _opts_args(options)},
+                         caps=caps, quota=options.quota, name=f"cmvk_{op}")
 
 
 async def _job_failed(sys: Sys, what: str, reason: Any, subject: str) -> Failure:
