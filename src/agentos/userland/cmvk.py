@@ -494,6 +494,7 @@ def _opts_args(o: CmvkOptions) -> dict[str, Any]:
 async def _run(sys: Sys, op: str, questions: list[str], options: CmvkOptions) -> tuple[dict[str, Any] | None, Any]:
     if not isinstance(options, CmvkOptions):
         raise TypeError(f"options must be CmvkOptions, got {type(options).__name__}")
+    measure(options.measure)  # a missing optional embedder is an ImportError here, before anything runs
     caps: list[Any] = [*options.devices()] + ([options.store] if op != "verify" else [])
     return await run_job(sys, JOB, args={"op": op, "questions": questions, "options": _opts_args(options)},
                          caps=caps, quota=options.quota, name=f"cmvk_{op}")
