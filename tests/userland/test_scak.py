@@ -242,9 +242,9 @@ def test_an_auditor_whose_budget_runs_out_spends_no_more_than_its_carve() -> Non
     opts = AuditOptions(auditors=("auditor",), quota=Quota(tokens=carve), max_tokens=500)
 
     async def init(sys: Any, args: Any) -> Any:
-        before = (await sys.budget()).used.get("tokens") or 0
+        before = (await sys.budget()).remaining["tokens"]
         r = await audit(sys, "Capital of Australia?", "Canberra", opts)
-        after = (await sys.budget()).used.get("tokens") or 0
+        after = (await sys.budget()).remaining["tokens"]
         return {"report": r.to_dict(), "spent": after - before}
 
     out = k.run(init, grant=["auditor"], quota=Quota(tokens=50_000)).value
