@@ -360,3 +360,25 @@ def test_minilm_hears_paraphrases_as_agreement() -> None:
     v = Verdict.from_dict(k.run(init, grant=["a", "b", "c"]).value)
     assert v.measure == "minilm" and v.support == 2 and v.outliers == ("c",)
     assert v.similarity[0][1] > 0.7 > v.similarity[0][2]
+
+
+def test_unrecordable_replies_lone_surrogate_and_deep_nesting_are_model_errors() -> None:
+    deep: dict[str, Any] = {}
+    d = deep
+    for _ in range(5000):
+        d["x"] = {}
+        d = d["x"]
+    k = kernel(ScriptedChat([lambda req: ChatReply("Paris \ud800")], name="surrogate"),
+               ScriptedChat([lambda req: ChatReply(deep)], name="deep"),  # type: ignore[arg-type]
+               ScriptedChat(["Paris"], name="fine"))
+    opts = CmvkOptions(panel=("surrogate", "deep", "fine"), measure="lexical")
+
+    async def init(sys: Any, args: Any) -> Any:
+        return (await verify(sys, "capital?", opts)).to_dict()
+
+    v = Verdict.from_dict(k.run(init, grant=["surrogate", "deep", "fine"]).value)
+    by = {x.label: x for x in v.answers}
+    assert by["fine"].text == "Paris"
+    for bad in ("surrogate", "deep"):
+        f = by[bad].failure
+        assert f is not None and f.kind is FailureKind.MODEL_ERROR and "cannot be recorded" in f.detail

@@ -374,9 +374,9 @@ def _judge(opts: dict[str, Any], question: str, answers: dict[str, Answer]) -> V
     panel_size = len(opts["panel"])
     ok = [a for a in answers.values() if a.text is not None]
     fails = [a.failure for a in answers.values() if a.failure is not None]
-    texts = [a.text for a in ok]
+    texts = [a.text for a in ok if a.text is not None]
     name = opts["measure"]
-    sim = measure(name).matrix(texts) if texts else []  # type: ignore[arg-type]
+    sim = measure(name).matrix(texts) if texts else []
     idx, members, mean = consensus([a.label for a in ok], sim, opts["threshold"], panel_size)
     if idx is None:
         outliers: tuple[str, ...] = tuple(a.label for a in ok) if len(ok) > 1 else ()
@@ -392,7 +392,7 @@ def _judge(opts: dict[str, Any], question: str, answers: dict[str, Answer]) -> V
         fails.append(Failure(FailureKind.DISAGREEMENT, f"{len(outliers)} of {len(ok)} answers differ from the "
                              f"consensus: {', '.join(outliers)}", SOURCE, rule, subject=question[:200],
                              evidence={"outliers": list(outliers), "agreement": round(mean, 4)}))
-    return Verdict(question, tuple(answers.values()), texts[idx] if idx is not None else None,  # type: ignore[misc]
+    return Verdict(question, tuple(answers.values()), texts[idx] if idx is not None else None,
                    len(members) if idx is not None else 0, round(mean, 6), outliers, name, tuple(fails),
                    tuple(tuple(round(x, 6) for x in row) for row in sim))
 
