@@ -13,8 +13,9 @@ Detectors: every rule is run over the labelled fixture
 label and the reason). Precision: of the answers a rule flags, how many are labelled bad.
 Recall: of the answers labelled bad *in the rule's own category*, how many it flags.
 The fixture was written alongside the rules, so these are figures on a small,
-hand-written set, not on real traffic.
-`python bench/bench_verify.py [--quick]`
+hand-written set, not on real traffic. With `--model`, the model-call laziness detector
+is scored too, with the embedded model as the judge (about a minute and a half).
+`python bench/bench_verify.py [--quick] [--model]`
 """
 from __future__ import annotations
 
@@ -151,10 +152,50 @@ def detector_rows() -> list[dict[str, Any]]:
     p, rc, tp, fp, fn = _pr(pred, [r["label"] == "contradicts" for r in hyg])
     out.append({"name": "scak.rule:negation_conflict", "value": f"P={p:.2f} R={rc:.2f}", "unit": "precision/recall",
                 "notes": f"a rule; {len(hyg)} lesson/evidence pairs; tp {tp} fp {fp} fn {fn}"})
-    out.append({"name": "scak.model_detectors", "value": "not measured", "unit": "",
-                "notes": "judge_laziness and the model-judged hygiene are model calls; no model's verdicts are "
-                         "scored here"})
     return out
+
+
+def model_detector_rows() -> list[dict[str, Any]]:
+    """`judge_laziness` with the embedded model (gemma3-270m) on every laziness row: one
+    metered call each through a kernel. About 1.5 s a call on a shared 2-core machine."""
+    try:
+        from agentos.drivers.local import LocalDriver
+    except ImportError as e:
+        return [{"name": "scak.model:local(laziness)", "error": f"ImportError: {e}"}]
+    from agentos.userland.scak import AnswerContext, judge_laziness
+    from agentos.userland.structured import ModelOutputError
+
+    rows = [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
+    lazy = [r for r in rows if r["detector"] == "laziness"]
+    d = LocalDriver(name="judge", max_tokens=64)
+    d.load()
+
+    async def init(sys: Any, args: Any) -> list[Any]:
+        out: list[Any] = []
+        for r in lazy:
+            try:
+                f = await judge_laziness(sys, r["answer"], AnswerContext(r["task"], tuple(r["tools"]), r["tool_calls"]),
+                                         device="judge")
+                out.append(f is not None)
+            except ModelOutputError:
+                out.append(None)
+        return out
+
+    k = Kernel(policy=AllowAll())
+    k.register_driver(d)
+    t0 = time.perf_counter()
+    try:
+        res = k.run(init, grant=["judge"])
+    finally:
+        d.shutdown()
+    wall = time.perf_counter() - t0
+    _ok(res)
+    got = res.value
+    unparsed = sum(1 for g in got if g is None)
+    p, rc, tp, fp, fn = _pr([bool(g) for g in got], [r["label"] == "lazy" for r in lazy])
+    return [{"name": "scak.model:local(laziness)", "value": f"P={p:.2f} R={rc:.2f}", "unit": "precision/recall",
+             "notes": f"a model call (gemma3-270m, JSON under a schema); {len(lazy)} answers, tp {tp} fp {fp} fn {fn}, "
+                      f"{unparsed} replies did not parse (counted as not flagged); {wall / len(lazy):.2f} s a call"}]
 
 
 def run(quick: bool = True) -> list[dict[str, Any]]:
@@ -184,5 +225,5 @@ def run(quick: bool = True) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    for row in run(quick="--quick" in sys.argv):
+    for row in run(quick="--quick" in sys.argv) + (model_detector_rows() if "--model" in sys.argv else []):
         print(row)
