@@ -96,6 +96,11 @@ PUBLIC: dict[str, set[str]] = {
         "forge_prompt", "instantiate", "learn", "lessons_section", "metered_fitness", "mount_personas",
         "open_nursery", "parse_lessons", "persona_store", "rank", "react_agent", "refine_prompt", "reply",
         "report_outcome", "supervisor", "tournament", "unlearned_runs", "which_children",
+        # the failure model, cross-model verification and self-correction
+        "AnswerContext", "AuditOptions", "AuditReport", "CmvkOptions", "DriftReport", "Failure", "FailureKind",
+        "Finding", "HygieneOptions", "HygieneReport", "Panelist", "Severity", "ToolCheck", "Verdict", "audit",
+        "detect_laziness", "drift", "failure_from_error", "failures_in", "hygiene", "judge_laziness",
+        "set_baseline", "verify",
     },
     "agentos.vfs": {
         "AccessDenied", "Backend", "BadPath", "EscapeError", "HostDirBackend", "KVStore", "MemoryBackend",

@@ -102,3 +102,25 @@ def test_policy_decisions_are_counted_by_effect(tmp_path: Path) -> None:
         assert want in _metrics(s)
     finally:
         stop(s)
+
+
+FAILING = """
+async def init(sys, args):
+    await sys.log("warning", "failure", kind="disagreement", severity="warning", source="cmvk",
+                  detector="rule:consensus", detail="two of three differ", subject="q", evidence={})
+    await sys.log("info", "failure", kind="evil\\"kind{pid=1}")
+    while True:
+        await sys.sleep(20)
+"""
+
+
+def test_failures_are_counted_by_kind_with_a_closed_label_set(served: Served, tmp_path: Path) -> None:
+    served.request("POST", "/v1/submit", {"path": served.program(tmp_path, FAILING, "failing")})
+    end = time.monotonic() + 20
+    text = _metrics(served)
+    while time.monotonic() < end and 'agentos_failures_total{kind="disagreement"}' not in text:
+        time.sleep(0.05)
+        text = _metrics(served)
+    assert 'agentos_failures_total{kind="disagreement"} 1.0' in text
+    assert 'agentos_failures_total{kind="other"} 1.0' in text
+    assert "evil" not in text and "pid=" not in text

@@ -1,11 +1,15 @@
 """Ring 2: libraries built on syscalls only (supervisors, nurseries, rpc, agents, and the
 layer that lets agents learn across runs: long memory, distillation, personas, prompt
-forging, evolutionary search, the prompt expert and reflection)."""
+forging, evolutionary search, the prompt expert and reflection; and the layer that lets
+agents check each other: the failure model, cross-model verification and self-correction)."""
+from .cmvk import CmvkOptions, DriftReport, Panelist, Verdict, drift, set_baseline, verify
 from .distill import Distillation, Distiller, Learned, learn, parse_lessons, report_outcome, unlearned_runs
 from .evolve import (
     Candidate, Contains, EvolveResult, ExactMatch, FunctionScorer, MeteredFitness, Scored, Scorer, Task, evolve,
     metered_fitness, rank, tournament,
 )
+from .failures import Failure, FailureKind, Severity, failure_from_error, failures_in
+from .hygiene import HygieneOptions, HygieneReport, hygiene
 from .long_memory import AddResult, InMemoryPersist, Lesson, LongMemory, MemoryPersist, StorePersist, lessons_section
 from .nursery import Nursery, open_nursery
 from .persona import (
@@ -16,6 +20,7 @@ from .promptsmith import ForgeBrief, Forged, forge_from_memory, forge_prompt, re
 from .react import ReactResult, react_agent
 from .reflect import Reflect, ReflectVerdict
 from .rpc import CallTimeout, call, reply
+from .scak import AnswerContext, AuditOptions, AuditReport, Finding, ToolCheck, audit, detect_laziness, judge_laziness
 from .structured import ModelOutputError
 from .supervisor import ChildSpec, SupervisorSpec, supervisor, which_children
 
@@ -29,4 +34,9 @@ __all__ = [
     "lessons_section", "metered_fitness", "mount_personas", "open_nursery", "parse_lessons", "persona_store",
     "rank", "react_agent", "refine_prompt", "reply", "report_outcome", "supervisor", "tournament",
     "unlearned_runs", "which_children",
+    # the failure model, cross-model verification and self-correction
+    "AnswerContext", "AuditOptions", "AuditReport", "CmvkOptions", "DriftReport", "Failure", "FailureKind",
+    "Finding", "HygieneOptions", "HygieneReport", "Panelist", "Severity", "ToolCheck", "Verdict", "audit",
+    "detect_laziness", "drift", "failure_from_error", "failures_in", "hygiene", "judge_laziness", "set_baseline",
+    "verify",
 ]
