@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from ..abi.errors import BadArgument, ToolError
+from ..abi.errors import BadArgument, ManifestError, ToolError
 from ..kernel.values import checked
 
 SCHEMA_DEPTH = 32
@@ -103,12 +103,9 @@ class Effect(enum.Enum):
     READ_WRITE = "read_write"
 
 
-class ManifestError(BadArgument):
-    """A manifest the registry refuses; `field` names the part at fault."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"tool manifest field {field!r}: {message}")
-        self.field = field
+def refuse(field: str, message: str) -> ManifestError:
+    """The `ManifestError` for `field`."""
+    return ManifestError(f"tool manifest field {field!r}: {message}", field)
 
 
 @dataclass(frozen=True)
@@ -162,11 +159,11 @@ MANIFEST_KEYS = frozenset({"name", "version", "description", "schema", "ontology
 
 def _text(field: str, v: Any, pattern: re.Pattern[str] | None = None, limit: int = STRING_MAX) -> str:
     if type(v) is not str:
-        raise ManifestError(field, f"must be a string, got {type(v).__name__}")
+        raise refuse(field, f"must be a string, got {type(v).__name__}")
     if len(v) > limit:
-        raise ManifestError(field, f"is {len(v)} characters; the limit is {limit}")
+        raise refuse(field, f"is {len(v)} characters; the limit is {limit}")
     if pattern is not None and not pattern.fullmatch(v):
-        raise ManifestError(field, f"{v[:64]!r} does not match {pattern.pattern}")
+        raise refuse(field, f"{v[:64]!r} does not match {pattern.pattern}")
     return v
 
 
@@ -175,20 +172,20 @@ def parse_manifest(obj: Any) -> ToolManifest:
     if isinstance(obj, ToolManifest):
         obj = manifest_dict(obj)
     if not isinstance(obj, dict):
-        raise ManifestError("(root)", f"a manifest is an object, got {type(obj).__name__}")
+        raise refuse("(root)", f"a manifest is an object, got {type(obj).__name__}")
     try:
         checked("tool manifest", obj)  # cycles, 1,000+ levels, lone surrogates: refused here
     except BadArgument as e:
-        raise ManifestError("(root)", str(e)) from None
+        raise refuse("(root)", str(e)) from None
     unknown = sorted(str(k)[:40] for k in obj if k not in MANIFEST_KEYS)
     if unknown:
-        raise ManifestError(unknown[0], f"is not a manifest field (fields: {', '.join(sorted(MANIFEST_KEYS))})")
+        raise refuse(unknown[0], f"is not a manifest field (fields: {', '.join(sorted(MANIFEST_KEYS))})")
     for required in ("name", "version", "schema", "risk", "effect"):
         if required not in obj:
-            raise ManifestError(required, "is required")
+            raise refuse(required, "is required")
     name = _text("name", obj["name"], _NAME)
     if name in RESERVED_NAMES:
-        raise ManifestError("name", f"{name!r} is reserved for a registry operation")
+        raise refuse("name", f"{name!r} is reserved for a registry operation")
     version = _text("version", obj["version"], _VERSION)
     desc = _text("description", obj.get("description", ""), limit=1000)
     risk = _enum("risk", Risk, obj["risk"])
@@ -198,16 +195,16 @@ def parse_manifest(obj: Any) -> ToolManifest:
         cls = _text("ontology_class", cls, _CLASS)
     caps = obj.get("capabilities", [])
     if not isinstance(caps, (list, tuple)) or len(caps) > 16:
-        raise ManifestError("capabilities", "must be a list of at most 16 tags")
+        raise refuse("capabilities", "must be a list of at most 16 tags")
     tags = tuple(_text(f"capabilities[{i}]", t, _TAG) for i, t in enumerate(caps))
     driver = obj.get("driver")
     if driver is not None and driver not in ("tools", "wasm", "sandbox"):
-        raise ManifestError("driver", f"is 'tools', 'wasm' or 'sandbox', got {str(driver)[:40]!r}")
+        raise refuse("driver", f"is 'tools', 'wasm' or 'sandbox', got {str(driver)[:40]!r}")
     schema = check_schema(obj["schema"])
     wasm = _wasm(obj["wasm"], schema) if obj.get("wasm") is not None else None
     source = _source(obj["source"]) if obj.get("source") is not None else None
     if wasm is not None and source is not None:
-        raise ManifestError("wasm", "a tool has one artifact: wasm or source, not both")
+        raise refuse("wasm", "a tool has one artifact: wasm or source, not both")
     return ToolManifest(name, version, schema, risk, effect, desc, cls, tags, driver, wasm, source)
 
 
@@ -230,45 +227,45 @@ def _enum(field: str, cls: Any, v: Any) -> Any:
         return cls(v)
     except (ValueError, TypeError):
         allowed = ", ".join(m.value for m in cls)
-        raise ManifestError(field, f"is one of {allowed}, got {str(v)[:40]!r}") from None
+        raise refuse(field, f"is one of {allowed}, got {str(v)[:40]!r}") from None
 
 
 def _wasm(v: Any, schema: dict[str, Any]) -> WasmArtifact:
     if not isinstance(v, dict) or set(v) - {"module", "export", "params"}:
-        raise ManifestError("wasm", "is {'module': WAT text or bytes, 'export': name, 'params': [argument names]}")
+        raise refuse("wasm", "is {'module': WAT text or bytes, 'export': name, 'params': [argument names]}")
     mod = v.get("module")
     if isinstance(mod, (bytearray, memoryview)):
         mod = bytes(mod)
     if not isinstance(mod, (str, bytes)) or not mod:
-        raise ManifestError("wasm.module", "must be WAT text or a binary module")
+        raise refuse("wasm.module", "must be WAT text or a binary module")
     if len(mod) > MODULE_BYTES:
-        raise ManifestError("wasm.module", f"is {len(mod)} long; the limit is {MODULE_BYTES}")
+        raise refuse("wasm.module", f"is {len(mod)} long; the limit is {MODULE_BYTES}")
     export = _text("wasm.export", v.get("export"), _IDENT)
     params = v.get("params", [])
     if not isinstance(params, (list, tuple)) or len(params) > 16:
-        raise ManifestError("wasm.params", "must be a list of at most 16 argument names")
+        raise refuse("wasm.params", "must be a list of at most 16 argument names")
     props = schema.get("properties", {})
     req = set(schema.get("required", ()))
     for i, p in enumerate(params):
         p = _text(f"wasm.params[{i}]", p, _IDENT)
         ptype = props.get(p, {}).get("type") if isinstance(props.get(p), dict) else None
         if p not in req or ptype not in ("integer", "number"):
-            raise ManifestError(f"wasm.params[{i}]", f"{p!r} must be a required argument of type integer "
+            raise refuse(f"wasm.params[{i}]", f"{p!r} must be a required argument of type integer "
                                                      f"or number (WebAssembly takes numbers)")
     if len(set(params)) != len(params):
-        raise ManifestError("wasm.params", "names an argument twice")
+        raise refuse("wasm.params", "names an argument twice")
     return WasmArtifact(mod, export, tuple(params))
 
 
 def _source(v: Any) -> SourceArtifact:
     if not isinstance(v, dict) or set(v) - {"code", "entry"}:
-        raise ManifestError("source", "is {'code': Python source, 'entry': function name}")
+        raise refuse("source", "is {'code': Python source, 'entry': function name}")
     code = _text("source.code", v.get("code"), limit=SOURCE_BYTES)
     entry = _text("source.entry", v.get("entry", "run"), _IDENT)
     if entry.startswith("__"):
-        raise ManifestError("source.entry", "must not be a dunder name")
+        raise refuse("source.entry", "must not be a dunder name")
     if "\x00" in code:
-        raise ManifestError("source.code", "holds a NUL character")
+        raise refuse("source.code", "holds a NUL character")
     return SourceArtifact(code, entry)
 
 
@@ -285,7 +282,7 @@ def choose_tier(m: ToolManifest, origin: Origin, has_fn: bool) -> Tier:
     what = {0: "a host function, wasm or source", 1: "a wasm module or Python source",
             2: "Python source (the process sandbox)"}[need]
     why = " (a tool registered at run time never runs in the kernel)" if origin is Origin.RUNTIME else ""
-    raise ManifestError("risk", f"risk {m.risk.value} needs {what} to run{why}")
+    raise refuse("risk", f"risk {m.risk.value} needs {what} to run{why}")
 
 
 # -- argument schemas ----------------------------------------------------------------------
@@ -317,12 +314,12 @@ def _children(node: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
             continue
         if kw in ("properties", "$defs"):
             if not isinstance(v, dict):
-                raise ManifestError(f"schema.{kw}", "must be an object of schemas")
+                raise refuse(f"schema.{kw}", "must be an object of schemas")
             for k, s in v.items():
                 yield kw, f"{kw}.{k}", s
         elif kw in ("allOf", "anyOf", "oneOf", "prefixItems"):
             if not isinstance(v, list) or not v:
-                raise ManifestError(f"schema.{kw}", "must be a non-empty list of schemas")
+                raise refuse(f"schema.{kw}", "must be a non-empty list of schemas")
             for i, s in enumerate(v):
                 yield kw, f"{kw}[{i}]", s
         else:  # additionalProperties, items, not, propertyNames
@@ -332,20 +329,20 @@ def _children(node: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
 def check_schema(schema: Any) -> dict[str, Any]:
     """Refuse an argument schema outside the bounded dialect; return it unchanged."""
     if not isinstance(schema, dict):
-        raise ManifestError("schema", f"must be an object schema, got {type(schema).__name__}")
+        raise refuse("schema", f"must be an object schema, got {type(schema).__name__}")
     try:
         size = len(json.dumps(schema, ensure_ascii=False, allow_nan=True, default=repr))
     except (ValueError, TypeError, RecursionError) as e:
-        raise ManifestError("schema", f"cannot be encoded: {type(e).__name__}") from None
+        raise refuse("schema", f"cannot be encoded: {type(e).__name__}") from None
     if size > SCHEMA_BYTES:
-        raise ManifestError("schema", f"is {size} bytes of JSON; the limit is {SCHEMA_BYTES}")
+        raise refuse("schema", f"is {size} bytes of JSON; the limit is {SCHEMA_BYTES}")
     if schema.get("type") != "object":
-        raise ManifestError("schema.type", "the arguments are an object: the schema's type must be 'object'")
+        raise refuse("schema.type", "the arguments are an object: the schema's type must be 'object'")
     if "$schema" in schema and schema["$schema"] != _DIALECT:
-        raise ManifestError("schema.$schema", f"only {_DIALECT} is accepted")
+        raise refuse("schema.$schema", f"only {_DIALECT} is accepted")
     defs = schema.get("$defs", {})
     if not isinstance(defs, dict):
-        raise ManifestError("schema.$defs", "must be an object of schemas")
+        raise refuse("schema.$defs", "must be an object of schemas")
     # one iterative walk: depth, node count, keywords, values; collect $ref edges
     same: dict[int, list[Any]] = {}   # id(node) -> subschemas applied at its instance place
     nodes = 0
@@ -355,12 +352,12 @@ def check_schema(schema: Any) -> dict[str, Any]:
         if isinstance(node, bool):
             continue
         if not isinstance(node, dict):
-            raise ManifestError(path, f"a schema is an object or a boolean, got {type(node).__name__}")
+            raise refuse(path, f"a schema is an object or a boolean, got {type(node).__name__}")
         nodes += 1
         if nodes > SCHEMA_NODES:
-            raise ManifestError("schema", f"has more than {SCHEMA_NODES} subschemas")
+            raise refuse("schema", f"has more than {SCHEMA_NODES} subschemas")
         if depth > SCHEMA_DEPTH:
-            raise ManifestError(path, f"nests deeper than {SCHEMA_DEPTH} schemas")
+            raise refuse(path, f"nests deeper than {SCHEMA_DEPTH} schemas")
         _check_keywords(node, path, defs)
         here = same.setdefault(id(node), [])
         for kw, sub, child in _children(node):
@@ -378,7 +375,7 @@ def check_schema(schema: Any) -> dict[str, Any]:
 def _check_keywords(node: dict[str, Any], path: str, defs: dict[str, Any]) -> None:
     for kw, v in node.items():
         if kw not in _KEYWORDS:
-            raise ManifestError(f"{path}.{str(kw)[:40]}", "is not a keyword this registry accepts "
+            raise refuse(f"{path}.{str(kw)[:40]}", "is not a keyword this registry accepts "
                                                          "(patternProperties, $id, $anchor, $dynamicRef, if/then/else... "
                                                          "are refused)")
         _check_data(f"{path}.{kw}", v)
@@ -386,26 +383,26 @@ def _check_keywords(node: dict[str, Any], path: str, defs: dict[str, Any]) -> No
     if t is not None:
         ts = t if isinstance(t, list) else [t]
         if not ts or not all(isinstance(x, str) and x in _TYPES for x in ts):
-            raise ManifestError(f"{path}.type", f"names a type outside {sorted(_TYPES)}")
+            raise refuse(f"{path}.type", f"names a type outside {sorted(_TYPES)}")
     ref = node.get("$ref")
     if ref is not None:
         m = _DEF_REF.fullmatch(ref) if isinstance(ref, str) else None
         if m is None:
-            raise ManifestError(f"{path}.$ref", "only local references of the form '#/$defs/<name>' are accepted")
+            raise refuse(f"{path}.$ref", "only local references of the form '#/$defs/<name>' are accepted")
         if m.group(1) not in defs:
-            raise ManifestError(f"{path}.$ref", f"refers to a missing definition {m.group(1)!r}")
+            raise refuse(f"{path}.$ref", f"refers to a missing definition {m.group(1)!r}")
     pat = node.get("pattern")
     if pat is not None:
         if not isinstance(pat, str):
-            raise ManifestError(f"{path}.pattern", "must be a string")
+            raise refuse(f"{path}.pattern", "must be a string")
         try:
             _re2(pat)
         except ValueError as e:
-            raise ManifestError(f"{path}.pattern", str(e)) from None
+            raise refuse(f"{path}.pattern", str(e)) from None
     if node.get("uniqueItems") is True:
         mi = node.get("maxItems")
         if not isinstance(mi, int) or isinstance(mi, bool) or mi > UNIQUE_MAX_ITEMS:
-            raise ManifestError(f"{path}.uniqueItems", f"needs a maxItems of at most {UNIQUE_MAX_ITEMS} beside it "
+            raise refuse(f"{path}.uniqueItems", f"needs a maxItems of at most {UNIQUE_MAX_ITEMS} beside it "
                                                        f"(checking uniqueness is quadratic)")
 
 
@@ -415,11 +412,11 @@ def _check_data(path: str, v: Any) -> None:
     while stack:
         x = stack.pop()
         if isinstance(x, float) and not math.isfinite(x):
-            raise ManifestError(path, "holds a NaN or an infinity")
+            raise refuse(path, "holds a NaN or an infinity")
         if isinstance(x, int) and not isinstance(x, bool) and not -INT_LIMIT <= x <= INT_LIMIT:
-            raise ManifestError(path, f"holds an integer outside ±2**63")
+            raise refuse(path, f"holds an integer outside ±2**63")
         if isinstance(x, str) and len(x) > STRING_MAX:
-            raise ManifestError(path, f"holds a string longer than {STRING_MAX}")
+            raise refuse(path, f"holds a string longer than {STRING_MAX}")
         if isinstance(x, dict):
             stack.extend(x.values())
             stack.extend(k for k in x.keys() if isinstance(k, str))
@@ -445,21 +442,21 @@ def _check_cost(schema: dict[str, Any], defs: dict[str, Any], same: dict[int, li
                 grey.discard(key)
                 total = 1 + sum(cost.get(id(c), 0) for c in same.get(key, ()) if not isinstance(c, bool))
                 if total > SCHEMA_COST:
-                    raise ManifestError("schema", f"applies more than {SCHEMA_COST} subschemas at one place once "
+                    raise refuse("schema", f"applies more than {SCHEMA_COST} subschemas at one place once "
                                                   f"its $refs are expanded")
                 cost[key] = total
                 continue
             if key in cost:
                 continue
             if key in grey:
-                raise ManifestError("schema.$ref", "a cycle of references that never descends into the "
+                raise refuse("schema.$ref", "a cycle of references that never descends into the "
                                                    "arguments (it would never end)")
             grey.add(key)
             stack.append((node, True))
             for c in same.get(key, ()):
                 if not isinstance(c, bool):
                     if id(c) in grey:
-                        raise ManifestError("schema.$ref", "a cycle of references that never descends into "
+                        raise refuse("schema.$ref", "a cycle of references that never descends into "
                                                            "the arguments (it would never end)")
                     stack.append((c, False))
 
@@ -490,9 +487,9 @@ def _validator(schema: dict[str, Any]) -> Any:
         base.check_schema(schema)
     except SchemaError as e:
         where = ".".join(str(p) for p in e.absolute_path) or "(root)"
-        raise ManifestError(f"schema.{where}", e.message[:300]) from None
+        raise refuse(f"schema.{where}", e.message[:300]) from None
     except RecursionError:
-        raise ManifestError("schema", "too deep for the meta-schema check") from None
+        raise refuse("schema", "too deep for the meta-schema check") from None
     cls = validators.extend(base, {"pattern": pattern})
     return cls(schema)
 

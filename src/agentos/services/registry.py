@@ -32,6 +32,7 @@ kernel; the in-kernel table (`in_kernel`, a `ToolsDriver`) never changes after i
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Iterable
 
@@ -41,14 +42,16 @@ from ..abi.types import Cost, Pid
 from ..drivers.tools import ServedTool, Tool, ToolsDriver
 from . import tiers
 from .manifest import (
-    ArgsChecker, Effect, ManifestError, Origin, Tier, ToolManifest, choose_tier, parse_manifest,
+    ArgsChecker, Effect, Origin, Tier, ToolManifest, choose_tier, parse_manifest,
 )
+from .manifest import refuse as _refuse
 
 if TYPE_CHECKING:
     from ..drivers.wasm import WasmDriver
     from ..kernel.kernel import Kernel
     from ..sandbox.driver import SandboxDriver, SandboxLimits
 
+_INT_RANGE = {"i32": (-(1 << 31), 1 << 31), "i64": (-(1 << 63), 1 << 63)}
 CALL_KEYS = frozenset({"tool", "args"})
 LIST_KEYS = frozenset({"op", "name", "class", "capability"})
 REGISTER_KEYS = frozenset({"op", "manifest"})
@@ -73,6 +76,21 @@ class Entry:
     owner: int                       # the registering pid; 0 for the host
     check: ArgsChecker = field(repr=False)
     served: ServedTool = field(repr=False)
+    wasm_types: tuple[str, ...] = ()  # the export's parameter types (i32, i64, f32, f64)
+
+    def check_numbers(self, args: dict[str, Any]) -> None:
+        """WebAssembly arguments fit the export's parameter types, before anything runs."""
+        assert self.manifest.wasm is not None
+        for p, t in zip(self.manifest.wasm.params, self.wasm_types):
+            v = args[p]
+            if t in _INT_RANGE:
+                lo, hi = _INT_RANGE[t]
+                if not isinstance(v, int) or isinstance(v, bool) or not lo <= v < hi:
+                    raise ToolError(f"tool {self.manifest.name!r}: argument {p!r} must be an integer "
+                                    f"in [{lo}, {hi}) (the export takes an {t}), got {str(v)[:40]}")
+            elif not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) \
+                    or abs(v) > 1.7e308:
+                raise ToolError(f"tool {self.manifest.name!r}: argument {p!r} must be a finite number")
 
     def describe(self, op: str) -> dict[str, Any]:
         m = self.manifest
@@ -112,11 +130,13 @@ class ToolRegistry(Driver):
                 raise TypeError(f"registry: host tools are HostTool(manifest, fn), got {type(ht).__name__}")
             m = parse_manifest(ht.manifest)
             if ht.fn is not None and not callable(ht.fn):
-                raise ManifestError("fn", "a host tool's function must be callable")
+                raise _refuse("fn", "a host tool's function must be callable")
             tier = choose_tier(m, Origin.HOST, ht.fn is not None)
             if m.name in self.entries:
-                raise ManifestError("name", f"{m.name!r} is registered twice")
+                raise _refuse("name", f"{m.name!r} is registered twice")
             entry = self._entry(m, Origin.HOST, tier, 0)
+            if tier is Tier.WASM:
+                entry.wasm_types = self._check_module(0, m)
             if tier is Tier.IN_KERNEL:
                 t = Tool(m.name, ht.fn, m.schema, m.description, m.effect.value, ontology_class=m.ontology_class)
                 t._validator = entry.check._v  # RE2 patterns, as for every other tier
@@ -203,7 +223,7 @@ class ToolRegistry(Driver):
         m = parse_manifest(req.get("manifest"))
         tier = choose_tier(m, Origin.RUNTIME, False)
         if m.name in self.entries:
-            raise ManifestError("name", f"a tool named {m.name!r} is already registered")
+            raise _refuse("name", f"a tool named {m.name!r} is already registered")
         return m, tier
 
     def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any] | None:
@@ -223,8 +243,9 @@ class ToolRegistry(Driver):
             return Cost()
         e = self._tool(req)
         self._may_call(op, e)
-        e.check(req.get("args"))  # refused here: after policy, before anything is reserved
+        args = e.check(req.get("args"))  # refused here: after policy, before anything is reserved
         if e.tier is Tier.WASM:
+            e.check_numbers(args)
             return tiers.wasm_bound(self.wasm())
         return Cost(tool_calls=1)
 
@@ -256,6 +277,8 @@ class ToolRegistry(Driver):
         e = self._tool(req)
         self._may_call(op, e)
         args = e.check(req.get("args"))
+        if e.tier is Tier.WASM:
+            e.check_numbers(args)
         return self._run(owner, e, args)
 
     def _run(self, owner: int, e: Entry, args: dict[str, Any]) -> DriverResult | Awaitable[DriverResult]:
@@ -283,31 +306,39 @@ class ToolRegistry(Driver):
             raise ToolError(f"{self.name}: pid {owner} has registered its limit of {self.max_per_process} tools")
         onto = self._ontology()
         if m.ontology_class is not None and onto is not None and not onto.has_class(m.ontology_class):
-            raise ManifestError("ontology_class", f"{m.ontology_class!r} is not a class of the policy's ontology")
-        if tier is Tier.WASM:
-            self._check_module(owner, m)
+            raise _refuse("ontology_class", f"{m.ontology_class!r} is not a class of the policy's ontology")
+        types = self._check_module(owner, m) if tier is Tier.WASM else ()
         entry = self._entry(m, Origin.RUNTIME, tier, owner)
+        entry.wasm_types = types
         self.entries[m.name] = entry
         self.registrations += 1
         self._retyped()
         return entry.describe("write")
 
-    def _check_module(self, owner: int, m: ToolManifest) -> None:
-        """Compile the module now (cached for its calls) and see that it has the export."""
+    def _check_module(self, owner: int, m: ToolManifest) -> tuple[str, ...]:
+        """Compile the module now (cached for its calls); the export must be a function
+        taking exactly the manifest's params, as numbers. Returns its parameter types."""
         assert m.wasm is not None
         drv = self.wasm()
         key = "wat" if isinstance(m.wasm.module, str) else "wasm"
         try:
             h = drv.open(owner, {key: m.wasm.module})
         except DriverError as e:
-            raise ManifestError("wasm.module", str(e)[:500]) from None
+            raise _refuse("wasm.module", str(e)[:500]) from None
         try:
             _linker, module = h.start
-            names = {ex.name for ex in module.exports}
+            exports = {ex.name: ex.type for ex in module.exports}
         finally:
             drv.close(h)
-        if m.wasm.export not in names:
-            raise ManifestError("wasm.export", f"the module exports no {m.wasm.export!r}")
+        ftype = exports.get(m.wasm.export)
+        params = getattr(ftype, "params", None)
+        if params is None:
+            raise _refuse("wasm.export", f"the module exports no function {m.wasm.export!r}")
+        types = tuple(str(t) for t in params)
+        if len(types) != len(m.wasm.params) or any(t not in ("i32", "i64", "f32", "f64") for t in types):
+            raise _refuse("wasm.params", f"{m.wasm.export!r} takes ({', '.join(types)}); the manifest "
+                                               f"passes {len(m.wasm.params)} number(s)")
+        return types
 
     # -- discovery ---------------------------------------------------------------------
     def discover(self, pid: int, op: str, req: dict[str, Any]) -> list[dict[str, Any]]:
