@@ -301,6 +301,8 @@ _DATA = frozenset({"enum", "const", "default", "examples", "required", "descript
 # keywords applying subschemas at the same instance location (a $ref cycle through only
 # these never ends); the rest descend into a part of the instance
 _SAME_PLACE = frozenset({"allOf", "anyOf", "oneOf", "not", "$ref"})
+_SUBSCHEMAS = frozenset({"properties", "$defs", "allOf", "anyOf", "oneOf", "prefixItems", "items",
+                         "additionalProperties", "not", "propertyNames"})
 _TYPES = frozenset({"object", "array", "string", "number", "integer", "boolean", "null"})
 
 
@@ -330,12 +332,6 @@ def check_schema(schema: Any) -> dict[str, Any]:
     """Refuse an argument schema outside the bounded dialect; return it unchanged."""
     if not isinstance(schema, dict):
         raise refuse("schema", f"must be an object schema, got {type(schema).__name__}")
-    try:
-        size = len(json.dumps(schema, ensure_ascii=False, allow_nan=True, default=repr))
-    except (ValueError, TypeError, RecursionError) as e:
-        raise refuse("schema", f"cannot be encoded: {type(e).__name__}") from None
-    if size > SCHEMA_BYTES:
-        raise refuse("schema", f"is {size} bytes of JSON; the limit is {SCHEMA_BYTES}")
     if schema.get("type") != "object":
         raise refuse("schema.type", "the arguments are an object: the schema's type must be 'object'")
     if "$schema" in schema and schema["$schema"] != _DIALECT:
@@ -367,6 +363,12 @@ def check_schema(schema: Any) -> dict[str, Any]:
         ref = node.get("$ref")
         if ref is not None:
             here.append(defs[_DEF_REF.fullmatch(ref).group(1)])  # type: ignore[union-attr]
+    try:  # only now: the walk above bounded its depth and node count
+        size = len(json.dumps(schema, ensure_ascii=False, allow_nan=True, default=repr))
+    except (ValueError, TypeError, RecursionError) as e:
+        raise refuse("schema", f"cannot be encoded: {type(e).__name__}") from None
+    if size > SCHEMA_BYTES:
+        raise refuse("schema", f"is {size} bytes of JSON; the limit is {SCHEMA_BYTES}")
     _check_cost(schema, defs, same)
     _validator(schema)  # meta-schema check, and the RE2 patterns compile
     return schema
@@ -378,7 +380,8 @@ def _check_keywords(node: dict[str, Any], path: str, defs: dict[str, Any]) -> No
             raise refuse(f"{path}.{str(kw)[:40]}", "is not a keyword this registry accepts "
                                                          "(patternProperties, $id, $anchor, $dynamicRef, if/then/else... "
                                                          "are refused)")
-        _check_data(f"{path}.{kw}", v)
+        if kw not in _SUBSCHEMAS:  # subschemas are walked as nodes of their own
+            _check_data(f"{path}.{kw}", v)
     t = node.get("type")
     if t is not None:
         ts = t if isinstance(t, list) else [t]
