@@ -124,7 +124,7 @@ class ToolRegistry(Driver):
         self.max_runtime_tools = max_runtime_tools
         self.max_per_process = max_per_process
         self.entries: dict[str, Entry] = {}
-        in_kernel: list[Tool] = []
+        in_kernel: list[Tool | Any] = []
         for ht in tools:
             if not isinstance(ht, HostTool):
                 raise TypeError(f"registry: host tools are HostTool(manifest, fn), got {type(ht).__name__}")
