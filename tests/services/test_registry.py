@@ -275,3 +275,33 @@ def test_process_registration_flood_is_capped() -> None:
 
     _k, reg, res = run(init, registry=ToolRegistry(host_tools(), max_per_process=3))
     assert res.value[0] == 3 and "limit of 3" in res.value[1]
+
+
+def test_hostile_manifests_through_the_syscall_are_refused_and_the_kernel_runs_on() -> None:
+    deep: dict = {"type": "integer"}
+    for _ in range(10_000):
+        deep = {"type": "object", "properties": {"x": deep}}
+    cyclic = {**MUL, "schema": {"type": "object", "$defs": {"a": {"$ref": "#/$defs/a"}},
+                                "properties": {"a": {"$ref": "#/$defs/a"}, "b": {"type": "integer"}}}}
+    hostile = [{**MUL, "schema": deep}, cyclic, {**MUL, "wasm": {**MUL["wasm"], "module": "x" * (5 << 20)}},
+               {**MUL, "wasm": {**MUL["wasm"], "module": "(module"}}, {**MUL, "wasm": {**MUL["wasm"], "export": "nope"}},
+               {**MUL, "risk": "untrusted_code"}, "manifest"]
+
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        out = []
+        for m in hostile:
+            try:
+                await sys.write(h, {"op": "register", "manifest": m})
+                out.append("registered")
+            except (ManifestError, BadArgument) as e:
+                out.append((type(e).__name__, getattr(e, "field", None)))
+        out.append(await sys.read(h, {"tool": "add", "args": {"a": 1, "b": 1}}))
+        return out
+
+    _k, reg, res = run(init)
+    assert res.value == [("BadArgument", None), ("ManifestError", "schema.$ref"),
+                         ("ManifestError", "wasm.module"), ("ManifestError", "wasm.module"),
+                         ("ManifestError", "wasm.export"), ("ManifestError", "risk"),
+                         ("ManifestError", "(root)"), 2]
+    assert set(reg.entries) == {"add", "put"}

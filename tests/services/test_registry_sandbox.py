@@ -117,3 +117,30 @@ def test_failing_sandboxed_tool_is_a_tool_error() -> None:
                                                  "entry": "run"}}
     _k, _reg, res = run(register_and_call(bad, {"a": 1, "b": 1}))
     assert res.value[1].startswith("ToolError") and "ValueError" in res.value[1]
+
+
+@pytest.mark.live_only(reason="the caller is killed while its tool runs in a child OS process: when the "
+                              "kill lands relative to the child is wall-clock time")
+def test_killing_the_caller_kills_its_tool_child() -> None:
+    manifest = {**PY_PURE, "name": "spin", "source": {"code": SPIN, "entry": "run"}}
+
+    async def caller(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        await sys.read(h, {"tool": "spin", "args": {"a": 1, "b": 1}})
+
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        await sys.write(h, {"op": "register", "manifest": manifest})
+        _p, c = await sys.spawn(caller, caps=["registry"])
+        await sys.sleep(200)
+        await sys.kill(c)
+        return str(await sys.waitpid(c))
+
+    k = Kernel(policy=AllowAll())  # a real clock: the sleep lets the child start
+    reg = install_registry(k, ToolRegistry(host_tools(), sandbox_timeout_s=60.0))
+    res = k.run(init, grant=["registry"])
+    assert "killed" in res.value, res.value
+    owner, child_pid, _uid = reg.sandbox().history[-1]
+    assert owner == 2 and not reg.sandbox().live
+    with pytest.raises(ProcessLookupError):
+        os.kill(child_pid, 0)  # reaped: no such process
