@@ -305,3 +305,31 @@ def test_hostile_manifests_through_the_syscall_are_refused_and_the_kernel_runs_o
                          ("ManifestError", "wasm.export"), ("ManifestError", "risk"),
                          ("ManifestError", "(root)"), 2]
     assert set(reg.entries) == {"add", "put"}
+
+
+ONLY_WASM = '''
+kernel: {version: "1.0", mode: strict}
+policies:
+  - name: wasm-only
+    action: registry.register
+    effect: allow
+    constraints:
+      tier: {enum: [wasm]}
+'''
+
+
+def test_policy_constrains_what_a_process_may_register_by_tier() -> None:
+    async def sneaky(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        await sys.write(h, {"op": "register", "manifest": {**ADD, "name": "py", "source": {
+            "code": "def run(a, b):\n    return a\n", "entry": "run"}}})
+
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        ok = (await sys.write(h, {"op": "register", "manifest": MUL}))["tier"]
+        _p, c = await sys.spawn(sneaky, caps=["registry"])
+        return ok, str(await sys.waitpid(c))
+
+    _k, reg, res = run(init, pol=policy(ONLY_WASM))
+    assert res.value == ("wasm", "policy(wasm-only)")
+    assert "py" not in reg.entries and "mul" in reg.entries
