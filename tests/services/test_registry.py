@@ -100,7 +100,7 @@ def test_schema_invalid_arguments_are_refused_before_execution_and_charged_nothi
     assert res.reason.kind is ExitKind.NORMAL, res.reason
     errors, used = res.value
     assert errors == ["ToolError"] * (2 * len(bad)) + [True]
-    assert used == 0 and CALLS == []
+    assert used == 1 and CALLS == []  # the registration's one call; the refused calls nothing
     assert not [e for e in k.journal.entries if e.action == "registry.mul" and e.ok]
 
 
@@ -333,3 +333,32 @@ def test_policy_constrains_what_a_process_may_register_by_tier() -> None:
     _k, reg, res = run(init, pol=policy(ONLY_WASM))
     assert res.value == ("wasm", "policy(wasm-only)")
     assert "py" not in reg.entries and "mul" in reg.entries
+
+
+def test_policy_sees_the_class_of_a_tool_registered_after_it_was_first_asked_about() -> None:
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        before = (await sys.check_policy("registry.mul", {})).allowed  # cached: an untyped action
+        h = await sys.open("registry")
+        await sys.write(h, {"op": "register", "manifest": MUL})  # typed Multiplication
+        after = (await sys.check_policy("registry.mul", {})).allowed
+        return before, after, await sys.read(h, {"tool": "mul", "args": {"a": 2, "b": 5}})
+
+    _k, _reg, res = run(init, pol=policy(ONTO, ontology=True))
+    assert res.value == (False, True, 10)
+
+
+def test_registration_is_charged_one_call_and_a_budget_bounds_it() -> None:
+    from agentos.abi.types import Quota
+
+    async def registrar(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        for i in range(10):
+            await sys.write(h, {"op": "register", "manifest": {**MUL, "name": f"m{i}"}})
+
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        _p, c = await sys.spawn(registrar, caps=["registry"], quota=Quota(tool_calls=3))
+        return str(await sys.waitpid(c))
+
+    _k, reg, res = run(init)
+    assert res.value == "quota(tool_calls)"
+    assert sorted(n for n in reg.entries if n.startswith("m")) == ["m0", "m1", "m2"]

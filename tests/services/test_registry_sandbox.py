@@ -45,7 +45,7 @@ def test_tool_registered_at_run_time_as_pure_runs_in_a_sandboxed_child_process()
     manifest = {**PY_PURE, "source": {"code": SNOOP, "entry": "run"}}  # risk pure, driver "tools"
     k, reg, res = run(register_and_call(manifest, {"a": 2, "b": 3}))
     tier, out, calls = res.value
-    assert tier == "sandbox" and calls == 1
+    assert tier == "sandbox" and calls == 2  # the registration and the call
     assert out["sum"] == 5
     assert out["pid"] != os.getpid()          # not this (the kernel's) OS process
     assert out["kernel_loaded"] is False      # an interpreter that never imported agentos
@@ -93,7 +93,7 @@ def test_hung_sandboxed_tool_times_out_and_is_charged_its_reservation() -> None:
     reg = ToolRegistry(host_tools(), sandbox_timeout_s=1.0)
     _k, reg, res = run(register_and_call(manifest, {"a": 1, "b": 1}), reg)
     tier, out, calls = res.value
-    assert tier == "sandbox" and out.startswith(DriverTimeout.__name__) and calls == 1
+    assert tier == "sandbox" and out.startswith(DriverTimeout.__name__) and calls == 2
     assert not reg.sandbox().live
 
 

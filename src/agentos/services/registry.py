@@ -239,8 +239,10 @@ class ToolRegistry(Driver):
 
     def bound(self, op: str, handle: Any, req: Any) -> Cost:
         kind = self._kind(req)
-        if kind != "call":
+        if kind == "list":
             return Cost()
+        if kind == "register":  # the kernel parses and compiles it: a budget pays for that
+            return Cost(tool_calls=1)
         e = self._tool(req)
         self._may_call(op, e)
         args = e.check(req.get("args"))  # refused here: after policy, before anything is reserved
@@ -273,7 +275,7 @@ class ToolRegistry(Driver):
         if kind == "register":
             if op != "write":
                 raise ToolError(f"{self.name}: register is a write")
-            return DriverResult(self._register(owner, req))
+            return DriverResult(self._register(owner, req), Cost(tool_calls=1))
         e = self._tool(req)
         self._may_call(op, e)
         args = e.check(req.get("args"))
@@ -399,10 +401,6 @@ class ToolRegistry(Driver):
 
     def close(self, handle: Any) -> None:
         return None
-
-    def shutdown(self) -> None:
-        if self._sandbox is not None:
-            self._sandbox.shutdown()
 
 
 def install(kernel: "Kernel", registry: ToolRegistry | None = None, **kw: Any) -> ToolRegistry:
