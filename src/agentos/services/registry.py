@@ -92,7 +92,7 @@ class Entry:
                     or abs(v) > 1.7e308:
                 raise ToolError(f"tool {self.manifest.name!r}: argument {p!r} must be a finite number")
 
-    def describe(self, op: str) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         m = self.manifest
         return {"name": m.name, "version": m.version, "description": m.description, "schema": m.schema,
                 "ontology_class": m.ontology_class, "risk": m.risk.value, "effect": m.effect.value,
@@ -242,6 +242,8 @@ class ToolRegistry(Driver):
         if kind == "list":
             return Cost()
         if kind == "register":  # the kernel parses and compiles it: a budget pays for that
+            if op != "write":
+                raise ToolError(f"{self.name}: register is a write")
             return Cost(tool_calls=1)
         e = self._tool(req)
         self._may_call(op, e)
@@ -322,7 +324,7 @@ class ToolRegistry(Driver):
         self.entries[m.name] = entry
         self.registrations += 1
         self._retyped()
-        return entry.describe("write")
+        return entry.describe()
 
     def _check_module(self, owner: int, m: ToolManifest) -> tuple[str, ...]:
         """Compile the module now (cached for its calls); the export must be a function
@@ -371,7 +373,7 @@ class ToolRegistry(Driver):
                 continue  # not callable through this operation
             if not self._allowed(pid, n):
                 continue
-            out.append(e.describe(op))
+            out.append(e.describe())
         return out
 
     @staticmethod
