@@ -76,6 +76,10 @@ PUBLIC: dict[str, set[str]] = {
         "DEFAULT_ALLOW", "SandboxDriver", "SandboxLimits", "SandboxViolation", "describe_status", "install",
         "sandbox", "to_wire",
     },
+    "agentos.services": {
+        "Effect", "HostTool", "ManifestError", "Origin", "Risk", "Tier", "ToolManifest", "ToolRegistry",
+        "install_registry", "parse_manifest",
+    },
     "agentos.store": {
         "DURABILITY_MODES", "MemoryStore", "NoSuchRun", "PostgresStore", "Recording", "RunInfo", "SqliteStore", "Store",
         "StoreError", "StoredEvent", "agentos_home", "effective_status", "open_default_store", "open_store",

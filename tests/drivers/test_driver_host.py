@@ -91,7 +91,7 @@ def test_a_driver_is_handed_a_driver_host_not_the_kernel():
     assert reaches(spy, Kernel) == [] and reaches(spy, kernel_parts(k)) == []
     public = {n for n in dir(host) if not n.startswith("_")}
     assert public == {"name", "now", "priority", "alive", "emit", "keep_alive", "fail", "lineage",
-                      "live_pids", "record", "shared", "limited"}
+                      "live_pids", "record", "shared", "limited", "check_policy", "ontology", "tools_changed"}
 
 
 def test_the_reference_walk_finds_a_kernel_held_in_any_way():

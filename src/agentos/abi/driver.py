@@ -87,6 +87,22 @@ class DriverHost(Protocol):
         first use): e.g. one confinement registry whichever sandbox device opened."""
         ...
 
+    def check_policy(self, pid: Pid, action: str, args: Any) -> Any:
+        """What policy would answer `pid` about `action` (a `Decision`), asked as
+        `sys.check_policy` asks: no side effect (no rate-limit slot is taken) and not
+        journaled, so only for an answer the driver returns as its operation's result
+        (which is). For a driver that lists what a caller may do (the tool registry)."""
+        ...
+
+    def ontology(self) -> Any:
+        """The policy's ontology (a `SubsumptionIndex`), or None."""
+        ...
+
+    def tools_changed(self) -> None:
+        """The tools this driver serves (or their classes) changed: policy re-reads them.
+        Raises the policy's load error when one is typed by a class its ontology lacks."""
+        ...
+
 
 class DriverPort:
     """The kernel's `DriverHost`: a bundle of the callables the kernel chose to expose.
@@ -96,7 +112,8 @@ class DriverPort:
     outlives its kernel keeps nothing alive)."""
 
     __slots__ = ("_name", "_now", "_priority", "_alive", "_emit", "_keep_alive", "_fail", "_lineage",
-                 "_live_pids", "_record", "_shared", "_limited")
+                 "_live_pids", "_record", "_shared", "_limited", "_check_policy", "_ontology",
+                 "_tools_changed")
 
     def __init__(self, name: str, *, now: Callable[[], float], priority: Callable[[Pid], int],
                  alive: Callable[[Pid], bool], emit: Callable[[Pid, str, Any], None],
@@ -104,7 +121,10 @@ class DriverPort:
                  lineage: Callable[[Pid], tuple[Pid, ...]], live_pids: Callable[[], tuple[Pid, ...]],
                  record: Callable[[Pid, str, Any], None],
                  shared: Callable[[str, Callable[[], Any]], Any],
-                 limited: Callable[[Pid, str], bool]) -> None:
+                 limited: Callable[[Pid, str], bool],
+                 check_policy: Callable[[Pid, str, Any], Any] | None = None,
+                 ontology: Callable[[], Any] | None = None,
+                 tools_changed: Callable[[], None] | None = None) -> None:
         self._name = name
         self._now = now
         self._priority = priority
@@ -117,6 +137,9 @@ class DriverPort:
         self._record = record
         self._shared = shared
         self._limited = limited
+        self._check_policy = check_policy
+        self._ontology = ontology
+        self._tools_changed = tools_changed
 
     @property
     def name(self) -> str:
@@ -154,6 +177,20 @@ class DriverPort:
 
     def limited(self, pid: Pid, resource: str) -> bool:
         return self._limited(pid, resource)
+
+    def check_policy(self, pid: Pid, action: str, args: Any) -> Any:
+        if self._check_policy is None:
+            from .policy import Decision
+
+            return Decision(False, "no-policy", "this host answers no policy questions", "raise")
+        return self._check_policy(pid, action, args)
+
+    def ontology(self) -> Any:
+        return self._ontology() if self._ontology is not None else None
+
+    def tools_changed(self) -> None:
+        if self._tools_changed is not None:
+            self._tools_changed()
 
     def __repr__(self) -> str:
         return f"<DriverPort {self._name!r}>"

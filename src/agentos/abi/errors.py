@@ -81,6 +81,18 @@ class ToolError(DriverError):
     """A tool call failed: unknown tool, bad arguments, or the tool raised."""
 
 
+class ManifestError(ToolError, BadArgument):
+    """A tool manifest the registry refuses; `field` names the part at fault, and so does
+    the message ("tool manifest field 'schema.$ref': ..."), which is all a journal keeps."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        if field is None:
+            head = "tool manifest field '"
+            field = message[len(head):].split("'", 1)[0] if message.startswith(head) else ""
+        self.field = field
+
+
 class PolicyDenied(SyscallError):
     """Policy refused an action (permissive kernels raise this instead of killing)."""
 

@@ -13,8 +13,10 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from ..abi.driver import DriverPort
+from ..abi.policy import Decision
 from ..abi.types import POOLED_RESOURCES, Pid, fault
 from .process import EXITED
+from .replay import DecisionRecorder, JournalPolicy
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -114,9 +116,32 @@ def driver_port(kernel: "Kernel", name: str) -> DriverPort:
             return False
         return proc.account.bank[POOLED_RESOURCES.index(resource)] is not None
 
+    def check_policy(pid: Pid, action: str, args: Any) -> Decision:
+        k = ref()
+        if k is None:
+            return Decision(False, "no-kernel", "the kernel is gone", "raise")
+        pol = k.policy
+        # the answer goes into the driver's own (journaled) result: asking the recording
+        # wrapper would journal a decision that a replay, which calls no driver, never asks
+        inner = pol.inner if isinstance(pol, (DecisionRecorder, JournalPolicy)) else pol
+        if inner is None:
+            return Decision(False, "no-policy", "no policy to ask", "raise")
+        return inner.check(pid, action, args, dry_run=True)
+
+    def ontology() -> Any:
+        k = ref()
+        return getattr(k.policy, "ontology", None) if k is not None else None
+
+    def tools_changed() -> None:
+        k = ref()
+        check = getattr(k.policy, "check_driver", None) if k is not None else None
+        if check is not None and name in k.drivers:  # type: ignore[union-attr]
+            check(name, k.drivers[name])  # type: ignore[union-attr]
+
     return DriverPort(name, now=now, priority=priority, alive=alive, emit=emit, keep_alive=keep_alive,
                       fail=fail, lineage=lineage, live_pids=live_pids, record=record, shared=shared,
-                      limited=limited)
+                      limited=limited, check_policy=check_policy, ontology=ontology,
+                      tools_changed=tools_changed)
 
 
 __all__ = ["driver_port"]

@@ -1,8 +1,20 @@
-"""Ring 1 multi-agent services built on the kernel's syscalls: inter-agent trust (`trust`).
+"""Ring 1 multi-agent services built on the kernel's syscalls and drivers.
 
-Each service installs itself into a kernel as an extension (see `kernel/observer.py`) and
-imports its optional libraries lazily, so `import agentos` stays light.
+- inter-agent trust (`TrustService`, `verify_attestation`): kernel-issued identities,
+  trust scores, `min_trust` and kernel-raised SIGTRUST;
+- the tool registry (`ToolRegistry`, `install_registry`): tool manifests, discovery
+  filtered to what the caller may call, and execution in the tier a tool's risk requires.
+
+Each service installs itself into a kernel as an extension and imports its optional
+libraries lazily, so `import agentos` stays light.
 """
+from __future__ import annotations
+
+from .manifest import Effect, ManifestError, Origin, Risk, Tier, ToolManifest, parse_manifest
+from .registry import HostTool, ToolRegistry
+from .registry import install as install_registry
 from .trust import ATTESTATION_VERSION, TrustService, verify_attestation
 
-__all__ = ["ATTESTATION_VERSION", "TrustService", "verify_attestation"]
+__all__ = ["ATTESTATION_VERSION", "Effect", "HostTool", "ManifestError", "Origin", "Risk", "Tier",
+           "ToolManifest", "ToolRegistry", "TrustService", "install_registry", "parse_manifest",
+           "verify_attestation"]

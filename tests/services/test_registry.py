@@ -1,0 +1,364 @@
+"""The tool registry on a kernel: tiers chosen by the registry, calls through the device
+path (policy, reservation, journal), discovery that lists exactly what can be called."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agentos import AllowAll, Kernel
+from agentos.abi.errors import BadArgument, CapError, DriverError, PolicyDenied, ToolError
+from agentos.abi.types import ExitKind
+from agentos.audit import FlightRecorder
+from agentos.services import ManifestError, ToolRegistry, install_registry
+
+from .policies import policy
+from .tools import ADD, CALLS, MUL, PUT, host_tools
+
+pytest.importorskip("wasmtime")
+
+
+def run(init, *, pol=None, audit=None, registry=None, quota=None):  # type: ignore[no-untyped-def]
+    k = Kernel(deterministic=True, policy=pol if pol is not None else AllowAll(), audit=audit)
+    reg = install_registry(k, registry if registry is not None else ToolRegistry(host_tools()))
+    res = k.run(init, grant=["registry"], quota=quota)
+    return k, reg, res
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    CALLS.clear()
+
+
+def test_host_pure_tool_runs_in_the_kernel_metered_and_journaled() -> None:
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        out = await sys.read(h, {"tool": "add", "args": {"a": 2, "b": 40}})
+        return out, (await sys.budget()).used["tool_calls"]
+
+    k, reg, res = run(init)
+    assert res.value == (42, 1)
+    assert CALLS == [("add", 2, 40)]  # the host function itself ran, in this process
+    assert [e.action for e in k.journal.entries if e.op == "read"] == ["registry.add"]
+    assert [e.data[0] for e in k.events.events(kind="policy")] == ["registry.add"]
+
+
+def test_tool_registered_at_run_time_as_pure_runs_in_wasm_never_in_the_kernel() -> None:
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        desc = await sys.write(h, {"op": "register", "manifest": {**MUL, "risk": "pure", "driver": "tools"}})
+        out = await sys.read(h, {"tool": "mul", "args": {"a": 6, "b": 7}})
+        return desc["tier"], desc["origin"], out
+
+    k, reg, res = run(init)
+    assert res.value == ("wasm", "runtime", 42)
+    assert set(reg.in_kernel.tools) == {"add", "put"}  # the in-kernel table never got it
+    assert reg.entries["mul"].tier.value == "wasm"
+    assert reg.wasm().compiles >= 1  # wasmtime compiled and ran it
+    call = [e for e in k.journal.entries if e.action == "registry.mul"]
+    assert call and call[0].reductions > 0  # its fuel was charged
+
+
+@pytest.mark.parametrize("field", ["tier", "driver", "in_kernel", "sandbox"])
+def test_caller_choosing_the_tier_is_refused(field: str) -> None:
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        try:
+            await sys.read(h, {"tool": "add", "args": {"a": 1, "b": 2}, field: "in_kernel"})
+        except ToolError as e:
+            return str(e), (await sys.budget()).used["tool_calls"]
+
+    _k, _reg, res = run(init)
+    msg, used = res.value
+    assert repr(field) in msg and "the registry chooses where a tool runs" in msg
+    assert used == 0 and CALLS == []
+
+
+def test_schema_invalid_arguments_are_refused_before_execution_and_charged_nothing() -> None:
+    bad = [{"a": "two", "b": 1}, {"a": 1}, {"a": 1, "b": 2, "c": 3}, ["not", "an", "object"],
+           {"a": float("nan"), "b": 1}, {"a": float("inf"), "b": 1}, None]
+    too_wide = {"a": 1, "b": 2 ** 70}  # an integer to the schema, but the export takes an i64
+
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        await sys.write(h, {"op": "register", "manifest": MUL})
+        errors = []
+        for tool in ("add", "mul"):
+            for args in bad:
+                try:
+                    await sys.read(h, {"tool": tool, "args": args})
+                except (ToolError, BadArgument) as e:
+                    errors.append(type(e).__name__)
+        try:
+            await sys.read(h, {"tool": "mul", "args": too_wide})
+        except ToolError as e:
+            errors.append("i64" in str(e))
+        b = await sys.budget()
+        return errors, b.used["tool_calls"]
+
+    k, _reg, res = run(init)
+    assert res.reason.kind is ExitKind.NORMAL, res.reason
+    errors, used = res.value
+    assert errors == ["ToolError"] * (2 * len(bad)) + [True]
+    assert used == 1 and CALLS == []  # the registration's one call; the refused calls nothing
+    assert not [e for e in k.journal.entries if e.action == "registry.mul" and e.ok]
+
+
+def test_read_write_tool_needs_the_write_right_and_a_read_only_cap_lists_only_read_only_tools() -> None:
+    async def reader(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open(sys.caps[0])
+        seen = [t["name"] for t in await sys.read(h, {"op": "list"})]
+        ok = await sys.read(h, {"tool": "add", "args": {"a": 1, "b": 1}})
+        out = [seen, ok]
+        try:
+            await sys.read(h, {"tool": "put", "args": {"key": "k", "value": "v"}})
+        except ToolError as e:
+            out.append("read_write" in str(e))
+        try:
+            await sys.write(h, {"tool": "put", "args": {"key": "k", "value": "v"}})
+        except CapError:
+            out.append("no write right")
+        try:
+            await sys.write(h, {"op": "list"})
+        except CapError:
+            out.append("no write list")
+        return out
+
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        ro = await sys.attenuate(sys.caps[0], rights=["open", "read"])
+        _pid, c = await sys.spawn(reader, caps=[ro])
+        await sys.waitpid(c)
+        h = await sys.open("registry")
+        return [t["name"] for t in await sys.write(h, {"op": "list"})]
+
+    k, _reg, res = run(init)
+    assert res.value == ["add", "put"]
+    child = [e.data for e in k.events.events(kind="exit") if e.pid == 2][0]
+    assert CALLS == [("add", 1, 1)]
+    assert "normal" in str(child)
+
+
+STRICT = '''
+kernel: {version: "1.0", mode: strict}
+policies:
+  - name: adding
+    action: registry.add
+    effect: allow
+  - name: registering
+    action: registry.register
+    effect: allow
+'''
+
+
+def test_discovery_never_lists_a_tool_policy_denies_and_calling_it_kills() -> None:
+    async def caller(sys, tool):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        return await sys.write(h, {"tool": tool, "args": {"a": 1, "b": 2} if tool != "put" else
+                                   {"key": "k", "value": "v"}})
+
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        await sys.write(h, {"op": "register", "manifest": MUL})
+        seen = [t["name"] for t in await sys.write(h, {"op": "list"})]
+        exits = {}
+        for tool in ("add", "mul", "put"):
+            _p, c = await sys.spawn(caller, args=tool, caps=["registry"])
+            exits[tool] = str(await sys.waitpid(c))
+        return seen, exits
+
+    _k, _reg, res = run(init, pol=policy(STRICT))
+    seen, exits = res.value
+    assert seen == ["add"]
+    assert exits == {"add": "normal", "mul": "policy(default-deny)", "put": "policy(default-deny)"}
+
+
+ONTO = '''
+kernel: {version: "1.0", mode: strict}
+policies:
+  - name: arithmetic
+    class: Arithmetic
+    effect: allow
+  - name: registering
+    action: registry.register
+    effect: allow
+'''
+
+
+def test_discovery_by_class_follows_ontology_subsumption_and_policy_class_rules() -> None:
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        await sys.write(h, {"op": "register", "manifest": MUL})
+        arith = [t["name"] for t in await sys.write(h, {"op": "list", "class": "Arithmetic"})]
+        adds = [t["name"] for t in await sys.write(h, {"op": "list", "class": "Addition"})]
+        store = [t["name"] for t in await sys.write(h, {"op": "list", "class": "Storage"})]
+        math = [t["name"] for t in await sys.write(h, {"op": "list", "capability": "math"})]
+        one = [t["name"] for t in await sys.write(h, {"op": "list", "name": "mul"})]
+        return arith, adds, store, math, one, await sys.read(h, {"tool": "mul", "args": {"a": 3, "b": 3}})
+
+    _k, _reg, res = run(init, pol=policy(ONTO, ontology=True))
+    arith, adds, store, math, one, nine = res.value
+    assert arith == ["add", "mul"] and adds == ["add"] and one == ["mul"] and nine == 9
+    assert store == []            # put is Storage, which no rule allows: not listed
+    assert math == ["add", "mul"]
+
+
+def test_run_time_tool_typed_by_a_class_the_ontology_lacks_is_refused() -> None:
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        try:
+            await sys.write(h, {"op": "register", "manifest": {**MUL, "ontology_class": "Teleportation"}})
+        except ManifestError as e:
+            return e.field
+
+    _k, reg, res = run(init, pol=policy(ONTO, ontology=True))
+    assert res.value == "ontology_class"
+    assert "mul" not in reg.entries
+
+
+def test_strict_kernel_without_policy_refuses_run_time_registration_and_lists_nothing() -> None:
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        seen = await sys.write(h, {"op": "list"})
+        try:
+            await sys.write(h, {"op": "register", "manifest": MUL})
+        except PolicyDenied as e:
+            return seen, str(e)
+
+    k = Kernel(deterministic=True)  # NoPolicy: every action on the world is refused
+    reg = install_registry(k, ToolRegistry(host_tools()))
+    res = k.run(init, grant=["registry"])
+    seen, msg = res.value
+    assert seen == [] and "registry.register" in msg
+    assert "mul" not in reg.entries
+
+
+def test_registration_is_audited_in_the_flight_recorder_and_the_event_log() -> None:
+    rec = FlightRecorder.in_memory(b"k" * 32)
+
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        return (await sys.write(h, {"op": "register", "manifest": MUL}))["name"]
+
+    k, reg, res = run(init, audit=rec)
+    assert res.value == "mul"
+    actions = [json.loads(r.data) for r in rec.records() if r.kind == "action"]
+    regs = [a for a in actions if "registry.register" in json.dumps(a)]
+    assert regs, actions
+    text = json.dumps(regs[0])
+    assert '"mul"' in text and reg.entries["mul"].manifest.wasm.sha256 in text and '"wasm"' in text
+    assert "registry.register" in [e.data[0] for e in k.events.events(kind="policy")]
+
+
+def test_registering_a_name_twice_is_refused_and_the_first_stays() -> None:
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        try:
+            await sys.write(h, {"op": "register", "manifest": {**MUL, "name": "add"}})
+        except ManifestError as e:
+            return str(e), await sys.read(h, {"tool": "add", "args": {"a": 1, "b": 1}})
+
+    _k, reg, res = run(init)
+    assert "already registered" in res.value[0] and res.value[1] == 2
+    assert reg.entries["add"].origin.value == "host"
+
+
+def test_process_registration_flood_is_capped() -> None:
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        n = 0
+        try:
+            for i in range(10):
+                await sys.write(h, {"op": "register", "manifest": {**MUL, "name": f"mul{i}"}})
+                n += 1
+        except ToolError as e:
+            return n, str(e)
+
+    _k, reg, res = run(init, registry=ToolRegistry(host_tools(), max_per_process=3))
+    assert res.value[0] == 3 and "limit of 3" in res.value[1]
+
+
+def test_hostile_manifests_through_the_syscall_are_refused_and_the_kernel_runs_on() -> None:
+    deep: dict = {"type": "integer"}
+    for _ in range(10_000):
+        deep = {"type": "object", "properties": {"x": deep}}
+    cyclic = {**MUL, "schema": {"type": "object", "$defs": {"a": {"$ref": "#/$defs/a"}},
+                                "properties": {"a": {"$ref": "#/$defs/a"}, "b": {"type": "integer"}}}}
+    hostile = [{**MUL, "schema": deep}, cyclic, {**MUL, "wasm": {**MUL["wasm"], "module": "x" * (5 << 20)}},
+               {**MUL, "wasm": {**MUL["wasm"], "module": "(module"}}, {**MUL, "wasm": {**MUL["wasm"], "export": "nope"}},
+               {**MUL, "risk": "untrusted_code"}, "manifest"]
+
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        out = []
+        for m in hostile:
+            try:
+                await sys.write(h, {"op": "register", "manifest": m})
+                out.append("registered")
+            except (ManifestError, BadArgument) as e:
+                out.append((type(e).__name__, getattr(e, "field", None)))
+        out.append(await sys.read(h, {"tool": "add", "args": {"a": 1, "b": 1}}))
+        return out
+
+    _k, reg, res = run(init)
+    assert res.value == [("BadArgument", None), ("ManifestError", "schema.$ref"),
+                         ("ManifestError", "wasm.module"), ("ManifestError", "wasm.module"),
+                         ("ManifestError", "wasm.export"), ("ManifestError", "risk"),
+                         ("ManifestError", "(root)"), 2]
+    assert set(reg.entries) == {"add", "put"}
+
+
+ONLY_WASM = '''
+kernel: {version: "1.0", mode: strict}
+policies:
+  - name: wasm-only
+    action: registry.register
+    effect: allow
+    constraints:
+      tier: {enum: [wasm]}
+'''
+
+
+def test_policy_constrains_what_a_process_may_register_by_tier() -> None:
+    async def sneaky(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        await sys.write(h, {"op": "register", "manifest": {**ADD, "name": "py", "source": {
+            "code": "def run(a, b):\n    return a\n", "entry": "run"}}})
+
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        ok = (await sys.write(h, {"op": "register", "manifest": MUL}))["tier"]
+        _p, c = await sys.spawn(sneaky, caps=["registry"])
+        return ok, str(await sys.waitpid(c))
+
+    _k, reg, res = run(init, pol=policy(ONLY_WASM))
+    assert res.value == ("wasm", "policy(wasm-only)")
+    assert "py" not in reg.entries and "mul" in reg.entries
+
+
+def test_policy_sees_the_class_of_a_tool_registered_after_it_was_first_asked_about() -> None:
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        before = (await sys.check_policy("registry.mul", {})).allowed  # cached: an untyped action
+        h = await sys.open("registry")
+        await sys.write(h, {"op": "register", "manifest": MUL})  # typed Multiplication
+        after = (await sys.check_policy("registry.mul", {})).allowed
+        return before, after, await sys.read(h, {"tool": "mul", "args": {"a": 2, "b": 5}})
+
+    _k, _reg, res = run(init, pol=policy(ONTO, ontology=True))
+    assert res.value == (False, True, 10)
+
+
+def test_registration_is_charged_one_call_and_a_budget_bounds_it() -> None:
+    from agentos.abi.types import Quota
+
+    async def registrar(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        for i in range(10):
+            await sys.write(h, {"op": "register", "manifest": {**MUL, "name": f"m{i}"}})
+
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        _p, c = await sys.spawn(registrar, caps=["registry"], quota=Quota(tool_calls=3))
+        return str(await sys.waitpid(c))
+
+    _k, reg, res = run(init)
+    assert res.value == "quota(tool_calls)"
+    assert sorted(n for n in reg.entries if n.startswith("m")) == ["m0", "m1", "m2"]
