@@ -78,14 +78,13 @@ PUBLIC: dict[str, set[str]] = {
     },
     "agentos.services": {
         "Effect", "HostTool", "ManifestError", "Origin", "Risk", "Tier", "ToolManifest", "ToolRegistry",
-        "install_registry", "parse_manifest",
+        "install_registry", "parse_manifest", "ATTESTATION_VERSION", "TrustService", "verify_attestation",
     },
     "agentos.store": {
         "DURABILITY_MODES", "MemoryStore", "NoSuchRun", "PostgresStore", "Recording", "RunInfo", "SqliteStore", "Store",
         "StoreError", "StoredEvent", "agentos_home", "effective_status", "open_default_store", "open_store",
         "record_run", "recorded", "resolve",
     },
-    "agentos.services": {"ATTESTATION_VERSION", "TrustService", "verify_attestation"},
     "agentos.server": {
         "Client", "Daemon", "TokenError", "load_or_create_token", "make_app", "read_state", "read_token",
     },
