@@ -86,30 +86,42 @@ def test_killing_a_stopped_process_with_a_durable_record_means_the_action_never_
     assert reason.startswith("killed") and calls == []
 
 
-def test_an_approval_that_arrives_while_stopped_acts_only_after_sigcont() -> None:
-    calls: list[tuple[str, int]] = []
-
+def _approval_kernel(calls: list[int]) -> tuple[Kernel, ApprovalChannel]:
+    """A kernel whose `pay` tool needs an approval nobody gives by callback."""
     @tool()
     def pay(amount: int) -> str:
-        calls.append(("pay", amount))
+        calls.append(amount)
         return f"paid {amount}"
 
     pol = ("kernel: {version: '1.0', mode: strict}\npolicies:\n"
            "  - {name: gate, action: pay, effect: allow, requires_approval: true}\n")
-    chan = ApprovalChannel(lambda r: None, timeout_ms=60_000)   # nobody answers by callback
+    chan = ApprovalChannel(lambda r: None, timeout_ms=60_000)
     k = Kernel(policy=PolicyEngine.from_text(pol, path="s.yaml"), approvals=chan, clock=RealClock())
     k.register_driver(ToolsDriver([pay]))
+    return k, chan
 
-    async def payer(sys: Any, amount: int) -> Any:
-        h = await sys.open("tools")
-        return await sys.read(h, {"tool": "pay", "args": {"amount": amount}})
+
+async def _payer(sys: Any, amount: int) -> Any:
+    h = await sys.open("tools")
+    return await sys.read(h, {"tool": "pay", "args": {"amount": amount}})
+
+
+async def _stopped_and_approved(sys: Any, chan: ApprovalChannel) -> Any:
+    """Spawn a payer, stop it while its approval is pending, then approve it."""
+    _, cap = await sys.spawn(_payer, args=3, caps=["tools"])
+    await _until(sys, lambda: len(chan.pending) == 1)
+    await sys.suspend(cap)
+    (rid,) = list(chan.pending)
+    assert chan.answer(rid, True, by="operator")
+    return cap
+
+
+def test_an_approval_that_arrives_while_stopped_acts_only_after_sigcont() -> None:
+    calls: list[int] = []
+    k, chan = _approval_kernel(calls)
 
     async def init(sys: Any, args: Any) -> Any:
-        _, cap = await sys.spawn(payer, args=3, caps=["tools"])
-        await _until(sys, lambda: len(chan.pending) == 1)
-        await sys.suspend(cap)
-        (rid,) = list(chan.pending)
-        assert chan.answer(rid, True, by="operator")
+        cap = await _stopped_and_approved(sys, chan)
         await sys.sleep(30)
         while_stopped = list(calls)
         await sys.resume(cap)
@@ -118,33 +130,15 @@ def test_an_approval_that_arrives_while_stopped_acts_only_after_sigcont() -> Non
 
     while_stopped, reason, after = k.run(init, grant=["tools"]).value
     assert while_stopped == []
-    assert reason == "normal" and after == [("pay", 3)]
+    assert reason == "normal" and after == [3]
 
 
 def test_an_approved_action_of_a_stopped_process_killed_before_sigcont_never_runs() -> None:
     calls: list[int] = []
-
-    @tool()
-    def pay(amount: int) -> str:
-        calls.append(amount)
-        return "paid"
-
-    pol = ("kernel: {version: '1.0', mode: strict}\npolicies:\n"
-           "  - {name: gate, action: pay, effect: allow, requires_approval: true}\n")
-    chan = ApprovalChannel(lambda r: None, timeout_ms=60_000)
-    k = Kernel(policy=PolicyEngine.from_text(pol, path="s.yaml"), approvals=chan, clock=RealClock())
-    k.register_driver(ToolsDriver([pay]))
-
-    async def payer(sys: Any, amount: int) -> Any:
-        h = await sys.open("tools")
-        return await sys.read(h, {"tool": "pay", "args": {"amount": amount}})
+    k, chan = _approval_kernel(calls)
 
     async def init(sys: Any, args: Any) -> Any:
-        _, cap = await sys.spawn(payer, args=3, caps=["tools"])
-        await _until(sys, lambda: len(chan.pending) == 1)
-        await sys.suspend(cap)
-        (rid,) = list(chan.pending)
-        chan.answer(rid, True)
+        cap = await _stopped_and_approved(sys, chan)
         await sys.kill(cap)
         reason = await sys.waitpid(cap)
         await sys.sleep(20)

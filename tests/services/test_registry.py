@@ -362,3 +362,23 @@ def test_registration_is_charged_one_call_and_a_budget_bounds_it() -> None:
     _k, reg, res = run(init)
     assert res.value == "quota(tool_calls)"
     assert sorted(n for n in reg.entries if n.startswith("m")) == ["m0", "m1", "m2"]
+
+
+@pytest.mark.parametrize("req", [
+    {"op": ["list"]}, {"op": {"a": 1}}, {"op": 5}, {"op": "call", "tool": "add"}, {"op": "nope"},
+    {"op": "list", "tier": "kernel"}, {"tool": "add", "args": {"a": 1, "b": 2}, "tier": "kernel"},
+    {"op": "register", "manifest": MUL, "risk": "pure"}, ["list"], "list",
+], ids=["op-list", "op-dict", "op-int", "op-call", "op-unknown", "list-extra", "call-picks-tier",
+        "register-extra", "not-a-dict", "a-string"])
+def test_malformed_registry_requests_are_typed_errors(req) -> None:  # type: ignore[no-untyped-def]
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        try:
+            await sys.read(h, req)
+        except ToolError as e:
+            return str(e)
+        return "accepted"
+
+    _k, _reg, res = run(init)
+    assert res.value != "accepted" and res.value.startswith("registry:"), res.value
+    assert CALLS == []

@@ -55,6 +55,9 @@ _INT_RANGE = {"i32": (-(1 << 31), 1 << 31), "i64": (-(1 << 63), 1 << 63)}
 CALL_KEYS = frozenset({"tool", "args"})
 LIST_KEYS = frozenset({"op", "name", "class", "capability"})
 REGISTER_KEYS = frozenset({"op", "manifest"})
+_OP_FIELDS = {"call": (CALL_KEYS, "tool, args"), "list": (LIST_KEYS, "name, class, capability"),
+              "register": (REGISTER_KEYS, "manifest")}
+_OPS = ("list", "register")   # what an explicit `op` may say; a call has none
 
 
 @dataclass(frozen=True)
@@ -191,24 +194,15 @@ class ToolRegistry(Driver):
             raise ToolError(f"{self.name}: a request is {{'tool': name, 'args': {{...}}}} or "
                             f"{{'op': 'list' | 'register', ...}}, got {type(req).__name__}")
         op = req.get("op")
-        if op is None:
-            extra = sorted(str(k)[:32] for k in req if k not in CALL_KEYS)
-            if extra:
-                raise ToolError(f"{self.name}: {extra[0]!r} is not a field of a call (fields: tool, args); "
-                                f"the registry chooses where a tool runs")
-            return "call"
-        if op == "list":
-            extra = sorted(str(k)[:32] for k in req if k not in LIST_KEYS)
-            if extra:
-                raise ToolError(f"{self.name}: {extra[0]!r} is not a field of a list (fields: name, class, "
-                                f"capability)")
-            return "list"
-        if op == "register":
-            extra = sorted(str(k)[:32] for k in req if k not in REGISTER_KEYS)
-            if extra:
-                raise ToolError(f"{self.name}: {extra[0]!r} is not a field of a register (fields: manifest)")
-            return "register"
-        raise ToolError(f"{self.name}: unknown op {str(op)[:40]!r} (list, register, or a call without op)")
+        kind = "call" if op is None else op if isinstance(op, str) and op in _OPS else None
+        if kind is None:
+            raise ToolError(f"{self.name}: unknown op {str(op)[:40]!r} (list, register, or a call without op)")
+        allowed, shown = _OP_FIELDS[kind]
+        extra = sorted(str(k)[:32] for k in req if k not in allowed)
+        if extra:
+            why = "; the registry chooses where a tool runs" if kind == "call" else ""
+            raise ToolError(f"{self.name}: {extra[0]!r} is not a field of a {kind} (fields: {shown}){why}")
+        return kind
 
     def _tool(self, req: dict[str, Any]) -> Entry:
         name = req.get("tool")
