@@ -176,3 +176,29 @@ def test_the_scheduler_is_off_by_default_and_loads_no_graph():
     k.run(init)
     assert "sched_recomputes" not in k.metrics()
     assert all(r["centrality"] == 0.0 for r in k.ps())
+
+
+async def recorded_star(sys, args):
+    me = await sys.self_cap()
+    _, h = await sys.spawn(sink, args=100, name="hub")
+    for i in range(5):
+        await sys.spawn(talker, args=(4, 100), caps=[h], name=f"leaf{i}")
+    await sys.sleep(10)
+    return await sys.pid()
+
+
+def test_a_recorded_run_with_recomputations_replays_byte_identical():
+    from agentos import AllowAll, Kernel
+    from agentos.store import MemoryStore, record_run
+
+    k = Kernel(deterministic=True, policy=AllowAll(), sched=SchedConfig(enabled=True, every_changes=2))
+    store = MemoryStore()
+    rid = record_run(k, store, "sched")
+    k.run(recorded_star)
+    assert store.get_run(rid).meta["sched"]["enabled"] is True
+    rep = Kernel.replay_from(store, rid, image=recorded_star)
+    assert rep.identical, rep
+    live = [e.data for e in k.events.events(kind="sched")]
+    again = [e.data for e in rep.kernel.events.events(kind="sched")]
+    assert live and again == live
+    assert rep.kernel.sched_config == k.sched_config
