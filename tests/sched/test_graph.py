@@ -202,3 +202,26 @@ def test_a_recorded_run_with_recomputations_replays_byte_identical():
     again = [e.data for e in rep.kernel.events.events(kind="sched")]
     assert live and again == live
     assert rep.kernel.sched_config == k.sched_config
+
+
+def test_a_flood_of_new_pairs_without_recomputation_keeps_the_counters_bounded(monkeypatch):
+    from agentos.sched import graph as graph_mod
+
+    monkeypatch.setattr(graph_mod, "PENDING_MAX", 8)
+
+    async def prog(sys, k, box):
+        _, h = await sys.spawn(sink, args=50, name="hub")
+        most = 0
+        for i in range(30):
+            await sys.spawn(talker, args=(2, 50), caps=[h])
+            await sys.sleep(0)
+            most = max(most, len(k.graph.pending))
+        await sys.sleep(1)
+        box["most"] = most
+        box["recomputes"] = k.graph.recomputes
+        box["traffic"] = sum(p[2] + p[3] for p in k.graph.g.edges())
+
+    _, _, box = run_sched(prog, every_changes=None, every_ms=None)
+    assert box["recomputes"] == 0
+    assert box["most"] <= 8
+    assert box["traffic"] >= 30 * 2 - 8 * 2  # all but the last unfolded pairs reached the edges

@@ -46,9 +46,12 @@ if TYPE_CHECKING:
 LEVELS = 16            # the run queue's levels (kernel/scheduler.py)
 ANCESTRY_WALK = 64     # generations an ancestry test walks; further apart counts as descendant
 _TINY = 1e-12          # traffic weight below this is dropped as decayed to nothing
+PENDING_MAX = 1 << 16  # sender/receiver pairs counted before they are folded into the edges
 
-# edge payload: [struct lo->hi, struct hi->lo, traffic lo->hi, traffic hi->lo, effective weight]
-_S0, _S1, _T0, _T1, _EFF = range(5)
+# node payload: [process, depth in the spawn tree]
+# edge payload: [struct lo->hi, struct hi->lo, traffic lo->hi, traffic hi->lo, effective weight,
+#                node payload of lo, node payload of hi]  (lo < hi: the two node indices)
+_S0, _S1, _T0, _T1, _EFF, _LO, _HI = range(7)
 _effective = itemgetter(_EFF)
 
 
@@ -56,6 +59,28 @@ def level_of(base: int, cent: float, alpha: float) -> int:
     """The run-queue level of effective priority base * (1 + alpha * cent), floored."""
     lvl = int(base * (1.0 + alpha * cent))
     return lvl if lvl < LEVELS else LEVELS - 1
+
+
+def _ancestor(nu: list[Any], nv: list[Any]) -> list[Any] | None:
+    """The node payload of whichever of two nodes is the other's ancestor in the spawn
+    lineage, or None. Beyond ANCESTRY_WALK generations apart, the shallower one is taken
+    as the ancestor: the cap errs toward bounding influence, never toward buying it."""
+    du = nu[1]
+    dv = nv[1]
+    if du == dv:
+        return None
+    if du > dv:
+        deep, shallow, steps = nu, nv, du - dv
+    else:
+        deep, shallow, steps = nv, nu, dv - du
+    if steps > ANCESTRY_WALK:
+        return shallow
+    p = deep[0]
+    for _ in range(steps):
+        p = p.parent
+        if p is None:
+            return None
+    return shallow if p is shallow[0] else None
 
 
 class AgentGraph:
@@ -111,6 +136,8 @@ class AgentGraph:
         n = pending.get(key)
         if n is None:
             pending[key] = 1
+            if len(pending) >= PENDING_MAX:  # no recomputation for a long while: fold, stay bounded
+                self._absorb()
             self._changed()
         else:
             pending[key] = n + 1
@@ -125,14 +152,29 @@ class AgentGraph:
         u, v = a.gnode, b.gnode
         if u is None or v is None or u == v:
             return
-        lo, hi, d = (u, v, _S0) if u < v else (v, u, _S1)
+        self._add(u, v, _S0 if u < v else _S1, w)
+
+    def _add(self, u: int, v: int, d: int, w: float) -> None:
+        """Add `w` to slot `d` of the edge between nodes u and v (made if missing)."""
+        lo, hi = (u, v) if u < v else (v, u)
         g = self.g
         if g.has_edge(lo, hi):
             g.get_edge_data(lo, hi)[d] += w
         else:
-            p = [0.0, 0.0, 0.0, 0.0, 0.0]
+            p = [0.0, 0.0, 0.0, 0.0, 0.0, g[lo], g[hi]]
             p[d] = w
             g.add_edge(lo, hi, p)
+
+    def _absorb(self) -> None:
+        """Fold the pending counters into the edges' traffic weights."""
+        pending = self.pending
+        add = self._add
+        for (src, dst), n in pending.items():
+            u, v = src.gnode, dst.gnode
+            if u is None or v is None or u == v:
+                continue  # one of them exited since; a process's notes to itself are no edge
+            add(u, v, _T0 if u < v else _T1, float(n))
+        pending.clear()
 
     def _changed(self) -> None:
         self.changes += 1
@@ -187,101 +229,68 @@ class AgentGraph:
         dt = now - self.last_fold
         self.last_fold = now
         decay = 0.5 ** (dt / self.cfg.half_life_ms) if dt > 0 else 1.0
-        edges = g.edge_index_map()
         if decay < 1.0:
-            for _, _, p in edges.values():
+            for p in g.edges():
                 if p[_T0] or p[_T1]:
                     t0 = p[_T0] * decay
                     t1 = p[_T1] * decay
                     p[_T0] = t0 if t0 > _TINY else 0.0
                     p[_T1] = t1 if t1 > _TINY else 0.0
-        pending = self.pending
-        if pending:
-            for (src, dst), n in pending.items():
-                u, v = src.gnode, dst.gnode
-                if u is None or v is None or u == v:
-                    continue  # one of them exited since; a process's notes to itself are no edge
-                lo, hi, d = (u, v, _T0) if u < v else (v, u, _T1)
-                if g.has_edge(lo, hi):
-                    g.get_edge_data(lo, hi)[d] += n
-                else:
-                    p = [0.0, 0.0, 0.0, 0.0, 0.0]
-                    p[d] = float(n)
-                    g.add_edge(lo, hi, p)
-            pending.clear()
-            edges = g.edge_index_map()
+        if self.pending:
+            self._absorb()
+        edges = g.edges()
         # The subtree cap: an edge between a process and one of its descendants counts
         # toward the ancestor's draw; a process drawing more than subtree_cap has each such
         # edge scaled down so the draw is exactly the cap.
-        anc_of: list[tuple[list[float], int | None]] = []
+        anc: list[Any] = []
         draw: dict[int, float] = {}
-        for u, v, p in edges.values():
-            a = self._ancestor(u, v)
-            raw = p[_S0] + p[_S1] + p[_T0] + p[_T1]
-            anc_of.append((p, a))
+        for p in edges:
+            a = _ancestor(p[_LO], p[_HI])
+            anc.append(a)
             if a is not None:
-                draw[a] = draw.get(a, 0.0) + raw
+                key = id(a)
+                draw[key] = draw.get(key, 0.0) + p[_S0] + p[_S1] + p[_T0] + p[_T1]
         cap = self.cfg.subtree_cap
         factor = {a: cap / w for a, w in draw.items() if w > cap}
         out: dict[int, float] = {}
-        for (u, v, _), (p, a) in zip(edges.values(), anc_of):
-            f = factor.get(a, 1.0) if a is not None else 1.0
-            p[_EFF] = (p[_S0] + p[_S1] + p[_T0] + p[_T1]) * f
+        for p, a in zip(edges, anc):
+            f = factor.get(id(a), 1.0) if a is not None and factor else 1.0
             o0 = (p[_S0] + p[_T0]) * f
             o1 = (p[_S1] + p[_T1]) * f
+            p[_EFF] = o0 + o1
             if o0:
+                u = p[_LO][0].gnode
                 out[u] = out.get(u, 0.0) + o0
             if o1:
+                v = p[_HI][0].gnode
                 out[v] = out.get(v, 0.0) + o1
         return out
-
-    def _ancestor(self, u: int, v: int) -> int | None:
-        """The node of whichever of u, v is the other's ancestor (in spawn lineage), or None.
-        Beyond ANCESTRY_WALK generations apart, the shallower one is taken as the ancestor:
-        the cap errs toward bounding influence, never toward buying it."""
-        g = self.g
-        pu, du = g[u]
-        pv, dv = g[v]
-        if du == dv:
-            return None
-        if du > dv:
-            deep, shallow, anc, steps = pu, pv, v, du - dv
-        else:
-            deep, shallow, anc, steps = pv, pu, u, dv - du
-        if steps > ANCESTRY_WALK:
-            return anc
-        p = deep
-        for _ in range(steps):
-            p = p.parent
-            if p is None:
-                return None
-        return anc if p is shallow else None
 
     def _assign(self, scores: Any, *, isolated_zero: bool) -> None:
         g = self.g
         alpha = self.cfg.alpha
         thr = self.cfg.threshold
-        top = 0.0
-        if scores:
-            for x in scores.values():
-                if x > top:
-                    top = x
+        if scores is not None and not isinstance(scores, dict):
+            scores = dict(zip(scores.keys(), scores.values()))  # a CentralityMapping, read once
+        top = max(scores.values(), default=0.0) if scores else 0.0
+        if not (top > 0.0 and math.isfinite(top)):
+            top = 0.0
         protected = 0
         degree = g.degree
-        for node in g.node_indices():
-            proc = g[node][0]
+        get = scores.get if scores and top else None
+        last = LEVELS - 1
+        for payload in g.nodes():
+            proc = payload[0]
             c = 0.0
-            if top > 0.0:
-                x = scores.get(node, 0.0) if isinstance(scores, dict) else (scores[node] if node in scores else 0.0)
-                if not (isolated_zero and degree(node) == 0):
+            if get is not None:
+                x = get(proc.gnode, 0.0)
+                if x > 0.0 and not (isolated_zero and degree(proc.gnode) == 0):
                     c = round(x / top, 6)
-                    if not math.isfinite(c) or c < 0.0:
-                        c = 0.0
             proc.cent = c
             if c >= thr:
                 protected += 1
-            lvl = level_of(proc.priority, c, alpha)
-            proc.level = lvl
+            lvl = int(proc.priority * (1.0 + alpha * c))  # level_of, inlined: once per process
+            proc.level = lvl if lvl < last else last
         self.protected = protected
 
     # -- reading ----------------------------------------------------------------------
