@@ -71,23 +71,27 @@ class RunQueue:
 
     def pop_aged(self) -> Process | None:
         """The bypass dispatch: the head of the next non-empty level from `cursor` on,
-        round-robin over the levels (the FIFO head before the deadline heap, so a stream of
-        deadline processes cannot hold a FIFO one back). Deterministic: it depends only on
-        the queue's contents and the cursor."""
+        round-robin over the levels up to `top` (none above it holds anything), the FIFO
+        head before the deadline heap, so a stream of deadline processes cannot hold a FIFO
+        one back. Deterministic: it depends only on the queue's contents and the cursor."""
+        top = self.top
+        if top < 0:
+            return None
         levels = self.levels
         edf = self.edf
-        start = self.cursor
-        for i in range(LEVELS):
-            lvl = (start + i) % LEVELS
+        span = top + 1
+        start = self.cursor if self.cursor < span else 0
+        for i in range(span):
+            lvl = start + i
+            if lvl >= span:
+                lvl -= span
             q = levels[lvl]
             h = edf[lvl]
             while q or h:
                 proc = q.popleft() if q else heapq.heappop(h)[2]
                 proc.in_queue = False
                 if proc.state is READY:
-                    self.cursor = (lvl + 1) % LEVELS
-                    if lvl > self.top:  # cannot happen (top bounds every level); kept for safety
-                        self.top = lvl
+                    self.cursor = lvl + 1
                     return proc
         self.top = -1
         return None

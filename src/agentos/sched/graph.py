@@ -115,10 +115,17 @@ class AgentGraph:
         """A process started: its node, and the spawn edge from its parent (an `_on_spawn` hook)."""
         parent = proc.parent
         pnode = parent.gnode if parent is not None else None
-        depth = self.g[pnode][1] + 1 if pnode is not None else 0
-        proc.gnode = self.g.add_node([proc, depth])
-        if pnode is not None:
-            self._struct(parent, proc, 1.0 + len(proc.spawn_caps))  # type: ignore[arg-type]
+        g = self.g
+        if pnode is None:
+            proc.gnode = g.add_node([proc, 0])
+        else:
+            pl = g[pnode]
+            cl = [proc, pl[1] + 1]
+            node = proc.gnode = g.add_node(cl)
+            w = 1.0 + len(proc.spawn_caps)  # the spawn, and each capability passed with it
+            # a new node has no edge yet: add the spawn edge directly (lo < hi orientation)
+            g.add_edge(pnode, node, [w, 0.0, 0.0, 0.0, 0.0, pl, cl] if pnode < node
+                       else [0.0, w, 0.0, 0.0, 0.0, cl, pl])
         self._changed()
 
     def exited(self, proc: "Process", reason: Any = None) -> None:
