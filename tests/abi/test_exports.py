@@ -85,6 +85,7 @@ PUBLIC: dict[str, set[str]] = {
         "StoreError", "StoredEvent", "agentos_home", "effective_status", "open_default_store", "open_store",
         "record_run", "recorded", "resolve",
     },
+    "agentos.sched": {"Measure", "SchedConfig", "SchedConfigError"},
     "agentos.server": {
         "Client", "Daemon", "TokenError", "load_or_create_token", "make_app", "read_state", "read_token",
     },

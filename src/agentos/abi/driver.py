@@ -41,8 +41,9 @@ class DriverHost(Protocol):
         """The kernel's clock, in ms (virtual under a `VirtualClock`)."""
         ...
 
-    def priority(self, pid: Pid) -> int:
-        """The scheduling priority of process `pid`; -1 once it has exited."""
+    def priority(self, pid: Pid) -> float:
+        """The effective scheduling priority of process `pid` (its base priority, raised by
+        its centrality when the agent-graph scheduler runs); -1 once it has exited."""
         ...
 
     def alive(self, pid: Pid) -> bool:
@@ -115,7 +116,7 @@ class DriverPort:
                  "_live_pids", "_record", "_shared", "_limited", "_check_policy", "_ontology",
                  "_tools_changed")
 
-    def __init__(self, name: str, *, now: Callable[[], float], priority: Callable[[Pid], int],
+    def __init__(self, name: str, *, now: Callable[[], float], priority: Callable[[Pid], float],
                  alive: Callable[[Pid], bool], emit: Callable[[Pid, str, Any], None],
                  keep_alive: Callable[[int], None], fail: Callable[[Pid, str], bool],
                  lineage: Callable[[Pid], tuple[Pid, ...]], live_pids: Callable[[], tuple[Pid, ...]],
@@ -148,7 +149,7 @@ class DriverPort:
     def now(self) -> float:
         return self._now()
 
-    def priority(self, pid: Pid) -> int:
+    def priority(self, pid: Pid) -> float:
         return self._priority(pid)
 
     def alive(self, pid: Pid) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 import time
 from dataclasses import dataclass
 from itertools import count
@@ -51,7 +52,7 @@ class PriorityGate:
             raise ValueError(f"a concurrency limit is a positive int or None, got {limit!r}")
         self.limit = limit
         self.in_use = 0
-        self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = count()
         self._clock = clock
         self._waits: list[float] = []
@@ -60,7 +61,7 @@ class PriorityGate:
         self.max_waiting = 0
         self._waiting = 0
 
-    async def acquire(self, priority: int = 0) -> float:
+    async def acquire(self, priority: float = 0) -> float:
         """Take a slot, waiting behind higher-priority and earlier callers. Returns the wait."""
         if self.limit is None or (self.in_use < self.limit and not self._waiting):
             self.in_use += 1
@@ -109,7 +110,7 @@ class PriorityGate:
             del w[: WAIT_SAMPLES // 2]
         w.append(waited)
 
-    def slot(self, priority: int = 0) -> "_Slot":
+    def slot(self, priority: float = 0) -> "_Slot":
         """`async with gate.slot(prio):` holds a slot for the block."""
         return _Slot(self, priority)
 
@@ -126,7 +127,7 @@ class PriorityGate:
 class _Slot:
     __slots__ = ("gate", "priority", "waited")
 
-    def __init__(self, gate: PriorityGate, priority: int) -> None:
+    def __init__(self, gate: PriorityGate, priority: float) -> None:
         self.gate = gate
         self.priority = priority
         self.waited = 0.0
@@ -139,15 +140,19 @@ class _Slot:
         self.gate.release()
 
 
-def caller_priority(lookup: Callable[[int], int] | None, pid: int) -> int:
-    """The priority a waiting request ranks at: `lookup(pid)` (a `DriverHost.priority`, or a
-    lookup given explicitly); 0 with no lookup; -1 (last) if the lookup fails."""
+def caller_priority(lookup: Callable[[int], float] | None, pid: int) -> float:
+    """The priority a waiting request ranks at: `lookup(pid)` (a `DriverHost.priority`: the
+    caller's effective priority, base × (1 + α × centrality) when the agent-graph scheduler
+    runs, so a central orchestrator's calls go first), or a lookup given explicitly; 0 with
+    no lookup; -1 (last) if the lookup fails or gives no finite number."""
     if lookup is None:
-        return 0
+        return 0.0
     try:
-        return int(lookup(pid))
+        v = lookup(pid)
+        p = float(v) if not isinstance(v, bool) else float("nan")
     except Exception:  # a lookup failure must not fail the call; rank it last
-        return -1
+        return -1.0
+    return p if math.isfinite(p) else -1.0
 
 
 __all__ = ["GateStats", "PriorityGate", "caller_priority"]

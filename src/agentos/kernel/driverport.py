@@ -34,9 +34,10 @@ def driver_port(kernel: "Kernel", name: str) -> DriverPort:
         p = k.procs.get(pid)
         return p if p is not None and p.state is not EXITED else None
 
-    def priority(pid: Pid) -> int:
-        p = live(pid)
-        return p.priority if p is not None else -1
+    def priority(pid: Pid) -> float:
+        p = live(pid)  # the effective priority: base, raised by centrality when sched runs
+        k = ref()
+        return k.effective_priority(p) if p is not None and k is not None else -1.0
 
     def alive(pid: Pid) -> bool:
         return live(pid) is not None

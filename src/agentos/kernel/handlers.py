@@ -198,7 +198,7 @@ class Handlers(KernelState):
             # RunQueue.push, inlined: yield_ is the context-switch hot path
             proc.in_queue = True
             runq = self.runq
-            lvl = proc.priority
+            lvl = proc.level
             runq.levels[lvl].append(proc)
             if lvl > runq.top:
                 runq.top = lvl
@@ -213,6 +213,7 @@ class Handlers(KernelState):
             if proc.parent is not None and p > proc.parent.priority and proc.parent.state is not EXITED:
                 raise SyscallError(f"sched: priority {p} is above the parent's ({proc.parent.priority})")
             proc.priority = p
+            self.relevel(proc)
         if deadline is not None:
             proc.deadline = self.clock.now() + deadline
             self._arm_deadline(proc)

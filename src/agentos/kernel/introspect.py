@@ -14,7 +14,8 @@ class Introspection(KernelState):
 
     # -- introspection ----------------------------------------------------------------
     def ps(self) -> list[dict[str, Any]]:
-        """One row per live process: state, priority, reductions, budget used, reserved by
+        """One row per live process: state, priority (base; its centrality in the agent graph
+        and the effective priority they make), reductions, budget used, reserved by
         operations in flight, and left."""
         rows = []
         for p in self.procs.values():
@@ -26,7 +27,9 @@ class Introspection(KernelState):
         state = "suspended" if p.stopped and p.state is not EXITED else p.state.value
         rt, rc, ru = self.devices.reserved(p.pid)
         return {"pid": p.pid, "name": p.name, "state": state, "parent": p.parent.pid if p.parent else 0,
-                "priority": p.priority, "reductions": p.reductions,
+                "priority": p.priority, "centrality": p.cent,
+                "effective_priority": self.effective_priority(p),  # type: ignore[attr-defined]
+                "reductions": p.reductions,
                 "mailbox": len(p.mailbox) if p.mailbox else 0, "used": view["used"],
                 "reserved": {"tokens": rt, "tool_calls": rc, "usd": ru / USD_SCALE},
                 "remaining": view["remaining"], "wait": p.wait_kind.value if p.wait_kind is not None else None,
@@ -43,8 +46,25 @@ class Introspection(KernelState):
         m["messages_late_dropped"] = self.ipc.late_dropped
         m["messages_dead_letters"] = self.ipc.dead_letters
         m["pages_evicted"] = self.memory.evictions
+        g = self.graph  # type: ignore[attr-defined]
+        if g is not None:  # deterministic counts only: replay compares these
+            m["sched_recomputes"] = g.recomputes
+            m["sched_fallbacks"] = g.fallbacks
+            m["sched_protected"] = g.protected
         return m
 
     def metrics_text(self) -> str:
-        """The metrics in Prometheus text exposition format."""
-        return self.metrics_folder.exposition(self.metrics())
+        """The metrics in Prometheus text exposition format (with the scheduler on, the
+        centrality recomputation time gauges: wall-clock figures, so not in `metrics`)."""
+        text = self.metrics_folder.exposition(self.metrics())
+        g = self.graph  # type: ignore[attr-defined]
+        if g is not None:
+            text += "".join(
+                f"# HELP agentos_{k} {h}\n# TYPE agentos_{k} gauge\nagentos_{k} {v!r}\n"
+                for k, h, v in (
+                    ("sched_recompute_seconds", "Duration of the last centrality recomputation", g.last_seconds),
+                    ("sched_recompute_seconds_max", "Longest centrality recomputation", g.max_seconds),
+                    ("sched_recompute_seconds_total", "Time spent recomputing centrality", g.total_seconds),
+                    ("sched_recomputes", "Centrality recomputations", g.recomputes),
+                    ("sched_protected", "Processes above the protection threshold", g.protected)))
+        return text

@@ -118,6 +118,8 @@ class KernelConfig:
     extensions: dict[str, Extension] | None = None
                                        # install(kernel) callables run at construction, by name;
                                        # None: the defaults `agentos` registers (the VFS)
+    sched: Any = None                  # agent-graph scheduling: a sched.SchedConfig (or its
+                                       # dict); None: the policy's `scheduling:` section, else off
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
         self._autojump: float | None = float(aj) if aj is not None and self._virtual else None
         self._quantum = cfg.quantum
         self._push = self.runq.push
+        self._init_sched(cfg)
         for part in (self.policy, self.audit, self.approvals):  # give them the clock, drivers, events
             attach = getattr(part, "attach", None)
             if attach is not None:
@@ -231,6 +234,57 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
         self.police_spawn = "spawn" in self.governs
         self.police_send = "send" in self.governs     # read on every send: a plain bool
         self.police_signal = "signal" in self.governs
+
+    # -- agent-graph scheduling (the work lives in agentos.sched) ----------------------
+    def _init_sched(self, cfg: KernelConfig) -> None:
+        from ..sched.config import SchedConfig, SchedConfigError
+
+        sc = cfg.sched if cfg.sched is not None else getattr(cfg.policy, "scheduling", None)
+        if isinstance(sc, dict):
+            sc = SchedConfig.from_dict(sc)
+        elif sc is None:
+            sc = SchedConfig()
+        elif not isinstance(sc, SchedConfig):
+            raise SchedConfigError(f"sched must be a SchedConfig, a dict of its fields or None, "
+                                   f"got {type(sc).__name__}")
+        self.sched_config: Any = sc
+        self.graph: Any = None             # the AgentGraph, when the scheduler runs
+        self._protect_at = float("inf")    # centrality that doubles a quantum (inf: never)
+        self._bypass = 0                   # every n-th dispatch serves the levels in turn (0: off)
+        if sc.enabled:
+            from ..sched.graph import AgentGraph
+
+            self.graph = AgentGraph(self, sc)
+            self._protect_at = sc.threshold
+            self._bypass = sc.bypass
+            self.runq.age = sc.bypass
+            self._on_spawn.append(self.graph.spawned)
+            self._on_exit.append(self.graph.exited)
+        self.ipc.graph = self.graph
+
+    def relevel(self, proc: Process) -> None:
+        """Set `proc`'s run-queue level from its base priority and centrality (after a
+        change of either); it applies from its next enqueue."""
+        if self.graph is None:
+            proc.level = proc.priority
+        else:
+            from ..sched.graph import level_of
+
+            proc.level = level_of(proc.priority, proc.cent, self.sched_config.alpha)
+
+    def effective_priority(self, proc: Process) -> float:
+        """base × (1 + α × centrality): what the run queue and the LLM device gates rank by."""
+        if self.graph is None:
+            return float(proc.priority)
+        return proc.priority * (1.0 + self.sched_config.alpha * proc.cent)
+
+    def sched_score(self, proc: Process) -> float:
+        """The scheduling score: the effective priority (lower: first to hibernate)."""
+        return self.effective_priority(proc)
+
+    def sched_protected(self, proc: Process) -> bool:
+        """Above the protection threshold: a doubled quantum, and never hibernated."""
+        return self.graph is not None and proc.cent >= self._protect_at
 
     # -- handler table ----------------------------------------------------------------
     def _build_table(self) -> None:
@@ -506,22 +560,32 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
         real = not self._virtual
         clock: Any = self.clock
         quantum = self._quantum
+        quantum2 = quantum * 2            # a protected process's quantum (sched/)
+        protect_at = self._protect_at     # inf unless the agent-graph scheduler runs
+        bypass = self._bypass             # 0 unless it runs
+        age = runq.age
         default_table = self._table
         terminate = self.terminate
         for _ in range(max_switches):
-            # RunQueue.pop, inlined for the common case (a FIFO level with a READY head)
-            top = runq.top
-            q = levels[top] if top >= 0 else None
             proc: Process | None
-            if q and not edf[top] and q[0].state is READY:
-                proc = q.popleft()
-                proc.in_queue = False
+            if bypass and age <= 1:
+                age = bypass
+                proc = runq.pop_aged()  # every bypass-th dispatch: the levels in turn
             else:
-                proc = pop()
+                age -= 1
+                # RunQueue.pop, inlined for the common case (a FIFO level with a READY head)
+                top = runq.top
+                q = levels[top] if top >= 0 else None
+                if q and not edf[top] and q[0].state is READY:
+                    proc = q.popleft()
+                    proc.in_queue = False
+                else:
+                    proc = pop()
             if proc is None:
                 if heap and heap[0][0] <= now():
                     timers.fire_due(now())
                     continue
+                runq.age = age
                 return False
             # -- run one quantum of `proc` --
             coro = proc.coro
@@ -533,7 +597,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
             table = proc.handlers or default_table
             t = now() if real else clock._now  # virtual time cannot move while a process runs
             pid = proc.pid
-            budget = quantum
+            budget = qn = quantum2 if proc.cent >= protect_at else quantum
             while True:
                 try:
                     if exc is None:
@@ -585,12 +649,13 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
                     proc.state = READY
                     push(proc)
                     break
-            proc.reductions += quantum - budget
+            proc.reductions += qn - budget
             # -- between quanta: due timers, and a full event buffer --
             if heap and heap[0][0] <= now():
                 timers.fire_due(now())
             if len(buf) >= batch:
                 events.flush()
+        runq.age = age
         return True
 
     def _handler_bug(self, proc: Process, handler: Any, req: Any, e: BaseException) -> None:

@@ -118,7 +118,7 @@ class Lifecycle(KernelState):
         self.next_pid = pid + 1
         proc = Process(pid, name or img.name, img, parent)
         proc.account = account
-        proc.priority = priority
+        proc.priority = proc.level = priority
         now = self._now()
         proc.started = now
         q = quota_ or _NO_QUOTA

@@ -98,7 +98,7 @@ class Process:
         "cleanups", "names", "sigmask", "pending_signals", "memory", "op_index", "io",
         "exit_reason", "result", "started", "reductions", "syscalls", "sys", "self_ref",
         "spawn_caps", "wait_kind", "abort", "wait_held", "args", "dl_timer", "wait_target",
-        "last_msg",
+        "last_msg", "level", "cent", "gnode",
     )
 
     def __init__(self, pid: int, name: str, image: ProcessImage, parent: "Process | None") -> None:
@@ -116,7 +116,10 @@ class Process:
         self.recv_match: Any = None                        # waiting in recv: matcher or True
         self.blocked_senders: deque[tuple[Process, Message]] | None = None
         self.blocked_on: Process | None = None             # parked sending to this full mailbox
-        self.priority = 5
+        self.priority = 5                                   # base priority (0..9)
+        self.level = 5                                      # run-queue level: the effective priority
+        self.cent = 0.0                                     # centrality in the agent graph (sched/)
+        self.gnode: int | None = None                       # its node there, while it has one
         self.deadline: float | None = None
         self.wall_deadline: float | None = None
         self.max_mailbox: int | None = None

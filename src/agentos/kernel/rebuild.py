@@ -58,6 +58,9 @@ class _Stop(BaseException):
 _FROM_RUN: Any = object()
 
 
+_SCHED_OFF = {"enabled": False}
+
+
 def replay_from(store: Any, run_id: str, *, image: Any = None, images: dict[str, Any] | None = None,
                 probe: Callable[[Any, Event], bool] | None = None,
                 options: dict[str, Any] | None = None, args: Any = _FROM_RUN) -> ReplayReport:
@@ -106,6 +109,7 @@ async def replay_run(store: Any, run_id: str, *, image: Any = None, images: dict
                   "default_priority": meta.get("default_priority", 5),
                   "switch_batch": meta.get("switch_batch", 512),
                   "message_events": bool(meta.get("message_events", False)),
+                  "sched": meta.get("sched") or _SCHED_OFF,  # a run without it ran without the scheduler
                   "event_batch": 1 if probe is not None else meta.get("event_batch", 4096)})
     report.kernel = k
     for name, entry in (meta.get("images") or {}).items():

@@ -4,6 +4,13 @@ Ready processes sit in one bucket per priority level (higher runs first). Within
 processes with a deadline run first, earliest deadline first (a heap); the rest are FIFO
 (a deque), so the common case (no deadlines) is O(1). Entries are removed lazily: `pop`
 skips any process that is no longer READY (stopped, exited).
+
+A process queues at its `level`: its base priority, raised by the agent-graph scheduler
+(agentos.sched) to its effective priority; without it, level == priority. Strict levels
+can starve a low level forever, so with the scheduler on, every `bypass`-th dispatch is a
+bypass dispatch (`pop_aged`): it serves the levels round-robin (FIFO head first), whatever
+the top level holds. A FIFO process that is ready therefore runs within
+`bypass * LEVELS * (processes queued at its level)` dispatches.
 """
 from __future__ import annotations
 
@@ -19,19 +26,21 @@ MAX_BASE_PRIORITY = 9
 
 
 class RunQueue:
-    __slots__ = ("levels", "edf", "top", "_seq")
+    __slots__ = ("levels", "edf", "top", "_seq", "cursor", "age")
 
     def __init__(self) -> None:
         self.levels: list[deque[Process]] = [deque() for _ in range(LEVELS)]
         self.edf: list[list[tuple[float, int, Process]]] = [[] for _ in range(LEVELS)]
         self.top = -1
         self._seq = count()
+        self.cursor = 0     # the level the next bypass dispatch looks at first
+        self.age = 0        # dispatches until the next bypass dispatch (the dispatch loop's)
 
     def push(self, proc: Process) -> None:
         if proc.in_queue:
             return
         proc.in_queue = True
-        lvl = proc.priority
+        lvl = proc.level
         if proc.deadline is None:
             self.levels[lvl].append(proc)
         else:
@@ -57,6 +66,33 @@ class RunQueue:
             if proc.state is READY:
                 self.top = top
                 return proc
+        self.top = -1
+        return None
+
+    def pop_aged(self) -> Process | None:
+        """The bypass dispatch: the head of the next non-empty level from `cursor` on,
+        round-robin over the levels up to `top` (none above it holds anything), the FIFO
+        head before the deadline heap, so a stream of deadline processes cannot hold a FIFO
+        one back. Deterministic: it depends only on the queue's contents and the cursor."""
+        top = self.top
+        if top < 0:
+            return None
+        levels = self.levels
+        edf = self.edf
+        span = top + 1
+        start = self.cursor if self.cursor < span else 0
+        for i in range(span):
+            lvl = start + i
+            if lvl >= span:
+                lvl -= span
+            q = levels[lvl]
+            h = edf[lvl]
+            while q or h:
+                proc = q.popleft() if q else heapq.heappop(h)[2]
+                proc.in_queue = False
+                if proc.state is READY:
+                    self.cursor = lvl + 1
+                    return proc
         self.top = -1
         return None
 

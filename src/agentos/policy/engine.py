@@ -85,6 +85,7 @@ class PolicyEngine:
         self.spec = spec
         self.mode = spec.mode
         self.rules = spec.rules
+        self.scheduling = spec.scheduling  # a kernel booted with this policy schedules by it (sched/)
         self.ontology = ontology
         self._now: Callable[[], float] = lambda: _time.monotonic() * 1000.0
         self._tool_resolver = tool_resolver

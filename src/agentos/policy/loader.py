@@ -45,7 +45,7 @@ ENFORCED_BY_EVERY_KERNEL = frozenset({"dial", "spawn_remote"})
 
 MODES = ("strict", "permissive", "audit")
 VERSIONS = ("1", "1.0")
-TOP_KEYS = {"kernel", "signals", "policies", "guardrails", "observability", "trust"}
+TOP_KEYS = {"kernel", "signals", "policies", "guardrails", "observability", "trust", "scheduling"}
 KERNEL_KEYS = {"version", "mode"}
 RULE_KEYS = {"name", "action", "actions", "class", "classes", "effect", "mode", "requires_approval",
              "approval_timeout", "rate_limit", "rate_per", "constraints", "description", "min_trust",
@@ -139,6 +139,7 @@ class PolicySpec:
     path: str = ""
     class_lines: list[tuple[str, int]] = field(default_factory=list)
     trust: TrustSettings = field(default_factory=TrustSettings)
+    scheduling: Any = None   # a sched.SchedConfig from the `scheduling:` section, or None
 
 
 def parse_duration_ms(v: Any) -> float:
@@ -357,6 +358,11 @@ def parse_policy(text: str | bytes, *, path: str = "", known_tools: Iterable[str
     if doc.get("trust") is not None:
         trust = _trust(doc["trust"], _at(doc, "trust", top), errs) or trust
 
+    # -- scheduling ---------------------------------------------------------------------------
+    scheduling = None
+    if "scheduling" in doc:
+        scheduling = _scheduling(doc["scheduling"], _at(doc, "scheduling", top), errs)
+
     # -- policies ---------------------------------------------------------------------------
     rules: list[Rule] = []
     class_lines: list[tuple[str, int]] = []
@@ -386,7 +392,7 @@ def parse_policy(text: str | bytes, *, path: str = "", known_tools: Iterable[str
     if errs.items:
         raise PolicyLoadError.collect(errs.items, path)
     return PolicySpec(version, mode, rules, signals, ontology, reasoner, tool_classes, tool_class_lines,
-                      obs, path, class_lines, trust)
+                      obs, path, class_lines, trust, scheduling)
 
 
 def _score(v: Any) -> bool:
@@ -435,6 +441,43 @@ def _trust(t: Any, line: int, errs: _Errors) -> TrustSettings | None:
                          vals.get("per_reporter_cap", base.per_reporter_cap),
                          vals.get("per_target_cap", base.per_target_cap),
                          tuple((k, evidence[k]) for k in TRUST_EVIDENCE))
+
+
+def _scheduling(d: Any, line: int, errs: _Errors) -> Any:
+    """The `scheduling:` section as a `SchedConfig`; each bad value is an error at its line.
+    Present means on (`enabled: true`) unless it says `enabled: false`."""
+    from ..sched.config import FIELDS, SchedConfig, SchedConfigError
+
+    sec = _mapping(d, set(FIELDS), "scheduling", line, errs)
+    if sec is None:
+        return None
+    values: dict[str, Any] = {"enabled": True}
+    bad = False
+    for k, v in sec.items():
+        if k not in FIELDS:
+            bad = True
+            continue
+        if k == "every_ms" and isinstance(v, str):  # a duration (500ms, 2s) reads as in rules
+            try:
+                v = parse_duration_ms(v)
+            except ValueError as e:
+                errs.add(f"scheduling.every_ms {e}", _at(sec, k, line))
+                bad = True
+                continue
+        try:
+            SchedConfig(**{k: v})  # each value alone, so each error names its own line
+        except SchedConfigError as e:
+            errs.add(str(e).replace("sched.", "scheduling.", 1), _at(sec, k, line))
+            bad = True
+            continue
+        values[k] = v
+    if bad:
+        return None
+    try:
+        return SchedConfig(**values)
+    except SchedConfigError as e:
+        errs.add(str(e).replace("sched.", "scheduling.", 1), line)
+        return None
 
 
 def _names(r: LDict, keys: tuple[str, str], rl: int) -> list[tuple[Any, int]]:

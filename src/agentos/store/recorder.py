@@ -59,6 +59,8 @@ class Recording(Observer):
             "default_priority": cfg.default_priority, "switch_batch": cfg.switch_batch,
             "event_batch": cfg.event_batch, "message_events": bool(kernel.message_events),
         }
+        if getattr(kernel, "graph", None) is not None:  # the scheduler's settings: replay decides the same
+            self.meta["sched"] = kernel.sched_config.as_dict()
         self.run_id = store.create_run(name, self.meta, run_id)
 
     # -- observer hooks (kernel thread) ---------------------------------------------------

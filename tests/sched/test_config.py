@@ -1,0 +1,101 @@
+"""Scheduler settings from Python and from a policy file: hostile values are refused with
+a typed error naming the field (and, from a file, the line); good ones reach the kernel."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from agentos import AllowAll, Kernel
+from agentos.abi.errors import KernelError
+from agentos.policy.errors import PolicyLoadError
+from agentos.policy.loader import parse_policy
+from agentos.sched import Measure, SchedConfig, SchedConfigError
+
+HOSTILE = [
+    ("alpha", math.nan), ("alpha", math.inf), ("alpha", -0.5), ("alpha", "1"), ("alpha", True),
+    ("threshold", 0.0), ("threshold", 1.5), ("threshold", math.nan),
+    ("every_changes", -3), ("every_changes", 0), ("every_changes", 2.5), ("every_changes", True),
+    ("every_ms", math.inf), ("every_ms", -1.0), ("every_ms", 0), ("every_ms", math.nan),
+    ("half_life_ms", 0), ("half_life_ms", math.inf), ("subtree_cap", -1), ("subtree_cap", math.nan),
+    ("bypass", 0), ("bypass", -1), ("bypass", 1.0), ("max_iter", 0), ("tol", 0.0), ("tol", math.nan),
+    ("measure", "pagerank"), ("measure", 3), ("measure", "\ud800"), ("enabled", "yes"), ("enabled", 1),
+]
+
+
+@pytest.mark.parametrize("field,value", HOSTILE, ids=[f"{f}={v!r}" for f, v in HOSTILE])
+def test_hostile_sched_settings_are_refused(field, value):
+    with pytest.raises(SchedConfigError) as e:
+        SchedConfig(**{field: value})
+    assert f"sched.{field}" in str(e.value)
+    assert isinstance(e.value, KernelError)
+    with pytest.raises(SchedConfigError):  # and as a dict handed to the kernel
+        Kernel(deterministic=True, sched={"enabled": True, field: value})
+
+
+def test_unknown_sched_setting_and_wrong_type_are_refused():
+    with pytest.raises(SchedConfigError, match="unknown sched setting"):
+        Kernel(deterministic=True, sched={"enabled": True, "aplha": 1.0})
+    with pytest.raises(SchedConfigError, match="must be a SchedConfig"):
+        Kernel(deterministic=True, sched=[("enabled", True)])
+
+
+def test_a_valid_config_round_trips_and_enables_the_graph():
+    c = SchedConfig(enabled=True, measure="out_degree", alpha=2, every_changes=None, every_ms=50)
+    assert c.measure is Measure.OUT_DEGREE and c.alpha == 2.0
+    assert SchedConfig.from_dict(c.as_dict()) == c
+    k = Kernel(deterministic=True, policy=AllowAll(), sched=c.as_dict())
+    assert k.graph is not None and k.sched_config == c
+
+
+POLICY = """kernel:
+  version: "1.0"
+  mode: strict
+scheduling:
+  measure: eigenvector
+  alpha: {alpha}
+  threshold: 0.7
+  every_changes: {k}
+  every_ms: {t}
+policies: []
+"""
+
+
+def test_a_policy_files_scheduling_section_reaches_the_kernel():
+    spec = parse_policy(POLICY.format(alpha=1.5, k=32, t="250ms"))
+    assert spec.scheduling == SchedConfig(enabled=True, alpha=1.5, threshold=0.7, every_changes=32,
+                                          every_ms=250.0)
+    from agentos.policy.engine import PolicyEngine
+
+    k = Kernel(deterministic=True, policy=PolicyEngine(spec))
+    assert k.graph is not None and k.sched_config.alpha == 1.5
+    # an explicit kernel setting wins over the file's
+    k2 = Kernel(deterministic=True, policy=PolicyEngine(spec), sched=SchedConfig())
+    assert k2.graph is None
+
+
+@pytest.mark.parametrize("alpha,k,t,line,needle", [
+    (".nan", 8, "1s", 6, "scheduling.alpha must be a finite number"),
+    ("-1", 8, "1s", 6, "scheduling.alpha must be >= 0"),
+    ("0.5", -3, "1s", 8, "scheduling.every_changes must be in 1.."),
+    ("0.5", 8, ".inf", 9, "scheduling.every_ms must be a finite number"),
+    ("0.5", 8, "forever", 9, "scheduling.every_ms"),
+    ("0.5", "lots", "1s", 8, "scheduling.every_changes must be an integer"),
+])
+def test_hostile_scheduling_in_a_policy_file_is_a_load_error_with_its_line(alpha, k, t, line, needle):
+    with pytest.raises(PolicyLoadError) as e:
+        parse_policy(POLICY.format(alpha=alpha, k=k, t=t), path="security.yaml")
+    assert e.value.line == line and needle in str(e.value)
+
+
+def test_unknown_key_in_the_scheduling_section_names_its_line():
+    text = POLICY.format(alpha=1, k=8, t="1s").replace("  threshold: 0.7\n", "  treshold: 0.7\n")
+    with pytest.raises(PolicyLoadError) as e:
+        parse_policy(text)
+    assert e.value.line == 7 and "treshold" in str(e.value)
+
+
+def test_scheduling_must_be_a_mapping():
+    text = POLICY.split("scheduling:")[0] + "scheduling: [1, 2]\npolicies: []\n"
+    with pytest.raises(PolicyLoadError, match="scheduling must be a mapping"):
+        parse_policy(text)
