@@ -67,6 +67,7 @@ class KernelState:
     _unpark: Callable[..., None]
     _abort_wait: Callable[..., None]
     requeue: Callable[..., None]
+    relevel: "Callable[[Process], None]"
     terminate: Callable[..., None]
     _create: Callable[..., Any]
     _arm_deadline: Callable[..., None]
