@@ -59,6 +59,8 @@ class Recording(Observer):
             "default_priority": cfg.default_priority, "switch_batch": cfg.switch_batch,
             "event_batch": cfg.event_batch, "message_events": bool(kernel.message_events),
         }
+        if cfg.hibernation is not None:  # (format 7) replay hibernates at the same points
+            self.meta["hibernation"] = cfg.hibernation.describe()
         self.run_id = store.create_run(name, self.meta, run_id)
 
     # -- observer hooks (kernel thread) ---------------------------------------------------
