@@ -351,9 +351,8 @@ class Hibernator:
                     seg = Segment(sid, decode_value(body), tokens, SegmentKind(kind), created, tuple(covers))
                     rows[sid] = seg
                     segs.append(seg)
-            for seg in sorted(segs, key=lambda s: s.id):
-                b = seg.body
-                sp.recaller.add(seg.id, b if type(b) is str else kernel_text("memory", b))
+            if segs:  # the index is rebuilt on first use, in id order: as it was built
+                sp.recaller = _LazyIndex(sp, sorted(segs, key=lambda s: s.id))
         if rec["mailbox"]:
             from collections import deque
 
@@ -399,6 +398,39 @@ class Hibernator:
     def metrics(self) -> dict[str, int]:
         return {"hibernated": self.count, "hibernated_full": self.full, "hibernations": self.hibernations,
                 "hibernate_wakes": self.wakes, "hibernate_errors": self.errors}
+
+
+class _LazyIndex:
+    """A woken process's recaller, rebuilt from its segments on first use (most wakes are
+    for a message, not a recall): then it puts the real one in its place."""
+
+    __slots__ = ("sp", "segs", "factory")
+
+    def __init__(self, sp: Any, segs: list[Segment]) -> None:
+        self.sp = sp
+        self.segs = segs
+        self.factory = sp.recaller  # the fresh, empty recaller `space()` made
+
+    def _real(self) -> Any:
+        rec = self.factory
+        for seg in self.segs:
+            b = seg.body
+            rec.add(seg.id, b if type(b) is str else kernel_text("memory", b))
+        self.sp.recaller = rec
+        self.segs = []
+        return rec
+
+    def add(self, seg_id: int, body: Any) -> None:
+        self._real().add(seg_id, body)
+
+    def remove(self, seg_id: int) -> None:
+        self._real().remove(seg_id)
+
+    def search(self, query: str, k: int) -> list[int]:
+        return self._real().search(query, k)
+
+    def __getattr__(self, name: str) -> Any:  # a recaller's other methods (vector recallers)
+        return getattr(self._real(), name)
 
 
 def _key(pid: int) -> str:
