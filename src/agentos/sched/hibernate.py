@@ -115,6 +115,7 @@ class Hibernator:
         self.errors = 0
         self._deferred: dict[int, list[tuple[Any, ...]]] = {}  # woken, record unreadable
         self._idle: dict[int, list[Any]] = {}    # pid -> idle timer entry
+        self._stale: list[str] = []              # records of woken or ended processes, deleted in batches
         kernel._on_spawn.append(self._spawned)
         kernel._on_exit.append(self._exited)
         if config.idle:
@@ -131,6 +132,7 @@ class Hibernator:
             self.kids[par.pid] = self.kids.get(par.pid, 0) + 1
 
     def _exited(self, proc: Process, reason: Any) -> None:
+        self._stale.append(_key(proc.pid))  # it may have a stale record (woken once)
         self.resident.pop(proc.pid, None)
         self.k.timers.cancel(self._idle.pop(proc.pid, None))
         par = proc.parent
@@ -184,6 +186,8 @@ class Hibernator:
                 proc = self.k.procs.get(pid)
                 if proc is not None and proc.state is HIBERNATED:
                     self.thaw(proc)
+        if len(self._stale) >= 1024:
+            self._drop_stale(())
         cfg = self.cfg
         need = 0
         if cfg.max_resident is not None and len(self.resident) > cfg.max_resident:
@@ -228,6 +232,8 @@ class Hibernator:
         for p in victims:
             recs.append((p, self._record(p)))
         items = [(_key(p.pid), blob) for p, (blob, _) in recs]
+        if self._stale:
+            self._drop_stale({k for k, _ in items})  # before the puts: never delete a fresh record
         try:
             self.store.put_many(items)
         except Exception as e:  # the store went away: nothing was freed, nothing is lost
@@ -316,11 +322,7 @@ class Hibernator:
             self.k.events.emit(p.pid, "hibernate_error", (0, f"wake: {type(e).__name__}: {str(e)[:200]}"))
             return False
         self._restore(p, rec)
-        try:
-            self.store.delete(key)
-        except Exception as e:  # a stale record is harmless: the next hibernation overwrites it
-            self.errors += 1
-            self.k.events.emit(p.pid, "hibernate_error", (0, f"delete: {type(e).__name__}: {str(e)[:200]}"))
+        self._stale.append(key)  # deleted with others later: one store round trip for many
         self.wakes += 1
         self.k.events.emit(p.pid, "wake", cause)
         pending = self._deferred.pop(p.pid, None)
@@ -375,6 +377,18 @@ class Hibernator:
             k.runq.push(p)
         else:
             p.state = WAITING
+
+    def _drop_stale(self, keep: Any) -> None:
+        stale = [k for k in dict.fromkeys(self._stale) if k not in keep]
+        self._stale = []
+        if not stale:
+            return
+        try:
+            self.store.delete_many(stale)
+        except Exception as e:  # a stale record is harmless: the next hibernation overwrites it
+            self.errors += 1
+            self.k.events.emit(KERNEL_PID, "hibernate_error",
+                               (len(stale), f"delete: {type(e).__name__}: {str(e)[:200]}"))
 
     def defer(self, p: Process, action: tuple[Any, ...]) -> None:
         """Keep what woke `p` while its record cannot be read; replayed in order on wake."""

@@ -28,7 +28,8 @@ class HibernationStore(Protocol):
     def get(self, key: str) -> bytes | None:
         ...
 
-    def delete(self, key: str) -> None:
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Forget these records (absent ones are no error)."""
         ...
 
 
@@ -48,8 +49,9 @@ class MemoryHibernationStore:
     def get(self, key: str) -> bytes | None:
         return self.records.get(key)
 
-    def delete(self, key: str) -> None:
-        self.records.pop(key, None)
+    def delete_many(self, keys: Iterable[str]) -> None:
+        for k in keys:
+            self.records.pop(k, None)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -68,8 +70,8 @@ class KVHibernationStore:
     def get(self, key: str) -> bytes | None:
         return self.store.kv_get(self.prefix + key)
 
-    def delete(self, key: str) -> None:
-        self.store.kv_delete([self.prefix + key])
+    def delete_many(self, keys: Iterable[str]) -> None:
+        self.store.kv_delete([self.prefix + k for k in keys])
 
 
 def SqliteHibernationStore(path: str, durability: str = "group") -> KVHibernationStore:
