@@ -85,7 +85,11 @@ PUBLIC: dict[str, set[str]] = {
         "StoreError", "StoredEvent", "agentos_home", "effective_status", "open_default_store", "open_store",
         "record_run", "recorded", "resolve",
     },
-    "agentos.sched": {"Measure", "SchedConfig", "SchedConfigError"},
+    "agentos.sched": {
+        "AGENT_FORMAT", "AgentFileError", "HibernationConfig", "HibernationStore", "HibernationStoreError",
+        "Hibernator", "KVHibernationStore", "LoopExit", "Measure", "MemoryHibernationStore", "STUB_LIMIT",
+        "SchedConfig", "SchedConfigError", "SqliteHibernationStore", "export_agent", "import_agent", "loop_exit", "message_loop", "stub_bytes",
+    },
     "agentos.server": {
         "Client", "Daemon", "TokenError", "load_or_create_token", "make_app", "read_state", "read_token",
     },

@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "kernel"))
 
 from replay_workloads import (  # noqa: E402
-    BOOT, TOOLS, Typed, interp, live_kernel, net_kernel, net_self_loop, tools_agent, typed_values,
+    BOOT, TOOLS, Typed, hibernating, interp, live_kernel, net_kernel, net_self_loop, tools_agent, typed_values,
 )
 
 from agentos.kernel.recording import RECORDING_FORMAT  # noqa: E402
@@ -46,6 +46,9 @@ GOLDEN: dict[str, Any] = {
         ("set", "a", 1), ("echo", 1), ("echo_all", [1, 2, 3]), ("get", "a"),
         ("spawn", {"ops": [("echo", 5), ("send", 7), ("set", "b", 2)]}),
         ("recv", 50), ("check", "kv.delete"), ("del", "a"), ("echo", 3)]},
+    # since format 7: the run row holds the hibernation settings; processes waiting in recv
+    # and sleep hibernate past the resident watermark and wake on their messages and timers
+    "hibernation_watermark": hibernating,
 }
 CONSTANT_POLICY = {"constant_policy_decisions_unjournaled"}  # recorded under AllowAll
 
@@ -63,6 +66,10 @@ def main(argv: list[str]) -> int:
         store = MemoryStore()
         if spec is net_self_loop:
             k = net_kernel(1234)
+        elif spec is hibernating:
+            from agentos.sched import HibernationConfig
+
+            k = live_kernel(1234, hibernation=HibernationConfig(max_resident=3))
         elif name in CONSTANT_POLICY:
             from agentos import AllowAll
 
@@ -70,7 +77,7 @@ def main(argv: list[str]) -> int:
         else:
             k = live_kernel(1234)
         rid = record_run(k, store, name)
-        if spec is net_self_loop:
+        if spec is net_self_loop or spec is hibernating:
             k.run(spec, **BOOT)
         elif spec is tools_agent:
             from agentos import Quota

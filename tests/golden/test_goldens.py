@@ -106,6 +106,16 @@ PROTECTS = {
         "the other of format 6's reasons to exist: under AllowAll device reads and writes (sync, async, "
         "read_all, a child's) journal no decision, a dry-run check still does, and one "
         "run_policy entry names the policy replay must run under",
+    "v7/agents_kv_echo_policy": "the first workload in format 7 (no hibernation: none recorded)",
+    "v7/agents_many_children": "messages between many processes and interleaved completions, in format 7",
+    "v7/journal_values_keep_their_types": "typed values through a store, in format 7",
+    "v7/tool_calls_reserved_and_settled": "reservations and settlements of bounded tool calls, in format 7",
+    "v7/net_self_loop": "a node dialling itself, journaled network input, in format 7",
+    "v7/constant_policy_decisions_unjournaled": "a constant policy's unjournaled device decisions, in format 7",
+    "v7/hibernation_watermark":
+        "format 7's reason to exist: the run row holds the hibernation settings, so the replay's "
+        "kernel hibernates the same waiting children past the resident watermark and wakes them "
+        "on the same message and timer events",
 }
 
 

@@ -119,6 +119,23 @@ async def interp(sys: Any, spec: dict[str, Any]) -> list[Any]:
     return out
 
 
+async def hib_child(sys: Any, args: Any) -> None:
+    await sys.remember(f"notes of child {args}")
+    m = await sys.recv()
+    await sys.sleep(3)
+    await sys.send(sys.caps[0], [args, m.body])
+
+
+async def hibernating(sys: Any, args: Any) -> list[Any]:
+    """Children that wait in recv and sleep past a resident watermark of 3 (format 7)."""
+    me = await sys.self_cap()
+    kids = [(await sys.spawn(hib_child, args=i, caps=[me]))[1] for i in range(5)]
+    await sys.sleep(5)
+    for i, c in enumerate(kids):
+        await sys.send(c, f"wake {i}")
+    return [(await sys.recv()).body for _ in kids]
+
+
 def live_kernel(seed: int, **kw: Any) -> Kernel:
     k = Kernel(deterministic=True, seed=seed, policy=kw.pop("policy", CoinPolicy()), **kw)
     k.register_driver(KVDriver())

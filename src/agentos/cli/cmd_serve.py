@@ -103,10 +103,14 @@ def _ps_table(rows: list[dict[str, Any]], title: str) -> Any:
         t.add_column(col)
     for depth, r in _tree(rows):
         u, rem, held = r["used"], r["remaining"], r.get("reserved") or {}
+        if u is None or rem is None:  # hibernated: its usage is in the store until it wakes
+            spent = ["(stored)"] * 3
+        else:
+            spent = [cell(u["tokens"], held.get("tokens", 0), rem["tokens"]),
+                     cell(u["tool_calls"], held.get("tool_calls", 0), rem["tool_calls"]),
+                     cell(u["usd"], held.get("usd", 0), rem["usd"], usd=True)]
         t.add_row(str(r["pid"]), "  " * depth + untrusted(r["name"], 60), r["state"], str(r["wait"] or ""),
-                  str(r["priority"]), cell(u["tokens"], held.get("tokens", 0), rem["tokens"]),
-                  cell(u["tool_calls"], held.get("tool_calls", 0), rem["tool_calls"]),
-                  cell(u["usd"], held.get("usd", 0), rem["usd"], usd=True), trust_cell(r.get("trust")))
+                  str(r["priority"]), *spent, trust_cell(r.get("trust")))
     return t
 
 
@@ -197,6 +201,10 @@ def register(app: typer.Typer) -> None:
               grant_children: int = typer.Option(
                   100, "--grant-children", help="processes each peer may run here (its account)"),
               grant_tokens: Optional[int] = typer.Option(None, "--grant-tokens", help="tokens each peer may spend here"),
+              hibernate: bool = typer.Option(
+                  False, "--hibernate", help="hibernate waiting processes to the store (agentctl hibernate/wake)"),
+              max_resident: Optional[int] = typer.Option(
+                  None, "--max-resident", help="with --hibernate: hibernate past this many resident processes"),
               trace: Optional[bool] = typer.Option(
                   None, "--trace/--no-trace",
                   help="OpenTelemetry traces (default: on when OTEL_EXPORTER_OTLP_ENDPOINT is set)")) -> None:
@@ -217,7 +225,13 @@ def register(app: typer.Typer) -> None:
         q = _quota(tokens, tool_calls, usd, None)
         try:
             policy = AllowAll() if allow_all else (_policy(policy_file, None, {}) or CliNoPolicy("serve"))
-            daemon = Daemon(home=_home(), port=port, policy=policy, quota=Quota(**q) if q else None, record=record)
+            hib = None
+            if hibernate:
+                from ..sched import HibernationConfig
+
+                hib = HibernationConfig(max_resident=max_resident)
+            daemon = Daemon(home=_home(), port=port, policy=policy, quota=Quota(**q) if q else None, record=record,
+                            hibernation=hib)
         except (TokenError, OSError) as e:
             typer.echo(f"agentctl serve: {e}", err=True)
             raise typer.Exit(1) from None
@@ -348,6 +362,19 @@ def register(app: typer.Typer) -> None:
     _signal_cmd("STOP", "Suspend process PID (SIGSTOP) until `agentctl cont PID`.")
     _signal_cmd("CONT", "Resume a suspended process (SIGCONT).")
     _signal_cmd("TERM", "Ask process PID to end (SIGTERM, delivered as a message it can handle).")
+
+    def _hib_cmd(op: str, doc: str) -> None:
+        def cmd(pid: int = typer.Argument(..., help="process id"), as_json: bool = JsonOpt) -> None:
+            got = _call(_client().post, f"/v1/procs/{pid}/{op}", {})
+            if as_json:
+                _print_json(got)
+            else:
+                typer.echo(f"pid {pid}: {got['state']}")
+        cmd.__doc__ = doc
+        app.command(name=op)(cmd)
+
+    _hib_cmd("hibernate", "Hibernate process PID now: its context (and a message loop's state) go to the store.")
+    _hib_cmd("wake", "Wake hibernated process PID: it carries on waiting where it was.")
 
     @app.command()
     def budget(pid: int = typer.Argument(..., help="process id"), as_json: bool = JsonOpt) -> None:

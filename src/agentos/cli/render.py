@@ -76,9 +76,10 @@ def ps_table(rows: list[dict[str, Any]], title: str = "ps") -> Table:
         t.add_column(col)
     for r in rows:
         u = r["used"]
+        spent = ("-", "-", "-") if u is None else (  # hibernated: its usage is in the store
+            str(u["tokens"]), str(u["tool_calls"]), f"{u['usd']:.6f}")
         t.add_row(str(r["pid"]), untrusted(r["name"]), r["state"], str(r["parent"]), str(r["priority"]),
-                  str(r["reductions"]), str(r["mailbox"]), str(u["tokens"]), str(u["tool_calls"]),
-                  f"{u['usd']:.6f}", trust_cell(r.get("trust")))
+                  str(r["reductions"]), str(r["mailbox"]), *spent, trust_cell(r.get("trust")))
     return t
 
 

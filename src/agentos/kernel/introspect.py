@@ -9,6 +9,9 @@ from .process import EXITED, Process
 from .state import KernelState
 
 
+_STORED: dict[str, Any] = {"used": None, "remaining": None}
+
+
 class Introspection(KernelState):
     """Mixed into `Kernel`."""
 
@@ -23,7 +26,8 @@ class Introspection(KernelState):
         return rows
 
     def _row(self, p: Process) -> dict[str, Any]:
-        view = self.accounts.view(p.account)  # type: ignore[arg-type]
+        # a hibernated process's usage is in its stored record: shown when it wakes
+        view = self.accounts.view(p.account) if p.account is not None else _STORED
         state = "suspended" if p.stopped and p.state is not EXITED else p.state.value
         rt, rc, ru = self.devices.reserved(p.pid)
         return {"pid": p.pid, "name": p.name, "state": state, "parent": p.parent.pid if p.parent else 0,
@@ -51,6 +55,9 @@ class Introspection(KernelState):
             m["sched_recomputes"] = g.recomputes
             m["sched_fallbacks"] = g.fallbacks
             m["sched_protected"] = g.protected
+        hib = getattr(self, "hibernation", None)
+        if hib is not None:
+            m.update(hib.metrics())
         return m
 
     def metrics_text(self) -> str:

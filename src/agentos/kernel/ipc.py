@@ -25,7 +25,7 @@ from ..abi.types import KERNEL_PID, Message, WaitKind
 from . import args as A
 from .values import checked
 from .caps import PROC, R_ANY, R_SEND
-from .process import EXITED, PARK, Process
+from .process import EXITED, HIBERNATED, PARK, Process
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -68,6 +68,8 @@ class IPC:
         if target.state is EXITED:
             self.dead_letters += 1
             return None
+        if req.caps and target.state is HIBERNATED and type(target.caps) is not dict:
+            target.caps = {}  # it held none: its shared empty table becomes its own
         caps = self._carry_caps(proc, A.sequence("send: caps", req.caps), target) if req.caps else ()
         if self.graph is not None:  # the one test a send pays when the scheduler is off
             self.graph.sent(proc, target)
@@ -105,6 +107,11 @@ class IPC:
 
     def deliver(self, target: Process, msg: Message) -> None:
         """Put `msg` in `target`'s mailbox, or hand it over if target waits for it."""
+        if target.state is HIBERNATED:
+            hib = self.k.hibernation
+            if not hib.thaw(target, "message"):
+                hib.defer(target, ("msg", msg))  # its record cannot be read now: in order, later
+                return
         self.delivered += 1
         match = target.recv_match
         if match is not None and (match is True or self._matches(match, msg, target)):

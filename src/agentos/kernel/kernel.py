@@ -43,7 +43,7 @@ from .gcpolicy import GcPolicy
 from .journal import Journal, JournalEntry
 from .memory import MemoryManager, Pager
 from .metrics import Metrics
-from .process import EXITED, PARK, READY, RUNNING, SUSPENDED, WAITING, Process, ProcessImage
+from .process import EXITED, HIBERNATED, PARK, READY, RUNNING, SUSPENDED, WAITING, Process, ProcessImage
 from .recall import Recaller
 from .replay import DecisionRecorder, JournalPolicy, ReplayIO, wrap_policy
 from .scheduler import MAX_BASE_PRIORITY, RunQueue, Timers
@@ -115,6 +115,8 @@ class KernelConfig:
                                        # None: time stands still until the I/O completes
     gc: GcPolicy | None = GcPolicy()  # collector settings while the loop runs (gcpolicy.py);
                                        # None: leave the interpreter's as they are
+    hibernation: Any = None            # a HibernationConfig (agentos.sched): waiting processes go
+                                       # to a store past a watermark or an idle timeout; None: off
     extensions: dict[str, Extension] | None = None
                                        # install(kernel) callables run at construction, by name;
                                        # None: the defaults `agentos` registers (the VFS)
@@ -208,6 +210,11 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
         self._quantum = cfg.quantum
         self._push = self.runq.push
         self._init_sched(cfg)
+        self.hibernation: Any = None
+        if cfg.hibernation is not None:  # agentos.sched is imported only when it is used
+            from ..sched.hibernate import Hibernator
+
+            self.hibernation = Hibernator(self, cfg.hibernation)
         for part in (self.policy, self.audit, self.approvals):  # give them the clock, drivers, events
             attach = getattr(part, "attach", None)
             if attach is not None:
@@ -279,8 +286,10 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
         return proc.priority * (1.0 + self.sched_config.alpha * proc.cent)
 
     def sched_score(self, proc: Process) -> float:
-        """The scheduling score: the effective priority (lower: first to hibernate)."""
-        return self.effective_priority(proc)
+        """Lower hibernates first: the effective priority, then least recently active (the
+        event seq of the send of the last message it received; 0 if none)."""
+        m = proc.last_msg
+        return self.effective_priority(proc) * 1099511627776.0 + (m.sent if m is not None else 0)
 
     def sched_protected(self, proc: Process) -> bool:
         """Above the protection threshold: a doubled quantum, and never hibernated."""
@@ -456,6 +465,8 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
             busy = self._run_ready(switch_batch)
             if init.state is EXITED:
                 break
+            if self.hibernation is not None:
+                self.hibernation.turn()  # a deterministic point: after a batch of switches
             if busy:
                 if self._io_inflight:
                     self.io_tick += 1
@@ -716,6 +727,13 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
         """Make a parked `proc` runnable again; it resumes with `value` or has `exc` thrown in."""
         if proc.state is EXITED:
             return
+        if proc.state is HIBERNATED:
+            hib = self.hibernation
+            if not hib.thaw(proc, "wake"):
+                hib.defer(proc, ("wake", value, exc))  # its record cannot be read now: later
+                return
+            if proc.state is READY:
+                value = None  # a rebuilt message loop starts from its top: recv takes the message
         if proc.wait_kind is not None:
             self._unpark(proc)
         proc.resume_value = value
@@ -803,7 +821,32 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
         proc = self.procs.get(pid)
         if proc is None:
             raise KernelError(f"snapshot: no live process {pid}")
+        if proc.state is HIBERNATED and not self.hibernation.thaw(proc, "snapshot"):
+            raise KernelError(f"snapshot: pid {pid} is hibernated and its record cannot be read now")
         return snapshot(self, proc)
+
+    # -- hibernation (the work lives in agentos.sched.hibernate) --------------------------
+    def _hib_proc(self, pid: Any, what: str) -> Process:
+        if self.hibernation is None:
+            raise KernelError(f"{what}: hibernation is off (KernelConfig.hibernation)")
+        proc = self.procs.get(pid) if type(pid) is int else None
+        if proc is None or proc.state is EXITED:
+            raise KernelError(f"{what}: no live process {pid!r}")
+        return proc
+
+    def hibernate(self, pid: int) -> bool:
+        """Hibernate process `pid` now; False if the store refused (it stays resident, the
+        error is counted). KernelError if it cannot hibernate (not waiting, root, ...)."""
+        proc = self._hib_proc(pid, "hibernate")
+        if proc.state is HIBERNATED:
+            return True
+        return self.hibernation.hibernate(proc)
+
+    def thaw(self, pid: int) -> bool:
+        """Wake hibernated process `pid` (it carries on waiting as it was, or a message loop
+        is rebuilt at its top); False if its record cannot be read now."""
+        proc = self._hib_proc(pid, "wake")
+        return self.hibernation.thaw(proc, "request")
 
     def restore(self, snap: dict[str, Any], image: Any, *, parent: int | None = None) -> int:
         """Start `image` again with the state in `snap`; refuses another ABI version. Returns

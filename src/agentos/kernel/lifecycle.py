@@ -20,7 +20,7 @@ from ..abi.types import (
     KERNEL_PID, NORMAL, SHUTDOWN, Down, ExitKind, ExitReason, Quota, WaitKind, check_quota, quota,
 )
 from .caps import DEVICE
-from .process import EXITED, Process, ProcessImage
+from .process import EXITED, HIBERNATED, Process, ProcessImage
 from .scheduler import MAX_BASE_PRIORITY
 from .trap import Sys
 from .state import KernelState
@@ -210,6 +210,11 @@ class Lifecycle(KernelState):
     def _teardown(self, proc: Process, reason: ExitReason, result: Any) -> None:
         if proc.state is EXITED:
             return
+        if proc.state is HIBERNATED:
+            hib = self.hibernation  # type: ignore[attr-defined]
+            if not hib.thaw(proc, "exit"):
+                hib.defer(proc, ("exit", reason, result))  # its record cannot be read now
+                return
         proc.state = EXITED
         proc.exit_reason = reason
         proc.result = result

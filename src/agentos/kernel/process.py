@@ -87,6 +87,7 @@ RUNNING = ProcState.RUNNING
 WAITING = ProcState.WAITING
 SUSPENDED = ProcState.SUSPENDED
 EXITED = ProcState.EXITED
+HIBERNATED = ProcState.HIBERNATED
 
 
 class Process:

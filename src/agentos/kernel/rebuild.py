@@ -104,6 +104,12 @@ async def replay_run(store: Any, run_id: str, *, image: Any = None, images: dict
     if named is not None and options.get("policy") is None:
         # device-operation allows of this constant policy were not journaled: replay under it
         options["policy"] = _load_policy(run_id, named.get("policy"))
+    hib = meta.get("hibernation")
+    if isinstance(hib, dict) and options.get("hibernation") is None:
+        from ..sched.hibernate import HibernationConfig  # the replay's own store: same decisions
+
+        options["hibernation"] = HibernationConfig(**{f: hib[f] for f in ("max_resident", "max_mem_tokens",
+                                                                          "low_water", "idle") if f in hib})
     k = Kernel(**{**options, "deterministic": True, "seed": meta["seed"], "mode": "replay",
                   "journal": journal, "quantum": meta.get("quantum", 2000),
                   "default_priority": meta.get("default_priority", 5),

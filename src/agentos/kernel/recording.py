@@ -65,6 +65,11 @@ Format log:
      under another policy. Journal entries are written by a fixed layout with the same
      bytes as before. A format 3, 4 or 5 run has every decision in its journal:
      replay reads them all, as it did.
+  7  Hibernation: a kernel booted with `KernelConfig.hibernation` records its settings
+     (watermarks, low water, idle timeouts) in the run row under "hibernation", and replay
+     builds its kernel with them (and a store of its own), so the same processes hibernate
+     and wake at the same events (`hibernate`, `wake`, `hibernate_error` events). A format
+     6 run has no such key: replay hibernates nothing, as its kernel did.
 """
 from __future__ import annotations
 
@@ -74,7 +79,7 @@ from typing import Any, Callable, Mapping
 from ..abi.errors import RecordingFormatError
 from .events import canonical
 
-RECORDING_FORMAT = 6
+RECORDING_FORMAT = 7
 
 FORMAT_KEY = "recording_format"   # where the version lives in a run's metadata
 
@@ -83,7 +88,8 @@ REPLAYABLE: dict[int, str] = {
     3: "no reservation was recorded (no `reserve` on any entry): replay sets nothing aside",
     4: "no clock jump or recv event was recorded: replay applies none and writes none",
     5: "no network input and no run_policy entry were recorded: replay applies no network input, and reads every policy decision from the journal",
-    6: "",
+    6: "no hibernation settings were recorded: replay hibernates nothing",
+    7: "",
 }
 # (Format 1 replayed, until format 3, with its values as the plain JSON they were stored as:
 # ENTRY_UPGRADES[1], which still reads a format 1 journal for anything else that reads it.)

@@ -18,7 +18,7 @@ from ..abi.syscalls import SendSignal, Sigmask
 from ..abi.types import Signal, SignalMessage, killed, policy, trust
 from . import args as A
 from .caps import PROC, R_KILL
-from .process import EXITED, PARK, READY, RUNNING, SUSPENDED, WAITING, Process
+from .process import EXITED, HIBERNATED, PARK, READY, RUNNING, SUSPENDED, WAITING, Process
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -86,6 +86,11 @@ class Signals:
         if target.state is EXITED:
             return
         k = self.k
+        if target.state is HIBERNATED:
+            hib = k.hibernation
+            if not hib.thaw(target, "signal"):
+                hib.defer(target, ("sig", sig, sender, detail))  # its record cannot be read now
+                return
         k.events.emit(target.pid, "signal", (sig.name, sender))
         if sig is Signal.SIGKILL:
             k.terminate(target, killed(sender))

@@ -9,6 +9,8 @@ Routes (JSON unless said; field names are documented in docs/operations.md):
     GET  /v1/procs/{pid}/budget           {"pid", "used", "reserved", "remaining"}
     GET  /v1/procs/{pid}/logs?after=N     {"events": [log, fault and exit events of pid]}
     POST /v1/procs/{pid}/signal           {"signal": "KILL|STOP|CONT|TERM|INT|USR1"}
+    POST /v1/procs/{pid}/hibernate        {"ok", "pid", "state"}: to the hibernation store now
+    POST /v1/procs/{pid}/wake             {"ok", "pid", "state"}: back from it
     POST /v1/submit                       {"path", "args"?, "quota"?, "name"?, "priority"?}
     GET  /v1/events?after=N&pid=&kind=&follow=1   NDJSON, one event a line; with follow,
                                           streams until the client goes or the daemon stops
@@ -156,6 +158,30 @@ def make_app(daemon: Any) -> Any:
             raise BadRequest(str(e)) from None
         return ok({"ok": True, "pid": pid, "signal": sig.upper()})
 
+    async def hibernate(request: Request) -> Any:
+        return _hib_op(request, "hibernate")
+
+    async def wake(request: Request) -> Any:
+        return _hib_op(request, "wake")
+
+    def _hib_op(request: Request, op: str) -> Any:
+        pid = live_pid(request)
+        if k.hibernation is None:
+            raise BadRequest("hibernation is off in this daemon (agentctl serve --hibernate)", 409)
+        if pid == daemon.root_pid:
+            raise BadRequest("the daemon's root does not hibernate", 409)
+        from ..abi.errors import KernelError
+
+        try:
+            done = k.hibernate(pid) if op == "hibernate" else k.thaw(pid)
+        except KernelError as e:
+            raise BadRequest(str(e), 409) from None
+        k.events.flush()
+        k.poke()
+        if not done:
+            raise BadRequest(f"{op}: the hibernation store failed (counted in hibernate_errors)", 503)
+        return ok({"ok": True, "pid": pid, "state": k.procs[pid].state.value})
+
     async def submit(request: Request) -> Any:
         body = await body_of(request)
         path = body.get("path")
@@ -298,6 +324,8 @@ def make_app(daemon: Any) -> Any:
         Route("/v1/procs/{pid}/budget", guarded(budget)),
         Route("/v1/procs/{pid}/logs", guarded(logs)),
         Route("/v1/procs/{pid}/signal", guarded(signal), methods=["POST"]),
+        Route("/v1/procs/{pid}/hibernate", guarded(hibernate), methods=["POST"]),
+        Route("/v1/procs/{pid}/wake", guarded(wake), methods=["POST"]),
         Route("/v1/submit", guarded(submit), methods=["POST"]),
         Route("/v1/events", guarded(events)),
         Route("/v1/approvals", guarded(approvals)),

@@ -85,7 +85,7 @@ class Daemon:
     def __init__(self, *, home: Path, port: int = 0, policy: Any = None, quota: Quota | None = None,
                  store: Any = None, record: bool = True, approval_timeout_ms: float = 300_000.0,
                  kernel: Any = None, narrate: Callable[[str], None] | None = None, audit: Any = None,
-                 event_batch: int = 256, name: str = "serve") -> None:
+                 event_batch: int = 256, name: str = "serve", hibernation: Any = None) -> None:
         from .. import Kernel
         from ..policy.approvals import ApprovalChannel
         from .policy import SubmissionPolicy
@@ -97,7 +97,8 @@ class Daemon:
         self.approvals.outside += 1  # the control API answers approvals
         self.policy = SubmissionPolicy(policy)
         self.kernel = kernel if kernel is not None else Kernel(policy=self.policy, approvals=self.approvals,
-                                                               audit=audit, event_batch=event_batch)
+                                                               audit=audit, event_batch=event_batch,
+                                                               hibernation=hibernation)
         from .metrics import Folder
 
         self.hub = EventHub()

@@ -61,6 +61,8 @@ class Recording(Observer):
         }
         if getattr(kernel, "graph", None) is not None:  # the scheduler's settings: replay decides the same
             self.meta["sched"] = kernel.sched_config.as_dict()
+        if cfg.hibernation is not None:  # (format 7) replay hibernates at the same points
+            self.meta["hibernation"] = cfg.hibernation.describe()
         self.run_id = store.create_run(name, self.meta, run_id)
 
     # -- observer hooks (kernel thread) ---------------------------------------------------

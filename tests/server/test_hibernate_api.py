@@ -1,0 +1,73 @@
+"""agentctl hibernate/wake through the control API of a served kernel."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from agentos.sched import HibernationConfig
+
+from .conftest import start, stop
+from .test_daemon import SLEEPER, states, wait_for
+
+WAITER = """
+async def init(sys, args):
+    await sys.remember("context " * 512)
+    msg = await sys.recv()
+    await sys.log("info", f"got {msg.body}")
+    await sys.recv()
+"""
+
+
+def test_hibernate_and_wake_a_served_process(tmp_path: Path) -> None:
+    s = start(tmp_path, hibernation=HibernationConfig())
+    try:
+        pid = s.request("POST", "/v1/submit", {"path": s.program(tmp_path, WAITER)})[1]["pid"]
+        wait_for(lambda: states(s).get(pid) == "waiting")
+        st, got = s.request("POST", f"/v1/procs/{pid}/hibernate", {})
+        assert (st, got["state"]) == (200, "hibernated")
+        row = next(r for r in s.request("GET", "/v1/ps")[1]["processes"] if r["pid"] == pid)
+        assert row["state"] == "hibernated" and row["used"] is None
+        st, got = s.request("POST", f"/v1/procs/{pid}/wake", {})
+        assert (st, got["state"]) == (200, "waiting")
+        st, got = s.request("POST", f"/v1/procs/{s.d.root_pid}/hibernate", {})
+        assert st == 409 and "root" in got["error"]
+        assert s.request("POST", "/v1/procs/999/hibernate", {})[0] == 404
+        assert s.request("POST", "/v1/procs/nan/wake", {})[0] == 400
+        assert s.call(lambda: s.d.kernel.metrics()["hibernations"]) == 1
+    finally:
+        stop(s)
+
+
+def test_hibernate_refused_when_the_daemon_has_it_off(tmp_path: Path) -> None:
+    s = start(tmp_path)
+    try:
+        pid = s.request("POST", "/v1/submit", {"path": s.program(tmp_path, SLEEPER)})[1]["pid"]
+        st, got = s.request("POST", f"/v1/procs/{pid}/hibernate", {})
+        assert st == 409 and "hibernation is off" in got["error"]
+    finally:
+        stop(s)
+
+
+def test_agentctl_hibernate_and_wake(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from typer.testing import CliRunner
+
+    from agentos.cli.main import app
+
+    s = start(tmp_path, hibernation=HibernationConfig())
+    monkeypatch.setenv("AGENTOS_HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+    try:
+        pid = s.request("POST", "/v1/submit", {"path": s.program(tmp_path, WAITER)})[1]["pid"]
+        wait_for(lambda: states(s).get(pid) == "waiting")
+        r = runner.invoke(app, ["hibernate", str(pid)])
+        assert r.exit_code == 0 and r.stdout.strip() == f"pid {pid}: hibernated"
+        r = runner.invoke(app, ["ps"])
+        assert r.exit_code == 0 and "hibernated" in r.stdout
+        r = runner.invoke(app, ["wake", str(pid), "--json"])
+        assert r.exit_code == 0 and json.loads(r.stdout)["state"] == "waiting"
+        r = runner.invoke(app, ["hibernate", str(s.d.root_pid)])
+        assert r.exit_code != 0 and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "root" in r.stderr
+    finally:
+        stop(s)
