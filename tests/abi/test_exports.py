@@ -75,6 +75,10 @@ PUBLIC: dict[str, set[str]] = {
         "DEFAULT_ALLOW", "SandboxDriver", "SandboxLimits", "SandboxViolation", "describe_status", "install",
         "sandbox", "to_wire",
     },
+    "agentos.services": {
+        "Bus", "BusDevice", "BusMessage", "BusScope", "DeadReason", "Overflow", "attach_bus", "bus_declare",
+        "bus_narrow", "bus_publish", "bus_recv", "bus_reject", "bus_subscribe", "bus_unsubscribe",
+    },
     "agentos.store": {
         "DURABILITY_MODES", "MemoryStore", "NoSuchRun", "PostgresStore", "Recording", "RunInfo", "SqliteStore", "Store",
         "StoreError", "StoredEvent", "agentos_home", "effective_status", "open_default_store", "open_store",
