@@ -442,3 +442,92 @@ def test_cycles_and_lone_surrogates_in_bodies_and_topics_are_refused() -> None:
 
     _, res = run_bus(init)
     assert res.value == ["refused"] * 5
+
+
+# -- policy ----------------------------------------------------------------------------------------
+
+def test_bus_operations_ask_policy_when_a_rule_names_them() -> None:
+    from agentos import AllowAll, Decision
+    from agentos.abi.errors import PolicyDenied
+
+    class NoSecrets(AllowAll):
+        governs_kernel = frozenset({"bus"})
+
+        def check(self, pid: int, action: str, args: Any, *, dry_run: bool = False) -> Decision:
+            if action == "bus.publish" and args["topic"].startswith("secret."):
+                return Decision(False, "no-secrets", "nothing is published under secret.", effect="raise")
+            return Decision(True, "ok")
+
+    async def init(sys: Any, args: Any) -> Any:
+        cap = sys.caps[0]
+        sub = await bus_subscribe(sys, cap, ">")
+        await bus_publish(sys, cap, "public.x", 1)
+        try:
+            await bus_publish(sys, cap, "secret.x", 2)
+        except PolicyDenied as e:
+            return e.rule, [m.body for m in await _drain(sys, sub)]
+
+    _, res = run_bus(init, policy=NoSecrets())
+    assert res.value == ("no-secrets", [1])
+
+
+def test_a_policy_file_rule_on_bus_subscribe_kills_and_leaves_publish_to_capabilities() -> None:
+    from agentos.policy import PolicyEngine
+
+    policy = PolicyEngine.from_text('kernel: {version: "1.0", mode: strict}\npolicies:\n'
+                                    '  - {name: no-listening, action: bus.subscribe, effect: deny}\n')
+
+    async def init(sys: Any, args: Any) -> Any:
+        cap = sys.caps[0]
+        await bus_publish(sys, cap, "a", 1)        # no rule names bus.publish: capabilities decide
+        await bus_subscribe(sys, cap, "a")
+        return "subscribed"
+
+    _, res = run_bus(init, policy=policy)
+    assert res.reason.kind.value == "policy" and res.reason.detail == "no-listening"
+
+
+def test_an_interrupted_parked_publisher_sends_nothing() -> None:
+    from agentos.abi.errors import Interrupted
+    from agentos.abi.types import Signal
+
+    async def producer(sys: Any, args: Any) -> None:
+        cap = sys.caps[0]
+        await bus_publish(sys, cap, "jobs", 1)
+        try:
+            await bus_publish(sys, cap, "jobs", 2)     # parks: the lane is full
+            await _report(sys, "published")
+        except Interrupted:
+            await _report(sys, "interrupted")
+
+    async def init(sys: Any, args: Any) -> Any:
+        cap = sys.caps[0]
+        await bus_declare(sys, cap, "jobs", overflow="block", capacity=1)
+        sub = await bus_subscribe(sys, cap, "jobs")
+        me = await sys.self_cap()
+        _, child = await sys.spawn(producer, caps=(cap, me))
+        await sys.sleep(10)
+        await sys.signal(child, Signal.SIGINT)
+        outcome = await _result(sys)
+        return outcome, [m.body for m in await _drain(sys, sub)]
+
+    _, res = run_bus(init)
+    assert res.value == ("interrupted", [1])
+
+
+def test_a_process_cannot_hold_unbounded_subscriptions() -> None:
+    from agentos.abi.errors import QuotaExceeded
+    from agentos.services.bus import MAX_SUBS
+
+    async def init(sys: Any, args: Any) -> Any:
+        cap = sys.caps[0]
+        for i in range(MAX_SUBS):
+            await bus_subscribe(sys, cap, f"t.{i}")
+        try:
+            await bus_subscribe(sys, cap, "one.more")
+        except QuotaExceeded as e:
+            return e.resource
+        return "allowed"
+
+    _, res = run_bus(init)
+    assert res.value == "bus_subscriptions"

@@ -32,31 +32,29 @@ Invariants:
 from __future__ import annotations
 
 import enum
-import json
+import functools
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..abi.driver import Driver
-from ..abi.errors import BadArgument, BadHandle, CapError, DriverError, QuotaExceeded, SyscallError
+from ..abi.errors import BadArgument, BadHandle, CapError, QuotaExceeded
 from ..abi.syscalls import (BusDeclare, BusNarrow, BusPublish, BusRecv, BusReject, BusSubscribe,
                             BusUnsubscribe)
 from ..abi.types import ExitReason, Right, WaitKind
 from ..kernel import args as A
 from ..kernel.caps import DEVICE, R_ANY, R_OPEN, R_READ, R_WRITE, Cap
-from ..kernel.events import dumps_canonical
-from ..kernel.journal import JournalEntry
 from ..kernel.observer import Observer
 from ..kernel.process import EXITED, PARK, Process
-from ..kernel.recording import decode_value, encode_value
-from ..kernel.trap import trap
 from ..kernel.values import checked
 from . import topics as T
+from .bus_calls import (bus_declare, bus_narrow, bus_publish, bus_recv, bus_reject, bus_subscribe,
+                        bus_unsubscribe)
+from .bus_store import DurableLog
 from .lanes import LANES, LaneQueue
 
 if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
-    from ..kernel.trap import Sys
 
 DEVICE_NAME = "bus"
 MAX_BODY = 1 << 20
@@ -69,7 +67,6 @@ MAX_SUBS = 256
 DEAD_KEEP = 1024
 """Dead letters a topic keeps for its owner (the oldest go first, counted)."""
 MAX_KEEP = 1 << 20
-STORE_PREFIX = "bus/"
 
 
 class Overflow(enum.Enum):
@@ -162,13 +159,14 @@ class Bus:
 
     def __init__(self, kernel: "Kernel") -> None:
         self.k = kernel
-        self.store: Any = None
+        self.log = DurableLog(kernel)
         self.bridge: Any = None          # across nodes: services.bus_nats.NatsBridge
         self.topics: dict[str, _Topic] = {}
         self.subs: dict[int, _Sub] = {}
         self.exact: dict[str, list[_Sub]] = {}
         self.wild: list[_Sub] = []
         self.by_pid: dict[int, list[_Sub]] = {}
+        self.owned: dict[int, set[str]] = {}          # pid → topics it owns
         self._watch: _ExitWatch | None = None
         self._retrying: Process | None = None   # the publisher `_room` is retrying (skips the FIFO rule)
         self.seq = 0
@@ -187,6 +185,15 @@ class Bus:
         k.install_syscall(BusReject, self.sys_reject)
         k.install_syscall(BusUnsubscribe, self.sys_unsubscribe)
         k.install_syscall(BusNarrow, self.sys_narrow)
+
+    @property
+    def store(self) -> Any:
+        """Where durable topics are kept (an `agentos.store` Store), or None."""
+        return self.log.store
+
+    @store.setter
+    def store(self, value: Any) -> None:
+        self.log.store = value
 
     # -- the operator's side ------------------------------------------------------------
     def attach(self, *, store: Any = None) -> "Bus":
@@ -264,11 +271,10 @@ class Bus:
         if t is None:
             t = self.topics[name] = _Topic(name)
         t.owner = proc.pid
+        self.owned.setdefault(proc.pid, set()).add(name)
         t.overflow, t.capacity, t.keep = overflow, capacity, keep
         if durable and not t.durable:
-            meta = self._io(proc, "read", {"declare": name, "keep": keep},
-                            lambda: self._store_declare(name, keep))
-            t.dseq = int(meta)
+            t.dseq = self.log.declare(proc, name, keep)
         t.durable = durable
         self._watching()
         return {"topic": name, "owner": proc.pid, "overflow": overflow.value, "durable": durable}
@@ -288,13 +294,14 @@ class Bus:
                 if sub.queue.full(lane) or (sub.blocked and self._retrying is not proc):
                     # all or nothing: queue for nobody, wait for this subscriber's room
                     sub.blocked.append((proc, req))
-                    return self.k.park(proc, WaitKind.SEND, lambda p, s=sub: self._unblock(s, p))
+                    return self.k.park(proc, WaitKind.SEND, functools.partial(self._unblock, sub))
         self.seq += 1
         self.published += 1
         msg = BusMessage(name, body, self.seq, proc.pid, lane)
         expires = None if ttl is None else self.k.clock.now() + ttl
         if t is not None and t.durable:
-            self._persist(proc, t, msg)
+            self.log.append(proc, name, t.dseq + 1, t.keep, lane, body)
+            t.dseq += 1
         n = self._fan_out(targets, msg, expires)
         if not n:
             self._dead(msg, DeadReason.NO_SUBSCRIBER)
@@ -343,9 +350,7 @@ class Bus:
         else:
             self.wild.append(sub)
         if history:  # journaled even with no store, so a replay asks the journal either way
-            rows = self._io(proc, "read", {"history": pat},
-                            lambda: self._store_history(pat) if self.store is not None else [])
-            for top, seq, lane, body in rows:
+            for top, seq, lane, body in self.log.history(proc, pat):
                 self._enqueue(sub, BusMessage(top, body, seq, -1, lane, True), None)
         return sub.id
 
@@ -361,7 +366,7 @@ class Bus:
         if timeout is not None and timeout <= 0:
             self._room(sub)
             return None
-        res = self.k.park(proc, WaitKind.RECV, lambda p, s=sub: self._abort_recv(s))
+        res = self.k.park(proc, WaitKind.RECV, functools.partial(self._abort_recv, sub))
         sub.waiter = True
         if timeout is not None:
             sub.timer = self.k.timers.add(self.k.clock.now() + timeout, self._recv_timeout, sub)
@@ -429,11 +434,12 @@ class Bus:
                     continue
             self.delivered += 1
             sub.last = msg
-            return msg  # type: ignore[no-any-return]
+            return msg
 
     def _room(self, sub: _Sub) -> None:
         """Room appeared in `sub`: retry publishers parked on it, oldest first, while it has
-        room in every lane (a retried publish may park again on another subscriber)."""
+        room in the lane the next one publishes on (a retried publish may park again, here or
+        on another subscriber)."""
         k = self.k
         while sub.blocked:
             proc, req = sub.blocked[0]
@@ -455,7 +461,7 @@ class Bus:
                 break
         return True
 
-    def _abort_recv(self, sub: _Sub) -> bool:
+    def _abort_recv(self, sub: _Sub, proc: Process) -> bool:
         sub.waiter = False
         self.k.timers.cancel(sub.timer)
         sub.timer = None
@@ -518,9 +524,8 @@ class Bus:
     def _exited(self, proc: Process) -> None:
         for sub in list(self.by_pid.get(proc.pid, ())):
             self._close(sub)
-        for t in self.topics.values():
-            if t.owner == proc.pid:
-                t.owner = None  # another holder of `open` may claim it
+        for name in self.owned.pop(proc.pid, ()):
+            self.topics[name].owner = None  # another holder of `open` may claim it
 
     def _watching(self) -> None:
         if self._watch is None:
@@ -534,74 +539,6 @@ class Bus:
         self.seq += 1
         msg = BusMessage(name, body, self.seq, -1, lane)
         return self._fan_out(self._matching(name), msg, None)
-
-    # -- the store (journaled as the calling process's ops) -----------------------------------------
-    def _io(self, proc: Process, op: str, req: dict[str, Any], fn: Any) -> Any:
-        k = self.k
-        idx = proc.op_index
-        proc.op_index = idx + 1
-        if k.replaying:
-            assert k.journal is not None
-            e = k.journal.replay(proc.pid, idx, op, DEVICE_NAME, req)
-            if not e.ok:
-                raise DriverError(e.value)
-            return e.value
-        try:
-            value = fn()
-        except Exception as exc:  # a store failure is the call's error, recorded for replay
-            text = (str(exc) if type(exc) is _NoStore
-                    else f"bus: the store failed: {type(exc).__name__}: {exc}"[:500])
-            self._record(JournalEntry(proc.pid, idx, op, DEVICE_NAME, f"bus.{op}", req, False, text,
-                                      "DriverError"))
-            raise DriverError(text) from None
-        self._record(JournalEntry(proc.pid, idx, op, DEVICE_NAME, f"bus.{op}", req, True, value))
-        return value
-
-    def _record(self, e: JournalEntry) -> None:
-        if self.k.journal is not None:
-            self.k.journal.record(e)
-
-    def _persist(self, proc: Process, t: _Topic, msg: BusMessage) -> None:
-        seq, keep = t.dseq + 1, t.keep
-        self._io(proc, "write", {"topic": t.name, "seq": seq},
-                 lambda: self._store_append(t.name, seq, keep, msg))
-        t.dseq = seq
-
-    def _store_declare(self, name: str, keep: int) -> int:
-        """Mark `name` durable in the store; its last stored sequence number."""
-        s = self.store
-        if s is None:
-            raise _NoStore(f"bus_declare: topic {name!r} cannot be durable: the bus has no store")
-        s.kv_put([(f"{STORE_PREFIX}t/{name}", _enc({"keep": keep}))])
-        rows = s.kv_items(f"{STORE_PREFIX}m/{name}/")
-        return int(rows[-1][0].rsplit("/", 1)[1]) if rows else 0
-
-    def _store_append(self, name: str, seq: int, keep: int, msg: BusMessage) -> None:
-        s = self.store
-        s.kv_put([(f"{STORE_PREFIX}m/{name}/{seq:016d}", _enc([msg.lane, encode_value(msg.body)]))])
-        if seq > keep:
-            s.kv_delete([f"{STORE_PREFIX}m/{name}/{seq - keep:016d}"])
-
-    def _store_history(self, pat: str) -> list[list[Any]]:
-        s = self.store
-        out: list[list[Any]] = []
-        for key, _ in s.kv_items(f"{STORE_PREFIX}t/"):
-            name = key[len(STORE_PREFIX) + 2:]
-            if not T.matches(pat, name):
-                continue
-            for mkey, raw in s.kv_items(f"{STORE_PREFIX}m/{name}/"):
-                lane, body = json.loads(raw)
-                out.append([name, int(mkey.rsplit("/", 1)[1]), int(lane), decode_value(body)])
-        return out
-
-
-class _NoStore(Exception):
-    pass
-
-
-def _enc(value: Any) -> bytes:
-    return dumps_canonical(value).encode("utf-8")
-
 
 def _body(what: str, body: Any) -> Any:
     """`body` if it is at most MAX_BODY bytes (measured before the full check, so a 50 MB
@@ -636,46 +573,6 @@ def _size(value: Any, limit: int) -> int:
         if total > limit:
             return total
     return total
-
-
-# -- what a process calls ----------------------------------------------------------------------------
-
-async def bus_declare(sys: "Sys", cap: int, topic: str, *, overflow: str = "drop_oldest",
-                  capacity: int | None = None, durable: bool = False, keep: int | None = None) -> dict[str, Any]:
-    """Declare (and own) `topic`; see `BusDeclare`."""
-    return await trap(BusDeclare(cap, topic, overflow, capacity, durable, keep))  # type: ignore[no-any-return]
-
-
-async def bus_publish(sys: "Sys", cap: int, topic: str, body: Any, *, lane: int = 1,
-                  ttl: float | None = None) -> int:
-    """Publish `body` on `topic`; returns how many subscriptions it was queued for."""
-    return await trap(BusPublish(cap, topic, body, lane, ttl))  # type: ignore[no-any-return]
-
-
-async def bus_subscribe(sys: "Sys", cap: int, pattern: str, *, capacity: int | None = None,
-                    history: bool = False) -> int:
-    """Subscribe to `pattern`; returns the subscription id for `recv`."""
-    return await trap(BusSubscribe(cap, pattern, capacity, history))  # type: ignore[no-any-return]
-
-
-async def bus_recv(sys: "Sys", sub: int, *, timeout: float | None = None) -> BusMessage | None:
-    """The next message of `sub`, or None after `timeout` ms."""
-    return await trap(BusRecv(sub, timeout))  # type: ignore[no-any-return]
-
-
-async def bus_reject(sys: "Sys", sub: int, msg: BusMessage) -> None:
-    """Refuse `msg` (the last one received on `sub`): it becomes a dead letter."""
-    await trap(BusReject(sub, msg.seq))
-
-
-async def bus_unsubscribe(sys: "Sys", sub: int) -> int:
-    """End `sub`; returns how many queued messages became dead letters."""
-    return await trap(BusUnsubscribe(sub))  # type: ignore[no-any-return]
-
-
-async def bus_narrow(sys: "Sys", cap: int, pattern: str, rights: Any = None) -> int:
-    """A child of bus capability `cap` limited to `pattern` (and `rights`)."""
-    return await trap(BusNarrow(cap, pattern, rights))  # type: ignore[no-any-return]
 
 
 def install(kernel: "Kernel", *, store: Any = None) -> Bus:

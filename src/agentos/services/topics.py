@@ -48,13 +48,13 @@ def _split(what: str, value: Any, wild: bool) -> tuple[str, ...]:
 def topic(what: str, value: Any) -> str:
     """A concrete topic (no wildcards), or `BadArgument` saying what is wrong."""
     _split(what, value, False)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def pattern(what: str, value: Any) -> str:
     """A subscription pattern (wildcards allowed), or `BadArgument`."""
     _split(what, value, True)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def matches(pat: str, top: str) -> bool:
