@@ -22,6 +22,9 @@ MAX_TOPIC = 256
 MAX_TOKENS = 16
 DEAD_PREFIX = "$dead."
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+_CACHE_MAX = 4096
+_seen_topics: dict[str, None] = {}     # concrete topics already validated (bounded)
+_seen_patterns: dict[str, None] = {}
 
 
 def _split(what: str, value: Any, wild: bool) -> tuple[str, ...]:
@@ -47,13 +50,23 @@ def _split(what: str, value: Any, wild: bool) -> tuple[str, ...]:
 
 def topic(what: str, value: Any) -> str:
     """A concrete topic (no wildcards), or `BadArgument` saying what is wrong."""
+    if type(value) is str and value in _seen_topics:
+        return value
     _split(what, value, False)
+    if len(_seen_topics) >= _CACHE_MAX:
+        _seen_topics.clear()
+    _seen_topics[value] = None
     return value
 
 
 def pattern(what: str, value: Any) -> str:
     """A subscription pattern (wildcards allowed), or `BadArgument`."""
+    if type(value) is str and value in _seen_patterns:
+        return value
     _split(what, value, True)
+    if len(_seen_patterns) >= _CACHE_MAX:
+        _seen_patterns.clear()
+    _seen_patterns[value] = None
     return value
 
 
@@ -73,6 +86,8 @@ def matches(pat: str, top: str) -> bool:
 
 def covers(outer: str, inner: str) -> bool:
     """Every topic `inner` matches, `outer` matches too (both valid patterns)."""
+    if outer == ">" or outer == inner:
+        return True
     o = outer.split(".")
     n = inner.split(".")
     for i, tok in enumerate(o):
