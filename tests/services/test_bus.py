@@ -531,3 +531,47 @@ def test_a_process_cannot_hold_unbounded_subscriptions() -> None:
 
     _, res = run_bus(init)
     assert res.value == "bus_subscriptions"
+
+
+def test_hostile_arguments_to_every_bus_call_are_refused_with_typed_errors() -> None:
+    from agentos.abi.errors import SyscallError
+
+    nan, inf = float("nan"), float("inf")
+
+    async def init(sys: Any, args: Any) -> Any:
+        cap = sys.caps[0]
+        sub = await bus_subscribe(sys, cap, "ok")
+        calls = [
+            lambda: bus_subscribe(sys, cap, "x", capacity=nan),
+            lambda: bus_subscribe(sys, cap, "x", capacity=0),
+            lambda: bus_subscribe(sys, cap, "x", capacity=10**9),
+            lambda: bus_subscribe(sys, cap, "x", history="yes"),
+            lambda: bus_subscribe(sys, cap, "$dead.a.*"),
+            lambda: bus_subscribe(sys, cap, "\ud800"),
+            lambda: bus_recv(sys, sub, timeout=nan),
+            lambda: bus_recv(sys, sub, timeout=inf),
+            lambda: bus_recv(sys, -1, timeout=0),
+            lambda: bus_declare(sys, cap, "t", overflow="explode"),
+            lambda: bus_declare(sys, cap, "t", overflow=None),
+            lambda: bus_declare(sys, cap, "t", capacity=-3),
+            lambda: bus_declare(sys, cap, "t", keep=nan),
+            lambda: bus_declare(sys, cap, "t", durable=1),
+            lambda: bus_declare(sys, cap, "t.*"),
+            lambda: bus_narrow(sys, cap, "a", rights="fly"),
+            lambda: bus_narrow(sys, cap, "a", rights=True),
+            lambda: bus_narrow(sys, cap, "a", rights=0),
+            lambda: bus_narrow(sys, cap, ["a"]),
+        ]
+        out = []
+        for call in calls:
+            try:
+                await call()
+                out.append("allowed")
+            except SyscallError as e:
+                out.append(type(e).__name__)
+        return out, await bus_publish(sys, cap, "ok", "the bus still works")
+
+    _, res = run_bus(init)
+    kinds, n = res.value
+    assert "allowed" not in kinds, kinds
+    assert n == 1

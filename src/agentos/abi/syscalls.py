@@ -449,7 +449,6 @@ class BusReject:
     """Refuse the message last received on `sub` (seq `seq`): it becomes a dead letter."""
     sub: int
     seq: int
-    reason: str = "rejected"
     syscall_name: ClassVar[str] = "bus_reject"
 
 
