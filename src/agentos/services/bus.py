@@ -268,13 +268,16 @@ class Bus:
         if not self._policy(proc, "bus.declare", {"topic": name, "overflow": overflow.value,
                                                    "durable": durable}, req):
             return PARK
+        dseq = None
+        if durable and (t is None or not t.durable or t.keep != keep):
+            dseq = self.log.declare(proc, name, keep)   # first: a store failure changes nothing
         if t is None:
             t = self.topics[name] = _Topic(name)
         t.owner = proc.pid
         self.owned.setdefault(proc.pid, set()).add(name)
         t.overflow, t.capacity, t.keep = overflow, capacity, keep
-        if durable and not t.durable:
-            t.dseq = self.log.declare(proc, name, keep)
+        if dseq is not None:
+            t.dseq = dseq
         t.durable = durable
         self._watching()
         return {"topic": name, "owner": proc.pid, "overflow": overflow.value, "durable": durable}
