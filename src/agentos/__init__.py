@@ -27,11 +27,13 @@ from .kernel.observer import BootInfo, Observer
 from .kernel.observer import default_extension as _default_extension
 from .kernel.recall import Bm25Recaller, KeywordRecaller, Recaller
 from .kernel.recall_vector import VectorRecaller, minilm_embed
+from .services.bus import extension as _bus_extension
 from .services.trust import install as _trust_extension
 from .vfs.core import extension as _vfs_extension
 
 _default_extension("vfs", _vfs_extension)
 _default_extension("trust", _trust_extension)
+_default_extension("bus", _bus_extension)
 
 __version__ = "0.1.0"
 

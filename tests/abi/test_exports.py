@@ -79,6 +79,8 @@ PUBLIC: dict[str, set[str]] = {
     "agentos.services": {
         "Effect", "HostTool", "ManifestError", "Origin", "Risk", "Tier", "ToolManifest", "ToolRegistry",
         "install_registry", "parse_manifest", "ATTESTATION_VERSION", "TrustService", "verify_attestation",
+        "Bus", "BusDevice", "BusMessage", "BusScope", "DeadReason", "Overflow", "attach_bus", "bus_declare",
+        "bus_narrow", "bus_publish", "bus_recv", "bus_reject", "bus_subscribe", "bus_unsubscribe",
     },
     "agentos.store": {
         "DURABILITY_MODES", "MemoryStore", "NoSuchRun", "PostgresStore", "Recording", "RunInfo", "SqliteStore", "Store",

@@ -86,7 +86,7 @@ def test_a_default_kernel_has_a_vfs_installed_by_the_package():
         return await sys.vfs_list("/")
 
     k = Kernel(policy=AllowAll(), deterministic=True)
-    assert set(k.extensions) == {"vfs", "trust"}
+    assert set(k.extensions) == {"vfs", "trust", "bus"}
     assert k.run(body).value == ["agent"]
 
 

@@ -424,6 +424,88 @@ class SpawnRemote:
     syscall_name: ClassVar[str] = "spawn_remote"
 
 
+# -- message bus (the `bus` service in agentos.services provides these) ----------------
+
+@syscall("bus", owner="bus")
+@dataclass(slots=True)
+class BusDeclare:
+    """Declare `topic` (a bus capability with the `open` right covering it): the first
+    declarer owns it; only the owner may change it (`overflow` "drop_oldest" or "block",
+    per-lane `capacity` for new subscriptions, `durable`, `keep` stored messages)."""
+    cap: CapRef
+    topic: str
+    overflow: str = "drop_oldest"
+    capacity: int | None = None
+    durable: bool = False
+    keep: int | None = None
+    syscall_name: ClassVar[str] = "bus_declare"
+
+
+@syscall("bus", owner="bus")
+@dataclass(slots=True)
+class BusPublish:
+    """Publish `body` on `topic` (a bus capability with `write` covering it) in `lane`
+    (0 most urgent); `ttl` ms after which an undelivered copy is a dead letter. Returns
+    the number of subscriptions it was queued for."""
+    cap: CapRef
+    topic: str
+    body: Any
+    lane: int = 1
+    ttl: float | None = None
+    syscall_name: ClassVar[str] = "bus_publish"
+
+
+@syscall("bus", owner="bus")
+@dataclass(slots=True)
+class BusSubscribe:
+    """Subscribe to `pattern` (`*`, `>` wildcards; a bus capability with `read` covering
+    it; `$dead.<topic>` for a topic you own). Returns a subscription id. `history`:
+    first replay what durable topics matching it keep."""
+    cap: CapRef
+    pattern: str
+    capacity: int | None = None
+    history: bool = False
+    syscall_name: ClassVar[str] = "bus_subscribe"
+
+
+@syscall("bus", owner="bus")
+@dataclass(slots=True)
+class BusRecv:
+    """The next message of subscription `sub` (lanes served by weight); waits up to
+    `timeout` ms (None: forever, 0: poll), then None."""
+    sub: int
+    timeout: float | None = None
+    syscall_name: ClassVar[str] = "bus_recv"
+
+
+@syscall("bus", owner="bus")
+@dataclass(slots=True)
+class BusReject:
+    """Refuse the message last received on `sub` (seq `seq`): it becomes a dead letter."""
+    sub: int
+    seq: int
+    syscall_name: ClassVar[str] = "bus_reject"
+
+
+@syscall("bus", owner="bus")
+@dataclass(slots=True)
+class BusUnsubscribe:
+    """End subscription `sub`; what it still held becomes dead letters."""
+    sub: int
+    syscall_name: ClassVar[str] = "bus_unsubscribe"
+
+
+@syscall("bus", owner="bus")
+@dataclass(slots=True)
+class BusNarrow:
+    """A child of bus capability `cap` limited to topics `pattern` matches (which `cap`
+    must cover) and to `rights` (a subset). Revoking `cap` revokes it."""
+    cap: CapRef
+    pattern: str
+    rights: Any = None
+    syscall_name: ClassVar[str] = "bus_narrow"
+
+
 def table() -> list[SyscallSpec]:
     """The syscall table, in declaration order (for docs, tests and `agentctl syscalls`)."""
     return list(SYSCALLS.values())

@@ -23,7 +23,7 @@ BY_CAPS = Decision(True, "capabilities", "no rule names this action: capabilitie
 
 
 def is_kernel_action(action: str) -> bool:
-    return action in ("spawn", "send") or action.startswith(("signal.", "vfs."))
+    return action in ("spawn", "send") or action.startswith(("signal.", "vfs.", "bus."))
 
 
 class AllowAll:

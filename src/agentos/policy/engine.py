@@ -47,7 +47,7 @@ READ_ONLY_ACTIONS = frozenset({"kv.get", "kv.keys", "kv.has", "vfs.read", "vfs.l
                                "gateway.stats", "secure_gateway.stats",
                                "lessons.get", "lessons.list", "lessons.stats", "runs.list", "runs.digest"})
 # families whose operations are not tools: a tool name in guardrails.tools never types them
-NOT_TOOLS = frozenset({"kv", "llm", "local", "vfs", "sandbox", "lessons", "runs", "gateway", "secure_gateway"})
+NOT_TOOLS = frozenset({"kv", "llm", "local", "vfs", "bus", "sandbox", "lessons", "runs", "gateway", "secure_gateway"})
 
 _NO_EXTRA: dict[str, Any] = {}
 
@@ -121,6 +121,8 @@ class PolicyEngine:
                     out.add("signal")
                 elif a.startswith("vfs."):
                     out.add("vfs")
+                elif a.startswith("bus."):
+                    out.add("bus")
         if self.spec.signals is not None:
             out.add("signal")
         return frozenset(out)

@@ -28,9 +28,10 @@ from .yamlsafe import LDict, LList
 # Families of the drivers agentos ships (a driver registered under another name adds its
 # name through `families=`), and the operations the fixed-vocabulary ones have.
 ACTION_FAMILIES = frozenset({"tools", "kv", "llm", "local", "mcp", "wasm", "worker", "sandbox", "vfs",
-                             "lessons", "runs", "gateway", "secure_gateway"})
+                             "bus", "lessons", "runs", "gateway", "secure_gateway"})
 FAMILY_OPS = {"kv": frozenset({"get", "keys", "has", "set", "delete"}),
               "vfs": frozenset({"read", "write", "list"}),
+              "bus": frozenset({"publish", "subscribe", "declare"}),
               "lessons": frozenset({"recall", "get", "list", "stats", "add", "forget", "prune"}),
               "runs": frozenset({"list", "digest"}),
               "gateway": frozenset({"take", "inject", "stats"}),
