@@ -205,7 +205,7 @@ class Hibernator:
             goal = int(cfg.max_mem_tokens * cfg.low_water)  # type: ignore[operator]
             order = heapq.nsmallest(len(cands), cands, key=lambda p: (score(p), p.pid))
             have = self.resident_tokens()
-            victims = []
+            victims: list[Process] = []
             for p in order:
                 if have <= goal and len(victims) >= need:
                     break
