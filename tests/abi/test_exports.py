@@ -94,6 +94,9 @@ PUBLIC: dict[str, set[str]] = {
         "forge_prompt", "instantiate", "learn", "lessons_section", "metered_fitness", "mount_personas",
         "open_nursery", "parse_lessons", "persona_store", "rank", "react_agent", "refine_prompt", "reply",
         "report_outcome", "supervisor", "tournament", "unlearned_runs", "which_children",
+        # context as a service and the episodic ledger
+        "CaasError", "CaasService", "Chunk", "Citation", "Context", "EmbedDriver", "EmkDriver", "Experience",
+        "IngestReport", "Ledger", "LedgerError", "hash_embed", "ingest", "put_document", "retrieve",
     },
     "agentos.vfs": {
         "AccessDenied", "Backend", "BadPath", "EscapeError", "HostDirBackend", "KVStore", "MemoryBackend",

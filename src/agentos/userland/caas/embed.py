@@ -31,7 +31,7 @@ MAX_BYTES = 4 << 20        # per request, all texts together
 def _features(text: str) -> list[str]:
     low = text.lower()
     words = [w for w in "".join(c if c.isalnum() else " " for c in low).split() if w]
-    grams = []
+    grams: list[str] = []
     for w in words:
         padded = f"<{w}>"
         grams.extend(padded[i:i + 3] for i in range(max(1, len(padded) - 2)))

@@ -241,8 +241,8 @@ async def caas_main(sys: Sys, args: Any) -> dict[str, Any]:
                 served["indexed"] += 1
                 out = {"path": path, "version": version, "chunks": len(ids), "replaced": replaced}
             elif op == "drop":
-                path = body.get("path")
-                out = {"dropped": idx.drop(path) if isinstance(path, str) else 0}
+                gone = body.get("path")
+                out = {"dropped": idx.drop(gone) if isinstance(gone, str) else 0}
             elif op == "search":
                 q, k, vec = _check_search(body)
                 served["searches"] += 1
@@ -279,17 +279,19 @@ async def _embed(sys: Sys, device: str | None, texts: list[str]) -> list[list[fl
         return None
     h = await sys.open(device)
     try:
-        out: list[list[float]] = []
-        batch: list[str] = []
+        batches: list[list[str]] = [[]]
         size = 0
-        for t in texts + [None]:  # type: ignore[list-item]
-            tb = 0 if t is None else len(t.encode("utf-8"))
-            if batch and (t is None or len(batch) >= MAX_TEXTS or size + tb > MAX_BYTES):
-                out.extend(await sys.read(h, {"texts": batch}))
-                batch, size = [], 0
-            if t is not None:
-                batch.append(t)
-                size += tb
+        for t in texts:   # batches within the device's per-request limits
+            tb = len(t.encode("utf-8"))
+            if batches[-1] and (len(batches[-1]) >= MAX_TEXTS or size + tb > MAX_BYTES):
+                batches.append([])
+                size = 0
+            batches[-1].append(t)
+            size += tb
+        out: list[list[float]] = []
+        for b in batches:
+            if b:
+                out.extend(await sys.read(h, {"texts": b}))
         return out
     finally:
         await sys.close(h)
