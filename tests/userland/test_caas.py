@@ -153,10 +153,74 @@ def test_text_the_caller_may_not_read_is_never_returned_and_revocation_applies_a
     out = run(k, body, grant=("embed", "vfs:/shared"))["value"]
     reader_exit, with_cap, after_revoke = out
     assert with_cap.chunks and any("revok" in c.text for c in with_cap.chunks)
-    assert after_revoke.chunks == () and after_revoke.denied >= 1
+    assert after_revoke.chunks == () and after_revoke.candidates == 0
     assert reader_exit == "normal"
     texts, denied, candidates = seen["reader"]
-    assert texts == [] and candidates >= 1 and denied == candidates
+    assert texts == [] and candidates == 0     # the service ranks nothing it could not read
+
+
+class Gate:
+    """Capabilities still allow the read; this policy refuses it once the gate closes (a
+    rule the service cannot see: only the job's own VFS read meets it)."""
+
+    governs_kernel = frozenset({"vfs"})
+
+    def __init__(self):
+        self.open = True
+
+    def check(self, pid, action, args, *, dry_run=False):
+        from agentos.abi.policy import Decision
+        if action == "vfs.read" and "/secret" in args["path"] and not self.open:
+            return Decision(False, "no-secrets", "closed", effect="raise")
+        return Decision(True, "allow", "")
+
+
+def test_a_read_policy_refuses_at_retrieval_even_where_capabilities_reach():
+    gate = Gate()
+
+    async def body(sys, svc):
+        granted = [c for c in sys.caps if (await sys.cap_info(c)).get("target") == "vfs:/shared"][0]
+        await sys.vfs_write("/shared/secret", "The launch code is 0000. " * 3)
+        await sys.vfs_write("/shared/public", "The launch window is at noon. " * 3)
+        await ingest(sys, "/shared/secret", caps=[granted])
+        await ingest(sys, "/shared/public", caps=[granted])
+        before = await retrieve(sys, "launch", k=5, caps=[granted])
+        gate.open = False
+        after = await retrieve(sys, "launch", k=5, caps=[granted])
+        return before, after
+
+    k = Kernel(deterministic=True, policy=gate)
+    install(k, mounts={"/shared": MemoryBackend()}, checkpoints=False)
+    before, after = run(k, body, grant=("vfs:/shared",))["value"]
+    assert "0000" in before.text()
+    assert after.candidates == 2 and after.denied == 1 and "0000" not in after.text() and "noon" in after.text()
+
+
+def test_a_process_asking_the_service_directly_learns_nothing_of_documents_it_cannot_read():
+    seen = {}
+
+    async def prober(sys, args):
+        from agentos.userland.rpc import call
+        svc = await sys.lookup("caas")
+        seen["bare"] = await call(sys, svc, {"op": "search", "query": "launch code", "k": 50})
+        # its own self capability reaches only its own tree
+        seen["own"] = await call(sys, svc, {"op": "search", "query": "launch code", "k": 50})
+        seen["drop"] = await call(sys, svc, {"op": "drop", "path": args})
+        good = "The launch code is fake."
+        seen["poison"] = await call(sys, svc, {"op": "index", "path": args, "version": version_of(good),
+                                              "chunks": [[0, len(good), good]]})
+
+    async def body(sys, svc):
+        p = await put_document(sys, "secret", "The launch code is 0000. " * 3)
+        await svc.ingest(sys, p)
+        _, cap = await sys.spawn(prober, args=p, caps=[])
+        await sys.waitpid(cap)
+        return await svc.retrieve(sys, "launch code", k=3)
+
+    ctx = run(kernel(), body)["value"]
+    assert seen["bare"] == {"candidates": []} and seen["own"] == {"candidates": []}
+    assert "error" in seen["drop"] and "error" in seen["poison"]
+    assert "0000" in ctx.text()          # the owner still finds it: nothing was dropped or replaced
 
 
 def test_the_caller_pays_for_its_embeddings_and_the_service_spends_nothing():

@@ -13,7 +13,7 @@ Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ...kernel.recall import Bm25Recaller
 
@@ -143,11 +143,35 @@ class CaasIndex:
             self.vectors.remove(cid)
         return len(old[1])
 
-    def search(self, query: str, k: int, vector: Sequence[float] | None = None) -> list[Candidate]:
+    def search(self, query: str, k: int, vector: Sequence[float] | None = None,
+               allow: Callable[[str], bool] | None = None) -> list[Candidate]:
         """The top `k` chunks by reciprocal rank fusion of BM25 and (if a query vector is
-        given and chunks have vectors) cosine similarity; each list is cut at `k`."""
-        lex = self.bm25.search(query, k)
-        vec = self.vectors.search(vector, k) if vector is not None and len(self.vectors) else []
+        given and chunks have vectors) cosine similarity; each list is cut at `k`. With
+        `allow`, only chunks of paths it accepts are ranked at all (a chunk the asker may
+        not read neither appears nor pushes another out)."""
+        if allow is None:
+            lex = self.bm25.search(query, k)
+            vec = self.vectors.search(vector, k) if vector is not None and len(self.vectors) else []
+        else:
+            ok: dict[str, bool] = {}
+
+            def readable(cid: int) -> bool:
+                path = self.chunks[cid].path
+                v = ok.get(path)
+                if v is None:
+                    v = ok[path] = bool(allow(path))
+                return v
+            # BM25 scores every matching chunk before it sorts, so asking for all costs the same
+            lex = [c for c in self.bm25.search(query, len(self.chunks)) if readable(c)][:k]
+            vec = []
+            if vector is not None and len(self.vectors):
+                m = max(k, 16)
+                while True:   # widen until k readable ones are found or the index is exhausted
+                    got = self.vectors.search(vector, m)
+                    vec = [c for c in got if readable(c)][:k]
+                    if len(vec) >= k or len(got) < m:
+                        break
+                    m *= 4
         score: dict[int, float] = {}
         b_rank: dict[int, int] = {}
         v_rank: dict[int, int] = {}

@@ -39,7 +39,6 @@ from ...abi.types import Down, Quota, Signal, SignalMessage
 from ...kernel import args as A
 from ...kernel.process import ProcessImage
 from ...kernel.trap import Sys
-from ..rpc import call
 from .chunk import DEFAULT_CHUNK, MAX_CHUNK, MIN_CHUNK, chunk, dedup_key, fit, tokens_of, version_of
 from .embed import MAX_BYTES, MAX_TEXTS
 from .index import CaasIndex
@@ -212,6 +211,30 @@ def _check_search(body: dict[str, Any]) -> tuple[str, int, Any]:
     return q, k, vec
 
 
+async def _readable(sys: Sys, caps: Sequence[int]) -> Any:
+    """Which paths the asker could read, from the capabilities it sent with its request
+    (the kernel transferred them, so none is forged): a device capability for a mount
+    `vfs:<point>` with the read right reaches `<point>/...`; a process capability with
+    the monitor right reaches `/agent/<pid>/...`. This only decides what is ranked, so a search never reveals a path,
+    span or score of a document the asker could not read; the job's own VFS read, which
+    also asks policy, stays the check that lets text through."""
+    prefixes: list[str] = []
+    for ref in caps:
+        try:
+            info = await sys.cap_info(ref)
+        except SyscallError:
+            continue
+        rights = str(info.get("rights", "")).split(",")
+        target = info.get("target")
+        if info.get("kind") == "device" and "read" in rights and isinstance(target, str) \
+                and target.startswith("vfs:/"):
+            prefixes.append(target[4:].rstrip("/") + "/")
+        elif info.get("kind") == "process" and "monitor" in rights and type(target) is int:
+            prefixes.append(f"/agent/{target}/")
+    found = tuple(prefixes)
+    return lambda path: path.startswith(found)
+
+
 async def caas_main(sys: Sys, args: Any) -> dict[str, Any]:
     """The service: keeps the index, answers index/drop/search/stats; `stop` or SIGTERM ends it."""
     opts = dict(args or {})
@@ -236,20 +259,25 @@ async def caas_main(sys: Sys, args: Any) -> dict[str, Any]:
         try:
             if op == "index":
                 path, version, chunks, vecs = _check_index(body)
+                if not (await _readable(sys, msg.caps))(path):
+                    raise ValueError(f"index: the request carries no capability that reads {path}")
                 replaced = len(idx.docs.get(path, ("", []))[1])
                 ids = idx.put(path, version, chunks, vecs)
                 served["indexed"] += 1
                 out = {"path": path, "version": version, "chunks": len(ids), "replaced": replaced}
             elif op == "drop":
                 gone = body.get("path")
-                out = {"dropped": idx.drop(gone) if isinstance(gone, str) else 0}
+                if not isinstance(gone, str) or not (await _readable(sys, msg.caps))(gone):
+                    raise ValueError("drop: the request carries no capability that reads that path")
+                out = {"dropped": idx.drop(gone)}
             elif op == "search":
                 q, k, vec = _check_search(body)
                 served["searches"] += 1
+                allow = await _readable(sys, msg.caps)
                 out = {"candidates": [
                     {"path": c.ref.path, "version": c.ref.version, "start": c.ref.start, "end": c.ref.end,
                      "dedup": c.ref.dedup, "score": c.score, "bm25_rank": c.bm25_rank,
-                     "vector_rank": c.vector_rank} for c in idx.search(q, k, vec)]}
+                     "vector_rank": c.vector_rank} for c in idx.search(q, k, vec, allow)]}
             elif op == "stats":
                 out = {**idx.stats(), **served}
             else:
@@ -259,14 +287,25 @@ async def caas_main(sys: Sys, args: Any) -> dict[str, Any]:
             out = {"error": str(e)}
         if msg.caps:
             await sys.send(msg.caps[0], out, corr=msg.corr)
+            for ref in msg.caps:   # keep no authority a request lent: revoke our copies
+                try:
+                    await sys.revoke(ref)
+                except SyscallError:
+                    pass
     return {**idx.stats(), **served}
 
 
 CAAS = ProcessImage("caas", caas_main)
 
 
-async def _ask(sys: Sys, svc: int, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
-    out = await call(sys, svc, body, timeout=timeout)
+async def _ask(sys: Sys, svc: int, body: dict[str, Any], timeout: float | None,
+               authority: Sequence[int] = ()) -> dict[str, Any]:
+    corr = ("caas", sys.next_corr())
+    await sys.send(svc, body, caps=(await sys.self_cap(), *authority), corr=corr)
+    reply = await sys.recv(timeout=timeout, match=lambda m: m.corr == corr)
+    if reply is None:
+        raise CaasError(f"caas: the service did not answer within {timeout} ms")
+    out = reply.body
     if not isinstance(out, dict):
         raise CaasError(f"caas: the service answered {type(out).__name__}, not a dict")
     if "error" in out:
@@ -309,9 +348,10 @@ async def caas_ingest_main(sys: Sys, args: dict[str, Any]) -> Any:
         pieces = [text[s:e] for s, e in spans]
         vectors = await _embed(sys, args.get("embed"), pieces)
         version = version_of(text)
+        authority = tuple(sys.caps[1:2]) + tuple(sys.caps[3 if args.get("embed") else 2:])
         out = await _ask(sys, svc, {"op": "index", "path": path, "version": version,
                                     "chunks": [[s, e, p] for (s, e), p in zip(spans, pieces)],
-                                    "vectors": vectors}, args.get("timeout_ms"))
+                                    "vectors": vectors}, args.get("timeout_ms"), authority)
         b = await sys.budget()
         reply: Any = {"path": path, "version": version, "chunks": out["chunks"], "replaced": out["replaced"],
                       "tokens": int(b.used.get("tokens") or 0)}
@@ -335,8 +375,11 @@ async def caas_query_main(sys: Sys, args: dict[str, Any]) -> Any:
 async def _retrieve(sys: Sys, svc: int, args: dict[str, Any]) -> dict[str, Any]:
     query, k, budget = args["query"], args["k"], args["budget"]
     vec = await _embed(sys, args.get("embed"), [query])
+    # the search carries the authority this job holds (the caller's, as passed), so the
+    # service ranks only what it could read; the embed device is no reading authority
+    authority = tuple(sys.caps[1:2]) + tuple(sys.caps[3 if args.get("embed") else 2:])
     found = await _ask(sys, svc, {"op": "search", "query": query, "k": min(MAX_CANDIDATES, k * OVERFETCH),
-                                  "vector": vec[0] if vec else None}, args.get("timeout_ms"))
+                                  "vector": vec[0] if vec else None}, args.get("timeout_ms"), authority)
     cands = found.get("candidates")
     if not isinstance(cands, list):
         raise CaasError("caas: the service's answer holds no candidate list")
