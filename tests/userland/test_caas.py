@@ -321,3 +321,23 @@ def test_the_token_count_is_the_llm_devices_reservation_for_that_text(text):
     empty = prompt_bound({"messages": [{"role": "user", "content": ""}]})
     assert prompt_bound({"messages": [{"role": "user", "content": text}]}) - empty == tokens_of(text) - 2
     assert tokens_of(text) == len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+@given(st.lists(st.tuples(st.booleans(), st.lists(st.sampled_from("abcdefghij"), min_size=1, max_size=8)),
+                max_size=120),
+       st.lists(st.sampled_from("abcdefghij"), min_size=1, max_size=3))
+def test_the_array_bm25_ranks_exactly_as_the_kernels_bm25_recaller(ops, query):
+    from agentos.kernel.recall import Bm25Recaller
+    from agentos.userland.caas.index import Bm25Index
+    ref, fast, live = Bm25Recaller(), Bm25Index(), []
+    for i, (drop, words) in enumerate(ops, 1):
+        if drop and live:
+            gone = live.pop(len(live) // 2)
+            ref.remove(gone)
+            fast.remove(gone)
+        else:
+            ref.add(i, " ".join(words))
+            fast.add(i, " ".join(words))
+            live.append(i)
+    q = " ".join(query)
+    assert fast.search(q, 10) == ref.search(q, 10)

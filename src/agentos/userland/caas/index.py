@@ -12,10 +12,11 @@ Invariants:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from ...kernel.recall import Bm25Recaller
+from ...kernel.recall import terms
 
 RRF_K = 60            # the usual reciprocal-rank-fusion constant (Cormack et al.)
 
@@ -28,6 +29,129 @@ class ChunkRef:
     start: int
     end: int
     dedup: str
+
+
+class Bm25Index:
+    """Okapi BM25 (k1 1.2, b 0.75, the kernel recaller's formula) scored with numpy: a
+    query's postings are added into one score array, so a search over 100k chunks costs a
+    few array operations per query term instead of a Python loop over every posting.
+    Removed chunks are masked and compacted away once they are half the rows. Query terms
+    are visited in sorted order, so sums (and ties) do not depend on hash seeds."""
+
+    def __init__(self, k1: float = 1.2, b: float = 0.75) -> None:
+        self.k1, self.b = k1, b
+        self.ids: list[int] = []                  # row -> chunk id
+        self.rows: dict[int, int] = {}            # chunk id -> row (live only)
+        self.lengths: list[int] = []
+        self.alive: list[bool] = []
+        self.doc_terms: list[tuple[str, ...]] = []
+        self.postings: dict[str, tuple[list[int], list[int]]] = {}   # term -> (rows, tfs)
+        self.df: dict[str, int] = {}
+        self.total = 0
+        self.dead = 0
+        self._np: dict[str, Any] = {}             # term -> (rows, tfs) arrays, rebuilt when stale
+        self._arrays: Any = None                  # (lengths, alive, ids) arrays
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, cid: int, text: str) -> None:
+        counts: dict[str, int] = {}
+        for t in terms(text):
+            counts[t] = counts.get(t, 0) + 1
+        row = len(self.ids)
+        self.ids.append(cid)
+        self.rows[cid] = row
+        n = sum(counts.values())
+        self.lengths.append(n)
+        self.alive.append(True)
+        self.doc_terms.append(tuple(counts))
+        self.total += n
+        for t, tf in counts.items():
+            p = self.postings.get(t)
+            if p is None:
+                p = self.postings[t] = ([], [])
+            p[0].append(row)
+            p[1].append(tf)
+            self.df[t] = self.df.get(t, 0) + 1
+            self._np.pop(t, None)
+        self._arrays = None
+
+    def remove(self, cid: int) -> None:
+        row = self.rows.pop(cid, None)
+        if row is None:
+            return
+        self.alive[row] = False
+        self.total -= self.lengths[row]
+        for t in self.doc_terms[row]:
+            self.df[t] -= 1
+        self.dead += 1
+        self._arrays = None
+        if self.dead * 2 > len(self.ids) and self.dead > 64:
+            self._compact()
+
+    def _compact(self) -> None:
+        keep = [(self.ids[r], r) for r in range(len(self.ids)) if self.alive[r]]
+        old_terms, old_len = self.doc_terms, self.lengths
+        post = self.postings
+        tf_of: dict[int, dict[str, int]] = {r: {} for _, r in keep}
+        for t, (rows, tfs) in post.items():
+            for r, tf in zip(rows, tfs):
+                if r in tf_of:
+                    tf_of[r][t] = tf
+        self.__init__(self.k1, self.b)  # type: ignore[misc]
+        for cid, r in keep:
+            row = len(self.ids)
+            self.ids.append(cid)
+            self.rows[cid] = row
+            self.lengths.append(old_len[r])
+            self.alive.append(True)
+            self.doc_terms.append(old_terms[r])
+            self.total += old_len[r]
+            for t, tf in tf_of[r].items():
+                p = self.postings.get(t)
+                if p is None:
+                    p = self.postings[t] = ([], [])
+                p[0].append(row)
+                p[1].append(tf)
+                self.df[t] = self.df.get(t, 0) + 1
+
+    def ranked(self, query: str) -> Any:
+        """Chunk ids of every chunk matching a query term, best first (ties: the newer chunk)."""
+        import numpy as np  # type: ignore[import-not-found, import-untyped, unused-ignore]
+
+        n_docs = len(self.rows)
+        if not n_docs:
+            return []
+        if self._arrays is None:
+            self._arrays = (np.asarray(self.lengths, dtype=np.float64), np.asarray(self.alive, dtype=bool),
+                            np.asarray(self.ids, dtype=np.int64))
+        lengths, alive, ids = self._arrays
+        avg = self.total / n_docs or 1.0
+        scores = np.zeros(len(self.ids), dtype=np.float64)
+        hit = False
+        for t in sorted(set(terms(query))):
+            df = self.df.get(t, 0)
+            if df <= 0:
+                continue
+            arr = self._np.get(t)
+            if arr is None:
+                rows, tfs = self.postings[t]
+                arr = self._np[t] = (np.asarray(rows, dtype=np.int64), np.asarray(tfs, dtype=np.float64))
+            rows_a, tf_a = arr
+            idf = math.log(1.0 + (n_docs - df + 0.5) / (df + 0.5))
+            norm = tf_a * (self.k1 + 1) / (tf_a + self.k1 * (1 - self.b + self.b * lengths[rows_a] / avg))
+            scores[rows_a] += idf * norm          # a term's rows are distinct: no np.add.at needed
+            hit = True
+        if not hit:
+            return []
+        scores[~alive] = 0.0
+        nz = np.flatnonzero(scores > 0)
+        order = np.lexsort((-ids[nz], -scores[nz]))   # newer first among equals, as the kernel recallers
+        return ids[nz[order]].tolist()
+
+    def search(self, query: str, k: int) -> list[int]:
+        return list(self.ranked(query)[:k])
 
 
 class VectorIndex:
@@ -108,7 +232,7 @@ class CaasIndex:
     def __init__(self) -> None:
         self.chunks: dict[int, ChunkRef] = {}
         self.docs: dict[str, tuple[str, list[int]]] = {}      # path -> (version, chunk ids)
-        self.bm25 = Bm25Recaller()
+        self.bm25 = Bm25Index()
         self.vectors = VectorIndex()
         self.next_id = 1
 
@@ -161,8 +285,12 @@ class CaasIndex:
                 if v is None:
                     v = ok[path] = bool(allow(path))
                 return v
-            # BM25 scores every matching chunk before it sorts, so asking for all costs the same
-            lex = [c for c in self.bm25.search(query, len(self.chunks)) if readable(c)][:k]
+            lex = []
+            for c in self.bm25.ranked(query):   # every match is scored anyway; take readable ones
+                if readable(c):
+                    lex.append(c)
+                    if len(lex) >= k:
+                        break
             vec = []
             if vector is not None and len(self.vectors):
                 m = max(k, 16)
