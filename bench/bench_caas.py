@@ -112,6 +112,7 @@ def kernel_level(n: int, corpus: Corpus, queries: int, hybrid: bool) -> dict[str
             await svc.ingest(sys, p, embed=embed, chunk_size=120)
         info["ingest_s"] = time.perf_counter() - t0
         info["stats"] = await svc.stats(sys)
+        await svc.retrieve(sys, qs[0], k=5, budget=2000, embed=embed)     # warm up (numpy's import)
         for q in qs:
             t = time.perf_counter()
             ctx = await svc.retrieve(sys, q, k=5, budget=2000, embed=embed, quota=Quota(tokens=10_000))

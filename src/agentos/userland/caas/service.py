@@ -356,7 +356,7 @@ async def caas_ingest_main(sys: Sys, args: dict[str, Any]) -> Any:
         reply: Any = {"path": path, "version": version, "chunks": out["chunks"], "replaced": out["replaced"],
                       "tokens": int(b.used.get("tokens") or 0)}
     except SyscallError as e:
-        reply = {"error": f"{type(e).__name__}: {e}", "type": type(e).__name__}
+        reply = {"error": str(e), "type": type(e).__name__}
     await sys.send(caller, reply, corr=corr)
     return None
 
@@ -367,7 +367,7 @@ async def caas_query_main(sys: Sys, args: dict[str, Any]) -> Any:
     try:
         reply: Any = await _retrieve(sys, svc, args)
     except SyscallError as e:
-        reply = {"error": f"{type(e).__name__}: {e}", "type": type(e).__name__}
+        reply = {"error": str(e), "type": type(e).__name__}
     await sys.send(caller, reply, corr=corr)
     return None
 
@@ -444,8 +444,10 @@ async def _job(sys: Sys, image: ProcessImage, service: str, caps: tuple[Any, ...
     if not isinstance(out, dict):
         raise CaasError(f"caas: the {image.name} job answered {type(out).__name__}")
     if "error" in out:
-        err = BadArgument if out.get("type") == "BadArgument" else CaasError
-        raise err(str(out["error"]))
+        kind = str(out.get("type"))
+        if kind == "BadArgument":
+            raise BadArgument(str(out["error"]))
+        raise CaasError(str(out["error"]) if kind in ("CaasError", "None") else f"{kind}: {out['error']}")
     return out
 
 
