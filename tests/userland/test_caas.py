@@ -90,8 +90,11 @@ def test_a_document_changed_without_reingest_is_dropped_by_its_content_hash():
         await put_document(sys, "notes", "The vault opens at dusk. " * 4)   # no re-ingest
         return p, await svc.retrieve(sys, "vault opens", k=5, budget=1000)
 
-    p, ctx = run(kernel(), body)["value"]
+    k = kernel()
+    p, ctx = run(k, body)["value"]
     assert ctx.chunks == () and ctx.stale == (p,)
+    failures = [e.data[2] for e in k.events.events() if e.kind == "log" and e.data[1] == "failure"]
+    assert [(f["kind"], f["detector"], f["subject"]) for f in failures] == [("stale_memory", "rule:content_hash", p)]
 
 
 def test_context_never_overflows_the_budget_measured_by_the_llm_reservation_bound():

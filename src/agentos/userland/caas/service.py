@@ -402,6 +402,12 @@ async def _retrieve(sys: Sys, svc: int, args: dict[str, Any]) -> dict[str, Any]:
         if version_of(text) != c["version"]:
             if path not in stale:
                 stale.append(path)
+                # a failure event in the failure model's shape (msg "failure"), so stale
+                # context is counted in metrics and seen by the ledger
+                await sys.log("info", "failure", kind="stale_memory", severity="info", source="caas",
+                              detector="rule:content_hash", subject=path[:200], detail=(
+                                  "a cited document changed since it was indexed; its chunks were dropped"),
+                              evidence={"cited": c["version"], "now": version_of(text)})
             continue
         piece = text[c["start"]:c["end"]]
         key = dedup_key(piece)
