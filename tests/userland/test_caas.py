@@ -226,6 +226,35 @@ def test_a_process_asking_the_service_directly_learns_nothing_of_documents_it_ca
     assert "0000" in ctx.text()          # the owner still finds it: nothing was dropped or replaced
 
 
+def test_a_service_impostor_cannot_make_a_job_return_text_that_is_not_at_its_citation():
+    async def impostor(sys, args):
+        await sys.register("fake")
+        for answer in args:
+            msg = await sys.recv()
+            await sys.send(msg.caps[0], answer, corr=msg.corr)
+
+    async def body(sys, svc):
+        p = await put_document(sys, "guide", GUIDE)
+        v = version_of(GUIDE)
+        lie = {"path": p, "version": v, "start": 0, "end": 7, "score": 1.0, "dedup": "x", "text": "FORGED"}
+        stale = {**lie, "version": "0" * 64}
+        answers = [{"candidates": [lie, stale]}, {"candidates": [{**lie, "start": "0"}]}, {"candidates": 5}]
+        await sys.spawn(impostor, args=answers)
+        await sys.yield_()
+        got = await retrieve(sys, "anything", service="fake")
+        errors = []
+        for _ in range(2):
+            try:
+                await retrieve(sys, "anything", service="fake")
+            except CaasError as e:
+                errors.append(str(e))
+        return got, errors
+
+    got, errors = run(kernel(), body)["value"]
+    assert [c.text for c in got.chunks] == [GUIDE[:7]] and got.stale == (got.chunks[0].citation.path,)
+    assert len(errors) == 2 and all("malformed" in e or "candidate" in e for e in errors)
+
+
 def test_the_caller_pays_for_its_embeddings_and_the_service_spends_nothing():
     async def body(sys, svc):
         p = await put_document(sys, "guide", GUIDE)

@@ -383,23 +383,30 @@ async def _retrieve(sys: Sys, svc: int, args: dict[str, Any]) -> dict[str, Any]:
     cands = found.get("candidates")
     if not isinstance(cands, list):
         raise CaasError("caas: the service's answer holds no candidate list")
-    docs: dict[str, str | None] = {}
+    docs: dict[str, tuple[str, str] | None] = {}
     stale: list[str] = []
     seen: set[str] = set()
     denied = dups = 0
     kept: list[dict[str, Any]] = []
     for c in cands:
+        # the service is found by name: its answer is checked like any message
+        if (not isinstance(c, dict) or not isinstance(c.get("path"), str) or not isinstance(c.get("version"), str)
+                or type(c.get("start")) is not int or type(c.get("end")) is not int
+                or not 0 <= c["start"] < c["end"] or not isinstance(c.get("score"), float)):
+            raise CaasError("caas: the service answered a malformed candidate")
         path = c["path"]
         if path not in docs:
             try:   # the caller's authority, now: a revoked or never-held right refuses here
-                docs[path] = _doc_text(path, await sys.vfs_read(path))
+                text = _doc_text(path, await sys.vfs_read(path))
+                docs[path] = (text, version_of(text))
             except SyscallError:
                 docs[path] = None
-        text = docs[path]
-        if text is None:
+        got = docs[path]
+        if got is None:
             denied += 1
             continue
-        if version_of(text) != c["version"]:
+        text, now = got
+        if now != c["version"] or c["end"] > len(text):
             if path not in stale:
                 stale.append(path)
                 # a failure event in the failure model's shape (msg "failure"), so stale
@@ -407,7 +414,7 @@ async def _retrieve(sys: Sys, svc: int, args: dict[str, Any]) -> dict[str, Any]:
                 await sys.log("info", "failure", kind="stale_memory", severity="info", source="caas",
                               detector="rule:content_hash", subject=path[:200], detail=(
                                   "a cited document changed since it was indexed; its chunks were dropped"),
-                              evidence={"cited": c["version"], "now": version_of(text)})
+                              evidence={"cited": c["version"][:64], "now": now})
             continue
         piece = text[c["start"]:c["end"]]
         key = dedup_key(piece)
@@ -417,8 +424,8 @@ async def _retrieve(sys: Sys, svc: int, args: dict[str, Any]) -> dict[str, Any]:
         seen.add(key)
         kept.append({"text": piece, "citation": {"path": path, "version": c["version"], "start": c["start"],
                                                  "end": c["end"]},
-                     "score": c["score"], "tokens": tokens_of(piece), "bm25_rank": c["bm25_rank"],
-                     "vector_rank": c["vector_rank"]})
+                     "score": c["score"], "tokens": tokens_of(piece), "bm25_rank": c.get("bm25_rank"),
+                     "vector_rank": c.get("vector_rank")})
     chosen, used, skipped = fit(kept, budget, lambda d: d["tokens"], limit=k)
     return {"chunks": chosen, "tokens": used, "budget": budget, "candidates": len(cands), "stale": stale,
             "denied": denied, "duplicates": dups, "over_budget": skipped}
