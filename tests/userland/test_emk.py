@@ -219,3 +219,16 @@ def test_agents_query_the_ledger_through_the_emk_device():
     assert seen["found"][0][0] == "planner" and seen["get"].startswith("add the invoice")
     assert seen["verify"] is True
     assert seen["errors"] == ["DriverError"] * 8
+
+
+def test_a_malformed_event_in_the_log_is_a_ledger_error_not_a_crash():
+    store, rid, _ = recorded()
+    rows = [(e.seq, e.time, e.pid, e.kind, e.raw) for e in store.events(rid)]
+    bad = MemoryStore()
+    rid2 = bad.create_run("bad", store.get_run(rid).meta)
+    for seq, t, pid, kind, raw in rows:
+        if kind == "charge":
+            raw = json.dumps([seq, t, pid, kind, ["x", "many", None, 0]]).encode()
+        bad.append_events(rid2, [(seq, t, pid, kind, raw)])
+    with pytest.raises(LedgerError, match="not what the kernel writes"):
+        Ledger(bad).experiences(rid2)

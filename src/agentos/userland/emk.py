@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from ..abi.driver import Driver, DriverResult
-from ..abi.errors import DriverError
+from ..abi.errors import AgentOSError, DriverError
 from ..abi.types import Cost
 from ..kernel.canon import canonical
 from ..kernel.recall import Bm25Recaller
@@ -120,7 +120,16 @@ def _short(value: Any, limit: int = MAX_TASK) -> str:
 
 
 def derive(store: Any, run_id: str) -> tuple[list[Experience], int]:
-    """The experiences of one run, folded from its stored event log; and how many events."""
+    """The experiences of one run, folded from its stored event log; and how many events.
+    An event whose data is not what the kernel writes is a `LedgerError` naming it."""
+    try:
+        return _derive(store, run_id)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as e:
+        raise LedgerError(f"emk: run {run_id}: an event in its log is not what the kernel writes "
+                          f"({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def _derive(store: Any, run_id: str) -> tuple[list[Experience], int]:
     info = store.get_run(run_id)
     base = float(info.created_at)
     recs: dict[int, dict[str, Any]] = {}
@@ -393,9 +402,9 @@ class EmkDriver(Driver):
             found = self.ledger.query(agent=req.get("agent"), outcome=req.get("outcome"), since=req.get("since"),
                                       until=req.get("until"), similar=req.get("similar"), k=req.get("k", 10),
                                       runs=runs)
-        except ValueError as e:
+        except (ValueError, LedgerError) as e:
             raise DriverError(str(e)) from None
-        except LookupError as e:
+        except (LookupError, AgentOSError) as e:   # no such run; a damaged store
             raise DriverError(f"emk: {e}") from None
         return DriverResult([e.to_dict() for e in found], Cost(reductions=1))
 
