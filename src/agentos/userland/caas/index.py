@@ -242,7 +242,7 @@ class CaasIndex:
         `vectors`, if given, one per chunk. Returns the new chunk ids."""
         if vectors is not None and len(vectors) != len(chunks):
             raise ValueError(f"{len(vectors)} vectors for {len(chunks)} chunks")
-        if vectors is not None and vectors and self.vectors.dim and len(vectors[0]) != self.vectors.dim:
+        if vectors is not None and len(vectors) and self.vectors.dim and len(vectors[0]) != self.vectors.dim:
             raise ValueError(f"vectors of dimension {len(vectors[0])}; this index holds {self.vectors.dim}")
         self.drop(path)
         ids = []
