@@ -111,6 +111,9 @@ PUBLIC: dict[str, set[str]] = {
         "Finding", "HygieneOptions", "HygieneReport", "Panelist", "Severity", "ToolCheck", "Verdict", "audit",
         "detect_laziness", "drift", "failure_from_error", "failures_in", "hygiene", "judge_laziness",
         "set_baseline", "verify",
+        # context as a service and the episodic ledger
+        "CaasError", "CaasService", "Chunk", "Citation", "Context", "EmbedDriver", "EmkDriver", "Experience",
+        "IngestReport", "Ledger", "LedgerError", "hash_embed", "ingest", "put_document", "retrieve",
     },
     "agentos.vfs": {
         "AccessDenied", "Backend", "BadPath", "EscapeError", "HostDirBackend", "KVStore", "MemoryBackend",

@@ -1,9 +1,15 @@
 """Ring 2: libraries built on syscalls only (supervisors, nurseries, rpc, agents, and the
 layer that lets agents learn across runs: long memory, distillation, personas, prompt
-forging, evolutionary search, the prompt expert and reflection; and the layer that lets
-agents check each other: the failure model, cross-model verification and self-correction)."""
+forging, evolutionary search, the prompt expert and reflection; context as a service
+and the episodic ledger; and the layer that lets agents check each other: the failure
+model, cross-model verification and self-correction)."""
+from .caas import (
+    CaasError, CaasService, Chunk, Citation, Context, EmbedDriver, IngestReport, hash_embed, ingest, put_document,
+    retrieve,
+)
 from .cmvk import CmvkOptions, DriftReport, Panelist, Verdict, drift, set_baseline, verify
 from .distill import Distillation, Distiller, Learned, learn, parse_lessons, report_outcome, unlearned_runs
+from .emk import EmkDriver, Experience, Ledger, LedgerError
 from .evolve import (
     Candidate, Contains, EvolveResult, ExactMatch, FunctionScorer, MeteredFitness, Scored, Scorer, Task, evolve,
     metered_fitness, rank, tournament,
@@ -25,6 +31,8 @@ from .structured import ModelOutputError
 from .supervisor import ChildSpec, SupervisorSpec, supervisor, which_children
 
 __all__ = [
+    "CaasError", "CaasService", "Chunk", "Citation", "Context", "EmbedDriver", "EmkDriver", "Experience",
+    "IngestReport", "Ledger", "LedgerError", "hash_embed", "ingest", "put_document", "retrieve",
     "AddResult", "CallTimeout", "Candidate", "ChildSpec", "Contains", "Distillation", "Distiller", "EvolveResult",
     "ExactMatch", "ExpertAnswer", "ExpertOptions", "ForgeBrief", "Forged", "FunctionScorer", "InMemoryPersist",
     "Learned", "Lesson", "LongMemory", "MemoryPersist", "MeteredFitness", "ModelOutputError", "Nursery",
