@@ -40,7 +40,7 @@ PUBLIC: dict[str, set[str]] = {
         "DriverResult", "DriverTimeout", "ExitKind", "ExitReason", "InternalError", "Interrupted", "KERNEL_PID",
         "KernelError", "MailboxFull", "Message", "NameTaken", "NoSuchDevice", "NondeterminismError",
         "NotSupported", "OutOfMemory", "Pid", "Policy", "PolicyDenied", "ProcState", "Quota", "QuotaExceeded",
-        "RateLimited", "RecordingFormatError", "Right", "SYSCALLS", "Segment", "SegmentKind", "Signal",
+        "RateLimited", "RecordingFormatError", "Right", "SYSCALLS", "SchemaViolation", "Segment", "SegmentKind", "Signal",
         "SignalMessage", "SyscallError", "SyscallSpec", "ToolError", "USD_SCALE", "UpstreamError", "WaitKind",
     },
     "agentos.audit": {
