@@ -5,6 +5,7 @@ metrics cost nothing on the syscall path and always agree with the log.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -15,6 +16,20 @@ from operator import itemgetter
 _SYSCALL_NAMES = {cls: spec.name for cls, spec in SYSCALLS.items()}
 _KIND = itemgetter(2)
 _DATA = itemgetter(3)
+
+FAILURE_MSG = "failure"
+MAX_FAILURE_KINDS = 32
+_FAILURE_KIND = re.compile(r"[a-z][a-z_]{0,31}")
+
+
+def failure_kind(data: Any) -> str | None:
+    """The kind of a failure a `log` event carries (`sys.log(level, "failure", kind=...)`,
+    see `userland/failures.py`), or None. Any process may log, so the label is held to a
+    short lower-case identifier; the fold keeps at most `MAX_FAILURE_KINDS` of them."""
+    if type(data) is not tuple or len(data) != 3 or data[1] != FAILURE_MSG or type(data[2]) is not dict:
+        return None
+    kind = data[2].get("kind")
+    return kind if type(kind) is str and _FAILURE_KIND.fullmatch(kind) else "other"
 
 
 class Metrics:
@@ -27,6 +42,7 @@ class Metrics:
         self.types: Counter[type] = Counter()
         self.exits: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.failures: Counter[str] = Counter()
         self.tokens = 0
         self.tool_calls = 0
         self.usd_nano = 0
@@ -53,6 +69,12 @@ class Metrics:
                 self.exits[str(data).split("(", 1)[0]] += 1
             elif kind == "error":
                 self.errors[data[0]] += 1
+            elif kind == "log":
+                fk = failure_kind(data)
+                if fk is not None:
+                    if fk not in self.failures and len(self.failures) >= MAX_FAILURE_KINDS:
+                        fk = "other"
+                    self.failures[fk] += 1
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -61,6 +83,7 @@ class Metrics:
             "syscalls_total": sum(self.syscalls.values()),
             "exits": dict(self.exits),
             "errors": dict(self.errors),
+            "failures": dict(self.failures),
             "spawned": self.spawned,
             "tokens": self.tokens,
             "tool_calls": self.tool_calls,
@@ -85,6 +108,10 @@ class Metrics:
                 for name, n in sorted(snap["exits"].items()):
                     e.add_metric([name], n)
                 yield e
+                f = CounterMetricFamily("agentos_failures", "Failures reported, by kind", labels=["kind"])
+                for name, n in sorted(snap.get("failures", {}).items()):
+                    f.add_metric([name], n)
+                yield f
                 for key, help_ in (("tokens", "LLM tokens charged"), ("tool_calls", "Tool calls charged"),
                                    ("usd", "US dollars charged"), ("spawned", "Processes spawned")):
                     yield CounterMetricFamily(f"agentos_{key}", help_, value=snap[key])
@@ -104,6 +131,9 @@ def _by_hand(snap: dict[str, Any]) -> str:
     lines += ["# HELP agentos_exits_total Process exits by reason", "# TYPE agentos_exits_total counter"]
     for name, n in sorted(snap["exits"].items()):
         lines.append(f'agentos_exits_total{{reason="{name}"}} {n}')
+    lines += ["# HELP agentos_failures_total Failures reported, by kind", "# TYPE agentos_failures_total counter"]
+    for name, n in sorted(snap.get("failures", {}).items()):
+        lines.append(f'agentos_failures_total{{kind="{name}"}} {n}')
     for key in ("tokens", "tool_calls", "usd", "spawned"):
         lines += [f"# TYPE agentos_{key}_total counter", f"agentos_{key}_total {snap[key]}"]
     for key in ("processes", "caps_live", "accounts_open"):

@@ -86,6 +86,10 @@ def collect(daemon: Any) -> Iterator[Any]:
     for name, n in sorted(snap["exits"].items()):
         e.add_metric([name], n)
     yield e
+    fl = CounterMetricFamily("agentos_failures", "Failures reported by services, by kind", labels=["kind"])
+    for name, n in sorted(snap.get("failures", {}).items()):
+        fl.add_metric([name], n)
+    yield fl
     err = CounterMetricFamily("agentos_syscall_errors", "Syscalls refused with an error", labels=["syscall"])
     for name, n in sorted(snap["errors"].items()):
         err.add_metric([str(name) if str(name) in _SYSCALLS else "other"], n)
