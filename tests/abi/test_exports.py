@@ -94,6 +94,7 @@ PUBLIC: dict[str, set[str]] = {
         "forge_prompt", "instantiate", "learn", "lessons_section", "metered_fitness", "mount_personas",
         "open_nursery", "parse_lessons", "persona_store", "rank", "react_agent", "refine_prompt", "reply",
         "report_outcome", "supervisor", "tournament", "unlearned_runs", "which_children",
+        "Constraint", "MuteResult", "mute_agent",
     },
     "agentos.vfs": {
         "AccessDenied", "Backend", "BadPath", "EscapeError", "HostDirBackend", "KVStore", "MemoryBackend",

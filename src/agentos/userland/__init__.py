@@ -7,6 +7,7 @@ from .evolve import (
     metered_fitness, rank, tournament,
 )
 from .long_memory import AddResult, InMemoryPersist, Lesson, LongMemory, MemoryPersist, StorePersist, lessons_section
+from .mute import Constraint, MuteResult, mute_agent
 from .nursery import Nursery, open_nursery
 from .persona import (
     Persona, PersonaError, PersonaPersist, PersonaRegistry, PersonaSpawn, instantiate, mount_personas, persona_store,
@@ -29,4 +30,5 @@ __all__ = [
     "lessons_section", "metered_fitness", "mount_personas", "open_nursery", "parse_lessons", "persona_store",
     "rank", "react_agent", "refine_prompt", "reply", "report_outcome", "supervisor", "tournament",
     "unlearned_runs", "which_children",
+    "Constraint", "MuteResult", "mute_agent",
 ]
