@@ -95,6 +95,9 @@ PUBLIC: dict[str, set[str]] = {
         "open_nursery", "parse_lessons", "persona_store", "rank", "react_agent", "refine_prompt", "reply",
         "report_outcome", "supervisor", "tournament", "unlearned_runs", "which_children",
         "Constraint", "MuteResult", "mute_agent",
+        # context as a service and the episodic ledger
+        "CaasError", "CaasService", "Chunk", "Citation", "Context", "EmbedDriver", "EmkDriver", "Experience",
+        "IngestReport", "Ledger", "LedgerError", "hash_embed", "ingest", "put_document", "retrieve",
     },
     "agentos.vfs": {
         "AccessDenied", "Backend", "BadPath", "EscapeError", "HostDirBackend", "KVStore", "MemoryBackend",

@@ -1,7 +1,13 @@
 """Ring 2: libraries built on syscalls only (supervisors, nurseries, rpc, agents, and the
 layer that lets agents learn across runs: long memory, distillation, personas, prompt
-forging, evolutionary search, the prompt expert and reflection)."""
+forging, evolutionary search, the prompt expert and reflection; context as a service
+and the episodic ledger)."""
+from .caas import (
+    CaasError, CaasService, Chunk, Citation, Context, EmbedDriver, IngestReport, hash_embed, ingest, put_document,
+    retrieve,
+)
 from .distill import Distillation, Distiller, Learned, learn, parse_lessons, report_outcome, unlearned_runs
+from .emk import EmkDriver, Experience, Ledger, LedgerError
 from .evolve import (
     Candidate, Contains, EvolveResult, ExactMatch, FunctionScorer, MeteredFitness, Scored, Scorer, Task, evolve,
     metered_fitness, rank, tournament,
@@ -21,6 +27,8 @@ from .structured import ModelOutputError
 from .supervisor import ChildSpec, SupervisorSpec, supervisor, which_children
 
 __all__ = [
+    "CaasError", "CaasService", "Chunk", "Citation", "Context", "EmbedDriver", "EmkDriver", "Experience",
+    "IngestReport", "Ledger", "LedgerError", "hash_embed", "ingest", "put_document", "retrieve",
     "AddResult", "CallTimeout", "Candidate", "ChildSpec", "Contains", "Distillation", "Distiller", "EvolveResult",
     "ExactMatch", "ExpertAnswer", "ExpertOptions", "ForgeBrief", "Forged", "FunctionScorer", "InMemoryPersist",
     "Learned", "Lesson", "LongMemory", "MemoryPersist", "MeteredFitness", "ModelOutputError", "Nursery",

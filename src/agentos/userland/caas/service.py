@@ -1,0 +1,526 @@
+"""Context as a service: documents in the VFS, an index in a service process, retrieval
+that cites and fits.
+
+Processes, each with one job:
+- the *service* (`caas_main`, registered as "caas" by default) keeps a `CaasIndex`: no
+  chunk text, only citations and what ranks them. It spends nothing metered.
+- an *ingest job* and a *query job* run for a caller as the caller's children, on a
+  budget carved from the caller's account (`quota`), holding only the authority the
+  caller passes: the service's address, the caller's own process capability (so it may
+  read the caller's `/agent/<pid>/mem/semantic` tree), the `embed` device if vectors are
+  used, and any mount capabilities the caller names. Embedding calls are metered to it.
+
+Stages and the failure each guards against (`docs/context-and-ledger.md`):
+1. ingest: the job reads the document through the VFS (so only what the caller may read
+   can be ingested), refuses what is too large or not text, and chunks it into spans that
+   tile it exactly; the service re-hashes the joined chunks and refuses a batch whose
+   text does not hash to the version it claims (**wrong citations** at the source).
+2. index: a re-ingest replaces every chunk of the path at once (**stale chunks**).
+3. retrieve: the service ranks by BM25 and vectors fused by reciprocal rank and returns
+   citations only. The query job reads each cited document again *through its own VFS
+   read, under the caller's authority* (**text the caller may not read**: a refused read
+   drops the chunk), drops a chunk whose document no longer hashes to the cited version
+   (**stale chunks**, when a document changed without a re-ingest), takes the text from
+   the fresh read at the cited span (**missing or wrong citations**: every returned chunk
+   is `document[start:end]` of the version it names), drops chunks whose normalised text
+   was already taken (**duplicate chunks**), and keeps, in rank order, what fits the token
+   budget by the LLM device's own reservation bound (**context overflow**).
+Every refusal of a caller's argument is a `BadArgument` before anything is spawned.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from ...abi.errors import BadArgument, SyscallError
+from ...abi.types import Down, Quota, Signal, SignalMessage
+from ...kernel import args as A
+from ...kernel.process import ProcessImage
+from ...kernel.trap import Sys
+from .chunk import DEFAULT_CHUNK, MAX_CHUNK, MIN_CHUNK, chunk, dedup_key, fit, tokens_of, version_of
+from .embed import MAX_BYTES, MAX_TEXTS
+from .index import CaasIndex
+
+MAX_DOC = 1 << 20            # characters in one document (the semantic store's file cap is 1 MiB)
+MAX_K = 100
+MAX_BUDGET = 1 << 22         # tokens
+MAX_QUERY = 4096             # characters
+OVERFETCH = 4                # candidates asked per result wanted: room for drops
+MAX_CANDIDATES = 400
+DOCS_DIR = "caas"            # under /agent/<pid>/mem/semantic
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class CaasError(SyscallError):
+    """The context service refused a request, or is not there; the message says why."""
+
+
+@dataclass(frozen=True)
+class Citation:
+    """Where a chunk's text is: `document(path)` at `version` (SHA-256), characters
+    `[start, end)`."""
+
+    path: str
+    version: str
+    start: int
+    end: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "version": self.version, "start": self.start, "end": self.end}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+    citation: Citation
+    score: float
+    tokens: int
+    bm25_rank: int | None = None
+    vector_rank: int | None = None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a retrieval returns: chunks in rank order within `budget` tokens, and what was
+    dropped on the way, by reason (paths are not shown for refused reads)."""
+
+    chunks: tuple[Chunk, ...]
+    tokens: int
+    budget: int
+    candidates: int
+    stale: tuple[str, ...] = ()
+    denied: int = 0
+    duplicates: int = 0
+    over_budget: int = 0
+
+    def text(self, sep: str = "\n\n") -> str:
+        return sep.join(c.text for c in self.chunks)
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    path: str
+    version: str
+    chunks: int
+    replaced: int
+    tokens: int                # what the job's embedding calls cost
+
+
+# -- argument checks (caller side, before anything runs) ------------------------------
+
+def _text(what: str, v: Any, *, max_len: int, empty: bool = True) -> str:
+    s = A.text(what, v, empty=empty)
+    if len(s) > max_len:
+        raise BadArgument(f"{what} is {len(s)} characters; at most {max_len}")
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadArgument(f"{what} holds a lone surrogate") from None
+    return s
+
+
+def _k(v: Any) -> int:
+    if isinstance(v, float) and not math.isfinite(v):
+        raise BadArgument(f"caas: k must be a whole number of chunks, got {v!r}")
+    return A.integer("caas: k", v, minimum=1, maximum=MAX_K)
+
+
+def _budget(v: Any) -> int:
+    return A.integer("caas: budget (tokens)", v, minimum=1, maximum=MAX_BUDGET)
+
+
+def _quota(v: Any) -> Quota | None:
+    if v is not None and not isinstance(v, Quota):
+        raise BadArgument(f"caas: quota must be a Quota or None, got {type(v).__name__}")
+    return v
+
+
+def _caps(v: Any) -> tuple[Any, ...]:
+    if isinstance(v, (str, bytes)) or not isinstance(v, Iterable):
+        raise BadArgument("caas: caps is a list of capabilities or device names")
+    return tuple(v)
+
+
+def _doc_text(path: str, raw: Any) -> str:
+    """A document as the VFS returned it, as text; refused if it is not text or too big."""
+    if isinstance(raw, (bytes, bytearray)):
+        if len(raw) > 4 * MAX_DOC:
+            raise BadArgument(f"caas: {path} is {len(raw)} bytes; a document is at most {MAX_DOC} characters")
+        try:
+            raw = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadArgument(f"caas: {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not isinstance(raw, str):
+        raise BadArgument(f"caas: {path} holds a {type(raw).__name__}, not text")
+    return _text(f"caas: document {path}", raw, max_len=MAX_DOC)
+
+
+# -- the service --------------------------------------------------------------------------
+
+def _check_index(body: dict[str, Any]) -> tuple[str, str, list[tuple[int, int, str, str]], Any]:
+    path, version, raw, vecs = body.get("path"), body.get("version"), body.get("chunks"), body.get("vectors")
+    if not isinstance(path, str) or not path.startswith("/") or len(path) > 4096:
+        raise ValueError("index: path must be an absolute VFS path")
+    if not isinstance(version, str) or not _HEX64.fullmatch(version):
+        raise ValueError("index: version must be a SHA-256 hex digest")
+    if not isinstance(raw, list) or len(raw) > MAX_DOC // MIN_CHUNK + 1:
+        raise ValueError("index: chunks must be a list of [start, end, text]")
+    chunks: list[tuple[int, int, str, str]] = []
+    at = 0
+    for c in raw:
+        if (not isinstance(c, (list, tuple)) or len(c) != 3 or type(c[0]) is not int or type(c[1]) is not int
+                or type(c[2]) is not str):
+            raise ValueError("index: each chunk is [start, end, text]")
+        s, e, t = c
+        if s != at or e <= s or e - s != len(t) or len(t) > MAX_CHUNK:
+            raise ValueError(f"index: chunk [{s}, {e}) does not continue the tiling at {at} with its text")
+        chunks.append((s, e, t, dedup_key(t)))
+        at = e
+    try:
+        joined = "".join(c[2] for c in chunks).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("index: chunk text holds a lone surrogate") from None
+    import hashlib
+    if hashlib.sha256(joined).hexdigest() != version:
+        raise ValueError("index: the chunks do not join into the version they cite")
+    if vecs is not None:
+        if not isinstance(vecs, list) or len(vecs) != len(chunks):
+            raise ValueError("index: vectors must be one list of numbers per chunk")
+        dim = None
+        for v in vecs:
+            if (not isinstance(v, list) or not v or len(v) > 4096
+                    or not all(type(x) is float and math.isfinite(x) for x in v)):
+                raise ValueError("index: a vector is a non-empty list of finite floats")
+            if dim is not None and len(v) != dim:
+                raise ValueError("index: vectors of mixed dimensions")
+            dim = len(v)
+    return path, version, chunks, vecs
+
+
+def _check_search(body: dict[str, Any]) -> tuple[str, int, Any]:
+    q, k, vec = body.get("query"), body.get("k"), body.get("vector")
+    if not isinstance(q, str) or len(q) > MAX_QUERY:
+        raise ValueError(f"search: query must be a str of at most {MAX_QUERY} characters")
+    if type(k) is not int or not 1 <= k <= MAX_CANDIDATES:
+        raise ValueError(f"search: k must be an int in 1..{MAX_CANDIDATES}")
+    if vec is not None and (not isinstance(vec, list) or len(vec) > 4096
+                            or not all(type(x) is float and math.isfinite(x) for x in vec)):
+        raise ValueError("search: vector must be a list of finite floats")
+    return q, k, vec
+
+
+async def _readable(sys: Sys, caps: Sequence[int]) -> Any:
+    """Which paths the asker could read, from the capabilities it sent with its request
+    (the kernel transferred them, so none is forged): a device capability for a mount
+    `vfs:<point>` with the read right reaches `<point>/...`; a process capability with
+    the monitor right reaches `/agent/<pid>/...`. This only decides what is ranked, so a search never reveals a path,
+    span or score of a document the asker could not read; the job's own VFS read, which
+    also asks policy, stays the check that lets text through."""
+    prefixes: list[str] = []
+    for ref in caps:
+        try:
+            info = await sys.cap_info(ref)
+        except SyscallError:
+            continue
+        rights = str(info.get("rights", "")).split(",")
+        target = info.get("target")
+        if info.get("kind") == "device" and "read" in rights and isinstance(target, str) \
+                and target.startswith("vfs:/"):
+            prefixes.append(target[4:].rstrip("/") + "/")
+        elif info.get("kind") == "process" and "monitor" in rights and type(target) is int:
+            prefixes.append(f"/agent/{target}/")
+    found = tuple(prefixes)
+    return lambda path: path.startswith(found)
+
+
+async def caas_main(sys: Sys, args: Any) -> dict[str, Any]:
+    """The service: keeps the index, answers index/drop/search/stats; `stop` or SIGTERM ends it."""
+    opts = dict(args or {})
+    name = opts.get("name", "caas")
+    await sys.register(name)
+    idx = CaasIndex()
+    served = {"indexed": 0, "searches": 0, "refused": 0}
+    while True:
+        msg = await sys.recv()
+        assert msg is not None
+        body = msg.body
+        if isinstance(body, SignalMessage):
+            if body.signal is Signal.SIGTERM:
+                break
+            continue
+        if isinstance(body, Down) or not isinstance(body, dict):
+            continue
+        op = body.get("op")
+        if op == "stop":
+            break
+        out: Any
+        try:
+            if op == "index":
+                path, version, chunks, vecs = _check_index(body)
+                if not (await _readable(sys, msg.caps))(path):
+                    raise ValueError(f"index: the request carries no capability that reads {path}")
+                replaced = len(idx.docs.get(path, ("", []))[1])
+                ids = idx.put(path, version, chunks, vecs)
+                served["indexed"] += 1
+                out = {"path": path, "version": version, "chunks": len(ids), "replaced": replaced}
+            elif op == "drop":
+                gone = body.get("path")
+                if not isinstance(gone, str) or not (await _readable(sys, msg.caps))(gone):
+                    raise ValueError("drop: the request carries no capability that reads that path")
+                out = {"dropped": idx.drop(gone)}
+            elif op == "search":
+                q, k, vec = _check_search(body)
+                served["searches"] += 1
+                allow = await _readable(sys, msg.caps)
+                out = {"candidates": [
+                    {"path": c.ref.path, "version": c.ref.version, "start": c.ref.start, "end": c.ref.end,
+                     "dedup": c.ref.dedup, "score": c.score, "bm25_rank": c.bm25_rank,
+                     "vector_rank": c.vector_rank} for c in idx.search(q, k, vec, allow)]}
+            elif op == "stats":
+                out = {**idx.stats(), **served}
+            else:
+                raise ValueError(f"unknown op {str(op)[:40]!r} (index, drop, search, stats, stop)")
+        except ValueError as e:
+            served["refused"] += 1
+            out = {"error": str(e)}
+        if msg.caps:
+            await sys.send(msg.caps[0], out, corr=msg.corr)
+            for ref in msg.caps:   # keep no authority a request lent: revoke our copies
+                try:
+                    await sys.revoke(ref)
+                except SyscallError:
+                    pass
+    return {**idx.stats(), **served}
+
+
+CAAS = ProcessImage("caas", caas_main)
+
+
+async def _ask(sys: Sys, svc: int, body: dict[str, Any], timeout: float | None,
+               authority: Sequence[int] = ()) -> dict[str, Any]:
+    corr = ("caas", sys.next_corr())
+    await sys.send(svc, body, caps=(await sys.self_cap(), *authority), corr=corr)
+    reply = await sys.recv(timeout=timeout, match=lambda m: m.corr == corr)
+    if reply is None:
+        raise CaasError(f"caas: the service did not answer within {timeout} ms")
+    out = reply.body
+    if not isinstance(out, dict):
+        raise CaasError(f"caas: the service answered {type(out).__name__}, not a dict")
+    if "error" in out:
+        raise CaasError(f"caas: the service refused: {str(out['error'])[:300]}")
+    return out
+
+
+async def _embed(sys: Sys, device: str | None, texts: list[str]) -> list[list[float]] | None:
+    if device is None:
+        return None
+    h = await sys.open(device)
+    try:
+        batches: list[list[str]] = [[]]
+        size = 0
+        for t in texts:   # batches within the device's per-request limits
+            tb = len(t.encode("utf-8"))
+            if batches[-1] and (len(batches[-1]) >= MAX_TEXTS or size + tb > MAX_BYTES):
+                batches.append([])
+                size = 0
+            batches[-1].append(t)
+            size += tb
+        out: list[list[float]] = []
+        for b in batches:
+            if b:
+                out.extend(await sys.read(h, {"texts": b}))
+        return out
+    finally:
+        await sys.close(h)
+
+
+# -- the jobs (the caller's children, on the caller's budget) ------------------------------
+
+async def caas_ingest_main(sys: Sys, args: dict[str, Any]) -> Any:
+    svc, caller = sys.caps[0], sys.caps[1]
+    corr = args["corr"]
+    try:
+        path = args["path"]
+        text = _doc_text(path, await sys.vfs_read(path))
+        spans = chunk(text, args["chunk_size"])
+        pieces = [text[s:e] for s, e in spans]
+        vectors = await _embed(sys, args.get("embed"), pieces)
+        version = version_of(text)
+        authority = tuple(sys.caps[1:2]) + tuple(sys.caps[3 if args.get("embed") else 2:])
+        out = await _ask(sys, svc, {"op": "index", "path": path, "version": version,
+                                    "chunks": [[s, e, p] for (s, e), p in zip(spans, pieces)],
+                                    "vectors": vectors}, args.get("timeout_ms"), authority)
+        b = await sys.budget()
+        reply: Any = {"path": path, "version": version, "chunks": out["chunks"], "replaced": out["replaced"],
+                      "tokens": int(b.used.get("tokens") or 0)}
+    except SyscallError as e:
+        reply = {"error": f"{type(e).__name__}: {e}", "type": type(e).__name__}
+    await sys.send(caller, reply, corr=corr)
+    return None
+
+
+async def caas_query_main(sys: Sys, args: dict[str, Any]) -> Any:
+    svc, caller = sys.caps[0], sys.caps[1]
+    corr = args["corr"]
+    try:
+        reply: Any = await _retrieve(sys, svc, args)
+    except SyscallError as e:
+        reply = {"error": f"{type(e).__name__}: {e}", "type": type(e).__name__}
+    await sys.send(caller, reply, corr=corr)
+    return None
+
+
+async def _retrieve(sys: Sys, svc: int, args: dict[str, Any]) -> dict[str, Any]:
+    query, k, budget = args["query"], args["k"], args["budget"]
+    vec = await _embed(sys, args.get("embed"), [query])
+    # the search carries the authority this job holds (the caller's, as passed), so the
+    # service ranks only what it could read; the embed device is no reading authority
+    authority = tuple(sys.caps[1:2]) + tuple(sys.caps[3 if args.get("embed") else 2:])
+    found = await _ask(sys, svc, {"op": "search", "query": query, "k": min(MAX_CANDIDATES, k * OVERFETCH),
+                                  "vector": vec[0] if vec else None}, args.get("timeout_ms"), authority)
+    cands = found.get("candidates")
+    if not isinstance(cands, list):
+        raise CaasError("caas: the service's answer holds no candidate list")
+    docs: dict[str, str | None] = {}
+    stale: list[str] = []
+    seen: set[str] = set()
+    denied = dups = 0
+    kept: list[dict[str, Any]] = []
+    for c in cands:
+        path = c["path"]
+        if path not in docs:
+            try:   # the caller's authority, now: a revoked or never-held right refuses here
+                docs[path] = _doc_text(path, await sys.vfs_read(path))
+            except SyscallError:
+                docs[path] = None
+        text = docs[path]
+        if text is None:
+            denied += 1
+            continue
+        if version_of(text) != c["version"]:
+            if path not in stale:
+                stale.append(path)
+            continue
+        piece = text[c["start"]:c["end"]]
+        key = dedup_key(piece)
+        if key in seen:
+            dups += 1
+            continue
+        seen.add(key)
+        kept.append({"text": piece, "citation": {"path": path, "version": c["version"], "start": c["start"],
+                                                 "end": c["end"]},
+                     "score": c["score"], "tokens": tokens_of(piece), "bm25_rank": c["bm25_rank"],
+                     "vector_rank": c["vector_rank"]})
+    chosen, used, skipped = fit(kept, budget, lambda d: d["tokens"], limit=k)
+    return {"chunks": chosen, "tokens": used, "budget": budget, "candidates": len(cands), "stale": stale,
+            "denied": denied, "duplicates": dups, "over_budget": skipped}
+
+
+CAAS_INGEST = ProcessImage("caas_ingest", caas_ingest_main)
+CAAS_QUERY = ProcessImage("caas_query", caas_query_main)
+
+
+# -- the caller's side ---------------------------------------------------------------------
+
+async def _job(sys: Sys, image: ProcessImage, service: str, caps: tuple[Any, ...], embed: str | None,
+               quota: Quota | None, args: dict[str, Any]) -> dict[str, Any]:
+    svc = await sys.lookup(service)
+    if svc is None:
+        raise CaasError(f"caas: no context service is registered as {service!r}")
+    me = await sys.self_cap()
+    corr = ("caas", await sys.pid(), sys.next_corr())
+    held = [svc, me] + ([embed] if embed else []) + list(caps)
+    pid, cap = await sys.spawn(image, name=image.name, quota=quota, caps=held,
+                               args={**args, "corr": corr, "embed": embed})
+    await sys.monitor(cap)
+    msg = await sys.recv(match=lambda m: m.corr == corr or (isinstance(m.body, Down) and m.body.pid == pid))
+    assert msg is not None
+    if isinstance(msg.body, Down):
+        raise CaasError(f"caas: the {image.name} job ended without an answer: {msg.body.reason}")
+    await sys.recv(match=lambda m: isinstance(m.body, Down) and m.body.pid == pid)
+    out = msg.body
+    if not isinstance(out, dict):
+        raise CaasError(f"caas: the {image.name} job answered {type(out).__name__}")
+    if "error" in out:
+        err = BadArgument if out.get("type") == "BadArgument" else CaasError
+        raise err(str(out["error"]))
+    return out
+
+
+async def put_document(sys: Sys, name: str, text: str) -> str:
+    """Write `text` as `name` in this process's semantic memory
+    (`/agent/<pid>/mem/semantic/caas/<name>`) and return its path, ready to `ingest`."""
+    name = _text("caas: document name", name, max_len=200, empty=False)
+    if "/" in name or name in (".", ".."):
+        raise BadArgument(f"caas: a document name is one path component, got {name!r}")
+    text = _text("caas: document text", text, max_len=MAX_DOC)
+    path = f"/agent/{await sys.pid()}/mem/semantic/{DOCS_DIR}/{name}"
+    await sys.vfs_write(path, text)
+    return path
+
+
+async def ingest(sys: Sys, path: str, *, service: str = "caas", embed: str | None = None,
+                 caps: Iterable[Any] = (), quota: Quota | None = None, chunk_size: int = DEFAULT_CHUNK,
+                 timeout_ms: float | None = 60_000.0) -> IngestReport:
+    """Index the document at `path` (read with this process's authority plus `caps`),
+    replacing any earlier version. Embedding calls, if `embed` names a device, are paid by
+    the job from `quota`, carved from this process's account."""
+    path = _text("caas: path", path, max_len=4096, empty=False)
+    size = A.integer("caas: chunk_size", chunk_size, minimum=MIN_CHUNK, maximum=MAX_CHUNK)
+    out = await _job(sys, CAAS_INGEST, service, _caps(caps), embed, _quota(quota),
+                     {"path": path, "chunk_size": size, "timeout_ms": timeout_ms})
+    return IngestReport(out["path"], out["version"], out["chunks"], out["replaced"], out["tokens"])
+
+
+async def retrieve(sys: Sys, query: str, *, k: int = 5, budget: int = 2000, service: str = "caas",
+                   embed: str | None = None, caps: Iterable[Any] = (), quota: Quota | None = None,
+                   timeout_ms: float | None = 60_000.0) -> Context:
+    """At most `k` chunks relevant to `query`, in rank order, whose text together costs at
+    most `budget` tokens, each cited; read under this process's authority plus `caps`."""
+    query = _text("caas: query", query, max_len=MAX_QUERY)
+    kk, bb = _k(k), _budget(budget)
+    out = await _job(sys, CAAS_QUERY, service, _caps(caps), embed, _quota(quota),
+                     {"query": query, "k": kk, "budget": bb, "timeout_ms": timeout_ms})
+    chunks = tuple(Chunk(c["text"], Citation(**c["citation"]), c["score"], c["tokens"], c["bm25_rank"],
+                         c["vector_rank"]) for c in out["chunks"])
+    return Context(chunks, out["tokens"], out["budget"], out["candidates"], tuple(out["stale"]), out["denied"],
+                   out["duplicates"], out["over_budget"])
+
+
+class CaasService:
+    """A handle on a running context service.
+
+        svc = await CaasService.start(sys)
+        path = await put_document(sys, "guide", text)
+        await svc.ingest(sys, path)
+        ctx = await svc.retrieve(sys, "how do I ...", k=5, budget=1500)
+    """
+
+    def __init__(self, name: str, pid: int, cap: int) -> None:
+        self.name, self.pid, self.cap = name, pid, cap
+
+    @classmethod
+    async def start(cls, sys: Sys, *, name: str = "caas", quota: Quota | None = None) -> "CaasService":
+        pid, cap = await sys.spawn(CAAS, name=name, args={"name": name}, quota=quota)
+        await sys.yield_()   # let it register its name before anyone looks it up
+        return cls(name, pid, cap)
+
+    async def ingest(self, sys: Sys, path: str, **kw: Any) -> IngestReport:
+        return await ingest(sys, path, service=self.name, **kw)
+
+    async def retrieve(self, sys: Sys, query: str, **kw: Any) -> Context:
+        return await retrieve(sys, query, service=self.name, **kw)
+
+    async def stats(self, sys: Sys) -> dict[str, Any]:
+        return await _ask(sys, self.cap, {"op": "stats"}, None)
+
+    async def stop(self, sys: Sys) -> Any:
+        await sys.send(self.cap, {"op": "stop"})
+        return await sys.waitpid(self.cap)
+
+
+__all__ = ["CAAS", "CAAS_INGEST", "CAAS_QUERY", "CaasError", "CaasService", "Chunk", "Citation", "Context",
+           "IngestReport", "MAX_DOC", "MAX_K", "caas_ingest_main", "caas_main", "caas_query_main", "ingest",
+           "put_document", "retrieve"]

@@ -1,0 +1,323 @@
+"""Context as a service: each stage named for the failure it guards against, run on the
+kernel live and replayed (ingest, index, retrieve, fit), plus the properties of chunking
+and fitting, and the hostile inputs a caller or a forger can send."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, strategies as st
+
+from agentos import AllowAll, BadArgument, Kernel, Quota
+from agentos.drivers.chat import prompt_bound
+from agentos.userland.caas import (
+    CaasError, CaasService, EmbedDriver, chunk, fit, hash_embed, ingest, put_document, retrieve, tokens_of,
+    version_of,
+)
+from agentos.vfs import MemoryBackend, install
+
+GUIDE = ("Kernels schedule processes. A process waits in recv until a message arrives.\n\n"
+         "Budgets are carved from the parent account at spawn, all or nothing.\n\n"
+         "The flight recorder chains audit records with HMAC so tampering is detected.\n\n"
+         "Capabilities are unforgeable references; revoking one revokes its children.")
+FAQ = ("How do budgets work? Budgets are carved from the parent account at spawn, all or nothing.\n\n"
+       "What is a capability? An unforgeable reference held in a table.")
+
+
+def kernel(mounts=None):
+    k = Kernel(deterministic=True, policy=AllowAll())
+    k.register_driver(EmbedDriver(hash_embed(64)))
+    if mounts:
+        install(k, mounts=mounts, checkpoints=False)
+    return k
+
+
+def run(k, body, *, grant=("embed",), quota=Quota(tokens=1_000_000)):
+    out = {}
+
+    async def init(sys, args):
+        svc = await CaasService.start(sys)
+        out["value"] = await body(sys, svc)
+        out["stats"] = await svc.stats(sys)
+        await svc.stop(sys)
+        return "done"
+
+    res = k.run(init, grant=list(grant), quota=quota)
+    assert res.value == "done", res
+    return out
+
+
+def test_retrieval_is_hybrid_cited_and_each_citation_resolves_to_the_exact_text():
+    async def body(sys, svc):
+        g = await put_document(sys, "guide", GUIDE)
+        rep = await svc.ingest(sys, g, embed="embed", chunk_size=80)
+        ctx = await svc.retrieve(sys, "how are budgets carved at spawn", k=3, budget=500, embed="embed")
+        checks = []
+        for c in ctx.chunks:
+            doc = await sys.vfs_read(c.citation.path)
+            checks.append((doc[c.citation.start:c.citation.end] == c.text, version_of(doc) == c.citation.version))
+        return rep, ctx, checks
+
+    rep, ctx, checks = run(kernel(), body)["value"]
+    assert rep.chunks >= 4 and rep.version == version_of(GUIDE) and rep.tokens > 0
+    assert ctx.chunks and "carved" in ctx.chunks[0].text
+    assert ctx.chunks[0].bm25_rank == 1 and ctx.chunks[0].vector_rank is not None
+    assert checks and all(a and b for a, b in checks)
+
+
+def test_stale_chunks_after_reingest_are_never_returned():
+    async def body(sys, svc):
+        p = await put_document(sys, "notes", "The launch code word is pineapple. " * 3)
+        await svc.ingest(sys, p)
+        before = await svc.retrieve(sys, "launch code word", k=5, budget=1000)
+        await put_document(sys, "notes", "The launch code word is mango now. " * 3)
+        rep = await svc.ingest(sys, p)
+        after = await svc.retrieve(sys, "launch code word pineapple", k=5, budget=1000)
+        return before, rep, after
+
+    before, rep, after = run(kernel(), body)["value"]
+    assert "pineapple" in before.text()
+    assert rep.replaced >= 1
+    assert after.chunks and "pineapple" not in after.text() and "mango" in after.text()
+    assert after.stale == ()   # the index itself held no old chunk
+
+
+def test_a_document_changed_without_reingest_is_dropped_by_its_content_hash():
+    async def body(sys, svc):
+        p = await put_document(sys, "notes", "The vault opens at dawn. " * 4)
+        await svc.ingest(sys, p)
+        await put_document(sys, "notes", "The vault opens at dusk. " * 4)   # no re-ingest
+        return p, await svc.retrieve(sys, "vault opens", k=5, budget=1000)
+
+    p, ctx = run(kernel(), body)["value"]
+    assert ctx.chunks == () and ctx.stale == (p,)
+
+
+def test_context_never_overflows_the_budget_measured_by_the_llm_reservation_bound():
+    async def body(sys, svc):
+        for i in range(6):
+            await svc.ingest(sys, await put_document(sys, f"d{i}", f"Budget fact {i}: " + "carved budgets " * 20))
+        out = []
+        for budget in (1, 50, 200, 333, 5000):
+            out.append((budget, await svc.retrieve(sys, "budget carved", k=10, budget=budget)))
+        return out
+
+    for budget, ctx in run(kernel(), body)["value"]:
+        assert ctx.tokens == sum(c.tokens for c in ctx.chunks) <= budget
+        for c in ctx.chunks:    # the same count the LLM device reserves for that text
+            empty = prompt_bound({"messages": [{"role": "user", "content": ""}]})
+            assert prompt_bound({"messages": [{"role": "user", "content": c.text}]}) - empty == c.tokens - 2
+        if budget == 5000:
+            assert len(ctx.chunks) == 6
+        if budget == 1:
+            assert ctx.chunks == () and ctx.over_budget > 0
+
+
+def test_duplicate_chunks_are_returned_once():
+    async def body(sys, svc):
+        await svc.ingest(sys, await put_document(sys, "guide", GUIDE), chunk_size=80)
+        await svc.ingest(sys, await put_document(sys, "copy", GUIDE.upper()), chunk_size=80)
+        return await svc.retrieve(sys, "flight recorder HMAC tampering", k=5, budget=5000)
+
+    ctx = run(kernel(), body)["value"]
+    texts = [" ".join(c.text.lower().split()) for c in ctx.chunks]
+    assert len(texts) == len(set(texts)) and ctx.duplicates >= 1
+
+
+def test_text_the_caller_may_not_read_is_never_returned_and_revocation_applies_at_retrieval():
+    shared = MemoryBackend()
+    seen = {}
+
+    async def reader(sys, args):
+        mine = await retrieve(sys, "capabilities revoking", k=5, budget=2000)
+        seen["reader"] = ([c.text for c in mine.chunks], mine.denied, mine.candidates)
+
+    async def body(sys, svc):
+        from agentos import CapError
+        await sys.vfs_write("/shared/caps", GUIDE)
+        granted = [c for c in sys.caps if (await sys.cap_info(c)).get("target") == "vfs:/shared"][0]
+        cap = await sys.derive(granted, rights=["read"])   # a revocable right to pass on
+        await ingest(sys, "/shared/caps", caps=[cap])
+        # a process that holds no capability for the mount asks for the same text
+        _, rcap = await sys.spawn(reader, caps=["spawn"])
+        denied_reader = await sys.waitpid(rcap)
+        with_cap = await retrieve(sys, "capabilities revoking", k=5, budget=2000, caps=[cap])
+        await sys.revoke(cap)
+        with pytest.raises(CapError):
+            await retrieve(sys, "capabilities revoking", k=5, budget=2000, caps=[cap])
+        after_revoke = await retrieve(sys, "capabilities revoking", k=5, budget=2000)
+        return str(denied_reader), with_cap, after_revoke
+
+    k = kernel({"/shared": shared})
+    out = run(k, body, grant=("embed", "vfs:/shared"))["value"]
+    reader_exit, with_cap, after_revoke = out
+    assert with_cap.chunks and any("revok" in c.text for c in with_cap.chunks)
+    assert after_revoke.chunks == () and after_revoke.candidates == 0
+    assert reader_exit == "normal"
+    texts, denied, candidates = seen["reader"]
+    assert texts == [] and candidates == 0     # the service ranks nothing it could not read
+
+
+class Gate:
+    """Capabilities still allow the read; this policy refuses it once the gate closes (a
+    rule the service cannot see: only the job's own VFS read meets it)."""
+
+    governs_kernel = frozenset({"vfs"})
+
+    def __init__(self):
+        self.open = True
+
+    def check(self, pid, action, args, *, dry_run=False):
+        from agentos.abi.policy import Decision
+        if action == "vfs.read" and "/secret" in args["path"] and not self.open:
+            return Decision(False, "no-secrets", "closed", effect="raise")
+        return Decision(True, "allow", "")
+
+
+def test_a_read_policy_refuses_at_retrieval_even_where_capabilities_reach():
+    gate = Gate()
+
+    async def body(sys, svc):
+        granted = [c for c in sys.caps if (await sys.cap_info(c)).get("target") == "vfs:/shared"][0]
+        await sys.vfs_write("/shared/secret", "The launch code is 0000. " * 3)
+        await sys.vfs_write("/shared/public", "The launch window is at noon. " * 3)
+        await ingest(sys, "/shared/secret", caps=[granted])
+        await ingest(sys, "/shared/public", caps=[granted])
+        before = await retrieve(sys, "launch", k=5, caps=[granted])
+        gate.open = False
+        after = await retrieve(sys, "launch", k=5, caps=[granted])
+        return before, after
+
+    k = Kernel(deterministic=True, policy=gate)
+    install(k, mounts={"/shared": MemoryBackend()}, checkpoints=False)
+    before, after = run(k, body, grant=("vfs:/shared",))["value"]
+    assert "0000" in before.text()
+    assert after.candidates == 2 and after.denied == 1 and "0000" not in after.text() and "noon" in after.text()
+
+
+def test_a_process_asking_the_service_directly_learns_nothing_of_documents_it_cannot_read():
+    seen = {}
+
+    async def prober(sys, args):
+        from agentos.userland.rpc import call
+        svc = await sys.lookup("caas")
+        seen["bare"] = await call(sys, svc, {"op": "search", "query": "launch code", "k": 50})
+        # its own self capability reaches only its own tree
+        seen["own"] = await call(sys, svc, {"op": "search", "query": "launch code", "k": 50})
+        seen["drop"] = await call(sys, svc, {"op": "drop", "path": args})
+        good = "The launch code is fake."
+        seen["poison"] = await call(sys, svc, {"op": "index", "path": args, "version": version_of(good),
+                                              "chunks": [[0, len(good), good]]})
+
+    async def body(sys, svc):
+        p = await put_document(sys, "secret", "The launch code is 0000. " * 3)
+        await svc.ingest(sys, p)
+        _, cap = await sys.spawn(prober, args=p, caps=[])
+        await sys.waitpid(cap)
+        return await svc.retrieve(sys, "launch code", k=3)
+
+    ctx = run(kernel(), body)["value"]
+    assert seen["bare"] == {"candidates": []} and seen["own"] == {"candidates": []}
+    assert "error" in seen["drop"] and "error" in seen["poison"]
+    assert "0000" in ctx.text()          # the owner still finds it: nothing was dropped or replaced
+
+
+def test_the_caller_pays_for_its_embeddings_and_the_service_spends_nothing():
+    async def body(sys, svc):
+        p = await put_document(sys, "guide", GUIDE)
+        before = (await sys.budget()).remaining["tokens"]
+        rep = await svc.ingest(sys, p, embed="embed", quota=Quota(tokens=5000))
+        await svc.retrieve(sys, "budgets", embed="embed", quota=Quota(tokens=100))
+        after = (await sys.budget()).remaining["tokens"]
+        return rep, before - after
+
+    out = run(kernel(), body)
+    rep, paid = out["value"]
+    # the service draws on the same bank as the caller: had it spent anything, it would show
+    assert rep.tokens == len(GUIDE.encode()) and paid == rep.tokens + len(b"budgets")
+
+
+def test_a_job_whose_quota_cannot_pay_for_embeddings_fails_typed():
+    async def body(sys, svc):
+        p = await put_document(sys, "guide", GUIDE)
+        with pytest.raises(CaasError, match="quota"):
+            await svc.ingest(sys, p, embed="embed", quota=Quota(tokens=10))
+        return (await svc.stats(sys))["chunks"]
+
+    assert run(kernel(), body)["value"] == 0
+
+
+# -- hostile inputs ------------------------------------------------------------------
+
+def test_hostile_arguments_are_refused_with_typed_errors():
+    async def body(sys, svc):
+        p = await put_document(sys, "guide", GUIDE)
+        await svc.ingest(sys, p)
+        seen = []
+        for call in (lambda: put_document(sys, "big", "x" * (50 << 20)),
+                     lambda: put_document(sys, "bad", "lone \ud800 surrogate"),
+                     lambda: put_document(sys, "../up", "x"),
+                     lambda: svc.retrieve(sys, "q", budget=0),
+                     lambda: svc.retrieve(sys, "q", budget=-5),
+                     lambda: svc.retrieve(sys, "q", k=math.nan),
+                     lambda: svc.retrieve(sys, "q", k=math.inf),
+                     lambda: svc.retrieve(sys, "q", k=True),
+                     lambda: svc.retrieve(sys, "q", k=10**30),
+                     lambda: svc.retrieve(sys, "\udfff", k=1),
+                     lambda: svc.retrieve(sys, "q" * 100_000),
+                     lambda: svc.ingest(sys, p, chunk_size=1)):
+            try:
+                await call()
+                seen.append(None)
+            except BadArgument as e:
+                seen.append(str(e))
+        return seen
+
+    seen = run(kernel(), body)["value"]
+    assert all(s is not None for s in seen), seen
+
+
+def test_a_forged_index_batch_whose_text_does_not_hash_to_its_version_is_refused():
+    async def body(sys, svc):
+        from agentos.userland.rpc import call
+        good = "real text of the document"
+        forged = {"op": "index", "path": "/agent/1/mem/semantic/caas/x", "version": version_of(good),
+                  "chunks": [[0, len(good), good.replace("real", "fake")]], "vectors": None}
+        gaps = {"op": "index", "path": "/x", "version": version_of(good), "chunks": [[1, 3, "ea"]]}
+        nan = {"op": "index", "path": "/x", "version": version_of(good), "chunks": [[0, len(good), good]],
+               "vectors": [[math.nan]]}
+        junk = [forged, gaps, nan, {"op": "search", "query": "x", "k": math.nan}, {"op": "search", "query": 5},
+                {"op": "nope"}, {"op": "index"}]
+        return [await call(sys, svc.cap, j) for j in junk] + [await svc.stats(sys)]
+
+    *answers, stats = run(kernel(), body)["value"]
+    assert all("error" in a for a in answers), answers
+    assert stats["chunks"] == 0 and stats["refused"] == len(answers)
+
+
+# -- properties -------------------------------------------------------------------------
+
+@given(st.text(max_size=3000), st.integers(40, 4000))
+def test_chunking_tiles_the_document_exactly(text, size):
+    spans = chunk(text, size)
+    assert "".join(text[s:e] for s, e in spans) == text
+    assert all(0 < e - s <= size for s, e in spans)
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert (spans[0][0] if spans else 0) == 0
+
+
+@given(st.lists(st.text(max_size=200), max_size=30), st.integers(0, 3000), st.integers(1, 40))
+def test_fitting_never_exceeds_the_budget(texts, budget, limit):
+    chosen, used, _ = fit(texts, budget, tokens_of, limit=limit)
+    assert used == sum(tokens_of(t) for t in chosen) <= budget and len(chosen) <= limit
+    # order is kept: chosen is a subsequence of the input
+    it = iter(texts)
+    assert all(any(c == t for t in it) for c in chosen)
+
+
+@given(st.text(max_size=300))
+def test_the_token_count_is_the_llm_devices_reservation_for_that_text(text):
+    empty = prompt_bound({"messages": [{"role": "user", "content": ""}]})
+    assert prompt_bound({"messages": [{"role": "user", "content": text}]}) - empty == tokens_of(text) - 2
+    assert tokens_of(text) == len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
