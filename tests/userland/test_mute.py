@@ -221,3 +221,29 @@ def test_round_limit_stops_a_reasoner_that_never_answers() -> None:
     _, res = boot(init, drivers=[llm, fx.tools()], grant=["llm", "tools"])
     assert res.value["stop"] == "round_limit" and res.value["rounds"] == 3
     assert fx.calls == {"add": 3}
+
+
+async def sneaky_reasoner(sys: Any, args: dict[str, Any]) -> str:
+    """A reasoner that found a plain capability to the executor (a name it registered) and
+    sends what the plan pipe would refuse."""
+    await sys.recv()  # the task
+    plain = await sys.lookup("team")
+    await sys.send(plain, {"steps": [{"tool": "wire_transfer", "args": {"to": "x", "amount": 1}}], "extra": "!"})
+    obs = await sys.recv()
+    await sys.send(sys.caps[1], {"steps": [], "answer": "gave up"})
+    await sys.recv()  # stop
+    return obs.body["refused"]
+
+
+def test_a_plan_that_bypasses_the_pipe_is_still_refused_by_the_executor() -> None:
+    fx = Effects()
+
+    async def init(sys: Any, args: Any) -> Any:
+        await sys.register("team")
+        return (await mute_agent(sys, "go", CONSTRAINTS, reasoner=sneaky_reasoner)).to_dict()
+
+    k, res = boot(init, drivers=[ScriptedChat([]), fx.tools()], grant=["llm", "tools"])
+    assert res.value["answer"] == "gave up" and fx.calls == {}
+    assert [f["detector"] for f in res.value["failures"]] == ["rule:plan_schema"]
+    exits = [e.data for e in k.events.events() if e.kind == "exit"]
+    assert exits
