@@ -11,7 +11,7 @@ declared and each time a message is checked against it. Both are bounded:
   cycle of `$ref`s that never descends into the message (it would never terminate); and a
   `pattern` RE2 does not accept (RE2 matches in linear time: no backreferences, no
   lookaround, so no regex bomb).
-- *At validation* (`Schema.validate`) every (schema node, message value) visit is one
+- *At validation* (`Schema.validate`, the walk in schema_eval.py) every (schema node, message value) visit is one
   step, and a message that needs more than `MAX_STEPS` steps is refused as too costly;
   matching a pattern costs steps in proportion to the string's length; following `$ref`s
   deeper than `MAX_VALIDATION_DEPTH` is refused. So no schema and no body can hold the
@@ -35,16 +35,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from fractions import Fraction
 from typing import Any, Callable
+
+from .schema_eval import (
+    MAX_STEPS, MAX_VALIDATION_DEPTH, PATTERN_CHARS_PER_STEP, Violation, _combinator, _Ctx, _equal, _Fail, _holds,
+    _key, _kind, _multiple, _Node, _pointer, _short, _spend, _types_of, _validate,
+)
 
 MAX_SCHEMA_DEPTH = 64
 MAX_SCHEMA_NODES = 10_000
 MAX_SCHEMA_BYTES = 256 * 1024
 MAX_PATTERN = 1_000          # characters of one `pattern`
-MAX_STEPS = 100_000          # (schema node, value) visits per message
-MAX_VALIDATION_DEPTH = 128   # nested validations (only $ref can make this exceed the schema's depth)
-PATTERN_CHARS_PER_STEP = 64  # a pattern match over n characters costs n // 64 steps
 
 _TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
 _ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "$schema", "deprecated",
@@ -66,40 +67,6 @@ class SchemaInvalid(ValueError):
         super().__init__(f"at {path or '/'}: {why}")
         self.path = path
         self.why = why
-
-
-class Violation(Exception):
-    """A value fails the schema (or costs too much to check). Paths are JSON pointers."""
-
-    def __init__(self, path: str, schema_path: str, why: str) -> None:
-        super().__init__(f"at {path or '/'} (schema {schema_path or '/'}): {why}")
-        self.path = path
-        self.schema_path = schema_path
-        self.why = why
-
-
-class _Fail(Exception):
-    """Internal: carries the reversed path pieces up the stack, rendered only once."""
-
-    __slots__ = ("vpath", "spath", "why", "fatal")
-
-    def __init__(self, vpath: tuple[Any, ...], spath: tuple[Any, ...], why: str, fatal: bool = False) -> None:
-        self.vpath = vpath
-        self.spath = spath
-        self.why = why
-        self.fatal = fatal  # too costly: no anyOf/not may swallow it
-
-
-def _pointer(parts: tuple[Any, ...]) -> str:
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
-
-
-def _short(v: Any, limit: int = 60) -> str:
-    try:
-        text = json.dumps(v, ensure_ascii=True, default=lambda o: f"<{type(o).__name__}>")
-    except (ValueError, TypeError, RecursionError):
-        text = f"<{type(v).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # -- creation ---------------------------------------------------------------------------
@@ -168,26 +135,6 @@ def _compile_pattern(pattern: str, path: tuple[Any, ...]) -> Any:
             msg = msg.decode("utf-8", "replace")
         raise SchemaInvalid(_pointer(path), f"RE2 rejects the pattern {_short(pattern)}: {msg} "
                                             f"(no backreferences or lookaround)") from None
-
-
-class _Node:
-    """One compiled schema object: the checks that apply, in cheap-first order."""
-
-    __slots__ = ("spath", "checks", "always", "refs", "in_place")
-
-    def __init__(self, spath: tuple[Any, ...]) -> None:
-        self.spath = spath
-        self.checks: list[Callable[[Any, tuple[Any, ...], "_Ctx", int], None]] = []
-        self.always: bool | None = None  # a boolean schema: True accepts all, False none
-        self.refs: list[str] = []        # $ref targets applied to the same value (cycle check)
-        self.in_place: list[_Node] = []  # subschemas applied to the same value
-
-
-class _Ctx:
-    __slots__ = ("steps",)
-
-    def __init__(self) -> None:
-        self.steps = 0
 
 
 class _Compiler:
@@ -503,156 +450,6 @@ class _Compiler:
 
 def _escape(name: str) -> str:
     return name.replace("~", "~0").replace("/", "~1")
-
-
-def _combinator(key: str, subs: list[_Node], where: tuple[Any, ...]) -> Callable[[Any, tuple[Any, ...], _Ctx, int], None]:
-    if key == "allOf":
-        def all_of(v: Any, vp: tuple[Any, ...], ctx: _Ctx, depth: int) -> None:
-            for sub in subs:
-                _validate(sub, v, vp, ctx, depth + 1)
-        return all_of
-
-    if key == "anyOf":
-        def any_of(v: Any, vp: tuple[Any, ...], ctx: _Ctx, depth: int) -> None:
-            first: _Fail | None = None
-            for sub in subs:
-                try:
-                    _validate(sub, v, vp, ctx, depth + 1)
-                    return
-                except _Fail as f:
-                    if f.fatal:
-                        raise
-                    first = first or f
-            assert first is not None
-            raise _Fail(vp, where, f"matches no branch of anyOf (branch 0: {first.why})")
-        return any_of
-
-    def one_of(v: Any, vp: tuple[Any, ...], ctx: _Ctx, depth: int) -> None:
-        matched = [i for i, sub in enumerate(subs) if _holds(sub, v, vp, ctx, depth)]
-        if len(matched) != 1:
-            raise _Fail(vp, where, f"matches {len(matched)} branches of oneOf ({matched[:5]}), not exactly one")
-    return one_of
-
-
-# -- validation ---------------------------------------------------------------------------
-
-def _spend(ctx: _Ctx, n: int, vp: tuple[Any, ...], where: tuple[Any, ...]) -> None:
-    ctx.steps += n
-    if ctx.steps > MAX_STEPS:
-        raise _Fail(vp, where, f"checking this message takes more than {MAX_STEPS} steps (too large for "
-                               f"the schema)", fatal=True)
-
-
-def _validate(node: _Node, v: Any, vp: tuple[Any, ...], ctx: _Ctx, depth: int) -> None:
-    ctx.steps += 1
-    if ctx.steps > MAX_STEPS:
-        _spend(ctx, 0, vp, node.spath)
-    if depth > MAX_VALIDATION_DEPTH:
-        raise _Fail(vp, node.spath, f"validation nests deeper than {MAX_VALIDATION_DEPTH} levels", fatal=True)
-    if node.always is not None:
-        if not node.always:
-            raise _Fail(vp, node.spath, "the schema is false: nothing is allowed here")
-        return
-    for check in node.checks:
-        check(v, vp, ctx, depth)
-
-
-def _holds(node: _Node, v: Any, vp: tuple[Any, ...], ctx: _Ctx, depth: int) -> bool:
-    try:
-        _validate(node, v, vp, ctx, depth + 1)
-        return True
-    except _Fail as f:
-        if f.fatal:
-            raise
-        return False
-
-
-def _types_of(v: Any) -> frozenset[str]:
-    t = type(v)
-    if v is None:
-        return _T_NULL
-    if t is bool:
-        return _T_BOOL
-    if t is int:
-        return _T_INT
-    if t is float:
-        if not math.isfinite(v):
-            return _T_NONE
-        return _T_INT if v.is_integer() else _T_NUM
-    if t is str:
-        return _T_STR
-    if t is list or t is tuple:
-        return _T_ARR
-    if t is dict:
-        return _T_OBJ
-    return _T_NONE
-
-
-_T_NULL, _T_BOOL, _T_STR = frozenset({"null"}), frozenset({"boolean"}), frozenset({"string"})
-_T_INT, _T_NUM = frozenset({"integer", "number"}), frozenset({"number"})
-_T_ARR, _T_OBJ = frozenset({"array"}), frozenset({"object"})
-_T_NONE: frozenset[str] = frozenset()
-
-
-def _kind(v: Any) -> str:
-    types = _types_of(v)
-    if not types:
-        return f"{type(v).__name__} (no JSON type)" if not (type(v) is float) else f"{v!r} (no JSON number)"
-    return "integer" if "integer" in types else next(iter(types))
-
-
-def _multiple(v: int | float, b: int | float) -> bool:
-    if type(b) is float:
-        q = v / b
-        try:
-            return int(q) == q
-        except (OverflowError, ValueError):
-            return (Fraction(v) / Fraction(b)).denominator == 1
-    if type(v) is float:
-        q = v / b
-        try:
-            return int(q) == q
-        except (OverflowError, ValueError):
-            return (Fraction(v) / Fraction(b)).denominator == 1
-    return v % b == 0
-
-
-def _equal(a: Any, b: Any, ctx: _Ctx) -> bool:
-    """JSON equality: 1 == 1.0, True != 1, a tuple equals a list with the same items."""
-    ctx.steps += 1
-    if ctx.steps > MAX_STEPS:
-        raise _Fail((), (), f"checking this message takes more than {MAX_STEPS} steps", fatal=True)
-    ta, tb = type(a), type(b)
-    if ta is bool or tb is bool:
-        return ta is tb and a == b
-    if ta in (list, tuple) and tb in (list, tuple):
-        return len(a) == len(b) and all(_equal(x, y, ctx) for x, y in zip(a, b))
-    if ta is dict and tb is dict:
-        return a.keys() == b.keys() and all(_equal(a[k], b[k], ctx) for k in a)
-    if (ta in (int, float)) and (tb in (int, float)):
-        return a == b
-    if ta is str and tb is str:
-        return a == b
-    return a is None and b is None
-
-
-def _key(v: Any, ctx: _Ctx, vp: tuple[Any, ...], where: tuple[Any, ...]) -> Any:
-    """A hashable form under which JSON-equal values are equal (for uniqueItems)."""
-    _spend(ctx, 1, vp, where)
-    t = type(v)
-    if t is bool:
-        return ("b", v)
-    if t is int or t is float:
-        return ("n", v)  # 1 == 1.0 and hash(1) == hash(1.0)
-    if t is str:
-        return ("s", v)
-    if t is list or t is tuple:
-        return ("a", tuple(_key(x, ctx, vp, where) for x in v))
-    if t is dict:
-        return ("o", frozenset((k, _key(x, ctx, vp, where)) for k, x in v.items()))
-    if v is None:
-        return ("z",)
-    return ("?", id(v))  # no JSON type: never equal to another item
 
 
 class Schema:
