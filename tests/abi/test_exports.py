@@ -40,7 +40,7 @@ PUBLIC: dict[str, set[str]] = {
         "DriverResult", "DriverTimeout", "ExitKind", "ExitReason", "InternalError", "Interrupted", "KERNEL_PID",
         "KernelError", "MailboxFull", "Message", "NameTaken", "NoSuchDevice", "NondeterminismError",
         "NotSupported", "OutOfMemory", "Pid", "Policy", "PolicyDenied", "ProcState", "Quota", "QuotaExceeded",
-        "RateLimited", "RecordingFormatError", "Right", "SYSCALLS", "Segment", "SegmentKind", "Signal",
+        "RateLimited", "RecordingFormatError", "Right", "SYSCALLS", "SchemaViolation", "Segment", "SegmentKind", "Signal",
         "SignalMessage", "SyscallError", "SyscallSpec", "ToolError", "TrustDenied", "USD_SCALE", "UpstreamError",
         "WaitKind",
     },
@@ -111,6 +111,7 @@ PUBLIC: dict[str, set[str]] = {
         "Finding", "HygieneOptions", "HygieneReport", "Panelist", "Severity", "ToolCheck", "Verdict", "audit",
         "detect_laziness", "drift", "failure_from_error", "failures_in", "hygiene", "judge_laziness",
         "set_baseline", "verify",
+        "Constraint", "MuteResult", "mute_agent",
         # context as a service and the episodic ledger
         "CaasError", "CaasService", "Chunk", "Citation", "Context", "EmbedDriver", "EmkDriver", "Experience",
         "IngestReport", "Ledger", "LedgerError", "hash_embed", "ingest", "put_document", "retrieve",

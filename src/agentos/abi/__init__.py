@@ -4,7 +4,7 @@ from .errors import (
     ABIMismatch, AgentOSError, AttestationError, BadArgument, BadHandle, BadRequest, CapError, DriverError, DriverTimeout,
     InternalError, Interrupted, KernelError, MailboxFull, NameTaken, NoSuchDevice,
     NondeterminismError, NotSupported, OutOfMemory, PolicyDenied, QuotaExceeded, RateLimited,
-    RecordingFormatError, SyscallError, ToolError, TrustDenied, UpstreamError,
+    RecordingFormatError, SchemaViolation, SyscallError, ToolError, TrustDenied, UpstreamError,
 )
 from .policy import Decision, Policy
 from .syscalls import SYSCALLS, SyscallSpec
@@ -20,6 +20,6 @@ __all__ = [
     "DriverTimeout", "ExitKind",
     "ExitReason", "InternalError", "Interrupted", "KernelError", "MailboxFull", "Message",
     "NameTaken", "NoSuchDevice", "NondeterminismError", "NotSupported", "OutOfMemory", "Pid", "Policy", "PolicyDenied",
-    "ProcState", "Quota", "QuotaExceeded", "RateLimited", "RecordingFormatError", "Right", "SYSCALLS", "Segment", "SegmentKind", "Signal",
+    "ProcState", "Quota", "QuotaExceeded", "RateLimited", "RecordingFormatError", "Right", "SchemaViolation", "SYSCALLS", "Segment", "SegmentKind", "Signal",
     "SignalMessage", "SyscallError", "SyscallSpec", "ToolError", "TrustDenied", "UpstreamError", "WaitKind",
 ]

@@ -43,6 +43,17 @@ class BadArgument(SyscallError):
     """A syscall argument has the wrong type or is out of range (NaN, negative, unhashable...)."""
 
 
+class SchemaViolation(BadArgument):
+    """A message sent through a typed pipe does not match the pipe's schema (or costs too
+    much to check). `path` is a JSON pointer into the message, `schema_path` one into the
+    schema at the keyword that failed; the message says both and why."""
+
+    def __init__(self, message: str, path: str = "", schema_path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.schema_path = schema_path
+
+
 class NotSupported(SyscallError):
     """The syscall is registered but this kernel does not provide it (no such subsystem)."""
 

@@ -88,6 +88,16 @@ class Send:
     deadline: float | None = None
 
 
+@syscall("ipc", reductions=5)
+@dataclass(slots=True)
+class Pipe:
+    """A typed pipe: a send-only capability whose every message the kernel checks against
+    `schema` (a JSON Schema subset) at send. To yourself, or narrowing `cap` (a process
+    capability with the send right you hold); derived copies keep the schema."""
+    schema: Any
+    cap: CapRef | None = None
+
+
 @syscall("ipc")
 @dataclass(slots=True)
 class SendDurable(Send):

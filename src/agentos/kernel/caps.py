@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 PROC = 0
 DEVICE = 1
 REMOTE = 2
-_KIND_NAMES = ("process", "device", "remote")
+PIPE = 3  # a typed pipe: target is a PipeEnd (the receiver and its schema), see pipes.py
+_KIND_NAMES = ("process", "device", "remote", "pipe")
 
 R_SEND = int(Right.SEND)
 R_MONITOR = int(Right.MONITOR)
@@ -51,8 +52,11 @@ class Cap:
     def describe(self) -> dict[str, Any]:
         target = self.target
         tname = str(target) if self.kind == REMOTE else getattr(target, "pid", target)
-        return {"kind": _KIND_NAMES[self.kind], "target": tname,
-                "rights": rights_text(self.rights), "expires": self.expires}
+        out = {"kind": _KIND_NAMES[self.kind], "target": tname,
+               "rights": rights_text(self.rights), "expires": self.expires}
+        if self.kind == PIPE:
+            out["schema"] = target.schema.digest  # sha256 of the schema's canonical JSON
+        return out
 
 
 def rights_text(bits: int) -> str:

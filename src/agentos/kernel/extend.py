@@ -67,8 +67,8 @@ class ExtensionPoints(KernelState):
         This is where a remote proxy plugs in: `dial` hands out caps of kind "remote", and
         the distribution layer installs the sender that puts their messages on the wire.
         The handler answers like any syscall handler (a value, a `SyscallError`, or PARK)."""
-        if kind not in _KIND_NAMES or kind == "process":
-            choices = ", ".join(k for k in _KIND_NAMES if k != "process")
+        if kind not in _KIND_NAMES or kind in ("process", "pipe"):  # the kernel sends on both itself
+            choices = ", ".join(k for k in _KIND_NAMES if k not in ("process", "pipe"))
             raise KernelError(f"install_sender: kind must be one of {choices}, got {kind!r}")
         if not callable(handler):
             raise KernelError(f"install_sender: the handler must be callable, got {type(handler).__name__}")

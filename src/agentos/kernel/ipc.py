@@ -24,7 +24,7 @@ from ..abi.syscalls import Recv, Send, SendDurable
 from ..abi.types import KERNEL_PID, Message, WaitKind
 from . import args as A
 from .values import checked
-from .caps import PROC, R_ANY, R_SEND
+from .caps import PIPE, PROC, R_ANY, R_SEND
 from .process import EXITED, HIBERNATED, PARK, Process
 
 if TYPE_CHECKING:
@@ -61,8 +61,11 @@ class IPC:
         if cap is None or not cap.rights & R_SEND or cap.expires is not None:
             cap = self.k.caps.resolve(proc, req.cap, R_SEND, "send")
         if cap.kind != PROC:
-            return self.k.send_other(proc, cap, req)
-        target: Process = cap.target
+            if cap.kind != PIPE:
+                return self.k.send_other(proc, cap, req)
+            target: Process = cap.target.admit(req.body)  # a typed pipe: SchemaViolation to the sender
+        else:
+            target = cap.target
         if self.k.police_send and not self.k.authorize(proc, "send", {"to": target.pid, "body": req.body}, req):
             return PARK  # a rule names send; with none, this one bool is all the policy work
         if target.state is EXITED:

@@ -38,6 +38,7 @@ from .devices import Devices
 from .replay_devices import ReplayDevices
 from .events import EventLog
 from .ipc import IPC
+from .pipes import sys_pipe
 from . import gcpolicy as _gc
 from .gcpolicy import GcPolicy
 from .journal import Journal, JournalEntry
@@ -320,6 +321,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
             S.Yield: self._sys_yield,
             S.Sched: self._sys_sched,
             S.Dial: self._sys_dial,
+            S.Pipe: lambda p, r: sys_pipe(self, p, r),  # pipes.py: typed pipes
         }
         for sub in (self.ipc, self.signals, self.devices, self.memory):
             handlers.update(sub.handlers())

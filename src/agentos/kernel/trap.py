@@ -57,6 +57,11 @@ class Sys:
             return await trap(S.SendDurable(cap, body, tuple(caps) if caps else (), corr, deadline))
         return await trap(S.Send(cap, body, tuple(caps) if caps else (), corr, deadline))
 
+    async def pipe(self, schema: Any, cap: CapRef | None = None) -> CapRef:
+        """A typed pipe: a send capability (to yourself, or narrowing `cap`) whose messages
+        the kernel checks against the JSON schema `schema` at send (`SchemaViolation`)."""
+        return await trap(S.Pipe(schema, cap))
+
     async def recv(self, *, timeout: float | None = None,
                    match: Callable[[Message], bool] | None = None) -> Message | None:
         return await trap(S.Recv(timeout, match))

@@ -17,6 +17,7 @@ from .evolve import (
 from .failures import Failure, FailureKind, Severity, failure_from_error, failures_in
 from .hygiene import HygieneOptions, HygieneReport, hygiene
 from .long_memory import AddResult, InMemoryPersist, Lesson, LongMemory, MemoryPersist, StorePersist, lessons_section
+from .mute import Constraint, MuteResult, mute_agent
 from .nursery import Nursery, open_nursery
 from .persona import (
     Persona, PersonaError, PersonaPersist, PersonaRegistry, PersonaSpawn, instantiate, mount_personas, persona_store,
@@ -47,4 +48,5 @@ __all__ = [
     "Finding", "HygieneOptions", "HygieneReport", "Panelist", "Severity", "ToolCheck", "Verdict", "audit",
     "detect_laziness", "drift", "failure_from_error", "failures_in", "hygiene", "judge_laziness", "set_baseline",
     "verify",
+    "Constraint", "MuteResult", "mute_agent",
 ]

@@ -1,0 +1,168 @@
+"""The typed-pipe schema validator agrees with the reference validator (jsonschema,
+draft 2020-12) on the subset it supports, and stays bounded on hostile input."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from agentos.kernel.schema import MAX_STEPS, SchemaInvalid, Violation, compile_schema
+
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-50, 50),
+    st.floats(-100, 100, allow_nan=False, allow_infinity=False), st.sampled_from([0.0, 1.0, 2.5, -3.0]),
+    st.text(alphabet="ab1 ", max_size=5),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda kids: st.one_of(st.lists(kids, max_size=4),
+                           st.dictionaries(st.sampled_from(["a", "b", "c", "tool"]), kids, max_size=4)),
+    max_leaves=12,
+)
+
+types = st.sampled_from(["null", "boolean", "integer", "number", "string", "array", "object"])
+leaf_schemas = st.one_of(
+    st.booleans(),
+    st.fixed_dictionaries({"type": st.one_of(types, st.lists(types, min_size=1, max_size=3, unique=True))}),
+    st.fixed_dictionaries({"enum": st.lists(json_scalars, min_size=1, max_size=4)}),
+    st.fixed_dictionaries({"const": json_scalars}),
+    st.fixed_dictionaries({"minimum": st.integers(-20, 20)}),
+    st.fixed_dictionaries({"exclusiveMaximum": st.floats(-20, 20, allow_nan=False)}),
+    st.fixed_dictionaries({"multipleOf": st.sampled_from([1, 2, 3, 0.5, 2.5])}),
+    st.fixed_dictionaries({"minLength": st.integers(0, 3), "maxLength": st.integers(0, 4)}),
+    st.fixed_dictionaries({"pattern": st.sampled_from(["^a", "b$", "[0-9]", "^(a|b)*$", ""])}),
+    st.fixed_dictionaries({"minItems": st.integers(0, 3)}, optional={"maxItems": st.integers(0, 3),
+                                                                      "uniqueItems": st.booleans()}),
+    st.fixed_dictionaries({"required": st.lists(st.sampled_from(["a", "b", "c"]), unique=True, max_size=2)},
+                          optional={"minProperties": st.integers(0, 2), "maxProperties": st.integers(0, 3)}),
+)
+schemas = st.recursive(
+    leaf_schemas,
+    lambda kids: st.one_of(
+        st.fixed_dictionaries({"items": kids}, optional={"prefixItems": st.lists(kids, min_size=1, max_size=2)}),
+        st.fixed_dictionaries({"properties": st.dictionaries(st.sampled_from(["a", "b", "tool"]), kids, max_size=2)},
+                              optional={"additionalProperties": kids, "propertyNames": kids}),
+        st.fixed_dictionaries({"allOf": st.lists(kids, min_size=1, max_size=3)}),
+        st.fixed_dictionaries({"anyOf": st.lists(kids, min_size=1, max_size=3)}),
+        st.fixed_dictionaries({"oneOf": st.lists(kids, min_size=1, max_size=3)}),
+        st.fixed_dictionaries({"not": kids}),
+        st.fixed_dictionaries({"if": kids}, optional={"then": kids, "else": kids}),
+    ),
+    max_leaves=6,
+)
+
+
+def ours(schema: Any, body: Any) -> bool:
+    try:
+        compile_schema(schema).validate(body)
+        return True
+    except Violation:
+        return False
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(schemas, json_values)
+def test_random_bodies_agree_with_the_reference_validator(schema: Any, body: Any) -> None:
+    expected = Draft202012Validator(schema).is_valid(body)
+    assert ours(schema, body) == expected, (schema, body)
+
+
+PLAN = {
+    "$defs": {"step": {"type": "object", "properties": {
+        "tool": {"enum": ["add", "lookup"]}, "args": {"type": "object", "maxProperties": 4},
+        "why": {"type": "string", "maxLength": 80}}, "required": ["tool", "args"], "additionalProperties": False}},
+    "type": "object", "properties": {"steps": {"type": "array", "items": {"$ref": "#/$defs/step"}, "maxItems": 5}},
+    "required": ["steps"],
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(json_values, st.fixed_dictionaries(
+    {"steps": st.lists(st.fixed_dictionaries({"tool": st.sampled_from(["add", "lookup", "wire_transfer"]),
+                                              "args": st.dictionaries(st.text(max_size=2), json_scalars, max_size=5)},
+                                             optional={"why": st.text(max_size=90)}), max_size=6)})))
+def test_plan_bodies_agree_with_the_reference_validator(body: Any) -> None:
+    assert ours(PLAN, body) == Draft202012Validator(PLAN).is_valid(body), body
+
+
+def test_violation_names_the_body_path_and_the_schema_path() -> None:
+    with pytest.raises(Violation) as e:
+        compile_schema(PLAN).validate({"steps": [{"tool": "add", "args": {}}, {"tool": "wire_transfer", "args": {}}]})
+    assert e.value.path == "/steps/1/tool"
+    assert e.value.schema_path == "/$defs/step/properties/tool/enum"
+
+
+def test_pointer_escapes_slash_and_tilde_in_keys() -> None:
+    with pytest.raises(Violation) as e:
+        compile_schema({"additionalProperties": False}).validate({"a/b~c": 1})
+    assert e.value.path == "/a~1b~0c"
+
+
+def test_json_equality_keeps_booleans_apart_from_numbers() -> None:
+    s = compile_schema({"enum": [1, [0]]})
+    s.validate(1.0)
+    s.validate((0.0,))
+    for bad in (True, [False]):
+        with pytest.raises(Violation):
+            s.validate(bad)
+
+
+def test_tuples_are_arrays_and_non_json_values_fail() -> None:
+    s = compile_schema({"type": "array", "items": {"type": "integer"}})
+    s.validate((1, 2))
+    for bad in ((1, b"x"), (1, float("nan")), {1, 2}, [object()]):
+        with pytest.raises(Violation):
+            s.validate(bad)
+
+
+def test_a_non_string_key_fails_an_object_schema() -> None:
+    with pytest.raises(Violation, match="JSON object keys are strings"):
+        compile_schema({"type": "object"}).validate({1: "x"})
+    with pytest.raises(Violation, match="JSON object keys are strings"):
+        compile_schema({"properties": {"a": True}}).validate({"a": 1, 2: "x"})
+
+
+def test_ten_thousand_deep_schema_is_refused_without_recursion() -> None:
+    deep: Any = True
+    for _ in range(10_000):
+        deep = {"not": deep}
+    with pytest.raises(SchemaInvalid, match="nested deeper than 64"):
+        compile_schema(deep)
+    deep_list: Any = []
+    for _ in range(10_000):
+        deep_list = [deep_list]
+    with pytest.raises(SchemaInvalid):
+        compile_schema({"enum": deep_list})
+
+
+def test_exponential_anyof_is_cut_off_by_the_step_budget() -> None:
+    branchy = {"anyOf": [{"type": "array", "items": {"$ref": "#"}}, {"type": "array", "items": {"$ref": "#"}},
+                         {"type": "integer"}]}
+    body: Any = "leaf"
+    for _ in range(30):  # a failing leaf 30 deep: 2^30 visits for a naive search
+        body = [body]
+    compiled = compile_schema(branchy)
+    t0 = time.perf_counter()
+    with pytest.raises(Violation, match=f"more than {MAX_STEPS} steps"):
+        compiled.validate(body)
+    assert time.perf_counter() - t0 < 30  # a gross bound only: the budget is counted in steps
+
+
+def test_shared_subschemas_that_expand_exponentially_are_refused_at_creation() -> None:
+    s: Any = {"type": "integer"}
+    for _ in range(20):  # one Python object used twice per level: 2^20 values as JSON
+        s = {"anyOf": [{"items": s}, {"items": s}]}
+    with pytest.raises(SchemaInvalid, match="more than 10000 values"):
+        compile_schema(s)
+
+
+def test_unique_items_counts_steps() -> None:
+    s = compile_schema({"uniqueItems": True})
+    with pytest.raises(Violation, match="steps"):
+        s.validate([[i, [i]] for i in range(60_000)])
+    with pytest.raises(Violation, match="uniqueItems"):
+        s.validate([1, 2, 1.0])
