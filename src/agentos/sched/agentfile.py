@@ -184,7 +184,7 @@ _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 _NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
 
 
-def _structure(data: bytes) -> bytes:
+def _structure(data: bytes | bytearray) -> bytes:
     """The brackets of `data` outside strings (for the nesting bound, before parsing)."""
     return _NOT_BRACKET.sub(b"", _STRING.sub(b"", bytes(data)))
 
