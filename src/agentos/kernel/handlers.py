@@ -23,11 +23,12 @@ class Handlers(KernelState):
 
     # -- handlers that need the whole kernel ---------------------------------------------
     def _sys_self_cap(self, proc: Process, req: Any) -> int:
-        ref = proc.self_ref
+        c = proc.cold
+        ref = c.self_ref if c is not None else None
         if ref is not None and ref in proc.caps:
             return ref
         cap = self.caps.grant(proc, PROC, proc, R_SEND | R_MONITOR)
-        proc.self_ref = cap.ref
+        proc.warm().self_ref = cap.ref
         return cap.ref
 
     def _sys_budget(self, proc: Process, req: Any) -> Budget:
@@ -154,9 +155,10 @@ class Handlers(KernelState):
         if not callable(req.fn):
             raise BadArgument(f"on_cleanup: expected a callable taking the exit reason, "
                               f"got {type(req.fn).__name__}")
-        if proc.cleanups is None:
-            proc.cleanups = []
-        proc.cleanups.append(req.fn)
+        c = proc.warm()
+        if c.cleanups is None:
+            c.cleanups = []
+        c.cleanups.append(req.fn)
 
     def _sys_derive(self, proc: Process, req: S.Derive) -> int:
         return self.caps.derive(proc, req.cap, _rights(req.rights)).ref

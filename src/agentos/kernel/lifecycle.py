@@ -244,13 +244,14 @@ class Lifecycle(KernelState):
             self.ipc.release(proc)
         if proc.memory is not None:
             self.memory.release(proc)
-        if proc.cleanups:
-            for fn in proc.cleanups:
+        cold = proc.cold
+        if cold is not None and cold.cleanups:
+            for fn in cold.cleanups:
                 try:
                     fn(reason)
                 except BaseException as e:  # process code: whatever its class, it stops here
                     self.events.emit(proc.pid, "cleanup_error", f"{type(e).__name__}: {_bounded(e)}")
-            proc.cleanups = None
+            cold.cleanups = None
         if proc.names:
             for n in proc.names:
                 if self.names.get(n) is proc:

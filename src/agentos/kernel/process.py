@@ -1,8 +1,9 @@
 """The process control block, and the images processes are started from.
 
 A PCB is a slotted object the kernel owns; user code never sees it, only `Sys`. Fields
-that most processes never use (memory, links, cleanups) stay None until first needed,
-which keeps an idle process small enough for a million of them.
+that most processes never use (memory, links) stay None until first needed, and the
+rarest (cleanups, signal mask, cached self cap) share one slot, `cold`, whose object is
+made on first need: this keeps an idle process small enough for a million of them.
 """
 from __future__ import annotations
 
@@ -82,6 +83,30 @@ class ProcessImage:
                               f"({entry.get('module')}.{entry.get('qualname')}): {type(e).__name__}: {e}") from None
 
 
+ZERO = 0.0  # the one shared zero float: a default (start time, centrality) no process pays for
+
+
+class Cold:
+    """The PCB's rarely used fields, in one object made on first need (`Process.warm`).
+
+    Nothing here is read per message or per dispatch: atexit cleanups (run at exit),
+    the signal mask and the signals it holds back (read when a signal is delivered),
+    and the cap `SelfCap` handed out (read by `SelfCap`)."""
+
+    __slots__ = ("cleanups", "sigmask", "pending_signals", "self_ref")
+
+    def __init__(self) -> None:
+        self.cleanups: list[Callable[[ExitReason], Any]] | None = None
+        self.sigmask = 0
+        self.pending_signals: list[tuple[Any, int]] | None = None
+        self.self_ref: int | None = None
+
+    def empty(self) -> bool:
+        """All fields at their defaults: the object can go."""
+        return (self.cleanups is None and self.sigmask == 0 and self.pending_signals is None
+                and self.self_ref is None)
+
+
 READY = ProcState.READY
 RUNNING = ProcState.RUNNING
 WAITING = ProcState.WAITING
@@ -96,8 +121,8 @@ class Process:
         "handles", "mailbox", "recv_match", "blocked_senders", "blocked_on", "priority",
         "deadline", "wall_deadline", "max_mailbox", "resume_value", "resume_exc", "in_queue",
         "stopped", "handlers", "timer", "waiters", "watchers", "links",
-        "cleanups", "names", "sigmask", "pending_signals", "memory", "op_index", "io",
-        "exit_reason", "result", "started", "reductions", "syscalls", "sys", "self_ref",
+        "names", "memory", "op_index", "io",
+        "exit_reason", "result", "started", "reductions", "syscalls", "sys", "cold",
         "spawn_caps", "wait_kind", "abort", "wait_held", "args", "dl_timer", "wait_target",
         "last_msg", "level", "cent", "gnode",
     )
@@ -119,7 +144,7 @@ class Process:
         self.blocked_on: Process | None = None             # parked sending to this full mailbox
         self.priority = 5                                   # base priority (0..9)
         self.level = 5                                      # run-queue level: the effective priority
-        self.cent = 0.0                                     # centrality in the agent graph (sched/)
+        self.cent = ZERO                                    # centrality in the agent graph (sched/)
         self.gnode: int | None = None                       # its node there, while it has one
         self.deadline: float | None = None
         self.wall_deadline: float | None = None
@@ -133,20 +158,17 @@ class Process:
         self.waiters: list[Process] | None = None          # parked in waitpid on me
         self.watchers: list[Process] | None = None         # monitors: get Down
         self.links: set[Process] | None = None
-        self.cleanups: list[Callable[[ExitReason], Any]] | None = None
         self.names: set[str] | None = None
-        self.sigmask = 0
-        self.pending_signals: list[tuple[Any, int]] | None = None
         self.memory: MemorySpace | None = None
         self.op_index = 0
         self.io: Any = None                                 # in-flight asyncio task(s)
         self.exit_reason: ExitReason | None = None
         self.result: Any = None
-        self.started = 0.0
+        self.started = ZERO
         self.reductions = 0
         self.syscalls = 0
         self.sys: Sys | None = None
-        self.self_ref: int | None = None
+        self.cold: Cold | None = None                       # rarely used fields, made by warm()
         self.spawn_caps: tuple[int, ...] = ()
         self.wait_kind: WaitKind | None = None              # set by Kernel.park, cleared by wake
         self.abort: Callable[[Process], bool] | None = None # withdraws the wait (SIGINT, teardown)
@@ -156,6 +178,13 @@ class Process:
         self.wait_target: Process | None = None             # parked in waitpid on this one
         self.last_msg: Any = None   # the Message recv last handed over: the kernel made it from
                                     # a checked body, so sending it on needs no second check
+
+    def warm(self) -> Cold:
+        """The process's `Cold` fields, made now if it has none yet."""
+        c = self.cold
+        if c is None:
+            c = self.cold = Cold()
+        return c
 
     def __repr__(self) -> str:
         return f"<Process {self.pid} {self.name} {self.state.value}>"

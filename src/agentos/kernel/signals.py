@@ -70,16 +70,19 @@ class Signals:
         for sig in block:
             if not sig.maskable:
                 raise SyscallError(f"sigmask: {sig.name} cannot be masked")
+        c = proc.warm() if block else proc.cold  # nothing blocked: no cold fields needed
+        if c is None:
+            return frozenset()
         for sig in block:
-            proc.sigmask |= 1 << sig
+            c.sigmask |= 1 << sig
         for sig in unblock:
-            proc.sigmask &= ~(1 << sig)
-        pending = proc.pending_signals
+            c.sigmask &= ~(1 << sig)
+        pending = c.pending_signals
         if pending:
-            proc.pending_signals = None
+            c.pending_signals = None
             for sig, sender in pending:
                 self.deliver(proc, sig, sender)
-        return frozenset(s for s in Signal if proc.sigmask & (1 << s))
+        return frozenset(s for s in Signal if c.sigmask & (1 << s))
 
     # -- delivery ---------------------------------------------------------------------
     def deliver(self, target: Process, sig: Signal, sender: int, detail: str | None = None) -> None:
@@ -101,10 +104,11 @@ class Signals:
         if sig is Signal.SIGTRUST:
             k.terminate(target, trust(detail or f"SIGTRUST from {sender}"))
             return
-        if target.sigmask & (1 << sig):
-            pend = target.pending_signals
+        c = target.cold
+        if c is not None and c.sigmask & (1 << sig):
+            pend = c.pending_signals
             if pend is None:
-                pend = target.pending_signals = []
+                pend = c.pending_signals = []
             pend.append((sig, sender))
             return
         if sig is Signal.SIGSTOP:

@@ -37,6 +37,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from ..abi.types import KERNEL_PID
+from ..kernel.process import ZERO
 from .config import Measure, SchedConfig
 
 if TYPE_CHECKING:
@@ -288,11 +289,11 @@ class AgentGraph:
         last = LEVELS - 1
         for payload in g.nodes():
             proc = payload[0]
-            c = 0.0
+            c = ZERO  # shared: a process outside every edge pays nothing for its centrality
             if get is not None:
                 x = get(proc.gnode, 0.0)
                 if x > 0.0 and not (isolated_zero and degree(proc.gnode) == 0):
-                    c = round(x / top, 6)
+                    c = round(x / top, 6) or ZERO
             proc.cent = c
             if c >= thr:
                 protected += 1

@@ -41,7 +41,7 @@ from ..abi.types import KERNEL_PID, Message, ProcState, Segment, SegmentKind, Wa
 from ..kernel.accounts import Account
 from ..kernel.events import dumps_canonical
 from ..kernel.memory import kernel_text
-from ..kernel.process import EXITED, READY, WAITING, Process
+from ..kernel.process import EXITED, READY, WAITING, ZERO, Cold, Process
 from ..kernel.recording import decode_value, encode_value
 from ..kernel.trap import Sys
 from . import loop as L
@@ -54,7 +54,6 @@ HIBERNATED = ProcState.HIBERNATED
 RECORD_VERSION = 1
 STUB_LIMIT = 512
 _NO_CAPS: Any = MappingProxyType({})   # a hibernated process with no caps holds this shared empty table
-_ZERO = 0.0                            # the one start time every stub shares
 _WAITS = (WaitKind.RECV, WaitKind.SLEEP, WaitKind.WAITPID)
 
 
@@ -85,7 +84,9 @@ class HibernationConfig:
 
 def stub_bytes(proc: Process) -> int:
     """What the kernel keeps of a completely hibernated process: the PCB shell, its pid and
-    its name (unless shared with its image), and whatever lists it still holds."""
+    its name (unless shared with its image), and whatever lists it still holds, its `Cold`
+    fields' object included. Shared objects (None, the empty cap table, `ZERO`, small ints)
+    cost it nothing."""
     n = _sys.getsizeof(proc) + _sys.getsizeof(proc.pid)
     if proc.name is not proc.image.name:
         n += _sys.getsizeof(proc.name)
@@ -93,10 +94,17 @@ def stub_bytes(proc: Process) -> int:
         if f in ("pid", "name", "image", "parent", "state", "wait_kind"):
             continue
         v = getattr(proc, f)
-        if v is None or v is _NO_CAPS or v is _ZERO or v == () or type(v) is bool or (type(v) is int and -5 <= v <= 256):
-            continue
-        n += _sys.getsizeof(v)
+        if type(v) is Cold:
+            n += _sys.getsizeof(v) + sum(_own_bytes(getattr(v, g)) for g in Cold.__slots__)
+        else:
+            n += _own_bytes(v)
     return n
+
+
+def _own_bytes(v: Any) -> int:
+    if v is None or v is _NO_CAPS or v is ZERO or v == () or type(v) is bool or (type(v) is int and -5 <= v <= 256):
+        return 0
+    return _sys.getsizeof(v)
 
 
 class Hibernator:
@@ -172,7 +180,8 @@ class Hibernator:
             return f"it waits for {proc.wait_kind.value if proc.wait_kind else '?'} (only recv, sleep and waitpid waits hibernate)"
         if proc.stopped or proc.io is not None or proc.handles or proc.wait_held or proc.handlers is not None:
             return "it has I/O, a device handle, a stop or an interrupt pending"
-        if proc.pending_signals or proc.blocked_senders or proc.blocked_on is not None:
+        if (proc.cold is not None and proc.cold.pending_signals) or proc.blocked_senders \
+                or proc.blocked_on is not None:
             return "it has masked signals pending or blocked senders"
         if self.k.sched_protected(proc):
             return "the scheduler protects it"
@@ -284,7 +293,9 @@ class Hibernator:
         p.names = None
         p.devices = None
         p.last_msg = None
-        p.started = _ZERO
+        p.started = ZERO
+        if p.cold is not None and p.cold.empty():  # a mask set and cleared again, say
+            p.cold = None
         p.reductions = p.syscalls = p.op_index = 0
         acct = p.account
         if acct is not None and not any(b is acct for b in acct.bank) and self.kids.get(p.pid, 0) == 0:
