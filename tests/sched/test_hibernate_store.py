@@ -28,8 +28,6 @@ class FlakyStore(MemoryHibernationStore):
         return super().get(key)
 
 
-@pytest.mark.live_only(reason="the store's failure is an input from outside the program that the "
-                              "journal does not carry: a replay's store does not fail")
 def test_store_going_away_mid_hibernation_loses_nothing():
     store = FlakyStore()
     out = {}

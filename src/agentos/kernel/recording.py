@@ -68,7 +68,9 @@ Format log:
   7  Hibernation: a kernel booted with `KernelConfig.hibernation` records its settings
      (watermarks, low water, idle timeouts) in the run row under "hibernation", and replay
      builds its kernel with them (and a store of its own), so the same processes hibernate
-     and wake at the same events (`hibernate`, `wake`, `hibernate_error` events). A format
+     and wake at the same events (`hibernate`, `wake`, `hibernate_error` events); a store
+     call that failed is journaled (pid 0, op "hibernate.store_error") and fails again in
+     the replay. A format
      6 run has no such key: replay hibernates nothing, as its kernel did.
 """
 from __future__ import annotations

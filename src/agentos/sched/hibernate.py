@@ -34,7 +34,7 @@ import math
 import sys as _sys
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..abi.errors import KernelError
 from ..abi.types import KERNEL_PID, Message, ProcState, Segment, SegmentKind, WaitKind
@@ -124,6 +124,7 @@ class Hibernator:
         self._deferred: dict[int, list[tuple[Any, ...]]] = {}  # woken, record unreadable
         self._idle: dict[int, list[Any]] = {}    # pid -> idle timer entry
         self._stale: list[str] = []              # records of woken or ended processes, deleted in batches
+        self._calls = 0                          # store calls made, numbering their journal entries
         kernel._on_spawn.append(self._spawned)
         kernel._on_exit.append(self._exited)
         if config.idle:
@@ -243,12 +244,10 @@ class Hibernator:
         items = [(_key(p.pid), blob) for p, (blob, _) in recs]
         if self._stale:
             self._drop_stale({k for k, _ in items})  # before the puts: never delete a fresh record
-        try:
-            self.store.put_many(items)
-        except Exception as e:  # the store went away: nothing was freed, nothing is lost
+        failed = self._store_call("put", lambda: self.store.put_many(items))[1]
+        if failed is not None:  # the store went away: nothing was freed, nothing is lost
             self.errors += 1
-            self.k.events.emit(KERNEL_PID, "hibernate_error",
-                               (len(items), f"{type(e).__name__}: {str(e)[:200]}"))
+            self.k.events.emit(KERNEL_PID, "hibernate_error", (len(items), failed))
             return 0
         for p, (blob, full) in recs:
             self._free(p, full)
@@ -323,14 +322,16 @@ class Hibernator:
         if p.state is not HIBERNATED:
             return True
         key = _key(p.pid)
-        try:
+        def read() -> Any:
             blob = self.store.get(key)
             if blob is None:
                 raise KeyError(f"no record {key}")
-            rec = json.loads(blob)
-        except Exception as e:
+            return json.loads(blob)
+
+        rec, failed = self._store_call("get", read)
+        if failed is not None:
             self.errors += 1
-            self.k.events.emit(p.pid, "hibernate_error", (0, f"wake: {type(e).__name__}: {str(e)[:200]}"))
+            self.k.events.emit(p.pid, "hibernate_error", (0, f"wake: {failed}"))
             return False
         self._restore(p, rec)
         self._stale.append(key)  # deleted with others later: one store round trip for many
@@ -394,12 +395,36 @@ class Hibernator:
         self._stale = []
         if not stale:
             return
-        try:
-            self.store.delete_many(stale)
-        except Exception as e:  # a stale record is harmless: the next hibernation overwrites it
+        failed = self._store_call("delete", lambda: self.store.delete_many(stale))[1]
+        if failed is not None:  # a stale record is harmless: the next hibernation overwrites it
             self.errors += 1
-            self.k.events.emit(KERNEL_PID, "hibernate_error",
-                               (len(stale), f"delete: {type(e).__name__}: {str(e)[:200]}"))
+            self.k.events.emit(KERNEL_PID, "hibernate_error", (len(stale), f"delete: {failed}"))
+
+    def _store_call(self, kind: str, call: Callable[[], Any]) -> tuple[Any, str | None]:
+        """Run one store call: (its result, None), or (None, what went wrong).
+
+        A store failure is an input from outside the program, so a live kernel journals it
+        (pid 0, the n-th store call's index below `_STORE_INDEX`) and a replaying kernel,
+        whose store is its own, fails the same call with the same text and succeeds the
+        others: a run in which the store failed replays byte for byte."""
+        from ..kernel.journal import JournalEntry
+
+        n = self._calls
+        self._calls += 1
+        k = self.k
+        journal = k.journal
+        if k.replaying:
+            e = journal.lookup(KERNEL_PID, _STORE_INDEX - n) if journal is not None else None
+            if e is not None and e.op == _STORE_OP and e.action == kind:
+                return None, str(e.value)
+        try:
+            return call(), None
+        except Exception as e:
+            text = f"{type(e).__name__}: {str(e)[:200]}"
+            if not k.replaying and journal is not None:
+                journal.record(JournalEntry(KERNEL_PID, _STORE_INDEX - n, _STORE_OP, "hibernate", kind, None,
+                                            False, text, type(e).__name__))
+            return None, text
 
     def defer(self, p: Process, action: tuple[Any, ...]) -> None:
         """Keep what woke `p` while its record cannot be read; replayed in order on wake."""
@@ -456,6 +481,10 @@ class _LazyIndex:
 
     def __getattr__(self, name: str) -> Any:  # a recaller's other methods (vector recallers)
         return getattr(self._real(), name)
+
+
+_STORE_OP = "hibernate.store_error"
+_STORE_INDEX = -(1 << 40)   # pid 0's journal indices from here down number the store calls
 
 
 def _key(pid: int) -> str:
