@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentos import AllowAll, Kernel
-from agentos.abi.errors import AttestationError, BadArgument, CapError, SyscallError, TrustDenied
+from agentos.abi.errors import AttestationError, BadArgument, CapError, SchemaViolation, SyscallError, TrustDenied
 from agentos.abi.types import ExitKind, Signal
 from agentos.policy import PolicyEngine
 from agentos.services import verify_attestation
@@ -254,6 +254,36 @@ def test_kernel_evidence_alone_kills_with_sigtrust_and_exit_kind_trust() -> None
     assert ("SIGTRUST", 0) in [e.data for e in k.events.events(pid=pid, kind="signal")]  # sent by the kernel
     assert len(k.events.events(pid=pid, kind="error")) == 41  # 1.0 - 41 * 0.02 < 0.2
     assert k.events.events(pid=pid, kind="trust_kill")[0].data["evidence"] == "cap_refused"
+
+
+def test_messages_a_typed_pipe_refuses_lower_the_senders_trust_until_sigtrust() -> None:
+    async def sender(sys: Any, args: Any) -> Any:
+        pipe = sys.caps[0]
+        await sys.send(pipe, 7)  # matches: no evidence
+        for _ in range(args):
+            try:
+                await sys.send(pipe, "not an integer")
+            except SchemaViolation:
+                pass
+        await sys.send(sys.caps[1], await sys.trust())
+
+    async def init(sys: Any, args: Any) -> Any:
+        pipe = await sys.pipe({"type": "integer"})
+        _, cap = await sys.spawn(sender, args=args, caps=[pipe, await sys.self_cap()])
+        exit_ = str(await sys.waitpid(cap))
+        scores = []
+        while (m := await sys.recv(timeout=0)) is not None:
+            if m.body != 7:
+                scores.append(m.body)
+        return exit_, scores
+
+    assert run(init, args=2)[1].value == ("normal", [0.96])  # 1.0 - 2 * 0.02 (the default weight)
+    pol = policy("trust: {evidence: {failed_verification: 0.3}}\npolicies: []\n")
+    k, res = run(init, pol, args=10)
+    assert res.value == ("trust(score 0.100 below 0.2 after failed_verification)", [])
+    assert len([e for e in k.events.events(kind="error") if e.data[0] == "SchemaViolation"]) == 3
+    off = policy("trust: {evidence: {failed_verification: 0}}\npolicies: []\n")
+    assert run(init, off, args=10)[1].value == ("normal", [1.0])
 
 
 def test_sigtrust_cannot_be_masked() -> None:

@@ -25,7 +25,7 @@ from ..abi import syscalls as S
 from ..abi.driver import Driver
 from ..abi.errors import (
     AgentOSError, CapError, InternalError, KernelError, NameTaken, NondeterminismError, NotSupported,
-    PolicyDenied, SyscallError, TrustDenied,
+    PolicyDenied, SchemaViolation, SyscallError, TrustDenied,
 )
 from ..abi.types import (
     KERNEL_PID, NORMAL, SHUTDOWN, Budget, Down, ExitKind, ExitReason, Quota, Right, Signal,
@@ -640,8 +640,11 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
                     value = None
                     exc = e
                     append((now(), pid, "error", (type(e).__name__, str(e))))
-                    if type(e) is CapError and self.trust is not None:  # refused capability use
-                        self.trust.evidence(proc, "cap_refused")
+                    if self.trust is not None:
+                        if type(e) is CapError:  # refused capability use
+                            self.trust.evidence(proc, "cap_refused")
+                        elif type(e) is SchemaViolation:  # a message that failed the kernel's check
+                            self.trust.evidence(proc, "failed_verification")
                 except NondeterminismError:
                     raise  # a replay that left the recorded path: the replayer must hear it
                 except Exception as e:

@@ -60,7 +60,7 @@ _FAMILY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-:/]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 MAX_RULES = 10_000
 # the kernel's own evidence of misbehaviour (services/trust.py feeds these)
-TRUST_EVIDENCE = ("policy_denial", "policy_violation", "cap_refused", "child_quota_kill")
+TRUST_EVIDENCE = ("policy_denial", "policy_violation", "cap_refused", "child_quota_kill", "failed_verification")
 TRUST_KEYS = {"initial", "kill_below", "report_floor", "report_weight", "per_reporter_cap",
               "per_target_cap", "evidence"}
 
@@ -117,7 +117,8 @@ class TrustSettings:
     per_reporter_cap: float = 0.1
     per_target_cap: float = 0.4
     evidence: tuple[tuple[str, float], ...] = (("policy_denial", 0.1), ("policy_violation", 0.05),
-                                               ("cap_refused", 0.02), ("child_quota_kill", 0.02))
+                                               ("cap_refused", 0.02), ("child_quota_kill", 0.02),
+                                               ("failed_verification", 0.02))
 
     def weight_of(self, kind: str) -> float:
         for k, w in self.evidence:
