@@ -51,7 +51,7 @@ def _context(i: int) -> str:
     return f"agent {i}: " + _BASE[cut:] + " " + _BASE[:cut]
 
 
-def child(n: int, hibernate: bool, messages: int, batch: int, seed: int) -> dict[str, Any]:
+def child(n: int, hibernate: bool, messages: int, batch: int, seed: int, store_dir: str = "") -> dict[str, Any]:
     from agentos import Kernel
     from agentos.sched import HibernationConfig, message_loop, stub_bytes
 
@@ -107,11 +107,10 @@ def child(n: int, hibernate: bool, messages: int, batch: int, seed: int) -> dict
 
     hib = None
     if hibernate:  # the records live on disk: a store in this process would hold their bytes
-        import tempfile
-
         from agentos.sched import SqliteHibernationStore
 
-        where = tempfile.mkdtemp(prefix="agentos-scale-")
+        assert store_dir, "the parent makes (and removes) the store's directory"
+        where = store_dir
         hib = HibernationConfig(store=SqliteHibernationStore(os.path.join(where, "hib.db"), "off"),
                                 max_resident=max(64, n // 100), low_water=0.9)
     k = Kernel(deterministic=True, hibernation=hib, event_ring=4096, record=False)
@@ -153,8 +152,24 @@ def _deliver(out: dict[str, Any]) -> None:
 
 
 def _run_child(n: int, hibernate: bool, messages: int, batch: int, timeout: float) -> dict[str, Any]:
+    """Run one size in a fresh process; its hibernation store lives in a directory removed here.
+
+    The child leaves with os._exit (tearing down a million processes is not measured), so
+    the parent owns the store's directory and deletes it whatever the child did."""
+    import shutil
+    import tempfile
+
+    where = tempfile.mkdtemp(prefix="agentos-scale-")
+    try:
+        return _run_child_in(n, hibernate, messages, batch, timeout, where)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def _run_child_in(n: int, hibernate: bool, messages: int, batch: int, timeout: float,
+                  store_dir: str) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--n", str(n), "--messages", str(messages),
-           "--batch", str(batch)] + (["--hibernate"] if hibernate else [])
+           "--batch", str(batch), "--store-dir", store_dir] + (["--hibernate"] if hibernate else [])
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = ""
     deadline = time.monotonic() + timeout
@@ -251,10 +266,11 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--timeout", type=float, default=900)
+    ap.add_argument("--store-dir", default="", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         if a.n:
-            child(a.n, a.hibernate, a.messages, a.batch, seed=1)
+            child(a.n, a.hibernate, a.messages, a.batch, seed=1, store_dir=a.store_dir)
         else:
             from agentos import Kernel
 

@@ -164,7 +164,14 @@ def test_a_cluster_nodes_dashboard_lists_every_node_and_shows_one_go_down(browse
         page = browser.new_page()
         page.goto(f"{s.d.url}/#token={s.d.token}")
         page.wait_for_selector('#nodes tr[data-node="east"][data-state="self"]', timeout=15000)
-        page.wait_for_selector('#nodes tr[data-node="west"][data-state="up"]', timeout=60000)
+        # west is a fresh interpreter that imports agentos and joins: on a loaded machine that
+        # takes a while, so wait in steps and fail at once, with its stderr, if it died
+        for _ in range(24):
+            if page.locator('#nodes tr[data-node="west"][data-state="up"]').count():
+                break
+            assert west.poll() is None, f"west exited {west.returncode}: {west.stderr.read() if west.stderr else ''}"
+            page.wait_for_timeout(5000)
+        page.wait_for_selector('#nodes tr[data-node="west"][data-state="up"]', timeout=15000)
         assert page.locator("#nodes-panel").is_visible()
         # the incarnations shown are the detector's (1 unless a loaded machine made a node
         # miss a renewal and rejoin: then the page must show the new one)
