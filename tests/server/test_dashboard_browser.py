@@ -151,10 +151,11 @@ def test_a_cluster_nodes_dashboard_lists_every_node_and_shows_one_go_down(browse
     nats = NatsServer(binary, str(tmp_path / "js"))
     nats.start()
     west_log = tmp_path / "west.stderr"   # a file, not a pipe nobody reads: a full pipe would stall west
+    west_err = west_log.open("w")
     west = subprocess.Popen([sys.executable, "-m", "agentos.cli.main", "serve", "--allow-all", "--no-record",
                              "--cluster", nats.url, "--node", "west", "--lease", "1"],
                             env=_env(tmp_path / "west"), stdout=subprocess.DEVNULL,
-                            stderr=west_log.open("w"), text=True, cwd=tmp_path)
+                            stderr=west_err, text=True, cwd=tmp_path)
 
     def join(d):  # type: ignore[no-untyped-def]
         d.cluster = Cluster(d.kernel, ClusterConfig(nats.url, "east", KEY.encode(), lease=1.0))
@@ -204,5 +205,6 @@ def test_a_cluster_nodes_dashboard_lists_every_node_and_shows_one_go_down(browse
         if west.poll() is None:
             west.kill()
         west.wait(10)
+        west_err.close()
         nats.stop()
 
