@@ -45,6 +45,7 @@ from ..kernel.process import EXITED, READY, WAITING, ZERO, Cold, Process
 from ..kernel.recording import decode_value, encode_value
 from ..kernel.trap import Sys
 from . import loop as L
+from .config import SchedConfigError, _shown
 from .hibstore import HibernationStore, MemoryHibernationStore
 
 if TYPE_CHECKING:
@@ -57,9 +58,21 @@ _NO_CAPS: Any = MappingProxyType({})   # a hibernated process with no caps holds
 _WAITS = (WaitKind.RECV, WaitKind.SLEEP, WaitKind.WAITPID)
 
 
-@dataclass
+class HibernationConfigError(SchedConfigError):
+    """A hibernation setting that cannot be used (names the field and the value)."""
+
+
+MAX_WATERMARK = 1 << 40   # past any process or token count a kernel reaches: a larger one is a mistake
+
+
+@dataclass(frozen=True)
 class HibernationConfig:
-    """Kernel settings for hibernation (`KernelConfig.hibernation`)."""
+    """Kernel settings for hibernation (`KernelConfig.hibernation`).
+
+    Invariant: an instance that exists is valid. A watermark that is not an int in
+    1..2**40 (None: off), a `low_water` outside (0, 1] or not finite, an `idle` that is
+    not a bool, or a store without the `HibernationStore` methods is a
+    `HibernationConfigError` (a `SchedConfigError`, so a `KernelError`) naming the field."""
 
     store: HibernationStore | None = None  # None: a MemoryHibernationStore
     max_resident: int | None = None        # hibernate past this many resident processes
@@ -70,11 +83,31 @@ class HibernationConfig:
     def __post_init__(self) -> None:
         for f in ("max_resident", "max_mem_tokens"):
             v = getattr(self, f)
-            if v is not None and (type(v) is not int or v < 1):
-                raise KernelError(f"hibernation: {f} must be an int >= 1 or None, got {v!r}")
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise HibernationConfigError(f"hibernation.{f} must be an int >= 1 or None, got {_shown(v)}")
+            v = int.__index__(v)
+            if not 1 <= v <= MAX_WATERMARK:
+                raise HibernationConfigError(f"hibernation.{f} must be in 1..{MAX_WATERMARK} or None, "
+                                             f"got {_shown(v)}")
+            object.__setattr__(self, f, v)
         lw = self.low_water
-        if isinstance(lw, bool) or not isinstance(lw, (int, float)) or not 0.0 < lw <= 1.0:
-            raise KernelError(f"hibernation: low_water must be a number in (0, 1], got {lw!r}")
+        if isinstance(lw, bool) or not isinstance(lw, (int, float)):
+            raise HibernationConfigError(f"hibernation.low_water must be a number in (0, 1], got {_shown(lw)}")
+        try:
+            lwf = int.__float__(lw) if isinstance(lw, int) else float.__float__(lw)
+        except OverflowError:
+            lwf = math.inf
+        if not (math.isfinite(lwf) and 0.0 < lwf <= 1.0):
+            raise HibernationConfigError(f"hibernation.low_water must be a number in (0, 1], got {_shown(lw)}")
+        object.__setattr__(self, "low_water", lwf)
+        if self.idle is not True and self.idle is not False:
+            raise HibernationConfigError(f"hibernation.idle must be true or false, got {_shown(self.idle)}")
+        st = self.store
+        if st is not None and not all(callable(getattr(st, m, None)) for m in ("put_many", "get", "delete_many")):
+            raise HibernationConfigError(f"hibernation.store must have put_many, get and delete_many, "
+                                         f"got a {type(st).__name__}")
 
     def describe(self) -> dict[str, Any]:
         """What a recorded run keeps (the store is not part of it)."""
@@ -111,6 +144,8 @@ class Hibernator:
     """The kernel's hibernation machinery (`kernel.hibernation`)."""
 
     def __init__(self, kernel: "Kernel", config: HibernationConfig) -> None:
+        if not isinstance(config, HibernationConfig):
+            raise HibernationConfigError(f"hibernation must be a HibernationConfig or None, got {type(config).__name__}")
         self.k = kernel
         self.cfg = config
         self.store: HibernationStore = config.store if config.store is not None else MemoryHibernationStore()
@@ -513,4 +548,4 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-__all__ = ["HibernationConfig", "Hibernator", "STUB_LIMIT", "stub_bytes"]
+__all__ = ["HibernationConfig", "HibernationConfigError", "Hibernator", "STUB_LIMIT", "stub_bytes"]
