@@ -45,11 +45,14 @@ def _number(name: str, v: Any, *, lo: float, hi: float = math.inf, lo_open: bool
             allow_inf: bool = False) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise SchedConfigError(f"sched.{name} must be a number, got {_shown(v)}")
-    try:  # the base conversions: a subclass's own __float__ never runs
-        f = int.__float__(v) if isinstance(v, int) else float.__float__(v)
-    except OverflowError:  # an int too large for a float (10**400): out of every range here
-        raise SchedConfigError(f"sched.{name} must be a finite number, got an integer of "
-                               f"{int.bit_length(v)} bits") from None
+    if isinstance(v, int):  # the base conversions: a subclass's own __float__ never runs
+        try:
+            f = int.__float__(v)
+        except OverflowError:  # an int too large for a float (10**400): out of every range here
+            raise SchedConfigError(f"sched.{name} must be a finite number, got an integer of "
+                                   f"{int.bit_length(v)} bits") from None
+    else:
+        f = float.__float__(v)
     if math.isnan(f) or (math.isinf(f) and not allow_inf):
         raise SchedConfigError(f"sched.{name} must be a finite number, got {_shown(v)}")
     if f < lo or (lo_open and f == lo) or f > hi:
