@@ -300,3 +300,32 @@ def test_budget_conserved_across_a_round_trip():
     ref["k"] = k
     assert k.run(init, quota=__import__("agentos").Quota(mem=100_000)).value == "ok"
     assert out["same"]
+
+
+def test_a_hand_made_image_with_a_hostile_idle_ms_gets_no_idle_timer():
+    import math
+
+    from agentos.kernel.process import ProcessImage
+
+    ref = {}
+    out = {}
+    images = []
+    for bad in (math.nan, math.inf, -5.0, 10**400, "30", True):
+        @message_loop()
+        async def h(sys, state, msg):
+            return state
+        h.main._agentos_idle_ms = bad    # forged after the decorator checked its own
+        images.append(h)
+
+    async def init(sys, args):
+        k = ref["k"]
+        for img in images:
+            await sys.spawn(img)
+        await sys.sleep(5)
+        out["timers"] = len(k.hibernation._idle)
+        return "ok"
+
+    k = Kernel(deterministic=True, hibernation=_hib())
+    ref["k"] = k
+    assert k.run(init).value == "ok"
+    assert out["timers"] == 0

@@ -249,3 +249,12 @@ def test_an_exported_agents_queued_down_stays_home_and_a_corrupt_record_is_a_typ
     assert k.run(init).value == "ok"
     assert out["mailbox"] == []
     assert "malformed" in out["error"]
+
+
+@pytest.mark.parametrize("max_bytes", [float("nan"), float("inf"), -1, 0, 10**400, "8"],
+                         ids=["nan", "inf", "negative", "zero", "huge", "str"])
+def test_a_hostile_size_bound_given_to_import_is_refused(max_bytes):
+    ex = _exported()
+    k = Kernel(deterministic=True, hibernation=HibernationConfig())
+    with pytest.raises(AgentFileError, match="max_bytes"):
+        import_agent(k, ex["file"], parent=1, max_bytes=max_bytes)

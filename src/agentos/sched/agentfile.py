@@ -39,6 +39,7 @@ from ..kernel.process import EXITED, ProcessImage
 from ..kernel.values import checked
 from . import loop as L
 from . import plain
+from .config import _shown
 from .hibernate import HIBERNATED, _checked_record, _key
 
 if TYPE_CHECKING:
@@ -94,6 +95,9 @@ def export_agent(kernel: "Kernel", pid: int) -> bytes:
 def import_agent(kernel: "Kernel", data: bytes | str, *, parent: int, image: Any = None,
                  max_bytes: int = MAX_FILE_BYTES) -> int:
     """Start the agent a file describes under `parent`; returns its pid."""
+    if type(max_bytes) is not int or not 1 <= max_bytes <= MAX_FILE_BYTES * 16:
+        raise AgentFileError(f"import: max_bytes must be an int in 1..{MAX_FILE_BYTES * 16}, "
+                             f"got {_shown(max_bytes)}")
     doc = _parse(data, max_bytes)
     par = kernel.procs.get(parent) if type(parent) is int else None
     if par is None or par.state is EXITED or par.state is HIBERNATED:

@@ -194,7 +194,9 @@ class Hibernator:
         out = self._recv(proc, req)
         if proc.state is WAITING:
             idle_ms = getattr(proc.image.main, "_agentos_idle_ms", None)
-            if idle_ms is not None:
+            # what `message_loop` sets is a finite float > 0; anything else on a hand-made
+            # image (NaN, 10**400, a str) would corrupt the timer heap: no idle timeout
+            if type(idle_ms) is float and 0.0 < idle_ms <= 1e15:
                 k = self.k
                 k.timers.cancel(self._idle.get(proc.pid))
                 self._idle[proc.pid] = k.timers.add(k.clock.now() + idle_ms, self._idle_fired, proc)
@@ -489,6 +491,12 @@ class Hibernator:
     def defer(self, p: Process, action: tuple[Any, ...]) -> None:
         """Keep what woke `p` while its record cannot be read; replayed in order on wake."""
         self._deferred.setdefault(p.pid, []).append(action)
+
+    def deferred_messages(self, p: Process) -> int:
+        """Messages kept for `p` while its record cannot be read: they count against its
+        `max_mailbox` (a send past it parks the sender, as a full mailbox does)."""
+        acts = self._deferred.get(p.pid)
+        return sum(1 for a in acts if a[0] == "msg") if acts else 0
 
     def _redo(self, p: Process, pending: list[tuple[Any, ...]]) -> None:
         k = self.k
