@@ -196,7 +196,7 @@ class Hibernator:
             idle_ms = getattr(proc.image.main, "_agentos_idle_ms", None)
             # what `message_loop` sets is a finite float > 0; anything else on a hand-made
             # image (NaN, 10**400, a str) would corrupt the timer heap: no idle timeout
-            if type(idle_ms) is float and 0.0 < idle_ms <= 1e15:
+            if type(idle_ms) is float and 0.0 < idle_ms < math.inf:  # (NaN fails both)
                 k = self.k
                 k.timers.cancel(self._idle.get(proc.pid))
                 self._idle[proc.pid] = k.timers.add(k.clock.now() + idle_ms, self._idle_fired, proc)
