@@ -329,3 +329,27 @@ def test_a_hand_made_image_with_a_hostile_idle_ms_gets_no_idle_timer():
     ref["k"] = k
     assert k.run(init).value == "ok"
     assert out["timers"] == 0
+
+
+def test_a_forged_resume_marker_in_spawn_args_is_refused_and_init_is_not_skipped():
+    from agentos.abi.errors import BadArgument
+    from agentos.sched.loop import _Resume
+
+    out = {}
+
+    async def init(sys, args):
+        try:
+            await sys.spawn(counter, args=_Resume("x", {"n": 100, "tag": "forged"}))
+        except BadArgument as e:
+            out["refused"] = str(e)
+        try:
+            await sys.spawn(counter, args=[1, _Resume("x", 0)])
+        except BadArgument as e:
+            out["nested"] = str(e)
+        return "ok"
+
+    k, res = boot(init, hibernation=_hib())
+    assert res.value == "ok"
+    assert "resume" in out["refused"] or "_Resume" in out["refused"]
+    assert "_Resume" in out["nested"]
+    assert [e.data[1] for e in k.events.events(kind="spawn")] == ["init"]
