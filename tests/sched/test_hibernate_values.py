@@ -249,8 +249,9 @@ def test_a_malformed_record_fails_the_wake_with_a_typed_error_and_the_kernel_car
     lambda r: r["memory"]["resident"][0].__setitem__(3, "nonsense"),
     lambda r: r["memory"].update(tokens=-1),
     lambda r: r.update(names=[1]),
+    lambda r: r.update(caps=[1]),
 ], ids=["other-pid", "old-version", "unknown-tag", "str-sender", "bad-signal", "neg-seq", "no-loop",
-        "short-counters", "huge-usage", "segment-kind", "neg-tokens", "int-name"])
+        "short-counters", "huge-usage", "segment-kind", "neg-tokens", "int-name", "int-cap"])
 def test_a_record_with_wrong_types_or_keys_is_refused_before_anything_changes(mutate):
     import json
 

@@ -17,7 +17,12 @@ Invariants:
   A store that fails leaves the process resident, counts the error (`hibernate_errors`,
   a `hibernate_error` event). A wake whose record cannot be read leaves the process
   hibernated and queues what woke it (message, signal, timer, exit) in order; the next
-  turn retries.
+  turn retries. Queued messages count against its `max_mailbox`.
+- What comes back is what left: records hold values in the lossless codec of
+  `sched/plain.py` (a queued `Down` is a `Down` again); a process holding a value that
+  codec cannot hold stays resident. A record read back is checked field by field against
+  the process before anything changes; a malformed one is a `HibernationRecordError`
+  that fails that wake only.
 - Budgets are conserved: a stored account is only a usage vector (an account with no
   limits of its own draws on its parent's bank and is no one's bank); an account with
   limits of its own, or of a process with live children, stays resident (others draw on
@@ -639,7 +644,7 @@ def _decode_record(p: Process, rec: Any) -> _Record:
     devs = rec["devices"]
     _want(devs is None or (type(devs) is list and all(type(d) is list and len(d) == 2 and type(d[0]) is str
                                                       and _int(d[1]) for d in devs)), "devices")
-    _want(type(rec["caps"]) is list, "caps")
+    _want(type(rec["caps"]) is list and all(type(c) is dict for c in rec["caps"]), "caps")
     memory = None
     mem = rec["memory"]
     if mem is not None:
