@@ -88,7 +88,8 @@ PUBLIC: dict[str, set[str]] = {
         "record_run", "recorded", "resolve",
     },
     "agentos.sched": {
-        "AGENT_FORMAT", "AgentFileError", "HibernationConfig", "HibernationStore", "HibernationStoreError",
+        "AGENT_FORMAT", "AgentFileError", "HibernationConfig", "HibernationConfigError", "HibernationRecordError",
+        "HibernationStore", "HibernationStoreError",
         "Hibernator", "KVHibernationStore", "LoopExit", "Measure", "MemoryHibernationStore", "STUB_LIMIT",
         "SchedConfig", "SchedConfigError", "SqliteHibernationStore", "export_agent", "import_agent", "loop_exit", "message_loop", "stub_bytes",
     },

@@ -142,3 +142,23 @@ def test_approvals_listed_and_answered_through_agentctl(tmp_path: Path, monkeypa
         assert runner.invoke(app, ["approvals", "--approve", "a", "--deny", "b"]).exit_code == 2
     finally:
         stop(s)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--hibernate", "--max-resident", "0"], ">= 1"),
+    (["--hibernate", "--max-resident", "-5"], ">= 1"),
+    (["--hibernate", "--max-resident", "1" + "0" * 400], "--max-resident"),
+    (["--hibernate", "--max-resident", "many"], "--max-resident"),
+    (["--hibernate", "--max-resident", "2.5"], "--max-resident"),
+    (["--max-resident", "10"], "needs --hibernate"),
+], ids=["zero", "negative", "huge", "not-a-number", "float", "without-hibernate"])
+def test_a_bad_max_resident_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, args, needle) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from agentos.cli.main import app
+
+    monkeypatch.setenv("AGENTOS_HOME", str(tmp_path / "home"))
+    r = CliRunner().invoke(app, ["serve", "--allow-all", *args])
+    assert r.exit_code == 2, (r.exit_code, r.output)
+    assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
+    assert "Traceback" not in r.output and not (tmp_path / "home" / "serve.json").exists()

@@ -99,3 +99,78 @@ def test_scheduling_must_be_a_mapping():
     text = POLICY.split("scheduling:")[0] + "scheduling: [1, 2]\npolicies: []\n"
     with pytest.raises(PolicyLoadError, match="scheduling must be a mapping"):
         parse_policy(text)
+
+
+class _HostileFloat(float):
+    def __float__(self):
+        raise RuntimeError("hostile __float__")
+
+
+class _HostileInt(int):
+    def __index__(self):
+        raise RuntimeError("hostile __index__")
+
+    def __le__(self, other):
+        raise RuntimeError("hostile __le__")
+
+    __ge__ = __lt__ = __gt__ = __le__
+
+
+HUGE = [("alpha", 10**400), ("threshold", 10**400), ("every_ms", 10**400), ("half_life_ms", -10**400),
+        ("subtree_cap", 10**400), ("tol", 10**400), ("every_changes", 10**400), ("bypass", -10**400),
+        ("max_iter", 10**400)]
+
+
+@pytest.mark.parametrize("field,value", HUGE, ids=[f for f, _ in HUGE])
+def test_a_huge_int_in_a_sched_setting_is_a_typed_error_not_an_overflow(field, value):
+    with pytest.raises(SchedConfigError) as e:
+        SchedConfig(**{field: value})
+    assert f"sched.{field}" in str(e.value) and len(str(e.value)) < 200
+
+
+def test_int_and_float_subclasses_are_read_by_their_value_not_their_methods():
+    c = SchedConfig(alpha=_HostileFloat(2.0), bypass=_HostileInt(3))
+    assert (c.alpha, c.bypass) == (2.0, 3) and type(c.bypass) is int
+
+
+def test_a_huge_int_in_a_policy_files_scheduling_section_is_a_load_error_with_its_line():
+    for alpha, k, t, line, needle in (("1" + "0" * 400, 8, "1s", 6, "digits"),       # the reader's own bound
+                                      ("1" + "0" * 23, 8, "1s", 6, "scheduling.alpha must be >= 0"),
+                                      (1, "9" * 24, "1s", 8, "scheduling.every_changes must be in 1.."),
+                                      (1, 8, "1" + "0" * 23, 9, "scheduling.every_ms must be")):
+        with pytest.raises(PolicyLoadError) as e:
+            parse_policy(POLICY.format(alpha=alpha, k=k, t=t), path="security.yaml")
+        assert e.value.line == line and needle in str(e.value), str(e.value)
+
+
+HIB_HOSTILE = [
+    ("max_resident", 10**400), ("max_resident", 0), ("max_resident", -1), ("max_resident", True),
+    ("max_resident", 2.0), ("max_resident", math.nan), ("max_mem_tokens", 10**400), ("max_mem_tokens", "5"),
+    ("low_water", math.nan), ("low_water", math.inf), ("low_water", 0), ("low_water", -0.5),
+    ("low_water", 10**400), ("low_water", True), ("low_water", "0.5"),
+    ("idle", 1), ("idle", "yes"), ("idle", None), ("idle", 0.0),
+    ("store", 5), ("store", {"hib/1": b""}),
+]
+
+
+@pytest.mark.parametrize("field,value", HIB_HOSTILE, ids=[f"{f}={v!r:.20}" for f, v in HIB_HOSTILE])
+def test_hostile_hibernation_settings_are_a_typed_error_naming_the_field(field, value):
+    from agentos.sched import HibernationConfig, HibernationConfigError
+
+    with pytest.raises(HibernationConfigError) as e:
+        HibernationConfig(**{field: value})
+    assert f"hibernation.{field}" in str(e.value) and len(str(e.value)) < 200
+    assert isinstance(e.value, SchedConfigError) and isinstance(e.value, KernelError)
+
+
+def test_hibernation_settings_are_frozen_and_the_kernel_refuses_anything_else():
+    from dataclasses import FrozenInstanceError
+
+    from agentos.sched import HibernationConfig, HibernationConfigError
+
+    c = HibernationConfig(max_resident=_HostileInt(4), low_water=1)
+    assert (c.max_resident, c.low_water) == (4, 1.0) and type(c.max_resident) is int
+    with pytest.raises(FrozenInstanceError):
+        c.max_resident = 10**400  # type: ignore[misc]
+    with pytest.raises(HibernationConfigError, match="must be a HibernationConfig"):
+        Kernel(deterministic=True, hibernation={"max_resident": 4})

@@ -300,3 +300,56 @@ def test_budget_conserved_across_a_round_trip():
     ref["k"] = k
     assert k.run(init, quota=__import__("agentos").Quota(mem=100_000)).value == "ok"
     assert out["same"]
+
+
+def test_a_hand_made_image_with_a_hostile_idle_ms_gets_no_idle_timer():
+    import math
+
+    from agentos.kernel.process import ProcessImage
+
+    ref = {}
+    out = {}
+    images = []
+    for bad in (math.nan, math.inf, -5.0, 10**400, "30", True):
+        @message_loop()
+        async def h(sys, state, msg):
+            return state
+        h.main._agentos_idle_ms = bad    # forged after the decorator checked its own
+        images.append(h)
+
+    async def init(sys, args):
+        k = ref["k"]
+        for img in images:
+            await sys.spawn(img)
+        await sys.sleep(5)
+        out["timers"] = len(k.hibernation._idle)
+        return "ok"
+
+    k = Kernel(deterministic=True, hibernation=_hib())
+    ref["k"] = k
+    assert k.run(init).value == "ok"
+    assert out["timers"] == 0
+
+
+def test_a_forged_resume_marker_in_spawn_args_is_refused_and_init_is_not_skipped():
+    from agentos.abi.errors import BadArgument
+    from agentos.sched.loop import _Resume
+
+    out = {}
+
+    async def init(sys, args):
+        try:
+            await sys.spawn(counter, args=_Resume("x", {"n": 100, "tag": "forged"}))
+        except BadArgument as e:
+            out["refused"] = str(e)
+        try:
+            await sys.spawn(counter, args=[1, _Resume("x", 0)])
+        except BadArgument as e:
+            out["nested"] = str(e)
+        return "ok"
+
+    k, res = boot(init, hibernation=_hib())
+    assert res.value == "ok"
+    assert "resume" in out["refused"] or "_Resume" in out["refused"]
+    assert "_Resume" in out["nested"]
+    assert [e.data[1] for e in k.events.events(kind="spawn")] == ["init"]

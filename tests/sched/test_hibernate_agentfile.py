@@ -153,3 +153,108 @@ def test_export_of_a_plain_coroutine_is_refused():
     ref["k"] = k
     k.run(init)
     assert "coroutine frame cannot be exported" in out["e"]
+
+
+def _with(doc_bytes, **changes):
+    doc = json.loads(doc_bytes)
+    for k, v in changes.items():
+        doc[k] = v(doc[k]) if callable(v) else v
+    return json.dumps(doc).replace('"RAW:1e400"', "1e400").encode()   # a number JSON reads as inf
+
+
+def test_queued_messages_after_import_are_sent_by_the_importer_not_the_pid_in_the_file():
+    ex = _exported()
+    data = _with(ex["file"], mailbox=[[999, "forged", None, None], [0, "kernel?", None, None]])
+    ref = {}
+    out = {}
+
+    async def init(sys, args):
+        k = ref["k"]
+        pid = import_agent(k, data, parent=1)
+        out["senders"] = [m.sender for m in k.procs[pid].mailbox]
+        return "ok"
+
+    k = Kernel(deterministic=True, hibernation=HibernationConfig())
+    k.register_image(counter)
+    ref["k"] = k
+    assert k.run(init, quota=Quota(mem=50_000)).value == "ok"
+    assert out["senders"] == [1, 1]
+
+
+@pytest.mark.parametrize("change,text", [
+    ({"state": {"@float": "nan"}}, "non-finite"),
+    ({"args": [1, {"@float": "inf"}]}, "non-finite"),
+    ({"mailbox": [[1, {"@tuple": [{"@float": "-inf"}]}, None, None]]}, "non-finite"),
+    ({"mailbox": [[1, "x", {"@float": "nan"}, None]]}, "non-finite"),
+    ({"state": [1, "RAW:1e400"]}, "non-finite"),
+    ({"state": {"@nonsense": 1}}, "unknown tag"),
+    ({"budget": {"mem": 10**400}}, "budget mem"),
+    ({"budget": {"usd": 10**400}}, "budget usd"),
+    ({"mailbox": [[1, {"@down": [5, "normal", None, "w"]}, None, None]]}, "only this kernel"),
+    ({"mailbox": [[1, {"@signal": [15, 1]}, None, None]]}, "only this kernel"),
+    ({"names": ["n%d" % i for i in range(300)]}, "names"),
+    ({"caps": [{"kind": "process"}] * 2000}, "capabilities"),
+], ids=["nan-state", "inf-args", "inf-in-tuple-body", "nan-corr", "1e400", "unknown-tag", "huge-int-budget",
+        "huge-usd", "forged-down", "forged-signal", "many-names", "many-caps"])
+def test_hostile_values_anywhere_in_an_agent_file_are_refused(change, text):
+    ex = _exported()
+    value, out, k = _import(_with(ex["file"], **change))
+    assert value == "refused"
+    assert isinstance(out["error"], AgentFileError), repr(out["error"])
+    assert text in str(out["error"]), str(out["error"])
+    assert len(k.procs) == 0 and k.accounts.open_count == 0
+
+
+def test_an_agent_file_with_more_queued_messages_than_the_importers_mailbox_limit_is_refused():
+    ex = _exported()
+    three = _with(ex["file"], mailbox=[[1, i, None, None] for i in range(3)])
+    value, out, _ = _import(three, quota=Quota(mem=50_000, max_mailbox=2))
+    assert value == "refused" and isinstance(out["error"], AgentFileError)
+    assert "3 messages, more than the 2" in str(out["error"])
+    value, out, _ = _import(three, quota=Quota(mem=50_000, max_mailbox=3))
+    assert value == "ok"
+    from agentos.sched.agentfile import MAX_QUEUED
+
+    many = _with(ex["file"], mailbox=[[1, 0, None, None]] * (MAX_QUEUED + 1))
+    value, out, _ = _import(many)   # no limit of its own: the file's bound holds
+    assert value == "refused" and "more than" in str(out["error"])
+
+
+def test_an_exported_agents_queued_down_stays_home_and_a_corrupt_record_is_a_typed_export_error():
+    from agentos.sched.hibernate import HibernationRecordError
+
+    ref = {}
+    out = {}
+
+    async def init(sys, args):
+        k = ref["k"]
+        pid, cap = await sys.spawn(counter, args="x")
+        await _ask(sys, cap)
+        k.hibernate(pid)
+        key = f"hib/{pid}"
+        store = k.hibernation.store
+        rec = json.loads(store.records[key])
+        rec["mailbox"].append([0, {"@down": [9, "normal", None, "gone"]}, [], None, None, 0])
+        store.records[key] = json.dumps(rec).encode()
+        out["mailbox"] = json.loads(export_agent(k, pid))["mailbox"]
+        store.records[key] = b"{corrupt"
+        try:
+            export_agent(k, pid)
+        except HibernationRecordError as e:
+            out["error"] = str(e)
+        return "ok"
+
+    k = Kernel(deterministic=True, hibernation=HibernationConfig())
+    ref["k"] = k
+    assert k.run(init).value == "ok"
+    assert out["mailbox"] == []
+    assert "malformed" in out["error"]
+
+
+@pytest.mark.parametrize("max_bytes", [float("nan"), float("inf"), -1, 0, 10**400, "8"],
+                         ids=["nan", "inf", "negative", "zero", "huge", "str"])
+def test_a_hostile_size_bound_given_to_import_is_refused(max_bytes):
+    ex = _exported()
+    k = Kernel(deterministic=True, hibernation=HibernationConfig())
+    with pytest.raises(AgentFileError, match="max_bytes"):
+        import_agent(k, ex["file"], parent=1, max_bytes=max_bytes)

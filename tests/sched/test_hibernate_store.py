@@ -146,3 +146,39 @@ def test_sqlite_backend_round_trip(tmp_path):
     assert out["answers"] == [0, 1, 2, 3, 4]
     assert k.metrics()["hibernations"] >= 3
     store.store.close()
+
+
+def test_a_flood_of_messages_to_a_process_whose_record_cannot_be_read_parks_at_its_max_mailbox():
+    from agentos.kernel.process import WaitKind
+
+    store = FlakyStore()
+    out = {}
+    ref = {}
+
+    async def flooder(sys, args):
+        for i in range(6):
+            await sys.send(sys.caps[0], ["n", i])
+        out["flooder_done"] = True
+
+    async def init(sys, args):
+        k = ref["k"]
+        pid, cap = await sys.spawn(counter, args="f", quota=Quota(max_mailbox=2))
+        await _ask(sys, cap)
+        k.hibernate(pid)
+        store.down = True                       # its record cannot be read now
+        fpid, f = await sys.spawn(flooder, caps=[cap])
+        await sys.sleep(5)
+        fp = k.procs[fpid]
+        out["kept"] = k.hibernation.deferred_messages(k.procs[pid])
+        out["flooder"] = (fp.state.value, fp.wait_kind is WaitKind.SEND)
+        store.down = False                      # back: the wake and every message go through
+        await sys.waitpid(f)
+        out["answer"] = (await _ask(sys, cap))[0]
+        return "ok"
+
+    k = Kernel(deterministic=True, hibernation=HibernationConfig(store=store))
+    ref["k"] = k
+    assert k.run(init).value == "ok"
+    assert out["kept"] == 2 and out["flooder"] == ("waiting", True)   # parked, not queued without bound
+    assert out["flooder_done"] is True
+    assert out["answer"] == 8   # 1 ask + 6 flood messages + this ask: nothing lost

@@ -227,3 +227,46 @@ def test_centrality_never_changes_a_budget():
     assert on["views"] == off["views"]
     assert on["end"] == off["end"]
     assert k.accounts.view(k.init.account) == k_off.accounts.view(k_off.init.account)
+
+
+def test_a_process_above_the_protection_threshold_is_never_hibernated():
+    from agentos.abi.errors import KernelError
+    from agentos.sched import HibernationConfig
+
+    ref = {}
+    out = {}
+
+    async def hub(sys, args):
+        while True:
+            await sys.recv()
+
+    async def sleeper(sys, args):
+        await sys.sleep(300)
+
+    async def init(sys, args):
+        k = ref["k"]
+        hpid, h = await sys.spawn(hub, name="hub", priority=0)   # the lowest score of all
+        for i in range(4):
+            await sys.spawn(talker, args=(3, 400), caps=[h], name=f"leaf{i}")
+        await sys.sleep(5)   # the leaves' messages make it the hub: protected
+        out["protected"] = k.sched_protected(k.procs[hpid])
+        try:
+            k.hibernate(hpid)
+        except KernelError as e:
+            out["refused"] = str(e)
+        for i in range(3):   # past the watermark now: 9 resident, 6 allowed
+            await sys.spawn(sleeper, name=f"s{i}")
+        await sys.sleep(50)
+        out["hub"] = k.procs[hpid].state.value
+        out["hibernated"] = sorted(p.name for p in k.procs.values() if p.state.value == "hibernated")
+        return "ok"
+
+    k = Kernel(deterministic=True, policy=AllowAll(), sched=SchedConfig(enabled=True, every_changes=1),
+               hibernation=HibernationConfig(max_resident=6, low_water=0.5))
+    ref["k"] = k
+    assert k.run(init).value == "ok"
+    assert out["protected"] is True and "the scheduler protects it" in out["refused"]
+    assert out["hub"] == "waiting"
+    assert len(out["hibernated"]) == 6 and "hub" not in out["hibernated"]
+    hub_pid = next(e.pid for e in k.events.events(kind="spawn") if e.data[1] == "hub")
+    assert hub_pid not in {e.pid for e in k.events.events(kind="hibernate")}

@@ -71,3 +71,41 @@ def test_agentctl_hibernate_and_wake(tmp_path: Path, monkeypatch) -> None:  # ty
         assert len(r.stderr.strip().splitlines()) == 1 and "root" in r.stderr
     finally:
         stop(s)
+
+
+def test_agentctl_hibernate_and_wake_of_a_bad_or_unknown_pid_is_one_typed_line(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from agentos.cli.main import app
+
+    s = start(tmp_path, hibernation=HibernationConfig())
+    monkeypatch.setenv("AGENTOS_HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+    try:
+        pid = s.request("POST", "/v1/submit", {"path": s.program(tmp_path, WAITER)})[1]["pid"]
+        wait_for(lambda: states(s).get(pid) == "waiting")
+        cases = [(op, arg, code, needle) for op in ("hibernate", "wake") for arg, code, needle in (
+            ("999", 1, "no live process 999"),             # unknown: the daemon refuses
+            ("abc", 2, "Invalid value for 'pid'"),          # not a pid: bad usage
+            ("2.5", 2, "Invalid value for 'pid'"),
+            ("1" + "0" * 30, 1, "out of range"),
+        )]
+        for op, arg, code, needle in cases:
+            r = runner.invoke(app, [op, arg])
+            assert r.exit_code == code, (op, arg, r.exit_code, r.output)
+            assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, (op, arg, r.stderr)
+            assert "Traceback" not in r.output
+        # a record gone bad in the store: the wake is refused with the typed error, in one line
+        r = runner.invoke(app, ["hibernate", str(pid)])
+        assert r.exit_code == 0
+
+        def corrupt() -> None:
+            s.d.kernel.hibernation.store.records[f"hib/{pid}"] = b"{corrupt"
+        s.call(corrupt)
+        r = runner.invoke(app, ["wake", str(pid)])
+        assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1, r.output
+        assert "HibernationRecordError" in r.stderr and "malformed" in r.stderr, r.stderr
+        assert states(s).get(pid) == "hibernated"
+        assert s.request("GET", "/v1/ps")[0] == 200   # the daemon carries on
+    finally:
+        stop(s)

@@ -183,6 +183,26 @@ def _join_config(kernel: Any, url: str, node: Optional[str], key_file: Optional[
         bad(str(e))
 
 
+def _hibernation(hibernate: bool, max_resident: Optional[int]) -> Any:
+    """The daemon's `HibernationConfig` (None: off); a bad option is one line and exit 2."""
+    def bad(msg: str) -> Any:
+        typer.echo(f"agentctl serve: {msg}", err=True)
+        raise typer.Exit(2)
+
+    if not hibernate:
+        if max_resident is not None:
+            bad("--max-resident needs --hibernate (it says when waiting processes go to the store)")
+        return None
+    if max_resident is not None and max_resident < 1:
+        bad(f"--max-resident must be an integer >= 1, got {max_resident}")
+    from ..sched import HibernationConfig, HibernationConfigError
+
+    try:
+        return HibernationConfig(max_resident=max_resident)
+    except HibernationConfigError as e:
+        bad(str(e).replace("hibernation.max_resident", "--max-resident"))
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(port: int = typer.Option(0, help="TCP port on 127.0.0.1 (0: any free port)"),
@@ -223,13 +243,9 @@ def register(app: typer.Typer) -> None:
 
         con = render_console()
         q = _quota(tokens, tool_calls, usd, None)
+        hib = _hibernation(hibernate, max_resident)
         try:
             policy = AllowAll() if allow_all else (_policy(policy_file, None, {}) or CliNoPolicy("serve"))
-            hib = None
-            if hibernate:
-                from ..sched import HibernationConfig
-
-                hib = HibernationConfig(max_resident=max_resident)
             daemon = Daemon(home=_home(), port=port, policy=policy, quota=Quota(**q) if q else None, record=record,
                             hibernation=hib)
         except (TokenError, OSError) as e:

@@ -83,7 +83,8 @@ class IPC:
         limit = target.max_mailbox
         if limit is not None:
             mb = target.mailbox
-            if target.blocked_senders or (mb is not None and len(mb) >= limit) or limit == 0:
+            if target.blocked_senders or (mb is not None and len(mb) >= limit) or limit == 0 or (
+                    target.state is HIBERNATED and self.k.hibernation.deferred_messages(target) >= limit):
                 # a receiver parked in recv for exactly this message takes it straight from
                 # the sender: it occupies no slot, so neither a full mailbox nor the queue of
                 # other blocked senders may hold it back (a `call` reply would never arrive)

@@ -849,9 +849,10 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
 
     def thaw(self, pid: int) -> bool:
         """Wake hibernated process `pid` (it carries on waiting as it was, or a message loop
-        is rebuilt at its top); False if its record cannot be read now."""
+        is rebuilt at its top); False if the store cannot be read now, and a
+        `HibernationRecordError` (a KernelError) if its record was read but is malformed."""
         proc = self._hib_proc(pid, "wake")
-        return self.hibernation.thaw(proc, "request")
+        return self.hibernation.thaw(proc, "request", strict=True)
 
     def restore(self, snap: dict[str, Any], image: Any, *, parent: int | None = None) -> int:
         """Start `image` again with the state in `snap`; refuses another ABI version. Returns

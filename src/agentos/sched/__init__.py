@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from .agentfile import AGENT_FORMAT, AgentFileError, export_agent, import_agent
 from .config import Measure, SchedConfig, SchedConfigError
-from .hibernate import STUB_LIMIT, HibernationConfig, Hibernator, stub_bytes
+from .hibernate import (
+    STUB_LIMIT, HibernationConfig, HibernationConfigError, HibernationRecordError, Hibernator, stub_bytes,
+)
 from .hibstore import (
     HibernationStore, HibernationStoreError, KVHibernationStore, MemoryHibernationStore, SqliteHibernationStore,
 )
 from .loop import LoopExit, loop_exit, message_loop
 
-__all__ = ["AGENT_FORMAT", "AgentFileError", "HibernationConfig", "HibernationStore", "HibernationStoreError",
-           "Hibernator", "KVHibernationStore", "LoopExit", "Measure", "MemoryHibernationStore", "STUB_LIMIT",
-           "SchedConfig", "SchedConfigError", "SqliteHibernationStore", "export_agent", "import_agent",
-           "loop_exit", "message_loop", "stub_bytes"]
+__all__ = ["AGENT_FORMAT", "AgentFileError", "HibernationConfig", "HibernationConfigError", "HibernationRecordError",
+           "HibernationStore", "HibernationStoreError", "Hibernator", "KVHibernationStore", "LoopExit", "Measure",
+           "MemoryHibernationStore", "STUB_LIMIT", "SchedConfig", "SchedConfigError", "SqliteHibernationStore",
+           "export_agent", "import_agent", "loop_exit", "message_loop", "stub_bytes"]

@@ -6,9 +6,15 @@ queued messages, its budget and its capabilities as descriptions. Export copies:
 agent stays where it was.
 
 Import is an attack surface: the file comes from elsewhere. It is read within a size
-bound (`MAX_FILE_BYTES`) and a nesting bound; non-finite numbers, lone surrogates and
-wrong types are refused with an `AgentFileError` (a `BadArgument`) that says what was
-wrong, before anything is created. The file never chooses code: the image is the
+bound (`MAX_FILE_BYTES`), a nesting bound and bounds on its queued messages (the
+importer's `max_mailbox`, else `MAX_QUEUED`), names and capabilities; non-finite numbers
+(a bare NaN, 1e400, or a tagged "@float" anywhere in a value), integers too large for a
+number, lone surrogates, unknown tags and wrong types are refused with an
+`AgentFileError` (a `BadArgument`) that says what was wrong, before anything is created.
+Values are decoded by the record codec (`sched/plain.py`), so they are what they were.
+Every queued message arrives as sent by the importer (a pid in the file means nothing
+here); a queued Down or SignalMessage is refused (only this kernel sends those), and
+export leaves such messages out. The file never chooses code: the image is the
 importing kernel's registered image of that name (or the one the caller passes), never
 an import path read from the file. Its budget is carved from the importing parent, all or
 nothing (`QuotaExceeded`), never made from nothing; a device capability is granted only
@@ -30,10 +36,11 @@ from ..kernel.caps import DEVICE
 from ..kernel.events import dumps_canonical
 from ..kernel.memory import kernel_text
 from ..kernel.process import EXITED, ProcessImage
-from ..kernel.recording import decode_value
 from ..kernel.values import checked
 from . import loop as L
-from .hibernate import HIBERNATED, _key
+from . import plain
+from .config import _shown
+from .hibernate import HIBERNATED, _checked_record, _key
 
 if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
@@ -42,6 +49,9 @@ AGENT_FORMAT = "agentos.agent/1"
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_NESTING = 200
 MAX_SEGMENTS = 100_000
+MAX_QUEUED = 10_000   # queued messages a file may hold when the importer has no max_mailbox
+MAX_NAMES = 256
+MAX_CAPS = 1024
 _RIGHTS = {(r.name or "").lower(): int(r) for r in Right if r not in (Right.NONE, Right.ALL)}
 
 
@@ -62,7 +72,8 @@ def export_agent(kernel: "Kernel", pid: int) -> bytes:
     blob = hib.store.get(_key(pid))
     if blob is None:
         raise KernelError(f"export: pid {pid}'s record is not in the store")
-    rec = json.loads(blob)
+    _checked_record(proc, blob)  # HibernationRecordError if it is malformed
+    rec = plain.loads(blob)
     lp = rec.get("loop")
     if lp is None:
         raise KernelError(f"export: pid {pid} ({proc.name}) is not a message loop at the top of its loop: "
@@ -76,7 +87,7 @@ def export_agent(kernel: "Kernel", pid: int) -> bytes:
     doc = {"format": AGENT_FORMAT, "abi_version": ABI_VERSION, "image": proc.image.entry(),
            "name": proc.name, "priority": proc.priority, "state": lp["state"], "args": lp["args"],
            "context": rec["memory"], "budget": budget, "names": rec["names"] or [],
-           "mailbox": [[m[0], m[1], m[3], m[4]] for m in rec["mailbox"]],
+           "mailbox": [[m[0], m[1], m[3], m[4]] for m in rec["mailbox"] if not _kernel_made(m[1])],
            "caps": [{k: v for k, v in c.items() if k != "ref"} for c in rec["caps"]]}
     return dumps_canonical(doc).encode()
 
@@ -84,6 +95,9 @@ def export_agent(kernel: "Kernel", pid: int) -> bytes:
 def import_agent(kernel: "Kernel", data: bytes | str, *, parent: int, image: Any = None,
                  max_bytes: int = MAX_FILE_BYTES) -> int:
     """Start the agent a file describes under `parent`; returns its pid."""
+    if type(max_bytes) is not int or not 1 <= max_bytes <= MAX_FILE_BYTES * 16:
+        raise AgentFileError(f"import: max_bytes must be an int in 1..{MAX_FILE_BYTES * 16}, "
+                             f"got {_shown(max_bytes)}")
     doc = _parse(data, max_bytes)
     par = kernel.procs.get(parent) if type(parent) is int else None
     if par is None or par.state is EXITED or par.state is HIBERNATED:
@@ -103,9 +117,16 @@ def import_agent(kernel: "Kernel", data: bytes | str, *, parent: int, image: Any
     args = _value(doc.get("args"), "args")
     quota = _quota(_get(doc, "budget", dict))
     segs, next_id = _context(doc.get("context"))
-    msgs = _mailbox(_get(doc, "mailbox", list))
-    grants = _grants(kernel, par, _get(doc, "caps", list))
-    names = [_text(n, "names[]", 256) for n in _get(doc, "names", list)]
+    limit = par.max_mailbox if par.max_mailbox is not None else MAX_QUEUED
+    msgs = _mailbox(_get(doc, "mailbox", list), par.pid, limit)
+    caps = _get(doc, "caps", list)
+    if len(caps) > MAX_CAPS:
+        raise AgentFileError(f"import: the file describes {len(caps)} capabilities, more than {MAX_CAPS}")
+    grants = _grants(kernel, par, caps)
+    names_in = _get(doc, "names", list)
+    if len(names_in) > MAX_NAMES:
+        raise AgentFileError(f"import: the file registers {len(names_in)} names, more than {MAX_NAMES}")
+    names = [_text(n, "names[]", 256) for n in names_in]
     # all checked: now carve (QuotaExceeded leaves nothing behind) and build
     proc = kernel._create(par, img, args, (), quota, False, prio, None, name)
     try:
@@ -211,9 +232,13 @@ def _text(v: Any, what: str, max_len: int = 1024) -> str:
 
 
 def _value(enc: Any, what: str) -> Any:
+    """A value of the file, decoded by the record codec with every float finite (a tagged
+    NaN or infinity is refused too) and checked as a message body is."""
     try:
-        v = decode_value(enc)
+        v = plain.decode(enc, f"import: {what}", finite=True)
         checked(f"import: {what}", v)
+    except plain.Malformed as e:
+        raise AgentFileError(str(e)) from None
     except BadArgument as e:
         raise AgentFileError(str(e)) from None
     except (TypeError, ValueError, AttributeError, RecursionError) as e:
@@ -222,7 +247,13 @@ def _value(enc: Any, what: str) -> Any:
 
 
 def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite number that fits a double: no bool, no 10**400 (which `math.isfinite` cannot take)."""
+    return (type(v) is int and -(1 << 53) <= v <= 1 << 53) or (type(v) is float and math.isfinite(v))
+
+
+def _kernel_made(body: Any) -> bool:
+    """A queued Down or SignalMessage (encoded): the kernel's word about pids of this kernel."""
+    return type(body) is dict and len(body) == 1 and ("@down" in body or "@signal" in body)
 
 
 def _quota(budget: dict[str, Any]) -> Quota | None:
@@ -271,7 +302,12 @@ def _context(ctx: Any) -> tuple[list[tuple[str, Segment]], int]:
         raise AgentFileError(f"import: the context is malformed ({str(e)[:80]})") from None
 
 
-def _mailbox(rows: list[Any]) -> list[Message]:
+def _mailbox(rows: list[Any], importer: int, limit: int) -> list[Message]:
+    """The queued messages, each sent by the importer: a pid in the file means nothing here,
+    and a Down or SignalMessage from another kernel would be a forged kernel message."""
+    if len(rows) > limit:
+        raise AgentFileError(f"import: the file queues {len(rows)} messages, more than the {limit} "
+                             f"the importer's mailbox limit allows")
     out = []
     for row in rows:
         if type(row) is not list or len(row) != 4:
@@ -279,7 +315,10 @@ def _mailbox(rows: list[Any]) -> list[Message]:
         sender, body, corr, deadline = row
         if type(sender) is not int or deadline is not None:
             raise AgentFileError("import: a queued message needs an int sender and no deadline")
-        out.append(Message(sender, _value(body, "message body"), (), _value(corr, "message corr")))
+        if _kernel_made(body):
+            raise AgentFileError("import: a queued message is a Down or a SignalMessage, which only "
+                                 "this kernel may send")
+        out.append(Message(importer, _value(body, "message body"), (), _value(corr, "message corr")))
     return out
 
 

@@ -45,7 +45,14 @@ def _number(name: str, v: Any, *, lo: float, hi: float = math.inf, lo_open: bool
             allow_inf: bool = False) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise SchedConfigError(f"sched.{name} must be a number, got {_shown(v)}")
-    f = float(v)
+    if isinstance(v, int):  # the base conversions: a subclass's own __float__ never runs
+        try:
+            f = int.__float__(v)
+        except OverflowError:  # an int too large for a float (10**400): out of every range here
+            raise SchedConfigError(f"sched.{name} must be a finite number, got an integer of "
+                                   f"{int.bit_length(v)} bits") from None
+    else:
+        f = float.__float__(v)
     if math.isnan(f) or (math.isinf(f) and not allow_inf):
         raise SchedConfigError(f"sched.{name} must be a finite number, got {_shown(v)}")
     if f < lo or (lo_open and f == lo) or f > hi:
@@ -60,6 +67,7 @@ def _count(name: str, v: Any, *, lo: int, hi: int, optional: bool = False) -> in
         return None
     if isinstance(v, bool) or not isinstance(v, int):
         raise SchedConfigError(f"sched.{name} must be an integer{' or None' if optional else ''}, got {_shown(v)}")
+    v = int.__index__(v)  # a plain int (a subclass's own comparisons never run)
     if not lo <= v <= hi:
         raise SchedConfigError(f"sched.{name} must be in {lo}..{hi}, got {_shown(v)}")
     return v
@@ -89,7 +97,7 @@ class SchedConfig:
             raise SchedConfigError(f"sched.enabled must be true or false, got {_shown(self.enabled)}")
         m = self.measure
         try:
-            measure = Measure(m) if isinstance(m, str) else None
+            measure = Measure(m) if type(m) is str or type(m) is Measure else None  # no str subclass's __hash__
         except ValueError:
             measure = None
         if measure is None:

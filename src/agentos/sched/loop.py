@@ -33,14 +33,22 @@ Init = Callable[[Any, Any], Awaitable[Any]]
 
 
 class _Resume:
-    """What the kernel passes as `args` to rebuild a loop at its top: never a user value
-    (spawn args are checked plain data, so a process cannot forge one)."""
+    """What the kernel passes as `args` to rebuild a loop at its top: never a user value.
+    Spawn args and message bodies are checked by the canonical encoder, which renders an
+    unknown object by `str()`; this one refuses, so a process that builds one and spawns
+    a loop with it gets a `BadArgument` instead of skipping the loop's `init` with a state
+    of its choosing."""
 
     __slots__ = ("args", "state")
 
     def __init__(self, args: Any, state: Any) -> None:
         self.args = args
         self.state = state
+
+    def __str__(self) -> str:
+        raise TypeError("a loop's resume marker is made by the kernel only")
+
+    __repr__ = __str__
 
 
 class LoopExit:
