@@ -28,3 +28,21 @@ def test_namespaces_isolate_by_default_and_share_on_request():
 
     _, res = boot(init, drivers=[KVDriver()], grant=["kv"])
     assert res.value == [None, "shared", ["k"], "kv: unknown read op 'drop_table' (reads: get, keys, has)"]
+
+
+def test_a_value_read_or_written_cannot_be_changed_without_a_write():
+    """A reply reaches the reader by reference: editing what `get` returned, or the object
+    handed to `set`, must not change what the store holds (that would be a write with no
+    syscall, no journal entry and no policy check, and a replay would read otherwise)."""
+    async def init(sys, args):
+        h = await sys.open("kv")
+        mine = {"plan": ["a"], "n": 1}
+        await sys.write(h, {"key": "k", "value": mine})
+        mine["plan"].append("after set")                 # the writer keeps its object
+        got = await sys.read(h, {"key": "k"})
+        got["plan"].append("after get")                  # the reader edits its reply
+        got["n"] = 99
+        return await sys.read(h, {"key": "k"})
+
+    _, res = boot(init, drivers=[KVDriver()], grant=["kv"])
+    assert res.value == {"plan": ["a"], "n": 1}

@@ -3,9 +3,15 @@
 `open(params={"ns": "name"})` picks a namespace (default: the opener's pid, so processes
 do not see each other's keys unless they share a namespace on purpose). Reads are
 `{"op": "get"|"keys"|"has", "key": ...}`; writes are `{"op": "set"|"delete", ...}`.
+
+A value is copied when it is stored and again when it is read: a reply reaches the reader
+by reference, so without the copies a process could change a stored value (its own after
+`set`, or one it read) with no write, no journal entry and no policy check, and a replay
+would no longer see what the live run saw.
 """
 from __future__ import annotations
 
+from copy import deepcopy
 from typing import Any
 
 from ..abi.driver import Driver, DriverResult
@@ -14,6 +20,7 @@ from ..abi.types import Cost
 
 _READ_OPS = ("get", "keys", "has")
 _WRITE_OPS = ("set", "delete")
+_MISSING = object()
 
 
 class KVDriver(Driver):
@@ -39,7 +46,10 @@ class KVDriver(Driver):
         op = req.get("op", "get")
         if op == "get":
             key: Any = req.get("key")
-            return DriverResult(handle.get(key, req.get("default")), Cost(reductions=1))
+            value = handle.get(key, _MISSING)
+            if value is _MISSING:
+                return DriverResult(req.get("default"), Cost(reductions=1))
+            return DriverResult(deepcopy(value), Cost(reductions=1))
         if op == "has":
             return DriverResult(req.get("key") in handle, Cost(reductions=1))
         if op == "keys":
@@ -55,7 +65,11 @@ class KVDriver(Driver):
         if not isinstance(key, str):
             raise DriverError(f"{self.name}: keys are strings, got {key!r}")
         if op == "set":
-            handle[key] = data.get("value")
+            try:
+                handle[key] = deepcopy(data.get("value"))
+            except Exception as e:  # noqa: BLE001 - a value that cannot be copied is not stored
+                raise DriverError(f"{self.name}: the value for {key!r} cannot be stored "
+                                  f"({type(e).__name__})") from None
             return DriverResult(True, Cost(reductions=1))
         if op == "delete":
             return DriverResult(handle.pop(key, None) is not None, Cost(reductions=1))
