@@ -142,6 +142,61 @@ def test_hostile_attestation_values_are_typed_errors() -> None:
     assert res.value == ["malformed"] * 16
 
 
+class _Hostile:
+    """A value whose comparisons and hash raise: none of its code may run in the kernel."""
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("hostile __eq__")
+
+    def __ne__(self, other: object) -> bool:
+        raise RuntimeError("hostile __ne__")
+
+    def __hash__(self) -> int:
+        raise RuntimeError("hostile __hash__")
+
+
+class _LateHashKey(str):
+    """A str key that hashes once (to get into the dict), then raises."""
+
+    calls = 0
+
+    def __hash__(self) -> int:
+        type(self).calls += 1
+        if type(self).calls > 1:
+            raise RuntimeError("hostile __hash__")
+        return str.__hash__(self)
+
+
+def test_an_attestation_with_hostile_objects_or_huge_numbers_is_malformed_not_a_kernel_bug() -> None:
+    async def init(sys: Any, args: Any) -> Any:
+        att = await sys.attest()
+        late = {k: v for k, v in att.items() if k != "sig"}
+        _LateHashKey.calls = 0
+        late[_LateHashKey("sig")] = att["sig"]
+        persona_key = {**att, "persona": {"name": "p", "version": 1}}
+        _LateHashKey.calls = 0
+        persona_key["persona"][_LateHashKey("digest")] = "0" * 64
+        hostile = [{**att, "v": _Hostile()}, {**att, "issued_at": 10 ** 400}, {**att, "issued_at": -(10 ** 400)},
+                   {**att, "persona": {"name": "p", "version": 1, "digest": _Hostile()}}, late]
+        out = []
+        for h in hostile:
+            try:
+                await sys.verify(h)
+                out.append("accepted")
+            except AttestationError as e:
+                out.append(e.reason)
+        _LateHashKey.calls = 1
+        try:
+            await sys.verify(persona_key)
+            out.append("accepted")
+        except AttestationError as e:
+            out.append(e.reason)
+        return out
+
+    _, res = run(init)
+    assert res.value == ["malformed"] * 6
+
+
 def test_an_attestation_from_an_unknown_node_cannot_be_verified() -> None:
     async def init(sys: Any, args: Any) -> Any:
         att = await sys.attest()

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -119,9 +118,11 @@ def _shape_problem(att: Any) -> str | None:
     anything is encoded, so a hostile value costs no more than its first wrong field."""
     if type(att) is not dict:
         return f"an attestation is a dict, got {type(att).__name__}"
-    if len(att) != len(_FIELDS) or set(att) != _FIELDS:
+    # keys and values are type-checked before anything hashes or compares them, so a
+    # value with a hostile __hash__ or __eq__ never runs in the kernel
+    if len(att) != len(_FIELDS) or any(type(k) is not str for k in att) or set(att) != _FIELDS:
         return "the fields are not those of an attestation"
-    if att["v"] != ATTESTATION_VERSION or type(att["v"]) is not int:
+    if type(att["v"]) is not int or att["v"] != ATTESTATION_VERSION:
         return f"version {A.shown(att['v'], 30)} is not {ATTESTATION_VERSION}"
     if type(att["node"]) is not str or _NODE.fullmatch(att["node"]) is None:
         return "node is not a node name"
@@ -130,7 +131,7 @@ def _shape_problem(att: Any) -> str | None:
         if type(v) is not int or not lo <= v <= _PID_MAX:
             return f"{k} must be an int in [{lo}, 2**63), got {A.shown(v, 30)}"
     t = att["issued_at"]
-    if type(t) not in (int, float) or not math.isfinite(t) or t < 0:
+    if type(t) not in (int, float) or not 0 <= t < 1e300:  # NaN, inf and 10**400 fail (no float())
         return f"issued_at must be a finite time >= 0, got {A.shown(t, 30)}"
     for k, limit, optional in (("image", 256, False), ("image_ref", 512, True)):
         v = att[k]
@@ -140,7 +141,8 @@ def _shape_problem(att: Any) -> str | None:
             return f"{k} must be ASCII text of 1-{limit} characters"
     p = att["persona"]
     if p is not None:
-        if type(p) is not dict or set(p) != {"name", "version", "digest"}:
+        if type(p) is not dict or len(p) != 3 or any(type(k) is not str for k in p) \
+                or set(p) != {"name", "version", "digest"}:
             return "persona must be null or {name, version, digest}"
         if type(p["name"]) is not str or not 0 < len(p["name"]) <= 256 or not p["name"].isascii():
             return "persona.name must be ASCII text of 1-256 characters"
