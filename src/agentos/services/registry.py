@@ -37,12 +37,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Iterable
 
 from ..abi.driver import Driver, DriverHost, DriverResult
-from ..abi.errors import DriverError, ToolError
+from ..abi.errors import BadArgument, DriverError, ToolError
 from ..abi.types import Cost, Pid
 from ..drivers.tools import ServedTool, Tool, ToolsDriver, _await_tool
+from ..kernel.values import checked
 from . import tiers
 from .manifest import (
-    ArgsChecker, Effect, Origin, Tier, ToolManifest, choose_tier, parse_manifest,
+    ArgsChecker, Effect, Origin, Tier, ToolManifest, choose_tier, parse_manifest, plain_json,
 )
 from .manifest import refuse as _refuse
 
@@ -189,10 +190,16 @@ class ToolRegistry(Driver):
         return {n: e.manifest.ontology_class for n, e in self.entries.items() if e.manifest.ontology_class}
 
     # -- parsing a request -------------------------------------------------------------
-    def _kind(self, req: Any) -> str:
+    def _kind(self, req: Any) -> tuple[str, dict[str, Any]]:
+        """The request's kind, and the request as a plain dict (a dict subclass is read
+        through dict's own methods, so its get() or __getitem__ never runs here)."""
         if not isinstance(req, dict):
             raise ToolError(f"{self.name}: a request is {{'tool': name, 'args': {{...}}}} or "
                             f"{{'op': 'list' | 'register', ...}}, got {type(req).__name__}")
+        if type(req) is not dict:
+            req = dict(dict.items(req))
+        if any(type(k) is not str for k in req):
+            raise ToolError(f"{self.name}: a request's fields are named by strings")
         op = req.get("op")
         kind = "call" if op is None else op if isinstance(op, str) and op in _OPS else None
         if kind is None:
@@ -202,7 +209,7 @@ class ToolRegistry(Driver):
         if extra:
             why = "; the registry chooses where a tool runs" if kind == "call" else ""
             raise ToolError(f"{self.name}: {extra[0]!r} is not a field of a {kind} (fields: {shown}){why}")
-        return kind
+        return kind, req
 
     def _tool(self, req: dict[str, Any]) -> Entry:
         name = req.get("tool")
@@ -221,7 +228,7 @@ class ToolRegistry(Driver):
         return m, tier
 
     def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any] | None:
-        kind = self._kind(req)
+        kind, req = self._kind(req)
         if kind == "list":
             return None  # reads the registry's own table, filtered for this caller
         if kind == "register":
@@ -232,7 +239,7 @@ class ToolRegistry(Driver):
         return (f"{self.name}.{e.manifest.name}", args if args is not None else {})
 
     def bound(self, op: str, handle: Any, req: Any) -> Cost:
-        kind = self._kind(req)
+        kind, req = self._kind(req)
         if kind == "list":
             return Cost()
         if kind == "register":  # the kernel parses and compiles it: a budget pays for that
@@ -265,7 +272,7 @@ class ToolRegistry(Driver):
         return self._do("write", handle, data)
 
     def _do(self, op: str, owner: int, req: Any) -> DriverResult | Awaitable[DriverResult]:
-        kind = self._kind(req)
+        kind, req = self._kind(req)
         if kind == "list":
             return DriverResult(self.discover(owner, op, req))
         if kind == "register":
@@ -290,17 +297,17 @@ class ToolRegistry(Driver):
             except Exception as exc:
                 raise ToolError(f"tool {m.name!r} failed: {type(exc).__name__}: {exc}") from exc
             if inspect.isawaitable(out):
-                return _await_tool(t, out, Cost(tool_calls=1))
-            return DriverResult(out, Cost(tool_calls=1))
+                return _replied(m.name, _await_tool(t, out, Cost(tool_calls=1)))
+            return DriverResult(_reply(m.name, out), Cost(tool_calls=1))
         if e.tier is Tier.WASM:
             assert m.wasm is not None
-            return tiers.run_wasm(self.wasm(), owner, m.name, m.wasm, args)
+            return _replied(m.name, tiers.run_wasm(self.wasm(), owner, m.name, m.wasm, args))
         assert m.source is not None
         from ..sandbox.driver import SandboxLimits
 
-        return tiers.run_sandboxed(self.sandbox(), owner, m.name, m.source, args,
-                                   self._limits or SandboxLimits(), self.sandbox_timeout_s,
-                                   self.require_isolation)
+        return _replied(m.name, tiers.run_sandboxed(self.sandbox(), owner, m.name, m.source, args,
+                                                    self._limits or SandboxLimits(), self.sandbox_timeout_s,
+                                                    self.require_isolation))
 
     def _register(self, owner: int, req: dict[str, Any]) -> dict[str, Any]:
         m, tier = self._registration(owner, req)
@@ -397,6 +404,25 @@ class ToolRegistry(Driver):
 
     def close(self, handle: Any) -> None:
         return None
+
+
+def _reply(tool: str, value: Any, cost: Cost | None = None) -> Any:
+    """A tool's answer as plain JSON, or a `ToolError` saying why it is not one (a NaN or an
+    infinity, a cycle, an integer too long to record, an object of another type): a
+    hostile or broken tool is a typed failure of the call, charged what it used."""
+    try:
+        checked("the reply", value)
+        return plain_json("the reply", value)
+    except (BadArgument, ValueError) as e:
+        err = ToolError(f"tool {tool!r}: bad reply: {e}")
+        if cost is not None:
+            err.cost = cost  # type: ignore[attr-defined]  # work done (wasm fuel) is still charged
+        raise err from None
+
+
+async def _replied(tool: str, run: Awaitable[DriverResult]) -> DriverResult:
+    res = await run
+    return DriverResult(_reply(tool, res.value, res.cost), res.cost)
 
 
 def install(kernel: "Kernel", registry: ToolRegistry | None = None, **kw: Any) -> ToolRegistry:
