@@ -351,3 +351,41 @@ def test_bad_evidence_is_refused(bad: Any) -> None:
         return "ran"
 
     assert k.run(init, grant=["lessons"]).value in ("TypeError", "ValueError")
+
+
+class _NanMeasure:
+    name = "test.scak.nan"
+
+    def matrix(self, texts: Any) -> Any:
+        return [[float("nan")] * len(texts) for _ in texts]
+
+
+def test_an_auditor_measure_answering_nan_is_disagreement_not_agreement() -> None:
+    from agentos.userland.agreement import register_measure
+
+    register_measure("test.scak.nan", _NanMeasure)
+    k = kernel(ScriptedChat(["Canberra"], name="auditor"))
+    opts = AuditOptions(auditors=("auditor",), measure="test.scak.nan", threshold=0.5)
+
+    async def init(sys: Any, args: Any) -> Any:
+        return (await audit(sys, "Capital of Australia?", "Canberra", opts)).to_dict()
+
+    r = AuditReport.from_dict(k.run(init, grant=["auditor"]).value)
+    assert [c[:2] for c in r.checks] == [("model:auditor", "disagree")] and not r.passed
+
+
+@tool(effect="read_only")
+def enormous(x: int) -> int:
+    """A tool whose answer is past float's range."""
+    return 10 ** 400
+
+
+def test_a_tool_answering_an_integer_past_floats_range_is_inconclusive_not_a_crash() -> None:
+    k = kernel(ToolsDriver([enormous]))
+    opts = AuditOptions(tools=(ToolCheck("enormous", {"x": 1}),), quota=Quota(tool_calls=2))
+
+    async def init(sys: Any, args: Any) -> Any:
+        return (await audit(sys, "How big?", "It is 42.", opts)).to_dict()
+
+    r = AuditReport.from_dict(k.run(init, grant=["tools"]).value)
+    assert r.checks == (("tool:enormous", "inconclusive", "the answer states nothing the result can check"),)

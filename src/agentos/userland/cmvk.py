@@ -37,7 +37,7 @@ from ..abi.errors import SyscallError
 from ..abi.types import Down, Quota
 from ..kernel.process import ProcessImage
 from ..kernel.trap import Sys
-from .agreement import canonical_json, known_measure, measure
+from .agreement import _similarity, canonical_json, known_measure, measure
 from .jobs import run_job
 from .failures import Failure, FailureKind, Severity, failure_from_error
 from .structured import json_format
@@ -231,6 +231,10 @@ def consensus(labels: Sequence[str], sim: Sequence[Sequence[float]], threshold: 
     m = len(labels)
     if m == 0:
         return None, [], 0.0
+    if len(sim) != m or any(len(row) != m for row in sim):
+        raise ValueError(f"consensus: the similarity matrix is not {m}x{m} for {m} answers")
+    # a NaN or out-of-range value is no agreement (a NaN row would leave every group empty)
+    sim = [[1.0 if i == j else _similarity(sim[i][j]) for j in range(m)] for i in range(m)]
     pairs = [sim[i][j] for i in range(m) for j in range(i + 1, m)]
     mean = sum(pairs) / len(pairs) if pairs else 1.0
     best: tuple[int, float, int] | None = None
@@ -376,8 +380,12 @@ def _judge(opts: dict[str, Any], question: str, answers: dict[str, Answer]) -> V
     fails = [a.failure for a in answers.values() if a.failure is not None]
     texts = [a.text for a in ok if a.text is not None]
     name = opts["measure"]
-    sim = measure(name).matrix(texts) if texts else []
-    idx, members, mean = consensus([a.label for a in ok], sim, opts["threshold"], panel_size)
+    try:
+        sim = measure(name).matrix(texts) if texts else []
+        idx, members, mean = consensus([a.label for a in ok], sim, opts["threshold"], panel_size)
+    except Exception as e:  # a registered measure that breaks its contract: no verdict, said so
+        fails.append(_measure_failure(name, e, question))
+        return Verdict(question, tuple(answers.values()), None, 0, 0.0, (), name, tuple(fails))
     if idx is None:
         outliers: tuple[str, ...] = tuple(a.label for a in ok) if len(ok) > 1 else ()
     else:
@@ -395,6 +403,29 @@ def _judge(opts: dict[str, Any], question: str, answers: dict[str, Answer]) -> V
     return Verdict(question, tuple(answers.values()), texts[idx] if idx is not None else None,
                    len(members) if idx is not None else 0, round(mean, 6), outliers, name, tuple(fails),
                    tuple(tuple(round(x, 6) for x in row) for row in sim))
+
+
+def _measure_failure(name: str, e: BaseException, subject: str) -> Failure:
+    return Failure(FailureKind.MODEL_ERROR, f"the {name} measure failed: {type(e).__name__}: {str(e)[:200]}",
+                   SOURCE, f"rule:measure({name})", severity=Severity.ERROR, subject=subject[:200],
+                   evidence={"error": type(e).__name__})
+
+
+def _baseline(value: Any) -> dict[str, dict[str, str]]:
+    """A stored baseline, keeping only well-formed entries: the store is a shared device,
+    and what another writer put there must not end the drift job."""
+    if type(value) is not dict:
+        return {}
+    return {k: v for k, v in value.items() if type(k) is str and type(v) is dict and type(v.get("a")) is str
+            and type(v.get("q")) is str}
+
+
+def _history(value: Any) -> list[list[float]]:
+    """A stored drift history, keeping only [time, drift] pairs of finite numbers."""
+    if type(value) is not list:
+        return []
+    return [[float(p[0]), float(p[1])] for p in value
+            if type(p) is list and len(p) == 2 and all(type(x) in (int, float) and -1e300 < x < 1e300 for x in p)]
 
 
 def probe_id(question: str) -> str:
@@ -418,7 +449,7 @@ async def job_main(sys: Sys, args: dict[str, Any]) -> dict[str, Any]:
     fails: list[Failure] = [a.failure for q in per_q for a in q.values() if a.failure is not None]
     if op == "baseline":
         for label in labels:
-            base = await sys.read(store, {"op": "get", "key": f"baseline/{label}", "default": {}}) or {}
+            base = _baseline(await sys.read(store, {"op": "get", "key": f"baseline/{label}", "default": {}}))
             for q, answers in zip(questions, per_q):
                 a = answers[label]
                 if a.text is not None:
@@ -435,14 +466,18 @@ async def job_main(sys: Sys, args: dict[str, Any]) -> dict[str, Any]:
     history: dict[str, Any] = {}
     compared: dict[str, int] = {}
     for label in labels:
-        base = await sys.read(store, {"op": "get", "key": f"baseline/{label}", "default": {}}) or {}
+        base = _baseline(await sys.read(store, {"op": "get", "key": f"baseline/{label}", "default": {}}))
         sims = []
         for q, answers in zip(questions, per_q):
             b, a = base.get(probe_id(q)), answers[label]
             if b is not None and a.text is not None:
-                sims.append(m.matrix([b["a"], a.text])[0][1])
+                try:
+                    sims.append(_similarity(m.matrix([b["a"], a.text])[0][1]))
+                except Exception as e:  # a registered measure that breaks its contract
+                    fails.append(_measure_failure(opts["measure"], e, label))
+                    break
         compared[label] = len(sims)
-        hist = list(await sys.read(store, {"op": "get", "key": f"history/{label}", "default": []}) or [])
+        hist = _history(await sys.read(store, {"op": "get", "key": f"history/{label}", "default": []}))
         if sims:
             d = round(1.0 - sum(sims) / len(sims), 6)
             drift[label] = d

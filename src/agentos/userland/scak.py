@@ -40,7 +40,7 @@ from ..abi.errors import SyscallError
 from ..abi.types import Quota
 from ..kernel.process import ProcessImage
 from ..kernel.trap import Sys
-from .agreement import known_measure, measure
+from .agreement import _similarity, known_measure, measure
 from .failures import Failure, FailureKind, Severity, failure_from_error
 from .jobs import run_job
 from .structured import ModelOutputError, json_format, parse_json
@@ -281,8 +281,8 @@ def numbers_in(text: str) -> list[tuple[float, int]]:
 def _number_of(result: Any) -> float | None:
     if isinstance(result, bool):
         return None
-    if isinstance(result, (int, float)):
-        return float(result) if math.isfinite(result) else None
+    if isinstance(result, (int, float)):  # compared, not converted: float(10**400) raises
+        return float(result) if -1e300 < result < 1e300 else None
     if isinstance(result, str):
         got = numbers_in(result)
         return got[0][0] if len(got) == 1 else None
@@ -398,7 +398,14 @@ async def audit_main(sys: Sys, args: dict[str, Any]) -> dict[str, Any]:
                 fails.append(a.failure)
                 checks.append((det, "failed", a.failure.detail))
                 continue
-            s = m.matrix([answer, a.text])[0][1]
+            try:
+                s = _similarity(m.matrix([answer, a.text])[0][1])
+            except Exception as e:  # a registered measure that breaks its contract: no judgement
+                f = Failure(FailureKind.MODEL_ERROR, f"the {o['measure']} measure failed: {type(e).__name__}: "
+                            f"{str(e)[:200]}", SOURCE, f"rule:measure({o['measure']})", subject=task[:200])
+                fails.append(f)
+                checks.append((det, "failed", f.detail))
+                continue
             if s < o["threshold"]:
                 checks.append((det, "disagree", f"similarity {s:.3f} < {o['threshold']:g}"))
                 fails.append(Failure(FailureKind.DISAGREEMENT, f"{d} answered the task differently (similarity "
