@@ -456,3 +456,24 @@ def test_a_poisoned_baseline_or_history_in_the_store_does_not_end_the_drift_job(
     out = k.run(init, grant=["a", "b", "kv"]).value
     assert out["drift"] == {"a": None, "b": 0.0} and out["compared"] == {"a": 0, "b": 1}
     assert [p[1] for p in out["history"]["b"]] == [0.5, 0.0]  # the malformed points are dropped
+
+
+def test_an_endless_panel_is_refused_without_reading_it_to_its_end() -> None:
+    import itertools
+
+    with pytest.raises(ValueError, match="more than 16"):
+        CmvkOptions(panel=itertools.repeat("a"))
+    with pytest.raises(ValueError, match="more than 16"):
+        CmvkOptions(panel=[f"d{i}" for i in range(10_000)])
+
+
+@pytest.mark.parametrize("bad", [
+    {"panel": [{"device": "a", "label": "x\ud800"}]}, {"panel": ["\udc00"]},
+    {"panel": [{"device": "a", "model": "m\ud800"}]}, {"system": "\ud800"}, {"system": "x" * 40_000},
+    {"namespace": "\ud800"}, {"store": " "}, {"schema": {"type": "object", "minimum": math.nan}},
+])
+def test_options_no_message_could_carry_are_refused_up_front(bad: dict[str, Any]) -> None:
+    kw: dict[str, Any] = {"panel": ("a", "b")}
+    kw.update(bad)
+    with pytest.raises(ValueError):
+        CmvkOptions(**kw)

@@ -29,6 +29,8 @@ anywhere but from the answers the models gave in this run.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -60,14 +62,30 @@ class Panelist:
         for what, v in (("device", self.device), ("label", self.label)):
             if not isinstance(v, str):
                 raise TypeError(f"Panelist.{what} must be a str, got {type(v).__name__}")
+            object.__setattr__(self, what, _plain_text(f"Panelist.{what}", v, 128))
         if not self.device.strip():
             raise ValueError("Panelist.device must name a device")
         if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
-            raise ValueError(f"Panelist.model must be a non-empty str or None, got {self.model!r}")
+            raise ValueError(f"Panelist.model must be a non-empty str or None, got {type(self.model).__name__}")
+        if self.model is not None:
+            object.__setattr__(self, "model", _plain_text("Panelist.model", self.model, 256))
         if not self.label:
             object.__setattr__(self, "label", f"{self.device}/{self.model}" if self.model else self.device)
         if len(self.label) > 80:
             raise ValueError(f"Panelist.label is {len(self.label)} characters; at most 80")
+
+
+def _plain_text(what: str, v: str, limit: int) -> str:
+    """`v` as a plain str of at most `limit` characters without a lone surrogate (which
+    no message or journal entry can carry), or ValueError naming `what`."""
+    v = str.__str__(v)
+    if len(v) > limit:
+        raise ValueError(f"{what} is {len(v)} characters; at most {limit}")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} holds a lone surrogate at index {e.start}") from None
+    return v
 
 
 def _panelist(p: Any) -> Panelist:
@@ -112,10 +130,16 @@ class CmvkOptions:
     drift_threshold: float = 0.3
 
     def __post_init__(self) -> None:
-        panel = tuple(_panelist(p) for p in (self.panel if not isinstance(self.panel, (str, Panelist))
-                                             else (self.panel,)))
+        given = self.panel if not isinstance(self.panel, (str, Panelist, dict)) else (self.panel,)
+        try:  # one past the limit is enough to refuse: an endless iterable is not read to its end
+            panel = tuple(_panelist(p) for p in itertools.islice(given, MAX_PANEL + 1))
+        except TypeError as e:
+            if "object is not iterable" in str(e):
+                raise TypeError(f"CmvkOptions.panel is a list of panelists, got {type(self.panel).__name__}") from None
+            raise
         if not 1 <= len(panel) <= MAX_PANEL:
-            raise ValueError(f"CmvkOptions.panel needs 1..{MAX_PANEL} panelists, got {len(panel)}")
+            got = "none" if not panel else f"more than {MAX_PANEL}"
+            raise ValueError(f"CmvkOptions.panel needs 1..{MAX_PANEL} panelists, got {got}")
         labels = [p.label for p in panel]
         if len(set(labels)) != len(labels):
             raise ValueError(f"CmvkOptions.panel labels must be unique, got {labels}")
@@ -141,9 +165,19 @@ class CmvkOptions:
         if tm is not None and (isinstance(tm, bool) or not isinstance(tm, (int, float))
                                or not math.isfinite(tm) or tm <= 0):
             raise ValueError(f"CmvkOptions.timeout_ms must be positive ms or None, got {tm!r}")
-        for what in ("system", "store", "namespace"):
+        for what, limit in (("system", MAX_QUESTION), ("store", 128), ("namespace", 128)):
             if not isinstance(getattr(self, what), str):
                 raise TypeError(f"CmvkOptions.{what} must be a str")
+            object.__setattr__(self, what, _plain_text(f"CmvkOptions.{what}", getattr(self, what), limit))
+        if not self.store.strip():
+            raise ValueError("CmvkOptions.store must name a device")
+        if self.schema is not None:
+            try:
+                size = len(json.dumps(self.schema, allow_nan=False))
+            except (TypeError, ValueError, RecursionError) as e:
+                raise ValueError(f"CmvkOptions.schema must be plain JSON: {type(e).__name__}: {str(e)[:100]}") from None
+            if size > 64 * 1024:
+                raise ValueError(f"CmvkOptions.schema is {size} bytes of JSON; at most 65536")
 
     def devices(self) -> list[str]:
         return list(dict.fromkeys(p.device for p in self.panel))
