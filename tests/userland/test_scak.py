@@ -389,3 +389,20 @@ def test_a_tool_answering_an_integer_past_floats_range_is_inconclusive_not_a_cra
 
     r = AuditReport.from_dict(k.run(init, grant=["tools"]).value)
     assert r.checks == (("tool:enormous", "inconclusive", "the answer states nothing the result can check"),)
+
+
+def test_endless_or_duplicated_auditors_and_tools_are_refused_without_reading_them_to_the_end() -> None:
+    import itertools
+
+    with pytest.raises(ValueError, match="at most 16"):
+        AuditOptions(auditors=itertools.repeat("a"))
+    with pytest.raises(ValueError, match="at most 16"):
+        AuditOptions(tools=itertools.repeat(ToolCheck("calc")))
+    with pytest.raises(ValueError, match="twice"):
+        AuditOptions(auditors=("a", "a"))  # two answers from one device, each paid
+    with pytest.raises(TypeError):
+        AuditOptions(auditors="auditor")
+    with pytest.raises(ValueError):
+        AnswerContext("t", itertools.repeat("calc"))
+    with pytest.raises(TypeError):
+        AnswerContext("t", "calc")  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ audit do that.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from .structured import ModelOutputError, json_format, parse_json
 
 SOURCE = "scak"
 SUBSTANCE_WORDS = 12
+MAX_TOOLS = 256        # tool names an AnswerContext holds
 MAX_ANSWER = 100_000   # characters of an answer the rules read
 
 
@@ -61,7 +63,12 @@ class AnswerContext:
     def __post_init__(self) -> None:
         if not isinstance(self.task, str):
             raise TypeError("AnswerContext.task must be a str")
-        object.__setattr__(self, "tools", tuple(str(t) for t in self.tools))
+        if isinstance(self.tools, (str, bytes)):  # a common slip: "calc" is not ("c", "a", "l", "c")
+            raise TypeError("AnswerContext.tools is a list of tool names, not one string")
+        tools = tuple(itertools.islice(self.tools, MAX_TOOLS + 1))  # an endless iterable is not read to its end
+        if len(tools) > MAX_TOOLS or not all(isinstance(t, str) and len(t) <= 128 for t in tools):
+            raise ValueError(f"AnswerContext.tools is at most {MAX_TOOLS} tool names of at most 128 characters")
+        object.__setattr__(self, "tools", tuple(str.__str__(t) for t in tools))
         if type(self.tool_calls) is not int or self.tool_calls < 0:
             raise ValueError(f"AnswerContext.tool_calls must be a non-negative int, got {self.tool_calls!r}")
 
@@ -335,14 +342,19 @@ class AuditOptions:
     quota: Quota = field(default_factory=lambda: Quota(tokens=10_000, tool_calls=10))
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "auditors", tuple(self.auditors))
-        object.__setattr__(self, "tools", tuple(self.tools))
+        for what in ("auditors", "tools"):
+            v = getattr(self, what)
+            if isinstance(v, (str, bytes, ToolCheck)):
+                raise TypeError(f"AuditOptions.{what} is a list, not one {type(v).__name__}")
+            object.__setattr__(self, what, tuple(itertools.islice(v, 17)))  # never read to the end of an endless one
         if not self.auditors and not self.tools:
             raise ValueError("AuditOptions needs at least one auditor or tool check")
         if len(self.auditors) + len(self.tools) > 16:
             raise ValueError("AuditOptions: at most 16 auditors and tool checks")
         if not all(isinstance(a, str) and a for a in self.auditors):
             raise TypeError("AuditOptions.auditors are device names")
+        if len(set(self.auditors)) != len(self.auditors):  # one answer per device: a second would be paid twice
+            raise ValueError("AuditOptions.auditors names a device twice")
         if not all(isinstance(t, ToolCheck) for t in self.tools):
             raise TypeError("AuditOptions.tools are ToolChecks")
         if not known_measure(self.measure):
