@@ -483,6 +483,53 @@ def test_report_flooding_by_a_swarm_of_children_never_reaches_the_kill_threshold
     assert score >= 1.0 - min(per_target, lineages * per_reporter) - 1e-7  # scores are kept to 9 places
 
 
+async def misbehave_around_reports(sys: Any, args: Any) -> Any:
+    """Misbehave `args` times in all (kernel evidence, short of lethal): half before the
+    swarm reports, the rest after, so a kill judged on reports too would show."""
+    async def misbehave(times: int) -> None:
+        for _ in range(times):
+            try:
+                await sys.send(0xBAD, "x")
+            except CapError:
+                pass
+
+    await misbehave(args // 2)
+    await sys.recv(match=lambda m: m.body == "reported")
+    await misbehave(args - args // 2)
+    return await sys.trust()
+
+
+async def mixed_swarm_init(sys: Any, args: Any) -> Any:
+    vpid, vcap = await sys.spawn(misbehave_around_reports, args=args["misbehave"])
+    for i in range(args["siblings"]):  # direct children of init: each is a lineage of its own
+        _, acap = await sys.spawn(reporter, args={"weight": 1.0, "depth": i % 2, "fan": args["fan"]},
+                                  caps=[vcap, "spawn"])
+        await sys.waitpid(acap)
+    await sys.send(vcap, "reported")
+    return str(await sys.waitpid(vcap))
+
+
+@settings(max_examples=10, deadline=None)
+@given(kill=st.floats(0.0, 0.8), gap=st.floats(0.001, 0.2), head=st.floats(0.0, 0.2), w=st.floats(0.01, 0.3),
+       per_reporter=st.floats(0.01, 1.0), per_target=st.floats(0.01, 1.0), siblings=st.integers(1, 30),
+       fan=st.integers(1, 4), margin=st.integers(1, 3))
+def test_reports_on_top_of_near_lethal_kernel_evidence_never_kill_whatever_the_thresholds(
+        kill: float, gap: float, head: float, w: float, per_reporter: float, per_target: float,
+        siblings: int, fan: int, margin: int) -> None:
+    floor = min(1.0, kill + gap)
+    initial = min(1.0, floor + head)
+    safe = max(0, int((initial - kill) / w) - margin)  # kernel evidence that stays above kill_below
+    while safe and round(initial - safe * w, 9) < kill:
+        safe -= 1
+    pol = policy(f"trust: {{initial: {initial!r}, kill_below: {kill!r}, report_floor: {floor!r}, "
+                 f"report_weight: 1.0, per_reporter_cap: {per_reporter!r}, per_target_cap: {per_target!r}, "
+                 f"evidence: {{cap_refused: {w!r}}}}}\npolicies: []\n")
+    k, res = run(mixed_swarm_init, pol, args={"misbehave": safe, "siblings": siblings, "fan": fan}, quota=None)
+    assert res.value == "normal" and not k.events.events(kind="trust_kill"), res.value
+    reports = k.events.events(kind="trust_report")
+    assert reports and all(r.data[3] >= min(floor, round(initial - safe * w, 9)) - 1e-9 for r in reports)
+
+
 def test_a_swarm_of_children_shares_its_parents_cap() -> None:
     pol = policy("trust: {report_weight: 1.0, per_reporter_cap: 0.1, per_target_cap: 0.7}\npolicies: []\n")
     _, res = run(swarm_init, pol, args={"lineages": 1, "fan": 30, "depth": 1, "weight": 1.0})
