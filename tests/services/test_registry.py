@@ -508,3 +508,12 @@ def test_a_wasm_tool_answering_nan_is_a_typed_error_and_its_fuel_is_charged() ->
     assert "bad reply" in res.value and "nan" in res.value, res.value
     call = [e for e in k.journal.entries if e.action == "registry.nanwasm"]
     assert len(call) == 1 and not call[0].ok and call[0].reductions > 0  # the fuel it burnt is charged
+
+
+@pytest.mark.parametrize("kw", [{"max_runtime_tools": float("nan")}, {"max_per_process": float("nan")},
+                                {"max_runtime_tools": -1}, {"max_per_process": True}, {"max_runtime_tools": 10 ** 400},
+                                {"allow_runtime": "false"}, {"require_isolation": "no"}, {"allow_runtime": 0},
+                                {"sandbox_timeout_s": True}, {"sandbox_timeout_s": float("nan")}])
+def test_a_careless_registry_configuration_is_refused_not_read_as_no_limit(kw: dict) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValueError):
+        ToolRegistry(host_tools(), **kw)

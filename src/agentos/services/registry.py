@@ -120,9 +120,16 @@ class ToolRegistry(Driver):
         self._wasm = wasm
         self._sandbox = sandbox
         self._limits = sandbox_limits
-        if not (isinstance(sandbox_timeout_s, (int, float)) and 0 < sandbox_timeout_s <= 3600):
+        if isinstance(sandbox_timeout_s, bool) or not (isinstance(sandbox_timeout_s, (int, float))
+                                                        and 0 < sandbox_timeout_s <= 3600):
             raise ValueError(f"registry: sandbox_timeout_s must be in (0, 3600], got {sandbox_timeout_s!r}")
         self.sandbox_timeout_s = float(sandbox_timeout_s)
+        for what, flag in (("require_isolation", require_isolation), ("allow_runtime", allow_runtime)):
+            if type(flag) is not bool:  # "false" is truthy: a string here would open what it meant to close
+                raise ValueError(f"registry: {what} must be True or False, got {type(flag).__name__}")
+        for what, n in (("max_runtime_tools", max_runtime_tools), ("max_per_process", max_per_process)):
+            if type(n) is not int or not 0 <= n <= 1 << 20:  # a NaN limit would compare false: no limit at all
+                raise ValueError(f"registry: {what} must be an int in [0, 2**20], got {n!r:.40}")
         self.require_isolation = require_isolation
         self.allow_runtime = allow_runtime
         self.max_runtime_tools = max_runtime_tools
