@@ -406,3 +406,37 @@ def test_endless_or_duplicated_auditors_and_tools_are_refused_without_reading_th
         AnswerContext("t", itertools.repeat("calc"))
     with pytest.raises(TypeError):
         AnswerContext("t", "calc")  # type: ignore[arg-type]
+
+
+class _CountingEvidence(list):  # type: ignore[type-arg]
+    """Evidence that counts how far it was read."""
+
+    read = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for x in super().__iter__():
+            type(self).read += 1
+            yield x
+
+
+def test_too_much_evidence_is_refused_before_any_of_it_is_read() -> None:
+    k = kernel(LongMemoryDriver(InMemoryPersist()))
+    _CountingEvidence.read = 0
+    many = _CountingEvidence(["the sky is blue"] * 100_000)
+
+    async def init(sys: Any, args: Any) -> Any:
+        _CountingEvidence.read = 0
+        try:
+            await hygiene(sys, many)
+        except ValueError as e:
+            return str(e), _CountingEvidence.read
+        return "ran", _CountingEvidence.read
+
+    msg, read = k.run(init, grant=["lessons"]).value
+    assert "at most 1000" in msg and read == 0
+
+
+@pytest.mark.parametrize("model", [5, "", "m" * 300])
+def test_a_hygiene_model_that_is_not_a_name_is_refused(model: Any) -> None:
+    with pytest.raises(TypeError):
+        HygieneOptions(judge="judge", model=model)

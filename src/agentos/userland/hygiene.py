@@ -113,6 +113,9 @@ class HygieneOptions:
             raise TypeError("HygieneOptions.memory must name a lessons device")
         if self.judge is not None and (not isinstance(self.judge, str) or not self.judge):
             raise TypeError("HygieneOptions.judge must name a chat device or be None")
+        if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()
+                                       or len(self.model) > 256):
+            raise TypeError("HygieneOptions.model must be a model name (1-256 characters) or None")
         if type(self.k) is not int or not 1 <= self.k <= 100:
             raise ValueError(f"HygieneOptions.k must be an int in 1..100, got {self.k!r}")
         for what in ("overlap",):
@@ -219,6 +222,8 @@ async def hygiene(sys: Sys, evidence: Sequence[str], options: HygieneOptions | N
         raise TypeError("hygiene: options must be HygieneOptions")
     if isinstance(evidence, str) or not isinstance(evidence, Sequence):
         raise TypeError("hygiene: evidence is a list of sentences")
+    if len(evidence) > 1000:  # before reading any of it
+        raise ValueError("hygiene: at most 1000 pieces of evidence at once")
     ev = []
     for e in evidence:
         if not isinstance(e, str) or not e.strip() or len(e) > 4000:
