@@ -517,3 +517,25 @@ def test_a_wasm_tool_answering_nan_is_a_typed_error_and_its_fuel_is_charged() ->
 def test_a_careless_registry_configuration_is_refused_not_read_as_no_limit(kw: dict) -> None:  # type: ignore[type-arg]
     with pytest.raises(ValueError):
         ToolRegistry(host_tools(), **kw)
+
+
+def test_a_caller_editing_a_listed_or_registered_schema_does_not_change_what_calls_are_checked_against() -> None:
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        listed = await sys.read(h, {"op": "list", "name": "add"})
+        listed[0]["schema"]["properties"]["a"]["type"] = "string"  # the reply is this caller's to edit...
+        listed[0]["schema"]["additionalProperties"] = True
+        desc = await sys.write(h, {"op": "register", "manifest": {**MUL, "name": "mul2"}})
+        desc["schema"]["properties"]["a"]["type"] = "string"
+        out = []
+        for tool in ("add", "mul2"):
+            try:
+                await sys.read(h, {"tool": tool, "args": {"a": "x", "b": 2}})
+                out.append("accepted")
+            except ToolError as e:
+                out.append("is not of type 'integer'" in str(e))
+        return out
+
+    _k, reg, res = run(init)
+    assert res.value == [True, True]  # ...but not the registry's
+    assert CALLS == [] and reg.entries["add"].manifest.schema["properties"]["a"]["type"] == "integer"

@@ -97,8 +97,12 @@ class Entry:
                 raise ToolError(f"tool {self.manifest.name!r}: argument {p!r} must be a finite number")
 
     def describe(self) -> dict[str, Any]:
+        """What discovery and registration answer. The schema is a copy: a reply reaches the
+        caller by reference, and a caller that edited the registry's own schema would change
+        what every later call is checked against."""
         m = self.manifest
-        return {"name": m.name, "version": m.version, "description": m.description, "schema": m.schema,
+        return {"name": m.name, "version": m.version, "description": m.description,
+                "schema": plain_json("schema", m.schema),
                 "ontology_class": m.ontology_class, "risk": m.risk.value, "effect": m.effect.value,
                 "capabilities": list(m.capabilities), "tier": self.tier.value, "driver": self.tier.driver,
                 "origin": self.origin.value, "owner": self.owner,
