@@ -197,6 +197,38 @@ def test_an_attestation_with_hostile_objects_or_huge_numbers_is_malformed_not_a_
     assert res.value == ["malformed"] * 6
 
 
+async def claims_editor(sys: Any, args: Any) -> Any:
+    """Verify its own attestation, edit the claims it got back and the attestation it was
+    given, and hand an untouched copy to its parent."""
+    att = await sys.attest()
+    clean = {**att, "persona": dict(att["persona"])}
+    claims = await sys.verify({**att, "persona": dict(att["persona"])})
+    claims["persona"]["name"] = "root"
+    att["persona"]["name"] = "root"
+    att["image"] = "root-image"
+    await sys.send(sys.caps[0], clean)
+    await sys.recv(match=lambda m: m.body == "bye")
+
+
+def test_editing_verified_claims_or_an_attestation_forges_nothing_the_kernel_answers_later() -> None:
+    async def init(sys: Any, args: Any) -> Any:
+        me = await sys.self_cap()
+        pid, cap = await sys.spawn(claims_editor, args={"persona": {"name": "helper", "version": 1}}, caps=[me])
+        att = (await sys.recv()).body
+        claims = await sys.verify(att)  # the same bytes the editor verified: the kernel's memo answers
+        await sys.send(cap, "bye")
+        await sys.waitpid(cap)
+        return pid, att["persona"]["name"], claims["persona"]["name"]
+
+    k = Kernel(deterministic=True, policy=AllowAll())
+    res = k.run(init)
+    pid, sent, verified = res.value
+    assert (sent, verified) == ("helper", "helper"), res.reason
+    wire = k.trust._recs[pid].attestation  # what its remote sends would carry
+    assert wire["persona"]["name"] == "helper" and wire["image"] != "root-image"
+    assert k.trust.verify(wire)["persona"]["name"] == "helper"
+
+
 def test_an_attestation_from_an_unknown_node_cannot_be_verified() -> None:
     async def init(sys: Any, args: Any) -> Any:
         att = await sys.attest()
@@ -516,14 +548,15 @@ async def mixed_swarm_init(sys: Any, args: Any) -> Any:
 def test_reports_on_top_of_near_lethal_kernel_evidence_never_kill_whatever_the_thresholds(
         kill: float, gap: float, head: float, w: float, per_reporter: float, per_target: float,
         siblings: int, fan: int, margin: int) -> None:
-    floor = min(1.0, kill + gap)
-    initial = min(1.0, floor + head)
+    kill, gap, head, w = (float(f"{x:.6f}") for x in (kill, gap, head, w))  # YAML reads 1e-05 as text
+    floor = float(f"{min(1.0, kill + gap):.6f}")
+    initial = float(f"{min(1.0, floor + head):.6f}")
     safe = max(0, int((initial - kill) / w) - margin)  # kernel evidence that stays above kill_below
     while safe and round(initial - safe * w, 9) < kill:
         safe -= 1
-    pol = policy(f"trust: {{initial: {initial!r}, kill_below: {kill!r}, report_floor: {floor!r}, "
-                 f"report_weight: 1.0, per_reporter_cap: {per_reporter!r}, per_target_cap: {per_target!r}, "
-                 f"evidence: {{cap_refused: {w!r}}}}}\npolicies: []\n")
+    pol = policy(f"trust: {{initial: {initial:.6f}, kill_below: {kill:.6f}, report_floor: {floor:.6f}, "
+                 f"report_weight: 1.0, per_reporter_cap: {per_reporter:.6f}, per_target_cap: {per_target:.6f}, "
+                 f"evidence: {{cap_refused: {w:.6f}}}}}\npolicies: []\n")
     k, res = run(mixed_swarm_init, pol, args={"misbehave": safe, "siblings": siblings, "fan": fan}, quota=None)
     assert res.value == "normal" and not k.events.events(kind="trust_kill"), res.value
     reports = k.events.events(kind="trust_report")

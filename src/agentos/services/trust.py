@@ -158,6 +158,15 @@ def _shape_problem(att: Any) -> str | None:
     return None
 
 
+def _copy(doc: dict[str, Any]) -> dict[str, Any]:
+    """A copy sharing no mutable part with `doc` (an attestation or its claims: scalars and
+    the persona, a flat dict). What a process is given reaches it by reference: a shared
+    persona dict would let it edit the kernel's memo of verified claims, or the
+    attestation its remote sends carry."""
+    p = doc.get("persona")
+    return {**doc, "persona": dict(p)} if type(p) is dict else dict(doc)
+
+
 def verify_attestation(att: Any, node_key: bytes | str) -> dict[str, Any]:
     """The claims of `att` (a copy, without the signatures) if the node whose public key is
     `node_key` certified its process key and that key signed every claim; otherwise an
@@ -175,7 +184,7 @@ def verify_attestation(att: Any, node_key: bytes | str) -> dict[str, Any]:
     if not _ed25519_ok(bytes.fromhex(att["key"]), bytes.fromhex(att["sig"]), _claims_bytes(att)):
         raise AttestationError("tampered", f"the claims of pid {att['pid']} on node {att['node']!r} do not "
                                            f"match their signature")
-    return {k: v for k, v in att.items() if k not in ("cert", "sig")}
+    return _copy({k: v for k, v in att.items() if k not in ("cert", "sig")})
 
 
 def _settings_value(st: Any) -> dict[str, Any]:
@@ -468,12 +477,12 @@ class TrustService:
         memo = hashlib.sha256(key + _canon(att)).digest()
         hit = self._verified.get(memo)
         if hit is not None:
-            return dict(hit)
-        claims = verify_attestation(att, key)
+            return _copy(hit)
+        claims = verify_attestation(att, key)  # a copy: nothing in it is the caller's
         if len(self._verified) >= 4096:
             self._verified.clear()
         self._verified[memo] = claims
-        return dict(claims)
+        return _copy(claims)
 
     def check_ingress(self, env: Any) -> str | None:
         """Why an envelope from another node must be dropped, or None. A node whose key is
@@ -499,7 +508,7 @@ class TrustService:
 
     # -- syscalls -----------------------------------------------------------------------
     def sys_attest(self, proc: Process, req: Attest) -> dict[str, Any]:
-        return self.attest(proc)
+        return _copy(self.attest(proc))  # the kernel's own is what remote sends carry
 
     def sys_verify(self, proc: Process, req: Verify) -> dict[str, Any]:
         return self.verify(req.attestation)
