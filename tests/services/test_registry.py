@@ -539,3 +539,24 @@ def test_a_caller_editing_a_listed_or_registered_schema_does_not_change_what_cal
     _k, reg, res = run(init)
     assert res.value == [True, True]  # ...but not the registry's
     assert CALLS == [] and reg.entries["add"].manifest.schema["properties"]["a"]["type"] == "integer"
+
+
+def test_a_wasm_float_argument_past_the_exports_range_is_refused_not_an_overflow_error() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+              "required": ["a", "b"]}
+    wat = '(module (func (export "f") (param f64 f32) (result f64) local.get 0))'
+    man = {**ADD, "name": "fid", "schema": schema, "wasm": {"module": wat, "export": "f", "params": ["a", "b"]}}
+
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        await sys.write(h, {"op": "register", "manifest": man})
+        out = []
+        for a, b in ((10 ** 400, 1.0), (-(10 ** 309), 1.0), (1.0, 1e39), (2.5, 1.5)):
+            try:
+                out.append(await sys.read(h, {"tool": "fid", "args": {"a": a, "b": b}}))
+            except ToolError as e:
+                out.append("must be a finite number" in str(e))
+        return out, (await sys.budget()).used["tool_calls"]
+
+    _k, _reg, res = run(init)
+    assert res.value == ([True, True, True, 2.5], 2), res.reason  # the registration and the one good call

@@ -32,7 +32,6 @@ kernel; the in-kernel table (`in_kernel`, a `ToolsDriver`) never changes after i
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Iterable
 
@@ -53,6 +52,7 @@ if TYPE_CHECKING:
     from ..sandbox.driver import SandboxDriver, SandboxLimits
 
 _INT_RANGE = {"i32": (-(1 << 31), 1 << 31), "i64": (-(1 << 63), 1 << 63)}
+_FLOAT_MAX = {"f32": 3.4028234663852886e38, "f64": 1.7976931348623157e308}  # past these: an infinity
 CALL_KEYS = frozenset({"tool", "args"})
 LIST_KEYS = frozenset({"op", "name", "class", "capability"})
 REGISTER_KEYS = frozenset({"op", "manifest"})
@@ -92,9 +92,10 @@ class Entry:
                 if not isinstance(v, int) or isinstance(v, bool) or not lo <= v < hi:
                     raise ToolError(f"tool {self.manifest.name!r}: argument {p!r} must be an integer "
                                     f"in [{lo}, {hi}) (the export takes an {t}), got {str(v)[:40]}")
-            elif not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) \
-                    or abs(v) > 1.7e308:
-                raise ToolError(f"tool {self.manifest.name!r}: argument {p!r} must be a finite number")
+            elif not isinstance(v, (int, float)) or isinstance(v, bool) or not -_FLOAT_MAX[t] <= v <= _FLOAT_MAX[t]:
+                # compared, not converted: math.isfinite(10**400) raises OverflowError; NaN fails too
+                raise ToolError(f"tool {self.manifest.name!r}: argument {p!r} must be a finite number "
+                                f"(the export takes an {t})")
 
     def describe(self) -> dict[str, Any]:
         """What discovery and registration answer. The schema is a copy: a reply reaches the
