@@ -477,3 +477,12 @@ def test_options_no_message_could_carry_are_refused_up_front(bad: dict[str, Any]
     kw.update(bad)
     with pytest.raises(ValueError):
         CmvkOptions(**kw)
+
+
+@pytest.mark.parametrize("kw", [{"tokens": 10 ** 400}, {"tokens": -(10 ** 400)}, {"usd": 10 ** 400},
+                                {"tool_calls": 10 ** 400}])
+def test_a_verification_budget_of_10_to_the_400_is_a_quota_error_not_an_overflow(kw: dict[str, Any]) -> None:
+    from agentos.abi.errors import BadArgument
+
+    with pytest.raises(BadArgument, match="too large"):
+        CmvkOptions(panel=("a",), quota=Quota(**kw))
