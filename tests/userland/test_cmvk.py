@@ -486,3 +486,13 @@ def test_a_verification_budget_of_10_to_the_400_is_a_quota_error_not_an_overflow
 
     with pytest.raises(BadArgument, match="too large"):
         CmvkOptions(panel=("a",), quota=Quota(**kw))
+
+
+@pytest.mark.parametrize("bad", [{"threshold": 10 ** 400}, {"drift_threshold": -(10 ** 400)},
+                                {"temperature": 10 ** 400}, {"timeout_ms": 10 ** 400}, {"timeout_ms": 1e13},
+                                {"threshold": 10 ** 5000}])
+def test_numbers_past_floats_range_in_options_are_value_errors_not_overflow_errors(bad: dict[str, Any]) -> None:
+    kw: dict[str, Any] = {"panel": ("a",)}
+    kw.update(bad)
+    with pytest.raises(ValueError, match="must be"):
+        CmvkOptions(**kw)

@@ -440,3 +440,11 @@ def test_too_much_evidence_is_refused_before_any_of_it_is_read() -> None:
 def test_a_hygiene_model_that_is_not_a_name_is_refused(model: Any) -> None:
     with pytest.raises(TypeError):
         HygieneOptions(judge="judge", model=model)
+
+
+@pytest.mark.parametrize("make", [lambda: AuditOptions(auditors=("a",), threshold=10 ** 400),
+                                  lambda: HygieneOptions(overlap=10 ** 400), lambda: HygieneOptions(max_age=10 ** 400),
+                                  lambda: HygieneOptions(now=10 ** 5000)])
+def test_numbers_past_floats_range_in_options_are_value_errors_not_overflow_errors(make: Any) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        make()

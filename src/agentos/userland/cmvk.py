@@ -31,23 +31,24 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..abi.errors import SyscallError
 from ..abi.types import Down, Quota
+from ..kernel.args import shown
 from ..kernel.process import ProcessImage
 from ..kernel.trap import Sys
 from .agreement import _similarity, canonical_json, known_measure, measure
 from .jobs import run_job
-from .failures import Failure, FailureKind, Severity, failure_from_error
+from .failures import Failure, FailureKind, Severity, failure_from_error, finite
 from .structured import json_format
 
 SOURCE = "cmvk"
 MAX_PANEL = 16
 MAX_QUESTION = 32_000
 HISTORY_KEEP = 500
+MAX_TIMEOUT_MS = 1e12   # about 31 years: past it a deadline is not a deadline
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,8 @@ def _panelist(p: Any) -> Panelist:
 
 
 def _fraction(what: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
-        raise ValueError(f"CmvkOptions.{what} must be a number in [0, 1], got {v!r}")
+    if not finite(v) or not 0 <= v <= 1:
+        raise ValueError(f"CmvkOptions.{what} must be a number in [0, 1], got {shown(v)}")
     return float(v)
 
 
@@ -157,14 +158,16 @@ class CmvkOptions:
         if type(self.max_answer_chars) is not int or not 1 <= self.max_answer_chars <= 1 << 24:
             raise ValueError(f"CmvkOptions.max_answer_chars must be a positive int, got {self.max_answer_chars!r}")
         t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 <= t <= 2:
-            raise ValueError(f"CmvkOptions.temperature must be in [0, 2], got {t!r}")
+        if not finite(t) or not 0 <= t <= 2:
+            raise ValueError(f"CmvkOptions.temperature must be in [0, 2], got {shown(t)}")
         if not isinstance(self.quota, Quota):
             raise TypeError("CmvkOptions.quota must be a Quota (the verification's whole budget)")
         tm = self.timeout_ms
-        if tm is not None and (isinstance(tm, bool) or not isinstance(tm, (int, float))
-                               or not math.isfinite(tm) or tm <= 0):
-            raise ValueError(f"CmvkOptions.timeout_ms must be positive ms or None, got {tm!r}")
+        if tm is not None and (not finite(tm) or not 0 < tm <= MAX_TIMEOUT_MS):
+            raise ValueError(f"CmvkOptions.timeout_ms must be positive ms (at most {MAX_TIMEOUT_MS:g}) or None, "
+                             f"got {shown(tm)}")
+        if tm is not None:
+            object.__setattr__(self, "timeout_ms", float(tm))
         for what, limit in (("system", MAX_QUESTION), ("store", 128), ("namespace", 128)):
             if not isinstance(getattr(self, what), str):
                 raise TypeError(f"CmvkOptions.{what} must be a str")

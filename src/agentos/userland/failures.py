@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -236,8 +235,10 @@ def _safe_str(err: BaseException) -> str:
 
 
 def finite(x: Any) -> bool:
-    """A real, finite number (not a bool)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    """A real number (not a bool) within ±1e300: compared, never converted, so NaN, an
+    infinity and 10**400 are all "not finite" here (math.isfinite(10**400) raises
+    OverflowError), and float(x) of one that is cannot overflow."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and -1e300 < x < 1e300
 
 
 __all__ = ["DEFAULT_SEVERITY", "FAILURE_MSG", "Failure", "FailureKind", "Severity", "emit", "failure_from_error",

@@ -23,16 +23,16 @@ failure: `hallucination` for a contradicted lesson (a claim evidence contradicts
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..abi.errors import SyscallError
 from ..abi.types import Quota
+from ..kernel.args import shown
 from ..kernel.process import ProcessImage
 from ..kernel.trap import Sys
-from .failures import Failure, FailureKind, Severity, failure_from_error
+from .failures import Failure, FailureKind, Severity, failure_from_error, finite
 from .jobs import run_job
 from .long_memory import Lesson, LongMemory
 from .structured import json_format, parse_json
@@ -120,13 +120,13 @@ class HygieneOptions:
             raise ValueError(f"HygieneOptions.k must be an int in 1..100, got {self.k!r}")
         for what in ("overlap",):
             v = getattr(self, what)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= 1:
-                raise ValueError(f"HygieneOptions.{what} must be in (0, 1], got {v!r}")
+            if not finite(v) or not 0 < v <= 1:
+                raise ValueError(f"HygieneOptions.{what} must be in (0, 1], got {shown(v)}")
         for what in ("max_age", "now"):
             v = getattr(self, what)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                                  or v < 0):
-                raise ValueError(f"HygieneOptions.{what} must be a finite non-negative number or None, got {v!r}")
+            if v is not None and (not finite(v) or v < 0):
+                raise ValueError(f"HygieneOptions.{what} must be a finite non-negative number or None, "
+                                 f"got {shown(v)}")
         if not isinstance(self.dry_run, bool):
             raise TypeError("HygieneOptions.dry_run must be a bool")
         if not isinstance(self.quota, Quota):

@@ -39,10 +39,11 @@ from typing import Any, Callable, Sequence
 
 from ..abi.errors import SyscallError
 from ..abi.types import Quota
+from ..kernel.args import shown
 from ..kernel.process import ProcessImage
 from ..kernel.trap import Sys
 from .agreement import _similarity, known_measure, measure
-from .failures import Failure, FailureKind, Severity, failure_from_error
+from .failures import Failure, FailureKind, Severity, failure_from_error, finite
 from .jobs import run_job
 from .structured import ModelOutputError, json_format, parse_json
 
@@ -360,8 +361,8 @@ class AuditOptions:
         if not known_measure(self.measure):
             raise ValueError(f"AuditOptions.measure {self.measure!r} is not a known measure")
         t = self.threshold
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 <= t <= 1:
-            raise ValueError(f"AuditOptions.threshold must be in [0, 1], got {t!r}")
+        if not finite(t) or not 0 <= t <= 1:
+            raise ValueError(f"AuditOptions.threshold must be in [0, 1], got {shown(t)}")
         if type(self.max_tokens) is not int or not 1 <= self.max_tokens <= 32_768:
             raise ValueError(f"AuditOptions.max_tokens must be an int in 1..32768, got {self.max_tokens!r}")
         if not isinstance(self.quota, Quota):
