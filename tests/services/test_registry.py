@@ -560,3 +560,19 @@ def test_a_wasm_float_argument_past_the_exports_range_is_refused_not_an_overflow
 
     _k, _reg, res = run(init)
     assert res.value == ([True, True, True, 2.5], 2), res.reason  # the registration and the one good call
+
+
+class _Loud:
+    """A value whose __str__ and __repr__ raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("hostile __str__")
+
+    __repr__ = __str__
+
+
+@pytest.mark.parametrize("req", [{"op": _Loud()}, {"tool": _Loud(), "args": {}}])
+def test_an_unprintable_op_or_tool_name_is_a_tool_error_naming_its_type(req: dict) -> None:  # type: ignore[type-arg]
+    reg = ToolRegistry(host_tools())  # called as a host would, with no kernel check in front
+    with pytest.raises(ToolError, match="_Loud"):
+        reg.read(1, req)

@@ -39,6 +39,7 @@ from ..abi.driver import Driver, DriverHost, DriverResult
 from ..abi.errors import BadArgument, DriverError, ToolError
 from ..abi.types import Cost, Pid
 from ..drivers.tools import ServedTool, Tool, ToolsDriver, _await_tool
+from ..kernel import args as A
 from ..kernel.values import checked
 from . import tiers
 from .manifest import (
@@ -215,7 +216,7 @@ class ToolRegistry(Driver):
         op = req.get("op")
         kind = "call" if op is None else op if isinstance(op, str) and op in _OPS else None
         if kind is None:
-            raise ToolError(f"{self.name}: unknown op {str(op)[:40]!r} (list, register, or a call without op)")
+            raise ToolError(f"{self.name}: unknown op {A.shown(op, 40)} (list, register, or a call without op)")
         allowed, shown = _OP_FIELDS[kind]
         extra = sorted(str(k)[:32] for k in req if k not in allowed)
         if extra:
@@ -227,7 +228,7 @@ class ToolRegistry(Driver):
         name = req.get("tool")
         e = self.entries.get(name) if isinstance(name, str) else None
         if e is None:
-            raise ToolError(f"{self.name}: no tool {str(name)[:64]!r} is registered")
+            raise ToolError(f"{self.name}: no tool {A.shown(name, 64)} is registered")
         return e
 
     def _registration(self, owner: int | None, req: dict[str, Any]) -> tuple[ToolManifest, Tier]:
