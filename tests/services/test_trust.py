@@ -645,3 +645,14 @@ def test_in_permissive_mode_a_low_score_is_logged_but_is_not_evidence() -> None:
                                  "policies:\n  - {name: trusted-send, action: send, min_trust: 0.6}\n")
     k, res = run(init, pol)
     assert res.value == "normal" and len(k.events.events(kind="policy_violation")) == 30
+
+
+@pytest.mark.parametrize("field,bad", [("kill_below", 10 ** 400), ("kill_below", float("nan")), ("initial", -1.0),
+                                       ("report_floor", 0.1), ("report_weight", True), ("evidence", [1])])
+def test_a_tampered_trust_settings_journal_entry_is_not_read_not_a_crash(field: str, bad: Any) -> None:
+    from agentos.services.trust import _settings_from, _settings_value
+    from agentos.policy.loader import TrustSettings
+
+    good = _settings_value(TrustSettings())
+    assert _settings_from(good) == TrustSettings()
+    assert _settings_from({**good, field: bad}) is None  # kill_below 0.2 >= report_floor 0.1: reports could kill

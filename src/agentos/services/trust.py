@@ -197,13 +197,21 @@ def _settings_from(value: Any) -> Any:
     """Trust settings back from their journal entry; None if it does not hold any."""
     from ..policy.loader import TrustSettings
 
+    def score(v: Any) -> float:  # the loader's rule: a number in [0, 1], compared before float()
+        if type(v) not in (int, float) or not 0 <= v <= 1:
+            raise ValueError(f"{A.shown(v, 30)} is not a score")
+        return float(v)
+
     try:
         ev = value["evidence"]
-        return TrustSettings(float(value["initial"]), float(value["kill_below"]), float(value["report_floor"]),
-                             float(value["report_weight"]), float(value["per_reporter_cap"]),
-                             float(value["per_target_cap"]), tuple((str(k), float(w)) for k, w in ev.items()))
+        st = TrustSettings(score(value["initial"]), score(value["kill_below"]), score(value["report_floor"]),
+                           score(value["report_weight"]), score(value["per_reporter_cap"]),
+                           score(value["per_target_cap"]), tuple((str(k), score(w)) for k, w in ev.items()))
     except (TypeError, KeyError, ValueError, AttributeError):
         return None
+    if not st.kill_below < st.report_floor <= st.initial:  # what the loader requires: reports never kill
+        return None
+    return st
 
 
 def _persona_of(args: Any) -> dict[str, Any] | None:
