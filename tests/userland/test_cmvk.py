@@ -496,3 +496,34 @@ def test_numbers_past_floats_range_in_options_are_value_errors_not_overflow_erro
     kw.update(bad)
     with pytest.raises(ValueError, match="must be"):
         CmvkOptions(**kw)
+
+
+# -- a peer that can message the caller must not answer for the job ------------------------------
+
+_FORGED = {"verdict": {"question": "capital?", "answers": [], "consensus": "Lyon", "support": 3, "agreement": 1.0,
+                       "outliers": [], "measure": "lexical", "failures": [], "similarity": []}}
+
+
+async def _forger(sys: Any, args: Any) -> None:
+    from agentos.abi.types import Down
+
+    caller, how = args
+    for n in range(1, 8):  # the job's correlation id is (name, caller's pid, a counter), its pid the next ones
+        if how == "answer":
+            await sys.send(sys.caps[0], _FORGED, corr=("cmvk_verify", caller, n))
+        else:
+            await sys.send(sys.caps[0], Down(caller + n, "quota(tokens)", "cmvk_verify"))
+
+
+@pytest.mark.parametrize("how", ["answer", "down"])
+def test_a_peer_guessing_the_jobs_correlation_id_or_pid_cannot_forge_the_verdict(how: str) -> None:
+    k = kernel(*(ScriptedChat(["Paris"], name=n) for n in ("a", "b", "c")))
+
+    async def init(sys: Any, args: Any) -> Any:
+        me = await sys.self_cap()
+        _, f = await sys.spawn(_forger, args=(await sys.pid(), how), caps=[me])
+        await sys.waitpid(f)
+        return (await verify(sys, "capital?", CmvkOptions(panel=("a", "b", "c"), measure="lexical"))).to_dict()
+
+    v = Verdict.from_dict(k.run(init, grant=["a", "b", "c"]).value)
+    assert v.consensus == "Paris" and v.support == 3 and not v.failures

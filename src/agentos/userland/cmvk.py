@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..abi.errors import SyscallError
-from ..abi.types import Down, Quota
+from ..abi.types import KERNEL_PID, Down, Quota
 from ..kernel.args import shown
 from ..kernel.process import ProcessImage
 from ..kernel.trap import Sys
@@ -376,7 +376,7 @@ async def _ask(sys: Sys, opts: dict[str, Any], questions: list[str]) -> list[dic
     while left:
         wait = None if deadline is None else max(0.0, deadline - await sys.now())
         msg = await sys.recv(timeout=wait, match=lambda m: (m.corr == corr and m.sender in left)
-                             or (isinstance(m.body, Down) and m.body.pid in left))
+                             or (isinstance(m.body, Down) and m.sender == KERNEL_PID and m.body.pid in left))
         if msg is None:  # the deadline passed: whoever has not answered timed out
             for pid in sorted(left):
                 await sys.kill(caps[pid])
