@@ -8,7 +8,7 @@ import pytest
 
 from agentos import AllowAll, Kernel
 from agentos.abi.errors import BadArgument, CapError, DriverError, PolicyDenied, ToolError
-from agentos.abi.types import ExitKind
+from agentos.abi.types import ExitKind, Quota
 from agentos.audit import FlightRecorder
 from agentos.services import ManifestError, ToolRegistry, install_registry
 
@@ -382,3 +382,197 @@ def test_malformed_registry_requests_are_typed_errors(req) -> None:  # type: ign
     _k, _reg, res = run(init)
     assert res.value != "accepted" and res.value.startswith("registry:"), res.value
     assert CALLS == []
+
+
+# -- hostile arguments, requests and replies -------------------------------------------------
+
+NUM = {"type": "object", "properties": {"a": {"type": "number", "maximum": 1, "multipleOf": 0.5}},
+       "required": ["a"], "additionalProperties": False}
+ANY = {"type": "object", "properties": {"a": {"type": "number"}}, "required": ["a"]}
+
+
+def _echo(a: float) -> float:
+    CALLS.append(("echo", a))
+    return a
+
+
+def _cyclic(a: float) -> list:  # type: ignore[type-arg]
+    out: list = []  # type: ignore[type-arg]
+    out.append(out)
+    return out
+
+
+def _nan(a: float) -> float:
+    return float("nan")
+
+
+def _huge(a: float) -> int:
+    return 10 ** 5000
+
+
+def _object(a: float) -> object:
+    return object()
+
+
+def _hostile_tools() -> list:  # type: ignore[type-arg]
+    from agentos.services import HostTool
+
+    def tool(name: str, fn, schema: dict = ANY) -> HostTool:  # type: ignore[no-untyped-def, type-arg]
+        return HostTool({"name": name, "version": "1", "risk": "pure", "effect": "read_only", "schema": schema}, fn)
+
+    return [*host_tools(), tool("echo", _echo, NUM), tool("cyclic", _cyclic), tool("nan", _nan),
+            tool("huge", _huge), tool("object", _object)]
+
+
+def test_a_nan_infinite_or_overflowing_argument_is_refused_before_any_budget_is_reserved() -> None:
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        out = []
+        for a in (float("nan"), float("inf"), -float("inf"), 10 ** 3000):
+            try:
+                await sys.read(h, {"tool": "echo", "args": {"a": a}})
+                out.append("accepted")
+            except ToolError as e:
+                out.append("bad arguments" in str(e))
+        return out, (await sys.budget()).used["tool_calls"]
+
+    k, _reg, res = run(init, registry=ToolRegistry(_hostile_tools()))
+    assert res.value == ([True] * 4, 0)
+    assert CALLS == []  # NaN passes `maximum` (every comparison with it is false): it never got through
+
+
+class _HostileDict(dict):  # type: ignore[type-arg]
+    """A dict whose own lookups raise: the registry must read it through dict's methods."""
+
+    def get(self, *a, **kw):  # type: ignore[no-untyped-def]
+        raise RuntimeError("hostile get")
+
+    def __getitem__(self, k):  # type: ignore[no-untyped-def]
+        raise RuntimeError("hostile __getitem__")
+
+
+def test_a_dict_subclass_request_arguments_or_manifest_runs_none_of_its_code() -> None:
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        out = [await sys.read(h, _HostileDict({"tool": "add", "args": _HostileDict({"a": 1, "b": 2})}))]
+        desc = await sys.write(h, {"op": "register", "manifest": _HostileDict(
+            {**MUL, "name": "mul2", "schema": _HostileDict(MUL["schema"])})})
+        out.append(desc["name"])
+        out.append(await sys.read(h, {"tool": "mul2", "args": {"a": 6, "b": 7}}))
+        try:
+            await sys.write(h, {"op": "register", "manifest": {**MUL, "name": "mul3", "schema": {
+                "type": "object", "properties": {1: {"type": "integer"}}}}})
+        except ManifestError as e:
+            out.append(e.field)
+        return out
+
+    _k, reg, res = run(init)
+    assert res.value == [3, "mul2", 42, "schema.properties"], res.reason
+    assert type(reg.entries["mul2"].manifest.schema) is dict
+
+
+@pytest.mark.parametrize("tool,why", [("cyclic", "cycle"), ("nan", "nan"), ("huge", "bits"),
+                                      ("object", "type object")])
+def test_a_hostile_tool_reply_is_a_typed_error_charged_its_call(tool: str, why: str) -> None:
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        try:
+            await sys.read(h, {"tool": tool, "args": {"a": 1}})
+            out = "accepted"
+        except ToolError as e:
+            out = str(e)
+        b = await sys.budget()
+        return out, b.used["tool_calls"], b.remaining["tool_calls"]
+
+    k, _reg, res = run(init, registry=ToolRegistry(_hostile_tools()), quota=Quota(tool_calls=5))
+    msg, used, left = res.value
+    assert f"tool {tool!r}: bad reply" in msg and why in msg, msg
+    assert (used, left) == (1, 4)  # the call is charged; nothing stays reserved
+    assert [e.ok for e in k.journal.entries if e.action == f"registry.{tool}"] == [False]
+
+
+def test_a_wasm_tool_answering_nan_is_a_typed_error_and_its_fuel_is_charged() -> None:
+    wat = '(module (func (export "f") (param f64) (result f64) f64.const nan))'
+    man = {**ADD, "name": "nanwasm", "schema": ANY, "wasm": {"module": wat, "export": "f", "params": ["a"]}}
+
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        await sys.write(h, {"op": "register", "manifest": man})
+        try:
+            await sys.read(h, {"tool": "nanwasm", "args": {"a": 1.0}})
+            return "accepted"
+        except ToolError as e:
+            return str(e)
+
+    k, _reg, res = run(init)
+    assert "bad reply" in res.value and "nan" in res.value, res.value
+    call = [e for e in k.journal.entries if e.action == "registry.nanwasm"]
+    assert len(call) == 1 and not call[0].ok and call[0].reductions > 0  # the fuel it burnt is charged
+
+
+@pytest.mark.parametrize("kw", [{"max_runtime_tools": float("nan")}, {"max_per_process": float("nan")},
+                                {"max_runtime_tools": -1}, {"max_per_process": True}, {"max_runtime_tools": 10 ** 400},
+                                {"allow_runtime": "false"}, {"require_isolation": "no"}, {"allow_runtime": 0},
+                                {"sandbox_timeout_s": True}, {"sandbox_timeout_s": float("nan")}])
+def test_a_careless_registry_configuration_is_refused_not_read_as_no_limit(kw: dict) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValueError):
+        ToolRegistry(host_tools(), **kw)
+
+
+def test_a_caller_editing_a_listed_or_registered_schema_does_not_change_what_calls_are_checked_against() -> None:
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        listed = await sys.read(h, {"op": "list", "name": "add"})
+        listed[0]["schema"]["properties"]["a"]["type"] = "string"  # the reply is this caller's to edit...
+        listed[0]["schema"]["additionalProperties"] = True
+        desc = await sys.write(h, {"op": "register", "manifest": {**MUL, "name": "mul2"}})
+        desc["schema"]["properties"]["a"]["type"] = "string"
+        out = []
+        for tool in ("add", "mul2"):
+            try:
+                await sys.read(h, {"tool": tool, "args": {"a": "x", "b": 2}})
+                out.append("accepted")
+            except ToolError as e:
+                out.append("is not of type 'integer'" in str(e))
+        return out
+
+    _k, reg, res = run(init)
+    assert res.value == [True, True]  # ...but not the registry's
+    assert CALLS == [] and reg.entries["add"].manifest.schema["properties"]["a"]["type"] == "integer"
+
+
+def test_a_wasm_float_argument_past_the_exports_range_is_refused_not_an_overflow_error() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+              "required": ["a", "b"]}
+    wat = '(module (func (export "f") (param f64 f32) (result f64) local.get 0))'
+    man = {**ADD, "name": "fid", "schema": schema, "wasm": {"module": wat, "export": "f", "params": ["a", "b"]}}
+
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        await sys.write(h, {"op": "register", "manifest": man})
+        out = []
+        for a, b in ((10 ** 400, 1.0), (-(10 ** 309), 1.0), (1.0, 1e39), (2.5, 1.5)):
+            try:
+                out.append(await sys.read(h, {"tool": "fid", "args": {"a": a, "b": b}}))
+            except ToolError as e:
+                out.append("must be a finite number" in str(e))
+        return out, (await sys.budget()).used["tool_calls"]
+
+    _k, _reg, res = run(init)
+    assert res.value == ([True, True, True, 2.5], 2), res.reason  # the registration and the one good call
+
+
+class _Loud:
+    """A value whose __str__ and __repr__ raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("hostile __str__")
+
+    __repr__ = __str__
+
+
+@pytest.mark.parametrize("req", [{"op": _Loud()}, {"tool": _Loud(), "args": {}}])
+def test_an_unprintable_op_or_tool_name_is_a_tool_error_naming_its_type(req: dict) -> None:  # type: ignore[type-arg]
+    reg = ToolRegistry(host_tools())  # called as a host would, with no kernel check in front
+    with pytest.raises(ToolError, match="_Loud"):
+        reg.read(1, req)

@@ -144,3 +144,40 @@ def test_killing_the_caller_kills_its_tool_child() -> None:
     assert owner == 2 and not reg.sandbox().live
     with pytest.raises(ProcessLookupError):
         os.kill(child_pid, 0)  # reaped: no such process
+
+
+class _Said:
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+
+class _ScriptedChild:
+    """A sandbox child whose channel carries whatever the tool's code wrote to it."""
+
+    def __init__(self, *said: object) -> None:
+        self._said = list(said)
+        self.sent: list[object] = []
+
+    async def next(self) -> _Said:
+        return _Said(self._said.pop(0))
+
+    def send(self, msg: object) -> None:
+        self.sent.append(msg)
+
+
+HELLO = {"t": "hello", "net": "private", "seccomp": "on", "fs": "ro"}
+
+
+@pytest.mark.parametrize("said", [
+    ["not a message"], [HELLO, ["exit", True]], [HELLO, 42], [{"t": "dead", "stderr": ["x"], "status": {"a": 1}}],
+    [HELLO, {"t": "gone", "stderr": "x" * 10_000_000, "status": 7}],
+])
+def test_a_sandbox_child_that_breaks_the_protocol_is_a_tool_error(said: list) -> None:  # type: ignore[type-arg]
+    import asyncio
+
+    from agentos.abi.errors import ToolError
+    from agentos.services.tiers import _converse
+
+    with pytest.raises(ToolError) as ei:
+        asyncio.run(_converse(_ScriptedChild(*said), "evil", True))
+    assert "tool 'evil'" in str(ei.value) and len(str(ei.value)) < 700

@@ -142,6 +142,93 @@ def test_hostile_attestation_values_are_typed_errors() -> None:
     assert res.value == ["malformed"] * 16
 
 
+class _Hostile:
+    """A value whose comparisons and hash raise: none of its code may run in the kernel."""
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("hostile __eq__")
+
+    def __ne__(self, other: object) -> bool:
+        raise RuntimeError("hostile __ne__")
+
+    def __hash__(self) -> int:
+        raise RuntimeError("hostile __hash__")
+
+
+class _LateHashKey(str):
+    """A str key that hashes once (to get into the dict), then raises."""
+
+    calls = 0
+
+    def __hash__(self) -> int:
+        type(self).calls += 1
+        if type(self).calls > 1:
+            raise RuntimeError("hostile __hash__")
+        return str.__hash__(self)
+
+
+def test_an_attestation_with_hostile_objects_or_huge_numbers_is_malformed_not_a_kernel_bug() -> None:
+    async def init(sys: Any, args: Any) -> Any:
+        att = await sys.attest()
+        late = {k: v for k, v in att.items() if k != "sig"}
+        _LateHashKey.calls = 0
+        late[_LateHashKey("sig")] = att["sig"]
+        persona_key = {**att, "persona": {"name": "p", "version": 1}}
+        _LateHashKey.calls = 0
+        persona_key["persona"][_LateHashKey("digest")] = "0" * 64
+        hostile = [{**att, "v": _Hostile()}, {**att, "issued_at": 10 ** 400}, {**att, "issued_at": -(10 ** 400)},
+                   {**att, "persona": {"name": "p", "version": 1, "digest": _Hostile()}}, late]
+        out = []
+        for h in hostile:
+            try:
+                await sys.verify(h)
+                out.append("accepted")
+            except AttestationError as e:
+                out.append(e.reason)
+        _LateHashKey.calls = 1
+        try:
+            await sys.verify(persona_key)
+            out.append("accepted")
+        except AttestationError as e:
+            out.append(e.reason)
+        return out
+
+    _, res = run(init)
+    assert res.value == ["malformed"] * 6
+
+
+async def claims_editor(sys: Any, args: Any) -> Any:
+    """Verify its own attestation, edit the claims it got back and the attestation it was
+    given, and hand an untouched copy to its parent."""
+    att = await sys.attest()
+    clean = {**att, "persona": dict(att["persona"])}
+    claims = await sys.verify({**att, "persona": dict(att["persona"])})
+    claims["persona"]["name"] = "root"
+    att["persona"]["name"] = "root"
+    att["image"] = "root-image"
+    await sys.send(sys.caps[0], clean)
+    await sys.recv(match=lambda m: m.body == "bye")
+
+
+def test_editing_verified_claims_or_an_attestation_forges_nothing_the_kernel_answers_later() -> None:
+    async def init(sys: Any, args: Any) -> Any:
+        me = await sys.self_cap()
+        pid, cap = await sys.spawn(claims_editor, args={"persona": {"name": "helper", "version": 1}}, caps=[me])
+        att = (await sys.recv()).body
+        claims = await sys.verify(att)  # the same bytes the editor verified: the kernel's memo answers
+        await sys.send(cap, "bye")
+        await sys.waitpid(cap)
+        return pid, att["persona"]["name"], claims["persona"]["name"]
+
+    k = Kernel(deterministic=True, policy=AllowAll())
+    res = k.run(init)
+    pid, sent, verified = res.value
+    assert (sent, verified) == ("helper", "helper"), res.reason
+    wire = k.trust._recs[pid].attestation  # what its remote sends would carry
+    assert wire["persona"]["name"] == "helper" and wire["image"] != "root-image"
+    assert k.trust.verify(wire)["persona"]["name"] == "helper"
+
+
 def test_an_attestation_from_an_unknown_node_cannot_be_verified() -> None:
     async def init(sys: Any, args: Any) -> Any:
         att = await sys.attest()
@@ -428,6 +515,54 @@ def test_report_flooding_by_a_swarm_of_children_never_reaches_the_kill_threshold
     assert score >= 1.0 - min(per_target, lineages * per_reporter) - 1e-7  # scores are kept to 9 places
 
 
+async def misbehave_around_reports(sys: Any, args: Any) -> Any:
+    """Misbehave `args` times in all (kernel evidence, short of lethal): half before the
+    swarm reports, the rest after, so a kill judged on reports too would show."""
+    async def misbehave(times: int) -> None:
+        for _ in range(times):
+            try:
+                await sys.send(0xBAD, "x")
+            except CapError:
+                pass
+
+    await misbehave(args // 2)
+    await sys.recv(match=lambda m: m.body == "reported")
+    await misbehave(args - args // 2)
+    return await sys.trust()
+
+
+async def mixed_swarm_init(sys: Any, args: Any) -> Any:
+    vpid, vcap = await sys.spawn(misbehave_around_reports, args=args["misbehave"])
+    for i in range(args["siblings"]):  # direct children of init: each is a lineage of its own
+        _, acap = await sys.spawn(reporter, args={"weight": 1.0, "depth": i % 2, "fan": args["fan"]},
+                                  caps=[vcap, "spawn"])
+        await sys.waitpid(acap)
+    await sys.send(vcap, "reported")
+    return str(await sys.waitpid(vcap))
+
+
+@settings(max_examples=10, deadline=None)
+@given(kill=st.floats(0.0, 0.8), gap=st.floats(0.001, 0.2), head=st.floats(0.0, 0.2), w=st.floats(0.01, 0.3),
+       per_reporter=st.floats(0.01, 1.0), per_target=st.floats(0.01, 1.0), siblings=st.integers(1, 30),
+       fan=st.integers(1, 4), margin=st.integers(1, 3))
+def test_reports_on_top_of_near_lethal_kernel_evidence_never_kill_whatever_the_thresholds(
+        kill: float, gap: float, head: float, w: float, per_reporter: float, per_target: float,
+        siblings: int, fan: int, margin: int) -> None:
+    kill, gap, head, w = (float(f"{x:.6f}") for x in (kill, gap, head, w))  # YAML reads 1e-05 as text
+    floor = float(f"{min(1.0, kill + gap):.6f}")
+    initial = float(f"{min(1.0, floor + head):.6f}")
+    safe = max(0, int((initial - kill) / w) - margin)  # kernel evidence that stays above kill_below
+    while safe and round(initial - safe * w, 9) < kill:
+        safe -= 1
+    pol = policy(f"trust: {{initial: {initial:.6f}, kill_below: {kill:.6f}, report_floor: {floor:.6f}, "
+                 f"report_weight: 1.0, per_reporter_cap: {per_reporter:.6f}, per_target_cap: {per_target:.6f}, "
+                 f"evidence: {{cap_refused: {w:.6f}}}}}\npolicies: []\n")
+    k, res = run(mixed_swarm_init, pol, args={"misbehave": safe, "siblings": siblings, "fan": fan}, quota=None)
+    assert res.value == "normal" and not k.events.events(kind="trust_kill"), res.value
+    reports = k.events.events(kind="trust_report")
+    assert reports and all(r.data[3] >= min(floor, round(initial - safe * w, 9)) - 1e-9 for r in reports)
+
+
 def test_a_swarm_of_children_shares_its_parents_cap() -> None:
     pol = policy("trust: {report_weight: 1.0, per_reporter_cap: 0.1, per_target_cap: 0.7}\npolicies: []\n")
     _, res = run(swarm_init, pol, args={"lineages": 1, "fan": 30, "depth": 1, "weight": 1.0})
@@ -510,3 +645,14 @@ def test_in_permissive_mode_a_low_score_is_logged_but_is_not_evidence() -> None:
                                  "policies:\n  - {name: trusted-send, action: send, min_trust: 0.6}\n")
     k, res = run(init, pol)
     assert res.value == "normal" and len(k.events.events(kind="policy_violation")) == 30
+
+
+@pytest.mark.parametrize("field,bad", [("kill_below", 10 ** 400), ("kill_below", float("nan")), ("initial", -1.0),
+                                       ("report_floor", 0.1), ("report_weight", True), ("evidence", [1])])
+def test_a_tampered_trust_settings_journal_entry_is_not_read_not_a_crash(field: str, bad: Any) -> None:
+    from agentos.services.trust import _settings_from, _settings_value
+    from agentos.policy.loader import TrustSettings
+
+    good = _settings_value(TrustSettings())
+    assert _settings_from(good) == TrustSettings()
+    assert _settings_from({**good, field: bad}) is None  # kill_below 0.2 >= report_floor 0.1: reports could kill

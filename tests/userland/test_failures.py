@@ -97,3 +97,37 @@ def test_failure_label_set_is_bounded():
     k.run(init)
     assert len(k.metrics()["failures"]) <= 33
     assert sum(k.metrics()["failures"].values()) == 100
+
+
+class _HostileValue:
+    """A kind or severity whose hash and comparisons raise."""
+
+    def __hash__(self) -> int:
+        raise RuntimeError("hostile __hash__")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("hostile __eq__")
+
+
+class _HostileStr(str):
+    def __str__(self) -> str:
+        raise RuntimeError("hostile __str__")
+
+
+@pytest.mark.parametrize("field,bad,err", [
+    ("kind", _HostileValue(), TypeError), ("kind", ["drift"], TypeError), ("kind", 1, TypeError),
+    ("kind", None, TypeError), ("kind", "fatal", ValueError), ("severity", _HostileValue(), TypeError),
+    ("severity", True, TypeError), ("severity", [1], TypeError), ("severity", "fatal", ValueError),
+])
+def test_a_failure_with_a_hostile_or_unknown_kind_or_severity_is_a_typed_error(field, bad, err):
+    kw = {"kind": "drift", "detail": "d", "source": "s", "detector": "rule:x", field: bad}
+    with pytest.raises(err) as ei:
+        Failure(**kw)
+    assert f"Failure.{field}" in str(ei.value)
+    assert failures_in([(0, 1, "log", ("error", FAILURE_MSG, {**kw, "kind": kw["kind"]}))]) == []
+
+
+def test_a_str_subclass_field_is_read_without_running_its_code():
+    f = Failure(_HostileStr("drift"), _HostileStr("moved"), _HostileStr("cmvk"), _HostileStr("rule:x"),
+                severity=_HostileStr("error"))
+    assert (f.kind, f.severity, f.detail, type(f.detail)) == (FailureKind.DRIFT, Severity.ERROR, "moved", str)

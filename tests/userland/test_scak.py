@@ -351,3 +351,100 @@ def test_bad_evidence_is_refused(bad: Any) -> None:
         return "ran"
 
     assert k.run(init, grant=["lessons"]).value in ("TypeError", "ValueError")
+
+
+class _NanMeasure:
+    name = "test.scak.nan"
+
+    def matrix(self, texts: Any) -> Any:
+        return [[float("nan")] * len(texts) for _ in texts]
+
+
+def test_an_auditor_measure_answering_nan_is_disagreement_not_agreement() -> None:
+    from agentos.userland.agreement import register_measure
+
+    register_measure("test.scak.nan", _NanMeasure)
+    k = kernel(ScriptedChat(["Canberra"], name="auditor"))
+    opts = AuditOptions(auditors=("auditor",), measure="test.scak.nan", threshold=0.5)
+
+    async def init(sys: Any, args: Any) -> Any:
+        return (await audit(sys, "Capital of Australia?", "Canberra", opts)).to_dict()
+
+    r = AuditReport.from_dict(k.run(init, grant=["auditor"]).value)
+    assert [c[:2] for c in r.checks] == [("model:auditor", "disagree")] and not r.passed
+
+
+@tool(effect="read_only")
+def enormous(x: int) -> int:
+    """A tool whose answer is past float's range."""
+    return 10 ** 400
+
+
+def test_a_tool_answering_an_integer_past_floats_range_is_inconclusive_not_a_crash() -> None:
+    k = kernel(ToolsDriver([enormous]))
+    opts = AuditOptions(tools=(ToolCheck("enormous", {"x": 1}),), quota=Quota(tool_calls=2))
+
+    async def init(sys: Any, args: Any) -> Any:
+        return (await audit(sys, "How big?", "It is 42.", opts)).to_dict()
+
+    r = AuditReport.from_dict(k.run(init, grant=["tools"]).value)
+    assert r.checks == (("tool:enormous", "inconclusive", "the answer states nothing the result can check"),)
+
+
+def test_endless_or_duplicated_auditors_and_tools_are_refused_without_reading_them_to_the_end() -> None:
+    import itertools
+
+    with pytest.raises(ValueError, match="at most 16"):
+        AuditOptions(auditors=itertools.repeat("a"))
+    with pytest.raises(ValueError, match="at most 16"):
+        AuditOptions(tools=itertools.repeat(ToolCheck("calc")))
+    with pytest.raises(ValueError, match="twice"):
+        AuditOptions(auditors=("a", "a"))  # two answers from one device, each paid
+    with pytest.raises(TypeError):
+        AuditOptions(auditors="auditor")
+    with pytest.raises(ValueError):
+        AnswerContext("t", itertools.repeat("calc"))
+    with pytest.raises(TypeError):
+        AnswerContext("t", "calc")  # type: ignore[arg-type]
+
+
+class _CountingEvidence(list):  # type: ignore[type-arg]
+    """Evidence that counts how far it was read."""
+
+    read = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for x in super().__iter__():
+            type(self).read += 1
+            yield x
+
+
+def test_too_much_evidence_is_refused_before_any_of_it_is_read() -> None:
+    k = kernel(LongMemoryDriver(InMemoryPersist()))
+    _CountingEvidence.read = 0
+    many = _CountingEvidence(["the sky is blue"] * 100_000)
+
+    async def init(sys: Any, args: Any) -> Any:
+        _CountingEvidence.read = 0
+        try:
+            await hygiene(sys, many)
+        except ValueError as e:
+            return str(e), _CountingEvidence.read
+        return "ran", _CountingEvidence.read
+
+    msg, read = k.run(init, grant=["lessons"]).value
+    assert "at most 1000" in msg and read == 0
+
+
+@pytest.mark.parametrize("model", [5, "", "m" * 300])
+def test_a_hygiene_model_that_is_not_a_name_is_refused(model: Any) -> None:
+    with pytest.raises(TypeError):
+        HygieneOptions(judge="judge", model=model)
+
+
+@pytest.mark.parametrize("make", [lambda: AuditOptions(auditors=("a",), threshold=10 ** 400),
+                                  lambda: HygieneOptions(overlap=10 ** 400), lambda: HygieneOptions(max_age=10 ** 400),
+                                  lambda: HygieneOptions(now=10 ** 5000)])
+def test_numbers_past_floats_range_in_options_are_value_errors_not_overflow_errors(make: Any) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        make()

@@ -230,6 +230,8 @@ def check_quota_field(name: str, v: Any) -> None:
     t = type(v)
     if t is bool or not isinstance(v, (int, float)):
         raise QuotaValueError(f"quota {name} must be a number or None, got {type(v).__name__}")
+    if t is not float and not -_QUOTA_MAX <= v <= _QUOTA_MAX:  # before isfinite: float(10**400) raises
+        raise QuotaValueError(f"quota {name} is too large, got {_num(v)}")
     if not math.isfinite(v):
         raise QuotaValueError(f"quota {name} must be finite (None means unlimited), got {_num(v)}")
     if name in _INT_RESOURCES and not isinstance(v, int):

@@ -157,6 +157,75 @@ MANIFEST_KEYS = frozenset({"name", "version", "description", "schema", "ontology
                            "capabilities", "driver", "wasm", "source"})
 
 
+class NotJSON(ValueError):
+    """A value that is not plain JSON; `where` is the path to the part at fault ("" for
+    the whole value), e.g. ``schema.properties.x.maximum``."""
+
+    def __init__(self, message: str, where: str) -> None:
+        super().__init__(message)
+        self.where = where
+
+
+def _where(node: Any) -> str:
+    keys: list[Any] = []
+    while node is not None:
+        node, key = node
+        keys.append(key)
+    out = ""
+    for k in reversed(keys):
+        out += f"[{k}]" if type(k) is int else (f".{k[:40]}" if out else k[:40])
+    return out
+
+
+def plain_json(what: str, value: Any, *, allow_bytes: bool = False) -> Any:
+    """A copy of `value` made of plain JSON types only (dict with str keys, list, str, int,
+    finite float, bool, None; and bytes when `allow_bytes`), or `NotJSON` saying what is
+    not and where. A subclass of a builtin is taken as its plain value through the
+    builtin's own methods, so none of its code runs; a tuple becomes a list. `value` must
+    already have passed `checked` (no cycle, bounded depth): the walk is iterative but
+    does not look for cycles itself."""
+    root: list[Any] = [None]
+    stack: list[tuple[Any, Any, Any, Any]] = [(value, root, 0, None)]
+    while stack:
+        x, parent, key, node = stack.pop()
+        t = type(x)
+        y: Any
+        if x is None or t is bool or t is str or t is int:
+            y = x
+        elif t is float or isinstance(x, float):
+            y = float.__float__(x)
+            if not math.isfinite(y):
+                at = _where(node)
+                raise NotJSON(f"{what}{' at ' + at if at else ''}: {y!r} is not a JSON number "
+                              f"(JSON has no NaN or infinity)", at)
+        elif isinstance(x, str):
+            y = str.__str__(x)
+        elif isinstance(x, int):
+            y = int.__int__(x)
+        elif isinstance(x, dict):
+            y = {}
+            for k, v in dict.items(x):
+                if type(k) is not str:
+                    if not isinstance(k, str):
+                        at = _where(node)
+                        raise NotJSON(f"{what}{' at ' + at if at else ''}: a key of type {type(k).__name__} "
+                                      f"(JSON keys are strings)", at)
+                    k = str.__str__(k)
+                y[k] = None
+                stack.append((v, y, k, (node, k)))
+        elif isinstance(x, (list, tuple)):
+            items = list.copy(x) if isinstance(x, list) else [*tuple.__iter__(x)]
+            y = [None] * len(items)
+            stack.extend((v, y, i, (node, i)) for i, v in enumerate(items))
+        elif allow_bytes and isinstance(x, (bytes, bytearray, memoryview)):
+            y = bytes(x)
+        else:
+            at = _where(node)
+            raise NotJSON(f"{what}{' at ' + at if at else ''}: a value of type {t.__name__} is not JSON", at)
+        parent[key] = y
+    return root[0]
+
+
 def _text(field: str, v: Any, pattern: re.Pattern[str] | None = None, limit: int = STRING_MAX) -> str:
     if type(v) is not str:
         raise refuse(field, f"must be a string, got {type(v).__name__}")
@@ -175,8 +244,12 @@ def parse_manifest(obj: Any) -> ToolManifest:
         raise refuse("(root)", f"a manifest is an object, got {type(obj).__name__}")
     try:
         checked("tool manifest", obj)  # cycles, 1,000+ levels, lone surrogates: refused here
+        # from here on only plain values: a dict subclass's get() or a key's __eq__ never runs
+        obj = plain_json("tool manifest", obj, allow_bytes=True)
     except BadArgument as e:
         raise refuse("(root)", str(e)) from None
+    except NotJSON as e:
+        raise refuse(e.where or "(root)", str(e)) from None
     unknown = sorted(str(k)[:40] for k in obj if k not in MANIFEST_KEYS)
     if unknown:
         raise refuse(unknown[0], f"is not a manifest field (fields: {', '.join(sorted(MANIFEST_KEYS))})")
@@ -510,8 +583,11 @@ class ArgsChecker:
         if not isinstance(args, dict):
             raise ToolError(f"tool {self.tool!r}: arguments must be an object, got {type(args).__name__}")
         try:
-            canon = checked(f"tool {self.tool!r}: arguments", args)
-            size = len(json.dumps(canon, ensure_ascii=False, default=repr))
+            checked(f"tool {self.tool!r}: arguments", args)
+            # plain values from here: the schema check and the tool see no subclass's code,
+            # and a NaN (which every comparison lets through) never reaches a tool
+            args = plain_json("arguments", args)
+            size = len(json.dumps(args, ensure_ascii=False, allow_nan=False))
         except (BadArgument, ValueError, TypeError, RecursionError) as e:
             raise ToolError(f"tool {self.tool!r}: bad arguments: {e}") from None
         if size > ARGS_BYTES:
@@ -522,6 +598,9 @@ class ArgsChecker:
             errors = sorted(self._v.iter_errors(args), key=lambda e: [str(p) for p in e.path])
         except RecursionError:
             raise ToolError(f"tool {self.tool!r}: arguments too deep for the schema check") from None
+        except (OverflowError, ValueError, TypeError) as e:  # a 10**3000 against a float multipleOf
+            raise ToolError(f"tool {self.tool!r}: bad arguments: a value the schema cannot check "
+                            f"({type(e).__name__}: {str(e)[:100]})") from None
         if errors:
             detail = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message[:200]}" for e in errors[:3])
             raise ToolError(f"tool {self.tool!r}: bad arguments: {detail}")
@@ -545,4 +624,4 @@ HostFn = Callable[..., Any]
 
 __all__ = ["ARGS_BYTES", "ARGS_DEPTH", "ArgsChecker", "Effect", "ManifestError", "Origin", "Risk",
            "SCHEMA_COST", "SCHEMA_DEPTH", "SCHEMA_NODES", "SourceArtifact", "Tier", "ToolManifest",
-           "WasmArtifact", "check_schema", "choose_tier", "manifest_dict", "parse_manifest"]
+           "WasmArtifact", "check_schema", "choose_tier", "manifest_dict", "parse_manifest", "plain_json", "NotJSON"]

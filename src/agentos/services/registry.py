@@ -32,17 +32,18 @@ kernel; the in-kernel table (`in_kernel`, a `ToolsDriver`) never changes after i
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Iterable
 
 from ..abi.driver import Driver, DriverHost, DriverResult
-from ..abi.errors import DriverError, ToolError
+from ..abi.errors import BadArgument, DriverError, ToolError
 from ..abi.types import Cost, Pid
 from ..drivers.tools import ServedTool, Tool, ToolsDriver, _await_tool
+from ..kernel import args as A
+from ..kernel.values import checked
 from . import tiers
 from .manifest import (
-    ArgsChecker, Effect, Origin, Tier, ToolManifest, choose_tier, parse_manifest,
+    ArgsChecker, Effect, Origin, Tier, ToolManifest, choose_tier, parse_manifest, plain_json,
 )
 from .manifest import refuse as _refuse
 
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from ..sandbox.driver import SandboxDriver, SandboxLimits
 
 _INT_RANGE = {"i32": (-(1 << 31), 1 << 31), "i64": (-(1 << 63), 1 << 63)}
+_FLOAT_MAX = {"f32": 3.4028234663852886e38, "f64": 1.7976931348623157e308}  # past these: an infinity
 CALL_KEYS = frozenset({"tool", "args"})
 LIST_KEYS = frozenset({"op", "name", "class", "capability"})
 REGISTER_KEYS = frozenset({"op", "manifest"})
@@ -91,13 +93,18 @@ class Entry:
                 if not isinstance(v, int) or isinstance(v, bool) or not lo <= v < hi:
                     raise ToolError(f"tool {self.manifest.name!r}: argument {p!r} must be an integer "
                                     f"in [{lo}, {hi}) (the export takes an {t}), got {str(v)[:40]}")
-            elif not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) \
-                    or abs(v) > 1.7e308:
-                raise ToolError(f"tool {self.manifest.name!r}: argument {p!r} must be a finite number")
+            elif not isinstance(v, (int, float)) or isinstance(v, bool) or not -_FLOAT_MAX[t] <= v <= _FLOAT_MAX[t]:
+                # compared, not converted: math.isfinite(10**400) raises OverflowError; NaN fails too
+                raise ToolError(f"tool {self.manifest.name!r}: argument {p!r} must be a finite number "
+                                f"(the export takes an {t})")
 
     def describe(self) -> dict[str, Any]:
+        """What discovery and registration answer. The schema is a copy: a reply reaches the
+        caller by reference, and a caller that edited the registry's own schema would change
+        what every later call is checked against."""
         m = self.manifest
-        return {"name": m.name, "version": m.version, "description": m.description, "schema": m.schema,
+        return {"name": m.name, "version": m.version, "description": m.description,
+                "schema": plain_json("schema", m.schema),
                 "ontology_class": m.ontology_class, "risk": m.risk.value, "effect": m.effect.value,
                 "capabilities": list(m.capabilities), "tier": self.tier.value, "driver": self.tier.driver,
                 "origin": self.origin.value, "owner": self.owner,
@@ -119,9 +126,16 @@ class ToolRegistry(Driver):
         self._wasm = wasm
         self._sandbox = sandbox
         self._limits = sandbox_limits
-        if not (isinstance(sandbox_timeout_s, (int, float)) and 0 < sandbox_timeout_s <= 3600):
+        if isinstance(sandbox_timeout_s, bool) or not (isinstance(sandbox_timeout_s, (int, float))
+                                                        and 0 < sandbox_timeout_s <= 3600):
             raise ValueError(f"registry: sandbox_timeout_s must be in (0, 3600], got {sandbox_timeout_s!r}")
         self.sandbox_timeout_s = float(sandbox_timeout_s)
+        for what, flag in (("require_isolation", require_isolation), ("allow_runtime", allow_runtime)):
+            if type(flag) is not bool:  # "false" is truthy: a string here would open what it meant to close
+                raise ValueError(f"registry: {what} must be True or False, got {type(flag).__name__}")
+        for what, n in (("max_runtime_tools", max_runtime_tools), ("max_per_process", max_per_process)):
+            if type(n) is not int or not 0 <= n <= 1 << 20:  # a NaN limit would compare false: no limit at all
+                raise ValueError(f"registry: {what} must be an int in [0, 2**20], got {n!r:.40}")
         self.require_isolation = require_isolation
         self.allow_runtime = allow_runtime
         self.max_runtime_tools = max_runtime_tools
@@ -189,26 +203,32 @@ class ToolRegistry(Driver):
         return {n: e.manifest.ontology_class for n, e in self.entries.items() if e.manifest.ontology_class}
 
     # -- parsing a request -------------------------------------------------------------
-    def _kind(self, req: Any) -> str:
+    def _kind(self, req: Any) -> tuple[str, dict[str, Any]]:
+        """The request's kind, and the request as a plain dict (a dict subclass is read
+        through dict's own methods, so its get() or __getitem__ never runs here)."""
         if not isinstance(req, dict):
             raise ToolError(f"{self.name}: a request is {{'tool': name, 'args': {{...}}}} or "
                             f"{{'op': 'list' | 'register', ...}}, got {type(req).__name__}")
+        if type(req) is not dict:
+            req = dict(dict.items(req))
+        if any(type(k) is not str for k in req):
+            raise ToolError(f"{self.name}: a request's fields are named by strings")
         op = req.get("op")
         kind = "call" if op is None else op if isinstance(op, str) and op in _OPS else None
         if kind is None:
-            raise ToolError(f"{self.name}: unknown op {str(op)[:40]!r} (list, register, or a call without op)")
+            raise ToolError(f"{self.name}: unknown op {A.shown(op, 40)} (list, register, or a call without op)")
         allowed, shown = _OP_FIELDS[kind]
         extra = sorted(str(k)[:32] for k in req if k not in allowed)
         if extra:
             why = "; the registry chooses where a tool runs" if kind == "call" else ""
             raise ToolError(f"{self.name}: {extra[0]!r} is not a field of a {kind} (fields: {shown}){why}")
-        return kind
+        return kind, req
 
     def _tool(self, req: dict[str, Any]) -> Entry:
         name = req.get("tool")
         e = self.entries.get(name) if isinstance(name, str) else None
         if e is None:
-            raise ToolError(f"{self.name}: no tool {str(name)[:64]!r} is registered")
+            raise ToolError(f"{self.name}: no tool {A.shown(name, 64)} is registered")
         return e
 
     def _registration(self, owner: int | None, req: dict[str, Any]) -> tuple[ToolManifest, Tier]:
@@ -221,7 +241,7 @@ class ToolRegistry(Driver):
         return m, tier
 
     def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any] | None:
-        kind = self._kind(req)
+        kind, req = self._kind(req)
         if kind == "list":
             return None  # reads the registry's own table, filtered for this caller
         if kind == "register":
@@ -232,7 +252,7 @@ class ToolRegistry(Driver):
         return (f"{self.name}.{e.manifest.name}", args if args is not None else {})
 
     def bound(self, op: str, handle: Any, req: Any) -> Cost:
-        kind = self._kind(req)
+        kind, req = self._kind(req)
         if kind == "list":
             return Cost()
         if kind == "register":  # the kernel parses and compiles it: a budget pays for that
@@ -265,7 +285,7 @@ class ToolRegistry(Driver):
         return self._do("write", handle, data)
 
     def _do(self, op: str, owner: int, req: Any) -> DriverResult | Awaitable[DriverResult]:
-        kind = self._kind(req)
+        kind, req = self._kind(req)
         if kind == "list":
             return DriverResult(self.discover(owner, op, req))
         if kind == "register":
@@ -290,17 +310,17 @@ class ToolRegistry(Driver):
             except Exception as exc:
                 raise ToolError(f"tool {m.name!r} failed: {type(exc).__name__}: {exc}") from exc
             if inspect.isawaitable(out):
-                return _await_tool(t, out, Cost(tool_calls=1))
-            return DriverResult(out, Cost(tool_calls=1))
+                return _replied(m.name, _await_tool(t, out, Cost(tool_calls=1)))
+            return DriverResult(_reply(m.name, out), Cost(tool_calls=1))
         if e.tier is Tier.WASM:
             assert m.wasm is not None
-            return tiers.run_wasm(self.wasm(), owner, m.name, m.wasm, args)
+            return _replied(m.name, tiers.run_wasm(self.wasm(), owner, m.name, m.wasm, args))
         assert m.source is not None
         from ..sandbox.driver import SandboxLimits
 
-        return tiers.run_sandboxed(self.sandbox(), owner, m.name, m.source, args,
-                                   self._limits or SandboxLimits(), self.sandbox_timeout_s,
-                                   self.require_isolation)
+        return _replied(m.name, tiers.run_sandboxed(self.sandbox(), owner, m.name, m.source, args,
+                                                    self._limits or SandboxLimits(), self.sandbox_timeout_s,
+                                                    self.require_isolation))
 
     def _register(self, owner: int, req: dict[str, Any]) -> dict[str, Any]:
         m, tier = self._registration(owner, req)
@@ -397,6 +417,25 @@ class ToolRegistry(Driver):
 
     def close(self, handle: Any) -> None:
         return None
+
+
+def _reply(tool: str, value: Any, cost: Cost | None = None) -> Any:
+    """A tool's answer as plain JSON, or a `ToolError` saying why it is not one (a NaN or an
+    infinity, a cycle, an integer too long to record, an object of another type): a
+    hostile or broken tool is a typed failure of the call, charged what it used."""
+    try:
+        checked("the reply", value)
+        return plain_json("the reply", value)
+    except (BadArgument, ValueError) as e:
+        err = ToolError(f"tool {tool!r}: bad reply: {e}")
+        if cost is not None:
+            err.cost = cost  # type: ignore[attr-defined]  # work done (wasm fuel) is still charged
+        raise err from None
+
+
+async def _replied(tool: str, run: Awaitable[DriverResult]) -> DriverResult:
+    res = await run
+    return DriverResult(_reply(tool, res.value, res.cost), res.cost)
 
 
 def install(kernel: "Kernel", registry: ToolRegistry | None = None, **kw: Any) -> ToolRegistry:

@@ -128,8 +128,18 @@ async def run_sandboxed(driver: "SandboxDriver", owner: int, tool: str, art: "So
     return DriverResult(value, Cost(tool_calls=1))
 
 
+async def _next(child: Any, tool: str) -> dict[str, Any]:
+    """The child's next protocol message. The tool's own code runs in that process and can
+    write anything to the channel: what is not a message is the call's `ToolError`."""
+    msg = (await child.next()).value
+    if type(msg) is not dict:
+        raise ToolError(f"tool {tool!r}: its sandbox broke the protocol (sent a {type(msg).__name__}, "
+                        f"not a message)")
+    return msg
+
+
 async def _converse(child: Any, tool: str, require_isolation: bool) -> Any:
-    hello = (await child.next()).value
+    hello = await _next(child, tool)
     if hello.get("t") != "hello":
         raise ToolError(f"tool {tool!r}: its sandbox died before it started: {_status(hello)}")
     isolated = (hello.get("net") == "private" or hello.get("seccomp") == "on") and hello.get("fs") != "shared" \
@@ -138,7 +148,7 @@ async def _converse(child: Any, tool: str, require_isolation: bool) -> Any:
         raise ToolError(f"tool {tool!r}: the OS gave its sandbox no private network, read-only file system or "
                         f"seccomp filter; refusing to run it")
     while True:
-        msg = (await child.next()).value
+        msg = await _next(child, tool)
         t = msg.get("t")
         if t == "call":  # a tool makes no syscalls: it computes from its arguments
             sent = child.send({"ok": False, "call": str(msg.get("name"))[:64], "error": "SandboxViolation",
@@ -154,8 +164,11 @@ async def _converse(child: Any, tool: str, require_isolation: bool) -> Any:
 
 
 def _status(msg: dict[str, Any]) -> str:
-    tail = (msg.get("stderr") or "").strip().splitlines()[-2:]
-    return str(msg.get("status", "ended")) + (f" (stderr: {' | '.join(tail)[:300]})" if tail else "")
+    err = msg.get("stderr")
+    tail = err[-4096:].strip().splitlines()[-2:] if type(err) is str else []
+    status = msg.get("status", "ended")
+    return (status[:200] if type(status) is str else type(status).__name__) + \
+        (f" (stderr: {' | '.join(tail)[:300]})" if tail else "")
 
 
 __all__ = ["run_sandboxed", "run_wasm", "wasm_bound"]

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -119,9 +118,11 @@ def _shape_problem(att: Any) -> str | None:
     anything is encoded, so a hostile value costs no more than its first wrong field."""
     if type(att) is not dict:
         return f"an attestation is a dict, got {type(att).__name__}"
-    if len(att) != len(_FIELDS) or set(att) != _FIELDS:
+    # keys and values are type-checked before anything hashes or compares them, so a
+    # value with a hostile __hash__ or __eq__ never runs in the kernel
+    if len(att) != len(_FIELDS) or any(type(k) is not str for k in att) or set(att) != _FIELDS:
         return "the fields are not those of an attestation"
-    if att["v"] != ATTESTATION_VERSION or type(att["v"]) is not int:
+    if type(att["v"]) is not int or att["v"] != ATTESTATION_VERSION:
         return f"version {A.shown(att['v'], 30)} is not {ATTESTATION_VERSION}"
     if type(att["node"]) is not str or _NODE.fullmatch(att["node"]) is None:
         return "node is not a node name"
@@ -130,7 +131,7 @@ def _shape_problem(att: Any) -> str | None:
         if type(v) is not int or not lo <= v <= _PID_MAX:
             return f"{k} must be an int in [{lo}, 2**63), got {A.shown(v, 30)}"
     t = att["issued_at"]
-    if type(t) not in (int, float) or not math.isfinite(t) or t < 0:
+    if type(t) not in (int, float) or not 0 <= t < 1e300:  # NaN, inf and 10**400 fail (no float())
         return f"issued_at must be a finite time >= 0, got {A.shown(t, 30)}"
     for k, limit, optional in (("image", 256, False), ("image_ref", 512, True)):
         v = att[k]
@@ -140,7 +141,8 @@ def _shape_problem(att: Any) -> str | None:
             return f"{k} must be ASCII text of 1-{limit} characters"
     p = att["persona"]
     if p is not None:
-        if type(p) is not dict or set(p) != {"name", "version", "digest"}:
+        if type(p) is not dict or len(p) != 3 or any(type(k) is not str for k in p) \
+                or set(p) != {"name", "version", "digest"}:
             return "persona must be null or {name, version, digest}"
         if type(p["name"]) is not str or not 0 < len(p["name"]) <= 256 or not p["name"].isascii():
             return "persona.name must be ASCII text of 1-256 characters"
@@ -154,6 +156,15 @@ def _shape_problem(att: Any) -> str | None:
         if type(att[k]) is not str or _HEX128.fullmatch(att[k]) is None:
             return f"{k} must be 128 lowercase hex digits"
     return None
+
+
+def _copy(doc: dict[str, Any]) -> dict[str, Any]:
+    """A copy sharing no mutable part with `doc` (an attestation or its claims: scalars and
+    the persona, a flat dict). What a process is given reaches it by reference: a shared
+    persona dict would let it edit the kernel's memo of verified claims, or the
+    attestation its remote sends carry."""
+    p = doc.get("persona")
+    return {**doc, "persona": dict(p)} if type(p) is dict else dict(doc)
 
 
 def verify_attestation(att: Any, node_key: bytes | str) -> dict[str, Any]:
@@ -173,7 +184,7 @@ def verify_attestation(att: Any, node_key: bytes | str) -> dict[str, Any]:
     if not _ed25519_ok(bytes.fromhex(att["key"]), bytes.fromhex(att["sig"]), _claims_bytes(att)):
         raise AttestationError("tampered", f"the claims of pid {att['pid']} on node {att['node']!r} do not "
                                            f"match their signature")
-    return {k: v for k, v in att.items() if k not in ("cert", "sig")}
+    return _copy({k: v for k, v in att.items() if k not in ("cert", "sig")})
 
 
 def _settings_value(st: Any) -> dict[str, Any]:
@@ -186,13 +197,21 @@ def _settings_from(value: Any) -> Any:
     """Trust settings back from their journal entry; None if it does not hold any."""
     from ..policy.loader import TrustSettings
 
+    def score(v: Any) -> float:  # the loader's rule: a number in [0, 1], compared before float()
+        if type(v) not in (int, float) or not 0 <= v <= 1:
+            raise ValueError(f"{A.shown(v, 30)} is not a score")
+        return float(v)
+
     try:
         ev = value["evidence"]
-        return TrustSettings(float(value["initial"]), float(value["kill_below"]), float(value["report_floor"]),
-                             float(value["report_weight"]), float(value["per_reporter_cap"]),
-                             float(value["per_target_cap"]), tuple((str(k), float(w)) for k, w in ev.items()))
+        st = TrustSettings(score(value["initial"]), score(value["kill_below"]), score(value["report_floor"]),
+                           score(value["report_weight"]), score(value["per_reporter_cap"]),
+                           score(value["per_target_cap"]), tuple((str(k), score(w)) for k, w in ev.items()))
     except (TypeError, KeyError, ValueError, AttributeError):
         return None
+    if not st.kill_below < st.report_floor <= st.initial:  # what the loader requires: reports never kill
+        return None
+    return st
 
 
 def _persona_of(args: Any) -> dict[str, Any] | None:
@@ -466,12 +485,12 @@ class TrustService:
         memo = hashlib.sha256(key + _canon(att)).digest()
         hit = self._verified.get(memo)
         if hit is not None:
-            return dict(hit)
-        claims = verify_attestation(att, key)
+            return _copy(hit)
+        claims = verify_attestation(att, key)  # a copy: nothing in it is the caller's
         if len(self._verified) >= 4096:
             self._verified.clear()
         self._verified[memo] = claims
-        return dict(claims)
+        return _copy(claims)
 
     def check_ingress(self, env: Any) -> str | None:
         """Why an envelope from another node must be dropped, or None. A node whose key is
@@ -497,7 +516,7 @@ class TrustService:
 
     # -- syscalls -----------------------------------------------------------------------
     def sys_attest(self, proc: Process, req: Attest) -> dict[str, Any]:
-        return self.attest(proc)
+        return _copy(self.attest(proc))  # the kernel's own is what remote sends carry
 
     def sys_verify(self, proc: Process, req: Verify) -> dict[str, Any]:
         return self.verify(req.attestation)

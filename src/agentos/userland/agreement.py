@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 from collections import Counter
 from typing import Any, Callable, Protocol, Sequence
@@ -133,16 +134,62 @@ def minilm_measure() -> EmbeddingMeasure:
     return EmbeddingMeasure(minilm_embed(), name="minilm")
 
 
+def _similarity(x: Any) -> float:
+    """A measure's value as a similarity: a real number clipped to [0, 1]; anything else
+    (NaN, an infinity, a bool, a string, an integer past float's range) is 0.0."""
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        return 0.0
+    try:
+        return _clip(float(x))
+    except (OverflowError, ValueError, TypeError):
+        return 0.0
+
+
+class CheckedMeasure:
+    """A registered measure held to the contract the verifiers rely on: for n texts an n×n
+    matrix of numbers, each a similarity in [0, 1], with a unit diagonal. A value that is
+    not a finite number counts as 0.0 (similar to nothing), one outside [0, 1] is clipped,
+    and the diagonal is set to 1; a matrix of another shape is a `ValueError` naming the
+    measure. Without this a NaN would pass as agreement (every comparison with it is false,
+    so `s < threshold` is false) and an all-NaN row would divide by zero in `consensus`."""
+
+    def __init__(self, inner: Any, name: str) -> None:
+        if not callable(getattr(inner, "matrix", None)):
+            raise TypeError(f"measure {name!r}: its factory made a {type(inner).__name__}, which has no matrix()")
+        self.inner = inner
+        self.name = name
+
+    def matrix(self, texts: Sequence[str]) -> list[list[float]]:
+        n = len(texts)
+        raw = self.inner.matrix(texts)
+        try:  # lists, tuples, a numpy array: anything that iterates as rows of numbers
+            rows = [list(r) for r in raw] if not isinstance(raw, (str, bytes, dict)) else None
+        except TypeError:
+            rows = None
+        if rows is None or len(rows) != n or any(len(r) != n for r in rows):
+            raise ValueError(f"measure {self.name!r} returned a {type(raw).__name__} that is not a {n}x{n} "
+                             f"matrix for {n} texts")
+        out = [[_similarity(x) for x in r] for r in rows]
+        for i in range(n):
+            for j in range(i + 1, n):  # symmetric: the lower of the two readings
+                out[i][j] = out[j][i] = min(out[i][j], out[j][i])
+        return _unit_diag(out)
+
+
 _CUSTOM: dict[str, Callable[[], Measure]] = {}
 
 
 def register_measure(name: str, make: Callable[[], Measure]) -> None:
-    """Make a measure available by name (a process receives measure names, not objects)."""
+    """Make a measure available by name (a process receives measure names, not objects).
+    Its matrices are checked on the way out (`CheckedMeasure`)."""
     if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_.-]{0,31}", name):
         raise ValueError(f"a measure name is a short lower-case identifier, got {name!r}")
     if name in ("minilm", "lexical", "exact"):
         raise ValueError(f"{name!r} is a built-in measure")
+    if not callable(make):
+        raise TypeError(f"register_measure: {name!r} needs a factory (a callable making the measure)")
     _CUSTOM[name] = make
+    _CACHE.pop(name, None)  # a re-registration replaces what an earlier one made
 
 
 _CACHE: dict[str, Measure] = {}
@@ -160,7 +207,7 @@ def measure(name: str) -> Measure:
     elif name == "exact":
         m = ExactMeasure()
     elif name in _CUSTOM:
-        m = _CUSTOM[name]()
+        m = CheckedMeasure(_CUSTOM[name](), name)
     else:
         raise ValueError(f"unknown agreement measure {name!r}: minilm, lexical, exact"
                          + (", " + ", ".join(sorted(_CUSTOM)) if _CUSTOM else ""))
@@ -177,5 +224,5 @@ def similarity(name: str, a: str, b: str) -> float:
     return measure(name).matrix([a, b])[0][1]
 
 
-__all__ = ["EmbeddingMeasure", "ExactMeasure", "LexicalMeasure", "MAX_MEASURED", "Measure", "canonical_json",
+__all__ = ["CheckedMeasure", "EmbeddingMeasure", "ExactMeasure", "LexicalMeasure", "MAX_MEASURED", "Measure", "canonical_json",
            "known_measure", "measure", "minilm_measure", "register_measure", "similarity"]

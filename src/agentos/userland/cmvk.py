@@ -29,23 +29,26 @@ anywhere but from the answers the models gave in this run.
 from __future__ import annotations
 
 import hashlib
-import math
+import itertools
+import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..abi.errors import SyscallError
-from ..abi.types import Down, Quota
+from ..abi.types import KERNEL_PID, Down, Quota
+from ..kernel.args import shown
 from ..kernel.process import ProcessImage
 from ..kernel.trap import Sys
-from .agreement import canonical_json, known_measure, measure
+from .agreement import _similarity, canonical_json, known_measure, measure
 from .jobs import run_job
-from .failures import Failure, FailureKind, Severity, failure_from_error
+from .failures import Failure, FailureKind, Severity, failure_from_error, finite
 from .structured import json_format
 
 SOURCE = "cmvk"
 MAX_PANEL = 16
 MAX_QUESTION = 32_000
 HISTORY_KEEP = 500
+MAX_TIMEOUT_MS = 1e12   # about 31 years: past it a deadline is not a deadline
 
 
 @dataclass(frozen=True)
@@ -60,14 +63,30 @@ class Panelist:
         for what, v in (("device", self.device), ("label", self.label)):
             if not isinstance(v, str):
                 raise TypeError(f"Panelist.{what} must be a str, got {type(v).__name__}")
+            object.__setattr__(self, what, _plain_text(f"Panelist.{what}", v, 128))
         if not self.device.strip():
             raise ValueError("Panelist.device must name a device")
         if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
-            raise ValueError(f"Panelist.model must be a non-empty str or None, got {self.model!r}")
+            raise ValueError(f"Panelist.model must be a non-empty str or None, got {type(self.model).__name__}")
+        if self.model is not None:
+            object.__setattr__(self, "model", _plain_text("Panelist.model", self.model, 256))
         if not self.label:
             object.__setattr__(self, "label", f"{self.device}/{self.model}" if self.model else self.device)
         if len(self.label) > 80:
             raise ValueError(f"Panelist.label is {len(self.label)} characters; at most 80")
+
+
+def _plain_text(what: str, v: str, limit: int) -> str:
+    """`v` as a plain str of at most `limit` characters without a lone surrogate (which
+    no message or journal entry can carry), or ValueError naming `what`."""
+    v = str.__str__(v)
+    if len(v) > limit:
+        raise ValueError(f"{what} is {len(v)} characters; at most {limit}")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} holds a lone surrogate at index {e.start}") from None
+    return v
 
 
 def _panelist(p: Any) -> Panelist:
@@ -81,8 +100,8 @@ def _panelist(p: Any) -> Panelist:
 
 
 def _fraction(what: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= 1:
-        raise ValueError(f"CmvkOptions.{what} must be a number in [0, 1], got {v!r}")
+    if not finite(v) or not 0 <= v <= 1:
+        raise ValueError(f"CmvkOptions.{what} must be a number in [0, 1], got {shown(v)}")
     return float(v)
 
 
@@ -112,10 +131,16 @@ class CmvkOptions:
     drift_threshold: float = 0.3
 
     def __post_init__(self) -> None:
-        panel = tuple(_panelist(p) for p in (self.panel if not isinstance(self.panel, (str, Panelist))
-                                             else (self.panel,)))
+        given = self.panel if not isinstance(self.panel, (str, Panelist, dict)) else (self.panel,)
+        try:  # one past the limit is enough to refuse: an endless iterable is not read to its end
+            panel = tuple(_panelist(p) for p in itertools.islice(given, MAX_PANEL + 1))
+        except TypeError as e:
+            if "object is not iterable" in str(e):
+                raise TypeError(f"CmvkOptions.panel is a list of panelists, got {type(self.panel).__name__}") from None
+            raise
         if not 1 <= len(panel) <= MAX_PANEL:
-            raise ValueError(f"CmvkOptions.panel needs 1..{MAX_PANEL} panelists, got {len(panel)}")
+            got = "none" if not panel else f"more than {MAX_PANEL}"
+            raise ValueError(f"CmvkOptions.panel needs 1..{MAX_PANEL} panelists, got {got}")
         labels = [p.label for p in panel]
         if len(set(labels)) != len(labels):
             raise ValueError(f"CmvkOptions.panel labels must be unique, got {labels}")
@@ -133,17 +158,29 @@ class CmvkOptions:
         if type(self.max_answer_chars) is not int or not 1 <= self.max_answer_chars <= 1 << 24:
             raise ValueError(f"CmvkOptions.max_answer_chars must be a positive int, got {self.max_answer_chars!r}")
         t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 <= t <= 2:
-            raise ValueError(f"CmvkOptions.temperature must be in [0, 2], got {t!r}")
+        if not finite(t) or not 0 <= t <= 2:
+            raise ValueError(f"CmvkOptions.temperature must be in [0, 2], got {shown(t)}")
         if not isinstance(self.quota, Quota):
             raise TypeError("CmvkOptions.quota must be a Quota (the verification's whole budget)")
         tm = self.timeout_ms
-        if tm is not None and (isinstance(tm, bool) or not isinstance(tm, (int, float))
-                               or not math.isfinite(tm) or tm <= 0):
-            raise ValueError(f"CmvkOptions.timeout_ms must be positive ms or None, got {tm!r}")
-        for what in ("system", "store", "namespace"):
+        if tm is not None and (not finite(tm) or not 0 < tm <= MAX_TIMEOUT_MS):
+            raise ValueError(f"CmvkOptions.timeout_ms must be positive ms (at most {MAX_TIMEOUT_MS:g}) or None, "
+                             f"got {shown(tm)}")
+        if tm is not None:
+            object.__setattr__(self, "timeout_ms", float(tm))
+        for what, limit in (("system", MAX_QUESTION), ("store", 128), ("namespace", 128)):
             if not isinstance(getattr(self, what), str):
                 raise TypeError(f"CmvkOptions.{what} must be a str")
+            object.__setattr__(self, what, _plain_text(f"CmvkOptions.{what}", getattr(self, what), limit))
+        if not self.store.strip():
+            raise ValueError("CmvkOptions.store must name a device")
+        if self.schema is not None:
+            try:
+                size = len(json.dumps(self.schema, allow_nan=False))
+            except (TypeError, ValueError, RecursionError) as e:
+                raise ValueError(f"CmvkOptions.schema must be plain JSON: {type(e).__name__}: {str(e)[:100]}") from None
+            if size > 64 * 1024:
+                raise ValueError(f"CmvkOptions.schema is {size} bytes of JSON; at most 65536")
 
     def devices(self) -> list[str]:
         return list(dict.fromkeys(p.device for p in self.panel))
@@ -231,6 +268,10 @@ def consensus(labels: Sequence[str], sim: Sequence[Sequence[float]], threshold: 
     m = len(labels)
     if m == 0:
         return None, [], 0.0
+    if len(sim) != m or any(len(row) != m for row in sim):
+        raise ValueError(f"consensus: the similarity matrix is not {m}x{m} for {m} answers")
+    # a NaN or out-of-range value is no agreement (a NaN row would leave every group empty)
+    sim = [[1.0 if i == j else _similarity(sim[i][j]) for j in range(m)] for i in range(m)]
     pairs = [sim[i][j] for i in range(m) for j in range(i + 1, m)]
     mean = sum(pairs) / len(pairs) if pairs else 1.0
     best: tuple[int, float, int] | None = None
@@ -335,7 +376,7 @@ async def _ask(sys: Sys, opts: dict[str, Any], questions: list[str]) -> list[dic
     while left:
         wait = None if deadline is None else max(0.0, deadline - await sys.now())
         msg = await sys.recv(timeout=wait, match=lambda m: (m.corr == corr and m.sender in left)
-                             or (isinstance(m.body, Down) and m.body.pid in left))
+                             or (isinstance(m.body, Down) and m.sender == KERNEL_PID and m.body.pid in left))
         if msg is None:  # the deadline passed: whoever has not answered timed out
             for pid in sorted(left):
                 await sys.kill(caps[pid])
@@ -376,8 +417,12 @@ def _judge(opts: dict[str, Any], question: str, answers: dict[str, Answer]) -> V
     fails = [a.failure for a in answers.values() if a.failure is not None]
     texts = [a.text for a in ok if a.text is not None]
     name = opts["measure"]
-    sim = measure(name).matrix(texts) if texts else []
-    idx, members, mean = consensus([a.label for a in ok], sim, opts["threshold"], panel_size)
+    try:
+        sim = measure(name).matrix(texts) if texts else []
+        idx, members, mean = consensus([a.label for a in ok], sim, opts["threshold"], panel_size)
+    except Exception as e:  # a registered measure that breaks its contract: no verdict, said so
+        fails.append(_measure_failure(name, e, question))
+        return Verdict(question, tuple(answers.values()), None, 0, 0.0, (), name, tuple(fails))
     if idx is None:
         outliers: tuple[str, ...] = tuple(a.label for a in ok) if len(ok) > 1 else ()
     else:
@@ -395,6 +440,29 @@ def _judge(opts: dict[str, Any], question: str, answers: dict[str, Answer]) -> V
     return Verdict(question, tuple(answers.values()), texts[idx] if idx is not None else None,
                    len(members) if idx is not None else 0, round(mean, 6), outliers, name, tuple(fails),
                    tuple(tuple(round(x, 6) for x in row) for row in sim))
+
+
+def _measure_failure(name: str, e: BaseException, subject: str) -> Failure:
+    return Failure(FailureKind.MODEL_ERROR, f"the {name} measure failed: {type(e).__name__}: {str(e)[:200]}",
+                   SOURCE, f"rule:measure({name})", severity=Severity.ERROR, subject=subject[:200],
+                   evidence={"error": type(e).__name__})
+
+
+def _baseline(value: Any) -> dict[str, dict[str, str]]:
+    """A stored baseline, keeping only well-formed entries: the store is a shared device,
+    and what another writer put there must not end the drift job."""
+    if type(value) is not dict:
+        return {}
+    return {k: v for k, v in value.items() if type(k) is str and type(v) is dict and type(v.get("a")) is str
+            and type(v.get("q")) is str}
+
+
+def _history(value: Any) -> list[list[float]]:
+    """A stored drift history, keeping only [time, drift] pairs of finite numbers."""
+    if type(value) is not list:
+        return []
+    return [[float(p[0]), float(p[1])] for p in value
+            if type(p) is list and len(p) == 2 and all(type(x) in (int, float) and -1e300 < x < 1e300 for x in p)]
 
 
 def probe_id(question: str) -> str:
@@ -418,7 +486,7 @@ async def job_main(sys: Sys, args: dict[str, Any]) -> dict[str, Any]:
     fails: list[Failure] = [a.failure for q in per_q for a in q.values() if a.failure is not None]
     if op == "baseline":
         for label in labels:
-            base = await sys.read(store, {"op": "get", "key": f"baseline/{label}", "default": {}}) or {}
+            base = _baseline(await sys.read(store, {"op": "get", "key": f"baseline/{label}", "default": {}}))
             for q, answers in zip(questions, per_q):
                 a = answers[label]
                 if a.text is not None:
@@ -435,14 +503,18 @@ async def job_main(sys: Sys, args: dict[str, Any]) -> dict[str, Any]:
     history: dict[str, Any] = {}
     compared: dict[str, int] = {}
     for label in labels:
-        base = await sys.read(store, {"op": "get", "key": f"baseline/{label}", "default": {}}) or {}
+        base = _baseline(await sys.read(store, {"op": "get", "key": f"baseline/{label}", "default": {}}))
         sims = []
         for q, answers in zip(questions, per_q):
             b, a = base.get(probe_id(q)), answers[label]
             if b is not None and a.text is not None:
-                sims.append(m.matrix([b["a"], a.text])[0][1])
+                try:
+                    sims.append(_similarity(m.matrix([b["a"], a.text])[0][1]))
+                except Exception as e:  # a registered measure that breaks its contract
+                    fails.append(_measure_failure(opts["measure"], e, label))
+                    break
         compared[label] = len(sims)
-        hist = list(await sys.read(store, {"op": "get", "key": f"history/{label}", "default": []}) or [])
+        hist = _history(await sys.read(store, {"op": "get", "key": f"history/{label}", "default": []}))
         if sims:
             d = round(1.0 - sum(sims) / len(sims), 6)
             drift[label] = d

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -89,7 +88,7 @@ DEFAULT_SEVERITY: dict[FailureKind, Severity] = {
 def _name(what: str, v: Any, *, empty: bool = False, hi: int = MAX_NAME) -> str:
     if not isinstance(v, str):
         raise TypeError(f"Failure.{what} must be a str, got {type(v).__name__}")
-    v = str(v)
+    v = str.__str__(v)  # a subclass's own __str__ never runs
     if not empty and not v.strip():
         raise ValueError(f"Failure.{what} must not be empty")
     try:
@@ -97,6 +96,21 @@ def _name(what: str, v: Any, *, empty: bool = False, hi: int = MAX_NAME) -> str:
     except UnicodeEncodeError:
         raise ValueError(f"Failure.{what} holds a lone surrogate") from None
     return v if len(v) <= hi else v[: hi - 1] + "…"
+
+
+def _member(what: str, enum_: Any, v: Any) -> Any:
+    """`v` as a member of `enum_`: a member, or its value as a plain str. The type is
+    checked before the enum looks the value up, so a value whose __hash__ or __eq__
+    raises is a TypeError here, not its own exception."""
+    if isinstance(v, enum_):
+        return v
+    if not isinstance(v, str):
+        raise TypeError(f"Failure.{what} must be a {enum_.__name__} or its value as a str, got {type(v).__name__}")
+    v = str.__str__(v)
+    try:
+        return enum_(v)
+    except ValueError:
+        raise ValueError(f"Failure.{what} {v[:40]!r} is not one of: {', '.join(m.value for m in enum_)}") from None
 
 
 def _evidence(v: Any) -> dict[str, Any]:
@@ -127,9 +141,9 @@ class Failure:
     evidence: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        kind = FailureKind(self.kind)  # a str value is accepted; an unknown one is ValueError
+        kind = _member("kind", FailureKind, self.kind)  # a str value is accepted; an unknown one is ValueError
         object.__setattr__(self, "kind", kind)
-        sev = DEFAULT_SEVERITY[kind] if self.severity is None else Severity(self.severity)
+        sev = DEFAULT_SEVERITY[kind] if self.severity is None else _member("severity", Severity, self.severity)
         object.__setattr__(self, "severity", sev)
         object.__setattr__(self, "detail", _name("detail", self.detail, empty=True, hi=MAX_DETAIL))
         object.__setattr__(self, "source", _name("source", self.source))
@@ -151,8 +165,7 @@ class Failure:
     def from_dict(cls, d: Mapping[str, Any]) -> "Failure":
         if not isinstance(d, Mapping):
             raise TypeError(f"a failure is a dict, got {type(d).__name__}")
-        return cls(FailureKind(d["kind"]), d.get("detail", ""), d["source"], d["detector"],
-                   Severity(d["severity"]) if d.get("severity") is not None else None,
+        return cls(d["kind"], d.get("detail", ""), d["source"], d["detector"], d.get("severity"),
                    d.get("subject", ""), d.get("evidence") or {})
 
     async def emit(self, sys: Sys) -> None:
@@ -222,8 +235,10 @@ def _safe_str(err: BaseException) -> str:
 
 
 def finite(x: Any) -> bool:
-    """A real, finite number (not a bool)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    """A real number (not a bool) within ±1e300: compared, never converted, so NaN, an
+    infinity and 10**400 are all "not finite" here (math.isfinite(10**400) raises
+    OverflowError), and float(x) of one that is cannot overflow."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and -1e300 < x < 1e300
 
 
 __all__ = ["DEFAULT_SEVERITY", "FAILURE_MSG", "Failure", "FailureKind", "Severity", "emit", "failure_from_error",

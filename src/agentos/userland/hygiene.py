@@ -23,16 +23,16 @@ failure: `hallucination` for a contradicted lesson (a claim evidence contradicts
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..abi.errors import SyscallError
 from ..abi.types import Quota
+from ..kernel.args import shown
 from ..kernel.process import ProcessImage
 from ..kernel.trap import Sys
-from .failures import Failure, FailureKind, Severity, failure_from_error
+from .failures import Failure, FailureKind, Severity, failure_from_error, finite
 from .jobs import run_job
 from .long_memory import Lesson, LongMemory
 from .structured import json_format, parse_json
@@ -113,17 +113,20 @@ class HygieneOptions:
             raise TypeError("HygieneOptions.memory must name a lessons device")
         if self.judge is not None and (not isinstance(self.judge, str) or not self.judge):
             raise TypeError("HygieneOptions.judge must name a chat device or be None")
+        if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()
+                                       or len(self.model) > 256):
+            raise TypeError("HygieneOptions.model must be a model name (1-256 characters) or None")
         if type(self.k) is not int or not 1 <= self.k <= 100:
             raise ValueError(f"HygieneOptions.k must be an int in 1..100, got {self.k!r}")
         for what in ("overlap",):
             v = getattr(self, what)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= 1:
-                raise ValueError(f"HygieneOptions.{what} must be in (0, 1], got {v!r}")
+            if not finite(v) or not 0 < v <= 1:
+                raise ValueError(f"HygieneOptions.{what} must be in (0, 1], got {shown(v)}")
         for what in ("max_age", "now"):
             v = getattr(self, what)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                                  or v < 0):
-                raise ValueError(f"HygieneOptions.{what} must be a finite non-negative number or None, got {v!r}")
+            if v is not None and (not finite(v) or v < 0):
+                raise ValueError(f"HygieneOptions.{what} must be a finite non-negative number or None, "
+                                 f"got {shown(v)}")
         if not isinstance(self.dry_run, bool):
             raise TypeError("HygieneOptions.dry_run must be a bool")
         if not isinstance(self.quota, Quota):
@@ -219,6 +222,8 @@ async def hygiene(sys: Sys, evidence: Sequence[str], options: HygieneOptions | N
         raise TypeError("hygiene: options must be HygieneOptions")
     if isinstance(evidence, str) or not isinstance(evidence, Sequence):
         raise TypeError("hygiene: evidence is a list of sentences")
+    if len(evidence) > 1000:  # before reading any of it
+        raise ValueError("hygiene: at most 1000 pieces of evidence at once")
     ev = []
     for e in evidence:
         if not isinstance(e, str) or not e.strip() or len(e) > 4000:

@@ -9,13 +9,15 @@ the reply capability at `sys.caps[args["reply_index"]]` and answers with
 
 Invariant: whatever the job does, it cannot spend more of the caller's account than
 `quota`; a job that ends without answering is reported, never waited on forever (the
-caller monitors it).
+caller monitors it); only the job can answer, and only the kernel can say it ended (a
+message carrying its correlation id, or a `Down` naming it, from any other sender is left
+in the mailbox).
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..abi.types import Down, Quota
+from ..abi.types import KERNEL_PID, Down, Quota
 from ..kernel.trap import Sys
 
 
@@ -31,12 +33,20 @@ async def run_job(sys: Sys, image: Any, *, args: dict[str, Any], caps: Sequence[
     pid, cap = await sys.spawn(image, name=name, quota=quota, caps=all_caps,
                                args={**args, "corr": corr, "reply_index": len(caps)})
     await sys.monitor(cap)
-    msg = await sys.recv(match=lambda m: m.corr == corr or (isinstance(m.body, Down) and m.body.pid == pid))
+    # the answer must come from the job itself: a correlation id is guessable (a name, the
+    # caller's pid, a counter), and anyone who can message the caller could answer first
+    msg = await sys.recv(match=lambda m: (m.corr == corr and m.sender == pid) or _down(m, pid))
     assert msg is not None
     if isinstance(msg.body, Down):
         return None, msg.body.reason
-    await sys.recv(match=lambda m: isinstance(m.body, Down) and m.body.pid == pid)  # it ends after answering
+    await sys.recv(match=lambda m: _down(m, pid))  # it ends after answering
     return msg.body, None
+
+
+def _down(m: Any, pid: int) -> bool:
+    """The kernel's notice that `pid` ended. A `Down` is a plain value any process can put
+    in a message body: only one the kernel sent (sender pid 0) says the job is gone."""
+    return isinstance(m.body, Down) and m.sender == KERNEL_PID and m.body.pid == pid
 
 
 __all__ = ["run_job"]

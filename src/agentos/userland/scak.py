@@ -31,6 +31,7 @@ audit do that.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -38,15 +39,17 @@ from typing import Any, Callable, Sequence
 
 from ..abi.errors import SyscallError
 from ..abi.types import Quota
+from ..kernel.args import shown
 from ..kernel.process import ProcessImage
 from ..kernel.trap import Sys
-from .agreement import known_measure, measure
-from .failures import Failure, FailureKind, Severity, failure_from_error
+from .agreement import _similarity, known_measure, measure
+from .failures import Failure, FailureKind, Severity, failure_from_error, finite
 from .jobs import run_job
 from .structured import ModelOutputError, json_format, parse_json
 
 SOURCE = "scak"
 SUBSTANCE_WORDS = 12
+MAX_TOOLS = 256        # tool names an AnswerContext holds
 MAX_ANSWER = 100_000   # characters of an answer the rules read
 
 
@@ -61,7 +64,12 @@ class AnswerContext:
     def __post_init__(self) -> None:
         if not isinstance(self.task, str):
             raise TypeError("AnswerContext.task must be a str")
-        object.__setattr__(self, "tools", tuple(str(t) for t in self.tools))
+        if isinstance(self.tools, (str, bytes)):  # a common slip: "calc" is not ("c", "a", "l", "c")
+            raise TypeError("AnswerContext.tools is a list of tool names, not one string")
+        tools = tuple(itertools.islice(self.tools, MAX_TOOLS + 1))  # an endless iterable is not read to its end
+        if len(tools) > MAX_TOOLS or not all(isinstance(t, str) and len(t) <= 128 for t in tools):
+            raise ValueError(f"AnswerContext.tools is at most {MAX_TOOLS} tool names of at most 128 characters")
+        object.__setattr__(self, "tools", tuple(str.__str__(t) for t in tools))
         if type(self.tool_calls) is not int or self.tool_calls < 0:
             raise ValueError(f"AnswerContext.tool_calls must be a non-negative int, got {self.tool_calls!r}")
 
@@ -281,8 +289,8 @@ def numbers_in(text: str) -> list[tuple[float, int]]:
 def _number_of(result: Any) -> float | None:
     if isinstance(result, bool):
         return None
-    if isinstance(result, (int, float)):
-        return float(result) if math.isfinite(result) else None
+    if isinstance(result, (int, float)):  # compared, not converted: float(10**400) raises
+        return float(result) if -1e300 < result < 1e300 else None
     if isinstance(result, str):
         got = numbers_in(result)
         return got[0][0] if len(got) == 1 else None
@@ -335,21 +343,26 @@ class AuditOptions:
     quota: Quota = field(default_factory=lambda: Quota(tokens=10_000, tool_calls=10))
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "auditors", tuple(self.auditors))
-        object.__setattr__(self, "tools", tuple(self.tools))
+        for what in ("auditors", "tools"):
+            v = getattr(self, what)
+            if isinstance(v, (str, bytes, ToolCheck)):
+                raise TypeError(f"AuditOptions.{what} is a list, not one {type(v).__name__}")
+            object.__setattr__(self, what, tuple(itertools.islice(v, 17)))  # never read to the end of an endless one
         if not self.auditors and not self.tools:
             raise ValueError("AuditOptions needs at least one auditor or tool check")
         if len(self.auditors) + len(self.tools) > 16:
             raise ValueError("AuditOptions: at most 16 auditors and tool checks")
         if not all(isinstance(a, str) and a for a in self.auditors):
             raise TypeError("AuditOptions.auditors are device names")
+        if len(set(self.auditors)) != len(self.auditors):  # one answer per device: a second would be paid twice
+            raise ValueError("AuditOptions.auditors names a device twice")
         if not all(isinstance(t, ToolCheck) for t in self.tools):
             raise TypeError("AuditOptions.tools are ToolChecks")
         if not known_measure(self.measure):
             raise ValueError(f"AuditOptions.measure {self.measure!r} is not a known measure")
         t = self.threshold
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0 <= t <= 1:
-            raise ValueError(f"AuditOptions.threshold must be in [0, 1], got {t!r}")
+        if not finite(t) or not 0 <= t <= 1:
+            raise ValueError(f"AuditOptions.threshold must be in [0, 1], got {shown(t)}")
         if type(self.max_tokens) is not int or not 1 <= self.max_tokens <= 32_768:
             raise ValueError(f"AuditOptions.max_tokens must be an int in 1..32768, got {self.max_tokens!r}")
         if not isinstance(self.quota, Quota):
@@ -398,7 +411,14 @@ async def audit_main(sys: Sys, args: dict[str, Any]) -> dict[str, Any]:
                 fails.append(a.failure)
                 checks.append((det, "failed", a.failure.detail))
                 continue
-            s = m.matrix([answer, a.text])[0][1]
+            try:
+                s = _similarity(m.matrix([answer, a.text])[0][1])
+            except Exception as e:  # a registered measure that breaks its contract: no judgement
+                f = Failure(FailureKind.MODEL_ERROR, f"the {o['measure']} measure failed: {type(e).__name__}: "
+                            f"{str(e)[:200]}", SOURCE, f"rule:measure({o['measure']})", subject=task[:200])
+                fails.append(f)
+                checks.append((det, "failed", f.detail))
+                continue
             if s < o["threshold"]:
                 checks.append((det, "disagree", f"similarity {s:.3f} < {o['threshold']:g}"))
                 fails.append(Failure(FailureKind.DISAGREEMENT, f"{d} answered the task differently (similarity "
