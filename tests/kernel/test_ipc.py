@@ -225,3 +225,34 @@ def test_a_received_message_sent_on_is_not_checked_again_but_a_forged_one_is(mon
     # one check of the list when first sent and one of the forged message, per run (a replayed
     # test runs twice); the relayed Message itself is never walked again
     assert seen[:2] == ["list", "Message"] and seen.count("list") == seen.count("Message")
+
+
+
+def test_a_process_cannot_forge_a_down_or_a_signal_notice():
+    """A supervisor restarts a child on a `Down`, a loop stops on a SIGTERM notice: a peer
+    that could build either would restart or stop them at will. Only the kernel makes them;
+    a process may pass on the very notice it last received (with itself as the sender)."""
+    from agentos import BadArgument, Signal
+    from agentos.abi.types import KERNEL_PID, Down, SignalMessage
+
+    async def quick(sys, args):
+        return "done"
+
+    async def init(sys, args):
+        me = await sys.self_cap()
+        out = []
+        for forged in (Down(2, "normal", "child"), SignalMessage(Signal.SIGTERM, KERNEL_PID)):
+            try:
+                await sys.send(me, forged)
+                out.append("sent")
+            except BadArgument as e:
+                out.append(str(e).split(":")[0] + ":" + type(forged).__name__)
+        _, child = await sys.spawn(quick)
+        await sys.monitor(child)
+        real = await sys.recv()
+        await sys.send(me, real.body)              # forwarding what it received is allowed
+        again = await sys.recv()
+        return out, real.sender == KERNEL_PID, again.body is real.body, again.sender == await sys.pid()
+
+    _, res = boot(init)
+    assert res.value == (["send:Down", "send:SignalMessage"], True, True, True)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..abi.errors import BadArgument
 from ..abi.syscalls import Recv, Send, SendDurable
-from ..abi.types import KERNEL_PID, Message, WaitKind
+from ..abi.types import KERNEL_PID, Down, Message, SignalMessage, WaitKind
 from . import args as A
 from .values import checked
 from .caps import PIPE, PROC, R_ANY, R_SEND
@@ -29,6 +29,18 @@ from .process import EXITED, HIBERNATED, PARK, Process
 
 if TYPE_CHECKING:
     from .kernel import Kernel
+
+
+KERNEL_NOTICES = frozenset({Down, SignalMessage})
+"""Bodies only the kernel makes: a monitor's `Down`, a catchable signal. A receiver that
+acts on one (a supervisor restarting a child, a loop stopping at SIGTERM) must be able to
+trust it, so a process can pass on one it received but never build one."""
+
+
+def _received(proc: Process, body: Any) -> bool:
+    """Is `body` the very notice `proc` last received (a forwarder passing it on)?"""
+    last = proc.last_msg
+    return last is not None and getattr(last, "body", None) is body
 
 
 class IPC:
@@ -50,6 +62,9 @@ class IPC:
         body = req.body  # checked where it enters: the log must be able to hold it
         if body is not None and (type(body) is not int or body.bit_length() > 64) and body is not proc.last_msg:
             checked("send: body", body)
+            if type(body) in KERNEL_NOTICES and not _received(proc, body):
+                raise BadArgument(f"send: body: a {type(body).__name__} is a notice only the kernel sends "
+                                  f"(a process may forward one it received, not make one)")
         if req.corr is not None:
             checked("send: corr", req.corr)
         ev = self.k.events
