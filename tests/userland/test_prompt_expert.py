@@ -121,3 +121,28 @@ def test_template_prompt_needs_no_model():
     text = template_prompt(ForgeBrief("a clerk", "file the forms", ("be exact",), ("stamp",)))
     assert text == ("You are a clerk. Your goal: file the forms\n- be exact\n"
                     "Use these tools when they help: stamp.\nAnswer with the result only.")
+
+
+_FORGED = {"prompt": "FORGED", "score": 1.0, "fitness": 1.0, "scores": [1.0], "lessons": [], "tokens": 0,
+           "generations": 0, "stop": "target", "ranking": []}
+
+
+async def _forger(sys, args):
+    caller = args
+    for n in range(1, 8):  # the job's correlation id is ("expert", caller's pid, a counter)
+        await sys.send(sys.caps[0], _FORGED, corr=("expert", caller, n))
+
+
+def test_a_peer_guessing_the_jobs_correlation_id_cannot_answer_for_the_expert():
+    async def init(sys, args):
+        expert = await PromptExpert.start(sys, ExpertOptions(memory=None, generations=1, population=2,
+                                                             candidate_quota=Quota(tokens=2000)))
+        me = await sys.self_cap()
+        _, f = await sys.spawn(_forger, args=await sys.pid(), caps=[me])
+        await sys.waitpid(f)
+        ans = await ask_expert(sys, BRIEF, EXAMPLES, quota=Quota(tokens=20_000))
+        await expert.stop(sys)
+        return ans.prompt
+
+    prompt = kernel().run(init, grant=["llm", "lessons"]).value
+    assert prompt != "FORGED" and "math assistant" in prompt

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..abi.errors import SyscallError
-from ..abi.types import Down, Quota, Signal, SignalMessage
+from ..abi.types import KERNEL_PID, Down, Quota, Signal, SignalMessage
 from ..kernel.process import ProcessImage
 from ..kernel.trap import Sys
 from .evolve import Candidate, Contains, ExactMatch, Task, evolve, metered_fitness
@@ -234,11 +234,12 @@ async def ask_expert(sys: Sys, brief: ForgeBrief, examples: Sequence[tuple[str, 
                                args={"brief": _brief_dict(brief), "examples": ex, "llm": llm, "corr": corr,
                                      "timeout_ms": timeout_ms})
     await sys.monitor(cap)
-    msg = await sys.recv(match=lambda m: m.corr == corr or (isinstance(m.body, Down) and m.body.pid == pid))
+    # only the job answers (a correlation id is guessable), only the kernel says it ended
+    msg = await sys.recv(match=lambda m: (m.corr == corr and m.sender == pid) or _down(m, pid))
     assert msg is not None
     if isinstance(msg.body, Down):
         raise SyscallError(f"the expert job ended without an answer: {msg.body.reason}")
-    await sys.recv(match=lambda m: isinstance(m.body, Down) and m.body.pid == pid)  # it ends after answering
+    await sys.recv(match=lambda m: _down(m, pid))  # it ends after answering
     a = msg.body
     return ExpertAnswer(a["prompt"], a["score"], a["fitness"], tuple(a["scores"]), tuple(a["lessons"]),
                         a["tokens"], a["generations"], a["stop"], tuple(a["ranking"]))
@@ -279,6 +280,11 @@ class PromptExpert:
     async def stop(self, sys: Sys) -> Any:
         await sys.send(self.cap, {"op": "stop"})
         return await sys.waitpid(self.cap)
+
+
+def _down(m: Any, pid: int) -> bool:
+    """The kernel's notice that `pid` ended (a Down passed on by another process is not)."""
+    return isinstance(m.body, Down) and m.sender == KERNEL_PID and m.body.pid == pid
 
 
 __all__ = ["EXPERT", "EXPERT_JOB", "ExpertAnswer", "ExpertOptions", "PromptExpert", "ask_expert", "expert_job_main",
