@@ -247,3 +247,141 @@ def test_a_plan_that_bypasses_the_pipe_is_still_refused_by_the_executor() -> Non
     assert [f["detector"] for f in res.value["failures"]] == ["rule:plan_schema"]
     exits = [e.data for e in k.events.events() if e.kind == "exit"]
     assert exits
+
+
+# -- bounded waits, arguments checked before the spawn, no orphaned reasoner ----------------
+
+import math  # noqa: E402
+
+import pytest  # noqa: E402
+
+from agentos.abi.errors import BadArgument, Interrupted  # noqa: E402
+from agentos.abi.types import Signal  # noqa: E402
+
+
+async def silent_reasoner(sys: Any, args: dict[str, Any]) -> None:
+    """Takes the task, then never says anything again."""
+    while True:
+        await sys.recv()
+
+
+async def deaf_reasoner(sys: Any, args: dict[str, Any]) -> None:
+    """Answers at once, then ignores `stop` and never exits."""
+    await sys.recv()
+    await sys.send(sys.caps[1], {"steps": [], "answer": "42"})
+    while True:
+        await sys.sleep(1_000_000)
+
+
+def reasoners(k: Any) -> list[int]:
+    return [e.pid for e in k.events.events() if e.kind == "spawn" and e.data[1] == "mute.reasoner"]
+
+
+def ended_before_marker(k: Any, marker: str = "after") -> bool:
+    """Every reasoner's exit is in the log before the caller logged `marker`."""
+    evs = k.events.events()
+    at = next(i for i, e in enumerate(evs) if e.kind == "log" and e.data[1] == marker)
+    pids = reasoners(k)
+    exits = {e.pid: i for i, e in enumerate(evs) if e.kind == "exit"}
+    return bool(pids) and all(p in exits and exits[p] < at for p in pids)
+
+
+def test_a_silent_reasoner_is_killed_at_the_timeout_and_leaves_no_orphan() -> None:
+    async def init(sys: Any, args: Any) -> Any:
+        t0 = await sys.now()
+        r = await mute_agent(sys, "go", CONSTRAINTS, reasoner=silent_reasoner, timeout_ms=5_000)
+        waited = await sys.now() - t0
+        await sys.log("info", "after")
+        return r.stop, [f.kind.value for f in r.failures], waited
+
+    k, res = boot(init, drivers=[ScriptedChat([]), Effects().tools()], grant=["llm", "tools"])
+    stop, kinds, waited = res.value
+    assert stop == "reasoner_timeout" and kinds == ["timeout"] and 5_000 <= waited < 6_000
+    assert ended_before_marker(k)
+    assert [e.data for e in k.events.events() if e.kind == "exit" and e.pid in reasoners(k)][0].startswith("killed")
+
+
+def test_a_reasoner_that_ignores_stop_is_killed_after_the_timeout() -> None:
+    async def init(sys: Any, args: Any) -> Any:
+        r = await mute_agent(sys, "go", CONSTRAINTS, reasoner=deaf_reasoner, timeout_ms=2_000)
+        await sys.log("info", "after")
+        return r.stop, r.answer, [f.kind.value for f in r.failures]
+
+    k, res = boot(init, drivers=[ScriptedChat([]), Effects().tools()], grant=["llm", "tools"])
+    assert res.value == ("answer", "42", ["timeout"])
+    assert ended_before_marker(k)
+
+
+def test_an_error_in_the_executor_after_the_spawn_ends_the_reasoner() -> None:
+    async def executor(sys: Any, args: Any) -> Any:
+        try:
+            await mute_agent(sys, "go", CONSTRAINTS, reasoner=silent_reasoner, timeout_ms=60_000)
+        except Interrupted:
+            await sys.log("info", "after")
+            return "interrupted"
+        return "returned"
+
+    async def init(sys: Any, args: Any) -> Any:
+        _, c = await sys.spawn(executor, caps=["llm", "tools", "spawn"])
+        await sys.sleep(100)
+        await sys.signal(c, Signal.SIGINT)
+        return str(await sys.waitpid(c))
+
+    k, res = boot(init, drivers=[ScriptedChat([]), Effects().tools()], grant=["llm", "tools"])
+    assert res.value == "normal"
+    assert ended_before_marker(k)
+
+
+def test_killing_the_executor_kills_its_reasoner() -> None:
+    async def executor(sys: Any, args: Any) -> Any:
+        await mute_agent(sys, "go", CONSTRAINTS, reasoner=silent_reasoner, timeout_ms=60_000)
+
+    async def init(sys: Any, args: Any) -> Any:
+        _, c = await sys.spawn(executor, caps=["llm", "tools", "spawn"])
+        await sys.sleep(100)
+        await sys.kill(c)
+        await sys.waitpid(c)
+        await sys.log("info", "after")
+        return "done"
+
+    k, res = boot(init, drivers=[ScriptedChat([]), Effects().tools()], grant=["llm", "tools"])
+    assert res.value == "done"
+    assert ended_before_marker(k)
+
+
+BAD_ARGUMENTS: list[dict[str, Any]] = [
+    {"plan_retries": math.nan}, {"plan_retries": -1}, {"plan_retries": True}, {"plan_retries": 10**400},
+    {"max_tokens": 0}, {"max_tokens": math.inf}, {"max_tokens": "512"}, {"max_tokens": 10**400},
+    {"model": ""}, {"model": 5}, {"model": "m" * 1000}, {"model": "\ud800"},
+    {"task": "x" * 20_001}, {"task": "what is \ud800?"}, {"task": "   "}, {"task": b"go"},
+    {"constraints": [Constraint(f"t{i}") for i in range(65)]},
+    {"constraints": [Constraint("add", description="d" * 1001)]},
+    {"constraints": [Constraint("add", description="\udfff")]},
+    {"constraints": [Constraint("rm -rf /")]}, {"constraints": [Constraint("add", max_calls=True)]},
+    {"constraints": [Constraint("add", max_calls=-1)]}, {"constraints": [Constraint("add", args=[1])]},
+    {"constraints": [Constraint("add", args={"type": "nonsense"})]}, {"constraints": "add"},
+    {"constraints": [Constraint("add"), Constraint("add")]}, {"constraints": [{"tool": "add"}]},
+    {"max_rounds": 0}, {"max_rounds": 10**400}, {"max_rounds": 2.0},
+    {"timeout_ms": math.nan}, {"timeout_ms": 0}, {"timeout_ms": -5}, {"timeout_ms": math.inf},
+    {"timeout_ms": True}, {"llm": 1.5}, {"llm": ""}, {"tools_device": None}, {"source": "s" * 500},
+    {"reasoner_quota": {"tokens": 5}}, {"reasoner": 42},
+]
+
+
+@pytest.mark.parametrize("bad", BAD_ARGUMENTS, ids=lambda b: next(iter(b)))
+def test_a_bad_argument_is_a_bad_argument_raised_before_the_reasoner_is_spawned(bad: dict[str, Any]) -> None:
+    kw: dict[str, Any] = {"task": "go", "constraints": CONSTRAINTS, **bad}
+
+    async def init(sys: Any, args: Any) -> Any:
+        task, constraints = kw.pop("task"), kw.pop("constraints")
+        try:
+            await mute_agent(sys, task, constraints, **kw)
+        except BadArgument as e:
+            return f"BadArgument: {e}"
+        except Exception as e:  # noqa: BLE001 - the test reports what escaped
+            return f"{type(e).__name__}: {e}"
+        return "accepted"
+
+    k, res = boot(init, drivers=[ScriptedChat([]), Effects().tools()], grant=["llm", "tools"])
+    assert str(res.value).startswith("BadArgument: mute_agent:"), res.value
+    assert reasoners(k) == []
