@@ -73,12 +73,21 @@ def hash_embed(dim: int = 256) -> Embed:
 MAX_DIM = 4096
 
 
+def _plain(v: Any) -> Any:
+    """A numpy array (what MiniLM and most embedders return) as plain lists of floats;
+    anything else as it is (only numpy's own `tolist` is called, never a caller's)."""
+    if type(v).__module__ == "numpy" and type(v).__name__ == "ndarray":
+        return v.tolist()
+    return v
+
+
 def check_vectors(rows: Any, count: int, dim: int | None = None) -> list[list[float]]:
     """An embedder's reply as plain rows of floats, or `ValueError` saying what is wrong
     with it: not a list of `count` rows, a row that is not a list or tuple of real numbers
     (a bool, a str, NaN or an infinity is none), rows of mixed sizes, or rows whose size is
     not `dim` (when the caller knows it: the index's dimension). Nothing from a reply that
     fails here is used."""
+    rows = _plain(rows)
     if type(rows) not in (list, tuple):
         raise ValueError(f"the embedder answered a {type(rows).__name__}, not a list of vectors")
     if len(rows) != count:
@@ -86,6 +95,7 @@ def check_vectors(rows: Any, count: int, dim: int | None = None) -> list[list[fl
     out: list[list[float]] = []
     want = dim
     for i, row in enumerate(rows):
+        row = _plain(row)
         if type(row) not in (list, tuple):
             raise ValueError(f"vector {i} is a {type(row).__name__}, not a list of numbers")
         if not 0 < len(row) <= MAX_DIM:
