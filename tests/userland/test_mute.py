@@ -385,3 +385,57 @@ def test_a_bad_argument_is_a_bad_argument_raised_before_the_reasoner_is_spawned(
     k, res = boot(init, drivers=[ScriptedChat([]), Effects().tools()], grant=["llm", "tools"])
     assert str(res.value).startswith("BadArgument: mute_agent:"), res.value
     assert reasoners(k) == []
+
+
+def test_the_example_teams_calculator_refuses_a_power_that_would_never_finish() -> None:
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "examples" / "verified_team.py"
+    spec = importlib.util.spec_from_file_location("verified_team_example", path)
+    assert spec is not None and spec.loader is not None
+    team = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(team)
+    assert team.calculator("40 - 32") == 8.0
+    with pytest.raises(ValueError, match=r"\*\*"):
+        team.calculator("2**10")              # (9**9**9**9 would never finish)
+
+
+def test_a_model_reply_without_text_is_a_refusal_shown_to_the_model_not_a_crash() -> None:
+    from agentos.abi.driver import Driver, DriverResult
+    from agentos.abi.types import Cost
+
+    class OddChat(Driver):
+        name = "llm"
+
+        def open(self, owner: int, params: Any) -> None:
+            return None
+
+        def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any]:
+            return ("llm.chat", None)
+
+        def read(self, handle: Any, req: Any) -> DriverResult:
+            return DriverResult({"content": ["not", "text"]}, Cost())
+
+        def write(self, handle: Any, data: Any) -> DriverResult:
+            raise NotImplementedError
+
+    async def init(sys: Any, args: Any) -> Any:
+        return (await mute_agent(sys, "go", CONSTRAINTS, plan_retries=1)).stop
+
+    k, res = boot(init, drivers=[OddChat(), Effects().tools()], grant=["llm", "tools"])
+    assert res.value == "reasoner_exit"
+    exits = [e.data for e in k.events.events() if e.kind == "exit" and e.pid in reasoners(k)]
+    assert exits == ["normal"]
+    refused = [e.data[2]["reason"] for e in k.events.events() if e.kind == "log" and e.data[1] == "mute.plan_refused"]
+    assert refused == ["your reply held no text"] * 2
+
+
+def test_the_tools_device_is_named_so_policy_is_asked_about_device_dot_tool() -> None:
+    async def init(sys: Any, args: Any) -> Any:
+        try:
+            await mute_agent(sys, "go", CONSTRAINTS, tools_device=3)
+        except BadArgument as e:
+            return str(e)
+
+    _, res = boot(init, drivers=[ScriptedChat([]), Effects().tools()], grant=["llm", "tools"])
+    assert res.value.startswith("mute_agent: tools_device")

@@ -210,7 +210,8 @@ async def mute_agent(sys: Sys, task: str, constraints: Sequence[Constraint], *, 
         raise BadArgument("mute_agent: task must be a non-empty string")
     checks = _Checks(constraints)
     llm = _device("mute_agent: llm", llm)
-    tools_device = _device("mute_agent: tools_device", tools_device)
+    # a name, not a capability ref: policy is asked about "<device>.<tool>"
+    tools_device = A.text("mute_agent: tools_device", tools_device, empty=False, max_len=MAX_NAME)
     max_rounds = A.integer("mute_agent: max_rounds", max_rounds, minimum=1, maximum=MAX_ROUNDS)
     plan_retries = A.integer("mute_agent: plan_retries", plan_retries, minimum=0, maximum=MAX_PLAN_RETRIES)
     max_tokens = A.integer("mute_agent: max_tokens", max_tokens, minimum=1, maximum=MAX_TOKENS)
@@ -416,14 +417,19 @@ async def reasoner_main(sys: Sys, args: dict[str, Any]) -> dict[str, Any]:
         except SyscallError as e:
             await sys.log("error", "mute.model_error", error=str(e)[:400])
             return {"stop": "model_error"}
-        content = reply.get("content") or ""
-        messages.append({"role": "assistant", "content": content})
+        content = reply.get("content") if isinstance(reply, dict) else None
         refusal = None
-        try:
-            plan = json.loads(content)
-        except (ValueError, RecursionError) as e:
-            refusal = f"your reply is not JSON: {str(e)[:200]}"
-        else:
+        plan: Any = None
+        if not isinstance(content, str):   # a device that breaks the reply contract: a refusal, not a crash
+            content = ""
+            refusal = "your reply held no text"
+        messages.append({"role": "assistant", "content": content})
+        if refusal is None:
+            try:
+                plan = json.loads(content)
+            except (ValueError, RecursionError) as e:
+                refusal = f"your reply is not JSON: {str(e)[:200]}"
+        if refusal is None:
             try:
                 await sys.send(plan_pipe, plan)
                 sent += 1
