@@ -647,3 +647,20 @@ def test_an_embedder_answering_numpy_arrays_is_accepted():
     from agentos.abi.errors import DriverError
     with pytest.raises(DriverError, match="non-finite"):
         bad.read(None, {"texts": ["a"]})
+
+
+def test_a_request_whose_reply_address_cannot_be_answered_does_not_end_the_service():
+    async def body(sys, svc):
+        embed_cap = [c for c in sys.caps if (await sys.cap_info(c)).get("target") == "embed"][0]
+        me = await sys.attenuate(await sys.self_cap(), rights="send")
+        await sys.revoke(me)                       # gone before the service answers
+        pipe = await sys.pipe({"type": "string"})  # a reply address whose schema refuses a dict
+        for caps in ([embed_cap], [pipe]):
+            await sys.send(svc.cap, {"op": "stats"}, caps=caps)
+        dead = await sys.attenuate(await sys.self_cap(), rights="send")
+        await sys.send(svc.cap, {"op": "stats"}, caps=[dead])
+        await sys.revoke(dead)
+        return await svc.stats(sys)                # the service still answers
+
+    stats = run(kernel(), body)["value"]
+    assert stats["unanswered"] >= 2 and stats["refused"] == 0

@@ -325,7 +325,7 @@ async def caas_main(sys: Sys, args: Any) -> dict[str, Any]:
     name = _text("caas: service name", opts.get("name", "caas"), max_len=200, empty=False)
     await sys.register(name)
     idx = CaasIndex()
-    served = {"indexed": 0, "searches": 0, "refused": 0}
+    served = {"indexed": 0, "searches": 0, "refused": 0, "unanswered": 0}
     while True:
         msg = await sys.recv()
         assert msg is not None
@@ -381,7 +381,10 @@ async def caas_main(sys: Sys, args: Any) -> dict[str, Any]:
             served["refused"] += 1
             out = {"error": str(e)}
         if msg.caps:
-            await sys.send(msg.caps[0], out, corr=msg.corr)
+            try:   # the reply address is the asker's: not a process, revoked, expired, full...
+                await sys.send(msg.caps[0], out, corr=msg.corr)
+            except SyscallError:
+                served["unanswered"] += 1   # ... is the asker's loss, never the service's end
             for ref in msg.caps:   # keep no authority a request lent: revoke our copies
                 try:
                     await sys.revoke(ref)
