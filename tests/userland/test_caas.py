@@ -241,12 +241,14 @@ def test_a_service_impostor_cannot_make_a_job_return_text_that_is_not_at_its_cit
         v = version_of(GUIDE)
         lie = {"path": p, "version": v, "start": 0, "end": 7, "score": 1.0, "dedup": "x", "text": "FORGED"}
         stale = {**lie, "version": "0" * 64}
-        answers = [{"candidates": [lie, stale]}, {"candidates": [{**lie, "start": "0"}]}, {"candidates": 5}]
+        answers = [{"candidates": [lie, stale]}, {"candidates": [{**lie, "start": "0"}]}, {"candidates": 5},
+                   {"candidates": [{**lie, "bm25_rank": [[["deep"]]]}]}, {"candidates": [{**lie, "score": math.inf}]},
+                   {"candidates": [{**lie, "path": p + "/../guide"}]}, {"candidates": [lie] * 401}]
         await sys.spawn(impostor, args=answers)
         await sys.yield_()
         got = await retrieve(sys, "anything", service="fake")
         errors = []
-        for _ in range(2):
+        for _ in range(len(answers) - 1):
             try:
                 await retrieve(sys, "anything", service="fake")
             except CaasError as e:
@@ -255,7 +257,7 @@ def test_a_service_impostor_cannot_make_a_job_return_text_that_is_not_at_its_cit
 
     got, errors = run(kernel(), body)["value"]
     assert [c.text for c in got.chunks] == [GUIDE[:7]] and got.stale == (got.chunks[0].citation.path,)
-    assert len(errors) == 2 and all("malformed" in e or "candidate" in e for e in errors)
+    assert len(errors) == 6 and all("malformed" in e or "candidate" in e for e in errors), errors
 
 
 def test_the_caller_pays_for_its_embeddings_and_the_service_spends_nothing():

@@ -255,7 +255,7 @@ def _check_index(body: dict[str, Any]) -> tuple[str, str, list[tuple[int, int, s
                 or type(c[2]) is not str):
             raise ValueError("index: each chunk is [start, end, text]")
         s, e, t = c
-        if s != at or e <= s or e - s != len(t) or len(t) > MAX_CHUNK:
+        if s != at or e <= s or e - s != len(t) or len(t) > MAX_CHUNK or e > MAX_DOC:
             raise ValueError(f"index: chunk [{s}, {e}) does not continue the tiling at {at} with its text")
         chunks.append((s, e, t, dedup_key(t)))
         at = e
@@ -509,6 +509,18 @@ async def caas_query_main(sys: Sys, args: dict[str, Any]) -> Any:
     return None
 
 
+def _rank_ok(v: Any) -> bool:
+    return v is None or (type(v) is int and 1 <= v <= MAX_CANDIDATES)
+
+
+def _normal(path: str) -> bool:
+    try:
+        _path("caas: a cited path", path)
+        return True
+    except BadArgument:
+        return False
+
+
 async def _retrieve(sys: Sys, svc: int, args: dict[str, Any]) -> dict[str, Any]:
     query, k, budget = args["query"], args["k"], args["budget"]
     vec = await _embed(sys, args.get("embed"), [query])
@@ -520,6 +532,8 @@ async def _retrieve(sys: Sys, svc: int, args: dict[str, Any]) -> dict[str, Any]:
     cands = found.get("candidates")
     if not isinstance(cands, list):
         raise CaasError("caas: the service's answer holds no candidate list")
+    if len(cands) > MAX_CANDIDATES:
+        raise CaasError(f"caas: the service answered {len(cands)} candidates; at most {MAX_CANDIDATES} were asked")
     docs: dict[str, tuple[str, str] | None] = {}
     stale: list[str] = []
     seen: set[str] = set()
@@ -529,7 +543,9 @@ async def _retrieve(sys: Sys, svc: int, args: dict[str, Any]) -> dict[str, Any]:
         # the service is found by name: its answer is checked like any message
         if (not isinstance(c, dict) or not isinstance(c.get("path"), str) or not isinstance(c.get("version"), str)
                 or type(c.get("start")) is not int or type(c.get("end")) is not int
-                or not 0 <= c["start"] < c["end"] or not isinstance(c.get("score"), float)):
+                or not 0 <= c["start"] < c["end"] or not isinstance(c.get("score"), float)
+                or not math.isfinite(c["score"]) or not _rank_ok(c.get("bm25_rank"))
+                or not _rank_ok(c.get("vector_rank")) or not _normal(c["path"])):
             raise CaasError("caas: the service answered a malformed candidate")
         path = c["path"]
         if path not in docs:
