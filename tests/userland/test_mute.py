@@ -255,7 +255,7 @@ import math  # noqa: E402
 
 import pytest  # noqa: E402
 
-from agentos.abi.errors import BadArgument, Interrupted  # noqa: E402
+from agentos.abi.errors import BadArgument, Interrupted, SyscallError  # noqa: E402
 from agentos.abi.types import Signal  # noqa: E402
 
 
@@ -439,3 +439,23 @@ def test_the_tools_device_is_named_so_policy_is_asked_about_device_dot_tool() ->
 
     _, res = boot(init, drivers=[ScriptedChat([]), Effects().tools()], grant=["llm", "tools"])
     assert res.value.startswith("mute_agent: tools_device")
+
+
+def test_no_tools_handle_is_left_open_after_a_run_or_a_refused_spawn() -> None:
+    async def init(sys: Any, args: Any) -> Any:
+        await mute_agent(sys, "go", CONSTRAINTS, reasoner=deaf_reasoner, timeout_ms=1_000)
+        try:   # the kernel refuses this image at spawn, after the tools device was opened
+            await mute_agent(sys, "go", CONSTRAINTS, reasoner="no-such-image")
+        except SyscallError:
+            pass
+        h = await sys.open("tools")
+        return h
+
+    _, first = boot(_first_handle, drivers=[ScriptedChat([]), Effects().tools()],
+                    grant=["llm", "tools"])
+    _, res = boot(init, drivers=[ScriptedChat([]), Effects().tools()], grant=["llm", "tools"])
+    assert res.value == first.value      # the handles the two runs opened were closed again
+
+
+async def _first_handle(sys: Any, args: Any) -> Any:
+    return await sys.open("tools")

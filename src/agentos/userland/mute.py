@@ -223,22 +223,36 @@ async def mute_agent(sys: Sys, task: str, constraints: Sequence[Constraint], *, 
     timeout_ms = A.number("mute_agent: timeout_ms", timeout_ms, minimum=0)
     if not 0 < timeout_ms <= MAX_TIMEOUT_MS:
         raise BadArgument(f"mute_agent: timeout_ms must be in (0, {MAX_TIMEOUT_MS:.0f}], got {timeout_ms!r}")
-    if reasoner is not None and not callable(reasoner) and not hasattr(reasoner, "main"):
-        raise BadArgument(f"mute_agent: reasoner must be a program (a callable), got {type(reasoner).__name__}")
+    if reasoner is not None and not callable(reasoner) and not isinstance(reasoner, str) \
+            and not hasattr(reasoner, "main"):
+        raise BadArgument(f"mute_agent: reasoner must be a program (an async function, a ProcessImage or a "
+                          f"registered image's name), got {type(reasoner).__name__}")
     th = await sys.open(tools_device)
-    plans = await sys.pipe(plan_schema())  # to this process; only the reasoner will hold it
-    # linked: if this process dies, the kernel ends the reasoner with it (no orphan); its
-    # exit reaches this process as a Down, which is how the loop below sees it
-    rpid, rcap = await sys.spawn(reasoner_main if reasoner is None else reasoner, args={
-        "llm": llm, "plan_retries": plan_retries, "max_tokens": max_tokens, "model": model,
-        "max_rounds": max_rounds}, caps=[llm, plans], quota=reasoner_quota, name="mute.reasoner", link=True)
+    torn_down = False
     try:
-        return await _converse(sys, rpid, rcap, th, tools_device, task, checks, max_rounds, source, timeout_ms)
+        plans = await sys.pipe(plan_schema())  # to this process; only the reasoner will hold it
+        # linked: if this process dies, the kernel ends the reasoner with it (no orphan); its
+        # exit reaches this process as a Down, which is how the loop below sees it
+        rpid, rcap = await sys.spawn(reasoner_main if reasoner is None else reasoner, args={
+            "llm": llm, "plan_retries": plan_retries, "max_tokens": max_tokens, "model": model,
+            "max_rounds": max_rounds}, caps=[llm, plans], quota=reasoner_quota, name="mute.reasoner", link=True)
+        try:
+            return await _converse(sys, rpid, rcap, th, tools_device, task, checks, max_rounds, source,
+                                   timeout_ms)
+        except GeneratorExit:
+            raise
+        except BaseException:
+            await _end_reasoner(sys, rpid, rcap)
+            raise
     except GeneratorExit:
-        raise           # this process is being torn down (no syscall can run): the link ends the reasoner
-    except BaseException:
-        await _end_reasoner(sys, rpid, rcap)
+        torn_down = True    # no syscall can run now: the link ends the reasoner, teardown the handle
         raise
+    finally:
+        if not torn_down:   # the tools handle is this call's: none is left open after it
+            try:
+                await sys.close(th)
+            except SyscallError:
+                pass
 
 
 async def _converse(sys: Sys, rpid: int, rcap: Any, th: int, tools_device: str, task: str, checks: "_Checks",
