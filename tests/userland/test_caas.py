@@ -666,3 +666,17 @@ def test_a_request_whose_reply_address_cannot_be_answered_does_not_end_the_servi
 
     stats = run(kernel(), body)["value"]
     assert stats["unanswered"] >= 2 and stats["refused"] == 0
+
+
+def test_a_service_name_that_is_not_one_is_refused_before_the_spawn():
+    async def body(sys, svc):
+        seen = []
+        for name in ("", 5, "\ud800", "n" * 500):
+            try:
+                await CaasService.start(sys, name=name)
+                seen.append(None)
+            except BadArgument as e:
+                seen.append(str(e))
+        return seen
+
+    assert all(s and s.startswith("caas: service name") for s in run(kernel(), body)["value"])

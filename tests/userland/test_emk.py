@@ -455,3 +455,12 @@ def test_the_emk_device_refuses_unknown_fields_on_every_op():
                 {"op": "query", "runs": "abc"}, {"op": "query", 1: 2, "b": 3}):
         with pytest.raises(DriverError, match="emk: "):
             drv.read(None, req)
+
+
+@pytest.mark.parametrize("run", [None, 5, "", "r" * 500, ["run"]], ids=["none", "int", "empty", "long", "list"])
+def test_a_run_id_that_is_not_one_is_refused_typed(run):
+    store, _, _ = recorded()
+    led = Ledger(store)
+    for call in (led.experiences, led.rebuild, led.verify):
+        with pytest.raises(LedgerQueryError, match="run id"):
+            call(run)

@@ -356,6 +356,7 @@ class Ledger:
 
     def rebuild(self, run_id: str) -> list[Experience]:
         """Derive the run's experiences from its log and write its index afresh."""
+        run_id = _run_id(run_id)
         exps, n = derive(self.store, run_id)
         old = [k for k, _ in self.store.kv_items(f"{PREFIX}{run_id}/")]
         if old:
@@ -418,6 +419,7 @@ class Ledger:
     def experiences(self, run_id: str) -> list[Experience]:
         """One run's experiences, from the index (checked entry by entry), rebuilt from
         the log if it is missing, stale or tampered with."""
+        run_id = _run_id(run_id)
         events = self.store.get_run(run_id).events
         cached = self._runs.get(run_id)
         if cached is not None and cached[0] == events:

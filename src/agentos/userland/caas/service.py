@@ -688,7 +688,8 @@ class CaasService:
 
     @classmethod
     async def start(cls, sys: Sys, *, name: str = "caas", quota: Quota | None = None) -> "CaasService":
-        pid, cap = await sys.spawn(CAAS, name=name, args={"name": name}, quota=quota)
+        name = _text("caas: service name", name, max_len=200, empty=False)
+        pid, cap = await sys.spawn(CAAS, name=name, args={"name": name}, quota=_quota(quota))
         await sys.yield_()   # let it register its name before anyone looks it up
         return cls(name, pid, cap)
 
