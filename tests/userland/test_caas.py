@@ -680,3 +680,9 @@ def test_a_service_name_that_is_not_one_is_refused_before_the_spawn():
         return seen
 
     assert all(s and s.startswith("caas: service name") for s in run(kernel(), body)["value"])
+
+
+@pytest.mark.parametrize("size", [100.5, True, math.nan, "100"])
+def test_a_chunk_size_that_is_not_an_int_is_refused(size):
+    with pytest.raises(ValueError, match="chunk size"):
+        chunk("some text " * 50, size)

@@ -464,3 +464,12 @@ def test_a_run_id_that_is_not_one_is_refused_typed(run):
     for call in (led.experiences, led.rebuild, led.verify):
         with pytest.raises(LedgerQueryError, match="run id"):
             call(run)
+
+
+def test_an_index_written_in_an_older_format_is_derived_again_not_counted_as_a_repair():
+    store, rid, _ = recorded()
+    ids = [e.id for e in Ledger(store).experiences(rid)]
+    head = json.loads(store.kv_get(f"emk/{rid}/head"))
+    store.kv_put([(f"emk/{rid}/head", json.dumps({**head, "format": 1}).encode())])
+    led = Ledger(store)
+    assert [e.id for e in led.experiences(rid)] == ids and led.rebuilt == 1 and led.repaired == 0

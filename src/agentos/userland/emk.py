@@ -44,7 +44,7 @@ from ..kernel.recall import Bm25Recaller
 TASK_MSG = "emk.task"            # sys.log("info", "emk.task", task="...") names a process's task
 FAILURE_MSG = "failure"          # the failure model's log events
 PREFIX = "emk/"
-FORMAT = 1
+FORMAT = 2                       # 2: strings from the log are cut and cleaned as they are folded
 MAX_TASK = 2000
 MAX_ACTIONS = 1000               # per experience; past it, counted in `more_actions`
 MAX_K = 1000
@@ -380,6 +380,8 @@ class Ledger:
             head = json.loads(raw)
         except (ValueError, RecursionError):
             head = None
+        if type(head) is dict and type(head.get("format")) is int and head["format"] != FORMAT:
+            return None                       # written by another version of the ledger: derive again
         if (type(head) is not dict or set(head) != {"format", "events", "ids"} or head["format"] != FORMAT
                 or type(head["events"]) is not int or head["events"] < 0 or type(head["ids"]) is not list
                 or not all(type(i) is str and _HEX64.fullmatch(i) for i in head["ids"])

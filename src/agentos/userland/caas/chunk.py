@@ -59,7 +59,7 @@ def dedup_key(text: str) -> str:
 def chunk(text: str, size: int = DEFAULT_CHUNK) -> list[tuple[int, int]]:
     """Spans of at most `size` characters that tile `text`, cut at the strongest break
     (paragraph, line, sentence, clause, word) in the second half of the window, else hard."""
-    if not MIN_CHUNK <= size <= MAX_CHUNK:
+    if type(size) is not int or not MIN_CHUNK <= size <= MAX_CHUNK:
         raise ValueError(f"chunk size must be in {MIN_CHUNK}..{MAX_CHUNK}, got {size}")
     n = len(text)
     spans: list[tuple[int, int]] = []
