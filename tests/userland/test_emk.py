@@ -260,8 +260,8 @@ def test_a_head_listing_an_experience_the_log_does_not_derive_fails_verify():
     assert not v.ok and v.head and (v.missing, v.extra, v.tampered) == ((), (), ())
 
 
-@pytest.mark.parametrize("raw", [b"[" * 100_000, b'"head"', b"[1, 2]", b'{"format": 1, "events": 5, "ids": "ab"}',
-                                 b'{"format": 1, "events": true, "ids": []}', b"\xff\xfe", b"NaN"],
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b'"head"', b"[1, 2]", b'{"format": 2, "events": 5, "ids": "ab"}',
+                                 b'{"format": 2, "events": true, "ids": []}', b"\xff\xfe", b"NaN"],
                          ids=["deep", "str", "list", "ids_str", "events_bool", "not_utf8", "nan"])
 def test_a_malformed_head_is_rebuilt_from_the_log_never_a_crash(raw):
     store, rid, _ = recorded()
