@@ -428,7 +428,7 @@ def test_get_refuses_what_is_not_an_experience_id(eid):
         Ledger(store).get(eid)
 
 
-@pytest.mark.parametrize("reply", ["nan", "short", "mixed", "not_a_list", "bools", "wrong_count"])
+@pytest.mark.parametrize("reply", ["nan", "short", "mixed", "not_a_list", "bools", "wrong_count", "raises"])
 def test_an_embedders_bad_reply_is_a_ledger_error_and_ranks_nothing(reply):
     def embed(texts):
         if reply == "nan":
@@ -441,6 +441,8 @@ def test_an_embedders_bad_reply_is_a_ledger_error_and_ranks_nothing(reply):
             return "vectors"
         if reply == "bools":
             return [[True, False] for _ in texts]
+        if reply == "raises":
+            raise RuntimeError("model server gone")
         return [[1.0, 0.0]]
 
     store, rid, _ = recorded()

@@ -507,9 +507,13 @@ class Ledger:
         lists = [bm.search(similar, k)]
         if self.embed is not None and pool:
             from ..userland.caas.embed import check_vectors
+            try:
+                got, asked = self.embed([e.text() for e in pool]), self.embed([similar])
+            except Exception as e:   # the embedder's own failure, whatever its class, is the ledger's typed one
+                raise LedgerError(f"emk: the embedder failed ({type(e).__name__}: {str(e)[:200]})") from None
             try:   # the embedder's reply is checked like any input: a bad one ranks nothing
-                rows = check_vectors(self.embed([e.text() for e in pool]), len(pool))
-                q = check_vectors(self.embed([similar]), 1, len(rows[0]))[0]
+                rows = check_vectors(got, len(pool))
+                q = check_vectors(asked, 1, len(rows[0]))[0]
             except ValueError as e:
                 raise LedgerError(f"emk: the embedder's reply is refused: {e}") from None
             vi = VectorIndex()
