@@ -686,3 +686,76 @@ def test_a_service_name_that_is_not_one_is_refused_before_the_spawn():
 def test_a_chunk_size_that_is_not_an_int_is_refused(size):
     with pytest.raises(ValueError, match="chunk size"):
         chunk("some text " * 50, size)
+
+
+def test_repeated_calls_leave_no_capabilities_behind_in_the_caller():
+    from agentos.abi.driver import Driver, DriverResult
+    from agentos.abi.types import Cost
+    holder = {}
+
+    class Probe(Driver):
+        """Answers how many capabilities its opener holds (a test's window on the cap table)."""
+        name = "probe"
+
+        def open(self, owner, params):
+            return owner
+
+        def action(self, op, handle, req):
+            return ("probe.read", None)
+
+        def read(self, handle, req):
+            return DriverResult(len(holder["k"].procs[handle].caps), Cost())
+
+        def write(self, handle, data):
+            raise NotImplementedError
+
+    async def body(sys, svc):
+        h = await sys.open("probe")
+        p = await put_document(sys, "guide", GUIDE)
+        await svc.ingest(sys, p, embed="embed")
+        before = await sys.read(h, {})
+        for _ in range(5):
+            await svc.retrieve(sys, "budgets", embed="embed")
+            await svc.ingest(sys, p)
+        return before, await sys.read(h, {})
+
+    k = kernel()
+    holder["k"] = k
+    k.register_driver(Probe())
+    before, after = run(k, body, grant=("embed", "probe"))["value"]
+    assert after == before
+
+
+def test_an_interrupted_retrieve_ends_its_job():
+    from agentos.abi.errors import Interrupted
+    from agentos.abi.types import Signal
+
+    async def slow(sys, args):
+        await sys.register("slow2")
+        while True:
+            await sys.recv()
+
+    async def caller(sys, args):
+        try:
+            await retrieve(sys, "q", service="slow2", timeout_ms=None)
+        except Interrupted:
+            await sys.log("info", "after")
+            return "interrupted"
+
+    async def body(sys, svc):
+        _, s = await sys.spawn(slow)
+        await sys.yield_()
+        _, c = await sys.spawn(caller, caps=["spawn"])
+        await sys.sleep(100)
+        await sys.signal(c, Signal.SIGINT)
+        await sys.waitpid(c)
+        await sys.kill(s)
+        return "ok"
+
+    k = kernel()
+    assert run(k, body)["value"] == "ok"
+    evs = k.events.events()
+    at = next(i for i, e in enumerate(evs) if e.kind == "log" and e.data[1] == "after")
+    jobs = [e.pid for e in evs if e.kind == "spawn" and e.data[1] == "caas_query"]
+    exits = {e.pid: i for i, e in enumerate(evs) if e.kind == "exit"}
+    assert jobs and all(j in exits and exits[j] < at for j in jobs)

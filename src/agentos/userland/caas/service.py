@@ -598,16 +598,41 @@ async def _job(sys: Sys, image: ProcessImage, service: str, caps: tuple[Any, ...
         raise CaasError(f"caas: no context service is registered as {service!r}")
     # the job may send its answer here and read this process's tree (monitor): no more
     me = await sys.attenuate(await sys.self_cap(), rights="send,monitor")
+    made: list[int] = [svc, me]     # this call's capabilities: revoked when it ends
     corr = ("caas", await sys.pid(), sys.next_corr())
     held = [svc, me] + ([embed] if embed else []) + list(caps)
-    pid, cap = await sys.spawn(image, name=image.name, quota=quota, caps=held,
-                               args={**args, "corr": corr, "embed": embed})
-    await sys.monitor(cap)
-    msg = await sys.recv(match=lambda m: m.corr == corr or (isinstance(m.body, Down) and m.body.pid == pid))
-    assert msg is not None
-    if isinstance(msg.body, Down):
-        raise CaasError(f"caas: the {image.name} job ended without an answer: {msg.body.reason}")
-    await sys.recv(match=lambda m: isinstance(m.body, Down) and m.body.pid == pid)
+    try:
+        # linked: the job dies with this process, and its exit reaches here as a Down
+        pid, cap = await sys.spawn(image, name=image.name, quota=quota, caps=held, link=True,
+                                   args={**args, "corr": corr, "embed": embed})
+        made.append(cap)
+        is_down = lambda m: isinstance(m.body, Down) and m.body.pid == pid  # noqa: E731
+        try:
+            msg = await sys.recv(match=lambda m: m.corr == corr or is_down(m))
+            assert msg is not None
+            if isinstance(msg.body, Down):
+                raise CaasError(f"caas: the {image.name} job ended without an answer: {msg.body.reason}")
+            await sys.recv(match=is_down)
+        except (GeneratorExit, CaasError):
+            raise
+        except BaseException:     # interrupted while waiting: end the job, leave nothing of it behind
+            try:
+                await sys.kill(cap)
+                await sys.waitpid(cap)
+                while await sys.recv(match=lambda m: m.corr == corr or is_down(m), timeout=0) is not None:
+                    pass
+            except SyscallError:
+                pass
+            raise
+    except GeneratorExit:
+        made.clear()              # torn down: no syscall runs, the capabilities go with this process
+        raise
+    finally:
+        for ref in made:          # the lookup's, the narrowed copy, the job's: nothing accumulates
+            try:
+                await sys.revoke(ref)
+            except SyscallError:
+                pass
     out = msg.body
     if not isinstance(out, dict):
         raise CaasError(f"caas: the {image.name} job answered {type(out).__name__}")
