@@ -459,3 +459,40 @@ def test_no_tools_handle_is_left_open_after_a_run_or_a_refused_spawn() -> None:
 
 async def _first_handle(sys: Any, args: Any) -> Any:
     return await sys.open("tools")
+
+
+def test_repeated_runs_leave_no_capabilities_behind_in_the_executor() -> None:
+    from agentos.abi.driver import Driver, DriverResult
+    from agentos.abi.types import Cost
+    holder: dict[str, Any] = {}
+
+    class Probe(Driver):
+        name = "probe"
+
+        def open(self, owner: int, params: Any) -> Any:
+            return owner
+
+        def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any]:
+            return ("probe.read", None)
+
+        def read(self, handle: Any, req: Any) -> DriverResult:
+            return DriverResult(len(holder["k"].procs[handle].caps), Cost())
+
+        def write(self, handle: Any, data: Any) -> DriverResult:
+            raise NotImplementedError
+
+    async def init(sys: Any, args: Any) -> Any:
+        h = await sys.open("probe")
+        before = await sys.read(h, {})
+        for _ in range(3):
+            await mute_agent(sys, "go", CONSTRAINTS, reasoner=deaf_reasoner, timeout_ms=1_000)
+        return before, await sys.read(h, {})
+
+    from agentos import AllowAll, Kernel
+    k = Kernel(deterministic=True, policy=AllowAll())
+    holder["k"] = k
+    for d in (ScriptedChat([]), Effects().tools(), Probe()):
+        k.register_driver(d)
+    res = k.run(init, grant=["llm", "tools", "probe"])
+    before, after = res.value
+    assert after == before

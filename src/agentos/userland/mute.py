@@ -229,16 +229,19 @@ async def mute_agent(sys: Sys, task: str, constraints: Sequence[Constraint], *, 
                           f"registered image's name), got {type(reasoner).__name__}")
     th = await sys.open(tools_device)
     torn_down = False
+    made: list[Any] = []    # capabilities this call creates: revoked when it ends
     try:
         plans = await sys.pipe(plan_schema())  # to this process; only the reasoner will hold it
+        made.append(plans)
         # linked: if this process dies, the kernel ends the reasoner with it (no orphan); its
         # exit reaches this process as a Down, which is how the loop below sees it
         rpid, rcap = await sys.spawn(reasoner_main if reasoner is None else reasoner, args={
             "llm": llm, "plan_retries": plan_retries, "max_tokens": max_tokens, "model": model,
             "max_rounds": max_rounds}, caps=[llm, plans], quota=reasoner_quota, name="mute.reasoner", link=True)
+        made.append(rcap)
         try:
             return await _converse(sys, rpid, rcap, th, tools_device, task, checks, max_rounds, source,
-                                   timeout_ms)
+                                   timeout_ms, made)
         except GeneratorExit:
             raise
         except BaseException:
@@ -248,16 +251,22 @@ async def mute_agent(sys: Sys, task: str, constraints: Sequence[Constraint], *, 
         torn_down = True    # no syscall can run now: the link ends the reasoner, teardown the handle
         raise
     finally:
-        if not torn_down:   # the tools handle is this call's: none is left open after it
+        if not torn_down:   # the tools handle and capabilities are this call's: none outlives it
             try:
                 await sys.close(th)
             except SyscallError:
                 pass
+            for ref in reversed(made):
+                try:
+                    await sys.revoke(ref)
+                except SyscallError:
+                    pass
 
 
 async def _converse(sys: Sys, rpid: int, rcap: Any, th: int, tools_device: str, task: str, checks: "_Checks",
-                    max_rounds: int, source: str, timeout_ms: float) -> MuteResult:
+                    max_rounds: int, source: str, timeout_ms: float, made: list[Any]) -> MuteResult:
     obs = await sys.pipe(OBSERVATION_SCHEMA, rcap)
+    made.append(obs)
     tools = [{"name": c.tool, "description": c.description,
               "args": c.args if isinstance(c.args, dict) else {}} for c, _ in checks.by_tool.values()]
     await sys.send(obs, {"kind": "task", "task": task, "tools": tools})
