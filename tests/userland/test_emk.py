@@ -475,3 +475,9 @@ def test_an_index_written_in_an_older_format_is_derived_again_not_counted_as_a_r
     store.kv_put([(f"emk/{rid}/head", json.dumps({**head, "format": 1}).encode())])
     led = Ledger(store)
     assert [e.id for e in led.experiences(rid)] == ids and led.rebuilt == 1 and led.repaired == 0
+
+
+def test_a_run_named_twice_in_a_query_is_searched_once():
+    store, rid, _ = recorded()
+    led = Ledger(store)
+    assert len(led.query(runs=[rid, rid, rid], k=100)) == len(led.query(runs=[rid], k=100))

@@ -566,7 +566,7 @@ def _runs(v: Any) -> list[str]:
         raise LedgerQueryError(f"emk: runs must be a list of run ids, got {type(v).__name__}")
     if len(v) > MAX_RUNS:
         raise LedgerQueryError(f"emk: {len(v)} runs in one query; at most {MAX_RUNS}")
-    return [_run_id(r) for r in v]
+    return list(dict.fromkeys(_run_id(r) for r in v))   # a run named twice is searched once
 
 
 class EmkDriver(Driver):

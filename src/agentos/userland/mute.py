@@ -127,7 +127,7 @@ class Pruned:
 @dataclass
 class MuteResult:
     answer: str | None
-    stop: str                          # answer | round_limit | reasoner_exit | no_plan
+    stop: str                          # answer | round_limit | reasoner_exit | reasoner_timeout | no_plan
     rounds: int
     executed: list[dict[str, Any]] = field(default_factory=list)
     pruned: list[Pruned] = field(default_factory=list)
