@@ -247,3 +247,252 @@ def test_a_plan_that_bypasses_the_pipe_is_still_refused_by_the_executor() -> Non
     assert [f["detector"] for f in res.value["failures"]] == ["rule:plan_schema"]
     exits = [e.data for e in k.events.events() if e.kind == "exit"]
     assert exits
+
+
+# -- bounded waits, arguments checked before the spawn, no orphaned reasoner ----------------
+
+import math  # noqa: E402
+
+import pytest  # noqa: E402
+
+from agentos.abi.errors import BadArgument, Interrupted, SyscallError  # noqa: E402
+from agentos.abi.types import Signal  # noqa: E402
+
+
+async def silent_reasoner(sys: Any, args: dict[str, Any]) -> None:
+    """Takes the task, then never says anything again."""
+    while True:
+        await sys.recv()
+
+
+async def deaf_reasoner(sys: Any, args: dict[str, Any]) -> None:
+    """Answers at once, then ignores `stop` and never exits."""
+    await sys.recv()
+    await sys.send(sys.caps[1], {"steps": [], "answer": "42"})
+    while True:
+        await sys.sleep(1_000_000)
+
+
+def reasoners(k: Any) -> list[int]:
+    return [e.pid for e in k.events.events() if e.kind == "spawn" and e.data[1] == "mute.reasoner"]
+
+
+def ended_before_marker(k: Any, marker: str = "after") -> bool:
+    """Every reasoner's exit is in the log before the caller logged `marker`."""
+    evs = k.events.events()
+    at = next(i for i, e in enumerate(evs) if e.kind == "log" and e.data[1] == marker)
+    pids = reasoners(k)
+    exits = {e.pid: i for i, e in enumerate(evs) if e.kind == "exit"}
+    return bool(pids) and all(p in exits and exits[p] < at for p in pids)
+
+
+def test_a_silent_reasoner_is_killed_at_the_timeout_and_leaves_no_orphan() -> None:
+    async def init(sys: Any, args: Any) -> Any:
+        t0 = await sys.now()
+        r = await mute_agent(sys, "go", CONSTRAINTS, reasoner=silent_reasoner, timeout_ms=5_000)
+        waited = await sys.now() - t0
+        await sys.log("info", "after")
+        return r.stop, [f.kind.value for f in r.failures], waited
+
+    k, res = boot(init, drivers=[ScriptedChat([]), Effects().tools()], grant=["llm", "tools"])
+    stop, kinds, waited = res.value
+    assert stop == "reasoner_timeout" and kinds == ["timeout"] and 5_000 <= waited < 6_000
+    assert ended_before_marker(k)
+    assert [e.data for e in k.events.events() if e.kind == "exit" and e.pid in reasoners(k)][0].startswith("killed")
+
+
+def test_a_reasoner_that_ignores_stop_is_killed_after_the_timeout() -> None:
+    async def init(sys: Any, args: Any) -> Any:
+        r = await mute_agent(sys, "go", CONSTRAINTS, reasoner=deaf_reasoner, timeout_ms=2_000)
+        await sys.log("info", "after")
+        return r.stop, r.answer, [f.kind.value for f in r.failures]
+
+    k, res = boot(init, drivers=[ScriptedChat([]), Effects().tools()], grant=["llm", "tools"])
+    assert res.value == ("answer", "42", ["timeout"])
+    assert ended_before_marker(k)
+
+
+def test_an_error_in_the_executor_after_the_spawn_ends_the_reasoner() -> None:
+    async def executor(sys: Any, args: Any) -> Any:
+        try:
+            await mute_agent(sys, "go", CONSTRAINTS, reasoner=silent_reasoner, timeout_ms=60_000)
+        except Interrupted:
+            await sys.log("info", "after")
+            return "interrupted"
+        return "returned"
+
+    async def init(sys: Any, args: Any) -> Any:
+        _, c = await sys.spawn(executor, caps=["llm", "tools", "spawn"])
+        await sys.sleep(100)
+        await sys.signal(c, Signal.SIGINT)
+        return str(await sys.waitpid(c))
+
+    k, res = boot(init, drivers=[ScriptedChat([]), Effects().tools()], grant=["llm", "tools"])
+    assert res.value == "normal"
+    assert ended_before_marker(k)
+
+
+def test_killing_the_executor_kills_its_reasoner() -> None:
+    async def executor(sys: Any, args: Any) -> Any:
+        await mute_agent(sys, "go", CONSTRAINTS, reasoner=silent_reasoner, timeout_ms=60_000)
+
+    async def init(sys: Any, args: Any) -> Any:
+        _, c = await sys.spawn(executor, caps=["llm", "tools", "spawn"])
+        await sys.sleep(100)
+        await sys.kill(c)
+        await sys.waitpid(c)
+        await sys.log("info", "after")
+        return "done"
+
+    k, res = boot(init, drivers=[ScriptedChat([]), Effects().tools()], grant=["llm", "tools"])
+    assert res.value == "done"
+    assert ended_before_marker(k)
+
+
+BAD_ARGUMENTS: list[dict[str, Any]] = [
+    {"plan_retries": math.nan}, {"plan_retries": -1}, {"plan_retries": True}, {"plan_retries": 10**400},
+    {"max_tokens": 0}, {"max_tokens": math.inf}, {"max_tokens": "512"}, {"max_tokens": 10**400},
+    {"model": ""}, {"model": 5}, {"model": "m" * 1000}, {"model": "\ud800"},
+    {"task": "x" * 20_001}, {"task": "what is \ud800?"}, {"task": "   "}, {"task": b"go"},
+    {"constraints": [Constraint(f"t{i}") for i in range(65)]},
+    {"constraints": [Constraint("add", description="d" * 1001)]},
+    {"constraints": [Constraint("add", description="\udfff")]},
+    {"constraints": [Constraint("rm -rf /")]}, {"constraints": [Constraint("add", max_calls=True)]},
+    {"constraints": [Constraint("add", max_calls=-1)]}, {"constraints": [Constraint("add", args=[1])]},
+    {"constraints": [Constraint("add", args={"type": "nonsense"})]}, {"constraints": "add"},
+    {"constraints": [Constraint("add"), Constraint("add")]}, {"constraints": [{"tool": "add"}]},
+    {"max_rounds": 0}, {"max_rounds": 10**400}, {"max_rounds": 2.0},
+    {"timeout_ms": math.nan}, {"timeout_ms": 0}, {"timeout_ms": -5}, {"timeout_ms": math.inf},
+    {"timeout_ms": True}, {"llm": 1.5}, {"llm": ""}, {"tools_device": None}, {"source": "s" * 500},
+    {"reasoner_quota": {"tokens": 5}}, {"reasoner": 42},
+]
+
+
+@pytest.mark.parametrize("bad", BAD_ARGUMENTS, ids=lambda b: next(iter(b)))
+def test_a_bad_argument_is_a_bad_argument_raised_before_the_reasoner_is_spawned(bad: dict[str, Any]) -> None:
+    kw: dict[str, Any] = {"task": "go", "constraints": CONSTRAINTS, **bad}
+
+    async def init(sys: Any, args: Any) -> Any:
+        task, constraints = kw.pop("task"), kw.pop("constraints")
+        try:
+            await mute_agent(sys, task, constraints, **kw)
+        except BadArgument as e:
+            return f"BadArgument: {e}"
+        except Exception as e:  # noqa: BLE001 - the test reports what escaped
+            return f"{type(e).__name__}: {e}"
+        return "accepted"
+
+    k, res = boot(init, drivers=[ScriptedChat([]), Effects().tools()], grant=["llm", "tools"])
+    assert str(res.value).startswith("BadArgument: mute_agent:"), res.value
+    assert reasoners(k) == []
+
+
+def test_the_example_teams_calculator_refuses_a_power_that_would_never_finish() -> None:
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "examples" / "verified_team.py"
+    spec = importlib.util.spec_from_file_location("verified_team_example", path)
+    assert spec is not None and spec.loader is not None
+    team = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(team)
+    assert team.calculator("40 - 32") == 8.0
+    with pytest.raises(ValueError, match=r"\*\*"):
+        team.calculator("2**10")              # (9**9**9**9 would never finish)
+
+
+def test_a_model_reply_without_text_is_a_refusal_shown_to_the_model_not_a_crash() -> None:
+    from agentos.abi.driver import Driver, DriverResult
+    from agentos.abi.types import Cost
+
+    class OddChat(Driver):
+        name = "llm"
+
+        def open(self, owner: int, params: Any) -> None:
+            return None
+
+        def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any]:
+            return ("llm.chat", None)
+
+        def read(self, handle: Any, req: Any) -> DriverResult:
+            return DriverResult({"content": ["not", "text"]}, Cost())
+
+        def write(self, handle: Any, data: Any) -> DriverResult:
+            raise NotImplementedError
+
+    async def init(sys: Any, args: Any) -> Any:
+        return (await mute_agent(sys, "go", CONSTRAINTS, plan_retries=1)).stop
+
+    k, res = boot(init, drivers=[OddChat(), Effects().tools()], grant=["llm", "tools"])
+    assert res.value == "reasoner_exit"
+    exits = [e.data for e in k.events.events() if e.kind == "exit" and e.pid in reasoners(k)]
+    assert exits == ["normal"]
+    refused = [e.data[2]["reason"] for e in k.events.events() if e.kind == "log" and e.data[1] == "mute.plan_refused"]
+    assert refused == ["your reply held no text"] * 2
+
+
+def test_the_tools_device_is_named_so_policy_is_asked_about_device_dot_tool() -> None:
+    async def init(sys: Any, args: Any) -> Any:
+        try:
+            await mute_agent(sys, "go", CONSTRAINTS, tools_device=3)
+        except BadArgument as e:
+            return str(e)
+
+    _, res = boot(init, drivers=[ScriptedChat([]), Effects().tools()], grant=["llm", "tools"])
+    assert res.value.startswith("mute_agent: tools_device")
+
+
+def test_no_tools_handle_is_left_open_after_a_run_or_a_refused_spawn() -> None:
+    async def init(sys: Any, args: Any) -> Any:
+        await mute_agent(sys, "go", CONSTRAINTS, reasoner=deaf_reasoner, timeout_ms=1_000)
+        try:   # the kernel refuses this image at spawn, after the tools device was opened
+            await mute_agent(sys, "go", CONSTRAINTS, reasoner="no-such-image")
+        except SyscallError:
+            pass
+        h = await sys.open("tools")
+        return h
+
+    _, first = boot(_first_handle, drivers=[ScriptedChat([]), Effects().tools()],
+                    grant=["llm", "tools"])
+    _, res = boot(init, drivers=[ScriptedChat([]), Effects().tools()], grant=["llm", "tools"])
+    assert res.value == first.value      # the handles the two runs opened were closed again
+
+
+async def _first_handle(sys: Any, args: Any) -> Any:
+    return await sys.open("tools")
+
+
+def test_repeated_runs_leave_no_capabilities_behind_in_the_executor() -> None:
+    from agentos.abi.driver import Driver, DriverResult
+    from agentos.abi.types import Cost
+    holder: dict[str, Any] = {}
+
+    class Probe(Driver):
+        name = "probe"
+
+        def open(self, owner: int, params: Any) -> Any:
+            return owner
+
+        def action(self, op: str, handle: Any, req: Any) -> tuple[str, Any]:
+            return ("probe.read", None)
+
+        def read(self, handle: Any, req: Any) -> DriverResult:
+            return DriverResult(len(holder["k"].procs[handle].caps), Cost())
+
+        def write(self, handle: Any, data: Any) -> DriverResult:
+            raise NotImplementedError
+
+    async def init(sys: Any, args: Any) -> Any:
+        h = await sys.open("probe")
+        before = await sys.read(h, {})
+        for _ in range(3):
+            await mute_agent(sys, "go", CONSTRAINTS, reasoner=deaf_reasoner, timeout_ms=1_000)
+        return before, await sys.read(h, {})
+
+    from agentos import AllowAll, Kernel
+    k = Kernel(deterministic=True, policy=AllowAll())
+    holder["k"] = k
+    for d in (ScriptedChat([]), Effects().tools(), Probe()):
+        k.register_driver(d)
+    res = k.run(init, grant=["llm", "tools", "probe"])
+    before, after = res.value
+    assert after == before

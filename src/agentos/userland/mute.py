@@ -28,11 +28,13 @@ schema's `maxItems`), plan retries, observation size.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ..abi.errors import BadArgument, SchemaViolation, SyscallError
 from ..abi.types import Down, Message, Quota
+from ..kernel import args as A
 from ..kernel.schema import Schema, SchemaInvalid, Violation, compile_schema
 from ..kernel.trap import Sys
 from .failures import Failure, FailureKind
@@ -40,7 +42,17 @@ from .failures import Failure, FailureKind
 MAX_PLAN_STEPS = 8
 MAX_WHY = 500
 MAX_OBSERVATION = 2000
+MAX_TASK = 20_000            # characters (the observation schema's bound on the task)
+MAX_CONSTRAINTS = 64         # tools (the observation schema's bound on the tool list)
+MAX_DESCRIPTION = 1000       # characters of a tool's description
+MAX_ROUNDS = 64
+MAX_PLAN_RETRIES = 16
+MAX_TOKENS = 1 << 20         # per model call
+MAX_NAME = 200               # device names, model names, the failure source
+DEFAULT_TIMEOUT_MS = 300_000.0
+MAX_TIMEOUT_MS = 86_400_000.0
 TOOL_NAME = "^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+_TOOL_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 
 def plan_schema(max_steps: int = MAX_PLAN_STEPS) -> dict[str, Any]:
@@ -115,7 +127,7 @@ class Pruned:
 @dataclass
 class MuteResult:
     answer: str | None
-    stop: str                          # answer | round_limit | reasoner_exit | no_plan
+    stop: str                          # answer | round_limit | reasoner_exit | reasoner_timeout | no_plan
     rounds: int
     executed: list[dict[str, Any]] = field(default_factory=list)
     pruned: list[Pruned] = field(default_factory=list)
@@ -127,22 +139,35 @@ class MuteResult:
 
 
 class _Checks:
-    """The executor's constraints, compiled once."""
+    """The executor's constraints, compiled once. Every field is checked here, before the
+    reasoner exists, so a bad constraint is a `BadArgument` and never a half-started run."""
 
-    def __init__(self, constraints: Sequence[Constraint]) -> None:
+    def __init__(self, constraints: Any) -> None:
+        items = A.sequence("mute_agent: constraints", constraints)
+        if len(items) > MAX_CONSTRAINTS:
+            raise BadArgument(f"mute_agent: {len(items)} constraints; at most {MAX_CONSTRAINTS} tools")
         self.by_tool: dict[str, tuple[Constraint, Schema]] = {}
-        for c in constraints:
-            if not isinstance(c, Constraint):
-                raise ValueError(f"mute: constraints must be Constraint objects, got {type(c).__name__}")
-            if c.tool in self.by_tool:
-                raise ValueError(f"mute: tool {c.tool!r} is constrained twice")
-            if c.max_calls is not None and (type(c.max_calls) is not int or c.max_calls < 0):
-                raise ValueError(f"mute: max_calls of {c.tool!r} must be an int >= 0, got {c.max_calls!r}")
+        for c in items:
+            if type(c) is not Constraint:
+                raise BadArgument(f"mute_agent: constraints must be Constraint objects, got {type(c).__name__}")
+            tool = A.text("mute_agent: a constraint's tool", c.tool, empty=False, max_len=64)
+            if not _TOOL_RE.fullmatch(tool):
+                raise BadArgument(f"mute_agent: tool name {A.shown(tool)} is not a plan's tool name "
+                                  f"({TOOL_NAME}): no plan could name it")
+            if tool in self.by_tool:
+                raise BadArgument(f"mute_agent: tool {tool!r} is constrained twice")
+            if c.max_calls is not None and (type(c.max_calls) is not int or not 0 <= c.max_calls <= 1_000_000):
+                raise BadArgument(f"mute_agent: max_calls of {tool!r} must be an int in 0..1000000, "
+                                  f"got {A.shown(c.max_calls)}")
+            A.text(f"mute_agent: the description of {tool!r}", c.description, max_len=MAX_DESCRIPTION)
+            if c.args is not True and c.args is not False and not isinstance(c.args, Mapping):
+                raise BadArgument(f"mute_agent: the argument constraint of {tool!r} is a JSON schema "
+                                  f"(a mapping) or a bool, got {type(c.args).__name__}")
             try:
                 schema = compile_schema(c.to_dict()["args"])
             except SchemaInvalid as e:
-                raise ValueError(f"mute: the argument constraint of {c.tool!r} is refused: {e}") from None
-            self.by_tool[c.tool] = (c, schema)
+                raise BadArgument(f"mute_agent: the argument constraint of {tool!r} is refused: {e}") from None
+            self.by_tool[tool] = (c, schema)
         self.calls: dict[str, int] = {}
 
     def check(self, tool: str, args: Any) -> tuple[str, str] | None:
@@ -165,25 +190,83 @@ class _Checks:
 async def mute_agent(sys: Sys, task: str, constraints: Sequence[Constraint], *, llm: str = "llm",
                      tools_device: str = "tools", max_rounds: int = 4, plan_retries: int = 2,
                      max_tokens: int = 512, model: str | None = None, reasoner_quota: Quota | None = None,
-                     source: str = "mute.executor", reasoner: Any = None) -> MuteResult:
+                     source: str = "mute.executor", reasoner: Any = None,
+                     timeout_ms: float = DEFAULT_TIMEOUT_MS) -> MuteResult:
     """Run `task` as a mute agent: this process executes, a child process reasons.
 
     The caller must hold capabilities for `llm` (passed on to the reasoner, the only one it
     gets) and `tools_device` (kept here), and the spawn right. `reasoner_quota` carves the
     reasoner's budget from this process's account. `reasoner` replaces the reasoner's
-    program (default `reasoner_main`); whatever it is, it gets the same two capabilities."""
-    if not isinstance(task, str) or not task.strip():
-        raise ValueError("mute_agent: task must be a non-empty string")
-    if type(max_rounds) is not int or max_rounds < 1:
-        raise ValueError(f"mute_agent: max_rounds must be an int >= 1, got {max_rounds!r}")
+    program (default `reasoner_main`); whatever it is, it gets the same two capabilities.
+
+    Every argument is checked before the reasoner is spawned (`BadArgument`). The reasoner
+    is linked to this process and, on any way out of this call (an answer, a timeout, an
+    error, this process being killed), it is ended: none outlives the call. `timeout_ms`
+    bounds each wait for the reasoner (a plan, or its exit after `stop`) on the kernel's
+    clock, so a replay times out at the same point; a silent reasoner is killed and the
+    run ends with `stop="reasoner_timeout"`."""
+    task = A.text("mute_agent: task", task, max_len=MAX_TASK)
+    if not task.strip():
+        raise BadArgument("mute_agent: task must be a non-empty string")
     checks = _Checks(constraints)
+    llm = _device("mute_agent: llm", llm)
+    # a name, not a capability ref: policy is asked about "<device>.<tool>"
+    tools_device = A.text("mute_agent: tools_device", tools_device, empty=False, max_len=MAX_NAME)
+    max_rounds = A.integer("mute_agent: max_rounds", max_rounds, minimum=1, maximum=MAX_ROUNDS)
+    plan_retries = A.integer("mute_agent: plan_retries", plan_retries, minimum=0, maximum=MAX_PLAN_RETRIES)
+    max_tokens = A.integer("mute_agent: max_tokens", max_tokens, minimum=1, maximum=MAX_TOKENS)
+    if model is not None:
+        model = A.text("mute_agent: model", model, empty=False, max_len=MAX_NAME)
+    if reasoner_quota is not None and not isinstance(reasoner_quota, Quota):
+        raise BadArgument(f"mute_agent: reasoner_quota must be a Quota or None, got {type(reasoner_quota).__name__}")
+    source = A.text("mute_agent: source", source, empty=False, max_len=MAX_NAME)
+    timeout_ms = A.number("mute_agent: timeout_ms", timeout_ms, minimum=0)
+    if not 0 < timeout_ms <= MAX_TIMEOUT_MS:
+        raise BadArgument(f"mute_agent: timeout_ms must be in (0, {MAX_TIMEOUT_MS:.0f}], got {timeout_ms!r}")
+    if reasoner is not None and not callable(reasoner) and not isinstance(reasoner, str) \
+            and not hasattr(reasoner, "main"):
+        raise BadArgument(f"mute_agent: reasoner must be a program (an async function, a ProcessImage or a "
+                          f"registered image's name), got {type(reasoner).__name__}")
     th = await sys.open(tools_device)
-    plans = await sys.pipe(plan_schema())  # to this process; only the reasoner will hold it
-    rpid, rcap = await sys.spawn(reasoner_main if reasoner is None else reasoner, args={
-        "llm": llm, "plan_retries": plan_retries, "max_tokens": max_tokens, "model": model,
-        "max_rounds": max_rounds}, caps=[llm, plans], quota=reasoner_quota, name="mute.reasoner")
-    await sys.monitor(rcap)
+    torn_down = False
+    made: list[Any] = []    # capabilities this call creates: revoked when it ends
+    try:
+        plans = await sys.pipe(plan_schema())  # to this process; only the reasoner will hold it
+        made.append(plans)
+        # linked: if this process dies, the kernel ends the reasoner with it (no orphan); its
+        # exit reaches this process as a Down, which is how the loop below sees it
+        rpid, rcap = await sys.spawn(reasoner_main if reasoner is None else reasoner, args={
+            "llm": llm, "plan_retries": plan_retries, "max_tokens": max_tokens, "model": model,
+            "max_rounds": max_rounds}, caps=[llm, plans], quota=reasoner_quota, name="mute.reasoner", link=True)
+        made.append(rcap)
+        try:
+            return await _converse(sys, rpid, rcap, th, tools_device, task, checks, max_rounds, source,
+                                   timeout_ms, made)
+        except GeneratorExit:
+            raise
+        except BaseException:
+            await _end_reasoner(sys, rpid, rcap)
+            raise
+    except GeneratorExit:
+        torn_down = True    # no syscall can run now: the link ends the reasoner, teardown the handle
+        raise
+    finally:
+        if not torn_down:   # the tools handle and capabilities are this call's: none outlives it
+            try:
+                await sys.close(th)
+            except SyscallError:
+                pass
+            for ref in reversed(made):
+                try:
+                    await sys.revoke(ref)
+                except SyscallError:
+                    pass
+
+
+async def _converse(sys: Sys, rpid: int, rcap: Any, th: int, tools_device: str, task: str, checks: "_Checks",
+                    max_rounds: int, source: str, timeout_ms: float, made: list[Any]) -> MuteResult:
     obs = await sys.pipe(OBSERVATION_SCHEMA, rcap)
+    made.append(obs)
     tools = [{"name": c.tool, "description": c.description,
               "args": c.args if isinstance(c.args, dict) else {}} for c, _ in checks.by_tool.values()]
     await sys.send(obs, {"kind": "task", "task": task, "tools": tools})
@@ -191,7 +274,10 @@ async def mute_agent(sys: Sys, task: str, constraints: Sequence[Constraint], *, 
     result = MuteResult(None, "round_limit", 0)
     from_reasoner = lambda m: m.sender == rpid or (isinstance(m.body, Down) and m.body.pid == rpid)  # noqa: E731
     while result.rounds < max_rounds:
-        msg = await _recv(sys, from_reasoner)
+        msg = await sys.recv(match=from_reasoner, timeout=timeout_ms)
+        if msg is None:
+            await _timed_out(sys, rpid, rcap, result, source, timeout_ms, "a plan")
+            return result
         if isinstance(msg.body, Down):
             result.stop = "reasoner_exit"
             await sys.log("warn", "mute.reasoner_exit", reason=str(msg.body.reason))
@@ -219,8 +305,46 @@ async def mute_agent(sys: Sys, task: str, constraints: Sequence[Constraint], *, 
         await sys.send(obs, {"kind": "stop"})
     except SyscallError:
         pass
-    await sys.waitpid(rcap)
+    # the reasoner ends on `stop`; one that does not within the timeout is ended here
+    down = await sys.recv(match=lambda m: isinstance(m.body, Down) and m.body.pid == rpid, timeout=timeout_ms)
+    if down is None:
+        await _timed_out(sys, rpid, rcap, result, source, timeout_ms, "its exit after stop", keep_stop=True)
     return result
+
+
+def _device(what: str, v: Any) -> Any:
+    """A device as `open` and `spawn(caps=...)` take it: a name or a capability ref."""
+    if type(v) is int and v >= 0:
+        return v
+    return A.text(what, v, empty=False, max_len=MAX_NAME)
+
+
+async def _timed_out(sys: Sys, rpid: int, rcap: Any, result: MuteResult, source: str, timeout_ms: float,
+                     waiting_for: str, keep_stop: bool = False) -> None:
+    why = f"the reasoner sent nothing for {timeout_ms:g} ms while the executor waited for {waiting_for}; killed"
+    failure = Failure(FailureKind.TIMEOUT, why, source, "rule:timeout", subject="reasoner")
+    await failure.emit(sys)
+    result.failures.append(failure)
+    if not keep_stop:
+        result.stop = "reasoner_timeout"
+    await _end_reasoner(sys, rpid, rcap)
+
+
+async def _end_reasoner(sys: Sys, rpid: int, rcap: Any) -> None:
+    """Kill the reasoner if it still runs, wait for it, and take its Down out of this
+    process's mailbox (the caller's mailbox keeps nothing of the run)."""
+    try:
+        await sys.kill(rcap)
+    except SyscallError:
+        pass            # already gone
+    try:
+        await sys.waitpid(rcap)
+    except SyscallError:
+        pass
+    try:
+        await sys.recv(match=lambda m: isinstance(m.body, Down) and m.body.pid == rpid, timeout=0)
+    except SyscallError:
+        pass
 
 
 async def _execute(sys: Sys, th: int, device: str, steps: list[dict[str, Any]], checks: _Checks,
@@ -316,14 +440,19 @@ async def reasoner_main(sys: Sys, args: dict[str, Any]) -> dict[str, Any]:
         except SyscallError as e:
             await sys.log("error", "mute.model_error", error=str(e)[:400])
             return {"stop": "model_error"}
-        content = reply.get("content") or ""
-        messages.append({"role": "assistant", "content": content})
+        content = reply.get("content") if isinstance(reply, dict) else None
         refusal = None
-        try:
-            plan = json.loads(content)
-        except (ValueError, RecursionError) as e:
-            refusal = f"your reply is not JSON: {str(e)[:200]}"
-        else:
+        plan: Any = None
+        if not isinstance(content, str):   # a device that breaks the reply contract: a refusal, not a crash
+            content = ""
+            refusal = "your reply held no text"
+        messages.append({"role": "assistant", "content": content})
+        if refusal is None:
+            try:
+                plan = json.loads(content)
+            except (ValueError, RecursionError) as e:
+                refusal = f"your reply is not JSON: {str(e)[:200]}"
+        if refusal is None:
             try:
                 await sys.send(plan_pipe, plan)
                 sent += 1

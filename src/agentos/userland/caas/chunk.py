@@ -10,6 +10,10 @@ Invariants this module keeps (tested as properties):
   than the budget said.
 - `fit(items, budget)` keeps items in rank order and never returns more than `budget`
   tokens in total (an item that does not fit is skipped; a smaller one after it may fit).
+  With `between=join_cost(sep)`, every item after the first also pays for the separator,
+  so the chosen texts joined by `sep` cost at most `budget` as one message, and as
+  separate messages too: `tokens_of(sep.join(chosen)) <= used <= budget` and
+  `sum(tokens_of(t) for t in chosen) <= used`.
 """
 from __future__ import annotations
 
@@ -31,6 +35,14 @@ def tokens_of(text: str) -> int:
     return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
+def join_cost(sep: str) -> int:
+    """What each separator adds when texts are joined into one message, beyond the quotes
+    each text was already counted with: JSON escapes character by character, so
+    `tokens_of(a + sep + b) == tokens_of(a) + tokens_of(b) + tokens_of(sep) - 4`, and the
+    cost is never taken below 0 (so the separate texts stay within the budget too)."""
+    return max(0, tokens_of(sep) - 4)
+
+
 def version_of(text: str) -> str:
     """The content hash a document version is cited by (SHA-256 of its UTF-8 text)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -47,7 +59,7 @@ def dedup_key(text: str) -> str:
 def chunk(text: str, size: int = DEFAULT_CHUNK) -> list[tuple[int, int]]:
     """Spans of at most `size` characters that tile `text`, cut at the strongest break
     (paragraph, line, sentence, clause, word) in the second half of the window, else hard."""
-    if not MIN_CHUNK <= size <= MAX_CHUNK:
+    if type(size) is not int or not MIN_CHUNK <= size <= MAX_CHUNK:
         raise ValueError(f"chunk size must be in {MIN_CHUNK}..{MAX_CHUNK}, got {size}")
     n = len(text)
     spans: list[tuple[int, int]] = []
@@ -70,15 +82,18 @@ T = TypeVar("T")
 
 
 def fit(items: Sequence[T], budget: int, cost: Callable[[T], int], *,
-        limit: int | None = None) -> tuple[list[T], int, int]:
-    """The items, in order, that fit in `budget` tokens together (at most `limit` of them);
-    the tokens they use; and how many were passed over because they did not fit."""
+        limit: int | None = None, between: int = 0) -> tuple[list[T], int, int]:
+    """The items, in order, that fit in `budget` tokens together (at most `limit` of them),
+    each after the first also paying `between` (its separator: `join_cost(sep)`); the
+    tokens they use; and how many were passed over because they did not fit."""
+    if type(between) is not int or between < 0:
+        raise ValueError(f"fit: between must be an int >= 0, got {between!r}")
     out: list[T] = []
     used = skipped = 0
     for it in items:
         if limit is not None and len(out) >= limit:
             break
-        c = cost(it)
+        c = cost(it) + (between if out else 0)
         if c <= budget - used:
             out.append(it)
             used += c
@@ -87,4 +102,5 @@ def fit(items: Sequence[T], budget: int, cost: Callable[[T], int], *,
     return out, used, skipped
 
 
-__all__ = ["DEFAULT_CHUNK", "MAX_CHUNK", "MIN_CHUNK", "chunk", "dedup_key", "fit", "tokens_of", "version_of"]
+__all__ = ["DEFAULT_CHUNK", "MAX_CHUNK", "MIN_CHUNK", "chunk", "dedup_key", "fit", "join_cost", "tokens_of",
+           "version_of"]

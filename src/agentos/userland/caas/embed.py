@@ -70,6 +70,54 @@ def hash_embed(dim: int = 256) -> Embed:
     return embed
 
 
+MAX_DIM = 4096
+
+
+def _plain(v: Any) -> Any:
+    """A numpy array (what MiniLM and most embedders return) as plain lists of floats;
+    anything else as it is (only numpy's own `tolist` is called, never a caller's)."""
+    if type(v).__module__ == "numpy" and type(v).__name__ == "ndarray":
+        return v.tolist()
+    return v
+
+
+def check_vectors(rows: Any, count: int, dim: int | None = None) -> list[list[float]]:
+    """An embedder's reply as plain rows of floats, or `ValueError` saying what is wrong
+    with it: not a list of `count` rows, a row that is not a list or tuple of real numbers
+    (a bool, a str, NaN or an infinity is none), rows of mixed sizes, or rows whose size is
+    not `dim` (when the caller knows it: the index's dimension). Nothing from a reply that
+    fails here is used."""
+    rows = _plain(rows)
+    if type(rows) not in (list, tuple):
+        raise ValueError(f"the embedder answered a {type(rows).__name__}, not a list of vectors")
+    if len(rows) != count:
+        raise ValueError(f"the embedder answered {len(rows)} vectors for {count} texts")
+    out: list[list[float]] = []
+    want = dim
+    for i, row in enumerate(rows):
+        row = _plain(row)
+        if type(row) not in (list, tuple):
+            raise ValueError(f"vector {i} is a {type(row).__name__}, not a list of numbers")
+        if not 0 < len(row) <= MAX_DIM:
+            raise ValueError(f"vector {i} has {len(row)} dimensions; 1..{MAX_DIM} are allowed")
+        if want is not None and len(row) != want:
+            raise ValueError(f"vector {i} has {len(row)} dimensions; {want} were expected")
+        want = len(row)
+        vec = []
+        for x in row:
+            t = type(x)
+            if t is not float and t is not int:
+                raise ValueError(f"vector {i} holds a {t.__name__}, not a number")
+            if t is int and not -(1 << 53) <= x <= 1 << 53:
+                raise ValueError(f"vector {i} holds an integer out of range")
+            f = float(x)
+            if not math.isfinite(f):
+                raise ValueError(f"vector {i} holds a non-finite value ({f!r})")
+            vec.append(f)
+        out.append(vec)
+    return out
+
+
 def text_bytes(texts: Sequence[str]) -> int:
     return sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
 
@@ -79,9 +127,12 @@ class EmbedDriver(Driver):
 
     name = "embed"
 
-    def __init__(self, embed: Embed | None = None, *, name: str = "embed") -> None:
+    def __init__(self, embed: Embed | None = None, *, name: str = "embed", dim: int | None = None) -> None:
+        if dim is not None and (type(dim) is not int or not 0 < dim <= MAX_DIM):
+            raise ValueError(f"EmbedDriver: dim must be an int in 1..{MAX_DIM}, got {dim!r}")
         self.name = name
         self.embed = embed if embed is not None else hash_embed()
+        self.dim = dim
 
     def open(self, owner: int, params: Any) -> None:
         return None
@@ -107,20 +158,16 @@ class EmbedDriver(Driver):
         texts = self._texts(req)
         if not texts:
             return DriverResult([], Cost())
-        rows = self.embed(texts)
-        out: list[list[float]] = []
-        for row in rows:
-            vec = [float(x) for x in row]
-            if not all(math.isfinite(x) for x in vec):
-                raise DriverError(f"{self.name}: the embedder returned a non-finite value")
-            out.append(vec)
-        if len(out) != len(texts) or len({len(v) for v in out}) > 1:
-            raise DriverError(f"{self.name}: the embedder returned {len(out)} rows of mixed sizes for "
-                              f"{len(texts)} texts")
+        try:
+            out = check_vectors(self.embed(texts), len(texts), self.dim)
+        except ValueError as e:
+            raise DriverError(f"{self.name}: {e}") from None
+        if self.dim is None and out:
+            self.dim = len(out[0])       # one device, one vector space: every later reply must match
         return DriverResult(out, Cost(tokens=text_bytes(texts)))
 
     def write(self, handle: Any, data: Any) -> DriverResult:
         raise DriverError(f"{self.name}: the embed device is read-only")
 
 
-__all__ = ["EmbedDriver", "Embed", "hash_embed"]
+__all__ = ["EmbedDriver", "Embed", "MAX_DIM", "check_vectors", "hash_embed"]

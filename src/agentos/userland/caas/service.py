@@ -39,8 +39,8 @@ from ...abi.types import Down, Quota, Signal, SignalMessage
 from ...kernel import args as A
 from ...kernel.process import ProcessImage
 from ...kernel.trap import Sys
-from .chunk import DEFAULT_CHUNK, MAX_CHUNK, MIN_CHUNK, chunk, dedup_key, fit, tokens_of, version_of
-from .embed import MAX_BYTES, MAX_TEXTS
+from .chunk import DEFAULT_CHUNK, MAX_CHUNK, MIN_CHUNK, chunk, dedup_key, fit, join_cost, tokens_of, version_of
+from .embed import MAX_BYTES, MAX_TEXTS, check_vectors
 from .index import CaasIndex
 
 MAX_DOC = 1 << 20            # characters in one document (the semantic store's file cap is 1 MiB)
@@ -50,6 +50,12 @@ MAX_QUERY = 4096             # characters
 OVERFETCH = 4                # candidates asked per result wanted: room for drops
 MAX_CANDIDATES = 400
 DOCS_DIR = "caas"            # under /agent/<pid>/mem/semantic
+MAX_PATH = 4096
+MAX_SEP = 64                 # characters of the separator chunks are joined with
+MAX_LENT = 64                # capabilities a caller may pass to a job
+MAX_TIMEOUT_MS = 86_400_000.0
+LEND_MS = 600_000.0          # what a lent capability lives for when the caller set no timeout
+DEFAULT_SEP = "\n\n"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -94,8 +100,18 @@ class Context:
     denied: int = 0
     duplicates: int = 0
     over_budget: int = 0
+    sep: str = DEFAULT_SEP
 
-    def text(self, sep: str = "\n\n") -> str:
+    def text(self, sep: str | None = None) -> str:
+        """The chunks joined by the separator they were fitted with, which `tokens` (and so
+        the budget) already counts. Another separator is allowed only if it costs no more
+        per join; a longer one could overflow the budget, so it is refused."""
+        if sep is None:
+            sep = self.sep
+        sep = _text("caas: separator", sep, max_len=MAX_SEP)
+        if join_cost(sep) > join_cost(self.sep):
+            raise BadArgument(f"caas: the context was fitted for separator {self.sep!r}; {A.shown(sep)} costs "
+                              f"more per join and could exceed the budget (retrieve with sep=... instead)")
         return sep.join(c.text for c in self.chunks)
 
 
@@ -138,9 +154,55 @@ def _quota(v: Any) -> Quota | None:
 
 
 def _caps(v: Any) -> tuple[Any, ...]:
-    if isinstance(v, (str, bytes)) or not isinstance(v, Iterable):
-        raise BadArgument("caas: caps is a list of capabilities or device names")
-    return tuple(v)
+    """A list or tuple (never a lazy iterable, which could run forever) of at most
+    MAX_LENT capability refs (ints) or device names (strs)."""
+    if type(v) not in (list, tuple):
+        raise BadArgument(f"caas: caps is a list of capabilities or device names, got {type(v).__name__}")
+    if len(v) > MAX_LENT:
+        raise BadArgument(f"caas: {len(v)} capabilities passed; at most {MAX_LENT}")
+    out: list[Any] = []
+    for c in v:
+        if type(c) is int and c >= 0:
+            out.append(c)
+        elif isinstance(c, str):
+            out.append(_text("caas: a device name in caps", c, max_len=200, empty=False))
+        else:
+            raise BadArgument(f"caas: caps holds a {type(c).__name__}, not a capability or a device name")
+    return tuple(out)
+
+
+def _path(what: str, v: Any) -> str:
+    """A VFS path in normal form: absolute, no empty, `.` or `..` component, no trailing
+    `/`, no NUL or other control character, no lone surrogate. Two spellings of one file
+    would be two documents (and `..` would let a path look as if under a prefix it is
+    not, where the service decides what a capability reaches), so only one is accepted."""
+    path = _text(what, v, max_len=MAX_PATH, empty=False)
+    if not path.startswith("/") or path == "/":
+        raise BadArgument(f"{what} must be an absolute path to a document, got {A.shown(path)}")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in path):
+        raise BadArgument(f"{what} holds a control character (NUL included): {A.shown(path)}")
+    for part in path[1:].split("/"):
+        if part in ("", ".", ".."):
+            raise BadArgument(f"{what} is not in normal form (an empty, '.' or '..' component): "
+                              f"{A.shown(path)}")
+    return path
+
+
+def _timeout(v: Any) -> float | None:
+    if v is None:
+        return None
+    t = A.number("caas: timeout_ms", v)
+    if not 0 < t <= MAX_TIMEOUT_MS:
+        raise BadArgument(f"caas: timeout_ms must be in (0, {MAX_TIMEOUT_MS:.0f}] or None, got {t!r}")
+    return float(t)
+
+
+def _device_name(v: Any) -> str | None:
+    return None if v is None else _text("caas: embed (a device name)", v, max_len=200, empty=False)
+
+
+def _sep(v: Any) -> str:
+    return _text("caas: sep", v, max_len=MAX_SEP)
 
 
 def _doc_text(path: str, raw: Any) -> str:
@@ -159,10 +221,29 @@ def _doc_text(path: str, raw: Any) -> str:
 
 # -- the service --------------------------------------------------------------------------
 
+_FIELDS = {"index": {"op", "path", "version", "chunks", "vectors"}, "drop": {"op", "path"},
+           "search": {"op", "query", "k", "vector"}, "stats": {"op"}, "stop": {"op"}}
+
+
+def _only(body: dict[str, Any], op: str) -> None:
+    """A request holds only its op's fields: an unknown one (a typo, an option this service
+    does not have) is refused, never ignored."""
+    unknown = [k for k in body if k not in _FIELDS[op]]
+    if unknown:
+        raise ValueError(f"{op}: unknown field(s) {sorted(A.shown(k, 40) for k in unknown)[:5]}")
+
+
+def _service_path(what: str, v: Any) -> str:
+    try:
+        return _path(what, v)
+    except BadArgument as e:
+        raise ValueError(str(e)) from None
+
+
 def _check_index(body: dict[str, Any]) -> tuple[str, str, list[tuple[int, int, str, str]], Any]:
+    _only(body, "index")
     path, version, raw, vecs = body.get("path"), body.get("version"), body.get("chunks"), body.get("vectors")
-    if not isinstance(path, str) or not path.startswith("/") or len(path) > 4096:
-        raise ValueError("index: path must be an absolute VFS path")
+    path = _service_path("index: path", path)
     if not isinstance(version, str) or not _HEX64.fullmatch(version):
         raise ValueError("index: version must be a SHA-256 hex digest")
     if not isinstance(raw, list) or len(raw) > MAX_DOC // MIN_CHUNK + 1:
@@ -174,7 +255,7 @@ def _check_index(body: dict[str, Any]) -> tuple[str, str, list[tuple[int, int, s
                 or type(c[2]) is not str):
             raise ValueError("index: each chunk is [start, end, text]")
         s, e, t = c
-        if s != at or e <= s or e - s != len(t) or len(t) > MAX_CHUNK:
+        if s != at or e <= s or e - s != len(t) or len(t) > MAX_CHUNK or e > MAX_DOC:
             raise ValueError(f"index: chunk [{s}, {e}) does not continue the tiling at {at} with its text")
         chunks.append((s, e, t, dedup_key(t)))
         at = e
@@ -200,6 +281,7 @@ def _check_index(body: dict[str, Any]) -> tuple[str, str, list[tuple[int, int, s
 
 
 def _check_search(body: dict[str, Any]) -> tuple[str, int, Any]:
+    _only(body, "search")
     q, k, vec = body.get("query"), body.get("k"), body.get("vector")
     if not isinstance(q, str) or len(q) > MAX_QUERY:
         raise ValueError(f"search: query must be a str of at most {MAX_QUERY} characters")
@@ -237,11 +319,13 @@ async def _readable(sys: Sys, caps: Sequence[int]) -> Any:
 
 async def caas_main(sys: Sys, args: Any) -> dict[str, Any]:
     """The service: keeps the index, answers index/drop/search/stats; `stop` or SIGTERM ends it."""
-    opts = dict(args or {})
-    name = opts.get("name", "caas")
+    opts = {} if args is None else args
+    if type(opts) is not dict or any(k != "name" for k in opts):
+        raise BadArgument("caas: the service takes {'name': str} and nothing else")
+    name = _text("caas: service name", opts.get("name", "caas"), max_len=200, empty=False)
     await sys.register(name)
     idx = CaasIndex()
-    served = {"indexed": 0, "searches": 0, "refused": 0}
+    served = {"indexed": 0, "searches": 0, "refused": 0, "unanswered": 0}
     while True:
         msg = await sys.recv()
         assert msg is not None
@@ -253,12 +337,15 @@ async def caas_main(sys: Sys, args: Any) -> dict[str, Any]:
         if isinstance(body, Down) or not isinstance(body, dict):
             continue
         op = body.get("op")
-        if op == "stop":
+        if op == "stop" and not set(body) - _FIELDS["stop"]:
             break
         out: Any
         try:
             if op == "index":
                 path, version, chunks, vecs = _check_index(body)
+                if vecs and idx.vectors.dim and len(vecs[0]) != idx.vectors.dim:
+                    raise ValueError(f"index: vectors of dimension {len(vecs[0])}; this index holds "
+                                     f"{idx.vectors.dim}")
                 if not (await _readable(sys, msg.caps))(path):
                     raise ValueError(f"index: the request carries no capability that reads {path}")
                 replaced = len(idx.docs.get(path, ("", []))[1])
@@ -266,12 +353,16 @@ async def caas_main(sys: Sys, args: Any) -> dict[str, Any]:
                 served["indexed"] += 1
                 out = {"path": path, "version": version, "chunks": len(ids), "replaced": replaced}
             elif op == "drop":
-                gone = body.get("path")
-                if not isinstance(gone, str) or not (await _readable(sys, msg.caps))(gone):
+                _only(body, "drop")
+                gone = _service_path("drop: path", body.get("path"))
+                if not (await _readable(sys, msg.caps))(gone):
                     raise ValueError("drop: the request carries no capability that reads that path")
                 out = {"dropped": idx.drop(gone)}
             elif op == "search":
                 q, k, vec = _check_search(body)
+                if vec is not None and len(idx.vectors) and len(vec) != idx.vectors.dim:
+                    raise ValueError(f"search: the query vector has dimension {len(vec)}; this index holds "
+                                     f"{idx.vectors.dim}")
                 served["searches"] += 1
                 allow = await _readable(sys, msg.caps)
                 out = {"candidates": [
@@ -279,14 +370,21 @@ async def caas_main(sys: Sys, args: Any) -> dict[str, Any]:
                      "dedup": c.ref.dedup, "score": c.score, "bm25_rank": c.bm25_rank,
                      "vector_rank": c.vector_rank} for c in idx.search(q, k, vec, allow)]}
             elif op == "stats":
+                _only(body, "stats")
                 out = {**idx.stats(), **served}
+            elif op == "stop":
+                _only(body, "stop")
+                out = {}
             else:
                 raise ValueError(f"unknown op {str(op)[:40]!r} (index, drop, search, stats, stop)")
         except ValueError as e:
             served["refused"] += 1
             out = {"error": str(e)}
         if msg.caps:
-            await sys.send(msg.caps[0], out, corr=msg.corr)
+            try:   # the reply address is the asker's: not a process, revoked, expired, full...
+                await sys.send(msg.caps[0], out, corr=msg.corr)
+            except SyscallError:
+                served["unanswered"] += 1   # ... is the asker's loss, never the service's end
             for ref in msg.caps:   # keep no authority a request lent: revoke our copies
                 try:
                     await sys.revoke(ref)
@@ -300,9 +398,27 @@ CAAS = ProcessImage("caas", caas_main)
 
 async def _ask(sys: Sys, svc: int, body: dict[str, Any], timeout: float | None,
                authority: Sequence[int] = ()) -> dict[str, Any]:
-    corr = ("caas", sys.next_corr())
-    await sys.send(svc, body, caps=(await sys.self_cap(), *authority), corr=corr)
-    reply = await sys.recv(timeout=timeout, match=lambda m: m.corr == corr)
+    """One request to the service, lending it only what it needs, only for as long as the
+    request can last: a reply address that can do nothing but receive (send right), and
+    for each reading authority a copy narrowed to that (`monitor` on a process, `read` on
+    a mount), all expiring after the timeout and revoked as soon as the answer is in (or
+    the wait ends), whatever the service does with its copies."""
+    ttl = LEND_MS if timeout is None else timeout
+    lent = [await sys.attenuate(await sys.self_cap(), rights="send", expires_in=ttl)]
+    try:
+        lent.extend(await _narrowed(sys, authority, ttl))
+        corr = ("caas", sys.next_corr())
+        await sys.send(svc, body, caps=lent, corr=corr)
+        reply = await sys.recv(timeout=timeout, match=lambda m: m.corr == corr)
+    except GeneratorExit:      # torn down (no syscall runs now): its capabilities go with it
+        lent.clear()
+        raise
+    finally:
+        for ref in lent:
+            try:
+                await sys.revoke(ref)
+            except SyscallError:
+                pass
     if reply is None:
         raise CaasError(f"caas: the service did not answer within {timeout} ms")
     out = reply.body
@@ -310,6 +426,23 @@ async def _ask(sys: Sys, svc: int, body: dict[str, Any], timeout: float | None,
         raise CaasError(f"caas: the service answered {type(out).__name__}, not a dict")
     if "error" in out:
         raise CaasError(f"caas: the service refused: {str(out['error'])[:300]}")
+    return out
+
+
+async def _narrowed(sys: Sys, authority: Sequence[int], ttl: float) -> list[int]:
+    """Copies of `authority` cut to what reading needs, expiring in `ttl` ms; a capability
+    that grants no reading (another device, a pipe, one without the right) is not lent."""
+    out: list[int] = []
+    for ref in authority:
+        try:
+            info = await sys.cap_info(ref)
+            kind, target = info.get("kind"), info.get("target")
+            if kind == "process":
+                out.append(await sys.attenuate(ref, rights="monitor", expires_in=ttl))
+            elif kind == "device" and isinstance(target, str) and target.startswith("vfs:/"):
+                out.append(await sys.attenuate(ref, rights="read", expires_in=ttl))
+        except SyscallError:      # not held, expired, or lacking the right: nothing to lend
+            continue
     return out
 
 
@@ -330,7 +463,11 @@ async def _embed(sys: Sys, device: str | None, texts: list[str]) -> list[list[fl
         out: list[list[float]] = []
         for b in batches:
             if b:
-                out.extend(await sys.read(h, {"texts": b}))
+                try:   # the device is named by the caller: its reply is checked like any input
+                    out.extend(check_vectors(await sys.read(h, {"texts": b}), len(b),
+                                             len(out[0]) if out else None))
+                except ValueError as e:
+                    raise CaasError(f"caas: the {device} device's reply is refused: {e}") from None
         return out
     finally:
         await sys.close(h)
@@ -372,6 +509,18 @@ async def caas_query_main(sys: Sys, args: dict[str, Any]) -> Any:
     return None
 
 
+def _rank_ok(v: Any) -> bool:
+    return v is None or (type(v) is int and 1 <= v <= MAX_CANDIDATES)
+
+
+def _normal(path: str) -> bool:
+    try:
+        _path("caas: a cited path", path)
+        return True
+    except BadArgument:
+        return False
+
+
 async def _retrieve(sys: Sys, svc: int, args: dict[str, Any]) -> dict[str, Any]:
     query, k, budget = args["query"], args["k"], args["budget"]
     vec = await _embed(sys, args.get("embed"), [query])
@@ -383,6 +532,8 @@ async def _retrieve(sys: Sys, svc: int, args: dict[str, Any]) -> dict[str, Any]:
     cands = found.get("candidates")
     if not isinstance(cands, list):
         raise CaasError("caas: the service's answer holds no candidate list")
+    if len(cands) > MAX_CANDIDATES:
+        raise CaasError(f"caas: the service answered {len(cands)} candidates; at most {MAX_CANDIDATES} were asked")
     docs: dict[str, tuple[str, str] | None] = {}
     stale: list[str] = []
     seen: set[str] = set()
@@ -392,7 +543,9 @@ async def _retrieve(sys: Sys, svc: int, args: dict[str, Any]) -> dict[str, Any]:
         # the service is found by name: its answer is checked like any message
         if (not isinstance(c, dict) or not isinstance(c.get("path"), str) or not isinstance(c.get("version"), str)
                 or type(c.get("start")) is not int or type(c.get("end")) is not int
-                or not 0 <= c["start"] < c["end"] or not isinstance(c.get("score"), float)):
+                or not 0 <= c["start"] < c["end"] or not isinstance(c.get("score"), float)
+                or not math.isfinite(c["score"]) or not _rank_ok(c.get("bm25_rank"))
+                or not _rank_ok(c.get("vector_rank")) or not _normal(c["path"])):
             raise CaasError("caas: the service answered a malformed candidate")
         path = c["path"]
         if path not in docs:
@@ -426,9 +579,10 @@ async def _retrieve(sys: Sys, svc: int, args: dict[str, Any]) -> dict[str, Any]:
                                                  "end": c["end"]},
                      "score": c["score"], "tokens": tokens_of(piece), "bm25_rank": c.get("bm25_rank"),
                      "vector_rank": c.get("vector_rank")})
-    chosen, used, skipped = fit(kept, budget, lambda d: d["tokens"], limit=k)
+    sep = args.get("sep", DEFAULT_SEP)
+    chosen, used, skipped = fit(kept, budget, lambda d: d["tokens"], limit=k, between=join_cost(sep))
     return {"chunks": chosen, "tokens": used, "budget": budget, "candidates": len(cands), "stale": stale,
-            "denied": denied, "duplicates": dups, "over_budget": skipped}
+            "denied": denied, "duplicates": dups, "over_budget": skipped, "sep": sep}
 
 
 CAAS_INGEST = ProcessImage("caas_ingest", caas_ingest_main)
@@ -442,17 +596,43 @@ async def _job(sys: Sys, image: ProcessImage, service: str, caps: tuple[Any, ...
     svc = await sys.lookup(service)
     if svc is None:
         raise CaasError(f"caas: no context service is registered as {service!r}")
-    me = await sys.self_cap()
+    # the job may send its answer here and read this process's tree (monitor): no more
+    me = await sys.attenuate(await sys.self_cap(), rights="send,monitor")
+    made: list[int] = [svc, me]     # this call's capabilities: revoked when it ends
     corr = ("caas", await sys.pid(), sys.next_corr())
     held = [svc, me] + ([embed] if embed else []) + list(caps)
-    pid, cap = await sys.spawn(image, name=image.name, quota=quota, caps=held,
-                               args={**args, "corr": corr, "embed": embed})
-    await sys.monitor(cap)
-    msg = await sys.recv(match=lambda m: m.corr == corr or (isinstance(m.body, Down) and m.body.pid == pid))
-    assert msg is not None
-    if isinstance(msg.body, Down):
-        raise CaasError(f"caas: the {image.name} job ended without an answer: {msg.body.reason}")
-    await sys.recv(match=lambda m: isinstance(m.body, Down) and m.body.pid == pid)
+    try:
+        # linked: the job dies with this process, and its exit reaches here as a Down
+        pid, cap = await sys.spawn(image, name=image.name, quota=quota, caps=held, link=True,
+                                   args={**args, "corr": corr, "embed": embed})
+        made.append(cap)
+        is_down = lambda m: isinstance(m.body, Down) and m.body.pid == pid  # noqa: E731
+        try:
+            msg = await sys.recv(match=lambda m: m.corr == corr or is_down(m))
+            assert msg is not None
+            if isinstance(msg.body, Down):
+                raise CaasError(f"caas: the {image.name} job ended without an answer: {msg.body.reason}")
+            await sys.recv(match=is_down)
+        except (GeneratorExit, CaasError):
+            raise
+        except BaseException:     # interrupted while waiting: end the job, leave nothing of it behind
+            try:
+                await sys.kill(cap)
+                await sys.waitpid(cap)
+                while await sys.recv(match=lambda m: m.corr == corr or is_down(m), timeout=0) is not None:
+                    pass
+            except SyscallError:
+                pass
+            raise
+    except GeneratorExit:
+        made.clear()              # torn down: no syscall runs, the capabilities go with this process
+        raise
+    finally:
+        for ref in made:          # the lookup's, the narrowed copy, the job's: nothing accumulates
+            try:
+                await sys.revoke(ref)
+            except SyscallError:
+                pass
     out = msg.body
     if not isinstance(out, dict):
         raise CaasError(f"caas: the {image.name} job answered {type(out).__name__}")
@@ -471,7 +651,7 @@ async def put_document(sys: Sys, name: str, text: str) -> str:
     if "/" in name or name in (".", ".."):
         raise BadArgument(f"caas: a document name is one path component, got {name!r}")
     text = _text("caas: document text", text, max_len=MAX_DOC)
-    path = f"/agent/{await sys.pid()}/mem/semantic/{DOCS_DIR}/{name}"
+    path = _path("caas: document name", f"/agent/{await sys.pid()}/mem/semantic/{DOCS_DIR}/{name}")
     await sys.vfs_write(path, text)
     return path
 
@@ -482,26 +662,41 @@ async def ingest(sys: Sys, path: str, *, service: str = "caas", embed: str | Non
     """Index the document at `path` (read with this process's authority plus `caps`),
     replacing any earlier version. Embedding calls, if `embed` names a device, are paid by
     the job from `quota`, carved from this process's account."""
-    path = _text("caas: path", path, max_len=4096, empty=False)
+    path = _path("caas: path", path)
     size = A.integer("caas: chunk_size", chunk_size, minimum=MIN_CHUNK, maximum=MAX_CHUNK)
-    out = await _job(sys, CAAS_INGEST, service, _caps(caps), embed, _quota(quota),
-                     {"path": path, "chunk_size": size, "timeout_ms": timeout_ms})
+    service = _text("caas: service", service, max_len=200, empty=False)
+    lent, emb, q, t = _caps(caps), _device_name(embed), _quota(quota), _timeout(timeout_ms)
+    out = await _job(sys, CAAS_INGEST, service, lent, emb, q, {"path": path, "chunk_size": size, "timeout_ms": t})
     return IngestReport(out["path"], out["version"], out["chunks"], out["replaced"], out["tokens"])
 
 
 async def retrieve(sys: Sys, query: str, *, k: int = 5, budget: int = 2000, service: str = "caas",
                    embed: str | None = None, caps: Iterable[Any] = (), quota: Quota | None = None,
-                   timeout_ms: float | None = 60_000.0) -> Context:
+                   timeout_ms: float | None = 60_000.0, sep: str = DEFAULT_SEP) -> Context:
     """At most `k` chunks relevant to `query`, in rank order, whose text together costs at
-    most `budget` tokens, each cited; read under this process's authority plus `caps`."""
+    most `budget` tokens, each cited; read under this process's authority plus `caps`.
+    The budget holds for the chunks joined by `sep` (`Context.text()`) as one message, and
+    for the chunks as separate messages."""
     query = _text("caas: query", query, max_len=MAX_QUERY)
     kk, bb = _k(k), _budget(budget)
-    out = await _job(sys, CAAS_QUERY, service, _caps(caps), embed, _quota(quota),
-                     {"query": query, "k": kk, "budget": bb, "timeout_ms": timeout_ms})
+    service = _text("caas: service", service, max_len=200, empty=False)
+    lent, emb, q, t, sp = _caps(caps), _device_name(embed), _quota(quota), _timeout(timeout_ms), _sep(sep)
+    out = await _job(sys, CAAS_QUERY, service, lent, emb, q,
+                     {"query": query, "k": kk, "budget": bb, "timeout_ms": t, "sep": sp})
     chunks = tuple(Chunk(c["text"], Citation(**c["citation"]), c["score"], c["tokens"], c["bm25_rank"],
                          c["vector_rank"]) for c in out["chunks"])
     return Context(chunks, out["tokens"], out["budget"], out["candidates"], tuple(out["stale"]), out["denied"],
-                   out["duplicates"], out["over_budget"])
+                   out["duplicates"], out["over_budget"], out["sep"])
+
+
+_INGEST_OPTIONS = {"embed", "caps", "quota", "chunk_size", "timeout_ms"}
+_RETRIEVE_OPTIONS = {"k", "budget", "embed", "caps", "quota", "timeout_ms", "sep"}
+
+
+def _options(call: str, kw: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(kw) - allowed)
+    if unknown:
+        raise BadArgument(f"caas: {call} has no option(s) {unknown[:5]} (it takes {sorted(allowed)})")
 
 
 class CaasService:
@@ -518,14 +713,17 @@ class CaasService:
 
     @classmethod
     async def start(cls, sys: Sys, *, name: str = "caas", quota: Quota | None = None) -> "CaasService":
-        pid, cap = await sys.spawn(CAAS, name=name, args={"name": name}, quota=quota)
+        name = _text("caas: service name", name, max_len=200, empty=False)
+        pid, cap = await sys.spawn(CAAS, name=name, args={"name": name}, quota=_quota(quota))
         await sys.yield_()   # let it register its name before anyone looks it up
         return cls(name, pid, cap)
 
     async def ingest(self, sys: Sys, path: str, **kw: Any) -> IngestReport:
+        _options("ingest", kw, _INGEST_OPTIONS)
         return await ingest(sys, path, service=self.name, **kw)
 
     async def retrieve(self, sys: Sys, query: str, **kw: Any) -> Context:
+        _options("retrieve", kw, _RETRIEVE_OPTIONS)
         return await retrieve(sys, query, service=self.name, **kw)
 
     async def stats(self, sys: Sys) -> dict[str, Any]:
