@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from ...abi.errors import BadArgument, SyscallError
-from ...abi.types import Down, Quota, Signal, SignalMessage
+from ...abi.types import KERNEL_PID, Down, Quota, Signal, SignalMessage
 from ...kernel import args as A
 from ...kernel.process import ProcessImage
 from ...kernel.trap import Sys
@@ -606,9 +606,11 @@ async def _job(sys: Sys, image: ProcessImage, service: str, caps: tuple[Any, ...
         pid, cap = await sys.spawn(image, name=image.name, quota=quota, caps=held, link=True,
                                    args={**args, "corr": corr, "embed": embed})
         made.append(cap)
-        is_down = lambda m: isinstance(m.body, Down) and m.body.pid == pid  # noqa: E731
+        # only the job answers (the correlation id is guessable) and only the kernel says it ended
+        is_down = lambda m: isinstance(m.body, Down) and m.sender == KERNEL_PID and m.body.pid == pid  # noqa: E731
+        answer = lambda m: (m.corr == corr and m.sender == pid) or is_down(m)  # noqa: E731
         try:
-            msg = await sys.recv(match=lambda m: m.corr == corr or is_down(m))
+            msg = await sys.recv(match=answer)
             assert msg is not None
             if isinstance(msg.body, Down):
                 raise CaasError(f"caas: the {image.name} job ended without an answer: {msg.body.reason}")
@@ -619,7 +621,7 @@ async def _job(sys: Sys, image: ProcessImage, service: str, caps: tuple[Any, ...
             try:
                 await sys.kill(cap)
                 await sys.waitpid(cap)
-                while await sys.recv(match=lambda m: m.corr == corr or is_down(m), timeout=0) is not None:
+                while await sys.recv(match=answer, timeout=0) is not None:
                     pass
             except SyscallError:
                 pass
