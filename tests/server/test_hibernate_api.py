@@ -109,3 +109,72 @@ def test_agentctl_hibernate_and_wake_of_a_bad_or_unknown_pid_is_one_typed_line(t
         assert s.request("GET", "/v1/ps")[0] == 200   # the daemon carries on
     finally:
         stop(s)
+
+
+LOOP_PROGRAM = """
+from agentos.sched import message_loop
+
+
+@message_loop(init=None)
+async def tally(sys, state, msg):
+    n = (state or 0) + 1
+    if msg.caps:
+        await sys.send(msg.caps[0], n)
+    return n
+
+
+def setup(kernel):
+    kernel.register_image(tally)
+
+
+async def init(sys, args):
+    me = await sys.self_cap()
+    _, cap = await sys.spawn(tally, name="tally")
+    await sys.send(cap, "one", caps=[me])
+    await sys.recv()
+    await sys.recv()   # then waits: the operator exports and imports its loop
+"""
+
+
+def test_export_and_import_an_agent_through_the_daemon(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`agentctl export-agent PID` writes a message loop's agent file; `agentctl import-agent FILE` starts
+    it again under the daemon's root. Bad files and non-loops are one line and exit 2."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from agentos.cli.main import app
+
+    s = start(tmp_path, hibernation=HibernationConfig())
+    monkeypatch.setenv("AGENTOS_HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+    try:
+        s.request("POST", "/v1/submit", {"path": s.program(tmp_path, LOOP_PROGRAM)})
+        wait_for(lambda: any(r["name"] == "tally" and r["state"] in ("waiting", "hibernated")
+                             for r in s.request("GET", "/v1/ps")[1]["processes"]))
+        pid = next(r["pid"] for r in s.request("GET", "/v1/ps")[1]["processes"] if r["name"] == "tally")
+        out = tmp_path / "tally.agent"
+        r = runner.invoke(app, ["export-agent", str(pid), "-o", str(out)])
+        assert r.exit_code == 0, r.stderr
+        doc = json.loads(out.read_text())
+        assert doc["image"]["name"] == "tally" and doc["state"] == 1
+        r = runner.invoke(app, ["import-agent", str(out), "--json"])
+        assert r.exit_code == 0, r.stderr
+        new = json.loads(r.stdout)["pid"]
+        rows = {row["pid"]: row for row in s.request("GET", "/v1/ps")[1]["processes"]}
+        assert new != pid and rows[new]["name"] == "tally" and rows[new]["parent"] == s.d.root_pid
+        # a file that is not an agent file, one that is too deep, and a non-loop: one line each
+        bad = tmp_path / "bad.agent"
+        for text in ("not json", "[" * 10_000 + "]" * 10_000, json.dumps({**doc, "state": float("nan")})):
+            bad.write_text(text)
+            r = runner.invoke(app, ["import-agent", str(bad)])
+            assert r.exit_code != 0 and "Traceback" not in r.stderr, r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        st, got = s.request("POST", "/v1/import", {"file": out.read_text(), "parent": "root"})
+        assert st == 400 and "parent must be a pid" in got["error"]
+        r = runner.invoke(app, ["export-agent", str(s.d.root_pid)])
+        assert r.exit_code != 0 and len(r.stderr.strip().splitlines()) == 1
+        r = runner.invoke(app, ["import-agent", str(tmp_path / "missing.agent")])
+        assert r.exit_code == 2 and "cannot read" in r.stderr
+    finally:
+        stop(s)

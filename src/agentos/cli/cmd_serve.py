@@ -392,6 +392,49 @@ def register(app: typer.Typer) -> None:
     _hib_cmd("hibernate", "Hibernate process PID now: its context (and a message loop's state) go to the store.")
     _hib_cmd("wake", "Wake hibernated process PID: it carries on waiting where it was.")
 
+    @app.command(name="export-agent")
+    def export_cmd(pid: int = typer.Argument(..., help="process id of a message loop"),
+                   out: Optional[Path] = typer.Option(None, "--out", "-o", help="write the file here (else stdout)"),
+                   ) -> None:
+        """Export message loop PID as one portable agent file (it is hibernated first)."""
+        got = _call(_client().get, f"/v1/procs/{pid}/export")
+        text = got["file"]
+        if out is None:
+            sys.stdout.write(text + "\n")
+            return
+        try:
+            out.write_text(text, encoding="utf-8")
+        except (OSError, ValueError) as e:
+            typer.echo(f"agentctl: cannot write {str(out)[:200]!r}: {type(e).__name__}: {e}"[:400], err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"pid {pid} → {out}")
+
+    @app.command(name="import-agent")
+    def import_cmd(file: Path = typer.Argument(..., help="an agent file made by `agentctl export`"),
+                   parent: Optional[int] = typer.Option(None, "--parent", help="the importing process "
+                                                        "(default: the daemon's root); the budget is carved from it"),
+                   as_json: bool = JsonOpt) -> None:
+        """Start the agent an agent file describes, under PARENT: its budget is carved from
+        PARENT's and it is granted no capability PARENT lacks."""
+        from ..sched.agentfile import MAX_FILE_BYTES
+
+        try:
+            size = file.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise ValueError(f"it is {size} bytes, more than an agent file may be ({MAX_FILE_BYTES})")
+            text = file.read_text(encoding="utf-8")
+        except (OSError, ValueError) as e:
+            typer.echo(f"agentctl: cannot read {str(file)[:200]!r}: {type(e).__name__}: {e}"[:400], err=True)
+            raise typer.Exit(2) from None
+        body: dict[str, Any] = {"file": text}
+        if parent is not None:
+            body["parent"] = parent
+        got = _call(_client().post, "/v1/import", body)
+        if as_json:
+            _print_json(got)
+        else:
+            typer.echo(f"pid {got['pid']}")
+
     @app.command()
     def budget(pid: int = typer.Argument(..., help="process id"), as_json: bool = JsonOpt) -> None:
         """A process's budget: used, held by calls in flight, and remaining per resource."""

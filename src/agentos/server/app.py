@@ -11,6 +11,10 @@ Routes (JSON unless said; field names are documented in docs/operations.md):
     POST /v1/procs/{pid}/signal           {"signal": "KILL|STOP|CONT|TERM|INT|USR1"}
     POST /v1/procs/{pid}/hibernate        {"ok", "pid", "state"}: to the hibernation store now
     POST /v1/procs/{pid}/wake             {"ok", "pid", "state"}: back from it
+    GET  /v1/procs/{pid}/export           {"pid", "file"}: a message loop's agent file (it is
+                                          hibernated first; sched/agentfile.py says what it holds)
+    POST /v1/import                       {"file", "parent"?}: start the agent a file describes
+                                          under `parent` (default: the daemon's root) → {"ok", "pid"}
     POST /v1/submit                       {"path", "args"?, "quota"?, "name"?, "priority"?}
     GET  /v1/events?after=N&pid=&kind=&follow=1   NDJSON, one event a line; with follow,
                                           streams until the client goes or the daemon stops
@@ -72,7 +76,7 @@ def _int(value: str | None, name: str, default: int | None = None) -> int | None
     except ValueError:
         raise BadRequest(f"{name} must be an integer, got {value[:40]!r}") from None
     if n < 0 or n > 2**62:
-        raise BadRequest(f"{name} out of range: {n}")
+        raise BadRequest(f"{name} out of range: {str(n)[:40]}{'...' if len(str(n)) > 40 else ''}")
     return n
 
 
@@ -90,12 +94,15 @@ def make_app(daemon: Any) -> Any:
     def ok(body: Any, status: int = 200) -> Any:
         return JSONResponse(_json_safe(body), status_code=status)
 
-    async def body_of(request: Request) -> dict[str, Any]:
-        raw = b""
+    async def body_of(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:
+        chunks: list[bytes] = []
+        size = 0
         async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_BODY:
-                raise BadRequest(f"body larger than {MAX_BODY} bytes", 413)
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise BadRequest(f"body larger than {limit} bytes", 413)
+        raw = b"".join(chunks)
         try:
             data = json.loads(raw or b"{}")
         except (ValueError, RecursionError) as e:
@@ -107,7 +114,8 @@ def make_app(daemon: Any) -> Any:
     def live_pid(request: Request) -> int:
         pid = _int(request.path_params.get("pid"), "pid")
         assert pid is not None
-        if pid not in {r["pid"] for r in k.ps()}:
+        p = k.procs.get(pid)  # one lookup, not a ps() of every process (a kernel may hold a million)
+        if p is None or p.state.value == "exited":
             raise BadRequest(f"no live process {pid}", 404)
         return pid
 
@@ -181,6 +189,47 @@ def make_app(daemon: Any) -> Any:
         if not done:
             raise BadRequest(f"{op}: the hibernation store failed (counted in hibernate_errors)", 503)
         return ok({"ok": True, "pid": pid, "state": k.procs[pid].state.value})
+
+    async def export(request: Request) -> Any:
+        pid = live_pid(request)
+        if k.hibernation is None:
+            raise BadRequest("hibernation is off in this daemon (agentctl serve --hibernate)", 409)
+        if pid == daemon.root_pid:
+            raise BadRequest("the daemon's root is not exported", 409)
+        from ..abi.errors import AgentOSError, BadArgument
+        from ..sched import export_agent
+
+        try:
+            blob = export_agent(k, pid)
+        except AgentOSError as e:
+            raise BadRequest(str(e), 400 if isinstance(e, BadArgument) else 409) from None
+        finally:
+            k.events.flush()
+            k.poke()
+        return ok({"pid": pid, "file": blob.decode("utf-8")})
+
+    async def import_(request: Request) -> Any:
+        from ..sched.agentfile import MAX_FILE_BYTES
+
+        body = await body_of(request, 2 * MAX_FILE_BYTES + 4096)  # JSON-escaped text may double
+        text, parent = body.get("file"), body.get("parent", daemon.root_pid)
+        if not isinstance(text, str) or not text:
+            raise BadRequest('body must hold the agent file: {"file": "<its text>", "parent": pid?}')
+        if type(parent) is not int:
+            raise BadRequest(f"parent must be a pid (an integer), got {type(parent).__name__}")
+        if k.hibernation is None:
+            raise BadRequest("hibernation is off in this daemon (agentctl serve --hibernate)", 409)
+        from ..abi.errors import AgentOSError, BadArgument
+        from ..sched import import_agent
+
+        try:
+            pid = import_agent(k, text, parent=parent)
+        except AgentOSError as e:  # a bad file (400), or one this kernel cannot take now (409)
+            raise BadRequest(str(e), 400 if isinstance(e, BadArgument) else 409) from None
+        finally:
+            k.events.flush()
+            k.poke()
+        return ok({"ok": True, "pid": pid}, 201)
 
     async def submit(request: Request) -> Any:
         body = await body_of(request)
@@ -326,6 +375,8 @@ def make_app(daemon: Any) -> Any:
         Route("/v1/procs/{pid}/signal", guarded(signal), methods=["POST"]),
         Route("/v1/procs/{pid}/hibernate", guarded(hibernate), methods=["POST"]),
         Route("/v1/procs/{pid}/wake", guarded(wake), methods=["POST"]),
+        Route("/v1/procs/{pid}/export", guarded(export)),
+        Route("/v1/import", guarded(import_), methods=["POST"]),
         Route("/v1/submit", guarded(submit), methods=["POST"]),
         Route("/v1/events", guarded(events)),
         Route("/v1/approvals", guarded(approvals)),
