@@ -282,3 +282,45 @@ def test_a_record_with_wrong_types_or_keys_is_refused_before_anything_changes(mu
     assert k.run(init).value == "ok"
     assert "malformed" in out["error"]
     assert out["untouched"] == ("hibernated", None, None, None, None)
+
+
+@pytest.mark.parametrize("full", [True, False], ids=["message-loop", "paged-out"])
+def test_a_sigkill_is_not_held_back_by_a_record_that_is_malformed_for_good(full):
+    """"Can I stop it now?": a record that went bad will not get better, so a kill ends the
+    process without it (its usage and memory charge are forfeit, never returned), where a
+    store that cannot be reached only defers the end until it can."""
+    from agentos import Signal
+    from tests.sched.test_hibernate import plain_waiter
+
+    store = CorruptStore()
+    ref = {}
+    out = {}
+
+    async def init(sys, args):
+        k = ref["k"]
+        if full:
+            pid, cap = await sys.spawn(counter, args="c")
+            await _ask(sys, cap)
+        else:
+            pid, cap = await sys.spawn(plain_waiter)
+            await sys.sleep(1)
+        k.hibernate(pid)
+        out["before"] = k.procs[pid].state.value
+        store.bad = b"{not json"
+        await sys.monitor(cap)
+        await sys.kill(cap)
+        down = await sys.recv(timeout=1_000)
+        out["down"] = None if down is None else str(down.body.reason)
+        out["gone"] = pid not in k.procs
+        _, other = await sys.spawn(counter, args="o")
+        out["other"] = await _ask(sys, other)    # the kernel carries on
+        return "ok"
+
+    k = Kernel(deterministic=True, hibernation=HibernationConfig(store=store))
+    ref["k"] = k
+    assert k.run(init).value == "ok"
+    assert out["before"] == "hibernated"
+    assert out["down"] is not None and out["gone"], out
+    assert out["other"][:2] == [1, "o"]
+    assert k.metrics()["hibernated"] == 0 and k.metrics()["hibernated_full"] == 0
+    assert [e for e in k.events.events(kind="hibernate_forfeit")]

@@ -212,7 +212,7 @@ class Lifecycle(KernelState):
             return
         if proc.state is HIBERNATED:
             hib = self.hibernation  # type: ignore[attr-defined]
-            if not hib.thaw(proc, "exit"):
+            if not hib.thaw_for_exit(proc):
                 hib.defer(proc, ("exit", reason, result))  # its record cannot be read now
                 return
         proc.state = EXITED

@@ -91,7 +91,9 @@ class Signals:
         k = self.k
         if target.state is HIBERNATED:
             hib = k.hibernation
-            if not hib.thaw(target, "signal"):
+            # a signal that ends it must not wait on a record that went bad for good
+            ends = sig is Signal.SIGKILL or sig is Signal.SIGPOLICY or sig is Signal.SIGTRUST
+            if not (hib.thaw_for_exit(target, "signal") if ends else hib.thaw(target, "signal")):
                 hib.defer(target, ("sig", sig, sender, detail))  # its record cannot be read now
                 return
         k.events.emit(target.pid, "signal", (sig.name, sender))

@@ -161,6 +161,7 @@ class Hibernator:
         self.hibernations = 0
         self.wakes = 0
         self.errors = 0
+        self.forfeits = 0                        # ended without their (malformed) record
         self._deferred: dict[int, list[tuple[Any, ...]]] = {}  # woken, record unreadable
         self._idle: dict[int, list[Any]] = {}    # pid -> idle timer entry
         self._stale: list[str] = []              # records of woken or ended processes, deleted in batches
@@ -409,6 +410,33 @@ class Hibernator:
         if pending:
             self._redo(p, pending)
         return True
+
+    def thaw_for_exit(self, p: Process, cause: str = "exit") -> bool:
+        """Bring `p` back so it can end; False while its store cannot be read (the end is
+        deferred and retried each turn, as a wake is).
+
+        A record that was read but is malformed will not get better, and an operator's
+        SIGKILL must not wait on it: `p` ends without it. What the record held is
+        forfeit: its usage (attribution only: the parent's pool was charged when it was
+        spent) and its memory charge, which stays charged to the parent's pool; nothing is
+        returned, so nothing is minted. A `hibernate_forfeit` event says so."""
+        try:
+            return self.thaw(p, cause, strict=True)
+        except HibernationRecordError as e:
+            self._forfeit(p, str(e))
+            return True
+
+    def _forfeit(self, p: Process, why: str) -> None:
+        if p.coro is None:
+            self.full -= 1  # a stub: _restore counts a loop's return only from its record
+        par = p.parent
+        used = [0] * len(par.account.used) if par is not None and par.account is not None else None
+        self._restore(p, _Record(used, (p.started, p.reductions, p.syscalls, p.op_index), None, None, None, [],
+                                 None))
+        self._stale.append(_key(p.pid))
+        self._deferred.pop(p.pid, None)  # what waited for it dies with it (dead letters)
+        self.forfeits += 1
+        self.k.events.emit(p.pid, "hibernate_forfeit", why[:300])
 
     def _restore(self, p: Process, rec: "_Record") -> None:
         """Put a checked record back (nothing here can fail: `_checked_record` ran)."""
