@@ -216,3 +216,28 @@ def test_a_huge_class_name_in_a_body_makes_a_short_error() -> None:
     with pytest.raises(Violation) as e:
         compile_schema({"enum": [1]}).validate([Odd()])
     assert len(str(e.value)) < 1000
+
+
+class _HostileKey:
+    ran = 0
+
+    def __hash__(self) -> int:
+        _HostileKey.ran += 1
+        return hash("a")   # collides with the schema's key "a"
+
+    def __eq__(self, other: Any) -> bool:
+        _HostileKey.ran += 1
+        return True
+
+
+def test_a_non_string_key_with_its_own_hash_and_eq_never_runs_them_in_the_check() -> None:
+    d = {"x": 1}
+    d[_HostileKey()] = 1   # (hashed here, by its author, not by the kernel)
+    _HostileKey.ran = 0
+    for schema, body in (({"const": {"a": 1, "x": 1}}, d), ({"enum": [{"a": 1, "x": 1}]}, d),
+                         ({"uniqueItems": True}, [d, {"x": 1}]), ({"required": ["a"]}, d)):
+        try:
+            compile_schema(schema).validate(body)
+        except Violation:
+            pass
+    assert _HostileKey.ran == 0

@@ -360,12 +360,13 @@ class _Compiler:
                 raise _Fail(vp, w_lo, f"an object of {n} properties has fewer than {lo}")
             if hi is not None and n > hi:
                 raise _Fail(vp, w_hi, f"an object of {n} properties has more than {hi}")
+            for k in v:  # before any lookup: a key that is not a str may hash or compare in its own code
+                if type(k) is not str:
+                    raise _Fail(vp, spath, f"a key of type {_tname(k)} (JSON object keys are strings)")
             for r in required:
                 if r not in v:
                     raise _Fail(vp, w_req, f"the required property {_short(r)} is missing")
             for k, x in v.items():
-                if type(k) is not str:
-                    raise _Fail(vp, spath, f"a key of type {_tname(k)} (JSON object keys are strings)")
                 sub = props.get(k)
                 if sub is not None:
                     _validate(sub, x, vp + (k,), ctx, depth + 1)

@@ -254,8 +254,9 @@ def _equal(a: Any, b: Any, ctx: _Ctx) -> bool:
         return ta is tb and a == b
     if ta in (list, tuple) and tb in (list, tuple):
         return len(a) == len(b) and all(_equal(x, y, ctx) for x, y in zip(a, b))
-    if ta is dict and tb is dict:
-        return a.keys() == b.keys() and all(_equal(a[k], b[k], ctx) for k in a)
+    if ta is dict and tb is dict:  # keys that are not str never equal a JSON object's (nor run their __eq__)
+        return (len(a) == len(b) and all(type(k) is str for k in a) and a.keys() == b.keys()
+                and all(_equal(a[k], b[k], ctx) for k in a))
     if (ta in (int, float)) and (tb in (int, float)):
         return a == b
     if ta is str and tb is str:
@@ -276,6 +277,8 @@ def _key(v: Any, ctx: _Ctx, vp: tuple[Any, ...], where: tuple[Any, ...]) -> Any:
     if t is list or t is tuple:
         return ("a", tuple(_key(x, ctx, vp, where) for x in v))
     if t is dict:
+        if not all(type(k) is str for k in v):  # no JSON object: hashing its keys would run their code
+            return ("?", id(v))
         return ("o", frozenset((k, _key(x, ctx, vp, where)) for k, x in v.items()))
     if v is None:
         return ("z",)
