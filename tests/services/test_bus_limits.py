@@ -211,7 +211,7 @@ def test_an_exited_owner_s_dead_letters_are_dropped_and_counted() -> None:
     stats = k.extensions["bus"].stats()
     assert res.value == "done"
     assert stats["dead"] == 5 and stats["dead_kept"] == 0 and stats["dead_dropped"] == 5
-    assert all(not t.dead for t in k.extensions["bus"].topics.values())
+    assert all(not t.dead for t in k.extensions["bus"].topics.values()) and stats["dead_bytes"] == 0
 
 
 def test_a_process_exit_ends_its_subscriptions_without_scanning_everyone_else_s() -> None:
@@ -292,3 +292,19 @@ def test_dead_letters_are_bounded_per_topic_and_over_the_bus(monkeypatch: pytest
     # makes room from b's own (its oldest goes), never from a's
     assert res.value == ([2, 3, 4], [1])
     assert bus.dead_dropped == 3 and bus.dead_kept == 0
+
+
+def test_dead_letters_are_bounded_in_bytes_over_the_bus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(B, "MAX_DEAD_BYTES", 3000)
+
+    async def init(sys: Any, args: Any) -> Any:
+        cap = sys.caps[0]
+        await bus_declare(sys, cap, "a")
+        for i in range(10):
+            await bus_publish(sys, cap, "a", str(i) * 1000)   # about 1 KB each, nobody subscribes
+        dead = await bus_subscribe(sys, cap, "$dead.a")
+        return [m.body[0] for m in await _drain(sys, dead)]
+
+    k, res = run_bus(init)
+    assert res.value == ["8", "9"]        # the newest that fit in 3,000 bytes
+    assert k.extensions["bus"].dead_dropped == 8

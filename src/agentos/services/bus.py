@@ -56,6 +56,7 @@ from .bus_calls import (bus_declare, bus_narrow, bus_publish, bus_recv, bus_reje
                         bus_unsubscribe)
 from .bus_body import MAX_BODY
 from .bus_body import body as _body
+from .bus_body import size as body_size
 from .bus_store import DurableLog, row_error
 from .lanes import LANES, LaneQueue
 
@@ -73,6 +74,9 @@ DEAD_KEEP = 1024
 MAX_DEAD = 1 << 16
 """Dead letters the bus keeps over all topics (`Bus.max_dead`): past it a topic's oldest
 goes first, or the new one is not kept; counted."""
+MAX_DEAD_BYTES = 64 << 20
+"""Bytes of dead letters' bodies the bus keeps over all topics (`Bus.max_dead_bytes`),
+measured as a publish measures a body; past it as past `MAX_DEAD`."""
 MAX_TOPICS = 1 << 16
 """Declared topics the bus keeps (`Bus.max_topics`): past it the oldest topic without an
 owner is forgotten (counted); with none to forget, a declare is `QuotaExceeded`."""
@@ -132,7 +136,7 @@ class _Topic:
         self.capacity: int | None = None
         self.durable = False
         self.keep = 0
-        self.dead: deque[BusMessage] = deque()
+        self.dead: deque[tuple[BusMessage, int]] = deque()   # (letter, its body's size)
         self.dseq = 0
         self.dead_dropped = 0
 
@@ -186,7 +190,9 @@ class Bus:
         self.dead_keep = DEAD_KEEP
         self.max_dead = MAX_DEAD
         self.max_topics = MAX_TOPICS
+        self.max_dead_bytes = MAX_DEAD_BYTES
         self.dead_kept = 0                            # dead letters held, over all topics
+        self.dead_bytes = 0                           # and the size of their bodies
         self.dead_dropped = 0                         # dead letters not kept (caps, owner gone)
         self.topics_dropped = 0
         self.store_bad = 0                            # stored rows refused (`bus_store_bad`)
@@ -231,7 +237,7 @@ class Bus:
     def stats(self) -> dict[str, Any]:
         return {"topics": len(self.topics), "subscriptions": len(self.subs), "published": self.published,
                 "delivered": self.delivered, "dropped": self.dropped, "dead": self.dead,
-                "dead_kept": self.dead_kept, "dead_dropped": self.dead_dropped,
+                "dead_kept": self.dead_kept, "dead_bytes": self.dead_bytes, "dead_dropped": self.dead_dropped,
                 "topics_dropped": self.topics_dropped, "store_bad": self.store_bad}
 
     # -- authority ------------------------------------------------------------------------
@@ -386,10 +392,8 @@ class Bus:
         self._watching()
         if dead_of is not None:
             t = self.topics[dead_of]
-            self.dead_kept -= len(t.dead)
             while t.dead:
-                m = t.dead.popleft()
-                self._enqueue(sub, m, None)
+                self._enqueue(sub, self._pop_dead(t), None)
             return sub.id
         if T.is_literal(pat):
             self.exact.setdefault(pat, {})[sub.id] = sub
@@ -536,17 +540,28 @@ class Bus:
             if sub.dead_of == msg.topic:
                 self._enqueue(sub, letter, None)
                 return
-        if len(t.dead) >= self.dead_keep or (self.dead_kept >= self.max_dead and t.dead):
-            t.dead.popleft()  # this topic's oldest makes room
+        try:
+            nbytes = body_size("a dead letter", letter.body, MAX_BODY)
+        except BadArgument:  # (bodies are checked where they enter: not reached)
+            nbytes = MAX_BODY
+        while t.dead and (len(t.dead) >= self.dead_keep or self.dead_kept >= self.max_dead
+                          or self.dead_bytes + nbytes > self.max_dead_bytes):
+            self._pop_dead(t)  # this topic's own oldest makes room, never another topic's
             t.dead_dropped += 1
             self.dead_dropped += 1
-            self.dead_kept -= 1
-        if self.dead_kept >= self.max_dead or self.dead_keep <= 0:
+        if self.dead_keep <= 0 or self.dead_kept >= self.max_dead or self.dead_bytes + nbytes > self.max_dead_bytes:
             t.dead_dropped += 1  # the bus holds its cap and this topic none: not kept, counted
             self.dead_dropped += 1
             return
-        t.dead.append(letter)
+        t.dead.append((letter, nbytes))
         self.dead_kept += 1
+        self.dead_bytes += nbytes
+
+    def _pop_dead(self, t: _Topic) -> BusMessage:
+        letter, nbytes = t.dead.popleft()
+        self.dead_kept -= 1
+        self.dead_bytes -= nbytes
+        return letter
 
     # -- subscriptions ending -----------------------------------------------------------------
     def _own(self, proc: Process, sid: Any, what: str) -> _Sub:
@@ -589,18 +604,18 @@ class Bus:
                 continue
             t.owner = None  # another holder of `open` may claim it
             self.unowned[name] = None
-            if t.dead:  # nobody may read them now: dropped, counted
-                t.dead_dropped += len(t.dead)
-                self.dead_dropped += len(t.dead)
-                self.dead_kept -= len(t.dead)
-                t.dead.clear()
+            while t.dead:  # nobody may read them now: dropped, counted
+                self._pop_dead(t)
+                t.dead_dropped += 1
+                self.dead_dropped += 1
 
     def _forget(self, name: str) -> None:
         """Drop an ownerless topic's settings to make room for a new one (counted)."""
         del self.unowned[name]
         t = self.topics.pop(name, None)
         if t is not None:
-            self.dead_kept -= len(t.dead)
+            while t.dead:
+                self._pop_dead(t)
             self.topics_dropped += 1
 
     def _watching(self) -> None:
