@@ -30,6 +30,7 @@ import json
 import math
 import re
 import sys
+import typing
 from typing import Any, Callable
 
 MAX_DEPTH = 1000
@@ -66,7 +67,8 @@ def _type_name(v: Any) -> str:
 _QUALNAME = type.__dict__["__qualname__"].__get__
 
 
-_METAS = (type, enum.EnumMeta, abc.ABCMeta)
+_METAS: tuple[type, ...] = tuple(m for m in (type, enum.EnumMeta, abc.ABCMeta,
+                                              getattr(typing, "_ProtocolMeta", None)) if m is not None)
 """Metaclasses a checking walk accepts: any other one may define `__hash__`/`__eq__` for
 the value's class, which looking the class up would run."""
 _CONTAINERS = (list, tuple, dict, set, frozenset)
