@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from agentos.abi.errors import BadArgument, DriverError, QuotaExceeded
 from agentos.services import bus as B
@@ -308,3 +309,50 @@ def test_dead_letters_are_bounded_in_bytes_over_the_bus(monkeypatch: pytest.Monk
     k, res = run_bus(init)
     assert res.value == ["8", "9"]        # the newest that fit in 3,000 bytes
     assert k.extensions["bus"].dead_dropped == 8
+
+
+def test_declaring_a_durable_topic_passes_over_a_forged_row_key() -> None:
+    store = MemoryStore()
+    store.kv_put([("bus/m/t/0000000000000007", b"[0, 1]"), ("bus/m/t/zzzz", b"[0, 1]")])
+
+    async def init(sys: Any, args: Any) -> Any:
+        cap = sys.caps[0]
+        await bus_declare(sys, cap, "t", durable=True)
+        sub = await bus_subscribe(sys, cap, "t")
+        await bus_publish(sys, cap, "t", "next")
+        return [(m.body, m.seq) for m in await _drain(sys, sub)]
+
+    _, res = run_bus(init, store=store)
+    assert res.value == [("next", 1)]
+    assert store.kv_get("bus/m/t/0000000000000008") is not None   # numbering went on after 7
+
+
+_DATA = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5) | st.binary(max_size=4),
+    lambda c: st.lists(c, max_size=3) | st.tuples(c, c) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+    max_leaves=12)
+
+
+class _Sub(list):  # type: ignore[type-arg]
+    def __iter__(self) -> Any:
+        raise AssertionError("ran")
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(_DATA, st.integers(0, 2))
+def test_a_body_is_accepted_exactly_when_it_is_built_in_data_the_log_can_hold(value: Any, where: int) -> None:
+    from agentos.kernel import canon
+    from agentos.services.bus_body import body
+
+    try:
+        canon.canonical_checked("v", value)
+        holdable = True
+    except BadArgument:
+        holdable = False
+    try:
+        assert body("b", value) is value and holdable
+    except BadArgument:
+        assert not holdable
+    wrapped = [_Sub([value]), [_Sub()], {"k": _Sub()}][where]
+    with pytest.raises(BadArgument, match="_Sub is not built-in data"):
+        body("b", wrapped)

@@ -97,8 +97,11 @@ class DurableLog:
         if s is None:
             raise NoStore(f"bus_declare: topic {name!r} cannot be durable: the bus has no store")
         s.kv_put([(f"{PREFIX}t/{name}", _enc({"keep": keep}))])
-        rows = s.kv_items(f"{PREFIX}m/{name}/")
-        return int(rows[-1][0].rsplit("/", 1)[1]) if rows else 0
+        for key, _ in reversed(s.kv_items(f"{PREFIX}m/{name}/")):
+            tail = key.rsplit("/", 1)[1]
+            if tail.isascii() and tail.isdigit() and len(tail) <= 20:  # a forged key is passed over
+                return int(tail)
+        return 0
 
     def _append(self, name: str, seq: int, keep: int, lane: int, body: Any) -> None:
         s = self.store
