@@ -31,7 +31,8 @@ Invariants:
   `services/topics.py`; a stored row that fails the check is a `bus_store_bad` event and
   is never delivered;
 - what the bus keeps is bounded and configurable: dead letters per topic (`dead_keep`)
-  and over all topics (`max_dead`), topics (`max_topics`); what a bound drops is counted.
+  and over all topics (`max_dead`, `max_dead_bytes`), topics (`max_topics`); what a bound
+  drops is counted.
 """
 from __future__ import annotations
 
