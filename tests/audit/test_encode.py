@@ -105,7 +105,8 @@ class Point:
 
 def test_objects_dataclasses_and_hostile_values() -> None:
     assert json.loads(encode(Hostile())) == {"$object": "Hostile", "repr": "<repr raised RuntimeError>"}
-    assert json.loads(encode(BadIter([1]))) == {"$object": "BadIter", "error": "RuntimeError"}
+    # a container subclass is read through its base type: its own __iter__ never runs
+    assert json.loads(encode(BadIter([1]))) == [1]
     assert json.loads(encode(Point(1, "\ud800"))) == {"$type": "Point", "x": 1, "y": "\ud800"}
     obj = json.loads(encode(object()))
     assert obj["$object"] == "object" and "0x?" in obj["repr"]  # no address: deterministic

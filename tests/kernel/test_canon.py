@@ -92,3 +92,152 @@ def test_an_unencodable_value_gets_the_same_tag_at_any_stack_depth() -> None:
 
     tags = {json.dumps(at_depth(n)) for n in (0, 200, 600)}
     assert tags == {json.dumps({"unencodable": Rec.__qualname__, "error": "RecursionError"})}
+
+
+class _Calls:
+    """Counts calls of a hostile value's own methods (none may run in the kernel)."""
+    n = 0
+
+
+def _hostile(base: type) -> Any:
+    class Hostile(base):  # type: ignore[misc, valid-type]
+        def __iter__(self) -> Any:
+            _Calls.n += 1
+            i = 0
+            while True:  # endless: a walk that iterates never returns
+                i += 1
+                yield i
+
+        def __len__(self) -> int:
+            _Calls.n += 1
+            raise AssertionError("len ran")
+
+        def __eq__(self, other: Any) -> bool:
+            _Calls.n += 1
+            raise AssertionError("eq ran")
+
+        def __hash__(self) -> int:
+            _Calls.n += 1
+            raise AssertionError("hash ran")
+
+        def items(self) -> Any:
+            _Calls.n += 1
+            return iter(self)
+
+    Hostile.__qualname__ = f"Hostile{base.__name__.capitalize()}"
+    return Hostile
+
+
+@pytest.mark.parametrize("base", [list, tuple, dict, set, frozenset])
+def test_a_builtin_container_subclass_with_an_endless_iter_is_refused_before_it_runs(base: type) -> None:
+    cls = _hostile(base)
+    v = cls({1: 2}) if base is dict else cls([1, 2])
+    _Calls.n = 0
+    for body in (v, [1, v], {"k": (v,)}):
+        with pytest.raises(BadArgument, match=f"Hostile{base.__name__.capitalize()} is a subclass of {base.__name__}"):
+            canon.checked("send: body", body)
+    assert _Calls.n == 0
+
+
+def test_a_tuple_subclass_as_a_dict_key_is_refused_before_str_runs_its_code() -> None:
+    class Key(tuple):  # type: ignore[type-arg]
+        def __iter__(self) -> Any:
+            _Calls.n += 1
+            while True:
+                yield 1
+
+        def __repr__(self) -> str:
+            _Calls.n += 1
+            raise AssertionError("repr ran")
+
+    _Calls.n = 0
+    key = Key((1,))
+    for body in ({key: 1}, {(1, key): 1}):
+        with pytest.raises(BadArgument, match="Key is a subclass of tuple"):
+            canon.checked("send: body", body)
+    assert _Calls.n == 0
+
+
+def test_a_value_whose_metaclass_hashes_itself_is_refused_without_running_it() -> None:
+    class Meta(type):
+        def __hash__(cls) -> int:
+            _Calls.n += 1
+            raise AssertionError("metaclass hash ran")
+
+    class Odd(metaclass=Meta):
+        pass
+
+    _Calls.n = 0
+    for body in (Odd(), [Odd()], {"k": Odd()}):
+        with pytest.raises(BadArgument, match="its own metaclass"):
+            canon.checked("send: body", body)
+    assert _Calls.n == 0
+
+
+def test_scalar_subclasses_are_carried_as_their_base_value_without_running_their_methods() -> None:
+    class S(str):
+        def __str__(self) -> str:
+            raise AssertionError
+
+    class F(float):
+        def __float__(self) -> float:
+            raise AssertionError
+
+    class B(bytes):
+        def hex(self, *a: Any) -> str:  # type: ignore[override]
+            raise AssertionError
+
+    form = canon.canonical_checked("v", [S("a"), F(1.5), B(b"\x01")])
+    assert form == ["a", 1.5, {"bytes": "01"}]
+
+
+def test_a_huge_class_name_does_not_make_a_huge_error() -> None:
+    cls = _hostile(list)
+    cls.__qualname__ = "N" * 5_000_000
+    with pytest.raises(BadArgument) as e:
+        canon.checked("send: body", [cls()])
+    assert len(str(e.value)) < 500
+
+
+def test_the_kernel_s_own_named_tuples_and_stdlib_dicts_are_still_carried() -> None:
+    import collections
+
+    from agentos.services.bus import BusMessage
+
+    msg = BusMessage("t", {"a": 1}, 1, 2, 0)
+    assert canon.canonical_checked("v", [msg, collections.OrderedDict(a=1), collections.Counter("aa")]) == [
+        ["t", {"a": 1}, 1, 2, 0, False, None], {"a": 1}, {"a": 2}]
+
+
+def test_a_send_with_an_endless_list_subclass_body_is_a_bad_argument_and_the_kernel_runs_on() -> None:
+    from tests.support.boot import boot
+
+    class Endless(list):  # type: ignore[type-arg]
+        def __iter__(self) -> Any:
+            while True:
+                yield 0
+
+    async def init(sys: Any, args: Any) -> Any:
+        me = await sys.self_cap()
+        try:
+            await sys.send(me, Endless([1]))
+        except BadArgument as e:
+            await sys.send(me, "after")
+            return str(e), (await sys.recv(timeout=0)).body
+        return "sent"
+
+    _, res = boot(init)
+    why, after = res.value
+    assert "Endless is a subclass of list" in why and after == "after"
+
+
+def test_the_log_and_audit_dialects_read_a_container_subclass_without_running_its_code() -> None:
+    for base in (list, tuple, dict, set, frozenset):
+        cls = _hostile(base)
+        v = cls({"a": 1}) if base is dict else cls([1, 2])
+        _Calls.n = 0
+        form = canon.canonical([v])
+        audit = canon.audit_encode([v])
+        assert _Calls.n == 0
+        assert form == ([{"a": 1}] if base is dict else [[1, 2]])
+        assert "1" in audit

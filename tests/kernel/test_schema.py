@@ -166,3 +166,78 @@ def test_unique_items_counts_steps() -> None:
         s.validate([[i, [i]] for i in range(60_000)])
     with pytest.raises(Violation, match="uniqueItems"):
         s.validate([1, 2, 1.0])
+
+
+def test_a_huge_integer_against_a_float_multiple_of_is_answered_not_an_overflow() -> None:
+    half = compile_schema({"multipleOf": 0.5})
+    half.validate(10**400)            # exactly a multiple: no OverflowError
+    half.validate(-(10**400))
+    with pytest.raises(Violation, match="not a multiple of 0.5"):
+        half.validate(0.25)
+    tenth = compile_schema({"multipleOf": 0.1})
+    with pytest.raises(Violation, match="not a multiple"):
+        tenth.validate(10**400)       # 0.1 is not exactly a tenth: exact arithmetic says no, never raises
+    compile_schema({"multipleOf": 3}).validate(3 * 10**400)
+
+
+def test_a_long_chain_of_refs_is_checked_for_cycles_in_linear_time() -> None:
+    n = 4000
+    defs = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(n)}
+    defs[f"d{n}"] = {"type": "integer"}
+    t0 = time.perf_counter()
+    s = compile_schema({"$defs": defs, "$ref": "#/$defs/d0"})
+    assert time.perf_counter() - t0 < 1.0   # was quadratic: seconds for this chain
+    with pytest.raises(Violation):
+        s.validate("x")                      # (deeper than the validation bound: refused, not run)
+    defs[f"d{n}"] = {"$ref": "#/$defs/d0"}  # close the chain into a cycle
+    with pytest.raises(SchemaInvalid, match="refers back to itself"):
+        compile_schema({"$defs": defs, "$ref": "#/$defs/d0"})
+
+
+def test_a_fifty_megabyte_value_makes_a_short_error_in_bounded_work() -> None:
+    big = "x" * (50 << 20)
+    t0 = time.perf_counter()
+    for schema, body in (({"enum": ["a"]}, big), ({"const": 1}, [big]), ({"enum": [1]}, {big: big}),
+                         ({"type": "object", "additionalProperties": False}, {big: 1})):
+        with pytest.raises(Violation) as e:
+            compile_schema(schema).validate(body)
+        assert len(str(e.value)) < 1000 and len(e.value.path) < 400
+    assert time.perf_counter() - t0 < 5.0
+
+
+def test_a_huge_class_name_in_a_body_makes_a_short_error() -> None:
+    class Odd:
+        pass
+
+    Odd.__name__ = "O" * 1_000_000
+    with pytest.raises(Violation) as e:
+        compile_schema({"type": "object"}).validate(Odd())
+    assert len(str(e.value)) < 1000
+    with pytest.raises(Violation) as e:
+        compile_schema({"enum": [1]}).validate([Odd()])
+    assert len(str(e.value)) < 1000
+
+
+class _HostileKey:
+    ran = 0
+
+    def __hash__(self) -> int:
+        _HostileKey.ran += 1
+        return hash("a")   # collides with the schema's key "a"
+
+    def __eq__(self, other: Any) -> bool:
+        _HostileKey.ran += 1
+        return True
+
+
+def test_a_non_string_key_with_its_own_hash_and_eq_never_runs_them_in_the_check() -> None:
+    d = {"x": 1}
+    d[_HostileKey()] = 1   # (hashed here, by its author, not by the kernel)
+    _HostileKey.ran = 0
+    for schema, body in (({"const": {"a": 1, "x": 1}}, d), ({"enum": [{"a": 1, "x": 1}]}, d),
+                         ({"uniqueItems": True}, [d, {"x": 1}]), ({"required": ["a"]}, d)):
+        try:
+            compile_schema(schema).validate(body)
+        except Violation:
+            pass
+    assert _HostileKey.ran == 0

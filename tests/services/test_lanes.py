@@ -36,3 +36,13 @@ def test_a_full_lane_drops_only_its_own_oldest(pushes: list[tuple[int, int]], ca
     for lane in range(LANES):
         mine = [p for p in pushes if p[0] == lane]
         assert list(q.lanes[lane]) == mine[-cap:]
+
+
+def test_a_lane_queue_with_no_room_is_refused_when_made_not_when_pushed() -> None:
+    import pytest
+
+    from agentos.services.lanes import LaneQueue
+
+    for bad in (0, -1, 1.5, True, None):
+        with pytest.raises(ValueError, match="positive int"):
+            LaneQueue(bad)  # type: ignore[arg-type]

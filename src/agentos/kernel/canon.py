@@ -21,6 +21,7 @@ before this module still replay and verify. Invariant: for every value `checked`
 """
 from __future__ import annotations
 
+import abc
 import base64
 import dataclasses
 import enum
@@ -29,6 +30,7 @@ import json
 import math
 import re
 import sys
+import typing
 from typing import Any, Callable
 
 MAX_DEPTH = 1000
@@ -52,11 +54,46 @@ class Unencodable(Exception):
 
 
 def _type_name(v: Any) -> str:
+    """The name of `v`'s type for a message: bounded (a class's name is the caller's text)."""
     try:
-        n = type(v).__qualname__
-        return n if isinstance(n, str) else "?"
+        n = _QUALNAME(type(v))  # the type's own slot: a metaclass's property never runs
+        if type(n) is not str:
+            return "?"
+        return n if len(n) <= 100 else "..." + n[-97:]  # the end names the class itself
     except Exception:
         return "?"
+
+
+_QUALNAME = type.__dict__["__qualname__"].__get__
+
+
+_METAS: tuple[type, ...] = tuple(m for m in (type, enum.EnumMeta, abc.ABCMeta,
+                                              getattr(typing, "_ProtocolMeta", None)) if m is not None)
+"""Metaclasses a checking walk accepts: any other one may define `__hash__`/`__eq__` for
+the value's class, which looking the class up would run."""
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+"""Built-in containers whose subclasses a checking walk refuses: walking one runs the
+subclass's own `__iter__`, `__len__`, `items` (which may never return) in the kernel."""
+_TRUSTED: set[type] = set()
+"""Container subclasses the kernel itself defines (named tuples such as a bus message)
+and the standard library's plain dict variants: walked as their base type is."""
+
+
+def trust(t: type) -> type:
+    """Let a checking walk carry instances of the kernel's own container subclass `t`
+    (a NamedTuple the kernel hands to processes, which they may send on). Returns `t`."""
+    _TRUSTED.add(t)
+    return t
+
+
+def _trust_stdlib() -> None:
+    import collections
+
+    for t in (collections.OrderedDict, collections.defaultdict, collections.Counter):
+        _TRUSTED.add(t)
+
+
+_trust_stdlib()
 
 
 def _c_dumps(ascii_only: bool) -> Callable[[Any], str]:
@@ -107,6 +144,9 @@ class Walk:
             return self.real(obj)
         if depth >= self.max_depth:
             return self.too_deep(obj)
+        if self.strict and type(t) not in _METAS:  # hashing its class (below) would run its code
+            raise Unencodable(f"a {_type_name(obj)} has its own metaclass: only built-in data and plain "
+                              f"classes are carried", "TypeError")
         try:
             names = _FIELDS.get(t) if self.by_fields else None
             if names is not None:  # a dataclass seen before (Message, Down, ...): its fields
@@ -121,6 +161,7 @@ class Walk:
 
     max_depth = MAX_DEPTH
     by_fields = True   # dataclasses seen before render from their cached field names
+    strict = False     # checking mode (CheckWalk): refuse what would run a value's own code
 
     # renderings of the log dialect ------------------------------------------------------
     def text(self, s: str) -> Any:
@@ -185,11 +226,11 @@ class Walk:
             return self.cycle(obj)
         out: dict[str, Any] = {}
         for k, v in list(obj.items()):
-            out[self.text(k) if type(k) is str else self.text(self.key(k))] = self.value(v, d)
+            out[self.text(k) if type(k) is str else self.text(self.key(k, d))] = self.value(v, d)
         self.path.discard(key)
         return out
 
-    def key(self, k: Any) -> str:
+    def key(self, k: Any, depth: int = 0) -> str:
         s = str(k)
         if type(s) is not str:
             raise Unencodable(f"str() of a dict key of type {_type_name(k)} returned {_type_name(s)}", "TypeError")
@@ -201,6 +242,15 @@ class Walk:
             return self.mapping(obj, d)
         if t is list or t is tuple:
             return self.items(obj, d)
+        if t is not set and t is not frozenset and issubclass(t, _CONTAINERS) and not issubclass(t, enum.Enum):
+            if self.strict and t not in _TRUSTED:  # (inline, not an override: frames per level are counted)
+                _refuse_subclass(obj, t)
+            key = self.enter(obj)  # walked as its base type's data: the subclass's own code never runs
+            if key is None:
+                return self.cycle(obj)
+            r = self.value(_as_base(obj, t), depth)
+            self.path.discard(key)
+            return r
         if isinstance(obj, enum.Enum):
             return obj.name if isinstance(obj, enum.IntEnum) else self.value(obj.value, d)
         if isinstance(obj, bool):
@@ -223,7 +273,7 @@ class Walk:
             self.path.discard(key)
             return sorted(items, key=repr)
         if isinstance(obj, bytes):
-            return {"bytes": obj.hex()}
+            return {"bytes": bytes.hex(obj)}  # the base method: a subclass's own never runs
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             _FIELDS[t] = tuple(f.name for f in dataclasses.fields(obj))
             return self.value(obj, depth)
@@ -243,6 +293,46 @@ class Walk:
         if " at 0x" in s:  # a default object repr carries an address: not reproducible
             return {"object": _type_name(obj)}
         return {"object": _type_name(obj), "str": self.text(s)}
+
+
+class CheckWalk(Walk):
+    """The log dialect's walk in checking mode (a syscall's argument): it builds the same
+    form as `Walk`, and refuses a subclass of a built-in container before running any of
+    its code. Scalar subclasses (a `str`, `int`, `float` or `bytes` subclass, such as
+    numpy's) are read through the base type's own methods, so theirs never run either."""
+
+    __slots__ = ()
+    strict = True
+
+    def key(self, k: Any, depth: int = 0) -> str:
+        tk = type(k)
+        if (tk is int and k.bit_length() <= MAX_INT_BITS) or tk is float or tk is bool or k is None:
+            return str(k)
+        self.value(k, depth)  # refuses a hostile key (and a huge int) before str() runs its code
+        return Walk.key(self, k, depth)
+
+
+def _as_base(obj: Any, t: type) -> Any:
+    """A container subclass's data as its built-in base type, read by the base type's own
+    methods (a subclass's `__iter__`, `items` or `__len__` never run)."""
+    if issubclass(t, dict):
+        return dict(dict.items(obj))
+    if issubclass(t, list):
+        return list(list.__iter__(obj))
+    if issubclass(t, tuple):
+        return tuple(tuple.__iter__(obj))
+    if issubclass(t, frozenset):
+        return frozenset(frozenset.__iter__(obj))
+    return set(set.__iter__(obj))
+
+
+def _refuse_subclass(obj: Any, t: type) -> None:
+    """Raise `Unencodable` for a subclass of a built-in container, naming it."""
+    base = next((b for b in _CONTAINERS if issubclass(t, b)), object)
+    if base in (set, frozenset) and t in (set, frozenset):
+        return
+    raise Unencodable(f"a {_type_name(obj)} is a subclass of {base.__name__}: only built-in data is "
+                      f"carried (a subclass's own methods would run in the kernel)", "TypeError")
 
 
 def canonical(obj: Any) -> Any:
@@ -286,6 +376,8 @@ def checked(what: str, value: Any) -> Any:
         return value
     if (t is tuple or t is list) and _flat(value):
         return value
+    if type(t) not in _METAS:  # its class's own __hash__ would run in the lookup below
+        canonical_checked(what, value)
     names = _FIELDS.get(t)
     if names is not None and _flat_fields(value, names):  # a dataclass seen before (a Message)
         return value
@@ -347,9 +439,9 @@ def canonical_checked(what: str, value: Any) -> Any:
 
     try:
         try:
-            return Walk().value(value, 0)
+            return CheckWalk().value(value, 0)
         except RecursionError:  # deep but maybe within MAX_DEPTH: again with room for it
-            return deep(Walk().value, value, 0)
+            return deep(CheckWalk().value, value, 0)
     except Unencodable as e:
         raise BadArgument(f"{what}: {e}") from None
 
@@ -511,13 +603,13 @@ class AuditWalk(Walk):
                     return {"$bytes": base64.b64encode(b).decode()}
                 return {"$bytes": base64.b64encode(b[:AUDIT_MAX_STR]).decode(), "len": len(b), "sha256": _sha(b)}
             if isinstance(v, (dict, list, tuple)):
-                return self.container(v, depth)
+                return self.container(_as_base(v, type(v)), depth)
             if isinstance(v, (set, frozenset)):
                 key = self.enter(v)
                 if key is None:
                     return self.cycle(v)
                 try:
-                    items = [self.value(x, depth + 1) for x in list(v)[:AUDIT_MAX_NODES]]
+                    items = [self.value(x, depth + 1) for x in list(_as_base(v, type(v)))[:AUDIT_MAX_NODES]]
                 finally:
                     self.path.discard(key)
                 return {"$set": sorted(items, key=dumps_ascii)}
@@ -594,5 +686,5 @@ def audit_encode(value: Any) -> str:
 
 
 __all__ = ["AUDIT_MAX_DEPTH", "AUDIT_MAX_NODES", "AUDIT_MAX_STR", "AUDIT_MAX_TEXT", "MAX_DEPTH", "AuditWalk",
-           "Unencodable", "Walk", "audit_encode", "audit_tree", "canonical", "canonical_checked", "checked",
-           "deep", "dumps_ascii", "dumps_canonical", "total"]
+           "CheckWalk", "Unencodable", "Walk", "audit_encode", "audit_tree", "canonical", "canonical_checked", "checked",
+           "deep", "dumps_ascii", "dumps_canonical", "total", "trust"]

@@ -12,7 +12,7 @@ import hashlib
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
-from .canon import _FIELDS, canonical, deep, dumps_canonical, total  # noqa: F401 - the one encoder
+from .canon import _FIELDS, canonical, deep, dumps_canonical, total, trust  # noqa: F401 - the one encoder
 
 
 class Event(NamedTuple):
@@ -22,6 +22,8 @@ class Event(NamedTuple):
     kind: str
     data: Any
 
+
+trust(Event)  # a process may be handed events and send them on
 
 Sink = Callable[[list[Event]], None]
 

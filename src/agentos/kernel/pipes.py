@@ -29,6 +29,7 @@ from ..abi.errors import BadArgument, CapError, SchemaViolation
 from ..abi.syscalls import Pipe
 from .caps import PIPE, PROC, R_SEND
 from .schema import Schema, SchemaInvalid, Violation, compile_schema
+from .schema_eval import _bounded
 
 if TYPE_CHECKING:
     from .kernel import Kernel
@@ -57,10 +58,6 @@ class PipeEnd:
             raise SchemaViolation(f"send: the message does not match the pipe's schema: body at "
                                   f"{path or '/'} fails schema {spath or '/'}: {v.why}", path, spath) from None
         return self.proc
-
-
-def _bounded(pointer: str, limit: int = 300) -> str:
-    return pointer if len(pointer) <= limit else "..." + pointer[-(limit - 3):]
 
 
 def sys_pipe(kernel: "Kernel", proc: "Process", req: Pipe) -> int:

@@ -38,8 +38,8 @@ import math
 from typing import Any, Callable
 
 from .schema_eval import (
-    MAX_STEPS, MAX_VALIDATION_DEPTH, PATTERN_CHARS_PER_STEP, Violation, _combinator, _Ctx, _equal, _Fail, _holds,
-    _key, _kind, _multiple, _Node, _pointer, _short, _spend, _types_of, _validate,
+    MAX_STEPS, MAX_VALIDATION_DEPTH, PATTERN_CHARS_PER_STEP, Violation, _bounded, _combinator, _Ctx, _equal, _Fail, _holds,
+    _key, _kind, _multiple, _Node, _pointer, _short, _spend, _tname, _types_of, _validate,
 )
 
 MAX_SCHEMA_DEPTH = 64
@@ -64,6 +64,7 @@ class SchemaInvalid(ValueError):
     """The schema itself is refused; `path` is a JSON pointer into the schema."""
 
     def __init__(self, path: str, why: str) -> None:
+        path = _bounded(path)
         super().__init__(f"at {path or '/'}: {why}")
         self.path = path
         self.why = why
@@ -87,7 +88,7 @@ def _check_plain_json(schema: Any) -> None:
         if t is dict:
             for k, item in v.items():
                 if type(k) is not str:
-                    raise SchemaInvalid(_pointer(path), f"object keys must be strings, got {type(k).__name__}")
+                    raise SchemaInvalid(_pointer(path), f"object keys must be strings, got {_tname(k)}")
                 size += len(k)
                 _encodable(k, path)
                 stack.append((item, depth + 1, path + (k,)))
@@ -104,7 +105,7 @@ def _check_plain_json(schema: Any) -> None:
             if v.bit_length() > 256:
                 raise SchemaInvalid(_pointer(path), "integer too large for a schema")
         elif v is not None and t is not bool:
-            raise SchemaInvalid(_pointer(path), f"{t.__name__} is not a JSON value (schemas are plain JSON)")
+            raise SchemaInvalid(_pointer(path), f"{_tname(v)} is not a JSON value (schemas are plain JSON)")
         if size > MAX_SCHEMA_BYTES:
             raise SchemaInvalid(_pointer(path), f"the schema's text exceeds {MAX_SCHEMA_BYTES} characters")
 
@@ -205,7 +206,7 @@ class _Compiler:
                 _spend(ctx, len(v) // 16, vp, where)
                 for k in v:
                     if type(k) is not str:
-                        raise _Fail(vp, where, f"a key of type {type(k).__name__} (JSON object keys are strings)")
+                        raise _Fail(vp, where, f"a key of type {_tname(k)} (JSON object keys are strings)")
         node.checks.append(check)
 
     def _values(self, s: dict[str, Any], node: _Node, spath: tuple[Any, ...]) -> None:
@@ -359,12 +360,13 @@ class _Compiler:
                 raise _Fail(vp, w_lo, f"an object of {n} properties has fewer than {lo}")
             if hi is not None and n > hi:
                 raise _Fail(vp, w_hi, f"an object of {n} properties has more than {hi}")
+            for k in v:  # before any lookup: a key that is not a str may hash or compare in its own code
+                if type(k) is not str:
+                    raise _Fail(vp, spath, f"a key of type {_tname(k)} (JSON object keys are strings)")
             for r in required:
                 if r not in v:
                     raise _Fail(vp, w_req, f"the required property {_short(r)} is missing")
             for k, x in v.items():
-                if type(k) is not str:
-                    raise _Fail(vp, spath, f"a key of type {type(k).__name__} (JSON object keys are strings)")
                 sub = props.get(k)
                 if sub is not None:
                     _validate(sub, x, vp + (k,), ctx, depth + 1)
@@ -425,27 +427,40 @@ class _Compiler:
         for ref, where in self.pending:
             if ref not in self.defs:
                 raise SchemaInvalid(_pointer(where), f"$ref {_short(ref)} names no entry of $defs")
-        # in-place reachability between refs: a cycle that applies to the same value forever
-        reach: dict[str, set[str]] = {}
+        # in-place reachability between refs: a cycle that applies to the same value forever.
+        # Each definition's in-place subtree is walked once (the subtrees are disjoint), then
+        # one iterative depth-first search over the ref graph: linear in the schema's size.
+        edges: dict[str, list[str]] = {}
         for name, n in self.defs.items():
-            out: set[str] = set()
+            out: list[str] = []
             stack = [n]
             while stack:
                 cur = stack.pop()
-                out.update(cur.refs)
+                out.extend(cur.refs)
                 stack.extend(cur.in_place)
-            reach[name] = out
-        for start in reach:
-            seen: set[str] = set()
-            todo = list(reach[start])
-            while todo:
-                ref = todo.pop()
-                if ref == start:
-                    raise SchemaInvalid("", f"$ref {_short(start)} refers back to itself without descending "
+            edges[name] = out
+        state: dict[str, int] = {}  # 1: on the current path, 2: done (no cycle through it)
+        for start in edges:
+            if start in state:
+                continue
+            state[start] = 1
+            path: list[tuple[str, int]] = [(start, 0)]
+            while path:
+                name, i = path[-1]
+                targets = edges.get(name, ())
+                if i == len(targets):
+                    state[name] = 2
+                    path.pop()
+                    continue
+                path[-1] = (name, i + 1)
+                ref = targets[i]
+                seen = state.get(ref)
+                if seen == 1:
+                    raise SchemaInvalid("", f"$ref {_short(ref)} refers back to itself without descending "
                                             f"into the message (it would never end)")
-                if ref not in seen:
-                    seen.add(ref)
-                    todo.extend(reach.get(ref, ()))
+                if seen is None:
+                    state[ref] = 1
+                    path.append((ref, 0))
 
 
 def _escape(name: str) -> str:
@@ -466,7 +481,7 @@ class Schema:
         try:
             _validate(self._root, value, (), _Ctx(), 0)
         except _Fail as f:
-            raise Violation(_pointer(f.vpath), _pointer(f.spath), f.why) from None
+            raise Violation(_bounded(_pointer(f.vpath)), _bounded(_pointer(f.spath)), f.why) from None
         except RecursionError:  # defence in depth; the limits above keep far from it
             raise Violation("", "", "the message nests too deeply to check") from None
 

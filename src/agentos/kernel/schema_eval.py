@@ -46,11 +46,73 @@ def _pointer(parts: tuple[Any, ...]) -> str:
 
 
 def _short(v: Any, limit: int = 60) -> str:
+    """`v` as JSON for a message, at most `limit` characters. Bounded work too: it stops
+    once past `limit` (a 50 MB value costs what its first characters do) and renders only
+    built-in JSON types, so no value's own code runs."""
+    out: list[str] = []
+    size = 0
+
+    def emit(text: str) -> None:
+        nonlocal size
+        out.append(text)
+        size += len(text)
+        if size > limit:
+            raise _Enough
+
+    def walk(x: Any, depth: int) -> None:
+        t = type(x)
+        if x is None or t is bool or t is float:
+            emit(json.dumps(x))
+        elif t is int:
+            emit(str(x) if x.bit_length() <= 256 else f"<integer of {x.bit_length()} bits>")
+        elif t is str:
+            emit(json.dumps(x[: limit + 1], ensure_ascii=True))
+        elif depth >= 16:
+            emit("...")
+        elif t is list or t is tuple:
+            emit("[")
+            for i, y in enumerate(x):
+                if i:
+                    emit(", ")
+                walk(y, depth + 1)
+            emit("]")
+        elif t is dict:
+            emit("{")
+            for i, (k, y) in enumerate(x.items()):
+                if i:
+                    emit(", ")
+                walk(k if type(k) is str else _tname(k), depth + 1)
+                emit(": ")
+                walk(y, depth + 1)
+            emit("}")
+        else:
+            emit(f"<{_tname(x)}>")
+
     try:
-        text = json.dumps(v, ensure_ascii=True, default=lambda o: f"<{type(o).__name__}>")
-    except (ValueError, TypeError, RecursionError):
-        text = f"<{type(v).__name__}>"
+        walk(v, 0)
+    except _Enough:
+        pass
+    text = "".join(out)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Enough(Exception):
+    """Internal: `_short` has rendered enough."""
+
+
+_NAME = type.__dict__["__name__"].__get__
+
+
+def _tname(v: Any) -> str:
+    """The name of `v`'s type, bounded (a class's name is its author's text); read from the
+    type's own slot, so no metaclass code runs."""
+    n = _NAME(type(v))
+    return n if len(n) <= 60 else n[:57] + "..."
+
+
+def _bounded(pointer: str, limit: int = 300) -> str:
+    """A JSON pointer for a message: its tail (the failing part) if it is long."""
+    return pointer if len(pointer) <= limit else "..." + pointer[-(limit - 3):]
 
 
 class _Node:
@@ -165,24 +227,21 @@ _T_NONE: frozenset[str] = frozenset()
 def _kind(v: Any) -> str:
     types = _types_of(v)
     if not types:
-        return f"{type(v).__name__} (no JSON type)" if not (type(v) is float) else f"{v!r} (no JSON number)"
+        return f"{_tname(v)} (no JSON type)" if not (type(v) is float) else f"{v!r} (no JSON number)"
     return "integer" if "integer" in types else next(iter(types))
 
 
 def _multiple(v: int | float, b: int | float) -> bool:
-    if type(b) is float:
+    """Whether `v` is a multiple of `b` (> 0). Two ints: exactly. With a float: by float
+    division as JSON Schema validators do, and exactly (fractions) where the float
+    quotient overflows (an integer of 10**400 against 0.5 is a multiple, not an error)."""
+    if type(v) is int and type(b) is int:
+        return v % b == 0
+    try:
         q = v / b
-        try:
-            return int(q) == q
-        except (OverflowError, ValueError):
-            return (Fraction(v) / Fraction(b)).denominator == 1
-    if type(v) is float:
-        q = v / b
-        try:
-            return int(q) == q
-        except (OverflowError, ValueError):
-            return (Fraction(v) / Fraction(b)).denominator == 1
-    return v % b == 0
+        return int(q) == q
+    except (OverflowError, ValueError):
+        return (Fraction(v) / Fraction(b)).denominator == 1
 
 
 def _equal(a: Any, b: Any, ctx: _Ctx) -> bool:
@@ -195,8 +254,9 @@ def _equal(a: Any, b: Any, ctx: _Ctx) -> bool:
         return ta is tb and a == b
     if ta in (list, tuple) and tb in (list, tuple):
         return len(a) == len(b) and all(_equal(x, y, ctx) for x, y in zip(a, b))
-    if ta is dict and tb is dict:
-        return a.keys() == b.keys() and all(_equal(a[k], b[k], ctx) for k in a)
+    if ta is dict and tb is dict:  # keys that are not str never equal a JSON object's (nor run their __eq__)
+        return (len(a) == len(b) and all(type(k) is str for k in a) and a.keys() == b.keys()
+                and all(_equal(a[k], b[k], ctx) for k in a))
     if (ta in (int, float)) and (tb in (int, float)):
         return a == b
     if ta is str and tb is str:
@@ -217,6 +277,8 @@ def _key(v: Any, ctx: _Ctx, vp: tuple[Any, ...], where: tuple[Any, ...]) -> Any:
     if t is list or t is tuple:
         return ("a", tuple(_key(x, ctx, vp, where) for x in v))
     if t is dict:
+        if not all(type(k) is str for k in v):  # no JSON object: hashing its keys would run their code
+            return ("?", id(v))
         return ("o", frozenset((k, _key(x, ctx, vp, where)) for k, x in v.items()))
     if v is None:
         return ("z",)

@@ -26,8 +26,13 @@ Invariants:
   store held is read back for a late subscriber asking for `history`. Both are journaled
   as the calling process's own ops, so a replay answers them from the journal and never
   touches the store;
-- bodies are checked where they enter (`kernel/values.py`) and bounded in size
-  (`MAX_BODY`); topics by `services/topics.py`.
+- bodies are built-in data, checked where they enter (a publish, another node, the
+  store: `services/bus_body.py`) and bounded in size (`MAX_BODY`); topics by
+  `services/topics.py`; a stored row that fails the check is a `bus_store_bad` event and
+  is never delivered;
+- what the bus keeps is bounded and configurable: dead letters per topic (`dead_keep`)
+  and over all topics (`max_dead`, `max_dead_bytes`), topics (`max_topics`); what a bound
+  drops is counted.
 """
 from __future__ import annotations
 
@@ -46,26 +51,36 @@ from ..kernel import args as A
 from ..kernel.caps import DEVICE, R_ANY, R_OPEN, R_READ, R_WRITE, Cap
 from ..kernel.observer import Observer
 from ..kernel.process import EXITED, PARK, Process
-from ..kernel.values import checked
+from ..kernel.canon import trust
 from . import topics as T
 from .bus_calls import (bus_declare, bus_narrow, bus_publish, bus_recv, bus_reject, bus_subscribe,
                         bus_unsubscribe)
-from .bus_store import DurableLog
+from .bus_body import MAX_BODY
+from .bus_body import body as _body
+from .bus_body import size as body_size
+from .bus_store import DurableLog, row_error
 from .lanes import LANES, LaneQueue
 
 if TYPE_CHECKING:
     from ..kernel.kernel import Kernel
 
 DEVICE_NAME = "bus"
-MAX_BODY = 1 << 20
-"""Largest body a publish accepts, in bytes of its text (a bound, measured cheaply)."""
 DEFAULT_CAPACITY = 1024
 """Messages one lane of a subscription holds before overflow applies."""
 MAX_CAPACITY = 1 << 16
 MAX_SUBS = 256
 """Subscriptions one process may hold at once."""
 DEAD_KEEP = 1024
-"""Dead letters a topic keeps for its owner (the oldest go first, counted)."""
+"""Dead letters a topic keeps for its owner (the oldest go first, counted); `Bus.dead_keep`."""
+MAX_DEAD = 1 << 16
+"""Dead letters the bus keeps over all topics (`Bus.max_dead`): past it a topic's oldest
+goes first, or the new one is not kept; counted."""
+MAX_DEAD_BYTES = 64 << 20
+"""Bytes of dead letters' bodies the bus keeps over all topics (`Bus.max_dead_bytes`),
+measured as a publish measures a body; past it as past `MAX_DEAD`."""
+MAX_TOPICS = 1 << 16
+"""Declared topics the bus keeps (`Bus.max_topics`): past it the oldest topic without an
+owner is forgotten (counted); with none to forget, a declare is `QuotaExceeded`."""
 MAX_KEEP = 1 << 20
 
 
@@ -108,6 +123,9 @@ class BusMessage(NamedTuple):
     reason: str | None = None
 
 
+trust(BusMessage)  # the kernel's own tuple: a subscriber may send it on
+
+
 class _Topic:
     __slots__ = ("name", "owner", "overflow", "capacity", "durable", "keep", "dead", "dseq",
                  "dead_dropped")
@@ -119,7 +137,7 @@ class _Topic:
         self.capacity: int | None = None
         self.durable = False
         self.keep = 0
-        self.dead: deque[BusMessage] = deque()
+        self.dead: deque[tuple[BusMessage, int]] = deque()   # (letter, its body's size)
         self.dseq = 0
         self.dead_dropped = 0
 
@@ -162,11 +180,23 @@ class Bus:
         self.log = DurableLog(kernel)
         self.bridge: Any = None          # across nodes: services.bus_nats.NatsBridge
         self.topics: dict[str, _Topic] = {}
+        self.unowned: dict[str, None] = {}            # declared topics whose owner exited, oldest first
         self.subs: dict[int, _Sub] = {}
-        self.exact: dict[str, list[_Sub]] = {}
-        self.wild: list[_Sub] = []
-        self.by_pid: dict[int, list[_Sub]] = {}
+        # subscriptions by id everywhere, so ending one is O(1) and a process exit is linear
+        # in what it held (dicts keep insertion order: delivery order is subscription order)
+        self.exact: dict[str, dict[int, _Sub]] = {}
+        self.wild: dict[int, _Sub] = {}
+        self.by_pid: dict[int, dict[int, _Sub]] = {}
         self.owned: dict[int, set[str]] = {}          # pid → topics it owns
+        self.dead_keep = DEAD_KEEP
+        self.max_dead = MAX_DEAD
+        self.max_topics = MAX_TOPICS
+        self.max_dead_bytes = MAX_DEAD_BYTES
+        self.dead_kept = 0                            # dead letters held, over all topics
+        self.dead_bytes = 0                           # and the size of their bodies
+        self.dead_dropped = 0                         # dead letters not kept (caps, owner gone)
+        self.topics_dropped = 0
+        self.store_bad = 0                            # stored rows refused (`bus_store_bad`)
         self._watch: _ExitWatch | None = None
         self._retrying: Process | None = None   # the publisher `_room` is retrying (skips the FIFO rule)
         self.seq = 0
@@ -207,7 +237,9 @@ class Bus:
 
     def stats(self) -> dict[str, Any]:
         return {"topics": len(self.topics), "subscriptions": len(self.subs), "published": self.published,
-                "delivered": self.delivered, "dropped": self.dropped, "dead": self.dead}
+                "delivered": self.delivered, "dropped": self.dropped, "dead": self.dead,
+                "dead_kept": self.dead_kept, "dead_bytes": self.dead_bytes, "dead_dropped": self.dead_dropped,
+                "topics_dropped": self.topics_dropped, "store_bad": self.store_bad}
 
     # -- authority ------------------------------------------------------------------------
     def _scope(self, proc: Process, ref: Any, right: int, what: str) -> tuple[Cap, str]:
@@ -268,11 +300,17 @@ class Bus:
         if not self._policy(proc, "bus.declare", {"topic": name, "overflow": overflow.value,
                                                    "durable": durable}, req):
             return PARK
+        if t is None and len(self.topics) >= self.max_topics and not self.unowned:
+            raise QuotaExceeded("bus_topics", f"bus_declare: the bus holds {len(self.topics)} topics, all owned "
+                                              f"(at most {self.max_topics})")
         dseq = None
         if durable and (t is None or not t.durable or t.keep != keep):
             dseq = self.log.declare(proc, name, keep)   # first: a store failure changes nothing
         if t is None:
+            while len(self.topics) >= self.max_topics and self.unowned:
+                self._forget(next(iter(self.unowned)))
             t = self.topics[name] = _Topic(name)
+        self.unowned.pop(name, None)
         t.owner = proc.pid
         self.owned.setdefault(proc.pid, set()).add(name)
         t.overflow, t.capacity, t.keep = overflow, capacity, keep
@@ -298,13 +336,13 @@ class Bus:
                     # all or nothing: queue for nobody, wait for this subscriber's room
                     sub.blocked.append((proc, req))
                     return self.k.park(proc, WaitKind.SEND, functools.partial(self._unblock, sub))
+        if t is not None and t.durable:  # the store first: if it fails, no counter has moved
+            self.log.append(proc, name, t.dseq + 1, t.keep, lane, body)
+            t.dseq += 1
         self.seq += 1
         self.published += 1
         msg = BusMessage(name, body, self.seq, proc.pid, lane)
         expires = None if ttl is None else self.k.clock.now() + ttl
-        if t is not None and t.durable:
-            self.log.append(proc, name, t.dseq + 1, t.keep, lane, body)
-            t.dseq += 1
         n = self._fan_out(targets, msg, expires)
         if not n:
             self._dead(msg, DeadReason.NO_SUBSCRIBER)
@@ -320,7 +358,10 @@ class Bus:
             pat = dead_of
         else:
             pat = T.pattern("bus_subscribe: pattern", raw)
-        history = A.flag("bus_subscribe: history", req.history)
+        history = req.history
+        if type(history) is not bool:  # True (all kept), or the newest n of each topic
+            history = A.integer("bus_subscribe: history (True, False or a count)", history, minimum=0,
+                                maximum=MAX_KEEP)
         capacity = (None if req.capacity is None else
                     A.integer("bus_subscribe: capacity", req.capacity, minimum=1, maximum=MAX_CAPACITY))
         self._covered(proc, req.cap, R_READ, "bus_subscribe", pat)
@@ -337,24 +378,37 @@ class Bus:
         if capacity is None:
             t = self.topics.get(pat)
             capacity = t.capacity if t is not None and t.capacity is not None else DEFAULT_CAPACITY
+        rows: list[list[Any]] = []
+        if dead_of is None and history is not False:
+            # read before the subscription exists: a store failure leaves nothing behind, and
+            # nothing published can fall between the history and the live messages (journaled
+            # even with no store, so a replay asks the journal either way)
+            limit = None if history is True else history
+            last = {n: t.dseq for n, t in self.topics.items() if t.durable and T.matches(pat, n)}
+            rows = self.log.history(proc, pat, limit, last)
         self._next_sub += 1
         sub = _Sub(self._next_sub, proc, pat, capacity, dead_of)
         self.subs[sub.id] = sub
-        self.by_pid.setdefault(proc.pid, []).append(sub)
+        self.by_pid.setdefault(proc.pid, {})[sub.id] = sub
         self._watching()
         if dead_of is not None:
             t = self.topics[dead_of]
             while t.dead:
-                m = t.dead.popleft()
-                self._enqueue(sub, m, None)
+                self._enqueue(sub, self._pop_dead(t), None)
             return sub.id
         if T.is_literal(pat):
-            self.exact.setdefault(pat, []).append(sub)
+            self.exact.setdefault(pat, {})[sub.id] = sub
         else:
-            self.wild.append(sub)
-        if history:  # journaled even with no store, so a replay asks the journal either way
-            for top, seq, lane, body in self.log.history(proc, pat):
-                self._enqueue(sub, BusMessage(top, body, seq, -1, lane, True), None)
+            self.wild[sub.id] = sub
+        for row in rows if type(rows) is list else ():
+            why = row_error(row)
+            if why is not None:  # corrupted or forged: reported, never delivered
+                self.store_bad += 1
+                top, key = (row[0], row[1]) if type(row) is list and len(row) >= 2 else (None, None)
+                self.k.events.emit(proc.pid, "bus_store_bad", (A.shown(top, 300), A.shown(key, 300), why[:300]))
+                continue
+            top, seq, lane, body = row
+            self._enqueue(sub, BusMessage(top, body, seq, -1, lane, True), None)
         return sub.id
 
     def sys_recv(self, proc: Process, req: BusRecv) -> Any:
@@ -391,8 +445,9 @@ class Bus:
 
     # -- delivery -----------------------------------------------------------------------------
     def _matching(self, name: str) -> list[_Sub]:
-        out = list(self.exact.get(name, ()))
-        for sub in self.wild:
+        exact = self.exact.get(name)
+        out = list(exact.values()) if exact is not None else []
+        for sub in self.wild.values():
             if T.matches(sub.pattern, name):
                 out.append(sub)
         return out
@@ -482,14 +537,32 @@ class Bus:
         if t is None or t.owner is None:
             return  # nobody owns the topic: counted, not kept
         letter = msg._replace(reason=reason.value)
-        for sub in self.by_pid.get(t.owner, ()):
+        for sub in self.by_pid.get(t.owner, {}).values():
             if sub.dead_of == msg.topic:
                 self._enqueue(sub, letter, None)
                 return
-        if len(t.dead) >= DEAD_KEEP:
-            t.dead.popleft()
+        try:
+            nbytes = body_size("a dead letter", letter.body, MAX_BODY)
+        except BadArgument:  # (bodies are checked where they enter: not reached)
+            nbytes = MAX_BODY
+        while t.dead and (len(t.dead) >= self.dead_keep or self.dead_kept >= self.max_dead
+                          or self.dead_bytes + nbytes > self.max_dead_bytes):
+            self._pop_dead(t)  # this topic's own oldest makes room, never another topic's
             t.dead_dropped += 1
-        t.dead.append(letter)
+            self.dead_dropped += 1
+        if self.dead_keep <= 0 or self.dead_kept >= self.max_dead or self.dead_bytes + nbytes > self.max_dead_bytes:
+            t.dead_dropped += 1  # the bus holds its cap and this topic none: not kept, counted
+            self.dead_dropped += 1
+            return
+        t.dead.append((letter, nbytes))
+        self.dead_kept += 1
+        self.dead_bytes += nbytes
+
+    def _pop_dead(self, t: _Topic) -> BusMessage:
+        letter, nbytes = t.dead.popleft()
+        self.dead_kept -= 1
+        self.dead_bytes -= nbytes
+        return letter
 
     # -- subscriptions ending -----------------------------------------------------------------
     def _own(self, proc: Process, sid: Any, what: str) -> _Sub:
@@ -502,17 +575,17 @@ class Bus:
         del self.subs[sub.id]
         mine = self.by_pid.get(sub.proc.pid)
         if mine is not None:
-            mine.remove(sub)
+            mine.pop(sub.id, None)
             if not mine:
                 del self.by_pid[sub.proc.pid]
         if sub.dead_of is None:
             if T.is_literal(sub.pattern):
-                lst = self.exact[sub.pattern]
-                lst.remove(sub)
-                if not lst:
+                same = self.exact[sub.pattern]
+                del same[sub.id]
+                if not same:
                     del self.exact[sub.pattern]
             else:
-                self.wild.remove(sub)
+                del self.wild[sub.id]
         self.k.timers.cancel(sub.timer)
         sub.timer = None
         n = 0
@@ -524,10 +597,27 @@ class Bus:
         return n
 
     def _exited(self, proc: Process) -> None:
-        for sub in list(self.by_pid.get(proc.pid, ())):
+        for sub in list(self.by_pid.get(proc.pid, {}).values()):
             self._close(sub)
-        for name in self.owned.pop(proc.pid, ()):
-            self.topics[name].owner = None  # another holder of `open` may claim it
+        for name in sorted(self.owned.pop(proc.pid, ())):
+            t = self.topics.get(name)
+            if t is None or t.owner != proc.pid:
+                continue
+            t.owner = None  # another holder of `open` may claim it
+            self.unowned[name] = None
+            while t.dead:  # nobody may read them now: dropped, counted
+                self._pop_dead(t)
+                t.dead_dropped += 1
+                self.dead_dropped += 1
+
+    def _forget(self, name: str) -> None:
+        """Drop an ownerless topic's settings to make room for a new one (counted)."""
+        del self.unowned[name]
+        t = self.topics.pop(name, None)
+        if t is not None:
+            while t.dead:
+                self._pop_dead(t)
+            self.topics_dropped += 1
 
     def _watching(self) -> None:
         if self._watch is None:
@@ -541,44 +631,6 @@ class Bus:
         self.seq += 1
         msg = BusMessage(name, body, self.seq, -1, lane)
         return self._fan_out(self._matching(name), msg, None)
-
-def _body(what: str, body: Any) -> Any:
-    """`body` if it is at most MAX_BODY bytes (measured before the full check, so a 50 MB
-    value costs a bounded walk) and encodable (`values.checked`); else BadArgument."""
-    t = type(body)
-    if body is None or t is int or t is float or t is bool:
-        return checked(what, body)
-    size = _size(body, MAX_BODY)
-    if size > MAX_BODY:
-        raise BadArgument(f"{what} is larger than the bus's limit of {MAX_BODY} bytes")
-    return checked(what, body)
-
-
-def _size(value: Any, limit: int) -> int:
-    """A cheap upper-bound-ish size of `value` in bytes, stopping once past `limit`.
-    Iterative, so depth and cycles cannot exhaust the stack (a cycle just grows past it)."""
-    total = 0
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        t = type(v)
-        if t is str:
-            total += len(v) * (1 if v.isascii() else 4) + 2
-        elif t is bytes or t is bytearray:
-            total += len(v) + 2
-        elif t is list or t is tuple or t is set or t is frozenset:
-            total += 2 + len(v)
-            stack.extend(v)
-        elif t is dict:
-            total += 2 + len(v)
-            for kv in v.items():
-                stack.extend(kv)
-        else:
-            total += 8
-        if total > limit:
-            return total
-    return total
-
 
 def install(kernel: "Kernel", *, store: Any = None) -> Bus:
     """Give `kernel` a bus, or reuse the one it has (`kernel.extensions["bus"]`)."""
@@ -603,6 +655,6 @@ def attach(kernel: "Kernel", *, store: Any = None) -> Bus:
     return install(kernel).attach(store=store)
 
 
-__all__ = ["Bus", "BusDevice", "BusMessage", "BusScope", "DeadReason", "Overflow", "attach", "bus_declare",
+__all__ = ["MAX_BODY", "Bus", "BusDevice", "BusMessage", "BusScope", "DeadReason", "Overflow", "attach", "bus_declare",
            "bus_narrow", "bus_publish", "bus_recv", "bus_reject", "bus_subscribe", "bus_unsubscribe", "extension",
            "install"]

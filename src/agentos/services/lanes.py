@@ -27,6 +27,8 @@ class LaneQueue:
     __slots__ = ("lanes", "capacity", "size", "_cur", "_credit")
 
     def __init__(self, capacity: int) -> None:
+        if type(capacity) is not int or capacity < 1:  # 0 or less: a push would pop an empty lane
+            raise ValueError(f"a lane's capacity is a positive int, got {capacity!r:.40}")
         self.lanes: tuple[deque[Any], ...] = tuple(deque() for _ in range(LANES))
         self.capacity = capacity      # per lane
         self.size = 0
