@@ -452,23 +452,34 @@ class _HostileDict(dict):  # type: ignore[type-arg]
 
 
 def test_a_dict_subclass_request_arguments_or_manifest_runs_none_of_its_code() -> None:
+    """The kernel refuses a container subclass at the syscall boundary, before any of its
+    code runs (kernel/canon.py): the registry never sees one, and nothing is registered."""
+    from agentos import BadArgument
+
     async def init(sys, _):  # type: ignore[no-untyped-def]
         h = await sys.open("registry")
-        out = [await sys.read(h, _HostileDict({"tool": "add", "args": _HostileDict({"a": 1, "b": 2})}))]
-        desc = await sys.write(h, {"op": "register", "manifest": _HostileDict(
-            {**MUL, "name": "mul2", "schema": _HostileDict(MUL["schema"])})})
-        out.append(desc["name"])
-        out.append(await sys.read(h, {"tool": "mul2", "args": {"a": 6, "b": 7}}))
+        out = []
+        for call in (lambda: sys.read(h, _HostileDict({"tool": "add", "args": {"a": 1, "b": 2}})),
+                     lambda: sys.read(h, {"tool": "add", "args": _HostileDict({"a": 1, "b": 2})}),
+                     lambda: sys.write(h, {"op": "register", "manifest": _HostileDict({**MUL, "name": "mul2"})}),
+                     lambda: sys.write(h, {"op": "register", "manifest": {
+                         **MUL, "name": "mul2", "schema": _HostileDict(MUL["schema"])}})):
+            try:
+                await call()
+                out.append("accepted")
+            except BadArgument as e:
+                out.append("_HostileDict" in str(e))
+        out.append(await sys.read(h, {"tool": "add", "args": {"a": 1, "b": 2}}))
         try:
             await sys.write(h, {"op": "register", "manifest": {**MUL, "name": "mul3", "schema": {
                 "type": "object", "properties": {1: {"type": "integer"}}}}})
         except ManifestError as e:
             out.append(e.field)
-        return out
+        return out, (await sys.budget()).used["tool_calls"]
 
     _k, reg, res = run(init)
-    assert res.value == [3, "mul2", 42, "schema.properties"], res.reason
-    assert type(reg.entries["mul2"].manifest.schema) is dict
+    assert res.value == ([True, True, True, True, 3, "schema.properties"], 1), res.reason
+    assert "mul2" not in reg.entries
 
 
 @pytest.mark.parametrize("tool,why", [("cyclic", "cycle"), ("nan", "nan"), ("huge", "bits"),
