@@ -15,7 +15,6 @@ chain valid but is reported by every verification after it.
 """
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import math
@@ -95,14 +94,33 @@ def leaf_data(rec: AuditRecord) -> bytes:
                    rec.prev, rec.mac]).encode()
 
 
+def _c_body_encoder() -> Any:
+    """json.dumps(..., separators=(",", ":"), ensure_ascii=True) of a flat list of ints and
+    strings, with the C encoder built once (json.dumps builds one per call)."""
+    from json import encoder as _enc
+
+    make = getattr(_enc, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return None
+    c = make(None, None, _enc.encode_basestring_ascii, None, ":", ",", False, False, True)
+    join = "".join
+    return lambda obj: join(c(obj, 0))
+
+
+_fast_body = _c_body_encoder()
+
+
 def _body(seq: int, time: float, wall: float, pid: int, kind: str, data: str, prev: str) -> bytes:
-    return json.dumps([seq, repr(float(time)), repr(float(wall)), pid, kind, data, prev],
-                      separators=(",", ":"), ensure_ascii=True).encode()
+    body = [seq, repr(float(time)), repr(float(wall)), pid, kind, data, prev]
+    if (_fast_body is not None and type(seq) is int and type(pid) is int and type(kind) is str
+            and type(data) is str and type(prev) is str):
+        return _fast_body(body).encode()  # the same text json.dumps gives for exactly these types
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def record_mac(key: bytes, seq: int, time: float, wall: float, pid: int, kind: str, data: str,
                prev: str) -> str:
-    return hmac.new(key, _body(seq, time, wall, pid, kind, data, prev), hashlib.sha256).hexdigest()
+    return hmac.digest(key, _body(seq, time, wall, pid, kind, data, prev), "sha256").hex()
 
 
 def make_record(key: bytes, seq: int, time: float, wall: float, pid: int, kind: str, data: str,
@@ -112,7 +130,7 @@ def make_record(key: bytes, seq: int, time: float, wall: float, pid: int, kind: 
 
 
 def anchor_mac(key: bytes, count: int, last_mac: str) -> str:
-    return hmac.new(key, f"agentos-audit-anchor|{count}|{last_mac}".encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, f"agentos-audit-anchor|{count}|{last_mac}".encode(), "sha256").hex()
 
 
 def make_anchor(key: bytes, count: int, last_mac: str) -> Anchor:
