@@ -15,6 +15,8 @@ chain valid but is reported by every verification after it.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import hmac
 import json
 import math
@@ -118,9 +120,20 @@ def _body(seq: int, time: float, wall: float, pid: int, kind: str, data: str, pr
     return json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+@functools.lru_cache(maxsize=8)
+def _keyed(key: bytes) -> "hmac.HMAC":
+    """HMAC-SHA256 with `key` absorbed: a copy of it MACs a body in half the time of a new one."""
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
 def record_mac(key: bytes, seq: int, time: float, wall: float, pid: int, kind: str, data: str,
                prev: str) -> str:
-    return hmac.digest(key, _body(seq, time, wall, pid, kind, data, prev), "sha256").hex()
+    body = _body(seq, time, wall, pid, kind, data, prev)
+    if type(key) is not bytes:  # bytearray (unhashable), a subclass: no cached copy
+        return hmac.new(key, body, hashlib.sha256).hexdigest()
+    h = _keyed(key).copy()
+    h.update(body)
+    return h.hexdigest()
 
 
 def make_record(key: bytes, seq: int, time: float, wall: float, pid: int, kind: str, data: str,
@@ -130,7 +143,7 @@ def make_record(key: bytes, seq: int, time: float, wall: float, pid: int, kind: 
 
 
 def anchor_mac(key: bytes, count: int, last_mac: str) -> str:
-    return hmac.digest(key, f"agentos-audit-anchor|{count}|{last_mac}".encode(), "sha256").hex()
+    return hmac.new(key, f"agentos-audit-anchor|{count}|{last_mac}".encode(), hashlib.sha256).hexdigest()
 
 
 def make_anchor(key: bytes, count: int, last_mac: str) -> Anchor:
