@@ -68,3 +68,17 @@ def test_the_mac_body_is_the_json_text_it_always_was(seq: int, time: float, wall
     assert _body(seq, time, wall, pid, kind, data, prev) == old
     assert record_mac(b"k" * 32, seq, time, wall, pid, kind, data, prev) == hmac.new(
         b"k" * 32, old, hashlib.sha256).hexdigest()
+
+
+@settings(max_examples=300)
+@given(seq=st.integers(), time=st.floats(), wall=st.floats(), pid=st.integers(), kind=st.text(),
+       data=st.text(), prev=st.text())
+def test_the_leaf_made_with_the_mac_is_the_leaf_of_the_stored_record(seq: int, time: float, wall: float,
+                                                                      pid: int, kind: str, data: str,
+                                                                      prev: str) -> None:
+    # the recorder folds this leaf into the Merkle tree that checkpoints sign: it must be
+    # the leaf anyone recomputes from the stored record
+    from agentos.audit.chain import leaf_data, make_record_leaf
+    from agentos.audit.merkle import leaf_hash
+    rec, leaf = make_record_leaf(b"k" * 32, seq, time, wall, pid, kind, data, prev)
+    assert leaf == leaf_hash(leaf_data(rec))

@@ -126,9 +126,7 @@ def _keyed(key: bytes) -> "hmac.HMAC":
     return hmac.new(key, digestmod=hashlib.sha256)
 
 
-def record_mac(key: bytes, seq: int, time: float, wall: float, pid: int, kind: str, data: str,
-               prev: str) -> str:
-    body = _body(seq, time, wall, pid, kind, data, prev)
+def _mac_of(key: bytes, body: bytes) -> str:
     if type(key) is not bytes:  # bytearray (unhashable), a subclass: no cached copy
         return hmac.new(key, body, hashlib.sha256).hexdigest()
     h = _keyed(key).copy()
@@ -136,10 +134,29 @@ def record_mac(key: bytes, seq: int, time: float, wall: float, pid: int, kind: s
     return h.hexdigest()
 
 
+def record_mac(key: bytes, seq: int, time: float, wall: float, pid: int, kind: str, data: str,
+               prev: str) -> str:
+    return _mac_of(key, _body(seq, time, wall, pid, kind, data, prev))
+
+
 def make_record(key: bytes, seq: int, time: float, wall: float, pid: int, kind: str, data: str,
                 prev: str) -> AuditRecord:
     return AuditRecord(seq, time, wall, pid, kind, data, prev,
                        record_mac(key, seq, time, wall, pid, kind, data, prev))
+
+
+def make_record_leaf(key: bytes, seq: int, time: float, wall: float, pid: int, kind: str, data: str,
+                     prev: str) -> tuple[AuditRecord, bytes | None]:
+    """`make_record`, and the record's Merkle leaf hash (`leaf_hash(leaf_data(rec))`) from
+    the same JSON text: the leaf data is the MAC body with the MAC as its last item. None
+    when the fields are not the plain types that make the two texts agree."""
+    body = _body(seq, time, wall, pid, kind, data, prev)
+    mac = _mac_of(key, body)
+    rec = AuditRecord(seq, time, wall, pid, kind, data, prev, mac)
+    if type(seq) is not int or type(pid) is not int or type(kind) is not str or type(data) is not str \
+            or type(prev) is not str or type(time) is not float or type(wall) is not float:
+        return rec, None
+    return rec, hashlib.sha256(b"\x00" + body[:-1] + b',"' + mac.encode() + b'"]').digest()
 
 
 def anchor_mac(key: bytes, count: int, last_mac: str) -> str:

@@ -51,7 +51,7 @@ from ..abi.types import WaitKind
 from .backend import AuditBackend, MemoryAuditBackend, SqliteAuditBackend
 from .chain import (
     ANCHOR_LOST, GENESIS, AuditRecord, VerifyReport, _safe_iter, anchor_problem, leaf_data, make_anchor,
-    make_record, record_mac, record_problem, verify,
+    make_record, make_record_leaf, record_mac, record_problem, verify,
 )
 from .encode import encode
 from .keys import load_key
@@ -136,6 +136,7 @@ class FlightRecorder:
         self._now = now or (lambda: _time.monotonic() * 1000.0)
         self._wall = wall
         self.pending: list[AuditRecord] = []
+        self._leaves: dict[int, bytes] = {}     # seq -> Merkle leaf hash, made with the MAC's text
         self.commits = 0
         self.seq, self.last = self._resume()
         self.durable = self.seq
@@ -299,8 +300,8 @@ class FlightRecorder:
         nothing is chained unless the record was made whole (else AuditUnavailable)."""
         seq = self.seq + 1
         try:
-            rec = make_record(self._key, seq, float(self._now()), float(self._wall()), int(pid), str(kind),
-                              encode(data), self.last)
+            rec, leaf = make_record_leaf(self._key, seq, float(self._now()), float(self._wall()), int(pid),
+                                         str(kind), encode(data), self.last)
             # a record the verifier would call malformed, or a backend could not store, is
             # refused before it is chained: it must never break the chain behind it
             if not (_INT64_MIN <= rec.pid <= _INT64_MAX and rec.kind and rec.kind.isascii()
@@ -313,6 +314,8 @@ class FlightRecorder:
         self.seq = seq
         self.last = rec.mac
         self.pending.append(rec)
+        if leaf is not None:
+            self._leaves[seq] = leaf
         return rec
 
     def commit(self) -> int:
@@ -377,8 +380,10 @@ class FlightRecorder:
         self.durable = batch[-1].seq
         self._durable_last = batch[-1].mac
         self.commits += 1
+        leaves = self._leaves
         for rec in batch:
-            self._frontier.append(leaf_hash(leaf_data(rec)))
+            leaf = leaves.pop(rec.seq, None)
+            self._frontier.append(leaf if leaf is not None else leaf_hash(leaf_data(rec)))
         if self.durable - self._anchored >= self.anchor_every:
             try:
                 self._anchor_locked()
