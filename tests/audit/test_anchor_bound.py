@@ -141,7 +141,7 @@ def test_anchor_every_must_be_a_positive_int() -> None:
             FlightRecorder.in_memory(KEY, anchor_every=bad)   # huge is allowed: an anchor at close only
             continue
         with pytest.raises(ValueError, match="anchor_every"):
-            FlightRecorder.in_memory(KEY, anchor_every=bad)  # type: ignore[arg-type]
+            FlightRecorder.in_memory(KEY, anchor_every=bad)
 
 
 def test_a_live_recorder_moves_its_anchor_when_idle_and_not_per_group(tmp_path: Path) -> None:
@@ -159,12 +159,12 @@ def test_a_live_recorder_moves_its_anchor_when_idle_and_not_per_group(tmp_path: 
     k.register_driver(ToolsDriver([work]))
     seen: list[Any] = []
 
-    async def worker(sys, base):  # type: ignore[no-untyped-def]
+    async def worker(sys, base):
         h = await sys.open("tools")
         for i in range(4):
             await sys.read(h, {"tool": "work", "args": {"n": base + i}})
 
-    async def init(sys, args):  # type: ignore[no-untyped-def]
+    async def init(sys, args):
         caps = [(await sys.spawn(worker, args=100 * j, caps=["tools"]))[1] for j in range(1, 9)]
         for c in caps:
             await sys.waitpid(c)
