@@ -50,3 +50,35 @@ def test_any_single_tampering_is_detected(n: int, data: st.DataObject) -> None:
     r = verify(recs, b.anchor, KEY)
     assert not r.ok, (kind, i)
     assert r.first_bad is None or r.first_bad <= n + 1
+
+
+@settings(max_examples=300)
+@given(seq=st.integers(), time=st.floats(allow_nan=True, allow_infinity=True), wall=st.floats(),
+       pid=st.integers(), kind=st.text(), data=st.text(), prev=st.text())
+def test_the_mac_body_is_the_json_text_it_always_was(seq: int, time: float, wall: float, pid: int, kind: str,
+                                                       data: str, prev: str) -> None:
+    # the built-once encoder must write exactly what json.dumps wrote, or old logs stop verifying
+    import hashlib
+    import hmac
+    import json
+
+    from agentos.audit.chain import _body, record_mac
+    old = json.dumps([seq, repr(float(time)), repr(float(wall)), pid, kind, data, prev],
+                     separators=(",", ":"), ensure_ascii=True).encode()
+    assert _body(seq, time, wall, pid, kind, data, prev) == old
+    assert record_mac(b"k" * 32, seq, time, wall, pid, kind, data, prev) == hmac.new(
+        b"k" * 32, old, hashlib.sha256).hexdigest()
+
+
+@settings(max_examples=300)
+@given(seq=st.integers(), time=st.floats(), wall=st.floats(), pid=st.integers(), kind=st.text(),
+       data=st.text(), prev=st.text())
+def test_the_leaf_made_with_the_mac_is_the_leaf_of_the_stored_record(seq: int, time: float, wall: float,
+                                                                      pid: int, kind: str, data: str,
+                                                                      prev: str) -> None:
+    # the recorder folds this leaf into the Merkle tree that checkpoints sign: it must be
+    # the leaf anyone recomputes from the stored record
+    from agentos.audit.chain import leaf_data, make_record_leaf
+    from agentos.audit.merkle import leaf_hash
+    rec, leaf = make_record_leaf(b"k" * 32, seq, time, wall, pid, kind, data, prev)
+    assert leaf == leaf_hash(leaf_data(rec))

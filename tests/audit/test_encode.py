@@ -147,3 +147,47 @@ def test_the_plain_shortcut_still_cuts_long_strings_and_deep_nesting() -> None:
     for _ in range(E.MAX_DEPTH + 3):
         deep = [deep]
     assert "$cut" in encode(deep)
+
+
+def _plain_as_it_was(v: Any, depth: int, budget: list[int]) -> bool:
+    """The walk `canon._plain` made before it judged strings, None and bools in place."""
+    import math
+
+    from agentos.kernel import canon as c
+    t = type(v)
+    if v is None or t is bool:
+        return True
+    if t is str:
+        return len(v) <= c.AUDIT_MAX_STR
+    if t is int:
+        return v.bit_length() <= c.AUDIT_MAX_INT_BITS
+    if t is float:
+        return math.isfinite(v)
+    if depth >= c.AUDIT_MAX_DEPTH - 1:
+        return False
+    budget[0] -= len(v) if (t is dict or t is list or t is tuple) else 0
+    if budget[0] < 0:
+        return False
+    if t is dict:
+        return all(type(k) is str and k[:1] != "$" and len(k) <= c.AUDIT_MAX_STR
+                   and _plain_as_it_was(x, depth + 1, budget) for k, x in v.items())
+    if t is list or t is tuple:
+        return all(_plain_as_it_was(x, depth + 1, budget) for x in v)
+    return False
+
+
+_long = "y" * (64 * 1024 + 1)
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5),
+                     st.sampled_from([_long, "$x", 1 << 9000, b"b", 1.5j]))
+_values = st.recursive(_scalars, lambda kids: st.one_of(
+    st.lists(kids, max_size=4), st.lists(kids, max_size=3).map(tuple),
+    st.dictionaries(st.one_of(st.text(max_size=3), st.sampled_from(["$a", _long]), st.integers()), kids,
+                    max_size=3)), max_leaves=20)
+
+
+@settings(max_examples=300)
+@given(v=_values, budget=st.integers(0, 12), depth=st.integers(0, 70))
+def test_the_plain_check_judges_every_value_as_it_always_did(v: Any, budget: int, depth: int) -> None:
+    # a value judged plain is written as it is, so a different verdict changes the record
+    from agentos.kernel.canon import _plain
+    assert _plain(v, depth, [budget]) == _plain_as_it_was(v, depth, [budget])

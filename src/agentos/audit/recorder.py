@@ -2,7 +2,11 @@
 
 Records are MACed and chained the moment they are appended (so the chain order is the
 kernel's order), then written in groups: a commit writes everything pending in one
-transaction and then moves the anchor. The record of an action on the world is written
+transaction. The anchor (in its own file) trails the records by a bounded amount instead
+of costing a second commit per group: it moves once `anchor_every` records (128) have
+become durable past it, at every signed checkpoint, when a live kernel's recorder falls
+idle, on an explicit `commit()` (a kernel's shutdown) and at close. It is only ever moved
+to records already durable, so it never vouches for a record a crash could lose. The record of an action on the world is written
 ahead: no action runs before its record (and everything chained before it) is durable.
 Two ways to wait for that:
   * synchronous (deterministic kernels, or `group_commit=False`): the commit runs inline;
@@ -47,7 +51,7 @@ from ..abi.types import WaitKind
 from .backend import AuditBackend, MemoryAuditBackend, SqliteAuditBackend
 from .chain import (
     ANCHOR_LOST, GENESIS, AuditRecord, VerifyReport, _safe_iter, anchor_problem, leaf_data, make_anchor,
-    make_record, record_mac, record_problem, verify,
+    make_record, make_record_leaf, record_mac, record_problem, verify,
 )
 from .encode import encode
 from .keys import load_key
@@ -101,6 +105,8 @@ def _abort_held(release: Callable[[], None] | None, proc: Any) -> bool:
 
 
 CHECKPOINT_EVERY = 1024
+ANCHOR_EVERY = 128      # the most durable records the anchor trails by (then the commit moves it)
+ANCHOR_IDLE_S = 0.05    # a live recorder idle this long moves a trailing anchor (off every caller's wait)
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1   # what an SQL INTEGER holds
 
 
@@ -111,17 +117,26 @@ class FlightRecorder:
                  group_commit: bool | None = None,
                  signing_key: Any = None,
                  checkpoint_every: int = CHECKPOINT_EVERY,
-                 on_checkpoint: Callable[[Any], None] | None = None) -> None:
+                 on_checkpoint: Callable[[Any], None] | None = None,
+                 anchor_every: int = ANCHOR_EVERY) -> None:
         """`signing_key`: an Ed25519 private key (checkpoint.load_signing_key); without one
         no checkpoints are signed. `on_checkpoint(cp)` runs on the writer thread after each
-        checkpoint is stored: keep it quick (queue the shipping elsewhere)."""
-        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be a positive int, got {checkpoint_every!r}")
+        checkpoint is stored: keep it quick (queue the shipping elsewhere). `anchor_every`:
+        the most durable records the anchor may trail by before a commit moves it (1: every
+        commit moves it, as a second commit per group)."""
+        for name, v in (("checkpoint_every", checkpoint_every), ("anchor_every", anchor_every)):
+            if type(v) is not int or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        self.anchor_every = anchor_every
+        self.anchor_writes = 0               # anchor commits (each is a commit of its own file)
+        self.anchor_errors = 0               # anchor moves that failed (retried; past 2x the bound, fatal)
+        self._anchored = 0                   # the count the stored anchor vouches for (set by _resume)
         self.backend = backend
         self._key = key
         self._now = now or (lambda: _time.monotonic() * 1000.0)
         self._wall = wall
         self.pending: list[AuditRecord] = []
+        self._leaves: dict[int, bytes] = {}     # seq -> Merkle leaf hash, made with the MAC's text
         self.commits = 0
         self.seq, self.last = self._resume()
         self.durable = self.seq
@@ -143,6 +158,7 @@ class FlightRecorder:
         self._written = 0                    # of those, written (or failed)
         self._flushing = False
         self._kick_due = False               # a group commit is scheduled to start (call_soon)
+        self._idle_due = False               # an idle move of the anchor is scheduled (call_later)
         self._executor: ThreadPoolExecutor | None = None
         self._kernel: Kernel | None = None
 
@@ -191,11 +207,13 @@ class FlightRecorder:
             if signed > 0:  # emptied, anchor and all: the checkpoints beside it remember
                 raise AuditAnchorLost(f"the audit log is empty and has no anchor, but a checkpoint signed "
                                       f"beside it covers {signed} record(s): the log was deleted{fix}")
+            self._anchored = 0
             return 0, GENESIS
         why = anchor_problem(anchor, self._key)
         if why is not None:
             raise AuditAnchorLost(f"refusing to continue the audit log: {why}{fix}")
         seq, last = anchor.count, anchor.last_mac if anchor.count else GENESIS
+        self._anchored = anchor.count  # valid records past it count toward the bound at once
         reached = anchor.count == 0
         for rec in _safe_iter(backend.audit_records(max(anchor.count - 1, 0))):
             if isinstance(rec, BaseException):
@@ -270,7 +288,7 @@ class FlightRecorder:
                 n += 1
         if n:
             try:
-                self.commit()
+                self._commit(anchor=False)
             except Exception as e:  # the records stay pending and go with the next commit
                 k = self._kernel
                 if k is not None:
@@ -282,8 +300,8 @@ class FlightRecorder:
         nothing is chained unless the record was made whole (else AuditUnavailable)."""
         seq = self.seq + 1
         try:
-            rec = make_record(self._key, seq, float(self._now()), float(self._wall()), int(pid), str(kind),
-                              encode(data), self.last)
+            rec, leaf = make_record_leaf(self._key, seq, float(self._now()), float(self._wall()), int(pid),
+                                         str(kind), encode(data), self.last)
             # a record the verifier would call malformed, or a backend could not store, is
             # refused before it is chained: it must never break the chain behind it
             if not (_INT64_MIN <= rec.pid <= _INT64_MAX and rec.kind and rec.kind.isascii()
@@ -296,20 +314,29 @@ class FlightRecorder:
         self.seq = seq
         self.last = rec.mac
         self.pending.append(rec)
+        if leaf is not None:
+            self._leaves[seq] = leaf
         return rec
 
     def commit(self) -> int:
-        """Write every pending record in one transaction, then move the anchor. Returns the count.
-        Waits for a group commit in flight (whose records come first in the chain)."""
+        """Write every pending record in one transaction, then move the anchor to the last
+        durable record (even with nothing pending). Returns the count written. Waits for a
+        group commit in flight (whose records come first in the chain)."""
+        return self._commit(anchor=True)
+
+    def _commit(self, anchor: bool) -> int:
+        """`commit`; without `anchor`, the anchor moves only when it trails by `anchor_every`
+        records (the per-action path: one commit per group, not two)."""
         pending = self.pending
-        if not pending:
+        if not pending and not (anchor and self._anchored != self.durable):
             return 0
         self.pending = []
         ticket = self._take_ticket()
         try:
-            self._write_in_turn(pending, ticket)
+            self._write_in_turn(pending, ticket, anchor)
         except BaseException:
-            self._requeue(pending)
+            if pending:
+                self._requeue(pending)
             raise
         if self._waiters:
             self._schedule_wake()
@@ -321,12 +348,15 @@ class FlightRecorder:
         self._tickets = t + 1
         return t
 
-    def _write_in_turn(self, batch: list[AuditRecord], ticket: int) -> None:
+    def _write_in_turn(self, batch: list[AuditRecord], ticket: int, anchor: bool = False) -> None:
         with self._turn:
             while self._written < ticket:
                 self._turn.wait()
             try:
-                self._write(batch)
+                if batch:
+                    self._write(batch)
+                if anchor:
+                    self._anchor_locked()
             finally:
                 self._written += 1
                 self._turn.notify_all()
@@ -336,26 +366,56 @@ class FlightRecorder:
         self.pending = sorted(batch + self.pending, key=lambda r: r.seq)
 
     def _write(self, batch: list[AuditRecord]) -> None:
-        """Under the lock: records, then the anchor. Only ever the records right after the
-        durable ones, so a failed batch never leaves a gap for a later one to jump over."""
+        """Under the lock: the records in one commit; then the anchor if it trails by
+        `anchor_every` or more. Only ever the records right after the durable ones, so a
+        failed batch never leaves a gap for a later one to jump over."""
         if batch[0].seq != self.durable + 1:
             raise AuditLogError(f"records {self.durable + 1}..{batch[0].seq - 1} are not durable yet "
                                 f"(an earlier write failed); they are written first")
+        if self.durable - self._anchored >= 2 * self.anchor_every:
+            # the anchor has failed to move for a whole bound: no more records until it does
+            # (raises before anything is written, so the batch goes back whole)
+            self._anchor_locked()
         self.backend.append_audit(batch)
-        self.backend.write_anchor(make_anchor(self._key, batch[-1].seq, batch[-1].mac))
         self.durable = batch[-1].seq
         self._durable_last = batch[-1].mac
         self.commits += 1
+        leaves = self._leaves
         for rec in batch:
-            self._frontier.append(leaf_hash(leaf_data(rec)))
+            leaf = leaves.pop(rec.seq, None)
+            self._frontier.append(leaf if leaf is not None else leaf_hash(leaf_data(rec)))
+        if self.durable - self._anchored >= self.anchor_every:
+            try:
+                self._anchor_locked()
+            except Exception:  # the records are durable; the anchor is retried by the next commit
+                self.anchor_errors += 1
         if self._signing_key is not None and self.durable - self._checkpointed >= self.checkpoint_every:
             self._sign_locked()
+
+    def _anchor_locked(self) -> None:
+        """Move the anchor to the last durable record (caller holds the lock). Never past
+        it: the anchor vouches only for records a crash cannot take back."""
+        if self._anchored == self.durable:
+            return
+        self.backend.write_anchor(make_anchor(self._key, self.durable, self._durable_last))
+        self._anchored = self.durable
+        self.anchor_writes += 1
+
+    @property
+    def anchor_lag(self) -> int:
+        """Durable records the stored anchor does not vouch for yet (at most `anchor_every`
+        minus one after a commit, unless moving the anchor failed)."""
+        return self.durable - self._anchored
 
     # -- signed checkpoints ---------------------------------------------------------------
     def _sign_locked(self) -> Any:
         """Sign the durable records (caller holds the lock); store and hand out the result."""
         from .checkpoint import sign
 
+        try:
+            self._anchor_locked()  # a checkpoint is a point the anchor vouches for too
+        except Exception:  # the next commit retries it; the checkpoint does not depend on it
+            self.anchor_errors += 1
         f = self._frontier
         if f.size != self.durable:  # pragma: no cover - the frontier follows every write
             raise AuditLogError(f"Merkle frontier at {f.size}, durable records at {self.durable}")
@@ -391,19 +451,19 @@ class FlightRecorder:
             try:
                 asyncio.get_running_loop()
             except RuntimeError:
-                self.commit()
+                self._commit(anchor=False)
                 return rec
             if self._flushing:
                 self._again = True
             else:
                 self._start_flush()
             return rec
-        self.commit()
+        self._commit(anchor=False)
         return rec
 
     def write_ahead(self, pid: int, kind: str, data: Any) -> AuditRecord:
         rec = self.append(pid, kind, data)
-        self.commit()
+        self._commit(anchor=False)
         return rec
 
     def decision(self, pid: int, action: str, args: Any, decision: Any, *, before_action: bool,
@@ -429,7 +489,7 @@ class FlightRecorder:
         if self.group_commit and k is not None and proc is not None and req is not None:
             return self._park(seq, proc, req, [a + "\x00" + _json(b) for a, b, _d in items], release)
         try:
-            self.commit()
+            self._commit(anchor=False)
         except Exception as e:  # fail closed: no durable record, no action
             raise AuditUnavailable(f"{items[0][0]} refused: the flight recorder cannot make its record "
                                    f"durable ({type(e).__name__}: {e})") from e
@@ -497,11 +557,32 @@ class FlightRecorder:
             return
         self._wake_durable()
         again, self._again = self._again, False
+        loop = asyncio.get_running_loop()
         if (self._waiters or again) and self.pending and not self._kick_due:
             # records that queued up during this write are the next group, joined by those of
             # the processes just woken, which run before asyncio calls `_kick`
             self._kick_due = True
-            asyncio.get_running_loop().call_soon(self._kick)
+            loop.call_soon(self._kick)
+        if self._anchored != self.durable and not self._idle_due:
+            self._idle_due = True
+            loop.call_later(ANCHOR_IDLE_S, self._idle_anchor)
+
+    def _idle_anchor(self) -> None:
+        """A live recorder with nothing to write moves a trailing anchor, on the writer
+        thread: no caller waits for it. A busy one is left to `anchor_every` (and to the
+        next group commit, which schedules this again)."""
+        self._idle_due = False
+        if self._flushing or self._kick_due or self.pending or self._anchored == self.durable:
+            return
+        if self._executor is None:  # pragma: no cover - a group commit ran before this was scheduled
+            return
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, self._write_in_turn, [],
+                                                         self._take_ticket(), True)
+        fut.add_done_callback(self._idle_anchor_done)
+
+    def _idle_anchor_done(self, fut: "asyncio.Future[None]") -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            self.anchor_errors += 1  # retried at the next commit (or idle spell)
 
     def _schedule_wake(self) -> None:
         try:
