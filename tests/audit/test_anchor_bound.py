@@ -1,4 +1,5 @@
-"""The anchor trails the records by a bounded amount instead of a second commit per group.
+"""When the anchor moves: by default with every group, before the group's actions run;
+with `anchor_every=N` > 1 it may trail the records by fewer than N.
 
 What a trailing anchor means for a cut tail: after a crash, up to `anchor_every - 1` of the
 last durable records may lie past the anchor; they verify (as "valid records past the
@@ -20,6 +21,22 @@ from agentos.audit.logdir import read_anchor, verify_dir
 from agentos.audit.recorder import AuditAnchorLost
 
 KEY = b"K" * 32
+
+
+def test_by_default_every_executed_action_is_vouched_for_by_the_anchor_even_after_a_crash(tmp_path: Path) -> None:
+    """A kernel killed at any point after an action ran: its record is under the anchor, so
+    cutting it (the last one included) is caught."""
+    rec = FlightRecorder.open(tmp_path, durability="os", key=KEY, sign=False)
+    for i in range(5):
+        rec.write_ahead(1, "action", {"i": i})   # returns once the record is durable: the action may run
+        assert read_anchor(tmp_path).count == rec.durable == i + 1
+    db = sqlite3.connect(str(tmp_path / "audit.db"))    # crash, then the last record is cut
+    db.execute("DELETE FROM audit WHERE seq = 5")
+    db.commit()
+    db.close()
+    assert not verify_dir(tmp_path, KEY).ok
+    with pytest.raises(AuditAnchorLost):
+        FlightRecorder.open(tmp_path, durability="os", key=KEY, sign=False)
 
 
 def _crashed_log(d: Path, n: int, every: int) -> FlightRecorder:
@@ -154,7 +171,7 @@ def test_a_live_recorder_moves_its_anchor_when_idle_and_not_per_group(tmp_path: 
         return n
 
     pol = "```yaml\nkernel: {version: '1.0', mode: strict}\npolicies:\n  - {action: work, effect: allow}\n```\n"
-    rec = FlightRecorder.open(tmp_path, key=KEY, durability="os", sign=False)
+    rec = FlightRecorder.open(tmp_path, key=KEY, durability="os", sign=False, anchor_every=128)
     k = Kernel(policy=PolicyEngine.from_text(pol, path="s.md"), audit=rec)   # live: group commit
     k.register_driver(ToolsDriver([work]))
     seen: list[Any] = []

@@ -2,11 +2,13 @@
 
 Records are MACed and chained the moment they are appended (so the chain order is the
 kernel's order), then written in groups: a commit writes everything pending in one
-transaction. The anchor (in its own file) trails the records by a bounded amount instead
-of costing a second commit per group: it moves once `anchor_every` records (128) have
-become durable past it, at every signed checkpoint, when a live kernel's recorder falls
-idle, on an explicit `commit()` (a kernel's shutdown) and at close. It is only ever moved
-to records already durable, so it never vouches for a record a crash could lose. The record of an action on the world is written
+transaction, then moves the anchor (in its own file) in a second one, before any action
+the group holds back is released: every action that ran has its record vouched for. With
+`anchor_every=N` > 1 the anchor may trail instead, by fewer than N records (fewer
+commits; a crash leaves up to N-1 newest records a cut would not be caught for): it
+moves once N records have become durable past it, at every signed checkpoint, when a
+live kernel's recorder falls idle, on an explicit `commit()` (a kernel's shutdown) and
+at close. It is only ever moved to records already durable, so it never vouches for a record a crash could lose. The record of an action on the world is written
 ahead: no action runs before its record (and everything chained before it) is durable.
 Two ways to wait for that:
   * synchronous (deterministic kernels, or `group_commit=False`): the commit runs inline;
@@ -105,7 +107,7 @@ def _abort_held(release: Callable[[], None] | None, proc: Any) -> bool:
 
 
 CHECKPOINT_EVERY = 1024
-ANCHOR_EVERY = 128      # the most durable records the anchor trails by (then the commit moves it)
+ANCHOR_EVERY = 1        # the anchor moves with every group: no executed action's record is left unvouched
 ANCHOR_IDLE_S = 0.05    # a live recorder idle this long moves a trailing anchor (off every caller's wait)
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1   # what an SQL INTEGER holds
 
