@@ -258,3 +258,44 @@ def test_a_hostile_size_bound_given_to_import_is_refused(max_bytes):
     k = Kernel(deterministic=True, hibernation=HibernationConfig())
     with pytest.raises(AgentFileError, match="max_bytes"):
         import_agent(k, ex["file"], parent=1, max_bytes=max_bytes)
+
+
+@pytest.mark.parametrize("change,text", [
+    ({"extra": 1}, "unknown key(s) 'extra'"),
+    ({"state": "DROP"}, "has no state"),
+    ({"caps": "DROP"}, "has no caps"),
+    ({"context": "DROP"}, "has no context"),
+    ({"priority": 9}, "priority must be an int in 0..5"),
+    ({"priority": -1}, "priority must be an int in 0..5"),
+    ({"priority": 10**30}, "priority must be an int in 0..5"),
+], ids=["unknown-key", "missing-state", "missing-caps", "missing-context", "priority-above-importer",
+        "negative-priority", "huge-priority"])
+def test_an_agent_file_with_a_missing_or_unknown_key_or_a_raised_priority_is_refused(change, text):
+    ex = _exported()
+    doc = json.loads(ex["file"])
+    for key, v in change.items():
+        if v == "DROP":
+            del doc[key]
+        else:
+            doc[key] = v
+    value, out, k = _import(json.dumps(doc).encode())
+    assert value == "refused"
+    assert isinstance(out["error"], AgentFileError), repr(out["error"])
+    assert text in str(out["error"]), str(out["error"])
+    assert len(k.procs) == 0 and k.accounts.open_count == 0
+
+
+def test_a_bytes_subclass_that_lies_about_its_length_cannot_pass_the_size_bound():
+    class Small(bytes):
+        def __len__(self) -> int:
+            return 3
+
+    class Quiet(str):
+        def encode(self, *a, **kw):   # noqa: ARG002
+            return b"{}"
+
+    k = Kernel(deterministic=True, hibernation=HibernationConfig())
+    with pytest.raises(AgentFileError, match="9437184 bytes, more than"):
+        import_agent(k, Small(b" " * (9 * 1024 * 1024)), parent=1)
+    with pytest.raises(AgentFileError, match="more than the 8388608 bytes"):
+        import_agent(k, Quiet(" " * (9 * 1024 * 1024)), parent=1)
