@@ -174,3 +174,35 @@ def test_hibernation_settings_are_frozen_and_the_kernel_refuses_anything_else():
         c.max_resident = 10**400  # type: ignore[misc]
     with pytest.raises(HibernationConfigError, match="must be a HibernationConfig"):
         Kernel(deterministic=True, hibernation={"max_resident": 4})
+
+
+def test_a_settings_dict_with_hostile_keys_or_a_hostile_subclass_is_a_typed_error():
+    class EvilKey(str):
+        def __eq__(self, other):   # noqa: ARG002
+            raise RuntimeError("hostile eq")
+
+        __hash__ = str.__hash__
+
+    class EvilDict(dict):
+        def __iter__(self):
+            raise RuntimeError("hostile iter")
+
+        def keys(self):
+            raise RuntimeError("hostile keys")
+
+    with pytest.raises(SchedConfigError, match="name must be a string, got a EvilKey"):
+        Kernel(sched={EvilKey("alpha"): 1})
+    with pytest.raises(SchedConfigError, match="name must be a string, got a int"):
+        SchedConfig.from_dict({1: 2})
+    assert SchedConfig.from_dict(EvilDict(enabled=True, alpha=2)).alpha == 2.0   # read by its items
+
+
+@pytest.mark.parametrize("idle_ms,shown", [(10**400, "an integer of 1329 bits"), (float("nan"), "nan"),
+                                           (-1, "-1"), (True, "True"), ("5", "a str")],
+                         ids=["huge", "nan", "negative", "bool", "str"])
+def test_a_hostile_idle_ms_for_a_message_loop_is_a_typed_error(idle_ms, shown):
+    from agentos.abi.errors import BadArgument
+    from agentos.sched.loop import message_loop
+
+    with pytest.raises(BadArgument, match=f"idle_ms must be a finite number of ms > 0, got {shown}"):
+        message_loop(idle_ms=idle_ms)

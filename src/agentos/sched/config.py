@@ -128,10 +128,14 @@ class SchedConfig:
         if not isinstance(d, dict):
             raise SchedConfigError(f"sched settings must be a mapping, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
-        for k in d:
+        plain: dict[str, Any] = {}
+        for k, v in dict.items(d):  # the base dict's items: a subclass's own __iter__/keys never run
+            if type(k) is not str:  # before any hash or compare: a str subclass's own never run
+                raise SchedConfigError(f"a sched setting's name must be a string, got a {type(k).__name__}")
             if k not in known:
                 raise SchedConfigError(f"unknown sched setting {_shown(k)} (known: {', '.join(sorted(known))})")
-        return cls(**d)
+            plain[k] = v
+        return cls(**plain)
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SchedConfig))
