@@ -151,8 +151,12 @@ def test_approvals_listed_and_answered_through_agentctl(tmp_path: Path, monkeypa
     (["--hibernate", "--max-resident", "many"], "--max-resident"),
     (["--hibernate", "--max-resident", "2.5"], "--max-resident"),
     (["--max-resident", "10"], "needs --hibernate"),
-], ids=["zero", "negative", "huge", "not-a-number", "float", "without-hibernate"])
-def test_a_bad_max_resident_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, args, needle) -> None:  # type: ignore[no-untyped-def]
+    (["--port", "65536"], "--port must be in 0..65535"),
+    (["--port", "-1"], "--port must be in 0..65535"),
+    (["--port", "1" + "0" * 400], "--port"),
+], ids=["zero", "negative", "huge", "not-a-number", "float", "without-hibernate", "port-too-large", "port-negative",
+        "port-huge"])
+def test_a_bad_max_resident_or_port_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, args, needle) -> None:  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 
     from agentos.cli.main import app

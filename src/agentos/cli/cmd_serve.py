@@ -242,6 +242,9 @@ def register(app: typer.Typer) -> None:
         from .strict import CliNoPolicy
 
         con = render_console()
+        if not 0 <= port <= 65535:
+            typer.echo(f"agentctl serve: --port must be in 0..65535 (0: any free port), got {port}", err=True)
+            raise typer.Exit(2)
         q = _quota(tokens, tool_calls, usd, None)
         hib = _hibernation(hibernate, max_resident)
         try:
