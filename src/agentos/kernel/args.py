@@ -24,6 +24,8 @@ def number(what: str, value: Any, *, minimum: float | None = None) -> float:
     if t is not int and t is not float:
         if isinstance(value, bool) or not isinstance(value, _NUM):
             raise BadArgument(f"{what} must be a number, got {type(value).__name__}")
+        # a subclass is read by its value through the base methods: its own never run
+        value = int.__index__(value) if isinstance(value, int) else float.__float__(value)
     if type(value) is not float and not -1e300 < value < 1e300:  # an int past float's range
         raise BadArgument(f"{what} is out of range (an integer of {int(value).bit_length()} bits)")
     if not math.isfinite(value):
@@ -42,7 +44,7 @@ def integer(what: str, value: Any, *, minimum: int | None = None, maximum: int |
     if type(value) is not int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise BadArgument(f"{what} must be an integer, got {type(value).__name__}")
-        value = int(value)
+        value = int.__index__(value)  # its value: a subclass's own __int__/__index__ never runs
     if minimum is not None and value < minimum:
         raise BadArgument(f"{what} must be at least {minimum}, got {_int(value)}")
     if maximum is not None and value > maximum:
@@ -93,8 +95,10 @@ def sequence(what: str, value: Any) -> tuple[Any, ...]:
     """A tuple or list, returned as a tuple (strings and mappings are refused: a common slip)."""
     if type(value) is tuple:
         return value
-    if isinstance(value, (list, tuple)):
-        return tuple(value)
+    if isinstance(value, list):  # the base iterators: a subclass's own __iter__ never runs
+        return tuple(list.__iter__(value))
+    if isinstance(value, tuple):
+        return tuple(tuple.__iter__(value))
     raise BadArgument(f"{what} must be a list or tuple, got {type(value).__name__}")
 
 
