@@ -166,3 +166,13 @@ def test_a_bad_max_resident_or_port_is_one_line_and_exit_2(tmp_path: Path, monke
     assert r.exit_code == 2, (r.exit_code, r.output)
     assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
     assert "Traceback" not in r.output and not (tmp_path / "home" / "serve.json").exists()
+
+
+def test_ps_shows_the_effective_priority_the_scheduler_gave_and_survives_odd_rows() -> None:
+    from agentos.cli.cmd_serve import _prio_cell
+
+    assert _prio_cell({"priority": 5, "effective_priority": 5}) == "5"
+    assert _prio_cell({"priority": 5, "effective_priority": 7.5}) == "5→7.50"
+    for odd in (float("nan"), float("inf"), True, "9", None):
+        assert _prio_cell({"priority": 5, "effective_priority": odd}) == "5"
+    assert _prio_cell({}) == "None"

@@ -40,8 +40,9 @@ def test_submit_shows_in_ps_under_root_and_signals_control_it(served: Served, tm
     pid = got["pid"]
     rows = {r["pid"]: r for r in served.request("GET", "/v1/ps")[1]["processes"]}
     assert rows[pid]["parent"] == served.d.root_pid and rows[pid]["name"] == "sleeper"
-    assert set(rows[pid]) == {"pid", "name", "state", "parent", "priority", "reductions", "mailbox", "wait",
-                              "used", "reserved", "remaining", "trust"}
+    assert set(rows[pid]) == {"pid", "name", "state", "parent", "priority", "centrality", "effective_priority",
+                              "reductions", "mailbox", "wait", "used", "reserved", "remaining", "trust"}
+    assert rows[pid]["centrality"] == 0.0 and rows[pid]["effective_priority"] == rows[pid]["priority"]
     assert rows[pid]["trust"] == 1.0
     assert served.request("POST", f"/v1/procs/{pid}/signal", {"signal": "stop"})[0] == 200
     wait_for(lambda: states(served).get(pid) == "suspended")

@@ -10,6 +10,7 @@ why), 2 bad usage, 3 no daemon reachable.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -85,6 +86,14 @@ def _tree(rows: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
     return out
 
 
+def _prio_cell(r: dict[str, Any]) -> str:
+    """The base priority, and the effective one when the agent-graph scheduler raised it."""
+    base, eff = r.get("priority"), r.get("effective_priority")
+    if type(eff) in (int, float) and type(base) is int and eff != base and math.isfinite(eff):
+        return f"{base}→{eff:.2f}"
+    return str(base)
+
+
 def _ps_table(rows: list[dict[str, Any]], title: str) -> Any:
     from rich.table import Table
 
@@ -110,7 +119,7 @@ def _ps_table(rows: list[dict[str, Any]], title: str) -> Any:
                      cell(u["tool_calls"], held.get("tool_calls", 0), rem["tool_calls"]),
                      cell(u["usd"], held.get("usd", 0), rem["usd"], usd=True)]
         t.add_row(str(r["pid"]), "  " * depth + untrusted(r["name"], 60), r["state"], str(r["wait"] or ""),
-                  str(r["priority"]), *spent, trust_cell(r.get("trust")))
+                  _prio_cell(r), *spent, trust_cell(r.get("trust")))
     return t
 
 

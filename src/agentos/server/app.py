@@ -46,11 +46,13 @@ class BadRequest(Exception):
 
 
 def ps_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A process as the API shows it: pid, name, state, parent, priority, reductions,
-    mailbox, wait (what it waits for, or null), used/remaining (tokens, tool_calls, usd, ...),
-    trust (the score the kernel keeps for it, or null without a trust service)."""
-    keys = ("pid", "name", "state", "parent", "priority", "reductions", "mailbox", "wait", "used", "reserved", "remaining",
-            "trust")
+    """A process as the API shows it: pid, name, state, parent, priority (base), centrality
+    and effective_priority (the agent-graph scheduler's; 0 and the base priority when it is
+    off), reductions, mailbox, wait (what it waits for, or null), used/remaining (tokens,
+    tool_calls, usd, ...; null while hibernated), trust (the score the kernel keeps for it,
+    or null without a trust service)."""
+    keys = ("pid", "name", "state", "parent", "priority", "centrality", "effective_priority", "reductions", "mailbox",
+            "wait", "used", "reserved", "remaining", "trust")
     return {k: row.get(k) for k in keys}
 
 
