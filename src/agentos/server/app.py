@@ -69,12 +69,13 @@ def _json_safe(x: Any) -> Any:
 def _int(value: str | None, name: str, default: int | None = None) -> int | None:
     if value is None or value == "":
         return default
-    try:
-        n = int(value)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer, got {value[:40]!r}") from None
-    if n < 0 or n > 2**62:
-        raise BadRequest(f"{name} out of range: {n}")
+    # ASCII digits only: int() would also take " 2", "+2", "2_0" and other scripts' digits
+    digits = value[1:] if value.startswith("-") else value
+    if not (digits and digits.isascii() and digits.isdigit()):
+        raise BadRequest(f"{name} must be an integer (decimal digits), got {value[:40]!r}")
+    if value.startswith("-") or len(digits) > 19 or int(digits) > 2**62:
+        raise BadRequest(f"{name} out of range: {value[:40]}{'...' if len(value) > 40 else ''}")
+    n = int(digits)
     return n
 
 
