@@ -89,7 +89,7 @@ def _tree(rows: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
 def _prio_cell(r: dict[str, Any]) -> str:
     """The base priority, and the effective one when the agent-graph scheduler raised it."""
     base, eff = r.get("priority"), r.get("effective_priority")
-    if type(eff) in (int, float) and type(base) is int and eff != base and math.isfinite(eff):
+    if (type(eff) is int or type(eff) is float) and type(base) is int and eff != base and math.isfinite(eff):
         return f"{base}→{eff:.2f}"
     return str(base)
 
