@@ -299,3 +299,25 @@ def test_a_bytes_subclass_that_lies_about_its_length_cannot_pass_the_size_bound(
         import_agent(k, Small(b" " * (9 * 1024 * 1024)), parent=1)
     with pytest.raises(AgentFileError, match="more than the 8388608 bytes"):
         import_agent(k, Quiet(" " * (9 * 1024 * 1024)), parent=1)
+
+
+def test_importing_the_same_file_twice_makes_two_agents_and_only_the_first_gets_its_names():
+    ex = _exported()
+    data = _with(ex["file"], names=["counter-svc"])
+    ref = {}
+    out = {}
+
+    async def init(sys, args):
+        k = ref["k"]
+        a = import_agent(k, data, parent=1)
+        b = import_agent(k, data, parent=1)
+        out["pids"] = (a, b)
+        out["holder"] = k.names["counter-svc"].pid
+        return "ok"
+
+    k = Kernel(deterministic=True, hibernation=HibernationConfig())
+    k.register_image(counter)
+    ref["k"] = k
+    assert k.run(init, quota=Quota(mem=50_000)).value == "ok"
+    a, b = out["pids"]
+    assert a != b and out["holder"] == a
