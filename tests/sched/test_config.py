@@ -206,3 +206,22 @@ def test_a_hostile_idle_ms_for_a_message_loop_is_a_typed_error(idle_ms, shown):
 
     with pytest.raises(BadArgument, match=f"idle_ms must be a finite number of ms > 0, got {shown}"):
         message_loop(idle_ms=idle_ms)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: SchedConfig(enabled=True, alfa=1),
+    lambda: SchedConfig(True, "eigenvector", 0.5, 0.8, 256, 1000.0, 10_000.0, 8.0, 4, 200, 1e-6, "extra"),
+    lambda: SchedConfig(True, enabled=False),
+], ids=["unknown-keyword", "too-many-positional", "given-twice"])
+def test_an_unknown_or_doubled_sched_setting_from_python_is_a_sched_config_error(build):
+    with pytest.raises(SchedConfigError, match="sched"):
+        build()
+
+
+def test_an_unknown_hibernation_setting_is_a_hibernation_config_error():
+    from agentos.sched import HibernationConfig
+    from agentos.sched.hibernate import HibernationConfigError
+
+    with pytest.raises(HibernationConfigError, match="unknown hibernation setting 'max_residents'"):
+        HibernationConfig(max_residents=5)
+    assert HibernationConfig(max_resident=5).max_resident == 5
