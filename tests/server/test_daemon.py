@@ -227,3 +227,19 @@ def test_a_stop_the_kernel_caught_itself_is_the_daemons_and_recorded_interrupted
     assert not s.thread.is_alive()
     assert s.d.stopping == "SIGTERM" and s.d.interrupted
     assert store.get_run(run_id).status == "interrupted"
+
+
+def test_a_stop_that_comes_before_root_exists_still_stops_the_daemon(tmp_path: Path) -> None:
+    import asyncio
+
+    from agentos.server.daemon import Daemon
+
+    d = Daemon(home=tmp_path / "home", port=0, record=False)
+    d.stop("SIGTERM")   # as a signal arriving between the state file and root's start
+
+    async def serve() -> object:
+        return await asyncio.wait_for(d.serve(signals=False), timeout=20)
+
+    res = asyncio.run(serve())
+    assert d.stopping == "SIGTERM" and res is not None
+    assert not (tmp_path / "home" / "serve.json").exists()
