@@ -321,3 +321,20 @@ def test_importing_the_same_file_twice_makes_two_agents_and_only_the_first_gets_
     assert k.run(init, quota=Quota(mem=50_000)).value == "ok"
     a, b = out["pids"]
     assert a != b and out["holder"] == a
+
+
+def test_export_of_a_process_that_cannot_hibernate_says_export_and_why():
+    ref = {}
+    out = {}
+
+    async def init(sys, args):
+        try:
+            export_agent(ref["k"], 1)   # init itself: running, not waiting
+        except KernelError as e:
+            out["e"] = str(e)
+        return "ok"
+
+    k = Kernel(deterministic=True, hibernation=HibernationConfig())
+    ref["k"] = k
+    k.run(init)
+    assert out["e"].startswith("export: hibernate: pid 1 cannot hibernate now"), out["e"]

@@ -68,7 +68,10 @@ def export_agent(kernel: "Kernel", pid: int) -> bytes:
         raise KernelError("export: hibernation is off (KernelConfig.hibernation)")
     proc = kernel._hib_proc(pid, "export")
     if proc.state is not HIBERNATED:
-        kernel.hibernate(pid)
+        try:
+            kernel.hibernate(pid)
+        except KernelError as e:  # says why it cannot hibernate; the caller asked for an export
+            raise KernelError(f"export: {e}") from None
     if proc.state is not HIBERNATED:
         raise KernelError(f"export: pid {pid} could not be hibernated (the store refused: see hibernate_error)")
     blob = hib.store.get(_key(pid))
