@@ -338,3 +338,24 @@ def test_export_of_a_process_that_cannot_hibernate_says_export_and_why():
     ref["k"] = k
     k.run(init)
     assert out["e"].startswith("export: hibernate: pid 1 cannot hibernate now"), out["e"]
+
+
+@pytest.mark.parametrize("image,text", [(5, "image: cannot run a int"), ("nope", "no image is registered as 'nope'"),
+                                        (object(), "image: cannot run a object")],
+                         ids=["int", "unknown-name", "object"])
+def test_a_bad_image_given_to_import_is_an_agent_file_error(image, text):
+    ex = _exported()
+    ref = {}
+    out = {}
+
+    async def init(sys, args):
+        try:
+            import_agent(ref["k"], ex["file"], parent=1, image=image)
+        except AgentFileError as e:
+            out["e"] = str(e)
+        return "ok"
+
+    k = Kernel(deterministic=True, hibernation=HibernationConfig())
+    ref["k"] = k
+    k.run(init)
+    assert text in out["e"], out

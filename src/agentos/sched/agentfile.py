@@ -108,7 +108,17 @@ def import_agent(kernel: "Kernel", data: bytes | str, *, parent: int, image: Any
     if par is None or par.state is EXITED or par.state is HIBERNATED:
         raise KernelError(f"import: no live, resident parent process {parent!r}")
     want = _text(_get(doc, "image", dict).get("name"), "image.name")
-    img = ProcessImage.of(image) if image is not None else kernel.images.get(want)
+    if image is None:
+        img = kernel.images.get(want)
+    elif isinstance(image, str):  # a registered image by name
+        img = kernel.images.get(str.__str__(image))
+        if img is None:
+            raise AgentFileError(f"import: no image is registered as {_shown(image)}")
+    else:
+        try:
+            img = ProcessImage.of(image)
+        except TypeError as e:
+            raise AgentFileError(f"import: image: {e}") from None
     if img is None:
         raise AgentFileError(f"import: the file is of image {want!r}, which this kernel has not registered "
                              f"(the file never chooses code: register the image or pass it)")
