@@ -243,3 +243,27 @@ def test_a_stop_that_comes_before_root_exists_still_stops_the_daemon(tmp_path: P
     res = asyncio.run(serve())
     assert d.stopping == "SIGTERM" and res is not None
     assert not (tmp_path / "home" / "serve.json").exists()
+
+
+def test_a_nan_or_an_infinity_in_a_request_body_is_a_400_before_the_kernel(served: Served, tmp_path: Path) -> None:
+    path = served.program(tmp_path, SLEEPER)
+    before = {r["pid"] for r in served.request("GET", "/v1/ps")[1]["processes"]}
+    for bad in (float("nan"), float("inf"), [1, {"x": float("-inf")}]):
+        st, got = served.request("POST", "/v1/submit", {"path": path, "args": bad})
+        assert st == 400 and "not JSON" in got["error"], (bad, st, got)
+    st, got = served.request("POST", "/v1/submit", {"path": path, "quota": {"usd": float("nan")}})
+    assert st == 400, (st, got)
+    assert {r["pid"] for r in served.request("GET", "/v1/ps")[1]["processes"]} == before
+
+
+def test_submit_args_with_a_nan_or_past_a_floats_range_are_refused_by_agentctl(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from agentos.cli.main import app
+
+    monkeypatch.setenv("AGENTOS_HOME", str(tmp_path / "home"))
+    prog = tmp_path / "p.py"
+    prog.write_text("async def init(sys, args):\n    return args\n")
+    for bad in ("NaN", '{"a": 1e400}', "[-Infinity]"):
+        r = CliRunner().invoke(app, ["submit", str(prog), "--args", bad])
+        assert r.exit_code == 2 and "--args is not JSON" in r.stderr, (bad, r.output)

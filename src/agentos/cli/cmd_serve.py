@@ -309,8 +309,10 @@ def register(app: typer.Typer) -> None:
         """Start FILE's `init` in the running daemon, as a child of its root."""
         body: dict[str, Any] = {"path": str(file.resolve())}
         if args is not None:
+            from ..server.app import strict_json
+
             try:
-                body["args"] = json.loads(args)
+                body["args"] = strict_json(args)
             except (ValueError, RecursionError) as e:
                 typer.echo(f"agentctl submit: --args is not JSON: {e}", err=True)
                 raise typer.Exit(2) from None

@@ -79,6 +79,23 @@ def _int(value: str | None, name: str, default: int | None = None) -> int | None
     return n
 
 
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    f = float(text)
+    if not math.isfinite(f):
+        raise ValueError(f"{text[:40]} is past a float's range")
+    return f
+
+
+def strict_json(raw: bytes | str) -> Any:
+    """JSON as the standard has it: NaN, Infinity and a number past a float's range (1e400,
+    which Python reads as inf) are refused, not handed on as values no JSON can carry."""
+    return json.loads(raw, parse_constant=_not_json, parse_float=_finite_float)
+
+
 def make_app(daemon: Any) -> Any:
     """The ASGI app for `daemon` (a `Daemon`), wrapped in its Guard."""
     from starlette.applications import Starlette
@@ -100,7 +117,7 @@ def make_app(daemon: Any) -> Any:
             if len(raw) > MAX_BODY:
                 raise BadRequest(f"body larger than {MAX_BODY} bytes", 413)
         try:
-            data = json.loads(raw or b"{}")
+            data = strict_json(raw or b"{}")
         except (ValueError, RecursionError) as e:
             raise BadRequest(f"body is not JSON: {str(e)[:80]}") from None
         if not isinstance(data, dict):
@@ -340,4 +357,4 @@ def make_app(daemon: Any) -> Any:
     return Guard(app, daemon.token, lambda: daemon.port)
 
 
-__all__ = ["make_app", "ps_row"]
+__all__ = ["make_app", "ps_row", "strict_json"]
