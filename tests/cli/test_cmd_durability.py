@@ -195,3 +195,26 @@ def test_replay_of_a_run_stored_before_formats_existed_reads_it_as_format_1(home
         assert r.exit_code == 0 and "replay identical" in r.output, r.output
     else:  # format 1 was dropped by a later bump: refused, saying so
         assert r.exit_code == 2 and "recorded in format 1," in r.output, r.output
+
+
+@pytest.mark.parametrize("cmd", [["replay", "abc"], ["runs"], ["events", "abc"]])
+def test_a_read_command_given_a_store_path_that_does_not_exist_creates_nothing(tmp_path: Path, cmd: list[str]) -> None:
+    missing = tmp_path / "no" / "such" / "store.db"
+    for url in (str(missing), f"sqlite:///{missing}"):
+        r = runner.invoke(app, [*cmd, "--store", url])
+        assert r.exit_code == 3, (r.exit_code, r.output)
+        assert len(r.stderr.strip().splitlines()) == 1 and "no store at" in r.stderr, r.stderr
+        assert not (tmp_path / "no").exists()
+
+
+def test_a_store_error_that_spans_lines_is_one_line_on_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentos.store import StoreError
+
+    def broken(url: str, *a: Any, **kw: Any) -> Any:
+        raise StoreError("cannot open the store at postgresql://x: connection refused\n\tIs the server running?")
+
+    monkeypatch.setattr("agentos.store.open_store", broken)
+    r = runner.invoke(app, ["runs", "--store", "postgresql://x"])
+    assert r.exit_code == 3
+    assert r.stderr.strip().splitlines() == ["error: cannot open the store at postgresql://x: connection refused "
+                                             "Is the server running?"]

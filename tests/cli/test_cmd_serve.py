@@ -151,8 +151,12 @@ def test_approvals_listed_and_answered_through_agentctl(tmp_path: Path, monkeypa
     (["--hibernate", "--max-resident", "many"], "--max-resident"),
     (["--hibernate", "--max-resident", "2.5"], "--max-resident"),
     (["--max-resident", "10"], "needs --hibernate"),
-], ids=["zero", "negative", "huge", "not-a-number", "float", "without-hibernate"])
-def test_a_bad_max_resident_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, args, needle) -> None:  # type: ignore[no-untyped-def]
+    (["--port", "65536"], "--port must be in 0..65535"),
+    (["--port", "-1"], "--port must be in 0..65535"),
+    (["--port", "1" + "0" * 400], "--port"),
+], ids=["zero", "negative", "huge", "not-a-number", "float", "without-hibernate", "port-too-large", "port-negative",
+        "port-huge"])
+def test_a_bad_max_resident_or_port_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, args, needle) -> None:  # type: ignore[no-untyped-def]
     from typer.testing import CliRunner
 
     from agentos.cli.main import app
@@ -162,3 +166,13 @@ def test_a_bad_max_resident_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, 
     assert r.exit_code == 2, (r.exit_code, r.output)
     assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
     assert "Traceback" not in r.output and not (tmp_path / "home" / "serve.json").exists()
+
+
+def test_ps_shows_the_effective_priority_the_scheduler_gave_and_survives_odd_rows() -> None:
+    from agentos.cli.cmd_serve import _prio_cell
+
+    assert _prio_cell({"priority": 5, "effective_priority": 5}) == "5"
+    assert _prio_cell({"priority": 5, "effective_priority": 7.5}) == "5→7.50"
+    for odd in (float("nan"), float("inf"), True, "9", None):
+        assert _prio_cell({"priority": 5, "effective_priority": odd}) == "5"
+    assert _prio_cell({}) == "None"

@@ -174,3 +174,54 @@ def test_hibernation_settings_are_frozen_and_the_kernel_refuses_anything_else():
         c.max_resident = 10**400  # type: ignore[misc]
     with pytest.raises(HibernationConfigError, match="must be a HibernationConfig"):
         Kernel(deterministic=True, hibernation={"max_resident": 4})
+
+
+def test_a_settings_dict_with_hostile_keys_or_a_hostile_subclass_is_a_typed_error():
+    class EvilKey(str):
+        def __eq__(self, other):   # noqa: ARG002
+            raise RuntimeError("hostile eq")
+
+        __hash__ = str.__hash__
+
+    class EvilDict(dict):
+        def __iter__(self):
+            raise RuntimeError("hostile iter")
+
+        def keys(self):
+            raise RuntimeError("hostile keys")
+
+    with pytest.raises(SchedConfigError, match="name must be a string, got a EvilKey"):
+        Kernel(sched={EvilKey("alpha"): 1})
+    with pytest.raises(SchedConfigError, match="name must be a string, got a int"):
+        SchedConfig.from_dict({1: 2})
+    assert SchedConfig.from_dict(EvilDict(enabled=True, alpha=2)).alpha == 2.0   # read by its items
+
+
+@pytest.mark.parametrize("idle_ms,shown", [(10**400, "an integer of 1329 bits"), (float("nan"), "nan"),
+                                           (-1, "-1"), (True, "True"), ("5", "a str")],
+                         ids=["huge", "nan", "negative", "bool", "str"])
+def test_a_hostile_idle_ms_for_a_message_loop_is_a_typed_error(idle_ms, shown):
+    from agentos.abi.errors import BadArgument
+    from agentos.sched.loop import message_loop
+
+    with pytest.raises(BadArgument, match=f"idle_ms must be a finite number of ms > 0, got {shown}"):
+        message_loop(idle_ms=idle_ms)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: SchedConfig(enabled=True, alfa=1),
+    lambda: SchedConfig(True, "eigenvector", 0.5, 0.8, 256, 1000.0, 10_000.0, 8.0, 4, 200, 1e-6, "extra"),
+    lambda: SchedConfig(True, enabled=False),
+], ids=["unknown-keyword", "too-many-positional", "given-twice"])
+def test_an_unknown_or_doubled_sched_setting_from_python_is_a_sched_config_error(build):
+    with pytest.raises(SchedConfigError, match="sched"):
+        build()
+
+
+def test_an_unknown_hibernation_setting_is_a_hibernation_config_error():
+    from agentos.sched import HibernationConfig
+    from agentos.sched.hibernate import HibernationConfigError
+
+    with pytest.raises(HibernationConfigError, match="unknown hibernation setting 'max_residents'"):
+        HibernationConfig(max_residents=5)
+    assert HibernationConfig(max_resident=5).max_resident == 5

@@ -258,3 +258,104 @@ def test_a_hostile_size_bound_given_to_import_is_refused(max_bytes):
     k = Kernel(deterministic=True, hibernation=HibernationConfig())
     with pytest.raises(AgentFileError, match="max_bytes"):
         import_agent(k, ex["file"], parent=1, max_bytes=max_bytes)
+
+
+@pytest.mark.parametrize("change,text", [
+    ({"extra": 1}, "unknown key(s) 'extra'"),
+    ({"state": "DROP"}, "has no state"),
+    ({"caps": "DROP"}, "has no caps"),
+    ({"context": "DROP"}, "has no context"),
+    ({"priority": 9}, "priority must be an int in 0..5"),
+    ({"priority": -1}, "priority must be an int in 0..5"),
+    ({"priority": 10**30}, "priority must be an int in 0..5"),
+], ids=["unknown-key", "missing-state", "missing-caps", "missing-context", "priority-above-importer",
+        "negative-priority", "huge-priority"])
+def test_an_agent_file_with_a_missing_or_unknown_key_or_a_raised_priority_is_refused(change, text):
+    ex = _exported()
+    doc = json.loads(ex["file"])
+    for key, v in change.items():
+        if v == "DROP":
+            del doc[key]
+        else:
+            doc[key] = v
+    value, out, k = _import(json.dumps(doc).encode())
+    assert value == "refused"
+    assert isinstance(out["error"], AgentFileError), repr(out["error"])
+    assert text in str(out["error"]), str(out["error"])
+    assert len(k.procs) == 0 and k.accounts.open_count == 0
+
+
+def test_a_bytes_subclass_that_lies_about_its_length_cannot_pass_the_size_bound():
+    class Small(bytes):
+        def __len__(self) -> int:
+            return 3
+
+    class Quiet(str):
+        def encode(self, *a, **kw):   # noqa: ARG002
+            return b"{}"
+
+    k = Kernel(deterministic=True, hibernation=HibernationConfig())
+    with pytest.raises(AgentFileError, match="9437184 bytes, more than"):
+        import_agent(k, Small(b" " * (9 * 1024 * 1024)), parent=1)
+    with pytest.raises(AgentFileError, match="more than the 8388608 bytes"):
+        import_agent(k, Quiet(" " * (9 * 1024 * 1024)), parent=1)
+
+
+def test_importing_the_same_file_twice_makes_two_agents_and_only_the_first_gets_its_names():
+    ex = _exported()
+    data = _with(ex["file"], names=["counter-svc"])
+    ref = {}
+    out = {}
+
+    async def init(sys, args):
+        k = ref["k"]
+        a = import_agent(k, data, parent=1)
+        b = import_agent(k, data, parent=1)
+        out["pids"] = (a, b)
+        out["holder"] = k.names["counter-svc"].pid
+        return "ok"
+
+    k = Kernel(deterministic=True, hibernation=HibernationConfig())
+    k.register_image(counter)
+    ref["k"] = k
+    assert k.run(init, quota=Quota(mem=50_000)).value == "ok"
+    a, b = out["pids"]
+    assert a != b and out["holder"] == a
+
+
+def test_export_of_a_process_that_cannot_hibernate_says_export_and_why():
+    ref = {}
+    out = {}
+
+    async def init(sys, args):
+        try:
+            export_agent(ref["k"], 1)   # init itself: running, not waiting
+        except KernelError as e:
+            out["e"] = str(e)
+        return "ok"
+
+    k = Kernel(deterministic=True, hibernation=HibernationConfig())
+    ref["k"] = k
+    k.run(init)
+    assert out["e"].startswith("export: hibernate: pid 1 cannot hibernate now"), out["e"]
+
+
+@pytest.mark.parametrize("image,text", [(5, "image: cannot run a int"), ("nope", "no image is registered as 'nope'"),
+                                        (object(), "image: cannot run a object")],
+                         ids=["int", "unknown-name", "object"])
+def test_a_bad_image_given_to_import_is_an_agent_file_error(image, text):
+    ex = _exported()
+    ref = {}
+    out = {}
+
+    async def init(sys, args):
+        try:
+            import_agent(ref["k"], ex["file"], parent=1, image=image)
+        except AgentFileError as e:
+            out["e"] = str(e)
+        return "ok"
+
+    k = Kernel(deterministic=True, hibernation=HibernationConfig())
+    ref["k"] = k
+    k.run(init)
+    assert text in out["e"], out

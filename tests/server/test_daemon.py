@@ -40,8 +40,9 @@ def test_submit_shows_in_ps_under_root_and_signals_control_it(served: Served, tm
     pid = got["pid"]
     rows = {r["pid"]: r for r in served.request("GET", "/v1/ps")[1]["processes"]}
     assert rows[pid]["parent"] == served.d.root_pid and rows[pid]["name"] == "sleeper"
-    assert set(rows[pid]) == {"pid", "name", "state", "parent", "priority", "reductions", "mailbox", "wait",
-                              "used", "reserved", "remaining", "trust"}
+    assert set(rows[pid]) == {"pid", "name", "state", "parent", "priority", "centrality", "effective_priority",
+                              "reductions", "mailbox", "wait", "used", "reserved", "remaining", "trust"}
+    assert rows[pid]["centrality"] == 0.0 and rows[pid]["effective_priority"] == rows[pid]["priority"]
     assert rows[pid]["trust"] == 1.0
     assert served.request("POST", f"/v1/procs/{pid}/signal", {"signal": "stop"})[0] == 200
     wait_for(lambda: states(served).get(pid) == "suspended")
@@ -226,3 +227,43 @@ def test_a_stop_the_kernel_caught_itself_is_the_daemons_and_recorded_interrupted
     assert not s.thread.is_alive()
     assert s.d.stopping == "SIGTERM" and s.d.interrupted
     assert store.get_run(run_id).status == "interrupted"
+
+
+def test_a_stop_that_comes_before_root_exists_still_stops_the_daemon(tmp_path: Path) -> None:
+    import asyncio
+
+    from agentos.server.daemon import Daemon
+
+    d = Daemon(home=tmp_path / "home", port=0, record=False)
+    d.stop("SIGTERM")   # as a signal arriving between the state file and root's start
+
+    async def serve() -> object:
+        return await asyncio.wait_for(d.serve(signals=False), timeout=20)
+
+    res = asyncio.run(serve())
+    assert d.stopping == "SIGTERM" and res is not None
+    assert not (tmp_path / "home" / "serve.json").exists()
+
+
+def test_a_nan_or_an_infinity_in_a_request_body_is_a_400_before_the_kernel(served: Served, tmp_path: Path) -> None:
+    path = served.program(tmp_path, SLEEPER)
+    before = {r["pid"] for r in served.request("GET", "/v1/ps")[1]["processes"]}
+    for bad in (float("nan"), float("inf"), [1, {"x": float("-inf")}]):
+        st, got = served.request("POST", "/v1/submit", {"path": path, "args": bad})
+        assert st == 400 and "not JSON" in got["error"], (bad, st, got)
+    st, got = served.request("POST", "/v1/submit", {"path": path, "quota": {"usd": float("nan")}})
+    assert st == 400, (st, got)
+    assert {r["pid"] for r in served.request("GET", "/v1/ps")[1]["processes"]} == before
+
+
+def test_submit_args_with_a_nan_or_past_a_floats_range_are_refused_by_agentctl(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from agentos.cli.main import app
+
+    monkeypatch.setenv("AGENTOS_HOME", str(tmp_path / "home"))
+    prog = tmp_path / "p.py"
+    prog.write_text("async def init(sys, args):\n    return args\n")
+    for bad in ("NaN", '{"a": 1e400}', "[-Infinity]"):
+        r = CliRunner().invoke(app, ["submit", str(prog), "--args", bad])
+        assert r.exit_code == 2 and "--args is not JSON" in r.stderr, (bad, r.output)

@@ -111,6 +111,22 @@ def test_agentctl_hibernate_and_wake_of_a_bad_or_unknown_pid_is_one_typed_line(t
         stop(s)
 
 
+def test_a_pid_in_a_path_is_ascii_decimal_digits_only(tmp_path: Path) -> None:
+    s = start(tmp_path, hibernation=HibernationConfig())
+    try:
+        pid = s.request("POST", "/v1/submit", {"path": s.program(tmp_path, WAITER)})[1]["pid"]
+        wait_for(lambda: states(s).get(pid) == "waiting")
+        assert pid == 2
+        for odd in ("%EF%BC%92", "+2", "2_0", "%202", "%D9%A2"):   # fullwidth 2, plus, underscore, space, Arabic 2
+            st, got = s.request("POST", f"/v1/procs/{odd}/hibernate", {})
+            assert st == 400 and "must be an integer" in got["error"], (odd, st, got)
+        st, got = s.request("POST", "/v1/procs/" + "9" * 5000 + "/hibernate", {})
+        assert st == 400 and "out of range" in got["error"] and len(got["error"]) < 100, got
+        assert states(s).get(pid) == "waiting"   # none of them reached the process
+    finally:
+        stop(s)
+
+
 LOOP_PROGRAM = """
 from agentos.sched import message_loop
 

@@ -482,6 +482,26 @@ def test_a_dict_subclass_request_arguments_or_manifest_runs_none_of_its_code() -
     assert "mul2" not in reg.entries
 
 
+class _HostileStr(str):
+    """A str whose own comparisons raise: the registry must read an op or a tool name by value."""
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("hostile __eq__")
+
+    __hash__ = str.__hash__
+
+
+def test_a_str_subclass_op_or_tool_name_runs_none_of_its_code() -> None:
+    async def init(sys, _):  # type: ignore[no-untyped-def]
+        h = await sys.open("registry")
+        listed = await sys.write(h, {"op": _HostileStr("list")})
+        out = await sys.read(h, {"tool": _HostileStr("add"), "args": {"a": 1, "b": 2}})
+        return sorted(t["name"] for t in listed), out
+
+    _k, _reg, res = run(init)
+    assert res.value == (["add", "put"], 3), res.reason
+
+
 @pytest.mark.parametrize("tool,why", [("cyclic", "cycle"), ("nan", "nan"), ("huge", "bits"),
                                       ("object", "type object")])
 def test_a_hostile_tool_reply_is_a_typed_error_charged_its_call(tool: str, why: str) -> None:

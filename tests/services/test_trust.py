@@ -656,3 +656,14 @@ def test_a_tampered_trust_settings_journal_entry_is_not_read_not_a_crash(field: 
     good = _settings_value(TrustSettings())
     assert _settings_from(good) == TrustSettings()
     assert _settings_from({**good, field: bad}) is None  # kill_below 0.2 >= report_floor 0.1: reports could kill
+
+
+def test_pinning_a_key_for_this_kernels_own_node_is_refused_not_silently_ignored() -> None:
+    k = Kernel(deterministic=True, policy=AllowAll())
+    own = k.trust.node_name()
+    with pytest.raises(BadArgument, match="this kernel's own node, and that is not its key"):
+        k.trust.trust_node(own, b"y" * 32)
+    k.trust.trust_node(own, k.trust.node_public_key())   # its own, as in a map of every node's key
+    assert own not in k.trust.describe()["pinned_nodes"]
+    k.trust.trust_node("other", b"y" * 32)
+    assert k.trust.describe()["pinned_nodes"] == ["other"]

@@ -496,3 +496,33 @@ def test_repeated_runs_leave_no_capabilities_behind_in_the_executor() -> None:
     res = k.run(init, grant=["llm", "tools", "probe"])
     before, after = res.value
     assert after == before
+
+
+class _OddName(str):
+    """A str subclass: its value is a fine tool name, its type is not a JSON string's."""
+
+    def __len__(self) -> int:
+        return 3
+
+
+class _HostileSchema(dict):  # type: ignore[type-arg]
+    def keys(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("hostile keys")
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("hostile __iter__")
+
+
+def test_a_constraint_of_str_subclasses_runs_by_its_plain_value_and_a_hostile_schema_is_a_bad_argument() -> None:
+    async def init(sys: Any, args: Any) -> Any:
+        r = await mute_agent(sys, "add", [Constraint(_OddName("add"), description=_OddName("d" * 5))])
+        try:
+            await mute_agent(sys, "add", [Constraint("add", _HostileSchema(type="object"))])
+        except BadArgument as e:
+            return r.stop, r.executed, str(e)
+
+    llm = ScriptedChat([plan(("add", {"a": 1, "b": 2}), answer="3")])
+    k, res = boot(init, drivers=[llm, Effects().tools()], grant=["llm", "tools"])
+    stop, executed, err = res.value
+    assert [s["tool"] for s in executed] == ["add"], res.value   # the plan named it, the executor ran it
+    assert err.startswith("mute_agent: the argument constraint of 'add' cannot be read"), err

@@ -37,14 +37,28 @@ class Right(enum.IntFlag):
 
     @classmethod
     def parse(cls, rights: "Right | str | int | list[str] | tuple[str, ...]") -> "Right":
-        """Accept `Right`, an int, "send,kill" or ["send", "kill"]; reject unknown names."""
-        if isinstance(rights, Right):
+        """Accept `Right`, an int, "send,kill" or ["send", "kill"]; reject unknown names.
+
+        A subclass of int, str, list or tuple is read by its value through the builtin's
+        own methods (its overridden comparisons or `__iter__` never run), and any other
+        iterable is a TypeError (an endless one would never be read to its end)."""
+        if type(rights) is Right:
             return rights
-        if isinstance(rights, int):
-            if rights & ~int(cls.ALL):
-                raise ValueError(f"unknown right bits in {rights:#x}")
-            return cls(rights)
-        names = rights.split(",") if isinstance(rights, str) else list(rights)
+        if isinstance(rights, int) and not isinstance(rights, bool):
+            bits = int.__index__(rights)
+            if bits & ~int(cls.ALL) or bits < 0:
+                raise ValueError(f"unknown right bits in {bits:#x}")
+            return cls(bits)
+        if isinstance(rights, str):
+            names = str.split(str.__str__(rights), ",")
+        elif isinstance(rights, (list, tuple)):
+            items = list(list.__iter__(rights)) if isinstance(rights, list) else list(tuple.__iter__(rights))
+            if not all(isinstance(n, str) for n in items):
+                raise TypeError("rights named in a list must be strings")
+            names = [str.__str__(n) for n in items]
+        else:
+            raise TypeError(f"rights are a Right, an int, \"send,kill\" or a list of names, "
+                            f"got {type(rights).__name__}")
         out = cls.NONE
         for name in names:
             name = name.strip().upper()

@@ -27,9 +27,19 @@ def _plain(value: Any) -> str:
 StoreOpt = typer.Option(None, "--store", help="store URL (sqlite:///path, postgresql://..., a path)")
 
 
-def _open(url: Optional[str]) -> Any:
-    from ..store import open_default_store, open_store
+def _open(url: Optional[str], *, read: bool = True) -> Any:
+    """The store named by --store (else the default one). A command that only reads refuses
+    a file path that does not exist, so a typo never creates an empty store (and directories)."""
+    from pathlib import Path
 
+    from ..store import StoreError, open_default_store, open_store
+
+    if url and read and url not in ("memory", "memory:") and not url.startswith(("postgresql://", "postgres://")):
+        path = url[len("sqlite://"):] if url.startswith("sqlite://") else url
+        if path.startswith("//"):
+            path = path[1:]
+        if "://" not in path and not Path(path).exists():
+            raise StoreError(f"no store at {path} (a command that reads never creates one)")
     return open_store(url) if url else open_default_store()
 
 
@@ -317,7 +327,7 @@ def register(app: typer.Typer) -> None:
         if record:
             from ..store import record_run
 
-            st = _open(store)
+            st = _open(store, read=False)
             rid = record_run(k, st, f"restore:{snap.get('name')}")
             typer.echo(f"recording as run {rid}")
         from ..store import StoreError

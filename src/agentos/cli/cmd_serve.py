@@ -10,6 +10,7 @@ why), 2 bad usage, 3 no daemon reachable.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -85,6 +86,14 @@ def _tree(rows: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
     return out
 
 
+def _prio_cell(r: dict[str, Any]) -> str:
+    """The base priority, and the effective one when the agent-graph scheduler raised it."""
+    base, eff = r.get("priority"), r.get("effective_priority")
+    if (type(eff) is int or type(eff) is float) and type(base) is int and eff != base and math.isfinite(eff):
+        return f"{base}→{eff:.2f}"
+    return str(base)
+
+
 def _ps_table(rows: list[dict[str, Any]], title: str) -> Any:
     from rich.table import Table
 
@@ -110,7 +119,7 @@ def _ps_table(rows: list[dict[str, Any]], title: str) -> Any:
                      cell(u["tool_calls"], held.get("tool_calls", 0), rem["tool_calls"]),
                      cell(u["usd"], held.get("usd", 0), rem["usd"], usd=True)]
         t.add_row(str(r["pid"]), "  " * depth + untrusted(r["name"], 60), r["state"], str(r["wait"] or ""),
-                  str(r["priority"]), *spent, trust_cell(r.get("trust")))
+                  _prio_cell(r), *spent, trust_cell(r.get("trust")))
     return t
 
 
@@ -242,6 +251,9 @@ def register(app: typer.Typer) -> None:
         from .strict import CliNoPolicy
 
         con = render_console()
+        if not 0 <= port <= 65535:
+            typer.echo(f"agentctl serve: --port must be in 0..65535 (0: any free port), got {port}", err=True)
+            raise typer.Exit(2)
         q = _quota(tokens, tool_calls, usd, None)
         hib = _hibernation(hibernate, max_resident)
         try:
@@ -297,8 +309,10 @@ def register(app: typer.Typer) -> None:
         """Start FILE's `init` in the running daemon, as a child of its root."""
         body: dict[str, Any] = {"path": str(file.resolve())}
         if args is not None:
+            from ..server.app import strict_json
+
             try:
-                body["args"] = json.loads(args)
+                body["args"] = strict_json(args)
             except (ValueError, RecursionError) as e:
                 typer.echo(f"agentctl submit: --args is not JSON: {e}", err=True)
                 raise typer.Exit(2) from None

@@ -103,8 +103,8 @@ def _store_errors_are_one_line(callback: Callable[..., Any]) -> Callable[..., An
 
         try:
             return callback(*args, **kwargs)
-        except StoreError as e:
-            typer.echo(f"error: {e}", err=True)
+        except StoreError as e:  # a driver's message may span lines (psycopg's does): one line
+            typer.echo(f"error: {' '.join(str(e).split())}", err=True)
             raise typer.Exit(EXIT_STORE) from None
     _GUARDED.add(guarded)
     return guarded

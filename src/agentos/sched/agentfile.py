@@ -52,6 +52,8 @@ MAX_SEGMENTS = 100_000
 MAX_QUEUED = 10_000   # queued messages a file may hold when the importer has no max_mailbox
 MAX_NAMES = 256
 MAX_CAPS = 1024
+FILE_KEYS = ("format", "abi_version", "image", "name", "priority", "state", "args", "context", "budget", "names",
+             "mailbox", "caps")   # exactly what export writes
 _RIGHTS = {(r.name or "").lower(): int(r) for r in Right if r not in (Right.NONE, Right.ALL)}
 
 
@@ -66,7 +68,10 @@ def export_agent(kernel: "Kernel", pid: int) -> bytes:
         raise KernelError("export: hibernation is off (KernelConfig.hibernation)")
     proc = kernel._hib_proc(pid, "export")
     if proc.state is not HIBERNATED:
-        kernel.hibernate(pid)
+        try:
+            kernel.hibernate(pid)
+        except KernelError as e:  # says why it cannot hibernate; the caller asked for an export
+            raise KernelError(f"export: {e}") from None
     if proc.state is not HIBERNATED:
         raise KernelError(f"export: pid {pid} could not be hibernated (the store refused: see hibernate_error)")
     blob = hib.store.get(_key(pid))
@@ -103,7 +108,17 @@ def import_agent(kernel: "Kernel", data: bytes | str, *, parent: int, image: Any
     if par is None or par.state is EXITED or par.state is HIBERNATED:
         raise KernelError(f"import: no live, resident parent process {parent!r}")
     want = _text(_get(doc, "image", dict).get("name"), "image.name")
-    img = ProcessImage.of(image) if image is not None else kernel.images.get(want)
+    if image is None:
+        img = kernel.images.get(want)
+    elif isinstance(image, str):  # a registered image by name
+        img = kernel.images.get(str.__str__(image))
+        if img is None:
+            raise AgentFileError(f"import: no image is registered as {_shown(image)}")
+    else:
+        try:
+            img = ProcessImage.of(image)
+        except TypeError as e:
+            raise AgentFileError(f"import: image: {e}") from None
     if img is None:
         raise AgentFileError(f"import: the file is of image {want!r}, which this kernel has not registered "
                              f"(the file never chooses code: register the image or pass it)")
@@ -113,6 +128,9 @@ def import_agent(kernel: "Kernel", data: bytes | str, *, parent: int, image: Any
         raise AgentFileError(f"import: image {want!r} is not a message loop")
     name = _text(_get(doc, "name", str), "name", 256)
     prio = _get(doc, "priority", int)
+    if not 0 <= prio <= par.priority:  # the file never raises itself above the one who imports it
+        raise AgentFileError(f"import: priority must be an int in 0..{par.priority} (the importer's), "
+                             f"got {_shown(prio)}")
     state = _value(doc.get("state"), "state")
     args = _value(doc.get("args"), "args")
     quota = _quota(_get(doc, "budget", dict))
@@ -169,14 +187,19 @@ def import_agent(kernel: "Kernel", data: bytes | str, *, parent: int, image: Any
 # -- checks: everything before anything is created --------------------------------------
 def _parse(data: Any, max_bytes: int) -> dict[str, Any]:
     if isinstance(data, str):
+        if str.__len__(data) > max_bytes:  # at least one byte a character: refused before encoding
+            raise AgentFileError(f"import: the file is {str.__len__(data)} characters, more than the "
+                                 f"{max_bytes} bytes allowed")
         try:
-            data = data.encode("utf-8")
+            data = str.encode(data, "utf-8")  # the base method: a subclass's own encode never runs
         except UnicodeEncodeError:
             raise AgentFileError("import: the file is not valid UTF-8 text (a lone surrogate?)") from None
     if not isinstance(data, (bytes, bytearray)):
         raise AgentFileError(f"import: an agent file is bytes, got {type(data).__name__}")
-    if len(data) > max_bytes:
-        raise AgentFileError(f"import: the file is {len(data)} bytes, more than the {max_bytes} allowed")
+    size = memoryview(data).nbytes  # the buffer's size: a subclass's own __len__ never runs
+    if size > max_bytes:
+        raise AgentFileError(f"import: the file is {size} bytes, more than the {max_bytes} allowed")
+    data = memoryview(data).tobytes()  # plain bytes from here on
     depth = best = 0
     for b in _structure(data):
         depth += 1 if b in (0x5B, 0x7B) else -1
@@ -198,6 +221,12 @@ def _parse(data: Any, max_bytes: int) -> dict[str, Any]:
     if doc.get("abi_version") != ABI_VERSION:
         raise ABIMismatch(f"import: the file was written under ABI version {str(doc.get('abi_version'))[:20]}, "
                           f"this kernel speaks {ABI_VERSION}")
+    missing = [k for k in FILE_KEYS if k not in doc]
+    if missing:  # a missing key is never read as a default (a loop started with no state)
+        raise AgentFileError(f"import: the file has no {', '.join(missing)}")
+    unknown = [k for k in doc if k not in FILE_KEYS]
+    if unknown:
+        raise AgentFileError(f"import: the file has unknown key(s) {', '.join(repr(k[:40]) for k in unknown[:5])}")
     return doc
 
 

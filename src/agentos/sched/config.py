@@ -128,12 +128,38 @@ class SchedConfig:
         if not isinstance(d, dict):
             raise SchedConfigError(f"sched settings must be a mapping, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
-        for k in d:
+        plain: dict[str, Any] = {}
+        for k, v in dict.items(d):  # the base dict's items: a subclass's own __iter__/keys never run
+            if type(k) is not str:  # before any hash or compare: a str subclass's own never run
+                raise SchedConfigError(f"a sched setting's name must be a string, got a {type(k).__name__}")
             if k not in known:
                 raise SchedConfigError(f"unknown sched setting {_shown(k)} (known: {', '.join(sorted(known))})")
-        return cls(**d)
+            plain[k] = v
+        return cls(**plain)
 
 
+def typed_init(cls: Any, err: type[KernelError], prefix: str) -> None:
+    """Make `cls(...)` refuse an unknown keyword or too many positional arguments with
+    `err` naming them, as it refuses a bad value (a dataclass's own is a bare TypeError)."""
+    init = cls.__init__
+    names = tuple(f.name for f in fields(cls))
+
+    def __init__(self: Any, *args: Any, **kw: Any) -> None:
+        if len(args) > len(names):
+            raise err(f"{prefix} takes at most {len(names)} settings, got {len(args)} positional")
+        unknown = sorted(k for k in kw if k not in names)
+        if unknown:
+            raise err(f"unknown {prefix} setting {_shown(unknown[0])} (known: {', '.join(sorted(names))})")
+        dup = [n for n in names[:len(args)] if n in kw]
+        if dup:
+            raise err(f"{prefix} setting {dup[0]!r} given twice")
+        init(self, *args, **kw)
+
+    __init__.__doc__ = init.__doc__
+    cls.__init__ = __init__
+
+
+typed_init(SchedConfig, SchedConfigError, "sched")
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SchedConfig))
 
 __all__ = ["FIELDS", "Measure", "SchedConfig", "SchedConfigError"]

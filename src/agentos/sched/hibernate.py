@@ -49,7 +49,7 @@ from ..kernel.process import EXITED, READY, WAITING, ZERO, Cold, Process
 from ..kernel.trap import Sys
 from . import loop as L
 from . import plain
-from .config import SchedConfigError, _shown
+from .config import SchedConfigError, _shown, typed_init
 from .hibstore import HibernationStore, MemoryHibernationStore
 from .plain import NotPlain
 
@@ -118,6 +118,9 @@ class HibernationConfig:
         """What a recorded run keeps (the store is not part of it)."""
         return {"max_resident": self.max_resident, "max_mem_tokens": self.max_mem_tokens,
                 "low_water": self.low_water, "idle": self.idle}
+
+
+typed_init(HibernationConfig, HibernationConfigError, "hibernation")
 
 
 def stub_bytes(proc: Process) -> int:

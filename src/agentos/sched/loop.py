@@ -86,12 +86,30 @@ def _make_main(init: Init | None, handle: Handle) -> Callable[[Any, Any], Awaita
 LOOP_CODE = _make_main(None, None).__code__  # type: ignore[arg-type]  # every loop's frame runs this
 
 
+def _idle_ms(v: Any) -> float:
+    """`idle_ms` as a plain float, read by value (a subclass's own methods never run)."""
+    f = math.nan
+    if not isinstance(v, bool) and isinstance(v, (int, float)):
+        try:
+            f = int.__float__(v) if isinstance(v, int) else float.__float__(v)
+        except OverflowError:  # an int too large for a float (10**400)
+            f = math.inf
+    if not math.isfinite(f) or f <= 0:
+        if isinstance(v, int) and not isinstance(v, bool) and int.bit_length(v) > 64:
+            shown = f"an integer of {int.bit_length(v)} bits"
+        elif type(v) in (int, float, bool) or v is None:
+            shown = repr(v)
+        else:
+            shown = f"a {type(v).__name__}" if not isinstance(v, (int, float)) else repr(float(f))
+        raise BadArgument(f"message_loop: idle_ms must be a finite number of ms > 0, got {shown}")
+    return f
+
+
 def message_loop(name: str | None = None, *, init: Init | None = None,
                  idle_ms: float | None = None) -> Callable[[Handle], ProcessImage]:
     """Decorator: the image of a message loop whose handler is the decorated function."""
-    if idle_ms is not None and (isinstance(idle_ms, bool) or not isinstance(idle_ms, (int, float))
-                                or not math.isfinite(idle_ms) or idle_ms <= 0):
-        raise BadArgument(f"message_loop: idle_ms must be a finite number of ms > 0, got {idle_ms!r}")
+    if idle_ms is not None:
+        idle_ms = _idle_ms(idle_ms)
     if init is not None and not inspect.iscoroutinefunction(init):
         raise BadArgument("message_loop: init must be an async function (sys, args) -> state")
 

@@ -50,11 +50,13 @@ class BadRequest(Exception):
 
 
 def ps_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A process as the API shows it: pid, name, state, parent, priority, reductions,
-    mailbox, wait (what it waits for, or null), used/remaining (tokens, tool_calls, usd, ...),
-    trust (the score the kernel keeps for it, or null without a trust service)."""
-    keys = ("pid", "name", "state", "parent", "priority", "reductions", "mailbox", "wait", "used", "reserved", "remaining",
-            "trust")
+    """A process as the API shows it: pid, name, state, parent, priority (base), centrality
+    and effective_priority (the agent-graph scheduler's; 0 and the base priority when it is
+    off), reductions, mailbox, wait (what it waits for, or null), used/remaining (tokens,
+    tool_calls, usd, ...; null while hibernated), trust (the score the kernel keeps for it,
+    or null without a trust service)."""
+    keys = ("pid", "name", "state", "parent", "priority", "centrality", "effective_priority", "reductions", "mailbox",
+            "wait", "used", "reserved", "remaining", "trust")
     return {k: row.get(k) for k in keys}
 
 
@@ -71,13 +73,31 @@ def _json_safe(x: Any) -> Any:
 def _int(value: str | None, name: str, default: int | None = None) -> int | None:
     if value is None or value == "":
         return default
-    try:
-        n = int(value)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer, got {value[:40]!r}") from None
-    if n < 0 or n > 2**62:
-        raise BadRequest(f"{name} out of range: {str(n)[:40]}{'...' if len(str(n)) > 40 else ''}")
+    # ASCII digits only: int() would also take " 2", "+2", "2_0" and other scripts' digits
+    digits = value[1:] if value.startswith("-") else value
+    if not (digits and digits.isascii() and digits.isdigit()):
+        raise BadRequest(f"{name} must be an integer (decimal digits), got {value[:40]!r}")
+    if value.startswith("-") or len(digits) > 19 or int(digits) > 2**62:
+        raise BadRequest(f"{name} out of range: {value[:40]}{'...' if len(value) > 40 else ''}")
+    n = int(digits)
     return n
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    f = float(text)
+    if not math.isfinite(f):
+        raise ValueError(f"{text[:40]} is past a float's range")
+    return f
+
+
+def strict_json(raw: bytes | str) -> Any:
+    """JSON as the standard has it: NaN, Infinity and a number past a float's range (1e400,
+    which Python reads as inf) are refused, not handed on as values no JSON can carry."""
+    return json.loads(raw, parse_constant=_not_json, parse_float=_finite_float)
 
 
 def make_app(daemon: Any) -> Any:
@@ -104,7 +124,7 @@ def make_app(daemon: Any) -> Any:
                 raise BadRequest(f"body larger than {limit} bytes", 413)
         raw = b"".join(chunks)
         try:
-            data = json.loads(raw or b"{}")
+            data = strict_json(raw or b"{}")
         except (ValueError, RecursionError) as e:
             raise BadRequest(f"body is not JSON: {str(e)[:80]}") from None
         if not isinstance(data, dict):
@@ -388,4 +408,4 @@ def make_app(daemon: Any) -> Any:
     return Guard(app, daemon.token, lambda: daemon.port)
 
 
-__all__ = ["make_app", "ps_row"]
+__all__ = ["make_app", "ps_row", "strict_json"]

@@ -184,21 +184,23 @@ class Daemon:
         # uvicorn's own serve() installs signal handlers; the daemon keeps its own, so it
         # runs the server's startup and shutdown around the kernel instead
         await self.http.start()
-        write_state(self.home, {"url": self.url, "pid": os.getpid(), "run": self.run_id,
-                                "started": self.started})
         loop = asyncio.get_running_loop()
         installed = []
-        if signals:
+        if signals:  # before the state file says the daemon is up: a stop from then on is ours
             for sig in (_signal.SIGINT, _signal.SIGTERM):
                 try:
                     loop.add_signal_handler(sig, self.stop, _signal.Signals(sig).name)
                     installed.append(sig)
                 except (NotImplementedError, RuntimeError):  # not the main thread
                     pass
+        write_state(self.home, {"url": self.url, "pid": os.getpid(), "run": self.run_id,
+                                "started": self.started})
         self.kernel.external_source(+1)  # the API can start and wake processes at any time
 
         def booted(kernel: Any, init: Any) -> None:
             self.root_pid = init.pid
+            if self.stopping:  # stopped before root existed: root ends as soon as it starts
+                kernel.signal(init.pid, Signal.SIGTERM)
             if on_ready is not None:
                 on_ready(self)
 

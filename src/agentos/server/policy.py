@@ -28,6 +28,24 @@ class SubmissionPolicy(Observer):
         if gov is not None:
             self.governs_kernel = frozenset(gov)
 
+    # What a kernel reads of its policy besides `check`: the base policy's, so a daemon
+    # served with a policy file runs by its `scheduling:` and `trust:` sections and its
+    # ontology, as `agentctl run` with the same file does.
+    @property
+    def scheduling(self) -> Any:
+        """The base policy's `scheduling:` section (a SchedConfig), or None."""
+        return getattr(self.base, "scheduling", None)
+
+    @property
+    def trust_settings(self) -> Any:
+        """The base policy's `trust:` section (TrustSettings), or None."""
+        return getattr(self.base, "trust_settings", None)
+
+    @property
+    def ontology(self) -> Any:
+        """The base policy's ontology (class rules, discovery by class), or None."""
+        return getattr(self.base, "ontology", None)
+
     def attach(self, kernel: Any) -> None:
         attach = getattr(self.base, "attach", None)
         if attach is not None:

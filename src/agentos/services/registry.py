@@ -213,6 +213,10 @@ class ToolRegistry(Driver):
             req = dict(dict.items(req))
         if any(type(k) is not str for k in req):
             raise ToolError(f"{self.name}: a request's fields are named by strings")
+        for f in ("op", "tool"):  # a str subclass is read by its value: its own __eq__ never runs
+            v = req.get(f)
+            if isinstance(v, str) and type(v) is not str:
+                req = {**req, f: str.__str__(v)}
         op = req.get("op")
         kind = "call" if op is None else op if isinstance(op, str) and op in _OPS else None
         if kind is None:

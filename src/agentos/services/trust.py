@@ -430,7 +430,13 @@ class TrustService:
         verifies against it, or they are dropped at ingress (reason `attestation`)."""
         if type(node) is not str or _NODE.fullmatch(node) is None:
             raise BadArgument(f"trust_node: {A.shown(node, 60)} is not a node name")
-        self.node_keys[node] = _node_key_bytes(public_key)
+        key = _node_key_bytes(public_key)
+        if node == self.node_name():  # its own attestations are checked with the key it holds
+            if key == self.node_public_key():
+                return  # a map of every node's key, this one's included: nothing to pin
+            raise BadArgument(f"trust_node: {node!r} is this kernel's own node, and that is not its key "
+                              f"(its own attestations are checked with the key it derives)")
+        self.node_keys[node] = key
         self._verified.clear()
 
     def attest(self, proc: Process) -> dict[str, Any]:

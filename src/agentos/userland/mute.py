@@ -159,15 +159,20 @@ class _Checks:
             if c.max_calls is not None and (type(c.max_calls) is not int or not 0 <= c.max_calls <= 1_000_000):
                 raise BadArgument(f"mute_agent: max_calls of {tool!r} must be an int in 0..1000000, "
                                   f"got {A.shown(c.max_calls)}")
-            A.text(f"mute_agent: the description of {tool!r}", c.description, max_len=MAX_DESCRIPTION)
+            desc = A.text(f"mute_agent: the description of {tool!r}", c.description, max_len=MAX_DESCRIPTION)
             if c.args is not True and c.args is not False and not isinstance(c.args, Mapping):
                 raise BadArgument(f"mute_agent: the argument constraint of {tool!r} is a JSON schema "
                                   f"(a mapping) or a bool, got {type(c.args).__name__}")
             try:
-                schema = compile_schema(c.to_dict()["args"])
+                args = c.to_dict()["args"]
+                schema = compile_schema(args)
             except SchemaInvalid as e:
                 raise BadArgument(f"mute_agent: the argument constraint of {tool!r} is refused: {e}") from None
-            self.by_tool[tool] = (c, schema)
+            except Exception as e:  # a hostile Mapping's own methods
+                raise BadArgument(f"mute_agent: the argument constraint of {tool!r} cannot be read "
+                                  f"({type(e).__name__})") from None
+            # kept as the plain values checked here: a str subclass never reaches a pipe's schema
+            self.by_tool[tool] = (Constraint(tool, args, c.max_calls, desc), schema)
         self.calls: dict[str, int] = {}
 
     def check(self, tool: str, args: Any) -> tuple[str, str] | None:
