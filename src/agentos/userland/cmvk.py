@@ -34,9 +34,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from ..abi.errors import SyscallError
+from ..abi.errors import BadArgument, SyscallError
 from ..abi.types import KERNEL_PID, Down, Quota
-from ..kernel.args import shown
+from ..kernel.args import shown, text
 from ..kernel.process import ProcessImage
 from ..kernel.trap import Sys
 from .agreement import _similarity, canonical_json, known_measure, measure
@@ -79,14 +79,10 @@ class Panelist:
 def _plain_text(what: str, v: str, limit: int) -> str:
     """`v` as a plain str of at most `limit` characters without a lone surrogate (which
     no message or journal entry can carry), or ValueError naming `what`."""
-    v = str.__str__(v)
-    if len(v) > limit:
-        raise ValueError(f"{what} is {len(v)} characters; at most {limit}")
     try:
-        v.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise ValueError(f"{what} holds a lone surrogate at index {e.start}") from None
-    return v
+        return text(what, v, max_len=limit)
+    except BadArgument as e:
+        raise ValueError(str(e)) from None
 
 
 def _panelist(p: Any) -> Panelist:

@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable, Sequence
 from ..abi.driver import Driver, DriverResult
 from ..abi.errors import AgentOSError, BadArgument, DriverError
 from ..abi.types import Cost
+from ..kernel import args as A
 from ..kernel.canon import canonical
 from ..kernel.recall import Bm25Recaller
 
@@ -531,16 +532,10 @@ def _text(what: str, v: Any) -> str | None:
     """A query string as a plain str (a subclass's own __eq__ never runs), bounded, UTF-8."""
     if v is None:
         return None
-    if not isinstance(v, str):
-        raise LedgerQueryError(f"emk: {what} must be a str, got {type(v).__name__}")
-    v = str.__str__(v)
-    if len(v) > MAX_QUERY_TEXT:
-        raise LedgerQueryError(f"emk: {what} is {len(v)} characters; at most {MAX_QUERY_TEXT}")
     try:
-        v.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise LedgerQueryError(f"emk: {what} holds a lone surrogate at index {e.start}") from None
-    return v
+        return A.text(f"emk: {what}", v, max_len=MAX_QUERY_TEXT)
+    except BadArgument as e:
+        raise LedgerQueryError(str(e)) from None
 
 
 def _seconds(what: str, v: Any) -> float | None:
