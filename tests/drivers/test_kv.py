@@ -1,6 +1,9 @@
 """The kv driver: per-process namespaces by default, shared on purpose."""
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from agentos import DriverError
 from agentos.drivers import KVDriver
 from tests.support.boot import boot
@@ -46,3 +49,46 @@ def test_a_value_read_or_written_cannot_be_changed_without_a_write():
 
     _, res = boot(init, drivers=[KVDriver()], grant=["kv"])
     assert res.value == {"plan": ["a"], "n": 1}
+
+
+_JSONISH = st.recursive(st.none() | st.integers() | st.text(max_size=5),
+                        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+                        max_leaves=12)
+
+
+def _scribble(v):
+    """Change every container inside `v` in place."""
+    if type(v) is list:
+        for x in v:
+            _scribble(x)
+        v.append("scribbled")
+    elif type(v) is dict:
+        for x in list(v.values()):
+            _scribble(x)
+        v["scribbled"] = True
+
+
+@given(_JSONISH)
+def test_whatever_a_writer_or_reader_does_to_its_objects_the_store_keeps_what_was_written(value):
+    import copy
+
+    kv = KVDriver()
+    h = kv.open(1, None)
+    mine = copy.deepcopy(value)
+    kv.write(h, {"key": "k", "value": mine})
+    _scribble(mine)
+    _scribble(kv.read(h, {"key": "k"}).value)
+    assert kv.read(h, {"key": "k"}).value == value
+
+
+def test_a_value_too_deep_to_copy_is_a_driver_error_not_a_crash():
+    import pytest
+
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    kv = KVDriver()
+    h = kv.open(1, None)
+    with pytest.raises(DriverError, match="cannot be stored"):
+        kv.write(h, {"key": "k", "value": deep})
+    assert kv.read(h, {"key": "k"}).value is None
