@@ -10,8 +10,14 @@ cannot also move the anchor). Two optional calls keep signed checkpoints (checkp
 with the Merkle frontier that lets a recorder resume without rehashing the whole log:
 `write_checkpoint(size, body, frontier)` and `checkpoints()` (newest first).
 
-Durability: "fsync" (SQLite synchronous=FULL for both files: survives power loss) or "os"
-(handed to the OS before returning: survives a killed kernel, not a power cut).
+Durability: "fsync" (the records file is SQLite synchronous=FULL: a record survives power
+loss before `append_audit` returns) or "os" (handed to the OS before returning: survives a
+killed kernel, not a power cut). The anchor is rewritten with every group, so in "fsync"
+mode its file is committed with synchronous=NORMAL (handed to the OS: it survives a killed
+kernel at once) and fsynced by the checkpoint thread, at most `ANCHOR_SYNC_S` after it
+moved and never on a caller's path: one fsync per group commit, not two. After a power cut
+the anchor may trail the records by what the last `ANCHOR_SYNC_S` committed; verify reports
+those as valid records past the anchor, exactly as after a crash between the two commits.
 
 The WAL checkpoint (copying committed pages from the write-ahead log into the database) is
 off the commit path: SQLite's automatic checkpoint, which runs inside whichever commit
@@ -24,12 +30,16 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Iterator, Protocol, Sequence
 
 from .chain import Anchor, AuditRecord
 
 DURABILITY = ("fsync", "os")
+ANCHOR_SYNC_S = 0.02
+"""In "fsync" mode, the most time an anchor move waits for its background fsync (moves in
+that window share one)."""
 
 
 class AuditBackend(Protocol):
@@ -74,15 +84,23 @@ class Checkpointer:
 
     `poke()` says one more commit happened (each adds a few pages to a log); past `every`
     the thread runs a passive checkpoint (it copies what no reader still needs and never waits for a writer).
+    `sync_soon(path)` asks for one file's committed log to be fsynced off the caller's
+    path: requests within `sync_every` seconds of the last fsync share the next one.
     `close()` stops the thread and truncates the logs."""
 
-    def __init__(self, paths: list[Path], every: int = 512) -> None:
+    def __init__(self, paths: list[Path], every: int = 512, sync_every: float = ANCHOR_SYNC_S) -> None:
         self.paths = paths
         self.every = every
+        self.sync_every = sync_every
         self.runs = 0            # checkpoints run (for tests and the benchmark)
+        self.syncs = 0           # background fsyncs asked for with `sync_soon`
+        self.sync_errors = 0
         self.written = False
         self.errors = 0
         self._pending = 0
+        self._checkpoint_due = False
+        self._sync_due: Path | None = None
+        self._last_sync = float("-inf")  # the first move is synced at once
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -93,13 +111,24 @@ class Checkpointer:
         self._pending += n
         if self._pending >= self.every:
             self._pending = 0
-            if self._thread is None:
-                with self._lock:
-                    if self._thread is None and not self._stop:
-                        self._thread = threading.Thread(target=self._run, name="agentos-audit-checkpoint",
-                                                        daemon=True)
-                        self._thread.start()
+            self._checkpoint_due = True
+            self._start()
             self._wake.set()
+
+    def sync_soon(self, path: Path) -> None:
+        """Have `path`'s committed log fsynced by the thread, within `sync_every` seconds."""
+        self.written = True
+        self._sync_due = path
+        self._start()
+        self._wake.set()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._stop:
+                    self._thread = threading.Thread(target=self._run, name="agentos-audit-checkpoint",
+                                                    daemon=True)
+                    self._thread.start()
 
     def _run(self) -> None:
         dbs = [sqlite3.connect(str(p), isolation_level=None, check_same_thread=False) for p in self.paths]
@@ -109,10 +138,44 @@ class Checkpointer:
                 self._wake.clear()
                 if self._stop:
                     return
-                self._checkpoint(dbs, "PASSIVE")
+                due = self._sync_due
+                if due is not None:
+                    while not self._stop and not self._checkpoint_due:  # moves in this window share one fsync
+                        wait = self._last_sync + self.sync_every - time.monotonic()
+                        if wait <= 0:
+                            break
+                        self._wake.wait(wait)
+                        self._wake.clear()
+                    if self._stop:
+                        return  # close() syncs what is still due
+                    self._sync(due)
+                if self._checkpoint_due:
+                    self._checkpoint_due = False
+                    self._checkpoint(dbs, "PASSIVE")
         finally:
             for db in dbs:
                 db.close()
+
+    def _sync(self, path: Path) -> None:
+        """fsync what was committed to `path` so far: its write-ahead log holds every commit
+        since the last checkpoint (which synced the database file itself)."""
+        self._sync_due = None  # a request made after this point asks for the next fsync
+        self._last_sync = time.monotonic()
+        for name in (str(path) + "-wal", str(path)):
+            try:
+                fd = os.open(name, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                self.sync_errors += 1
+                continue
+            try:
+                os.fsync(fd)
+            except OSError:
+                self.sync_errors += 1
+            finally:
+                os.close(fd)
+        self.syncs += 1
 
     def _checkpoint(self, dbs: list[sqlite3.Connection], mode: str) -> None:
         for db in dbs:
@@ -134,6 +197,9 @@ class Checkpointer:
             t.join()
         if self.written:
             self._checkpoint(dbs, "PASSIVE")
+            due = self._sync_due
+            if due is not None:  # a move the thread had not synced yet (the checkpoint may not have)
+                self._sync(due)
 
 
 class SqliteAuditBackend:
@@ -152,15 +218,18 @@ class SqliteAuditBackend:
                         "pid INTEGER, kind TEXT, data TEXT, prev TEXT, mac TEXT)")
         self.db.execute("CREATE TABLE IF NOT EXISTS checkpoints (id INTEGER PRIMARY KEY, size INTEGER, "
                         "body TEXT, frontier TEXT)")
-        self.adb = self._connect(self.anchor_path)
+        # fsync mode: the anchor's commit is handed to the OS and fsynced in the background
+        self.adb = self._connect(self.anchor_path, full=False)
         self.adb.execute("CREATE TABLE IF NOT EXISTS anchor (id INTEGER PRIMARY KEY CHECK (id = 1), "
                          "count INTEGER, last_mac TEXT, mac TEXT)")
         self.checkpointer = Checkpointer([self.db_path, self.anchor_path])
 
-    def _connect(self, path: Path) -> sqlite3.Connection:
+    def _connect(self, path: Path, full: bool | None = None) -> sqlite3.Connection:
+        if full is None:
+            full = self.durability == "fsync"
         db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={'FULL' if self.durability == 'fsync' else 'NORMAL'}")
+        db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
         db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints run on the Checkpointer's thread
         return db
 
@@ -201,7 +270,14 @@ class SqliteAuditBackend:
     def write_anchor(self, anchor: Anchor) -> None:
         self.adb.execute("INSERT OR REPLACE INTO anchor VALUES (1, ?, ?, ?)",
                          (anchor.count, anchor.last_mac, anchor.mac))
+        if self.durability == "fsync":
+            self.checkpointer.sync_soon(self.anchor_path)
         self.checkpointer.poke()
+
+    @property
+    def anchor_syncs(self) -> int:
+        """Background fsyncs of the anchor's file ("fsync" mode; the records' own are commits)."""
+        return self.checkpointer.syncs
 
     def write_checkpoint(self, size: int, body: str, frontier: str) -> None:
         self.db.execute("INSERT INTO checkpoints (size, body, frontier) VALUES (?, ?, ?)", (size, body, frontier))
