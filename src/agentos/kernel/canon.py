@@ -344,17 +344,23 @@ def canonical(obj: Any) -> Any:
         return obj
     if t is float:
         return obj if obj == obj and obj not in (math.inf, -math.inf) else repr(obj)
+    # (a scalar member is taken as it is, without a call: most of what a run logs is flat)
     if t is dict:
-        return {k if type(k) is str else str(k): canonical(v) for k, v in obj.items()}
+        return {k if type(k) is str else str(k): v if type(v) in _AS_IS else canonical(v) for k, v in obj.items()}
     if t is list or t is tuple:
-        return [canonical(x) for x in obj]
+        return [x if type(x) in _AS_IS else canonical(x) for x in obj]
     names = _FIELDS.get(t)
     if names is not None:
         out: dict[str, Any] = {"@": t.__name__}
         for n in names:
-            out[n] = canonical(getattr(obj, n))
+            v = getattr(obj, n)
+            out[n] = v if type(v) in _AS_IS else canonical(v)
         return out
     return Walk().value(obj, 0)
+
+
+_AS_IS = frozenset({str, int, bool, type(None)})
+"""Types `canonical` renders as themselves (a float may be NaN: it goes through the call)."""
 
 
 # -- checking at the syscall boundary ------------------------------------------------------
@@ -375,6 +381,8 @@ def checked(what: str, value: Any) -> Any:
             _text(what, value)
         return value
     if (t is tuple or t is list) and _flat(value):
+        return value
+    if t is dict and _flat_dict(value):  # a driver request, a message of named scalars
         return value
     if type(t) not in _METAS:  # its class's own __hash__ would run in the lookup below
         canonical_checked(what, value)
@@ -426,6 +434,20 @@ def _flat(value: Any) -> bool:
     if len(value) > 16:
         return False
     for x in value:
+        tx = type(x)
+        if not (x is None or tx is bool or tx is float or (tx is int and x.bit_length() <= MAX_INT_BITS)
+                or (tx is str and x.isascii())):
+            return False
+    return True
+
+
+def _flat_dict(value: dict[Any, Any]) -> bool:
+    """A small dict of ASCII str keys and plain scalars: encodable without a walk."""
+    if len(value) > 16:
+        return False
+    for k, x in value.items():
+        if type(k) is not str or not k.isascii():
+            return False
         tx = type(x)
         if not (x is None or tx is bool or tx is float or (tx is int and x.bit_length() <= MAX_INT_BITS)
                 or (tx is str and x.isascii())):
