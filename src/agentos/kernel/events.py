@@ -33,11 +33,17 @@ def encode_event(ev: Event) -> bytes:
     through a syscall (canon.checked), but a process may still change a list it sent
     (making it contain itself, say) before the batch is flushed; such data is written as a
     tag naming what went wrong, and the run goes on."""
+    return encode_fields(ev.seq, round(ev.time, 6), ev.pid, ev.kind, ev.data)
+
+
+def encode_fields(seq: int, time6: float, pid: int, kind: str, data: Any) -> bytes:
+    """`encode_event` of an event's fields, its time already rounded to the microsecond (a
+    recorder that stores the rounded time as well rounds it once)."""
     try:
-        return dumps_canonical([ev.seq, round(ev.time, 6), ev.pid, ev.kind, canonical(ev.data)]).encode()
+        return dumps_canonical([seq, time6, pid, kind, canonical(data)]).encode()
     except BaseException as e:
-        data = total(ev.data, e)
-    return dumps_canonical([ev.seq, round(ev.time, 6), ev.pid, ev.kind, data]).encode()
+        data = total(data, e)
+    return dumps_canonical([seq, time6, pid, kind, data]).encode()
 
 
 class EventLog:

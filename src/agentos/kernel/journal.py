@@ -269,6 +269,20 @@ _LAYOUT = ('{"action":%s,"at":%s,"device":%s,"error_type":%s,"index":%d,"ok":%s,
            '"reductions":%d,"request":%s,%s"tokens":%d,"tool_calls":%d,"usd":%s,"value":%s}')
 
 
+def _value_json(v: Any) -> str:
+    """`dumps_canonical(encode_value(v))`, a plain scalar written without the encoder's call."""
+    t = type(v)
+    if v is None:
+        return "null"
+    if t is str:
+        return _json_str(v)
+    if t is bool:
+        return _BOOL[v]
+    if t is int:
+        return "%d" % v
+    return dumps_canonical(encode_value(v))
+
+
 def _fixed(e: JournalEntry) -> str:
     """`to_json` of an entry whose fields have their usual types, laid out by hand: the same
     bytes `dumps_canonical` writes for the entry's dict (keys in sorted order), checked
@@ -294,7 +308,7 @@ def _fixed(e: JournalEntry) -> str:
         "null" if et is None else _json_str(et) if type(et) is str else _raise(),
         e.index, _BOOL[e.ok], _json_str(e.op), e.pid, e.reductions,
         dumps_canonical(canonical(e.request)), reserve, e.tokens, e.tool_calls, repr(usd),
-        dumps_canonical(encode_value(e.value)))
+        _value_json(e.value))
     text.encode()  # a lone surrogate: the generic path writes the tag
     return text
 

@@ -14,7 +14,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from ..abi.types import ABI_VERSION, USD_SCALE
-from ..kernel.events import Event, canonical, encode_event
+from ..kernel.events import Event, canonical, encode_fields
 from ..kernel.images import image_entry
 from ..kernel.journal import JournalEntry
 from ..kernel.observer import BootInfo, Observer
@@ -74,8 +74,8 @@ class Recording(Observer):
         if self._journal_rows:
             rows, self._journal_rows = self._journal_rows, []
             self.store.append_journal(self.run_id, rows)
-        self.store.append_events(self.run_id, [(e.seq, round(e.time, 6), e.pid, e.kind, encode_event(e))
-                                               for e in batch])
+        self.store.append_events(self.run_id, [(e.seq, t, e.pid, e.kind, encode_fields(e.seq, t, e.pid, e.kind, e.data))
+                                               for e in batch for t in (round(e.time, 6),)])
         costs = self.costs
         late = False
         for e in [e for e in batch if e.kind in _COST_KINDS]:
