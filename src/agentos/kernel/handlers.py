@@ -179,7 +179,7 @@ class Handlers(KernelState):
             self.requeue(proc, None)
             return PARK
         proc.timer = self.timers.add(self.clock.now() + ms, self._sleep_done, proc)
-        return self.park(proc, WaitKind.SLEEP, self._abort_timer)
+        return self.park(proc, WaitKind.SLEEP, self._on_abort_timer)
 
     def _sleep_done(self, proc: Process) -> None:
         proc.timer = None

@@ -44,7 +44,8 @@ def _received(proc: Process, body: Any) -> bool:
 
 
 class IPC:
-    __slots__ = ("k", "late_dropped", "dead_letters", "delivered", "_wake", "graph")
+    __slots__ = ("k", "late_dropped", "dead_letters", "delivered", "_wake", "graph", "_on_abort_recv",
+                 "_on_abort_send")
 
     def __init__(self, kernel: "Kernel") -> None:
         self.k = kernel
@@ -53,6 +54,10 @@ class IPC:
         self.late_dropped = 0
         self.dead_letters = 0
         self.delivered = 0
+        # bound once: a parked process holds its abort, and a million parked receivers would
+        # otherwise hold a million bound-method objects of their own
+        self._on_abort_recv = self._abort_recv
+        self._on_abort_send = self._abort_send
 
     def handlers(self) -> dict[type, Callable[..., Any]]:
         return {Send: self.sys_send, SendDurable: self.sys_send, Recv: self.sys_recv}  # durable: see net/calls.py
@@ -111,7 +116,7 @@ class IPC:
                         bs = target.blocked_senders = deque()
                     bs.append((proc, msg))
                     proc.blocked_on = target
-                    return self.k.park(proc, WaitKind.SEND, self._abort_send)
+                    return self.k.park(proc, WaitKind.SEND, self._on_abort_send)
         self.deliver(target, msg)
         return None
 
@@ -196,7 +201,7 @@ class IPC:
         proc.recv_match = True if match is None else match
         if timeout is not None:
             proc.timer = self.k.timers.add(self.k.clock.now() + timeout, self._recv_timeout, proc)
-        return self.k.park(proc, WaitKind.RECV, self._abort_recv)
+        return self.k.park(proc, WaitKind.RECV, self._on_abort_recv)
 
     def _take(self, proc: Process, mb: deque[Message], match: Any) -> Message | None:
         now = None

@@ -153,6 +153,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
         self.accounts = Accounts()
         self.runq = RunQueue()
         self.timers = Timers()
+        self._on_abort_timer = self._abort_timer  # bound once: every sleeping process holds it
         self.procs: dict[int, Process] = {}
         self.names: dict[str, Process] = {}
         self.images: dict[str, ProcessImage] = {}

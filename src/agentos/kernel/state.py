@@ -32,6 +32,7 @@ class KernelState:
     accounts: "Accounts"
     runq: "RunQueue"
     timers: "Timers"
+    _on_abort_timer: "Callable[[Process], bool]"
     procs: "dict[int, Process]"
     names: "dict[str, Process]"
     images: "dict[str, ProcessImage]"
