@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import operator
-from types import CoroutineType
+from types import CoroutineType, FunctionType
 from typing import Any, Callable
 
 from . import args as A
@@ -53,10 +53,14 @@ class Lifecycle(KernelState):
     def _create(self, parent: Process | None, image: Any, args: Any, caps: tuple[Any, ...],
                 quota_: Quota | None, link: bool, priority: int | None, deadline: float | None,
                 name: str | None) -> Process:
-        if not isinstance(image, (str, ProcessImage)) and not inspect.iscoroutinefunction(image):
-            raise BadArgument(f"spawn: cannot run a {type(image).__name__}: expected a ProcessImage or an async "
-                              f"function (sys, args), or the name of a registered image")
-        img = self._image_cache.get(image) if not isinstance(image, (str, ProcessImage)) else None
+        # a plain function spawned before is its cached image (it was checked then; a function
+        # hashes by identity, so the lookup runs none of the caller's code)
+        img = self._image_cache.get(image) if type(image) is FunctionType else None
+        if img is None:
+            if not isinstance(image, (str, ProcessImage)) and not inspect.iscoroutinefunction(image):
+                raise BadArgument(f"spawn: cannot run a {type(image).__name__}: expected a ProcessImage or an "
+                                  f"async function (sys, args), or the name of a registered image")
+            img = self._image_cache.get(image) if not isinstance(image, (str, ProcessImage)) else None
         if img is None:
             try:
                 img = ProcessImage.of(image) if not isinstance(image, str) else self._image_named(image)
@@ -261,7 +265,7 @@ class Lifecycle(KernelState):
             self.caps.drop_all(proc)
         parent = proc.parent
         self.accounts.close(proc.account, parent.account if parent else None)  # type: ignore[arg-type]
-        self._append((self._now(), proc.pid, "exit", str(reason)))
+        self._append((self._now(), proc.pid, "exit", "normal" if reason is NORMAL else str(reason)))
         if proc.waiters:
             for w in proc.waiters:
                 if w.wait_target is proc and w.wait_kind is WaitKind.WAITPID:
