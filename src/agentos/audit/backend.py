@@ -37,7 +37,7 @@ from typing import Iterator, Protocol, Sequence
 from .chain import Anchor, AuditRecord
 
 DURABILITY = ("fsync", "os")
-ANCHOR_SYNC_S = 0.02
+ANCHOR_SYNC_S = 0.05
 """In "fsync" mode, the most time an anchor move waits for its background fsync (moves in
 that window share one)."""
 
