@@ -250,3 +250,31 @@ def test_unimplemented_syscall_area_names_itself():
 
     _, res = boot(init)
     assert "spawn_remote" in res.value and "net" in res.value
+
+
+def test_a_cached_image_whose_function_was_swapped_for_a_plain_one_is_refused_at_spawn():
+    # the image cache skips the async-function check for a function spawned before: the
+    # coroutine check that follows must still refuse what it now returns
+    async def child(sys, args):
+        return "ran"
+
+    def plain(sys, args):
+        return "not a coroutine"
+
+    original = child.__code__
+
+    async def init(sys, args):
+        _, first = await sys.spawn(child)
+        ran = await sys.waitpid(first)
+        child.__code__ = plain.__code__
+        try:
+            await sys.spawn(child)
+        except SyscallError as e:
+            return str(ran), str(e)
+        finally:
+            child.__code__ = original
+        return str(ran), "spawned"
+
+    _, res = boot(init)
+    assert res.value[0] == "normal"
+    assert "main must be an async function" in res.value[1]
