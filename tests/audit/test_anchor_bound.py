@@ -199,3 +199,33 @@ def test_a_live_recorder_moves_its_anchor_when_idle_and_not_per_group(tmp_path: 
     assert a is not None and a.count == 32
     rec.close()
     assert verify_dir(tmp_path, key=KEY).ok
+
+
+def test_a_commit_whose_anchor_move_fails_does_not_write_its_durable_records_twice(tmp_path: Path) -> None:
+    """The records of an explicit commit reached the disk, then the anchor's move failed: the
+    commit reports the failure, but the records are not queued again (the next commit would
+    find them already durable and refuse every write after)."""
+    rec = FlightRecorder.open(tmp_path, durability="os", key=KEY, sign=False)
+    backend: Any = rec.backend
+    real = backend.write_anchor
+    failing = [False]
+
+    def write_anchor(a: Anchor) -> None:
+        if failing[0]:
+            raise OSError(5, "Input/output error")
+        real(a)
+    backend.write_anchor = write_anchor
+    rec.append(1, "decision", {"i": 0})
+    rec.commit()
+    failing[0] = True
+    rec.append(1, "decision", {"i": 1})
+    with pytest.raises(OSError, match="Input/output"):
+        rec.commit()
+    assert rec.durable == 2 and rec.pending == []
+    failing[0] = False
+    rec.append(1, "decision", {"i": 2})
+    rec.commit()
+    assert rec.durable == 3 and rec.anchor_lag == 0
+    rec.close()
+    r = verify_dir(tmp_path, key=KEY)
+    assert r.ok and r.count == 3 and r.anchored == 3

@@ -3,6 +3,7 @@ handed to the OS and fsynced by the checkpoint thread, several moves to one fsyn
 a caller's path, and never left unsynced at close."""
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -102,3 +103,40 @@ def test_os_mode_asks_for_no_background_fsync(tmp_path: Path) -> None:
         rec.commit()
     rec.close()
     assert rec.backend.anchor_syncs == 0
+
+
+def test_a_failed_anchor_fsync_fails_the_next_move_until_a_retry_succeeds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a disk that cannot fsync the anchor must not pass for one that did: the next move
+    # fails (counted, and held to the recorder's bound on a trailing anchor) until the
+    # thread's own retry gets the file onto the disk
+    rec = FlightRecorder.open(tmp_path, durability="fsync", key=KEY, sign=False)
+    b = rec.backend
+    b.checkpointer.sync_every = 0.01
+    broken = [True]
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if broken[0] and os.readlink(f"/proc/self/fd/{fd}").startswith(str(b.anchor_path)):
+            raise OSError(errno.EIO, "Input/output error")
+        real(fd)
+    monkeypatch.setattr(B.os, "fsync", fsync)
+    rec.append(1, "decision", {"i": 0})
+    rec.commit()
+    assert _until(lambda: b.checkpointer.sync_failure is not None)
+    rec.append(1, "decision", {"i": 1})
+    with pytest.raises(OSError, match="could not be fsynced"):
+        rec.commit()                            # an explicit commit reports its anchor's failure
+    rec.append(1, "decision", {"i": 2})
+    rec.write_ahead(1, "action", {"i": 3})      # the per-action path counts it and goes on, bounded
+    assert rec.anchor_errors >= 1
+    assert rec.anchor_lag > 0                   # the anchor did not move over what may be lost
+    broken[0] = False                           # the disk recovers: the thread retries unasked
+    assert _until(lambda: b.checkpointer.sync_failure is None)
+    errors = rec.anchor_errors
+    rec.append(1, "decision", {"i": 4})
+    rec.commit()
+    assert rec.anchor_errors == errors
+    assert rec.anchor_lag == 0 and rec.durable == 5
+    assert rec.verify().ok
+    rec.close()

@@ -95,3 +95,40 @@ def test_a_recorded_run_reads_back_byte_for_byte_through_the_bulk_path(tmp_path:
         assert store.acked(rid) == 100
     finally:
         store.close()
+
+
+def test_fields_json_would_carry_differently_from_a_binding_take_the_row_path() -> None:
+    # each of these would be stored otherwise by the bulk statement than by binding it (a
+    # kind cut at its NUL, a 65-bit seq turned REAL, a list stored as JSON text, invalid
+    # UTF-8): the bulk path declines the whole batch and inserts nothing
+    good = [(i + 1, 0.5, 1, "sys", b"x") for i in range(9)]
+    odd_rows = [
+        (20, 0.5, 1, "tool\x00call", b"x"),
+        (2**64, 0.5, 1, "sys", b"x"),
+        (21, 0.5, -2**63 - 1, "sys", b"x"),
+        (22, 2**70, 1, "sys", b"x"),
+        (23, 0.5, 1, ["sys"], b"x"),
+        (24, 0.5, 1, "\ud800", b"x"),
+        (25, float("nan"), 1, "sys", b"x"),
+        (True, 0.5, 1, "sys", b"x"),
+    ]
+    for odd in odd_rows:
+        conn = _conn()
+        assert not _bulk_events(conn, RUN, good + [odd]), odd
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+    conn = _conn()
+    assert not _bulk_journal(conn, RUN, [(i, '{"pid":1,"index":%d}' % i) for i in range(9)] + [(2**63, "{}")])
+    assert conn.execute("SELECT count(*) FROM journal").fetchone()[0] == 0
+
+
+def test_a_kind_with_a_nul_is_stored_whole_through_the_store(tmp_path: Any) -> None:
+    store = SqliteStore(tmp_path / "s.db", "group")
+    try:
+        rid = store.create_run("nul", {})
+        rows = [(i + 1, 0.5, 1, "tool\x00call", b"[]") for i in range(20)]
+        store.append_events(rid, rows)
+        store.flush()
+        assert [e.kind for e in store.events(rid)] == ["tool\x00call"] * 20
+        assert len(list(store.events(rid, kind="tool\x00call"))) == 20
+    finally:
+        store.close()

@@ -95,6 +95,7 @@ class Checkpointer:
         self.runs = 0            # checkpoints run (for tests and the benchmark)
         self.syncs = 0           # background fsyncs asked for with `sync_soon`
         self.sync_errors = 0
+        self.sync_failure: OSError | None = None  # the last fsync's failure, until one succeeds
         self.written = False
         self.errors = 0
         self._pending = 0
@@ -134,7 +135,8 @@ class Checkpointer:
         dbs = [sqlite3.connect(str(p), isolation_level=None, check_same_thread=False) for p in self.paths]
         try:
             while True:
-                self._wake.wait()
+                # a failed fsync left its move due: try it again after the window, woken or not
+                self._wake.wait(None if self._sync_due is None else self.sync_every)
                 self._wake.clear()
                 if self._stop:
                     return
@@ -161,21 +163,31 @@ class Checkpointer:
         since the last checkpoint (which synced the database file itself)."""
         self._sync_due = None  # a request made after this point asks for the next fsync
         self._last_sync = time.monotonic()
+        failure: OSError | None = None
         for name in (str(path) + "-wal", str(path)):
             try:
                 fd = os.open(name, os.O_RDONLY)
             except FileNotFoundError:
-                continue
-            except OSError:
-                self.sync_errors += 1
+                continue  # no log yet (or checkpointed away): nothing of it to sync
+            except OSError as e:
+                failure = e
                 continue
             try:
                 os.fsync(fd)
-            except OSError:
-                self.sync_errors += 1
+            except OSError as e:
+                failure = e
             finally:
                 os.close(fd)
         self.syncs += 1
+        if failure is None:
+            self.sync_failure = None
+            return
+        # not durable: say so to the writer (its next anchor move fails, and the recorder's
+        # bound on a trailing anchor holds the actions back) and try again after the window
+        self.sync_errors += 1
+        self.sync_failure = failure
+        if self._sync_due is None:
+            self._sync_due = path
 
     def _checkpoint(self, dbs: list[sqlite3.Connection], mode: str) -> None:
         for db in dbs:
@@ -268,9 +280,15 @@ class SqliteAuditBackend:
         return Anchor(count, last, mac)
 
     def write_anchor(self, anchor: Anchor) -> None:
+        fsync = self.durability == "fsync"
+        if fsync:
+            failure = self.checkpointer.sync_failure
+            if failure is not None:  # an earlier move never reached the disk: this one would not either
+                raise OSError(failure.errno, f"the anchor's file {self.anchor_path} could not be fsynced: "
+                                             f"{failure.strerror or failure}")
         self.adb.execute("INSERT OR REPLACE INTO anchor VALUES (1, ?, ?, ?)",
                          (anchor.count, anchor.last_mac, anchor.mac))
-        if self.durability == "fsync":
+        if fsync:
             self.checkpointer.sync_soon(self.anchor_path)
         self.checkpointer.poke()
 

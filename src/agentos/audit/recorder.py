@@ -337,8 +337,11 @@ class FlightRecorder:
         try:
             self._write_in_turn(pending, ticket, anchor)
         except BaseException:
-            if pending:
-                self._requeue(pending)
+            # what did not reach the disk goes back; records already durable (the anchor's
+            # move failed after them) do not, or the next commit would write them twice
+            unwritten = [r for r in pending if r.seq > self.durable]
+            if unwritten:
+                self._requeue(unwritten)
             raise
         if self._waiters:
             self._schedule_wake()

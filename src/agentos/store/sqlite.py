@@ -54,13 +54,42 @@ _EVENTS_BULK = ("INSERT INTO events SELECT ?1, json_extract(value, '$[0]'), json
 _JOURNAL_BULK = ("INSERT INTO journal SELECT ?1, json_extract(value, '$[0]'), "
                  "CAST(substr(?2, json_extract(value, '$[1]'), json_extract(value, '$[2]')) AS TEXT) "
                  "FROM json_each(?3)")
+# Only fields JSON carries as SQLite would bind them go this way (`_plain_fields`): ints
+# in SQLite's 64-bit range (JSON reads a longer one as a REAL), finite floats, and kinds
+# that are text with no NUL (SQLite's JSON text ends at an escaped NUL) and no lone
+# surrogate; any other batch takes the row-by-row path, which binds it or names the fault.
 _BULK_MIN = 8
+_I64 = 2**63
 _encode_fields = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
+def _int64(v: object) -> bool:
+    return type(v) is int and -_I64 <= v < _I64
+
+
+def _plain_fields(rows: list[tuple[int, float, int, str, bytes]]) -> bool:
+    kinds: set[str] = set()
+    for s, t, p, k, _ in rows:
+        if not (_int64(s) and _int64(p) and (type(t) is float or _int64(t)) and type(k) is str):
+            return False
+        kinds.add(k)
+    for k in kinds:  # a run uses a few dozen kinds: each is judged once
+        if "\0" in k or not (k.isascii() or _utf8(k)):
+            return False
+    return True
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _bulk_events(conn: sqlite3.Connection, run_id: str, rows: list[tuple[int, float, int, str, bytes]]) -> bool:
     """Insert `rows` with one statement; False (nothing inserted) if they need the row-by-row path."""
-    if len(rows) < _BULK_MIN:
+    if len(rows) < _BULK_MIN or not _plain_fields(rows):
         return False
     try:
         bodies = [b for (_, _, _, _, b) in rows]
@@ -79,7 +108,7 @@ def _bulk_events(conn: sqlite3.Connection, run_id: str, rows: list[tuple[int, fl
 
 def _bulk_journal(conn: sqlite3.Connection, run_id: str, rows: list[tuple[int, str]]) -> bool:
     """Insert journal `rows` with one statement; False (nothing inserted) if they cannot be."""
-    if len(rows) < _BULK_MIN:
+    if len(rows) < _BULK_MIN or not all(_int64(n) for n, _ in rows):
         return False
     try:
         bodies = [b.encode() for (_, b) in rows]
