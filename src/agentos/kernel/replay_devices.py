@@ -45,13 +45,14 @@ class ReplayDevices(Devices):
         journal = self.journal
         name = handle.device
         idx = proc.op_index
-        action, carried = self._recorded_action(proc, idx, op, name, payload)
+        action, carried, e = self._recorded(proc, idx, op, name, payload)
         if action is not None and not k.authorize(proc, action, payload, carried=carried):
             return PARK
         proc.op_index = idx + 1
-        if journal.lookup(proc.pid, idx) is None and (proc.pid, idx) in journal.cancelled:
-            return self._park_unfinished(proc, idx, 1)
-        e = journal.replay(proc.pid, idx, op, name, payload)
+        if e is None:  # (an entry that matched is the one `replay` would compare again)
+            if journal.lookup(proc.pid, idx) is None and (proc.pid, idx) in journal.cancelled:
+                return self._park_unfinished(proc, idx, 1)
+            e = journal.replay(proc.pid, idx, op, name, payload)
         if e.error_type == "ReservationRefused":
             return self._refused(proc, e)
         ops = self._reserve_recorded(proc, [e])
@@ -100,16 +101,23 @@ class ReplayDevices(Devices):
         """The action the live run authorized for this op, without asking any driver, and
         whether the op's own entry names it (then a constant policy's decision for it was
         not journaled: format 6)."""
+        action, carried, _ = self._recorded(proc, idx, op, name, payload)
+        return action, carried
+
+    def _recorded(self, proc: Process, idx: int, op: str, name: str,
+                  payload: Any) -> tuple[str | None, bool, JournalEntry | None]:
+        """`_recorded_action`, and the op's entry if it matched this request (else None)."""
         journal = self.journal
         e = journal.lookup(proc.pid, idx)
         if journal.matches(e, op, name, payload):
-            return e.action, e.action is not None  # type: ignore[union-attr]
+            assert e is not None
+            return e.action, e.action is not None, e
         # no result recorded: the live run must have been refused by policy here
         peek = getattr(self.k.policy, "peek_action", None)
         action = peek(proc.pid, 0) if peek is not None else None
         if action is None:
             journal.replay(proc.pid, idx, op, name, payload)  # raises, naming the divergence
-        return action, False
+        return action, False, None
 
     # -- reservations, as the live run took them -------------------------------------------
     def _reserve_recorded(self, proc: Process, entries: list[JournalEntry]) -> list[PendingOp]:
