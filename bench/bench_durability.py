@@ -3,8 +3,10 @@
 `run(quick)` returns rows for bench/run.py. Figures:
 - syscalls/s of a mixed workload (driver reads and writes, IPC, sleeps over 4 processes)
   with no store, a MemoryStore, and a SqliteStore in each durability mode; the time
-  includes the final flush, so every event counted is committed (durable per the mode);
-- replay of the SQLite-recorded run (`Kernel.replay_from`: events compared per second);
+  includes the final flush, so every event counted is committed (durable per the mode).
+  The configurations run in turn, three rounds, and each keeps its best round;
+- replay of the SQLite-recorded (`group`) run (`Kernel.replay_from`: events compared per
+  second), against that run's live recording speed, best of the three;
 - PROV-O export of 100k steps (10k when quick) in Turtle and JSON-LD: seconds, steps/s,
   and peak Python memory (tracemalloc, measured in a second pass so it does not slow
   the timed one).
@@ -87,39 +89,49 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     from agentos.store.sqlite import SqliteStore
 
     iters = 1500 if quick else 6000
+    rounds = 3  # interleaved, best of each: on a shared machine the noise is all on the slow side
     rows: list[dict[str, Any]] = []
     tmp = tempfile.mkdtemp(prefix="agentos-bench-")
-    base_dt, base_calls, _ = _workload(None, iters)
-    base = base_calls / base_dt
-    rows.append({"name": "durability.syscalls.no_store", "ops_per_s": round(base), "ratio_to_no_store": 1.0,
-                 "notes": f"{base_calls} syscalls, 4 workers + init, kv driver, no recording"})
-    configs: list[tuple[str, Any]] = [("memory", lambda: MemoryStore())]
+    configs: list[tuple[str, Any]] = [("no_store", lambda r: None), ("memory", lambda r: MemoryStore())]
     for mode in ("off", "group", "fsync"):
-        configs.append((f"sqlite_{mode}", lambda mode=mode: SqliteStore(os.path.join(tmp, f"{mode}.db"), mode)))
-    replay_src: tuple[Any, str] | None = None
-    live_events_per_s = 0.0
-    for label, make in configs:
-        store = make()
-        dt, calls, rid = _workload(store, iters)
-        ev = store.get_run(rid).events
-        rows.append({"name": f"durability.syscalls.{label}", "ops_per_s": round(calls / dt),
-                     "ratio_to_no_store": round((calls / dt) / base, 3), "events": ev,
-                     "notes": f"{calls} syscalls, {ev} events committed before the clock stopped"})
-        if label == "sqlite_group":
-            replay_src = (store, rid)  # type: ignore[assignment]
-            live_events_per_s = ev / dt
+        configs.append((f"sqlite_{mode}",
+                        lambda r, mode=mode: SqliteStore(os.path.join(tmp, f"{mode}-{r}.db"), mode)))
+    best: dict[str, tuple[float, int, int]] = {}   # label -> (syscalls/s, syscalls, events)
+    replay_best = 0.0
+    replay_note: tuple[int, bool, int] = (0, False, 0)   # events/s, identical, events
+    for r in range(rounds):
+        for label, make in configs:
+            store = make(r)
+            dt, calls, rid = _workload(store, iters)
+            ev = store.get_run(rid).events if store is not None else 0
+            if calls / dt > best.get(label, (0.0, 0, 0))[0]:
+                best[label] = (calls / dt, calls, ev)
+            if label == "sqlite_group":  # replay this very run: events compared per second
+                t0 = time.perf_counter()
+                rep = Kernel.replay_from(store, rid)
+                rdt = time.perf_counter() - t0
+                ratio = (rep.matched / rdt) / (ev / dt)
+                if ratio > replay_best:
+                    replay_best = ratio
+                    replay_note = (round(rep.matched / rdt), rep.identical, rep.matched)
+            if store is not None:
+                store.close()
+    base = best["no_store"][0]
+    for label, _ in configs:
+        ops, calls, ev = best[label]
+        row: dict[str, Any] = {"name": f"durability.syscalls.{label}", "ops_per_s": round(ops),
+                               "ratio_to_no_store": round(ops / base, 3)}
+        if label == "no_store":
+            row["notes"] = f"{calls} syscalls, 4 workers + init, kv driver, no recording; best of {rounds}"
         else:
-            store.close()
-    if replay_src is not None:
-        store, rid = replay_src
-        t0 = time.perf_counter()
-        rep = Kernel.replay_from(store, rid)
-        dt = time.perf_counter() - t0
-        rows.append({"name": "durability.replay_from.sqlite", "ops_per_s": round(rep.matched / dt),
-                     "identical": rep.identical,
-                     "ratio_to_live_recording": round((rep.matched / dt) / live_events_per_s, 3),
-                     "notes": f"{rep.matched} events replayed from the journal and compared byte for byte"})
-        store.close()
+            row["events"] = ev
+            row["notes"] = f"{calls} syscalls, {ev} events committed before the clock stopped; best of {rounds}"
+        rows.append(row)
+    ops_r, identical, matched = replay_note
+    rows.append({"name": "durability.replay_from.sqlite", "ops_per_s": ops_r, "identical": identical,
+                 "ratio_to_live_recording": round(replay_best, 3),
+                 "notes": f"{matched} events replayed from the journal and compared byte for byte, against "
+                          f"the live recording of the same run; best of {rounds}"})
     n = 10_000 if quick else 100_000
     for fmt in ("turtle", "jsonld"):
         path = os.path.join(tmp, f"prov.{fmt}")
