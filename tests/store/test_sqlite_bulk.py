@@ -8,7 +8,7 @@ from typing import Any
 
 from hypothesis import given, strategies as st
 
-from agentos.store.sqlite import SCHEMA, SqliteStore, _bulk_events, _bulk_journal
+from agentos.store.sqlite import SCHEMA, SqliteStore, _bulk_events, _bulk_journal, _utf8
 
 RUN = "run-1"
 
@@ -38,14 +38,6 @@ def _dump(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:
 
 def _encodable(rows: list[tuple[int, str]]) -> list[tuple[int, str]]:
     return [(n, b) for n, b in rows if _utf8(b)]
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 @given(event_rows)
