@@ -241,3 +241,33 @@ def test_the_log_and_audit_dialects_read_a_container_subclass_without_running_it
         assert _Calls.n == 0
         assert form == ([{"a": 1}] if base is dict else [[1, 2]])
         assert "1" in audit
+
+
+class _Text(str):
+    pass
+
+
+class _Int(int):
+    pass
+
+
+FLAT_KEYS = st.text(max_size=4) | st.integers(-5, 5) | st.builds(_Text, st.text(max_size=3))
+FLAT_SCALARS = (st.none() | st.booleans() | st.integers() | st.integers(min_value=2**13_000, max_value=2**13_001)
+                | st.floats() | st.text(max_size=6) | st.builds(_Text, st.text(max_size=3))
+                | st.builds(_Int, st.integers(-9, 9)))
+
+
+@settings(derandomize=True, max_examples=400, deadline=None)
+@given(st.dictionaries(FLAT_KEYS, FLAT_SCALARS, max_size=20))
+def test_a_small_flat_dict_is_accepted_by_the_fast_check_exactly_when_the_walk_accepts_it(d: dict[Any, Any]) -> None:
+    """`checked` passes a small dict of ASCII keys and plain scalars without a walk: it must
+    refuse what the walk refuses (lone surrogates, huge ints, a subclass as a key) and
+    accept what it accepts, and the log must render what it accepted."""
+    try:
+        form = canon.canonical_checked("v", d)
+    except BadArgument:
+        with pytest.raises(BadArgument):
+            canon.checked("v", d)
+        return
+    assert canon.checked("v", d) is d
+    assert canon.canonical(d) == form

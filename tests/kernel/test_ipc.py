@@ -256,3 +256,46 @@ def test_a_process_cannot_forge_a_down_or_a_signal_notice():
 
     _, res = boot(init)
     assert res.value == (["send:Down", "send:SignalMessage"], True, True, True)
+
+
+def test_parked_receivers_and_sleepers_share_one_abort_each_not_one_object_per_process():
+    # a million idle processes must not hold a million bound methods: every process parked in
+    # recv holds the same abort object, and every sleeper the same one
+    from agentos import Driver, DriverResult, WaitKind
+
+    class Peek(Driver):
+        name = "peek"
+        kernel = None
+
+        def read(self, handle, req):
+            waits = {WaitKind.RECV: set(), WaitKind.SLEEP: set()}
+            counts = {WaitKind.RECV: 0, WaitKind.SLEEP: 0}
+            for p in self.kernel.procs.values():
+                if p.wait_kind in waits:
+                    waits[p.wait_kind].add(id(p.abort))
+                    counts[p.wait_kind] += 1
+            return DriverResult([counts[WaitKind.RECV], len(waits[WaitKind.RECV]),
+                                 counts[WaitKind.SLEEP], len(waits[WaitKind.SLEEP])])
+
+    async def sleeper(sys, args):
+        await sys.sleep(10_000)
+
+    async def init(sys, args):
+        for _ in range(4):
+            await sys.spawn(idle_recv)
+            await sys.spawn(sleeper)
+        await sys.sleep(1)
+        h = await sys.open("peek")
+        return await sys.read(h, None)
+
+    peek = Peek()
+    from agentos import AllowAll, Kernel
+    k = Kernel(deterministic=True, policy=AllowAll())
+    peek.kernel = k
+    k.register_driver(peek)
+    res = k.run(init, grant=["peek"])
+    assert res.value == [4, 1, 4, 1]
+
+
+async def idle_recv(sys, args):
+    await sys.recv()
