@@ -140,3 +140,20 @@ def test_a_failed_anchor_fsync_fails_the_next_move_until_a_retry_succeeds(
     assert rec.anchor_lag == 0 and rec.durable == 5
     assert rec.verify().ok
     rec.close()
+
+
+def test_close_reports_an_anchor_that_could_not_be_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = FlightRecorder.open(tmp_path, durability="fsync", key=KEY, sign=False)
+    b = rec.backend
+    b.checkpointer.sync_every = 3600.0   # the move waits for close
+    rec.append(1, "decision", {"i": 0})
+    rec.commit()
+    assert _until(lambda: b.anchor_syncs >= 1)
+    rec.append(1, "decision", {"i": 1})
+    rec.commit()
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(B.os, "fsync", fsync)
+    with pytest.raises(OSError, match="could not be fsynced at close"):
+        rec.close()

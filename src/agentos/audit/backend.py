@@ -305,6 +305,12 @@ class SqliteAuditBackend:
             yield row[0], row[1], row[2]
 
     def close(self) -> None:
-        self.checkpointer.close([self.db, self.adb])
-        self.db.close()
-        self.adb.close()
+        try:
+            self.checkpointer.close([self.db, self.adb])
+        finally:
+            self.db.close()
+            self.adb.close()
+        failure = self.checkpointer.sync_failure
+        if failure is not None:  # the last anchor move is not on the disk: say so, not silently
+            raise OSError(failure.errno, f"the anchor's file {self.anchor_path} could not be fsynced at "
+                                         f"close: {failure.strerror or failure}")
