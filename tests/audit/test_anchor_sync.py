@@ -105,11 +105,12 @@ def test_os_mode_asks_for_no_background_fsync(tmp_path: Path) -> None:
     assert rec.backend.anchor_syncs == 0
 
 
-def test_a_failed_anchor_fsync_fails_the_next_move_until_a_retry_succeeds(
+def test_a_failed_anchor_fsync_fails_every_later_move_until_the_recorder_is_reopened(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # a disk that cannot fsync the anchor must not pass for one that did: the next move
-    # fails (counted, and held to the recorder's bound on a trailing anchor) until the
-    # thread's own retry gets the file onto the disk
+    # a disk that could not fsync the anchor must not pass for one that did: Linux marks
+    # the pages it failed to write clean, so a later fsync "succeeds" without them. Every
+    # later move fails (counted, and held to the recorder's bound on a trailing anchor),
+    # close says so, and reopening reads what the disk really holds
     rec = FlightRecorder.open(tmp_path, durability="fsync", key=KEY, sign=False)
     b = rec.backend
     b.checkpointer.sync_every = 0.01
@@ -131,15 +132,108 @@ def test_a_failed_anchor_fsync_fails_the_next_move_until_a_retry_succeeds(
     rec.write_ahead(1, "action", {"i": 3})      # the per-action path counts it and goes on, bounded
     assert rec.anchor_errors >= 1
     assert rec.anchor_lag > 0                   # the anchor did not move over what may be lost
-    broken[0] = False                           # the disk recovers: the thread retries unasked
-    assert _until(lambda: b.checkpointer.sync_failure is None)
-    errors = rec.anchor_errors
+    broken[0] = False                           # the disk answers again: not to be believed
+    syncs = b.anchor_syncs
+    threading.Event().wait(0.1)
+    assert b.anchor_syncs == syncs              # no retry: its success would mean nothing
+    assert b.checkpointer.sync_failure is not None
     rec.append(1, "decision", {"i": 4})
+    with pytest.raises(OSError, match="could not be fsynced"):
+        rec.commit()
+    with pytest.raises(OSError, match="could not be fsynced"):
+        rec.close()
+    assert b.checkpointer._thread is None or not b.checkpointer._thread.is_alive()
+    again = FlightRecorder.open(tmp_path, durability="fsync", key=KEY, sign=False)
+    assert again.verify().ok                    # the records past the anchor are valid, and kept
+    assert again.durable == rec.durable         # every record acknowledged as durable is there
+    again.append(1, "decision", {"i": 5})
+    again.commit()
+    assert again.anchor_lag == 0 and again.durable == rec.durable + 1
+    again.close()
+
+
+def test_a_checkpoint_thread_that_dies_fails_the_next_move_and_is_started_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the thread could not open its connections (too many open files, say): it must not die
+    # unheard, leaving every later move unsynced with nothing said
+    rec = FlightRecorder.open(tmp_path, durability="fsync", key=KEY, sign=False)
+    b = rec.backend
+    b.checkpointer.sync_every = 0.01
+    real = B.sqlite3.connect
+    refuse = [True]
+
+    def connect(*a: Any, **kw: Any) -> Any:
+        if refuse[0] and threading.current_thread().name == "agentos-audit-checkpoint":
+            raise B.sqlite3.OperationalError("unable to open database file")
+        return real(*a, **kw)
+    monkeypatch.setattr(B.sqlite3, "connect", connect)
+    rec.append(1, "decision", {"i": 0})
+    rec.commit()                                # starts the thread, which dies at once
+    assert _until(lambda: b.checkpointer.sync_failure is not None)
+    assert "checkpoint thread stopped" in str(b.checkpointer.sync_failure)
+    assert not b.checkpointer.poisoned          # nothing was fsynced wrongly: it may pass
+    rec.append(1, "decision", {"i": 1})
+    with pytest.raises(OSError, match="checkpoint thread stopped"):
+        rec.commit()
+    refuse[0] = False
+    rec.append(1, "decision", {"i": 2})
+    with pytest.raises(OSError, match="checkpoint thread stopped"):
+        rec.commit()                            # still failing, but it starts the thread again,
+    assert _until(lambda: b.checkpointer.sync_failure is None)  # which syncs what was due
+    assert b.anchor_syncs >= 1
+    rec.append(1, "decision", {"i": 3})
     rec.commit()
-    assert rec.anchor_errors == errors
-    assert rec.anchor_lag == 0 and rec.durable == 5
-    assert rec.verify().ok
+    assert rec.anchor_lag == 0 and rec.durable == 4
     rec.close()
+
+
+def test_an_error_at_close_of_the_fsynced_file_is_final(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # NFS reports a write-back error at close(): as final as one from fsync, and the thread
+    # must not die of it
+    rec = FlightRecorder.open(tmp_path, durability="fsync", key=KEY, sign=False)
+    b = rec.backend
+    real_close = os.close
+    once = [True]
+
+    def close(fd: int) -> None:
+        real_close(fd)
+        if once[0] and threading.current_thread().name == "agentos-audit-checkpoint":
+            once[0] = False
+            raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(B.os, "close", close)
+    rec.append(1, "decision", {"i": 0})
+    rec.commit()
+    assert _until(lambda: b.checkpointer.sync_failure is not None)
+    assert b.checkpointer.poisoned
+    assert b.checkpointer._thread is not None and b.checkpointer._thread.is_alive()
+    rec.append(1, "decision", {"i": 1})
+    with pytest.raises(OSError, match="could not be fsynced"):
+        rec.commit()
+    with pytest.raises(OSError):
+        rec.close()
+
+
+def test_close_lets_go_of_the_backend_even_when_the_last_commit_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = FlightRecorder.open(tmp_path, durability="fsync", key=KEY, sign=False)
+    b = rec.backend
+    b.checkpointer.sync_every = 0.01
+
+    def fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+    monkeypatch.setattr(B.os, "fsync", fsync)
+    rec.append(1, "decision", {"i": 0})
+    rec.commit()
+    assert _until(lambda: b.checkpointer.sync_failure is not None)
+    rec.append(1, "decision", {"i": 1})        # its commit at close fails
+    with pytest.raises(OSError, match="could not be fsynced"):
+        rec.close()
+    t = b.checkpointer._thread
+    assert t is None or not t.is_alive()       # the thread stopped
+    with pytest.raises(B.sqlite3.ProgrammingError):
+        b.db.execute("SELECT 1")                # and the files were let go
+    with pytest.raises(B.sqlite3.ProgrammingError):
+        b.adb.execute("SELECT 1")
 
 
 def test_close_reports_an_anchor_that_could_not_be_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,12 @@ kernel at once) and fsynced by the checkpoint thread, at most `ANCHOR_SYNC_S` af
 moved and never on a caller's path: one fsync per group commit, not two. After a power cut
 the anchor may trail the records by what the last `ANCHOR_SYNC_S` committed; verify reports
 those as valid records past the anchor, exactly as after a crash between the two commits.
+An fsync (or close) of the anchor's file that fails is final: Linux marks the pages it could
+not write clean, so a later fsync would succeed without writing them, and nothing can say
+what reached the disk. Every later anchor move, and `close`, then fail (the recorder holds
+actions back once the anchor trails too far) until the recorder is reopened, which reads
+what is really on the disk. A checkpoint thread that stops for any other reason (it could
+not open its connections, say) fails the next move too, and is started again by it.
 
 The WAL checkpoint (copying committed pages from the write-ahead log into the database) is
 off the commit path: SQLite's automatic checkpoint, which runs inside whichever commit
@@ -27,6 +33,7 @@ writer) once enough has been committed, and a truncating one at close.
 """
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -95,7 +102,8 @@ class Checkpointer:
         self.runs = 0            # checkpoints run (for tests and the benchmark)
         self.syncs = 0           # background fsyncs asked for with `sync_soon`
         self.sync_errors = 0
-        self.sync_failure: OSError | None = None  # the last fsync's failure, until one succeeds
+        self.sync_failure: OSError | None = None  # why the last move may not be on the disk
+        self.poisoned = False    # an fsync failed: final (see the module's docstring)
         self.written = False
         self.errors = 0
         self._pending = 0
@@ -131,7 +139,25 @@ class Checkpointer:
                                                     daemon=True)
                     self._thread.start()
 
+    def retry(self) -> None:
+        """After a failure that can pass (the thread stopped, a file could not be opened):
+        start the thread again if it stopped, and have it try the due fsync now."""
+        if not self.poisoned:
+            self._start()
+            self._wake.set()
+
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as e:  # never dies unheard: the next anchor move hears of it
+            self.errors += 1
+            if not self.poisoned:
+                self.sync_failure = OSError(errno.EIO, f"the checkpoint thread stopped "
+                                                       f"({type(e).__name__}: {e})")
+            with self._lock:
+                self._thread = None  # `retry` (or the next poke) starts another
+
+    def _serve(self) -> None:
         dbs = [sqlite3.connect(str(p), isolation_level=None, check_same_thread=False) for p in self.paths]
         try:
             while True:
@@ -162,6 +188,7 @@ class Checkpointer:
         """fsync what was committed to `path` so far: its write-ahead log holds every commit
         since the last checkpoint (which synced the database file itself)."""
         self._sync_due = None  # a request made after this point asks for the next fsync
+        was_poisoned = self.poisoned
         self._last_sync = time.monotonic()
         failure: OSError | None = None
         for name in (str(path) + "-wal", str(path)):
@@ -170,23 +197,31 @@ class Checkpointer:
             except FileNotFoundError:
                 continue  # no log yet (or checkpointed away): nothing of it to sync
             except OSError as e:
-                failure = e
+                failure = e  # nothing was tried: the next try may work
                 continue
             try:
                 os.fsync(fd)
             except OSError as e:
                 failure = e
+                self.poisoned = True
             finally:
-                os.close(fd)
+                try:
+                    os.close(fd)
+                except OSError as e:  # a write-back error reported at close (NFS) is as final
+                    failure = failure or e
+                    self.poisoned = True
         self.syncs += 1
         if failure is None:
-            self.sync_failure = None
+            if not self.poisoned:
+                self.sync_failure = None
             return
         # not durable: say so to the writer (its next anchor move fails, and the recorder's
-        # bound on a trailing anchor holds the actions back) and try again after the window
+        # bound on a trailing anchor holds the actions back); a failure that can pass is
+        # tried again after the window
         self.sync_errors += 1
-        self.sync_failure = failure
-        if self._sync_due is None:
+        if not was_poisoned:  # (after the first final failure, that one is the one to name)
+            self.sync_failure = failure
+        if self._sync_due is None and not self.poisoned:
             self._sync_due = path
 
     def _checkpoint(self, dbs: list[sqlite3.Connection], mode: str) -> None:
@@ -283,7 +318,8 @@ class SqliteAuditBackend:
         fsync = self.durability == "fsync"
         if fsync:
             failure = self.checkpointer.sync_failure
-            if failure is not None:  # an earlier move never reached the disk: this one would not either
+            if failure is not None:  # an earlier move may not be on the disk: this one would not be either
+                self.checkpointer.retry()
                 raise OSError(failure.errno, f"the anchor's file {self.anchor_path} could not be fsynced: "
                                              f"{failure.strerror or failure}")
         self.adb.execute("INSERT OR REPLACE INTO anchor VALUES (1, ?, ?, ?)",
@@ -311,6 +347,6 @@ class SqliteAuditBackend:
             self.db.close()
             self.adb.close()
         failure = self.checkpointer.sync_failure
-        if failure is not None:  # the last anchor move is not on the disk: say so, not silently
+        if failure is not None and self.durability == "fsync":  # the last move may not be on the disk
             raise OSError(failure.errno, f"the anchor's file {self.anchor_path} could not be fsynced at "
                                          f"close: {failure.strerror or failure}")

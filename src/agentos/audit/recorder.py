@@ -645,16 +645,28 @@ class FlightRecorder:
                     f"({type(err).__name__}: {err})"))
 
     def close(self) -> None:
-        self.commit()
-        if self._signing_key is not None and self.durable > self._checkpointed:
-            with self._lock:
-                self._sign_locked()
+        """Commit what is pending and close the backend. The backend is closed (its thread
+        stopped, its files let go) even when the last commit fails; the first error is raised."""
+        err: BaseException | None = None
+        try:
+            self.commit()
+            if self._signing_key is not None and self.durable > self._checkpointed:
+                with self._lock:
+                    self._sign_locked()
+        except BaseException as e:
+            err = e
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
         close = getattr(self.backend, "close", None)
         if close is not None:
-            close()
+            try:
+                close()
+            except BaseException as e:
+                if err is None:
+                    err = e
+        if err is not None:
+            raise err
 
     # -- reading ----------------------------------------------------------------------
     def records(self) -> Iterable[AuditRecord]:
