@@ -6,7 +6,7 @@ import json
 import sqlite3
 from typing import Any
 
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from agentos.store.sqlite import SCHEMA, SqliteStore, _bulk_events, _bulk_journal, _utf8
 
@@ -122,5 +122,60 @@ def test_a_kind_with_a_nul_is_stored_whole_through_the_store(tmp_path: Any) -> N
         store.flush()
         assert [e.kind for e in store.events(rid)] == ["tool\x00call"] * 20
         assert len(list(store.events(rid, kind="tool\x00call"))) == 20
+    finally:
+        store.close()
+
+
+def test_a_batch_too_large_for_one_statement_goes_row_by_row(monkeypatch: Any) -> None:
+    # bodies that add up past what one bound blob may hold (2 GiB in the binding) must not
+    # raise out of the writer and kill the store: row by row they are stored as ever
+    import agentos.store.sqlite as S
+
+    monkeypatch.setattr(S, "_BULK_MAX_BYTES", 64)
+    conn = _conn()
+    rows = [(i + 1, 0.5, 1, "sys", b"x" * 20) for i in range(10)]
+    assert not _bulk_events(conn, RUN, rows)
+    assert not _bulk_journal(conn, RUN, [(i, '{"pid":1,"index":%d,"pad":"%s"}' % (i, "y" * 20)) for i in range(10)])
+    assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+
+
+def test_a_binding_that_overflows_is_left_to_the_row_path(monkeypatch: Any) -> None:
+    class Refusing:
+        def execute(self, *a: Any) -> None:
+            raise OverflowError("BLOB longer than INT_MAX bytes")
+    rows = [(i + 1, 0.5, 1, "sys", b"x") for i in range(10)]
+    assert not _bulk_events(Refusing(), RUN, rows)  # type: ignore[arg-type]
+    assert not _bulk_journal(Refusing(), RUN, [(i, '{"pid":1,"index":%d}' % i) for i in range(10)])  # type: ignore[arg-type]
+
+
+@settings(max_examples=25)  # each example opens a store (a writer thread and a file)
+@given(st.lists(st.tuples(st.integers(1, 2**62), times, st.integers(0, 2**31), st.sampled_from(["sys", "exit", "ü"]),
+                          st.binary(max_size=300)), max_size=60, unique_by=lambda r: r[0]))
+def test_event_bodies_are_the_stored_encodings_in_order(rows: list[Any]) -> None:
+    import tempfile
+
+    from agentos.store import MemoryStore
+
+    rows = sorted(rows)
+    where = tempfile.mkdtemp(prefix="agentos-bodies-")
+    for store in (SqliteStore(f"{where}/s.db", "off"), MemoryStore()):
+        try:
+            rid = store.create_run("bodies", {})
+            store.append_events(rid, [(s, t, p, k, b) for s, t, p, k, b in rows])
+            store.flush()
+            assert list(store.event_bodies(rid)) == [e.raw for e in store.events(rid)] == [r[4] for r in rows]
+        finally:
+            store.close()
+
+
+def test_event_bodies_page_through_a_long_run(tmp_path: Any) -> None:
+    store = SqliteStore(tmp_path / "s.db", "off")
+    try:
+        rid = store.create_run("long", {})
+        rows = [(i + 1, 0.5, 1, "sys", b"%d" % i) for i in range(20000)]  # more than two pages
+        store.append_events(rid, rows)
+        store.flush()
+        bodies = list(store.event_bodies(rid))
+        assert bodies == [r[4] for r in rows]
     finally:
         store.close()

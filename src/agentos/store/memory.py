@@ -89,6 +89,11 @@ class MemoryStore:
             if (pid is None or e.pid == pid) and (kind is None or e.kind == kind):
                 yield e
 
+    def event_bodies(self, run_id: str) -> Iterator[bytes]:
+        """A run's stored event encodings in order (what replay compares)."""
+        for e in self.events(run_id):
+            yield e.raw
+
     def append_journal(self, run_id: str, rows: list[tuple[int, str]]) -> None:
         j = self._journal.get(run_id)
         if j is None:

@@ -59,6 +59,7 @@ _JOURNAL_BULK = ("INSERT INTO journal SELECT ?1, json_extract(value, '$[0]'), "
 # that are text with no NUL (SQLite's JSON text ends at an escaped NUL) and no lone
 # surrogate; any other batch takes the row-by-row path, which binds it or names the fault.
 _BULK_MIN = 8
+_BULK_MAX_BYTES = 256 << 20  # bodies of one statement: under SQLite's 1e9 and the binding's 2**31
 _I64 = 2**63
 _encode_fields = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -94,14 +95,16 @@ def _bulk_events(conn: sqlite3.Connection, run_id: str, rows: list[tuple[int, fl
     try:
         bodies = [b for (_, _, _, _, b) in rows]
         lens = [len(b) for b in bodies]
+        if sum(lens) > _BULK_MAX_BYTES:
+            return False  # one blob past SQLite's (and the binding's) limits: row by row
         fields = _encode_fields([[s, t, p, k, at, n] for (s, t, p, k, _), at, n
                                  in zip(rows, accumulate(lens, initial=2), lens)])
         blob = b"\0" + b"".join(bodies)  # (substr of an empty blob is NULL, not empty)
-    except (TypeError, ValueError):  # an odd row: the row-by-row path binds it or names the fault
+    except (TypeError, ValueError, OverflowError, MemoryError):  # an odd row: the row path binds it or names the fault
         return False
     try:
         conn.execute(_EVENTS_BULK, (run_id, blob, fields))
-    except sqlite3.Error:  # a statement fails whole: the row-by-row path says why
+    except (sqlite3.Error, OverflowError, MemoryError):  # fails whole: the row-by-row path says why
         return False
     return True
 
@@ -113,13 +116,15 @@ def _bulk_journal(conn: sqlite3.Connection, run_id: str, rows: list[tuple[int, s
     try:
         bodies = [b.encode() for (_, b) in rows]
         lens = [len(b) for b in bodies]
+        if sum(lens) > _BULK_MAX_BYTES:
+            return False
         fields = _encode_fields([[n, at, ln] for (n, _), at, ln in zip(rows, accumulate(lens, initial=2), lens)])
         blob = b"\0" + b"".join(bodies)  # (substr of an empty blob is NULL, not empty)
-    except (TypeError, ValueError, AttributeError):
+    except (TypeError, ValueError, AttributeError, OverflowError, MemoryError):
         return False
     try:
         conn.execute(_JOURNAL_BULK, (run_id, blob, fields))
-    except sqlite3.Error:
+    except (sqlite3.Error, OverflowError, MemoryError):
         return False
     return True
 
