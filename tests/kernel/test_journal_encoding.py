@@ -138,3 +138,67 @@ def test_a_driver_that_declares_no_bound_is_not_asked_for_one() -> None:
     k.run(init, grant=["plain", "bounded"])
     assert [h.unbounded for h in handles] == [True, False] and Bounded.asked == 3
     assert sum(1 for e in k.events.events(kind="reserve")) == 3   # only the bounded reads reserve
+
+
+AMOUNT = (st.integers(-3, 10**6) | st.integers(J.COST_MAX - 2, J.COST_MAX + 2) | st.booleans()
+          | st.floats() | st.none() | TEXT)
+
+
+def _amounts_refused(fields: dict[str, Any]) -> bool:
+    """The amounts check written out plainly: the decoder's shortcut must agree with it."""
+    for key in ("tokens", "tool_calls", "reductions"):
+        v = fields.get(key, 0)
+        if type(v) is not int or not 0 <= v <= J.COST_MAX:
+            return True
+    usd = fields.get("usd", 0.0)
+    if type(usd) not in (int, float) or usd != usd or usd in (float("inf"), float("-inf")) \
+            or not 0 <= usd <= J.COST_MAX:
+        return True
+    r = fields.get("reserve")
+    return r is not None and (len(r) != 3 or any(type(v) is not int or not 0 <= v <= J.COST_MAX * J.USD_SCALE
+                                                 for v in r))
+
+
+@settings(derandomize=True, max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(["tokens", "tool_calls", "reductions", "usd"]), AMOUNT),
+       st.none() | st.tuples(st.integers(-1, 9), st.integers(0, 9), st.integers(0, 9)) | st.tuples(st.integers()))
+def test_forged_amounts_are_refused_exactly_as_the_plain_check_refuses_them(fields: dict[str, Any],
+                                                                            reserve: Any) -> None:
+    if reserve is not None:
+        fields["reserve"] = reserve
+    refused = _amounts_refused(fields)
+    try:
+        J._check_amounts(dict(fields))
+    except ValueError:
+        assert refused, fields
+    else:
+        assert not refused, fields
+
+
+def test_a_stored_entry_without_a_value_reads_as_null_and_a_forged_amount_is_refused() -> None:
+    base = {"pid": 1, "index": 0, "op": "read", "device": "d", "action": None, "request": 1, "ok": True}
+    e, = JournalEntry.from_json_many([J.json.dumps(base)])
+    assert e.value is None
+    for bad in ({"tokens": True}, {"usd": "NaN"}, {"tool_calls": -1}, {"reductions": 2.5},
+                {"usd": 1e400}, {"reserve": [1, 2]}):
+        with pytest.raises(RecordingFormatError):
+            JournalEntry.from_json_many([J.json.dumps({**base, "value": 1, **bad})])
+
+
+def test_decoding_a_journal_leaves_the_collector_as_it_found_it() -> None:
+    import gc
+
+    text = [J.json.dumps({"pid": 1, "index": i, "op": "read", "device": "d", "action": None, "request": i,
+                          "ok": True, "value": [i]}) for i in range(10)]
+    assert gc.isenabled()
+    assert [e.value for e in JournalEntry.from_json_many(text)] == [[i] for i in range(10)]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        JournalEntry.from_json_many(text)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(RecordingFormatError):
+        JournalEntry.from_json_many(text + ["{"])
+    assert gc.isenabled()  # (also after a row that fails)

@@ -128,7 +128,8 @@ async def replay_run(store: Any, run_id: str, *, image: Any = None, images: dict
     for name, img in (images or {}).items():
         k.register_image(ProcessImage(name, ProcessImage.of(img).main))
     init = image if image is not None else load_image(meta["init"])
-    stored: Iterator[Any] = iter(store.events(run_id))
+    bodies = getattr(store, "event_bodies", None)  # a store that can give the encodings alone
+    stored: Iterator[bytes] = iter(bodies(run_id) if bodies is not None else (e.raw for e in store.events(run_id)))
     stopped: list[bool] = []
     if setup is not None:
         setup(k)
@@ -146,11 +147,11 @@ async def replay_run(store: Any, run_id: str, *, image: Any = None, images: dict
                 raise _Stop()
             report.replayed += 1
             mine = encode_event(ev)
-            theirs = rec.raw
+            theirs = rec
             if timeless:
                 mine, theirs = _untimed(mine), _untimed(theirs)
             if mine != theirs:
-                report.divergence = {"seq": ev.seq, "recorded": rec.raw.decode(), "replayed": mine.decode()}
+                report.divergence = {"seq": ev.seq, "recorded": rec.decode(errors="replace"), "replayed": mine.decode()}
                 raise _Stop()
             report.matched += 1
             if probe is not None and probe(k, ev):
