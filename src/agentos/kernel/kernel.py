@@ -125,6 +125,31 @@ class KernelConfig:
                                        # dict); None: the policy's `scheduling:` section, else off
 
 
+_INT_OPTIONS: dict[str, tuple[int, int]] = {
+    "quantum": (1, 10**9), "default_priority": (0, MAX_BASE_PRIORITY), "event_ring": (0, 2**31),
+    "event_batch": (1, 2**24), "switch_batch": (1, 2**31), "seed": (-2**256, 2**256)}  # (a live run's seed is 128 random bits)
+
+
+def _check_config(cfg: KernelConfig) -> None:
+    """Refuse a configuration the kernel cannot run with, naming the option: a zero
+    `switch_batch` would never let the loop turn, a NaN quantum never preempt, a forged run's
+    metadata replays through here too."""
+    from .args import shown
+
+    for name, (lo, hi) in _INT_OPTIONS.items():
+        v = getattr(cfg, name)
+        if type(v) is not int or not lo <= v <= hi:
+            raise KernelError(f"{name} must be an integer in {lo}..{hi}, got {shown(v)}")
+    for name in ("deterministic", "record", "message_events"):
+        v = getattr(cfg, name)
+        if v is not True and v is not False:
+            raise KernelError(f"{name} must be True or False, got {shown(v)}")
+    if cfg.clock is not None and not isinstance(cfg.clock, Clock):
+        raise KernelError(f"clock must be a Clock (RealClock, VirtualClock), got {type(cfg.clock).__name__}")
+    if cfg.gc is not None and not isinstance(cfg.gc, GcPolicy):
+        raise KernelError(f"gc must be a GcPolicy or None, got {type(cfg.gc).__name__}")
+
+
 @dataclass(frozen=True)
 class RunResult:
     reason: ExitReason
@@ -143,6 +168,7 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
             raise KernelError(f"mode must be 'live' or 'replay', got {cfg.mode!r}")
         if cfg.mode == "replay" and cfg.journal is None:
             raise KernelError("replay mode needs a journal to answer driver operations from")
+        _check_config(cfg)
         self.config = cfg
         self.clock: Clock = cfg.clock or (VirtualClock() if cfg.deterministic else RealClock())
         seed = cfg.seed if cfg.deterministic else int.from_bytes(os.urandom(16), "big")

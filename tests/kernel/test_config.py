@@ -1,0 +1,49 @@
+"""A careless operator's configuration is refused at construction, naming the option: a
+kernel never boots with a setting it cannot run with (a zero switch batch that never lets
+the loop turn, a NaN quantum that never preempts, a string where the ring size goes)."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, strategies as st
+
+from agentos import Kernel, KernelConfig
+from agentos.abi.errors import KernelError
+
+BAD = [
+    ("quantum", 0), ("quantum", -1), ("quantum", float("nan")), ("quantum", 2.5), ("quantum", True),
+    ("quantum", 10**12), ("default_priority", 99), ("default_priority", -1), ("default_priority", "5"),
+    ("event_ring", "x"), ("event_ring", -1), ("event_ring", float("inf")), ("event_batch", 0),
+    ("switch_batch", 0), ("switch_batch", None), ("seed", "abc"), ("seed", 2**300), ("seed", 1.5),
+    ("deterministic", 1), ("record", "yes"), ("message_events", None), ("gc", "off"), ("gc", 0),
+    ("clock", 5), ("clock", "virtual"),
+]
+
+
+@pytest.mark.parametrize("option,value", BAD, ids=[f"{o}={v!r}" for o, v in BAD])
+def test_a_bad_option_is_a_kernel_error_naming_it(option: str, value: Any) -> None:
+    with pytest.raises(KernelError, match=f"^{option} must be"):
+        Kernel(**{option: value})
+    with pytest.raises(KernelError, match=f"^{option} must be"):
+        Kernel(KernelConfig(**{option: value}))
+
+
+def test_the_edges_of_each_range_are_accepted() -> None:
+    async def init(sys: Any, args: Any) -> int:
+        return 7
+
+    for kw in ({"quantum": 1}, {"default_priority": 0}, {"default_priority": 9}, {"event_ring": 0},
+               {"event_batch": 1}, {"switch_batch": 1}, {"seed": 2**128}, {"seed": -5}, {"gc": None}):
+        assert Kernel(deterministic=True, **kw).run(init).value == 7, kw
+
+
+@given(st.integers() | st.floats() | st.text(max_size=3) | st.none() | st.booleans())
+def test_switch_batch_is_an_int_of_at_least_one_or_refused(value: Any) -> None:
+    ok = type(value) is int and 1 <= value <= 2**31
+    try:
+        Kernel(switch_batch=value)
+    except KernelError as e:
+        assert not ok and "switch_batch" in str(e)
+    else:
+        assert ok
