@@ -17,6 +17,8 @@ acknowledged is lost when the process is killed.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import queue
 import threading
 import time
@@ -150,6 +152,90 @@ def check_items(items: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     return out
 
 
+MAX_NAME = 4096   # characters of a run's name
+MAX_RUN_ID = 512  # characters of a run id (its owner claim `owner/<run_id>` is a store key)
+
+
+def _stored_text(value: Any, what: str, who: str, limit: int) -> str:
+    """`value` as text every backend stores as given: a str of at most `limit` characters,
+    without NUL (PostgreSQL text cannot hold it) or lone surrogates (not encodable)."""
+    if not isinstance(value, str):
+        raise StoreError(f"{who}: {what} must be a str, got {type(value).__name__}")
+    if len(value) > limit:
+        raise StoreError(f"{who}: {what} is at most {limit} characters, got {len(value)}")
+    if "\x00" in value:
+        raise StoreError(f"{who}: {what} cannot contain NUL")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise StoreError(f"{who}: {what} must be valid Unicode (it holds a lone surrogate)") from None
+    return value
+
+
+def check_run_name(name: Any, who: str = "create_run") -> str:
+    """A run's name, refused in the caller's thread (a name the writer cannot store would
+    kill it): a str of at most MAX_NAME characters, without NUL or lone surrogates."""
+    return _stored_text(name, "name", who, MAX_NAME)
+
+
+def check_run_id(run_id: Any, who: str = "create_run") -> str | None:
+    """None (the store picks an id) or a non-empty str of at most MAX_RUN_ID characters,
+    without NUL or lone surrogates."""
+    if run_id is None:
+        return None
+    rid = _stored_text(run_id, "run_id", who, MAX_RUN_ID)
+    if not rid:
+        raise StoreError(f"{who}: run_id must be a non-empty str, or None for a new id")
+    return rid
+
+
+def check_meta(meta: Any, who: str = "create_run") -> str:
+    """A run's metadata as the JSON text stored: it must be a dict JSON can encode."""
+    if not isinstance(meta, dict):
+        raise StoreError(f"{who}: meta must be a dict, got {type(meta).__name__}")
+    try:
+        return json.dumps(meta, sort_keys=True)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise StoreError(f"{who}: meta must be JSON-encodable: {e}") from None
+
+
+# The writer's numeric options: name -> (lowest, highest); group_ms is a number of
+# milliseconds, the others are counts. A value out of range would only fail later, in the
+# writer thread (an infinite group_ms overflows its timeout), so it is refused up front.
+WRITER_OPTIONS: dict[str, tuple[float, float]] = {
+    "group_ms": (0.0, 3_600_000.0),      # above 0, at most an hour
+    "group_rows": (1, 1 << 30),
+    "max_queue": (1, 1 << 20),            # 0 or less would make the queue unbounded
+    "max_batch": (1, 1 << 24),
+}
+
+
+def check_writer_options(durability: Any = "group", *, group_ms: Any = 20.0, group_rows: Any = 8192,
+                         max_queue: Any = 256, max_batch: Any = 65536) -> dict[str, Any]:
+    """The writer's options checked and normalised (`group_ms` a float, the counts ints),
+    or a StoreError naming the option and the value."""
+    if not isinstance(durability, str) or durability not in DURABILITY_MODES:
+        raise StoreError(f"durability must be one of {', '.join(DURABILITY_MODES)}, got {durability!r:.80}")
+    out: dict[str, Any] = {"durability": durability}
+    lo, hi = WRITER_OPTIONS["group_ms"]
+    ok = isinstance(group_ms, numbers.Real) and not isinstance(group_ms, bool)
+    try:
+        ms = float(group_ms) if ok else math.nan
+    except (TypeError, ValueError, OverflowError):
+        ms = math.nan
+    if not (math.isfinite(ms) and lo < ms <= hi):
+        raise StoreError(f"group_ms must be a finite number > 0 and at most {hi:.0f} (milliseconds), "
+                         f"got {group_ms!r:.80}")
+    out["group_ms"] = ms
+    for opt, value in (("group_rows", group_rows), ("max_queue", max_queue), ("max_batch", max_batch)):
+        lo, hi = WRITER_OPTIONS[opt]
+        if (not isinstance(value, numbers.Integral) or isinstance(value, bool)
+                or not lo <= int(value) <= hi):
+            raise StoreError(f"{opt} must be an int from {lo} to {hi}, got {value!r:.80}")
+        out[opt] = int(value)
+    return out
+
+
 def new_run_id() -> str:
     import os
 
@@ -190,14 +276,14 @@ class WriterStore:
 
     def __init__(self, durability: str = "group", *, group_ms: float = 20.0, group_rows: int = 8192,
                  max_queue: int = 256, max_batch: int = 65536) -> None:
-        if durability not in DURABILITY_MODES:
-            raise StoreError(f"durability must be one of {', '.join(DURABILITY_MODES)}, got {durability!r}")
+        opts = check_writer_options(durability, group_ms=group_ms, group_rows=group_rows,
+                                    max_queue=max_queue, max_batch=max_batch)
         self.durability = durability
-        self.group_ms = group_ms
-        self.group_rows = group_rows
-        self.max_batch = max_batch
+        self.group_ms: float = opts["group_ms"]
+        self.group_rows: int = opts["group_rows"]
+        self.max_batch: int = opts["max_batch"]
         self.on_commit: list[Callable[[dict[str, int]], None]] = []
-        self._q: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
+        self._q: queue.Queue[Any] = queue.Queue(maxsize=opts["max_queue"])
         self._acked: dict[str, int] = {}
         self._error: BaseException | None = None
         self._puts = 0      # writes queued so far (barriers aside)
@@ -212,15 +298,26 @@ class WriterStore:
                              f"{_reason(self._error)}") from self._error
 
     # -- kernel-thread side ----------------------------------------------------------
+    def _raise_failed(self) -> None:
+        err = self._error
+        raise StoreError(f"{self._location()}: the store writer failed: {_reason(err)}") from err
+
     def _put(self, item: Any) -> None:
         if self._error is not None:
-            raise StoreError(f"{self._location()}: the store writer failed: "
-                             f"{_reason(self._error)}") from self._error
+            self._raise_failed()
         if self._closed:
             raise StoreError("the store is closed")
         if item[0] != "barrier":
             self._puts += 1
-        self._q.put(item)  # blocks when full: bounded memory, backpressure on the kernel
+        while True:  # blocks when full: bounded memory, backpressure on the kernel
+            try:
+                self._q.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():  # nobody will ever drain it
+                    if self._error is not None:
+                        self._raise_failed()
+                    raise StoreError(f"{self._location()}: the store writer has stopped") from None
 
     def append_events(self, run_id: str, rows: list[tuple[int, float, int, str, bytes]]) -> None:
         if rows:
@@ -261,6 +358,8 @@ class WriterStore:
     def flush(self) -> None:
         """Return once everything queued before the call is committed (and durable per mode)."""
         if self._closed and not self._thread.is_alive():
+            if self._error is not None:
+                self._raise_failed()
             return
         mark = self._puts
         if mark == self._synced and self._error is None:
@@ -273,6 +372,8 @@ class WriterStore:
         if b.error is not None or self._error is not None:
             err = b.error or self._error
             raise StoreError(f"{self._location()}: the store writer failed: {_reason(err)}") from err
+        if not b.done.is_set():  # the writer ended without a word: never report its queue written
+            raise StoreError(f"{self._location()}: the store writer has stopped")
         self._synced = mark
 
     def close(self) -> None:
@@ -282,7 +383,12 @@ class WriterStore:
             self.flush()
         finally:
             self._closed = True
-            self._q.put(("stop",))
+            while self._thread.is_alive():
+                try:
+                    self._q.put(("stop",), timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
             self._thread.join(10)
 
     # -- writer thread ---------------------------------------------------------------
@@ -294,73 +400,85 @@ class WriterStore:
             self._ready.set()
             return
         self._ready.set()
+        barriers: list[_Barrier] = []
+        batch: list[Any] = []
+        try:
+            self._loop(conn, barriers, batch)
+        except BaseException as e:  # whatever escapes the loop is the store's error: every later call raises it
+            self._error = e
+            for b in [*barriers, *(it[1] for it in batch if it[0] == "barrier")]:
+                b.error = e
+                b.done.set()
+            barriers.clear()
+            try:
+                self._fail_pending(e)
+            except BaseException:  # (never let the handler raise: waiters see the thread end anyway)
+                pass
+        try:
+            self._close_conn(conn)
+        except BaseException:
+            pass
+
+    def _loop(self, conn: Any, barriers: list[_Barrier], batch: list[Any]) -> None:
+        """Drain the queue into transactions until a stop item. `barriers` and `batch` are
+        the caller's, so that on an exception it can fail the barriers still waiting."""
         q = self._q
         pending_rows = 0
         first_at: float | None = None
         acked: dict[str, int] = {}
-        barriers: list[_Barrier] = []
         stop = False
         while not stop:
             timeout = None
             if first_at is not None:
                 timeout = max(0.0, first_at + self.group_ms / 1000.0 - time.monotonic())
+            batch.clear()
             try:
-                item = q.get(timeout=timeout)
+                batch.append(q.get(timeout=timeout))
             except queue.Empty:
-                item = None
-            batch = [] if item is None else [item]
+                pass
             while len(batch) < self.max_batch:  # drain what is there, bounded
                 try:
                     batch.append(q.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                for it in batch:
-                    op = it[0]
-                    if op == "barrier":
-                        barriers.append(it[1])
-                    elif op == "stop":
-                        stop = True
-                    else:
-                        pending_rows += self._apply(conn, it) or 1
-                        if op == "events" and it[2]:
-                            acked[it[1]] = it[2][-1][0]
-                        if first_at is None:
-                            first_at = time.monotonic()
-                due = (self.durability != "group" or barriers or stop or pending_rows >= self.group_rows
-                       or (first_at is not None and time.monotonic() - first_at >= self.group_ms / 1000.0))
-                if due and (pending_rows or barriers):
-                    if pending_rows:
-                        self._commit(conn)
-                    pending_rows = 0
-                    first_at = None
-                    if acked:
-                        self._acked.update(acked)
-                        for cb in self.on_commit:
-                            cb(dict(acked))
-                        acked = {}
-                    for b in barriers:
-                        b.done.set()
-                    barriers = []
-            except BaseException as e:
-                self._error = e
+            for it in batch:
+                op = it[0]
+                if op == "barrier":
+                    barriers.append(it[1])
+                elif op == "stop":
+                    stop = True
+                else:
+                    pending_rows += self._apply(conn, it) or 1
+                    if op == "events" and it[2]:
+                        acked[it[1]] = it[2][-1][0]
+                    if first_at is None:
+                        first_at = time.monotonic()
+            batch.clear()
+            due = (self.durability != "group" or barriers or stop or pending_rows >= self.group_rows
+                   or (first_at is not None and time.monotonic() - first_at >= self.group_ms / 1000.0))
+            if due and (pending_rows or barriers):
+                if pending_rows:
+                    self._commit(conn)
+                pending_rows = 0
+                first_at = None
+                if acked:
+                    self._acked.update(acked)
+                    for cb in self.on_commit:
+                        cb(dict(acked))
+                    acked = {}
                 for b in barriers:
-                    b.error = e
                     b.done.set()
-                barriers = []
-                self._fail_pending(e)
-                break
-        try:
-            self._close_conn(conn)
-        except Exception:
-            pass
+                barriers.clear()
 
     def _fail_pending(self, e: BaseException) -> None:
-        while True:
-            try:
-                it = self._q.get_nowait()
-            except queue.Empty:
-                return
+        """Fail the barriers still queued, and empty the queue so no producer stays blocked.
+        Reads the queue's own deque: its `get` may be what failed."""
+        q = self._q
+        with q.mutex:
+            items = list(q.queue)
+            q.queue.clear()
+            q.not_full.notify_all()
+        for it in items:
             if it[0] == "barrier":
                 it[1].error = e
                 it[1].done.set()
@@ -386,11 +504,28 @@ class WriterStore:
         conn.close()
 
     # -- writes that wait ---------------------------------------------------------------
+    def has_run(self, run_id: str) -> bool:
+        """Whether a run with exactly this id is stored (the read side provides it)."""
+        raise NotImplementedError
+
     def create_run(self, name: str, meta: dict[str, Any], run_id: str | None = None) -> str:
-        rid = run_id or new_run_id()
-        self._put(("run", (rid, name, time.time(), "running", json.dumps(meta, sort_keys=True), "{}")))
-        self.flush()
-        return rid
+        """Write a run row and return its id. Everything the writer could not store (a name
+        that is not text, an id already taken, metadata JSON cannot encode) is refused here,
+        before anything is queued, and leaves the store usable."""
+        name = check_run_name(name)
+        rid = check_run_id(run_id)
+        body = check_meta(meta)
+        for _ in range(16):  # a generated id that is taken (two in one second) is drawn again
+            candidate = rid or new_run_id()
+            if not self.has_run(candidate):
+                taken: list[bool] = []  # the writer marks it if another writer took the id first
+                self._put(("run", (candidate, name, time.time(), "running", body, "{}"), taken))
+                self.flush()
+                if not taken:
+                    return candidate
+            if rid is not None:
+                raise StoreError(f"run {rid!r:.120} already exists in {self._location()}")
+        raise StoreError(f"{self._location()}: no free run id found")
 
     def update_run(self, run_id: str, *, status: str | None = None, meta: dict[str, Any] | None = None,
                    summary: dict[str, Any] | None = None) -> None:
@@ -413,5 +548,6 @@ def _reason(e: BaseException | None) -> str:
     return f"{e}" if str(e) else type(e).__name__
 
 
-__all__ = ["DURABILITY_MODES", "MAX_KEY", "NoSuchRun", "RunInfo", "Store", "StoreError", "StoredEvent", "WriterStore",
-           "entries_of", "new_run_id", "resolve", "to_bytes"]
+__all__ = ["DURABILITY_MODES", "MAX_KEY", "MAX_NAME", "MAX_RUN_ID", "NoSuchRun", "RunInfo", "Store", "StoreError",
+           "StoredEvent", "WRITER_OPTIONS", "WriterStore", "check_meta", "check_run_id", "check_run_name",
+           "check_writer_options", "entries_of", "new_run_id", "resolve", "to_bytes"]

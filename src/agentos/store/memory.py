@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from ..kernel.journal import JournalEntry
 from .base import (
-    NOT_DEVICE_OPS, RunInfo, StoredEvent, StoreError, check_items, check_key, entries_of, new_run_id, to_bytes,
+    NOT_DEVICE_OPS, RunInfo, StoredEvent, StoreError, check_items, check_key, check_meta, check_run_id, check_run_name,
+    entries_of, new_run_id, to_bytes,
 )
 
 
@@ -34,13 +35,23 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._runs)} runs)"
 
+    def has_run(self, run_id: str) -> bool:
+        """Whether a run with exactly this id is stored."""
+        return run_id in self._runs
+
     def create_run(self, name: str, meta: dict[str, Any], run_id: str | None = None) -> str:
-        rid = run_id or new_run_id()
+        """As the SQL stores: a name, id or metadata they could not store is refused here too."""
+        name = check_run_name(name)
+        given = check_run_id(run_id)
+        body = json.loads(check_meta(meta))
         with self._lock:
+            rid = given or new_run_id()
+            while given is None and rid in self._runs:  # a generated id already taken: draw again
+                rid = new_run_id()
             if rid in self._runs:
-                raise StoreError(f"run {rid!r} already exists")
+                raise StoreError(f"run {rid!r:.120} already exists in {self!r}")
             self._runs[rid] = {"name": name, "created_at": time.time(), "status": "running",
-                               "meta": json.loads(json.dumps(meta)), "summary": {}}
+                               "meta": body, "summary": {}}
             self._events[rid] = []
             self._journal[rid] = []
         return rid

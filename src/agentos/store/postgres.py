@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from .base import StoreError, WriterStore
+from .base import StoreError, WriterStore, check_writer_options
 from .sql import SqlReads
 
 SCHEMA = [
@@ -50,6 +50,7 @@ class PostgresStore(SqlReads, WriterStore):
     _JHINT = ""
 
     def __init__(self, dsn: str, durability: str = "group", **kw: Any) -> None:
+        check_writer_options(durability, **kw)
         self.dsn = dsn
         psycopg = _psycopg()
         super().__init__(durability, **kw)
@@ -91,8 +92,11 @@ class PostgresStore(SqlReads, WriterStore):
                     for (n, b) in rows:
                         cp.write_row((run_id, n, b))
                 return len(rows)
-            if op == "run":
-                cur.execute("INSERT INTO agentos_runs VALUES (%s,%s,%s,%s,%s,%s)", item[1])
+            if op == "run":  # an id taken meanwhile (another kernel) is reported, not fatal to the writer
+                cur.execute("INSERT INTO agentos_runs VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (run_id) DO NOTHING",
+                            item[1])
+                if cur.rowcount == 0 and len(item) > 2:
+                    item[2].append(True)
             elif op == "update":
                 run_id, status, meta, summary = item[1:]
                 if status is not None:

@@ -162,8 +162,16 @@ def record_run(kernel: "Kernel", store: "Store", name: str, *, run_id: str | Non
         raise KernelError("record_run: a replaying kernel is not recorded (its run is already stored)")
     if kernel.journal is None:
         raise KernelError("record_run: this kernel keeps no journal (record=False); it could not be replayed")
+    from .base import StoreError, check_run_id, check_run_name
     from .owners import claim
 
+    # refused before the kernel or the store is touched: a run row the writer cannot store
+    # would kill the store's writer for every later call
+    check_run_name(name, "record_run")
+    if check_run_id(run_id, "record_run") is not None:
+        has_run = getattr(store, "has_run", None)
+        if has_run is not None and has_run(run_id):
+            raise StoreError(f"record_run: run {run_id!r:.120} already exists in {store!r}")
     rec = Recording(kernel, store, name, run_id, message_events=message_events)
     claim(store, rec.run_id)  # `agentctl runs` tells a live run from one whose kernel died
     kernel.add_observer(rec)

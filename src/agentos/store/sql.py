@@ -47,6 +47,10 @@ class SqlReads:
             raise StoreError(f"no run {run_id!r} in {self._where()}")
         return self._info(rows[0])
 
+    def has_run(self, run_id: str) -> bool:
+        """Whether a run with exactly this id is stored."""
+        return bool(self._query(f"SELECT 1 FROM {self._T}runs WHERE run_id={self._P}", (run_id,)))
+
     def events(self, run_id: str, *, pid: int | None = None, kind: str | None = None) -> Iterator[StoredEvent]:
         p = self._P
         sql = f"SELECT seq, time, pid, kind, body FROM {self._T}events WHERE run_id={p}"

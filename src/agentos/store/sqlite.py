@@ -19,7 +19,7 @@ import threading
 from itertools import accumulate
 from typing import Any
 
-from .base import StoreError, WriterStore
+from .base import StoreError, WriterStore, check_writer_options
 from .sql import SqlReads
 
 SCHEMA = """
@@ -134,6 +134,7 @@ class SqliteStore(SqlReads, WriterStore):
     _T = ""
 
     def __init__(self, path: str | os.PathLike[str], durability: str = "group", **kw: Any) -> None:
+        check_writer_options(durability, **kw)  # before the directory is made or a thread started
         self.path = os.fspath(path)
         parent = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(parent, exist_ok=True)
@@ -185,8 +186,10 @@ class SqliteStore(SqlReads, WriterStore):
             if not _bulk_journal(conn, run_id, rows):
                 conn.executemany("INSERT INTO journal VALUES (?,?,?)", [(run_id, n, b) for (n, b) in rows])
             return len(rows)
-        if op == "run":
-            conn.execute("INSERT INTO runs VALUES (?,?,?,?,?,?)", item[1])
+        if op == "run":  # an id taken meanwhile (another process) is reported, not fatal to the writer
+            cur = conn.execute("INSERT INTO runs VALUES (?,?,?,?,?,?) ON CONFLICT (run_id) DO NOTHING", item[1])
+            if cur.rowcount == 0 and len(item) > 2:
+                item[2].append(True)
         elif op == "update":
             run_id, status, meta, summary = item[1:]
             if status is not None:
