@@ -39,11 +39,30 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 
 from .chain import Anchor, AuditRecord
 
 DURABILITY = ("fsync", "os")
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A caller's bad option for an error message: bounded, and never the value's own
+    `__repr__` for odd types (it may raise, recurse, or hold a secret)."""
+    t = type(value)
+    if t in (int, float, bool, type(None)):
+        text = repr(value) if t is not int or abs(value) < 10**30 else f"<int of {value.bit_length()} bits>"
+    elif t is str:
+        text = repr(value[: limit + 1]).encode("utf-8", "backslashreplace").decode("utf-8")
+    else:
+        text = f"<{t.__name__}>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_durability(durability: object) -> str:
+    if type(durability) is not str or durability not in DURABILITY:
+        raise ValueError(f"durability must be one of {DURABILITY}, got {shown(durability)}")
+    return durability
 ANCHOR_SYNC_S = 0.05
 """In "fsync" mode, the most time an anchor move waits for its background fsync (moves in
 that window share one)."""
@@ -253,8 +272,7 @@ class SqliteAuditBackend:
     """Records in `<dir>/audit.db`, the anchor in `<dir>/audit-anchor.db` (SQLite, WAL)."""
 
     def __init__(self, directory: str | os.PathLike[str], durability: str = "fsync") -> None:
-        if durability not in DURABILITY:
-            raise ValueError(f"durability must be one of {DURABILITY}, got {durability!r}")
+        check_durability(durability)
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.durability = durability

@@ -104,7 +104,11 @@ def load_signing_key(directory: str | os.PathLike[str] | None, env: Mapping[str,
             raise AuditKeyError(f"{path} has mode {oct(mode)}: a signing key must be readable by its owner "
                                 f"only (chmod 600)")
         try:
-            key = ser.load_pem_private_key(path.read_bytes(), password=None)
+            pem = path.read_bytes()
+        except OSError as e:
+            raise AuditKeyError(f"{path} cannot be read: {type(e).__name__}: {e.strerror or e}") from None
+        try:
+            key = ser.load_pem_private_key(pem, password=None)
         except (ValueError, TypeError) as e:
             raise AuditKeyError(f"{path} is not a PEM private key: {e}") from None
         if not isinstance(key, ed.Ed25519PrivateKey):

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import json
 import math
 import os
@@ -50,13 +51,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ..abi.errors import AgentOSError, SyscallError
 from ..abi.types import WaitKind
-from .backend import AuditBackend, MemoryAuditBackend, SqliteAuditBackend
+from .backend import AuditBackend, MemoryAuditBackend, SqliteAuditBackend, check_durability, shown
 from .chain import (
     ANCHOR_LOST, GENESIS, AuditRecord, VerifyReport, _safe_iter, anchor_problem, leaf_data, make_anchor,
     make_record, make_record_leaf, record_mac, record_problem, verify,
 )
 from .encode import encode
-from .keys import load_key
+from .keys import AuditKeyError, check_key, load_key
 from .merkle import Frontier, leaf_hash
 
 if TYPE_CHECKING:
@@ -110,10 +111,62 @@ CHECKPOINT_EVERY = 1024
 ANCHOR_EVERY = 1        # the anchor moves with every group: no executed action's record is left unvouched
 ANCHOR_IDLE_S = 0.05    # a live recorder idle this long moves a trailing anchor (off every caller's wait)
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1   # what an SQL INTEGER holds
+_BACKEND_CALLS = ("append_audit", "audit_records", "read_anchor", "write_anchor")
+# the constructor's keyword options, which `open` passes on (and checks before it creates a file)
+_OPTIONS = ("now", "wall", "group_commit", "signing_key", "checkpoint_every", "on_checkpoint", "anchor_every")
+
+
+def _check_options(opts: dict[str, Any]) -> None:
+    """Refuse a constructor option the recorder cannot run with, naming it, before anything
+    is read or written: a value taken here and used only later would refuse every record
+    (or the close) instead. `opts` holds the options given (a missing one has its default)."""
+    for name in ("checkpoint_every", "anchor_every"):
+        if name in opts:
+            v = opts[name]
+            if type(v) is not int or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {shown(v)}")
+    for name, optional in (("now", True), ("wall", False), ("on_checkpoint", True)):
+        if name in opts:
+            v = opts[name]
+            if not (callable(v) or (optional and v is None)):
+                raise TypeError(f"{name} must be a callable{' or None' if optional else ''}, got {shown(v)}")
+    v = opts.get("group_commit")
+    if v is not None and v is not True and v is not False:
+        raise TypeError(f"group_commit must be True, False or None, got {shown(v)}")
+    v = opts.get("signing_key")
+    if v is not None:
+        from .checkpoint import _crypto
+
+        ed, _ser = _crypto()
+        if not isinstance(v, ed.Ed25519PrivateKey):
+            raise AuditKeyError(f"signing_key must be an Ed25519 private key (checkpoint.load_signing_key) "
+                                f"or None, got {type(v).__name__}")
+
+
+def _check_directory(directory: Any) -> str:
+    """The recorder's directory as a path string: refused when it is not a path, is empty
+    (it would put the log and its key in whatever the current directory is), or names
+    something that is not a directory."""
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"directory must be a path (str or os.PathLike), got {shown(directory)}")
+    try:
+        d = os.fspath(directory)
+    except Exception as e:  # a PathLike whose __fspath__ fails
+        raise TypeError(f"directory: its __fspath__ failed ({type(e).__name__})") from None
+    if type(d) is not str:
+        raise TypeError(f"directory must be a text path, got {shown(d)}")
+    if not d:
+        raise ValueError(f"directory must name a directory, got {shown(d)}: an empty path would put the "
+                         f"audit log and its key in the current directory")
+    if "\x00" in d:
+        raise ValueError(f"directory must not contain a NUL character, got {shown(d)}")
+    if os.path.lexists(d) and not os.path.isdir(d):
+        raise AuditLogError(f"cannot open the audit log in {d}: it exists and is not a directory")
+    return d
 
 
 class FlightRecorder:
-    def __init__(self, backend: AuditBackend, key: bytes, *,
+    def __init__(self, backend: AuditBackend, key: bytes | bytearray | memoryview, *,
                  now: Callable[[], float] | None = None,
                  wall: Callable[[], float] = _time.time,
                  group_commit: bool | None = None,
@@ -126,9 +179,14 @@ class FlightRecorder:
         checkpoint is stored: keep it quick (queue the shipping elsewhere). `anchor_every`:
         the most durable records the anchor may trail by before a commit moves it (1: every
         commit moves it, as a second commit per group)."""
-        for name, v in (("checkpoint_every", checkpoint_every), ("anchor_every", anchor_every)):
-            if type(v) is not int or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        missing = [name for name in _BACKEND_CALLS if not callable(getattr(backend, name, None))]
+        if missing:
+            raise TypeError(f"backend must be an AuditBackend (with {', '.join(_BACKEND_CALLS)}), "
+                            f"got {type(backend).__name__} without {', '.join(missing)}")
+        key = check_key(key)
+        _check_options({"now": now, "wall": wall, "group_commit": group_commit, "signing_key": signing_key,
+                        "checkpoint_every": checkpoint_every, "on_checkpoint": on_checkpoint,
+                        "anchor_every": anchor_every})
         self.anchor_every = anchor_every
         self.anchor_writes = 0               # anchor commits (each is a commit of its own file)
         self.anchor_errors = 0               # anchor moves that failed (retried; past 2x the bound, fatal)
@@ -166,10 +224,30 @@ class FlightRecorder:
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], *, durability: str = "fsync",
-             key: bytes | None = None, sign: bool = True, **kw: Any) -> "FlightRecorder":
+             key: bytes | bytearray | memoryview | None = None, sign: bool = True, **kw: Any) -> "FlightRecorder":
         """A recorder on the embedded SQLite backend in `directory` (key: env or key file;
-        with `sign`, the checkpoint signing key too, created on first use)."""
-        k = key if key is not None else load_key(directory)
+        with `sign`, the checkpoint signing key too, created on first use). Every option is
+        checked before a file is created: a bad one is refused here, naming it, rather than
+        leaving a log (and keys) behind or refusing every record later."""
+        directory = _check_directory(directory)
+        check_durability(durability)
+        if sign is not True and sign is not False:
+            raise TypeError(f"sign must be True or False, got {shown(sign)}")
+        k = check_key(key) if key is not None else None
+        if "backend" in kw:
+            raise TypeError("open() makes its own backend: use FlightRecorder(backend, key, ...) for another")
+        unknown = [n for n in kw if n not in _OPTIONS]
+        if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD
+                               for p in inspect.signature(cls.__init__).parameters.values()):
+            raise TypeError(f"open() got an unexpected option {shown(unknown[0])}")
+        _check_options(kw)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            raise AuditLogError(f"cannot open the audit log in {directory}: {type(e).__name__}: "
+                                f"{e.strerror or e}") from None
+        if k is None:
+            k = load_key(directory)
         if sign and "signing_key" not in kw:
             from .checkpoint import load_signing_key
 
@@ -178,7 +256,7 @@ class FlightRecorder:
 
         try:
             backend = SqliteAuditBackend(directory, durability)
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
             raise AuditLogError(f"cannot open the audit log in {directory}: {type(e).__name__}: {e}") from None
         try:
             return cls(backend, k, **kw)
@@ -682,6 +760,7 @@ def reanchor(backend: AuditBackend, key: bytes, *, accept_loss: bool, reason: st
     `anchor_lost` record ("anchor lost after record N") and a fresh anchor. Refuses unless
     `accept_loss`, when the anchor is intact, and when the chain itself is broken (that is
     evidence, which re-anchoring must not paper over)."""
+    key = check_key(key)
     if not accept_loss:
         raise AuditLogError("re-anchoring accepts that records after the last verifiable one may be "
                             "lost; say so with accept_loss=True (--accept-loss)")
