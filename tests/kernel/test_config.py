@@ -47,3 +47,57 @@ def test_switch_batch_is_an_int_of_at_least_one_or_refused(value: Any) -> None:
         assert not ok and "switch_batch" in str(e)
     else:
         assert ok
+
+
+PARTS = [("policy", 5), ("policy", object()), ("audit", 5), ("audit", "recorder"), ("approvals", 5),
+         ("pager", 5), ("recaller", 5), ("journal", 5), ("journal", []), ("extensions", 5),
+         ("extensions", {"vfs": 5}), ("extensions", {1: lambda k: None})]
+
+
+@pytest.mark.parametrize("option,value", PARTS, ids=[f"{o}={type(v).__name__}" for o, v in PARTS])
+def test_a_part_without_the_calls_the_kernel_makes_is_refused_at_construction(option: str, value: Any) -> None:
+    # not accepted, to fault the first action as a "kernel bug" later
+    with pytest.raises(KernelError, match=f"^{option} must be"):
+        Kernel(**{option: value})
+
+
+def test_overrides_never_change_the_callers_config() -> None:
+    cfg = KernelConfig(quantum=100)
+    with pytest.raises(KernelError):
+        Kernel(cfg, quantum=0)
+    assert cfg.quantum == 100
+    k = Kernel(cfg, seed=9)
+    assert cfg.seed == 0 and k.config.seed == 9 and k.config.quantum == 100
+
+
+@pytest.mark.parametrize("config", [5, {"quantum": 3}, "live"])
+def test_a_config_that_is_not_a_kernel_config_is_refused(config: Any) -> None:
+    with pytest.raises(KernelError, match="KernelConfig"):
+        Kernel(config)
+
+
+def test_a_private_attribute_is_not_an_option() -> None:
+    with pytest.raises(KernelError, match="unknown kernel option '__class__'"):
+        Kernel(__class__=int)
+
+
+@pytest.mark.parametrize("driver", [None, object(), 5, "kv"])
+def test_register_driver_refuses_what_is_not_a_driver(driver: Any) -> None:
+    with pytest.raises(KernelError, match="register_driver takes a Driver instance"):
+        Kernel().register_driver(driver)
+
+
+def test_register_driver_refuses_the_class_instead_of_an_instance() -> None:
+    from agentos.drivers.kv import KVDriver
+
+    with pytest.raises(KernelError, match="the class KVDriver"):
+        Kernel().register_driver(KVDriver)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("grant", [5, None, "kv", b"kv", [["kv"]], [5], [None]])
+def test_a_grant_that_is_not_a_list_of_device_names_is_refused(grant: Any) -> None:
+    async def init(sys: Any, args: Any) -> None:
+        return None
+
+    with pytest.raises(KernelError, match="grant must be a list of device names"):
+        Kernel(deterministic=True).run(init, grant=grant)

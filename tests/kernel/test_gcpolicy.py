@@ -107,7 +107,7 @@ def test_only_the_outermost_kernel_applies_and_restores() -> None:
 
 @pytest.mark.parametrize("bad", [(1, 2), (1, 2, -3), (1.5, 2, 3), [1, 2, 3]])
 def test_a_malformed_threshold_is_refused(bad: Any) -> None:
-    with pytest.raises(ValueError, match="three non-negative ints"):
+    with pytest.raises(ValueError, match="three ints in 0.."):
         GcPolicy(threshold=bad)
 
 
@@ -128,3 +128,25 @@ def test_a_run_with_no_store_keeps_its_journal_for_replay() -> None:
     k = _kernel()
     k.run(_reads(50), grant=["null"])
     assert k.journal is not None and len(k.journal.entries) == len(k.journal) > 50
+
+
+@pytest.mark.parametrize("threshold", [(2**31, 1, 1), (1, 2**40, 1), (-1, 0, 0), (1.0, 1, 1), (True, 1, 1)])
+def test_a_threshold_the_collector_cannot_take_is_refused_before_anything_is_frozen(threshold: Any) -> None:
+    with pytest.raises(ValueError, match="GcPolicy.threshold"):
+        GcPolicy(threshold=threshold)
+    assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("freeze", ["no", 0, 1, None])
+def test_freeze_must_be_a_bool_not_anything_truthy(freeze: Any) -> None:
+    with pytest.raises(ValueError, match="GcPolicy.freeze must be True or False"):
+        GcPolicy(freeze=freeze)
+
+
+def test_a_threshold_that_fails_to_apply_leaves_nothing_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*a: Any) -> None:
+        raise OverflowError("signed integer is greater than maximum")
+    monkeypatch.setattr(gcpolicy.gc, "set_threshold", refuse)
+    with pytest.raises(OverflowError):
+        gcpolicy.apply(GcPolicy())
+    assert gc.get_freeze_count() == 0

@@ -33,8 +33,21 @@ class GcPolicy:
 
     def __post_init__(self) -> None:
         t = self.threshold
-        if not (isinstance(t, tuple) and len(t) == 3 and all(type(x) is int and x >= 0 for x in t)):
-            raise ValueError(f"GcPolicy.threshold must be three non-negative ints, got {t!r}")
+        if not (isinstance(t, tuple) and len(t) == 3 and all(type(x) is int and 0 <= x <= _C_INT_MAX for x in t)):
+            raise ValueError(f"GcPolicy.threshold must be three ints in 0..{_C_INT_MAX}, got {_shown(t)}")
+        if self.freeze is not True and self.freeze is not False:
+            raise ValueError(f"GcPolicy.freeze must be True or False, got {_shown(self.freeze)}")
+
+
+_C_INT_MAX = 2**31 - 1  # what gc.set_threshold takes
+
+
+def _shown(v: Any) -> str:
+    try:
+        text = repr(v)
+    except BaseException:
+        text = f"a {type(v).__name__}"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 _depth = 0   # running kernels that applied a policy, nested in this interpreter
@@ -60,10 +73,10 @@ def apply(policy: GcPolicy | None) -> Applied | None:
     saved = Applied()
     if _depth == 0:
         saved.outer = True
+        gc.set_threshold(*policy.threshold)  # first: if it fails, nothing has been frozen
         if policy.freeze and gc.get_freeze_count() == 0:  # a host's own freeze is left as it is
             gc.freeze()
             saved.froze = True
-        gc.set_threshold(*policy.threshold)
     _depth += 1
     return saved
 

@@ -29,7 +29,12 @@ def image_entry(img: ProcessImage) -> dict[str, Any]:
 
 def load_image(entry: dict[str, Any]) -> ProcessImage:
     """Find an image's code again from its recorded module, qualname and file."""
+    if not isinstance(entry, dict):
+        raise KernelError(f"an image record must be a JSON object, got {type(entry).__name__}")
     mod_name, qual, path = entry.get("module"), entry.get("qualname"), entry.get("file")
+    for label, v in (("module", mod_name), ("qualname", qual), ("file", path), ("name", entry.get("name"))):
+        if v is not None and type(v) is not str:
+            raise KernelError(f"image record's {label} must be a string, got {type(v).__name__}")
     if not qual or "<locals>" in qual:
         raise KernelError(f"image {entry.get('name')!r} ({qual}) was defined inside a function and "
                           f"cannot be found again: pass images={{name: image}} to replay_from")
@@ -50,7 +55,10 @@ def load_image(entry: dict[str, Any]) -> ProcessImage:
         raise KernelError(f"cannot import module {mod_name!r} of image {entry.get('name')!r}")
     obj: Any = mod
     for part in qual.split("."):
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise KernelError(f"image {entry.get('name')!r}: {mod_name or path} has no {qual}") from None
     return obj if isinstance(obj, ProcessImage) else ProcessImage(entry.get("name") or qual, obj)
 
 

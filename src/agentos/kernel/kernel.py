@@ -16,6 +16,7 @@ raise out of the loop: a crash is that process's fault, never the kernel's.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 from dataclasses import dataclass, field
@@ -130,6 +131,13 @@ _INT_OPTIONS: dict[str, tuple[int, int]] = {
     "event_batch": (1, 2**24), "switch_batch": (1, 2**31), "seed": (-2**256, 2**256)}  # (a live run's seed is 128 random bits)
 
 
+def _bound(n: int) -> str:
+    """A range's end as a person reads it: 2**256, not 78 digits."""
+    if abs(n) < 10**12:
+        return str(n)
+    return ("-" if n < 0 else "") + f"2**{abs(n).bit_length() - 1}"
+
+
 def _check_config(cfg: KernelConfig) -> None:
     """Refuse a configuration the kernel cannot run with, naming the option: a zero
     `switch_batch` would never let the loop turn, a NaN quantum never preempt, a forged run's
@@ -139,7 +147,7 @@ def _check_config(cfg: KernelConfig) -> None:
     for name, (lo, hi) in _INT_OPTIONS.items():
         v = getattr(cfg, name)
         if type(v) is not int or not lo <= v <= hi:
-            raise KernelError(f"{name} must be an integer in {lo}..{hi}, got {shown(v)}")
+            raise KernelError(f"{name} must be an integer in {_bound(lo)}..{_bound(hi)}, got {shown(v)}")
     for name in ("deterministic", "record", "message_events"):
         v = getattr(cfg, name)
         if v is not True and v is not False:
@@ -148,6 +156,24 @@ def _check_config(cfg: KernelConfig) -> None:
         raise KernelError(f"clock must be a Clock (RealClock, VirtualClock), got {type(cfg.clock).__name__}")
     if cfg.gc is not None and not isinstance(cfg.gc, GcPolicy):
         raise KernelError(f"gc must be a GcPolicy or None, got {type(cfg.gc).__name__}")
+    if cfg.journal is not None and not isinstance(cfg.journal, Journal):
+        raise KernelError(f"journal must be a Journal or None, got {type(cfg.journal).__name__}")
+    # the parts the kernel calls into: each must offer the calls it will make, or the first
+    # action would fault as a kernel bug instead of the boot being refused
+    for name, needs in (("policy", ("check",)), ("audit", ("decision", "commit")),
+                        ("approvals", ("ask",)), ("pager", ("victims", "summarize"))):
+        part = getattr(cfg, name)
+        if part is not None:
+            missing = [m for m in needs if not callable(getattr(part, m, None))]
+            if missing:
+                raise KernelError(f"{name} must be an object with {' and '.join(needs)}() "
+                                  f"(got a {type(part).__name__} without {missing[0]}())")
+    if cfg.recaller is not None and not callable(cfg.recaller):
+        raise KernelError(f"recaller must be a callable that makes a Recaller, got {type(cfg.recaller).__name__}")
+    exts = cfg.extensions
+    if exts is not None and (not isinstance(exts, dict)
+                             or not all(type(n) is str and callable(f) for n, f in exts.items())):
+        raise KernelError("extensions must be a dict of name -> install(kernel) callable")
 
 
 @dataclass(frozen=True)
@@ -159,9 +185,13 @@ class RunResult:
 
 class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Remote):
     def __init__(self, config: KernelConfig | None = None, **overrides: Any) -> None:
-        cfg = config or KernelConfig()
+        if config is not None and not isinstance(config, KernelConfig):
+            raise KernelError(f"the first argument must be a KernelConfig (or pass options by name), "
+                              f"got {type(config).__name__}")
+        # the caller's config is never changed: overrides apply to a copy
+        cfg = dataclasses.replace(config) if config is not None else KernelConfig()
         for key, val in overrides.items():
-            if not hasattr(cfg, key):
+            if key.startswith("_") or not hasattr(cfg, key):
                 raise KernelError(f"unknown kernel option {key!r}")
             setattr(cfg, key, val)
         if cfg.mode not in ("live", "replay"):
@@ -375,6 +405,10 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
 
     # -- setup ------------------------------------------------------------------------
     def register_driver(self, driver: Driver, name: str | None = None) -> None:
+        if isinstance(driver, type) or not isinstance(driver, Driver):
+            what = f"the class {driver.__name__} (register an instance)" if isinstance(driver, type) \
+                else f"a {type(driver).__name__}"
+            raise KernelError(f"register_driver takes a Driver instance, got {what}")
         name = name or driver.name
         if not name or not isinstance(name, str):
             raise KernelError("a driver needs a non-empty name")
@@ -400,8 +434,12 @@ class Kernel(Lifecycle, Handlers, Introspection, ExtensionPoints, Operations, Re
         """Start `init` with the given device grants and budget; run until it ends."""
         if self._running:
             raise KernelError("this kernel is already running")
+        if isinstance(grant, (str, bytes)) or not isinstance(grant, Iterable):
+            raise KernelError(f"grant must be a list of device names, got {type(grant).__name__}")
         grants = list(grant)
         for dev in grants:
+            if type(dev) is not str:
+                raise KernelError(f"grant must be a list of device names, got an entry of type {type(dev).__name__}")
             if dev not in self.drivers and not self.replaying:
                 known = ", ".join(sorted(self.drivers)) or "none"
                 raise KernelError(f"cannot grant device {dev!r}: no such driver (registered: {known})")

@@ -12,6 +12,7 @@ short (a crash) is compared up to its committed prefix; the replay stops there.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -91,6 +92,7 @@ async def replay_run(store: Any, run_id: str, *, image: Any = None, images: dict
                           f"this kernel speaks {ABI_VERSION}")
     if "init" not in meta and image is None:
         raise KernelError(f"run {run_id} has no boot record (it never booted): nothing to replay")
+    _check_boot_record(meta, run_id)
     report = ReplayReport(run_id, info.events, complete=info.status != "running", recording_format=version)
     timeless = meta.get("clock") != "virtual"
     if timeless:
@@ -188,6 +190,38 @@ async def replay_run(store: Any, run_id: str, *, image: Any = None, images: dict
         else:
             report.identical = report.matched == report.recorded
     return report
+
+
+def _check_boot_record(meta: dict[str, Any], run_id: str) -> None:
+    """The run row's boot fields have the shapes the kernel wrote, else a KernelError naming
+    the field: an edited or damaged row must not reach the replaying kernel as a TypeError."""
+    def bad(key: str, want: str) -> KernelError:
+        return KernelError(f"run {run_id} has a damaged boot record: {key} must be {want}, "
+                           f"got {type(meta.get(key)).__name__}")
+
+    if type(meta.get("seed")) is not int:
+        raise bad("seed", "an integer")
+    for key in ("images", "quota"):
+        if meta.get(key) is not None and not isinstance(meta.get(key), dict):
+            raise bad(key, "an object")
+    if "init" in meta and not isinstance(meta["init"], dict):
+        raise bad("init", "an object")
+    images = meta.get("images") or {}
+    if not all(isinstance(v, dict) for v in images.values()):
+        raise KernelError(f"run {run_id} has a damaged boot record: each image must be an object")
+    quota = meta.get("quota")
+    if quota:
+        unknown = set(quota) - {f.name for f in dataclasses.fields(Quota)}
+        if unknown:
+            raise KernelError(f"run {run_id} has a damaged boot record: quota has unknown fields "
+                              f"{sorted(map(str, unknown))[:5]}")
+    grant = meta.get("grant")
+    if grant is not None and (not isinstance(grant, list) or not all(type(g) is str for g in grant)):
+        raise bad("grant", "a list of device names")
+    if meta.get("name") is not None and type(meta.get("name")) is not str:
+        raise bad("name", "a string")
+    if meta.get("priority") is not None and type(meta.get("priority")) is not int:
+        raise bad("priority", "an integer")
 
 
 def _load_policy(run_id: str, path: Any) -> Any:
