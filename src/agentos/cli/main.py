@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import pkgutil
 from typing import Any, Callable
 
@@ -21,6 +22,8 @@ import typer.core
 
 EXIT_STORE = 3  # the store is damaged, truncated, not a store, or unreachable
 EXIT_USAGE = 2  # a bad option, argument or command name
+EXIT_ERROR = 1  # the command failed (a refused input, a file it cannot use, a fault)
+EXIT_INTERRUPTED = 130
 
 
 class _OneLineUsageErrors(typer.core.TyperGroup):
@@ -104,10 +107,41 @@ def _store_errors_are_one_line(callback: Callable[..., Any]) -> Callable[..., An
         try:
             return callback(*args, **kwargs)
         except StoreError as e:  # a driver's message may span lines (psycopg's does): one line
-            typer.echo(f"error: {' '.join(str(e).split())}", err=True)
+            typer.echo(f"error: {_one_line(e)}", err=True)
             raise typer.Exit(EXIT_STORE) from None
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as e:
+            if _is_click_flow(e) or os.environ.get("AGENTOS_TRACEBACK"):
+                raise  # typer's own exits and aborts; or the operator asked for the traceback
+            from ..abi.errors import AgentOSError
+
+            if isinstance(e, (AgentOSError, OSError, ValueError)):  # bad input or an unusable file
+                typer.echo(f"error: {_one_line(e)}", err=True)
+            else:  # never a traceback: say what broke, and how to see where
+                typer.echo(f"error: {type(e).__name__}: {_one_line(e)} (AGENTOS_TRACEBACK=1 shows where)",
+                           err=True)
+            raise typer.Exit(EXIT_ERROR) from None
     _GUARDED.add(guarded)
     return guarded
+
+
+def _one_line(e: BaseException, limit: int = 500) -> str:
+    try:
+        text = " ".join(str(e).split())
+    except Exception:
+        text = ""
+    if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in text:
+        text = f"{text}: {e.filename}"
+    text = text or type(e).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _is_click_flow(e: BaseException) -> bool:
+    """typer.Exit, click's Abort and usage errors are how commands end: not failures."""
+    names = {c.__name__ for c in type(e).__mro__}
+    return bool(names & {"Exit", "Abort", "ClickException"})
 
 
 def _guard_all(t: typer.Typer) -> None:
