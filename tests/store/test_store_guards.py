@@ -315,3 +315,21 @@ def test_any_non_str_name_or_run_id_is_refused_by_every_store_which_stays_usable
         store.append_events(rid, _rows(1, 3))
         store.flush()
         assert len(store.runs()) == before + 1 and store.get_run(rid).events == 3
+
+
+@pytest.mark.parametrize("kw", [{"status": 5}, {"status": "x" * 100}, {"meta": 5}, {"meta": {"a": {1, 2}}},
+                                {"summary": "done"}, {"summary": [1]}])
+def test_an_update_the_writer_cannot_store_is_refused_and_the_store_stays_usable(tmp_path: Path, kw: dict) -> None:
+    from agentos.store import MemoryStore
+    from agentos.store.sqlite import SqliteStore
+
+    for store in (SqliteStore(tmp_path / f"u{len(list(tmp_path.iterdir()))}.db", "off"), MemoryStore()):
+        try:
+            rid = store.create_run("r", {"k": 1})
+            with pytest.raises(StoreError, match="update_run"):
+                store.update_run(rid, **kw)
+            store.update_run(rid, status="done", summary={"ok": True})
+            info = store.get_run(rid)
+            assert info.status == "done" and info.meta == {"k": 1} and info.summary == {"ok": True}
+        finally:
+            store.close()

@@ -199,6 +199,23 @@ def check_meta(meta: Any, who: str = "create_run") -> str:
         raise StoreError(f"{who}: meta must be JSON-encodable: {e}") from None
 
 
+def check_update(status: Any, meta: Any, summary: Any) -> tuple[str | None, str | None, str | None]:
+    """`update_run`'s values as the texts stored, refused in the caller's thread (a value
+    the writer cannot store would kill it): a short status, meta and summary JSON objects."""
+    if status is not None:
+        _stored_text(status, "status", "update_run", 64)
+    meta_text = None if meta is None else check_meta(meta, "update_run")
+    summary_text = None
+    if summary is not None:
+        if not isinstance(summary, dict):
+            raise StoreError(f"update_run: summary must be a dict, got {type(summary).__name__}")
+        try:
+            summary_text = json.dumps(summary, sort_keys=True, default=str)
+        except (TypeError, ValueError, RecursionError) as e:
+            raise StoreError(f"update_run: summary must be JSON-encodable: {e}") from None
+    return status, meta_text, summary_text
+
+
 # The writer's numeric options: name -> (lowest, highest); group_ms is a number of
 # milliseconds, the others are counts. A value out of range would only fail later, in the
 # writer thread (an infinite group_ms overflows its timeout), so it is refused up front.
@@ -529,9 +546,8 @@ class WriterStore:
 
     def update_run(self, run_id: str, *, status: str | None = None, meta: dict[str, Any] | None = None,
                    summary: dict[str, Any] | None = None) -> None:
-        self._put(("update", run_id, status,
-                   None if meta is None else json.dumps(meta, sort_keys=True),
-                   None if summary is None else json.dumps(summary, sort_keys=True, default=str)))
+        status_, meta_text, summary_text = check_update(status, meta, summary)
+        self._put(("update", run_id, status_, meta_text, summary_text))
         self.flush()
 
     def put_snapshot(self, snap: dict[str, Any], run_id: str | None = None) -> str:

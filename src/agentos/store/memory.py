@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Iterator
 from ..kernel.journal import JournalEntry
 from .base import (
     NOT_DEVICE_OPS, RunInfo, StoredEvent, StoreError, check_items, check_key, check_meta, check_run_id, check_run_name,
-    entries_of, new_run_id, to_bytes,
+    check_update, entries_of, new_run_id, to_bytes,
 )
 
 
@@ -59,12 +59,13 @@ class MemoryStore:
     def update_run(self, run_id: str, *, status: str | None = None, meta: dict[str, Any] | None = None,
                    summary: dict[str, Any] | None = None) -> None:
         r = self._row(run_id)
+        status, meta_text, summary_text = check_update(status, meta, summary)
         if status is not None:
             r["status"] = status
-        if meta is not None:
-            r["meta"] = json.loads(json.dumps(meta))
-        if summary is not None:
-            r["summary"] = json.loads(json.dumps(summary, default=str))
+        if meta_text is not None:
+            r["meta"] = json.loads(meta_text)
+        if summary_text is not None:
+            r["summary"] = json.loads(summary_text)
 
     def _row(self, run_id: str) -> dict[str, Any]:
         r = self._runs.get(run_id)
