@@ -270,7 +270,7 @@ def _entry(obj: Any, text: str, version: int) -> JournalEntry:
     try:
         if obj is None:
             obj = json.loads(text)
-        fields = upgrade_entry(obj, version) if version != RECORDING_FORMAT else obj
+        fields = upgrade_entry(obj, version)
         if type(fields) is not dict or not fields.keys() <= _FIELD_NAMES:
             raise TypeError(f"unexpected fields {sorted(set(fields) - _FIELD_NAMES) if type(fields) is dict else fields!r}")
         value = fields.get("value")
