@@ -128,7 +128,9 @@ class KernelConfig:
 
 _INT_OPTIONS: dict[str, tuple[int, int]] = {
     "quantum": (1, 10**9), "default_priority": (0, MAX_BASE_PRIORITY), "event_ring": (0, 2**31),
-    "event_batch": (1, 2**24), "switch_batch": (1, 2**31), "seed": (-2**256, 2**256)}  # (a live run's seed is 128 random bits)
+    "event_batch": (1, 2**24), "switch_batch": (1, 2**31),
+    "seed": (-2**256, 2**256),  # (a live run records a seed of 128 random bits: its replay passes it back)
+}
 
 
 def _bound(n: int) -> str:
