@@ -63,6 +63,8 @@ def check_durability(durability: object) -> str:
     if type(durability) is not str or durability not in DURABILITY:
         raise ValueError(f"durability must be one of {DURABILITY}, got {shown(durability)}")
     return durability
+
+
 ANCHOR_SYNC_S = 0.05
 """In "fsync" mode, the most time an anchor move waits for its background fsync (moves in
 that window share one)."""
