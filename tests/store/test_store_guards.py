@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -333,3 +334,93 @@ def test_an_update_the_writer_cannot_store_is_refused_and_the_store_stays_usable
             assert info.status == "done" and info.meta == {"k": 1} and info.summary == {"ok": True}
         finally:
             store.close()
+
+
+def test_a_flush_never_returns_before_rows_another_thread_is_still_queueing(tmp_path: Path) -> None:
+    # thread A has counted its rows but not yet queued them; thread B's flush must not put
+    # its barrier ahead of them and report them committed (A's own flush would then take
+    # the fast path, and a kill would lose rows a flush had acknowledged)
+    st = SqliteStore(tmp_path / "s.db", "fsync", max_queue=1, max_batch=1)
+    try:
+        rid = st.create_run("r", {})
+        orig_put = st._q.put
+        in_put, release = threading.Event(), threading.Event()
+
+        def put(item: Any, *a: Any, **kw: Any) -> None:
+            if threading.current_thread().name == "A":
+                in_put.set()
+                release.wait(10)
+            orig_put(item, *a, **kw)
+        st._q.put = put  # type: ignore[method-assign]
+        a = threading.Thread(target=lambda: st.append_events(rid, [(1, 0.0, 1, "k", b"x")]), name="A")
+        a.start()
+        assert in_put.wait(10)
+        done = threading.Event()
+
+        def flush_b() -> None:
+            st.flush()
+            done.set()
+        b = threading.Thread(target=flush_b, name="B")
+        b.start()
+        assert not done.wait(0.3)          # B waits until A's rows are queued ahead of its barrier
+        release.set()
+        a.join(10)
+        b.join(10)
+        assert done.is_set() and st.acked(rid) == 1
+    finally:
+        st.close()
+
+
+@pytest.mark.parametrize("rid", ["bad\ud800", "nul\x00", 5, None])
+def test_a_run_id_the_writer_cannot_bind_is_refused_on_every_write_and_the_store_stays_usable(
+        tmp_path: Path, rid: Any) -> None:
+    st = SqliteStore(tmp_path / "s.db", "off")
+    try:
+        good = st.create_run("r", {})
+        for call in (lambda: st.append_events(rid, [(1, 0.0, 1, "k", b"x")]),
+                     lambda: st.append_journal(rid, [(1, "{}")]),
+                     lambda: st.update_run(rid, status="done")):
+            with pytest.raises(StoreError, match="run_id"):
+                call()
+        if rid is not None:
+            with pytest.raises(StoreError, match="run_id"):
+                st.put_snapshot({"pid": 1}, run_id=rid)
+        st.append_events(good, [(1, 0.0, 1, "k", b"x")])
+        st.flush()
+        assert st.acked(good) == 1
+    finally:
+        st.close()
+
+
+def test_update_run_of_an_unknown_run_is_refused_as_the_memory_store_refuses_it(tmp_path: Path) -> None:
+    st = SqliteStore(tmp_path / "s.db", "off")
+    try:
+        with pytest.raises(StoreError, match="no run 'nope'"):
+            st.update_run("nope", status="done")
+    finally:
+        st.close()
+    with pytest.raises(StoreError):
+        MemoryStore().update_run("nope", status="done")
+
+
+@pytest.mark.parametrize("meta", [{"x": math.nan}, {"x": [math.inf]}, {"deep": json.loads("[" * 300 + "]" * 300)}])
+def test_meta_no_reader_could_decode_again_is_refused(tmp_path: Path, meta: dict) -> None:
+    st = SqliteStore(tmp_path / "s.db", "off")
+    try:
+        with pytest.raises(StoreError, match="meta"):
+            st.create_run("r", meta)
+        rid = st.create_run("r", {})
+        with pytest.raises(StoreError, match="meta"):
+            st.update_run(rid, meta=meta)
+        with pytest.raises(StoreError, match="summary"):
+            st.update_run(rid, summary=meta)
+        assert st.get_run(rid).meta == {}
+    finally:
+        st.close()
+
+
+def test_strict_json_refuses_what_postgres_jsonb_cannot_hold() -> None:
+    for bad in ({"a": "x\x00y"}, {"a\x00": 1}, {"a": ["\ud800"]}):
+        with pytest.raises(StoreError):
+            store_base.check_meta(bad, strict=True)
+        store_base.check_meta(bad)  # SQLite stores these as escaped JSON text

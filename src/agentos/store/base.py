@@ -189,30 +189,54 @@ def check_run_id(run_id: Any, who: str = "create_run") -> str | None:
     return rid
 
 
-def check_meta(meta: Any, who: str = "create_run") -> str:
-    """A run's metadata as the JSON text stored: it must be a dict JSON can encode."""
-    if not isinstance(meta, dict):
-        raise StoreError(f"{who}: meta must be a dict, got {type(meta).__name__}")
+MAX_META_DEPTH = 200  # nesting of a run's meta or summary: every reader can decode it again
+
+
+def _plain_tree(value: Any, what: str, who: str, strict: bool, depth: int = 0) -> None:
+    """Refuse what a run row's JSON must not hold: nesting past MAX_META_DEPTH (reading it
+    back would exhaust a reader's stack); with `strict` (PostgreSQL's JSONB), a NUL or a
+    lone surrogate in any key or string."""
+    if depth > MAX_META_DEPTH:
+        raise StoreError(f"{who}: {what} is nested deeper than {MAX_META_DEPTH} levels")
+    t = type(value)
+    if t is str:
+        if strict:
+            _stored_text(value, f"a string in {what}", who, 1 << 30)
+    elif t is dict:
+        for k, v in value.items():
+            if strict and type(k) is str:
+                _stored_text(k, f"a key in {what}", who, 1 << 30)
+            _plain_tree(v, what, who, strict, depth + 1)
+    elif t is list or t is tuple:
+        for v in value:
+            _plain_tree(v, what, who, strict, depth + 1)
+
+
+def check_meta(meta: Any, who: str = "create_run", *, strict: bool = False) -> str:
+    """A run's metadata as the JSON text stored: a dict JSON can encode, with no NaN or
+    infinity (no backend reads those back as JSON) and bounded nesting; `strict` also
+    refuses what PostgreSQL's JSONB cannot hold (NUL, lone surrogates)."""
+    return _json_object(meta, "meta", who, strict, None)
+
+
+def _json_object(value: Any, what: str, who: str, strict: bool, default: Any) -> str:
+    if not isinstance(value, dict):
+        raise StoreError(f"{who}: {what} must be a dict, got {type(value).__name__}")
     try:
-        return json.dumps(meta, sort_keys=True)
+        _plain_tree(value, what, who, strict)
+        return json.dumps(value, sort_keys=True, allow_nan=False, default=default)
     except (TypeError, ValueError, RecursionError) as e:
-        raise StoreError(f"{who}: meta must be JSON-encodable: {e}") from None
+        raise StoreError(f"{who}: {what} must be JSON-encodable (no NaN or infinity): {e}") from None
 
 
-def check_update(status: Any, meta: Any, summary: Any) -> tuple[str | None, str | None, str | None]:
+def check_update(status: Any, meta: Any, summary: Any, *,
+                 strict: bool = False) -> tuple[str | None, str | None, str | None]:
     """`update_run`'s values as the texts stored, refused in the caller's thread (a value
     the writer cannot store would kill it): a short status, meta and summary JSON objects."""
     if status is not None:
         _stored_text(status, "status", "update_run", 64)
-    meta_text = None if meta is None else check_meta(meta, "update_run")
-    summary_text = None
-    if summary is not None:
-        if not isinstance(summary, dict):
-            raise StoreError(f"update_run: summary must be a dict, got {type(summary).__name__}")
-        try:
-            summary_text = json.dumps(summary, sort_keys=True, default=str)
-        except (TypeError, ValueError, RecursionError) as e:
-            raise StoreError(f"update_run: summary must be JSON-encodable: {e}") from None
+    meta_text = None if meta is None else check_meta(meta, "update_run", strict=strict)
+    summary_text = None if summary is None else _json_object(summary, "summary", "update_run", strict, str)
     return status, meta_text, summary_text
 
 
@@ -291,6 +315,8 @@ class WriterStore:
     `_commit(conn)` and the read methods. Items are tuples whose first field names the op.
     """
 
+    _strict_json = False  # PostgreSQL's JSONB refuses NUL and lone surrogates: its store sets this
+
     def __init__(self, durability: str = "group", *, group_ms: float = 20.0, group_rows: int = 8192,
                  max_queue: int = 256, max_batch: int = 65536) -> None:
         opts = check_writer_options(durability, group_ms=group_ms, group_rows=group_rows,
@@ -304,6 +330,8 @@ class WriterStore:
         self._acked: dict[str, int] = {}
         self._error: BaseException | None = None
         self._puts = 0      # writes queued so far (barriers aside)
+        self._put_lock = threading.Lock()
+        self._good_ids: set[str] = set()  # run ids already checked (the hot path checks once)
         self._synced = 0    # writes known committed by the last flush that returned
         self._closed = False
         self._ready = threading.Event()
@@ -324,8 +352,14 @@ class WriterStore:
             self._raise_failed()
         if self._closed:
             raise StoreError("the store is closed")
-        if item[0] != "barrier":
-            self._puts += 1
+        # counted and queued under one lock: a flush's mark then never counts an item that
+        # its barrier could overtake in the queue (another thread's, between count and put)
+        with self._put_lock:
+            if item[0] != "barrier":
+                self._puts += 1
+            self._enqueue(item)
+
+    def _enqueue(self, item: Any) -> None:
         while True:  # blocks when full: bounded memory, backpressure on the kernel
             try:
                 self._q.put(item, timeout=0.5)
@@ -336,13 +370,25 @@ class WriterStore:
                         self._raise_failed()
                     raise StoreError(f"{self._location()}: the store writer has stopped") from None
 
+    def _run_id(self, run_id: Any, who: str) -> str:
+        """A run id the writer can store, checked once per id in the caller's thread: one
+        it could not bind (a lone surrogate, a NUL, not a str) would kill the writer."""
+        if run_id in self._good_ids and type(run_id) is str:
+            return run_id
+        rid = check_run_id(run_id, who)
+        if rid is None:
+            raise StoreError(f"{who}: run_id must be a str, got None")
+        if len(self._good_ids) < 4096:
+            self._good_ids.add(rid)
+        return rid
+
     def append_events(self, run_id: str, rows: list[tuple[int, float, int, str, bytes]]) -> None:
         if rows:
-            self._put(("events", run_id, rows))
+            self._put(("events", self._run_id(run_id, "append_events"), rows))
 
     def append_journal(self, run_id: str, rows: list[tuple[int, str]]) -> None:
         if rows:
-            self._put(("journal", run_id, rows))
+            self._put(("journal", self._run_id(run_id, "append_journal"), rows))
 
     def append_audit(self, records: Iterable[bytes | str | dict[str, Any]], *, wait: bool = True) -> None:
         rows = [to_bytes(r) for r in records]
@@ -378,11 +424,14 @@ class WriterStore:
             if self._error is not None:
                 self._raise_failed()
             return
-        mark = self._puts
-        if mark == self._synced and self._error is None:
+        if self._puts == self._synced and self._error is None:
             return  # nothing written since the last flush: a reader need not wait for the writer
         b = _Barrier()
-        self._put(("barrier", b))
+        if self._error is not None:
+            self._raise_failed()
+        with self._put_lock:  # the mark counts exactly the items queued ahead of the barrier
+            mark = self._puts
+            self._enqueue(("barrier", b))
         while not b.done.wait(0.5):
             if not self._thread.is_alive():
                 break
@@ -531,7 +580,7 @@ class WriterStore:
         before anything is queued, and leaves the store usable."""
         name = check_run_name(name)
         rid = check_run_id(run_id)
-        body = check_meta(meta)
+        body = check_meta(meta, strict=self._strict_json)
         for _ in range(16):  # a generated id that is taken (two in one second) is drawn again
             candidate = rid or new_run_id()
             if not self.has_run(candidate):
@@ -546,11 +595,16 @@ class WriterStore:
 
     def update_run(self, run_id: str, *, status: str | None = None, meta: dict[str, Any] | None = None,
                    summary: dict[str, Any] | None = None) -> None:
-        status_, meta_text, summary_text = check_update(status, meta, summary)
-        self._put(("update", run_id, status_, meta_text, summary_text))
+        rid = self._run_id(run_id, "update_run")
+        status_, meta_text, summary_text = check_update(status, meta, summary, strict=self._strict_json)
+        if not self.has_run(rid):
+            raise StoreError(f"update_run: no run {rid!r:.120} in {self._location()}")
+        self._put(("update", rid, status_, meta_text, summary_text))
         self.flush()
 
     def put_snapshot(self, snap: dict[str, Any], run_id: str | None = None) -> str:
+        if run_id is not None:
+            run_id = self._run_id(run_id, "put_snapshot")
         sid = new_run_id()
         self._put(("snapshot", (sid, run_id, snap.get("pid"), time.time(), json.dumps(snap, sort_keys=True))))
         self.flush()

@@ -48,6 +48,7 @@ class PostgresStore(SqlReads, WriterStore):
     _JPID = "(body::jsonb->>'pid')::bigint"
     _JIDX = "(body::jsonb->>'index')::bigint"
     _JHINT = ""
+    _strict_json = True  # JSONB: no NUL, no lone surrogate in a run's meta or summary
 
     def __init__(self, dsn: str, durability: str = "group", **kw: Any) -> None:
         check_writer_options(durability, **kw)
