@@ -371,7 +371,7 @@ def test_a_flush_never_returns_before_rows_another_thread_is_still_queueing(tmp_
         st.close()
 
 
-@pytest.mark.parametrize("rid", ["bad\ud800", "nul\x00", 5, None])
+@pytest.mark.parametrize("rid", ["bad\ud800", "nul\x00", 5, None, [1], {"a": 1}])
 def test_a_run_id_the_writer_cannot_bind_is_refused_on_every_write_and_the_store_stays_usable(
         tmp_path: Path, rid: Any) -> None:
     st = SqliteStore(tmp_path / "s.db", "off")

@@ -373,7 +373,7 @@ class WriterStore:
     def _run_id(self, run_id: Any, who: str) -> str:
         """A run id the writer can store, checked once per id in the caller's thread: one
         it could not bind (a lone surrogate, a NUL, not a str) would kill the writer."""
-        if run_id in self._good_ids and type(run_id) is str:
+        if type(run_id) is str and run_id in self._good_ids:
             return run_id
         rid = check_run_id(run_id, who)
         if rid is None:
