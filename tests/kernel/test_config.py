@@ -38,13 +38,20 @@ def test_the_edges_of_each_range_are_accepted() -> None:
         assert Kernel(deterministic=True, **kw).run(init).value == 7, kw
 
 
-@given(st.integers() | st.floats() | st.text(max_size=3) | st.none() | st.booleans())
-def test_switch_batch_is_an_int_of_at_least_one_or_refused(value: Any) -> None:
-    ok = type(value) is int and 1 <= value <= 2**31
+RANGES = {"quantum": (1, 10**9), "default_priority": (0, 9), "event_ring": (0, 2**31), "event_batch": (1, 2**24),
+          "switch_batch": (1, 2**31), "seed": (-2**256, 2**256)}
+
+
+@given(st.sampled_from(sorted(RANGES)),
+       st.integers() | st.integers(-2**300, 2**300) | st.floats() | st.text(max_size=3) | st.none() | st.booleans()
+       | st.lists(st.integers(), max_size=2))
+def test_each_integer_option_is_an_int_in_its_range_or_refused_naming_it(option: str, value: Any) -> None:
+    lo, hi = RANGES[option]
+    ok = type(value) is int and lo <= value <= hi
     try:
-        Kernel(switch_batch=value)
+        Kernel(**{option: value})
     except KernelError as e:
-        assert not ok and "switch_batch" in str(e)
+        assert not ok and str(e).startswith(f"{option} must be") and len(str(e)) < 200
     else:
         assert ok
 

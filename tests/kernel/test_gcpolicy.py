@@ -6,6 +6,7 @@ import gc
 from typing import Any
 
 import pytest
+from hypothesis import given, strategies as st
 
 from agentos import AllowAll, Cost, Driver, DriverResult, Kernel
 from agentos.kernel import gcpolicy
@@ -150,3 +151,16 @@ def test_a_threshold_that_fails_to_apply_leaves_nothing_frozen(monkeypatch: pyte
     with pytest.raises(OverflowError):
         gcpolicy.apply(GcPolicy())
     assert gc.get_freeze_count() == 0
+
+
+@given(st.tuples(st.integers(-2, 2**32) | st.floats() | st.booleans(), st.integers(0, 9), st.integers(0, 9))
+       | st.lists(st.integers(0, 9), max_size=4) | st.text(max_size=3) | st.none())
+def test_any_threshold_is_taken_only_if_the_collector_can_take_it(threshold: Any) -> None:
+    ok = (type(threshold) is tuple and len(threshold) == 3
+          and all(type(x) is int and 0 <= x <= 2**31 - 1 for x in threshold))
+    try:
+        GcPolicy(threshold=threshold)
+    except ValueError as e:
+        assert not ok and "GcPolicy.threshold" in str(e)
+    else:
+        assert ok

@@ -41,22 +41,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
+from ..kernel.args import shown
 from .chain import Anchor, AuditRecord
 
 DURABILITY = ("fsync", "os")
-
-
-def shown(value: Any, limit: int = 60) -> str:
-    """A caller's bad option for an error message: bounded, and never the value's own
-    `__repr__` for odd types (it may raise, recurse, or hold a secret)."""
-    t = type(value)
-    if t in (int, float, bool, type(None)):
-        text = repr(value) if t is not int or abs(value) < 10**30 else f"<int of {value.bit_length()} bits>"
-    elif t is str:
-        text = repr(value[: limit + 1]).encode("utf-8", "backslashreplace").decode("utf-8")
-    else:
-        text = f"<{t.__name__}>"
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def check_durability(durability: object) -> str:

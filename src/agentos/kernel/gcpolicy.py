@@ -23,6 +23,8 @@ import gc
 from dataclasses import dataclass
 from typing import Any
 
+from .args import shown
+
 
 @dataclass(frozen=True)
 class GcPolicy:
@@ -34,20 +36,12 @@ class GcPolicy:
     def __post_init__(self) -> None:
         t = self.threshold
         if not (isinstance(t, tuple) and len(t) == 3 and all(type(x) is int and 0 <= x <= _C_INT_MAX for x in t)):
-            raise ValueError(f"GcPolicy.threshold must be three ints in 0..{_C_INT_MAX}, got {_shown(t)}")
+            raise ValueError(f"GcPolicy.threshold must be three ints in 0..{_C_INT_MAX}, got {shown(t)}")
         if self.freeze is not True and self.freeze is not False:
-            raise ValueError(f"GcPolicy.freeze must be True or False, got {_shown(self.freeze)}")
+            raise ValueError(f"GcPolicy.freeze must be True or False, got {shown(self.freeze)}")
 
 
 _C_INT_MAX = 2**31 - 1  # what gc.set_threshold takes
-
-
-def _shown(v: Any) -> str:
-    try:
-        text = repr(v)
-    except BaseException:
-        text = f"a {type(v).__name__}"
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 _depth = 0   # running kernels that applied a policy, nested in this interpreter
